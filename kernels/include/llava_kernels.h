@@ -1,0 +1,130 @@
+/*
+ * llava-edge kernels: quant block layouts and kernel signatures.
+ *
+ * This header is the single declaration of every block layout. The C kernels include it and
+ * build.rs runs bindgen over it, so Rust and C can never disagree on a layout. The layouts are
+ * ggml's on-disk formats (GGUF tensor data), so sizes are fixed and checked below.
+ * Half-precision scales are stored as their raw IEEE binary16 bits (uint16_t).
+ */
+#ifndef LLAVA_KERNELS_H
+#define LLAVA_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define LE_QK4_0 32
+#define LE_QK4_1 32
+#define LE_QK5_0 32
+#define LE_QK5_1 32
+#define LE_QK8_0 32
+#define LE_QK8_1 32
+/* Super-block size of the K-quants. */
+#define LE_QK_K 256
+/* Bytes of packed 6-bit scales/mins in Q4_K and Q5_K, and of 6-bit scales in Q3_K. */
+#define LE_K_SCALE_SIZE 12
+
+/* 4-bit, scale only: x = d * (q - 8). */
+typedef struct {
+    uint16_t d;
+    uint8_t qs[LE_QK4_0 / 2];
+} le_block_q4_0;
+
+/* 4-bit, scale and min: x = d * q + m. */
+typedef struct {
+    uint16_t d;
+    uint16_t m;
+    uint8_t qs[LE_QK4_1 / 2];
+} le_block_q4_1;
+
+/* 5-bit, scale only: the fifth bits sit in qh. */
+typedef struct {
+    uint16_t d;
+    uint8_t qh[4];
+    uint8_t qs[LE_QK5_0 / 2];
+} le_block_q5_0;
+
+/* 5-bit, scale and min. */
+typedef struct {
+    uint16_t d;
+    uint16_t m;
+    uint8_t qh[4];
+    uint8_t qs[LE_QK5_1 / 2];
+} le_block_q5_1;
+
+/* 8-bit, scale only. */
+typedef struct {
+    uint16_t d;
+    int8_t qs[LE_QK8_0];
+} le_block_q8_0;
+
+/* 8-bit activations for Q4_1/Q5_1 dots: s = d * sum(qs). */
+typedef struct {
+    uint16_t d;
+    uint16_t s;
+    int8_t qs[LE_QK8_1];
+} le_block_q8_1;
+
+/* 2-bit K-quant: 16 sub-blocks of 16, 4-bit scales and mins. */
+typedef struct {
+    uint8_t scales[LE_QK_K / 16];
+    uint8_t qs[LE_QK_K / 4];
+    uint16_t d;
+    uint16_t dmin;
+} le_block_q2_K;
+
+/* 3-bit K-quant: 16 sub-blocks of 16, 6-bit signed scales, high bits in hmask. */
+typedef struct {
+    uint8_t hmask[LE_QK_K / 8];
+    uint8_t qs[LE_QK_K / 4];
+    uint8_t scales[LE_K_SCALE_SIZE];
+    uint16_t d;
+} le_block_q3_K;
+
+/* 4-bit K-quant: 8 sub-blocks of 32, 6-bit scales and mins. */
+typedef struct {
+    uint16_t d;
+    uint16_t dmin;
+    uint8_t scales[LE_K_SCALE_SIZE];
+    uint8_t qs[LE_QK_K / 2];
+} le_block_q4_K;
+
+/* 5-bit K-quant: as Q4_K plus one high bit per weight. */
+typedef struct {
+    uint16_t d;
+    uint16_t dmin;
+    uint8_t scales[LE_K_SCALE_SIZE];
+    uint8_t qh[LE_QK_K / 8];
+    uint8_t qs[LE_QK_K / 2];
+} le_block_q5_K;
+
+/* 6-bit K-quant: 16 sub-blocks of 16, 8-bit signed scales. */
+typedef struct {
+    uint8_t ql[LE_QK_K / 2];
+    uint8_t qh[LE_QK_K / 4];
+    int8_t scales[LE_QK_K / 16];
+    uint16_t d;
+} le_block_q6_K;
+
+/* 8-bit activations for K-quant dots: f32 scale, sums of each 16 for the min terms. */
+typedef struct {
+    float d;
+    int8_t qs[LE_QK_K];
+    int16_t bsums[LE_QK_K / 16];
+} le_block_q8_K;
+
+#ifndef __cplusplus
+_Static_assert(sizeof(le_block_q4_0) == 18, "q4_0 layout");
+_Static_assert(sizeof(le_block_q4_1) == 20, "q4_1 layout");
+_Static_assert(sizeof(le_block_q5_0) == 22, "q5_0 layout");
+_Static_assert(sizeof(le_block_q5_1) == 24, "q5_1 layout");
+_Static_assert(sizeof(le_block_q8_0) == 34, "q8_0 layout");
+_Static_assert(sizeof(le_block_q8_1) == 36, "q8_1 layout");
+_Static_assert(sizeof(le_block_q2_K) == 84, "q2_K layout");
+_Static_assert(sizeof(le_block_q3_K) == 110, "q3_K layout");
+_Static_assert(sizeof(le_block_q4_K) == 144, "q4_K layout");
+_Static_assert(sizeof(le_block_q5_K) == 176, "q5_K layout");
+_Static_assert(sizeof(le_block_q6_K) == 210, "q6_K layout");
+_Static_assert(sizeof(le_block_q8_K) == 292, "q8_K layout");
+#endif
+
+#endif /* LLAVA_KERNELS_H */

@@ -1,0 +1,1 @@
+//! GGUF files: a validating, memory-mapped reader and a streaming writer.

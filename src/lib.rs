@@ -1,0 +1,9 @@
+//! llava-edge: a runtime for LLaVA-family vision-language models on edge hardware.
+//!
+//! Data flows one way: [`gguf`] (bytes of a file) -> tensor views -> [`quant`] block formats and
+//! kernels -> model -> pipeline -> CLI. Lower layers never import higher ones.
+
+pub mod dtype;
+pub mod ffi;
+pub mod gguf;
+pub mod quant;
