@@ -2,7 +2,12 @@
 //!
 //! Block layouts live only in that header; this module re-exports bindgen's output.
 
-#![allow(non_camel_case_types, non_upper_case_globals, non_snake_case, dead_code)]
+#![allow(
+    non_camel_case_types,
+    non_upper_case_globals,
+    non_snake_case,
+    dead_code
+)]
 #![allow(clippy::all)]
 
 include!(concat!(env!("OUT_DIR"), "/kernels_bindings.rs"));
