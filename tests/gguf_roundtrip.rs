@@ -70,6 +70,14 @@ fn every_value_kind() -> Vec<(String, Value)> {
     ]
 }
 
+/// `fuzz/seed.sh` sets `LLAVA_EDGE_SEED_DIR` to collect the files these tests write as seeds.
+fn keep_as_fuzz_seed(path: &std::path::Path) {
+    if let Ok(dir) = std::env::var("LLAVA_EDGE_SEED_DIR") {
+        let name = path.file_name().unwrap();
+        std::fs::copy(path, std::path::Path::new(&dir).join(name)).unwrap();
+    }
+}
+
 fn tensor_bytes(spec: &TensorSpec, seed: u8) -> Vec<u8> {
     let n: u64 = spec.dims.iter().product();
     let size = spec.ty.bytes_for(n).unwrap() as usize;
@@ -108,6 +116,7 @@ fn every_value_type_and_tensor_round_trips() {
     }
     w.finish().unwrap();
 
+    keep_as_fuzz_seed(&path);
     let f = GgufFile::open(&path).unwrap();
     assert_eq!(f.version(), 3);
     assert_eq!(f.alignment(), 32);
@@ -164,6 +173,7 @@ fn custom_alignment_is_honoured() {
             w.write_tensor(&s.name, &tensor_bytes(s, 1)).unwrap();
         }
         w.finish().unwrap();
+        keep_as_fuzz_seed(&path);
         let f = GgufFile::open(&path).unwrap();
         assert_eq!(f.alignment(), u64::from(align));
         assert_eq!(f.data_offset() % u64::from(align), 0);

@@ -1,0 +1,3 @@
+//! gguf-tools: inspect, quantize and convert GGUF files. The binary is a thin shell over this.
+
+pub mod inspect;
