@@ -723,6 +723,7 @@ def run_case(case, tok, sp_model_path, out, img_dir):
                                        max_num=9 if case["family"] == "ov" else None)
                 assert ar["num_tokens"] == n_img_tok, (ar, n_img_tok)
                 assert ar["num_tiles_incl_base"] == meta["num_tiles_run_through_vision"], ar
+                meta["anyres"] = ar
                 rp = repack_reference(cap["proj_out"], (h, w), cfg.image_grid_pinpoints, vc.image_size,
                                       vc.patch_size, model.model.image_newline,
                                       max_num=9 if case["family"] == "ov" else None)
@@ -734,7 +735,14 @@ def run_case(case, tok, sp_model_path, out, img_dir):
                 rp = torch.cat([torch.cat([t, nl[None]], 0) for t in cap["proj_out"]], 0)
                 assert torch.equal(rp, packed)
                 meta["multi_image_recipe"] = "per image: 25 base-tile rows + 1 image_newline row (no anyres)"
-                meta["anyres"] = ar
+                # what transformers does with a *flat* image list for the same single prompt: each image is
+                # treated as its own sample (batch_num_images [1, 1]) and gets the full anyres treatment
+                flat = proc(text=prompt, images=pils, return_tensors="pt")
+                meta["flat_list_variant"] = {
+                    "note": "processor(images=[img1, img2]) instead of [[img1, img2]]; recorded, not a fixture",
+                    "batch_num_images": flat["batch_num_images"].tolist(),
+                    "pixel_values_shape": list(flat["pixel_values"].shape),
+                    "num_image_tokens": int((flat["input_ids"] == cfg.image_token_id).sum())}
         elif kind == "video":
             vf = outp.video_outputs.pooler_output if getattr(outp, "video_outputs", None) is not None else None
             api = model.model.get_video_features(pixel_values_videos=inputs["pixel_values_videos"]).pooler_output
