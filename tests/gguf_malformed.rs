@@ -226,6 +226,11 @@ fn crafted_corruptions_give_specific_errors() {
     m[w_at + 4..w_at + 12].copy_from_slice(&(1u64 << 40).to_le_bytes());
     m[w_at + 12..w_at + 20].copy_from_slice(&(1u64 << 40).to_le_bytes());
     expect_err(m, "overflow");
+    // Found by the fuzzer: a zero dimension hid the overflow of the others.
+    let mut m = base.clone();
+    m[w_at + 4..w_at + 12].copy_from_slice(&0u64.to_le_bytes());
+    m[w_at + 12..w_at + 20].copy_from_slice(&(1u64 << 63).to_le_bytes());
+    expect_err(m, "overflow");
     let mut m = base.clone();
     m[w_at + 24..w_at + 32].copy_from_slice(&8u64.to_le_bytes());
     expect_err(m, "not a multiple of the alignment");
@@ -281,4 +286,26 @@ fn missing_and_empty_files_are_clear_errors() {
     std::fs::write(dir.path("text.gguf"), b"hello world").unwrap();
     let e = GgufFile::open(dir.path("text.gguf")).err().unwrap();
     assert!(e.to_string().contains("not a GGUF file"), "{e}");
+}
+
+/// Inputs the fuzzer once crashed on: each must now parse to a value or an error.
+#[test]
+fn fuzz_regressions_stay_fixed() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/fuzz-regressions");
+    let mut n = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let bytes = std::fs::read(&path).unwrap();
+        let result = std::panic::catch_unwind(|| {
+            GgufFile::from_bytes(bytes, "regression").map(|f| {
+                f.tensors()
+                    .iter()
+                    .map(|t| (t.n_rows(), f.view(t).data.len()))
+                    .count()
+            })
+        });
+        assert!(result.is_ok(), "panic on {}", path.display());
+        n += 1;
+    }
+    assert!(n > 0);
 }

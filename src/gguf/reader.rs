@@ -581,12 +581,13 @@ impl Header {
             let offset = c.u64(&|| format!("data offset of tensor '{name}'"))?;
             let ty = GgmlType::from_id(ty_id)
                 .ok_or_else(|| bad(format!("unknown ggml type id {ty_id}")))?;
-            // ggml holds dimensions as int64: every one, and their product, must fit.
-            let n_elements = dims
-                .iter()
-                .try_fold(1u64, |acc, &d| acc.checked_mul(d))
+            // ggml holds dimensions as int64: every partial product must fit, zero-sized
+            // dimensions aside (else a [0, 2^40, 2^40] tensor passes and its row count overflows).
+            dims.iter()
+                .try_fold(1u64, |acc, &d| acc.checked_mul(d.max(1)))
                 .filter(|&n| n <= i64::MAX as u64)
                 .ok_or_else(|| bad(format!("dimensions {dims:?} overflow")))?;
+            let n_elements: u64 = dims.iter().product();
             let row = dims.first().copied().unwrap_or(1);
             if row % ty.block_size() as u64 != 0 {
                 return Err(bad(format!(
