@@ -1,3 +1,4 @@
 //! gguf-tools: inspect, quantize and convert GGUF files. The binary is a thin shell over this.
 
 pub mod inspect;
+pub mod mix;

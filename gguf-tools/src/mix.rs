@@ -117,58 +117,134 @@ pub struct TensorShape<'a> {
     pub dims: &'a [u64],
 }
 
-/// Whether llama.cpp would quantize this tensor at all: matrices only (trailing 1-sized
-/// dimensions do not count), and never norms, MoE gates or learned position tables.
+/// Whether llama.cpp would quantize this tensor at all: weight matrices only (trailing
+/// 1-sized dimensions do not count), never norms, MoE gates or learned position tables.
 pub fn is_quantizable(t: &TensorShape) -> bool {
     let n_dims = t.dims.iter().rposition(|&d| d > 1).map_or(1, |i| i + 1);
     n_dims >= 2
+        && t.name.ends_with("weight")
         && !t.name.contains("_norm.weight")
         && !t.name.contains("ffn_gate_inp.weight")
         && t.name != "position_embd.weight"
         && t.name != "token_types.weight"
 }
 
+/// llama.cpp's broad tensor categories, tested in its order (substring matches).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Category {
+    Output,
+    TokenEmbd,
+    /// attn_v, and the fused attn_qkv / attn_kv_b that llama.cpp treats the same way.
+    AttnV,
+    FfnDown,
+    Other,
+}
+
+fn category(name: &str) -> Category {
+    if name == "output.weight" {
+        Category::Output
+    } else if name == "token_embd.weight" {
+        Category::TokenEmbd
+    } else if ["attn_qkv.weight", "attn_kv_b.weight", "attn_v.weight"]
+        .iter()
+        .any(|p| name.contains(p))
+    {
+        Category::AttnV
+    } else if [
+        "attn_k.weight",
+        "attn_q.weight",
+        "attn_output.weight",
+        "ffn_up",
+        "ffn_gate",
+    ]
+    .iter()
+    .any(|p| name.contains(p))
+    {
+        Category::Other
+    } else if name.contains("ffn_down") {
+        Category::FfnDown
+    } else {
+        Category::Other
+    }
+}
+
 /// llama.cpp's rule for spending more bits on a few layers: the first and last eighth, and
 /// every third layer in between.
 fn use_more_bits(i: usize, n: usize) -> bool {
-    i < n / 8 || i >= 7 * n / 8 || (i >= n / 8 && (i - n / 8) % 3 == 2)
+    i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2
 }
 
 /// The per-tensor type choices of a mix over a whole model.
 pub struct Plan {
     /// One entry per input tensor: `None` to copy unchanged, else the target type.
     pub types: Vec<Option<GgmlType>>,
-    /// Tensors that fell back to a non-K type because their rows are not a multiple of 256.
+    /// Tensors whose row length did not fit the chosen type, so a fallback type was used.
     pub fallbacks: Vec<String>,
 }
 
 /// Chooses each tensor's type the way `llama-quantize` does for `mix` (no importance matrix,
-/// not `--pure`). `tensors` must be in file order: the attn_v and ffn_down rules count layers
-/// in the order the tensors appear.
-pub fn plan(mix: Mix, tensors: &[TensorShape], current: &[GgmlType]) -> Plan {
-    let has_output = tensors.iter().any(|t| t.name == "output.weight");
-    let n_wv = tensors.iter().filter(|t| t.name.contains("attn_v.weight")).count();
-    let n_down = tensors.iter().filter(|t| t.name.contains("ffn_down")).count();
+/// not `--pure`). `tensors` must be in file order: the attn_v and ffn_down rules count them in
+/// that order. `n_layer` is the model's block count (llama.cpp's layer count for the ffn_down
+/// rule); when absent, the ffn_down tensors are counted.
+pub fn plan(
+    mix: Mix,
+    tensors: &[TensorShape],
+    current: &[GgmlType],
+    n_layer: Option<usize>,
+) -> Plan {
+    let tied = !tensors.iter().any(|t| t.name == "output.weight");
+    let cats: Vec<Category> = tensors.iter().map(|t| category(t.name)).collect();
+    let n_wv = cats.iter().filter(|&&c| c == Category::AttnV).count();
+    let n_down =
+        n_layer.unwrap_or_else(|| cats.iter().filter(|&&c| c == Category::FfnDown).count());
     let (mut i_wv, mut i_down) = (0, 0);
     let default = mix.default_type();
     let mut fallbacks = Vec::new();
     let types = tensors
         .iter()
+        .zip(&cats)
         .zip(current)
-        .map(|(t, &cur)| {
+        .map(|((t, &cat), &cur)| {
             if !is_quantizable(t) {
                 return None;
             }
             let mut ty = default;
             if default.is_quantized() {
-                ty = tensor_type(mix, t, has_output, (&mut i_wv, n_wv), (&mut i_down, n_down));
                 let nx = t.dims[0];
-                if is_k_quant(ty) && nx % 256 != 0 {
-                    ty = match ty {
-                        GgmlType::Q4_K => GgmlType::Q5_0,
-                        GgmlType::Q5_K => GgmlType::Q5_1,
-                        _ => GgmlType::Q8_0,
-                    };
+                ty = match cat {
+                    // The output projection is the most sensitive matrix: 6 bits, or 8 where
+                    // the mix's blocks do not fit its rows.
+                    Category::Output | Category::TokenEmbd if cat == Category::Output || tied => {
+                        if nx % default.block_size() as u64 != 0 {
+                            GgmlType::Q8_0
+                        } else if default != GgmlType::Q8_0 {
+                            GgmlType::Q6_K
+                        } else {
+                            default
+                        }
+                    }
+                    Category::AttnV => {
+                        let i = i_wv;
+                        i_wv += 1;
+                        match mix {
+                            Mix::Q4_K_M | Mix::Q5_K_M if use_more_bits(i, n_wv) => GgmlType::Q6_K,
+                            Mix::Q4_K_S if i < 4 => GgmlType::Q5_K,
+                            _ => default,
+                        }
+                    }
+                    Category::FfnDown => {
+                        let i = i_down;
+                        i_down += 1;
+                        match mix {
+                            Mix::Q4_K_M | Mix::Q5_K_M if use_more_bits(i, n_down) => GgmlType::Q6_K,
+                            Mix::Q4_K_S if i < n_down / 8 => GgmlType::Q5_K,
+                            _ => default,
+                        }
+                    }
+                    _ => default,
+                };
+                if nx % ty.block_size() as u64 != 0 {
+                    ty = fallback(ty);
                     if nx % ty.block_size() as u64 != 0 {
                         ty = GgmlType::F16;
                     }
@@ -181,52 +257,16 @@ pub fn plan(mix: Mix, tensors: &[TensorShape], current: &[GgmlType]) -> Plan {
     Plan { types, fallbacks }
 }
 
-fn is_k_quant(ty: GgmlType) -> bool {
-    matches!(
-        ty,
-        GgmlType::Q2_K | GgmlType::Q3_K | GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K
-    )
-}
-
-fn tensor_type(
-    mix: Mix,
-    t: &TensorShape,
-    has_output: bool,
-    (i_wv, n_wv): (&mut usize, usize),
-    (i_down, n_down): (&mut usize, usize),
-) -> GgmlType {
-    let default = mix.default_type();
-    let name = t.name;
-    if name == "output.weight" || (!has_output && name == "token_embd.weight") {
-        // The output projection is the most sensitive matrix: 6 bits, or 8 where K-quants
-        // cannot be used.
-        return if t.dims[0] % 256 != 0 {
-            GgmlType::Q8_0
-        } else if default != GgmlType::Q8_0 {
-            GgmlType::Q6_K
-        } else {
-            default
-        };
+/// llama.cpp's substitute for a type whose blocks do not fit a tensor's rows.
+fn fallback(ty: GgmlType) -> GgmlType {
+    match ty {
+        GgmlType::Q2_K | GgmlType::Q3_K => GgmlType::Q4_0,
+        GgmlType::Q4_K => GgmlType::Q5_0,
+        GgmlType::Q5_K => GgmlType::Q5_1,
+        GgmlType::Q6_K => GgmlType::Q8_0,
+        // A 32-block type has nothing smaller to drop to; the caller turns it into F16.
+        other => other,
     }
-    if name.contains("attn_v.weight") {
-        let i = *i_wv;
-        *i_wv += 1;
-        return match mix {
-            Mix::Q4_K_M | Mix::Q5_K_M if use_more_bits(i, n_wv) => GgmlType::Q6_K,
-            Mix::Q4_K_S if i < 4 => GgmlType::Q5_K,
-            _ => default,
-        };
-    }
-    if name.contains("ffn_down") {
-        let i = *i_down;
-        *i_down += 1;
-        return match mix {
-            Mix::Q4_K_M | Mix::Q5_K_M if use_more_bits(i, n_down) => GgmlType::Q6_K,
-            Mix::Q4_K_S if i < n_down / 8 => GgmlType::Q5_K,
-            _ => default,
-        };
-    }
-    default
 }
 
 #[cfg(test)]
@@ -264,7 +304,7 @@ mod tests {
             .map(|(n, d)| TensorShape { name: n, dims: d })
             .collect();
         let cur = vec![GgmlType::F16; model.len()];
-        let p = plan(mix, &shapes, &cur);
+        let p = plan(mix, &shapes, &cur, None);
         model.iter().map(|(n, _)| n.clone()).zip(p.types).collect()
     }
 
@@ -285,10 +325,25 @@ mod tests {
         let more: Vec<usize> = (0..8).filter(|&i| use_more_bits(i, 8)).collect();
         assert_eq!(more, vec![0, 3, 6, 7]);
         for i in 0..8 {
-            let want = if more.contains(&i) { GgmlType::Q6_K } else { GgmlType::Q4_K };
-            assert_eq!(ty_of(&r, &format!("blk.{i}.attn_v.weight")), Some(want), "layer {i}");
-            assert_eq!(ty_of(&r, &format!("blk.{i}.ffn_down.weight")), Some(want), "layer {i}");
-            assert_eq!(ty_of(&r, &format!("blk.{i}.ffn_up.weight")), Some(GgmlType::Q4_K));
+            let want = if more.contains(&i) {
+                GgmlType::Q6_K
+            } else {
+                GgmlType::Q4_K
+            };
+            assert_eq!(
+                ty_of(&r, &format!("blk.{i}.attn_v.weight")),
+                Some(want),
+                "layer {i}"
+            );
+            assert_eq!(
+                ty_of(&r, &format!("blk.{i}.ffn_down.weight")),
+                Some(want),
+                "layer {i}"
+            );
+            assert_eq!(
+                ty_of(&r, &format!("blk.{i}.ffn_up.weight")),
+                Some(GgmlType::Q4_K)
+            );
         }
     }
 
@@ -299,10 +354,25 @@ mod tests {
         let r = run(Mix::Q4_K_M, &m);
         assert_eq!(ty_of(&r, "token_embd.weight"), Some(GgmlType::Q8_0));
         assert_eq!(ty_of(&r, "blk.1.attn_q.weight"), Some(GgmlType::Q5_0));
-        assert_eq!(ty_of(&r, "blk.0.attn_v.weight"), Some(GgmlType::Q8_0));
+        // 4 layers: n/8 = 0, so the extra bits go to layers 2 (every third) and 3 (last eighth).
+        assert_eq!(ty_of(&r, "blk.0.attn_v.weight"), Some(GgmlType::Q5_0));
+        assert_eq!(ty_of(&r, "blk.3.attn_v.weight"), Some(GgmlType::Q8_0));
         // ffn_down rows are 4864 = 19 x 256: K-quants apply.
         assert_eq!(ty_of(&r, "blk.1.ffn_down.weight"), Some(GgmlType::Q4_K));
-        assert_eq!(ty_of(&r, "blk.0.ffn_down.weight"), Some(GgmlType::Q6_K));
+        assert_eq!(ty_of(&r, "blk.2.ffn_down.weight"), Some(GgmlType::Q6_K));
+        // A Q4_0 mix on rows that are not a multiple of 32 ends in F16, as llama.cpp's does
+        // (from an F32 input; from F16 there is then nothing to do).
+        let odd = [TensorShape {
+            name: "blk.0.ffn_up.weight",
+            dims: &[48, 8],
+        }];
+        let p = plan(Mix::Q4_0, &odd, &[GgmlType::F32], None);
+        assert_eq!(p.types, vec![Some(GgmlType::F16)]);
+        assert_eq!(p.fallbacks, vec!["blk.0.ffn_up.weight".to_string()]);
+        assert_eq!(
+            plan(Mix::Q4_0, &odd, &[GgmlType::F16], None).types,
+            vec![None]
+        );
         let r = run(Mix::Q5_K_M, &m);
         assert_eq!(ty_of(&r, "blk.1.attn_q.weight"), Some(GgmlType::Q5_1));
     }
