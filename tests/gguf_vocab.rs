@@ -81,3 +81,15 @@ fn reader_agrees_with_gguf_py_on_real_vocab_files() {
         }
     }
 }
+
+/// The .npy reader the model tests use, on a fixture with known shapes.
+#[test]
+fn fixture_npy_files_read() {
+    let dir = common::npy::fixtures_dir().join("llava15/sq180");
+    let ids = common::npy::read(&dir.join("input_ids.npy"));
+    let logits = common::npy::read(&dir.join("logits.npy"));
+    assert_eq!(ids.shape().len(), 1);
+    assert_eq!(logits.shape(), &[ids.shape()[0], 512]);
+    assert!(ids.i64().iter().all(|&t| (0..512).contains(&t)));
+    assert!(logits.f32().iter().all(|x| x.is_finite()));
+}

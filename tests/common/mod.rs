@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod npy;
+
 use std::path::PathBuf;
 
 /// The `shared/` folder that sits beside the repository (vocabularies, reference facts).
