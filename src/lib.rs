@@ -6,4 +6,6 @@
 pub mod dtype;
 pub mod ffi;
 pub mod gguf;
+pub mod ops;
 pub mod quant;
+pub mod text;

@@ -1,0 +1,88 @@
+//! Scaled dot-product attention over a key/value cache, with grouped-query heads.
+
+/// Attention for one query token: `q` holds `n_head` heads of `head_dim`; `k` and `v` hold
+/// `n_kv` positions of `n_kv_head` heads each (`n_kv * n_kv_head * head_dim`). Query head h
+/// reads key/value head `h / (n_head / n_kv_head)`. The softmax is computed online in one
+/// pass (running max and sum), so no score row is stored. Result into `out` (like `q`).
+#[allow(clippy::too_many_arguments)]
+pub fn attend(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    n_kv: usize,
+    n_head: usize,
+    n_kv_head: usize,
+    head_dim: usize,
+    out: &mut [f32],
+) {
+    let group = n_head / n_kv_head;
+    let scale = 1.0 / (head_dim as f32).sqrt();
+    let stride = n_kv_head * head_dim;
+    for h in 0..n_head {
+        let kvh = h / group;
+        let qh = &q[h * head_dim..(h + 1) * head_dim];
+        let o = &mut out[h * head_dim..(h + 1) * head_dim];
+        o.fill(0.0);
+        let (mut max, mut sum) = (f32::NEG_INFINITY, 0f32);
+        for p in 0..n_kv {
+            let kp = &k[p * stride + kvh * head_dim..p * stride + (kvh + 1) * head_dim];
+            let s = super::matrix::dot(qh, kp) * scale;
+            let vp = &v[p * stride + kvh * head_dim..p * stride + (kvh + 1) * head_dim];
+            if s > max {
+                // Rescale what was accumulated under the old maximum.
+                let c = (max - s).exp();
+                sum *= c;
+                for x in o.iter_mut() {
+                    *x *= c;
+                }
+                max = s;
+            }
+            let w = (s - max).exp();
+            sum += w;
+            for (x, y) in o.iter_mut().zip(vp) {
+                *x += w * y;
+            }
+        }
+        for x in o.iter_mut() {
+            *x /= sum;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matches_two_pass_softmax_with_gqa() {
+        let (n_head, n_kv_head, hd, n_kv) = (4, 2, 4, 5);
+        let f = |i: usize| ((i * 7919) % 97) as f32 / 30.0 - 1.5;
+        let q: Vec<f32> = (0..n_head * hd).map(f).collect();
+        let k: Vec<f32> = (0..n_kv * n_kv_head * hd).map(|i| f(i + 11)).collect();
+        let v: Vec<f32> = (0..n_kv * n_kv_head * hd).map(|i| f(i + 23)).collect();
+        let mut out = vec![0f32; n_head * hd];
+        attend(&q, &k, &v, n_kv, n_head, n_kv_head, hd, &mut out);
+        for h in 0..n_head {
+            let kvh = h / 2;
+            let scores: Vec<f64> = (0..n_kv)
+                .map(|p| {
+                    (0..hd)
+                        .map(|d| {
+                            f64::from(q[h * hd + d]) * f64::from(k[(p * n_kv_head + kvh) * hd + d])
+                        })
+                        .sum::<f64>()
+                        / (hd as f64).sqrt()
+                })
+                .collect();
+            let m = scores.iter().cloned().fold(f64::MIN, f64::max);
+            let e: Vec<f64> = scores.iter().map(|s| (s - m).exp()).collect();
+            let z: f64 = e.iter().sum();
+            for d in 0..hd {
+                let want: f64 = (0..n_kv)
+                    .map(|p| e[p] / z * f64::from(v[(p * n_kv_head + kvh) * hd + d]))
+                    .sum();
+                assert!((f64::from(out[h * hd + d]) - want).abs() < 1e-5);
+            }
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! Weight matrices straight from the file: `y = W x` for one or many input rows, whatever the
+//! matrix's GGUF type, with rows split over threads.
+
+use half::{bf16, f16};
+
+use crate::dtype::GgmlType;
+use crate::gguf::TensorView;
+
+/// Errors of the math layer: shapes that do not line up, types it cannot compute with.
+#[derive(Debug, thiserror::Error)]
+pub enum OpError {
+    /// A weight tensor has a type no kernel here handles.
+    #[error("tensor '{tensor}': type {ty} is not supported for {what}")]
+    UnsupportedType {
+        tensor: String,
+        ty: GgmlType,
+        what: &'static str,
+    },
+    /// A tensor does not have the shape the model needs.
+    #[error("tensor '{tensor}': shape {found:?}, expected {expected:?}")]
+    Shape {
+        tensor: String,
+        expected: Vec<u64>,
+        found: Vec<u64>,
+    },
+}
+
+/// A 2-D weight matrix in ggml's layout: `rows` rows of `cols` values (dims `[cols, rows]`),
+/// so `W x` takes a `cols`-vector to a `rows`-vector. The data stays in the memory map.
+#[derive(Clone, Copy, Debug)]
+pub struct Matrix<'a> {
+    /// The tensor's name, for errors.
+    pub name: &'a str,
+    /// Element type of `data`.
+    pub ty: GgmlType,
+    /// Output dimension.
+    pub rows: usize,
+    /// Input dimension (row length).
+    pub cols: usize,
+    /// The raw rows, `rows * row_bytes` bytes.
+    pub data: &'a [u8],
+}
+
+impl<'a> Matrix<'a> {
+    /// A matrix view of `t`, which must have dims `[cols, rows]`.
+    pub fn new(t: TensorView<'a>, cols: usize, rows: usize) -> Result<Matrix<'a>, OpError> {
+        let found = t.info.dims.clone();
+        let want = vec![cols as u64, rows as u64];
+        // Trailing 1-sized dims are the same matrix.
+        let trimmed: Vec<u64> = match found.iter().rposition(|&d| d != 1) {
+            Some(i) => found[..=i.max(1)].to_vec(),
+            None => found.clone(),
+        };
+        if trimmed != want {
+            return Err(OpError::Shape {
+                tensor: t.info.name.clone(),
+                expected: want,
+                found,
+            });
+        }
+        if !matches!(t.info.ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16) {
+            return Err(OpError::UnsupportedType {
+                tensor: t.info.name.clone(),
+                ty: t.info.ty,
+                what: "matrix products",
+            });
+        }
+        Ok(Matrix {
+            name: &t.info.name,
+            ty: t.info.ty,
+            rows,
+            cols,
+            data: t.data,
+        })
+    }
+
+    fn row_bytes(&self) -> usize {
+        self.cols * self.ty.type_size() / self.ty.block_size()
+    }
+
+    /// Row `r` as f32 values, into `out` (`cols` long).
+    pub fn row_f32(&self, r: usize, out: &mut [f32]) {
+        let rb = self.row_bytes();
+        let bytes = &self.data[r * rb..(r + 1) * rb];
+        match self.ty {
+            GgmlType::F32 => {
+                for (o, c) in out.iter_mut().zip(bytes.chunks_exact(4)) {
+                    *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+                }
+            }
+            GgmlType::F16 => {
+                for (o, c) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+                    *o = f16::from_le_bytes([c[0], c[1]]).to_f32();
+                }
+            }
+            GgmlType::BF16 => {
+                for (o, c) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+                    *o = bf16::from_le_bytes([c[0], c[1]]).to_f32();
+                }
+            }
+            other => unreachable!("Matrix::new admits no {other}"),
+        }
+    }
+
+    /// `out[t] = W x[t]` for each of the `n` input rows in `x` (`n * cols` values), into `out`
+    /// (`n * rows` values), using up to `threads` threads.
+    pub fn matmul(&self, x: &[f32], n: usize, out: &mut [f32], threads: usize) {
+        assert_eq!(x.len(), n * self.cols, "{}: input length", self.name);
+        assert_eq!(out.len(), n * self.rows, "{}: output length", self.name);
+        let threads = threads.clamp(1, self.rows.max(1));
+        let per = self.rows.div_ceil(threads);
+        // Each thread owns a band of weight rows and writes the matching output columns; the
+        // bands are gathered after, so threads never share an output cache line mid-write.
+        let bands: Vec<Vec<f32>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..threads)
+                .map(|t| {
+                    let (r0, r1) = (t * per, ((t + 1) * per).min(self.rows));
+                    s.spawn(move || {
+                        let mut band = vec![0f32; n * (r1.saturating_sub(r0))];
+                        let mut w = vec![0f32; self.cols];
+                        for r in r0..r1 {
+                            self.row_f32(r, &mut w);
+                            for i in 0..n {
+                                let xi = &x[i * self.cols..(i + 1) * self.cols];
+                                band[i * (r1 - r0) + (r - r0)] = dot(&w, xi);
+                            }
+                        }
+                        band
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("matmul worker"))
+                .collect()
+        });
+        for (t, band) in bands.iter().enumerate() {
+            let (r0, r1) = (t * per, ((t + 1) * per).min(self.rows));
+            if r1 <= r0 {
+                continue;
+            }
+            for i in 0..n {
+                out[i * self.rows + r0..i * self.rows + r1]
+                    .copy_from_slice(&band[i * (r1 - r0)..(i + 1) * (r1 - r0)]);
+            }
+        }
+    }
+}
+
+/// f32 dot product with 8 partial sums (closer to what SIMD kernels compute than one running sum).
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let chunks = a.len() / 8;
+    for c in 0..chunks {
+        for k in 0..8 {
+            acc[k] += a[c * 8 + k] * b[c * 8 + k];
+        }
+    }
+    let mut s: f32 = acc.iter().sum();
+    for i in chunks * 8..a.len() {
+        s += a[i] * b[i];
+    }
+    s
+}

@@ -1,0 +1,64 @@
+//! Normalisation layers.
+
+/// RMSNorm of each `w.len()`-wide row of `x` in place: `x / sqrt(mean(x^2) + eps) * w`.
+/// The mean is accumulated in f64 so the result does not depend on the row length's rounding.
+pub fn rms_norm(x: &mut [f32], w: &[f32], eps: f32) {
+    for row in x.chunks_exact_mut(w.len()) {
+        let ms = row
+            .iter()
+            .map(|&v| f64::from(v) * f64::from(v))
+            .sum::<f64>()
+            / row.len() as f64;
+        let scale = (1.0 / (ms + f64::from(eps)).sqrt()) as f32;
+        for (v, g) in row.iter_mut().zip(w) {
+            *v = *v * scale * g;
+        }
+    }
+}
+
+/// LayerNorm of each `w.len()`-wide row of `x` in place: `(x - mean) / sqrt(var + eps) * w + b`.
+pub fn layer_norm(x: &mut [f32], w: &[f32], b: &[f32], eps: f32) {
+    for row in x.chunks_exact_mut(w.len()) {
+        let n = row.len() as f64;
+        let mean = row.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
+        let var = row
+            .iter()
+            .map(|&v| (f64::from(v) - mean).powi(2))
+            .sum::<f64>()
+            / n;
+        let inv = 1.0 / (var + f64::from(eps)).sqrt();
+        for ((v, g), c) in row.iter_mut().zip(w).zip(b) {
+            *v = ((f64::from(*v) - mean) * inv) as f32 * g + c;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rms_norm_matches_definition() {
+        let mut x = vec![1.0f32, -2.0, 3.0, 0.5];
+        let w = [1.0f32, 2.0, 0.5, 1.0];
+        let ms = (1.0 + 4.0 + 9.0 + 0.25) / 4.0f64;
+        let want: Vec<f32> = [1.0f64, -2.0, 3.0, 0.5]
+            .iter()
+            .zip(w)
+            .map(|(v, g)| (v / (ms + 1e-6).sqrt()) as f32 * g)
+            .collect();
+        rms_norm(&mut x, &w, 1e-6);
+        for (a, b) in x.iter().zip(&want) {
+            assert!((a - b).abs() < 1e-6, "{a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn layer_norm_centres_and_scales() {
+        let mut x = vec![1.0f32, 2.0, 3.0, 4.0];
+        layer_norm(&mut x, &[1.0; 4], &[0.0; 4], 0.0);
+        let mean: f32 = x.iter().sum::<f32>() / 4.0;
+        let var: f32 = x.iter().map(|v| v * v).sum::<f32>() / 4.0;
+        assert!(mean.abs() < 1e-6 && (var - 1.0).abs() < 1e-5);
+    }
+}

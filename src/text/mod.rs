@@ -1,0 +1,10 @@
+//! The language model: LLaMA / Vicuna / Mistral (llama.cpp's `llama` architecture) and Qwen2
+//! decoders, read from GGUF files in llama.cpp's layout.
+
+pub mod config;
+pub mod kv_cache;
+pub mod model;
+
+pub use config::{Arch, TextConfig};
+pub use kv_cache::{KvCache, KvType};
+pub use model::{Logits, TextError, TextModel};

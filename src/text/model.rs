@@ -1,0 +1,275 @@
+//! The decoder forward pass. One function reads top to bottom, embedding to logits; shapes
+//! are in the comments (`n` tokens in the batch, `d` = n_embd).
+
+use std::path::PathBuf;
+
+use super::config::{Arch, TextConfig};
+use super::kv_cache::KvCache;
+use crate::gguf::{GgufError, GgufFile};
+use crate::ops::attention::attend;
+use crate::ops::norm::rms_norm;
+use crate::ops::rope::rope;
+use crate::ops::{add_assign, silu_mul, Matrix, OpError};
+
+/// What can go wrong loading or running a text model.
+#[derive(Debug, thiserror::Error)]
+pub enum TextError {
+    /// The file, a key or a tensor is missing or malformed.
+    #[error(transparent)]
+    Gguf(#[from] GgufError),
+    /// A tensor has the wrong shape or an unsupported type.
+    #[error("{path}: {source}")]
+    Op {
+        path: PathBuf,
+        #[source]
+        source: OpError,
+    },
+    /// `general.architecture` names a model this runtime does not run.
+    #[error("{path}: architecture '{arch}' is not supported (supported: llama, mistral, qwen2)")]
+    UnknownArch { path: PathBuf, arch: String },
+    /// Hyperparameters that cannot describe a working model.
+    #[error("{path}: {problem}")]
+    BadConfig { path: PathBuf, problem: String },
+    /// The request does not fit in the context.
+    #[error("context full: {needed} positions needed, the context holds {n_ctx} (raise -c)")]
+    ContextFull { needed: usize, n_ctx: usize },
+    /// A token id outside the vocabulary.
+    #[error("token id {id} is outside the vocabulary of {n_vocab}")]
+    BadToken { id: u32, n_vocab: usize },
+}
+
+struct Layer<'a> {
+    attn_norm: Vec<f32>,
+    wq: Matrix<'a>,
+    wk: Matrix<'a>,
+    wv: Matrix<'a>,
+    wo: Matrix<'a>,
+    bq: Option<Vec<f32>>,
+    bk: Option<Vec<f32>>,
+    bv: Option<Vec<f32>>,
+    ffn_norm: Vec<f32>,
+    gate: Matrix<'a>,
+    up: Matrix<'a>,
+    down: Matrix<'a>,
+}
+
+/// Which rows of logits a forward pass returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Logits {
+    /// Only the last token's (generation).
+    Last,
+    /// Every token's (scoring, tests).
+    All,
+}
+
+/// A text model whose weights are views into the memory-mapped GGUF file.
+pub struct TextModel<'a> {
+    /// The model's hyperparameters.
+    pub config: TextConfig,
+    token_embd: Matrix<'a>,
+    output: Matrix<'a>,
+    output_norm: Vec<f32>,
+    layers: Vec<Layer<'a>>,
+    /// Threads for matrix products.
+    pub threads: usize,
+}
+
+fn vector(f: &GgufFile, name: &str, len: usize) -> Result<Vec<f32>, TextError> {
+    let t = f.tensor(name)?;
+    let m = Matrix::new(t, len, 1).map_err(|source| TextError::Op {
+        path: f.path().to_path_buf(),
+        source,
+    })?;
+    let mut out = vec![0f32; len];
+    m.row_f32(0, &mut out);
+    Ok(out)
+}
+
+impl<'a> TextModel<'a> {
+    /// Checks every tensor's presence, shape and type, and builds the model.
+    pub fn load(f: &'a GgufFile, threads: usize) -> Result<TextModel<'a>, TextError> {
+        let c = TextConfig::from_gguf(f)?;
+        let op = |source| TextError::Op {
+            path: f.path().to_path_buf(),
+            source,
+        };
+        let mat = |name: &str, cols: usize, rows: usize| -> Result<Matrix<'a>, TextError> {
+            Matrix::new(f.tensor(name)?, cols, rows).map_err(op)
+        };
+        let (d, q_dim, kv_dim) = (c.n_embd, c.n_head * c.head_dim, c.n_head_kv * c.head_dim);
+        let token_embd = mat("token_embd.weight", d, c.n_vocab)?;
+        // No output matrix means the embedding is tied (Qwen2-0.5B, OneVision).
+        let output = match f.tensor_info("output.weight") {
+            Some(_) => mat("output.weight", d, c.n_vocab)?,
+            None => token_embd,
+        };
+        let mut layers = Vec::with_capacity(c.n_layer);
+        for i in 0..c.n_layer {
+            let n = |s: &str| format!("blk.{i}.{s}");
+            let bias = |s: &str, len| -> Result<Option<Vec<f32>>, TextError> {
+                match c.arch {
+                    Arch::Qwen2 => Ok(Some(vector(f, &n(s), len)?)),
+                    Arch::Llama if f.tensor_info(&n(s)).is_some() => {
+                        Ok(Some(vector(f, &n(s), len)?))
+                    }
+                    Arch::Llama => Ok(None),
+                }
+            };
+            layers.push(Layer {
+                attn_norm: vector(f, &n("attn_norm.weight"), d)?,
+                wq: mat(&n("attn_q.weight"), d, q_dim)?,
+                wk: mat(&n("attn_k.weight"), d, kv_dim)?,
+                wv: mat(&n("attn_v.weight"), d, kv_dim)?,
+                wo: mat(&n("attn_output.weight"), q_dim, d)?,
+                bq: bias("attn_q.bias", q_dim)?,
+                bk: bias("attn_k.bias", kv_dim)?,
+                bv: bias("attn_v.bias", kv_dim)?,
+                ffn_norm: vector(f, &n("ffn_norm.weight"), d)?,
+                gate: mat(&n("ffn_gate.weight"), d, c.n_ff)?,
+                up: mat(&n("ffn_up.weight"), d, c.n_ff)?,
+                down: mat(&n("ffn_down.weight"), c.n_ff, d)?,
+            });
+        }
+        Ok(TextModel {
+            output_norm: vector(f, "output_norm.weight", d)?,
+            config: c,
+            token_embd,
+            output,
+            layers,
+            threads: threads.max(1),
+        })
+    }
+
+    /// A KV cache sized for this model.
+    pub fn new_cache(&self, n_ctx: usize, ty: super::KvType) -> KvCache {
+        let c = &self.config;
+        KvCache::new(c.n_layer, n_ctx, c.n_head_kv * c.head_dim, ty)
+    }
+
+    /// Token embeddings `[n, d]` for `ids`.
+    pub fn embed(&self, ids: &[u32]) -> Result<Vec<f32>, TextError> {
+        let d = self.config.n_embd;
+        let mut out = vec![0f32; ids.len() * d];
+        for (row, &id) in out.chunks_exact_mut(d).zip(ids) {
+            if id as usize >= self.config.n_vocab {
+                return Err(TextError::BadToken {
+                    id,
+                    n_vocab: self.config.n_vocab,
+                });
+            }
+            self.token_embd.row_f32(id as usize, row);
+        }
+        Ok(out)
+    }
+
+    /// Runs `n` input rows (`x`: `[n, d]`, token embeddings or image features) at the positions
+    /// after what `cache` holds, stores their keys/values, and returns logits
+    /// (`[n_vocab]` for [`Logits::Last`], `[n, n_vocab]` for [`Logits::All`]).
+    pub fn forward(
+        &self,
+        mut x: Vec<f32>,
+        cache: &mut KvCache,
+        which: Logits,
+    ) -> Result<Vec<f32>, TextError> {
+        let c = &self.config;
+        let (d, hd, th) = (c.n_embd, c.head_dim, self.threads);
+        let n = x.len() / d;
+        assert_eq!(x.len(), n * d, "forward input is not whole rows of {d}");
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let past = cache.len();
+        if past + n > cache.n_ctx() {
+            return Err(TextError::ContextFull {
+                needed: past + n,
+                n_ctx: cache.n_ctx(),
+            });
+        }
+        let (q_dim, kv_dim) = (c.n_head * hd, c.n_head_kv * hd);
+        let mut h = vec![0f32; n * d];
+        let (mut q, mut k, mut v) = (
+            vec![0f32; n * q_dim],
+            vec![0f32; n * kv_dim],
+            vec![0f32; n * kv_dim],
+        );
+        let mut attn = vec![0f32; n * q_dim];
+        let (mut gate, mut up) = (vec![0f32; n * c.n_ff], vec![0f32; n * c.n_ff]);
+        let (mut kc, mut vc) = (Vec::new(), Vec::new());
+
+        for (l, w) in self.layers.iter().enumerate() {
+            // Attention block: h = norm(x); q,k,v = W h (+ b); rotate; attend causally.
+            h.copy_from_slice(&x);
+            rms_norm(&mut h, &w.attn_norm, c.rms_eps);
+            w.wq.matmul(&h, n, &mut q, th);
+            w.wk.matmul(&h, n, &mut k, th);
+            w.wv.matmul(&h, n, &mut v, th);
+            for (buf, b, width) in [
+                (&mut q, &w.bq, q_dim),
+                (&mut k, &w.bk, kv_dim),
+                (&mut v, &w.bv, kv_dim),
+            ] {
+                if let Some(b) = b {
+                    for row in buf.chunks_exact_mut(width) {
+                        add_assign(row, b);
+                    }
+                }
+            }
+            for t in 0..n {
+                let pos = past + t;
+                rope(
+                    &mut q[t * q_dim..(t + 1) * q_dim],
+                    hd,
+                    c.rope_dim,
+                    pos,
+                    c.rope_theta,
+                    c.rope_style(),
+                );
+                rope(
+                    &mut k[t * kv_dim..(t + 1) * kv_dim],
+                    hd,
+                    c.rope_dim,
+                    pos,
+                    c.rope_theta,
+                    c.rope_style(),
+                );
+            }
+            cache.store(l, past, &k, &v);
+            cache.load(l, past + n, &mut kc, &mut vc);
+            for t in 0..n {
+                // Token t sees positions 0..=past+t.
+                attend(
+                    &q[t * q_dim..(t + 1) * q_dim],
+                    &kc,
+                    &vc,
+                    past + t + 1,
+                    c.n_head,
+                    c.n_head_kv,
+                    hd,
+                    &mut attn[t * q_dim..(t + 1) * q_dim],
+                );
+            }
+            w.wo.matmul(&attn, n, &mut h, th);
+            add_assign(&mut x, &h);
+
+            // Feed-forward block: x += down(silu(gate(norm(x))) * up(norm(x))).
+            h.copy_from_slice(&x);
+            rms_norm(&mut h, &w.ffn_norm, c.rms_eps);
+            w.gate.matmul(&h, n, &mut gate, th);
+            w.up.matmul(&h, n, &mut up, th);
+            silu_mul(&mut gate, &up);
+            w.down.matmul(&gate, n, &mut h, th);
+            add_assign(&mut x, &h);
+        }
+        cache.advance(n);
+
+        let rows = match which {
+            Logits::Last => &mut x[(n - 1) * d..],
+            Logits::All => &mut x[..],
+        };
+        rms_norm(rows, &self.output_norm, c.rms_eps);
+        let m = rows.len() / d;
+        let mut logits = vec![0f32; m * c.n_vocab];
+        self.output.matmul(rows, m, &mut logits, th);
+        Ok(logits)
+    }
+}
