@@ -9,3 +9,4 @@ pub mod gguf;
 pub mod ops;
 pub mod quant;
 pub mod text;
+pub mod vision;

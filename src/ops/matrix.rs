@@ -58,6 +58,24 @@ impl<'a> Matrix<'a> {
                 found,
             });
         }
+        Self::new_unchecked(t, cols, rows)
+    }
+
+    /// `t` viewed as `rows` rows of all its remaining elements, e.g. a convolution kernel
+    /// `[kw, kh, c_in, c_out]` as `c_out` rows of `c_in * kh * kw`.
+    pub fn flattened(t: TensorView<'a>, rows: usize) -> Result<Matrix<'a>, OpError> {
+        let n = t.info.n_elements as usize;
+        if rows == 0 || n % rows != 0 || t.info.dims.last().copied() != Some(rows as u64) {
+            return Err(OpError::Shape {
+                tensor: t.info.name.clone(),
+                expected: vec![(n / rows.max(1)) as u64, rows as u64],
+                found: t.info.dims.clone(),
+            });
+        }
+        Self::new_unchecked(t, n / rows, rows)
+    }
+
+    fn new_unchecked(t: TensorView<'a>, cols: usize, rows: usize) -> Result<Matrix<'a>, OpError> {
         if !matches!(t.info.ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16) {
             return Err(OpError::UnsupportedType {
                 tensor: t.info.name.clone(),

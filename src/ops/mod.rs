@@ -4,6 +4,7 @@
 //! These are the straightforward reference versions; the SIMD/CUDA kernels are tested against
 //! them and plug in behind the same signatures.
 
+pub mod activation;
 pub mod attention;
 pub mod matrix;
 pub mod norm;

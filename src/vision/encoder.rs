@@ -1,0 +1,332 @@
+//! A ViT image encoder (CLIP or SigLIP) and LLaVA's projector. One forward function reads top
+//! to bottom: patches -> embeddings -> encoder layers -> selected features -> projector.
+
+use std::path::PathBuf;
+
+use crate::gguf::{GgufError, GgufFile};
+use crate::ops::activation::{gelu_erf, gelu_tanh, quick_gelu};
+use crate::ops::attention::attend;
+use crate::ops::norm::layer_norm;
+use crate::ops::{add_assign, Matrix, OpError};
+
+/// What can go wrong loading or running the vision encoder.
+#[derive(Debug, thiserror::Error)]
+pub enum VisionError {
+    /// The file, a key or a tensor is missing or malformed.
+    #[error(transparent)]
+    Gguf(#[from] GgufError),
+    /// A tensor has the wrong shape or an unsupported type.
+    #[error("{path}: {source}")]
+    Op {
+        path: PathBuf,
+        #[source]
+        source: OpError,
+    },
+    /// Settings that cannot describe a working encoder.
+    #[error("{path}: {problem}")]
+    BadConfig { path: PathBuf, problem: String },
+    /// Pixels of the wrong size for this encoder.
+    #[error("pixel tile has {got} values, the encoder takes 3 x {size} x {size}")]
+    BadPixels { got: usize, size: usize },
+}
+
+/// The MLP activation of the encoder layers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    /// `x * sigmoid(1.702 x)` (CLIP).
+    QuickGelu,
+    /// GELU, tanh approximation (SigLIP).
+    GeluTanh,
+    /// GELU, exact.
+    GeluErf,
+}
+
+impl Activation {
+    fn apply(self, x: &mut [f32]) {
+        match self {
+            Activation::QuickGelu => quick_gelu(x),
+            Activation::GeluTanh => gelu_tanh(x),
+            Activation::GeluErf => gelu_erf(x),
+        }
+    }
+}
+
+/// Shape and behaviour of the encoder and projector.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VisionConfig {
+    /// Side of the square input tile in pixels.
+    pub image_size: usize,
+    /// Side of a patch in pixels.
+    pub patch_size: usize,
+    /// Hidden size.
+    pub n_embd: usize,
+    /// MLP inner size.
+    pub n_ff: usize,
+    /// Attention heads.
+    pub n_head: usize,
+    /// Encoder layers to run: the selected feature layer's depth (hidden state k is the output
+    /// of layer k; 0 is the embeddings).
+    pub n_layer_run: usize,
+    /// LayerNorm epsilon.
+    pub eps: f32,
+    /// MLP activation.
+    pub act: Activation,
+    /// Whether the selected features drop the class token (LLaVA's "default" strategy).
+    pub drop_cls: bool,
+    /// Per-channel mean and std for normalisation.
+    pub mean: [f32; 3],
+    /// Per-channel std.
+    pub std: [f32; 3],
+}
+
+impl VisionConfig {
+    /// Patches along one side.
+    pub fn grid(&self) -> usize {
+        self.image_size / self.patch_size
+    }
+}
+
+struct Layer<'a> {
+    ln1: (Vec<f32>, Vec<f32>),
+    q: (Matrix<'a>, Vec<f32>),
+    k: (Matrix<'a>, Vec<f32>),
+    v: (Matrix<'a>, Vec<f32>),
+    o: (Matrix<'a>, Vec<f32>),
+    ln2: (Vec<f32>, Vec<f32>),
+    up: (Matrix<'a>, Vec<f32>),
+    down: (Matrix<'a>, Vec<f32>),
+}
+
+/// The encoder and projector, weights read in place from the mmproj file.
+pub struct VisionEncoder<'a> {
+    /// The encoder's settings.
+    pub config: VisionConfig,
+    patch: Matrix<'a>,
+    patch_bias: Option<Vec<f32>>,
+    class: Option<Vec<f32>>,
+    pos: Vec<f32>,
+    pre_ln: Option<(Vec<f32>, Vec<f32>)>,
+    layers: Vec<Layer<'a>>,
+    /// `mm.0` and, for the two-layer MLP projector, `mm.2`.
+    proj: Vec<(Matrix<'a>, Vec<f32>)>,
+    /// Output width of the projector (the text model's hidden size).
+    pub n_out: usize,
+    /// Threads for matrix products.
+    pub threads: usize,
+}
+
+fn all_rows(m: &Matrix) -> Vec<f32> {
+    let mut out = vec![0f32; m.rows * m.cols];
+    for (r, row) in out.chunks_exact_mut(m.cols).enumerate() {
+        m.row_f32(r, row);
+    }
+    out
+}
+
+impl<'a> VisionEncoder<'a> {
+    /// Builds the encoder from `f` with `config` (see [`VisionConfig`]; the loader that reads
+    /// it from the file's keys is [`VisionEncoder::load`]).
+    pub fn with_config(
+        f: &'a GgufFile,
+        config: VisionConfig,
+        threads: usize,
+    ) -> Result<Self, VisionError> {
+        let op = |source| VisionError::Op {
+            path: f.path().to_path_buf(),
+            source,
+        };
+        let c = &config;
+        let d = c.n_embd;
+        let mat = |name: &str, cols: usize, rows: usize| -> Result<Matrix<'a>, VisionError> {
+            Matrix::new(f.tensor(name)?, cols, rows).map_err(op)
+        };
+        let vec_of = |name: &str, len: usize| -> Result<Vec<f32>, VisionError> {
+            Ok(all_rows(&mat(name, len, 1)?))
+        };
+        let opt_vec = |name: &str, len: usize| -> Result<Option<Vec<f32>>, VisionError> {
+            match f.tensor_info(name) {
+                Some(_) => vec_of(name, len).map(Some),
+                None => Ok(None),
+            }
+        };
+        let lin =
+            |base: &str, cols: usize, rows: usize| -> Result<(Matrix<'a>, Vec<f32>), VisionError> {
+                Ok((
+                    mat(&format!("{base}.weight"), cols, rows)?,
+                    vec_of(&format!("{base}.bias"), rows)?,
+                ))
+            };
+        let norm = |base: &str| -> Result<(Vec<f32>, Vec<f32>), VisionError> {
+            Ok((
+                vec_of(&format!("{base}.weight"), d)?,
+                vec_of(&format!("{base}.bias"), d)?,
+            ))
+        };
+        let patch = Matrix::flattened(f.tensor("v.patch_embd.weight")?, d).map_err(op)?;
+        if patch.cols != 3 * c.patch_size * c.patch_size {
+            return Err(VisionError::BadConfig {
+                path: f.path().to_path_buf(),
+                problem: format!(
+                    "v.patch_embd.weight has rows of {}, patch size {} needs 3 x {0} x {0}",
+                    patch.cols, c.patch_size
+                ),
+            });
+        }
+        let class = opt_vec("v.class_embd", d)?;
+        let n_pos = c.grid() * c.grid() + usize::from(class.is_some());
+        let pos = all_rows(&mat("v.position_embd.weight", d, n_pos)?);
+        let pre_ln = match f.tensor_info("v.pre_ln.weight") {
+            Some(_) => Some(norm("v.pre_ln")?),
+            None => None,
+        };
+        let mut layers = Vec::with_capacity(c.n_layer_run);
+        for i in 0..c.n_layer_run {
+            let b = |s: &str| format!("v.blk.{i}.{s}");
+            layers.push(Layer {
+                ln1: norm(&b("ln1"))?,
+                q: lin(&b("attn_q"), d, d)?,
+                k: lin(&b("attn_k"), d, d)?,
+                v: lin(&b("attn_v"), d, d)?,
+                o: lin(&b("attn_out"), d, d)?,
+                ln2: norm(&b("ln2"))?,
+                up: lin(&b("ffn_up"), d, c.n_ff)?,
+                down: lin(&b("ffn_down"), c.n_ff, d)?,
+            });
+        }
+        let mm0 = f
+            .tensor_info("mm.0.weight")
+            .ok_or_else(|| GgufError::MissingTensor {
+                path: f.path().to_path_buf(),
+                tensor: "mm.0.weight".into(),
+            })?;
+        let hidden = mm0.dims.get(1).copied().unwrap_or(0) as usize;
+        let mut proj = vec![lin("mm.0", d, hidden)?];
+        let mut n_out = hidden;
+        if let Some(mm2) = f.tensor_info("mm.2.weight") {
+            n_out = mm2.dims.get(1).copied().unwrap_or(0) as usize;
+            proj.push(lin("mm.2", hidden, n_out)?);
+        }
+        Ok(VisionEncoder {
+            patch_bias: opt_vec("v.patch_embd.bias", d)?,
+            patch,
+            class,
+            pos,
+            pre_ln,
+            layers,
+            proj,
+            n_out,
+            config,
+            threads: threads.max(1),
+        })
+    }
+
+    /// Selected encoder features `[tokens, n_embd]` of one tile: `pixels` is `[3, size, size]`,
+    /// already normalised.
+    pub fn features(&self, pixels: &[f32]) -> Result<Vec<f32>, VisionError> {
+        let c = &self.config;
+        let (s, p, g, d, th) = (c.image_size, c.patch_size, c.grid(), c.n_embd, self.threads);
+        if pixels.len() != 3 * s * s {
+            return Err(VisionError::BadPixels {
+                got: pixels.len(),
+                size: s,
+            });
+        }
+        // Patches [g*g, 3*p*p], each in (channel, row, column) order like the conv kernel.
+        let mut patches = vec![0f32; g * g * 3 * p * p];
+        for (i, patch) in patches.chunks_exact_mut(3 * p * p).enumerate() {
+            let (py, px) = (i / g, i % g);
+            for ch in 0..3 {
+                for y in 0..p {
+                    let src = ch * s * s + (py * p + y) * s + px * p;
+                    patch[(ch * p + y) * p..(ch * p + y + 1) * p]
+                        .copy_from_slice(&pixels[src..src + p]);
+                }
+            }
+        }
+        let cls = usize::from(self.class.is_some());
+        let n = g * g + cls;
+        // Embeddings [n, d]: class token first (CLIP), then patches; plus positions.
+        let mut x = vec![0f32; n * d];
+        if let Some(class) = &self.class {
+            x[..d].copy_from_slice(class);
+        }
+        self.patch.matmul(&patches, g * g, &mut x[cls * d..], th);
+        if let Some(b) = &self.patch_bias {
+            for row in x[cls * d..].chunks_exact_mut(d) {
+                add_assign(row, b);
+            }
+        }
+        add_assign(&mut x, &self.pos);
+        if let Some((w, b)) = &self.pre_ln {
+            layer_norm(&mut x, w, b, c.eps);
+        }
+
+        let (mut h, mut q, mut k, mut v) = (
+            vec![0f32; n * d],
+            vec![0f32; n * d],
+            vec![0f32; n * d],
+            vec![0f32; n * d],
+        );
+        let mut attn = vec![0f32; n * d];
+        let mut ff = vec![0f32; n * c.n_ff];
+        let hd = d / c.n_head;
+        let linear = |(m, b): &(Matrix, Vec<f32>), x: &[f32], rows: usize, out: &mut [f32]| {
+            m.matmul(x, rows, out, th);
+            for row in out.chunks_exact_mut(m.rows) {
+                add_assign(row, b);
+            }
+        };
+        for l in &self.layers {
+            // x += attn(ln1(x)), every token attending to every token.
+            h.copy_from_slice(&x);
+            layer_norm(&mut h, &l.ln1.0, &l.ln1.1, c.eps);
+            linear(&l.q, &h, n, &mut q);
+            linear(&l.k, &h, n, &mut k);
+            linear(&l.v, &h, n, &mut v);
+            for t in 0..n {
+                attend(
+                    &q[t * d..(t + 1) * d],
+                    &k,
+                    &v,
+                    n,
+                    c.n_head,
+                    c.n_head,
+                    hd,
+                    &mut attn[t * d..(t + 1) * d],
+                );
+            }
+            linear(&l.o, &attn, n, &mut h);
+            add_assign(&mut x, &h);
+            // x += down(act(up(ln2(x)))).
+            h.copy_from_slice(&x);
+            layer_norm(&mut h, &l.ln2.0, &l.ln2.1, c.eps);
+            linear(&l.up, &h, n, &mut ff);
+            c.act.apply(&mut ff);
+            linear(&l.down, &ff, n, &mut h);
+            add_assign(&mut x, &h);
+        }
+        if c.drop_cls && cls == 1 {
+            x.drain(..d);
+        }
+        Ok(x)
+    }
+
+    /// Projects features `[tokens, n_embd]` into the text model's space `[tokens, n_out]`:
+    /// a linear layer, or linear -> exact GELU -> linear.
+    pub fn project(&self, feats: &[f32]) -> Vec<f32> {
+        let n = feats.len() / self.config.n_embd;
+        let mut x = feats.to_vec();
+        for (i, (m, b)) in self.proj.iter().enumerate() {
+            if i > 0 {
+                gelu_erf(&mut x);
+            }
+            let mut out = vec![0f32; n * m.rows];
+            m.matmul(&x, n, &mut out, self.threads);
+            for row in out.chunks_exact_mut(m.rows) {
+                add_assign(row, b);
+            }
+            x = out;
+        }
+        x
+    }
+}
