@@ -6,6 +6,7 @@
 pub mod dtype;
 pub mod ffi;
 pub mod gguf;
+pub mod image;
 pub mod ops;
 pub mod quant;
 pub mod text;

@@ -65,7 +65,8 @@ impl<'a> Matrix<'a> {
     /// `[kw, kh, c_in, c_out]` as `c_out` rows of `c_in * kh * kw`.
     pub fn flattened(t: TensorView<'a>, rows: usize) -> Result<Matrix<'a>, OpError> {
         let n = t.info.n_elements as usize;
-        if rows == 0 || !n.is_multiple_of(rows) || t.info.dims.last().copied() != Some(rows as u64) {
+        if rows == 0 || !n.is_multiple_of(rows) || t.info.dims.last().copied() != Some(rows as u64)
+        {
             return Err(OpError::Shape {
                 tensor: t.info.name.clone(),
                 expected: vec![(n / rows.max(1)) as u64, rows as u64],

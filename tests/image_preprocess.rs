@@ -1,0 +1,111 @@
+//! Preprocessing against the transformers processors' outputs in the fixtures, within the
+//! spread the reference shows between its own two back-ends (torchvision and PIL).
+
+mod common;
+
+use common::npy::{fixtures_dir, read};
+use llava_edge::image::load_image;
+use llava_edge::image::preprocess::{clip_tile, Normalize};
+
+const CLIP: Normalize = Normalize {
+    mean: [0.481_454_66, 0.457_827_5, 0.408_210_73],
+    std: [0.268_629_54, 0.261_302_58, 0.275_777_11],
+};
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+#[test]
+fn clip_tiles_match_the_reference_processors() {
+    for (fixture, image) in [
+        ("sq180", "sq180"),
+        ("wide200x110", "wide200x110"),
+        ("tall110x200", "tall110x200"),
+    ] {
+        let dir = fixtures_dir().join("llava15").join(fixture);
+        let img = load_image(&fixtures_dir().join("images").join(format!("{image}.png"))).unwrap();
+        let ours = clip_tile(&img, 70, &CLIP);
+        let tv = read(&dir.join("pixel_values.npy"));
+        assert_eq!(tv.shape(), &[1, 3, 70, 70]);
+        let d_tv = max_diff(&ours, tv.f32());
+        let pil = dir.join("pixel_values_pil_backend.npy");
+        let spread = if pil.exists() {
+            max_diff(read(&pil).f32(), tv.f32())
+        } else {
+            f32::NAN
+        };
+        println!("{fixture}: ours vs torchvision {d_tv:.4}; the reference's own PIL-vs-torchvision spread {spread:.4}");
+        // One 8-bit level is 1/255/std <= 0.01501 after normalisation: the two reference
+        // back-ends differ by that much, and so may we, no more.
+        let one_level = 1.0 / 255.0 / CLIP.std.iter().cloned().fold(f32::MAX, f32::min);
+        assert!(
+            d_tv <= one_level * 1.001,
+            "{fixture}: {d_tv} vs torchvision"
+        );
+        if pil.exists() {
+            let d_pil = max_diff(&ours, read(&pil).f32());
+            assert!(d_pil <= one_level * 1.001, "{fixture}: {d_pil} vs PIL");
+        }
+    }
+}
+
+fn bmp_header(width: i32, height: i32) -> Vec<u8> {
+    let mut b = Vec::new();
+    b.extend_from_slice(b"BM");
+    b.extend_from_slice(&(54u32 + 12).to_le_bytes()); // claimed file size
+    b.extend_from_slice(&[0; 4]);
+    b.extend_from_slice(&54u32.to_le_bytes()); // pixel data offset
+    b.extend_from_slice(&40u32.to_le_bytes()); // BITMAPINFOHEADER
+    b.extend_from_slice(&width.to_le_bytes());
+    b.extend_from_slice(&height.to_le_bytes());
+    b.extend_from_slice(&1u16.to_le_bytes());
+    b.extend_from_slice(&24u16.to_le_bytes());
+    b.extend_from_slice(&[0; 24]);
+    b.extend_from_slice(&[0; 12]); // a few pixels, far fewer than claimed
+    b
+}
+
+#[test]
+fn bad_images_are_clear_errors() {
+    use llava_edge::image::{load_image_bytes, ImageError};
+    use std::path::Path;
+    let p = Path::new("x.img");
+    // A header claiming 20000 x 20000: refused before any pixel buffer is allocated.
+    let e = load_image_bytes(&bmp_header(20000, 20000), p).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ImageError::TooLarge {
+                width: 20000,
+                height: 20000,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(e.to_string().contains("20000x20000"), "{e}");
+    // Zero-size.
+    let e = load_image_bytes(&bmp_header(0, 5), p).unwrap_err();
+    assert!(
+        matches!(e, ImageError::Empty { .. } | ImageError::Decode { .. }),
+        "{e}"
+    );
+    // Not an image.
+    let e = load_image_bytes(b"USER: hello, this is text", p).unwrap_err();
+    assert!(matches!(e, ImageError::UnknownFormat { .. }), "{e}");
+    // Truncated: half of a real PNG.
+    let png = std::fs::read(fixtures_dir().join("images/sq180.png")).unwrap();
+    let e = load_image_bytes(&png[..png.len() / 2], p).unwrap_err();
+    assert!(matches!(e, ImageError::Decode { .. }), "{e}");
+    // A claimed size the data cannot hold (small enough to pass the limits).
+    let e = load_image_bytes(&bmp_header(300, 300), p).unwrap_err();
+    assert!(matches!(e, ImageError::Decode { .. }), "{e}");
+    // Missing file.
+    let e = llava_edge::image::load_image(Path::new("/nonexistent/cat.jpg")).unwrap_err();
+    assert!(matches!(e, ImageError::Io { .. }), "{e}");
+}
