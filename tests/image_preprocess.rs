@@ -7,6 +7,8 @@ use common::npy::{fixtures_dir, read};
 use llava_edge::image::load_image;
 use llava_edge::image::preprocess::{clip_tile, Normalize};
 
+// The processor's published values, verbatim.
+#[allow(clippy::excessive_precision)]
 const CLIP: Normalize = Normalize {
     mean: [0.481_454_66, 0.457_827_5, 0.408_210_73],
     std: [0.268_629_54, 0.261_302_58, 0.275_777_11],
