@@ -10,4 +10,5 @@ pub mod image;
 pub mod ops;
 pub mod quant;
 pub mod text;
+pub mod threadpool;
 pub mod vision;

@@ -5,6 +5,7 @@ use half::{bf16, f16};
 
 use crate::dtype::GgmlType;
 use crate::gguf::TensorView;
+use crate::threadpool::ThreadPool;
 
 /// Errors of the math layer: shapes that do not line up, types it cannot compute with.
 #[derive(Debug, thiserror::Error)]
@@ -122,47 +123,39 @@ impl<'a> Matrix<'a> {
     }
 
     /// `out[t] = W x[t]` for each of the `n` input rows in `x` (`n * cols` values), into `out`
-    /// (`n * rows` values), using up to `threads` threads.
-    pub fn matmul(&self, x: &[f32], n: usize, out: &mut [f32], threads: usize) {
+    /// (`n * rows` values), the weight rows split over the pool's threads.
+    pub fn matmul(&self, x: &[f32], n: usize, out: &mut [f32], pool: &ThreadPool) {
         assert_eq!(x.len(), n * self.cols, "{}: input length", self.name);
         assert_eq!(out.len(), n * self.rows, "{}: output length", self.name);
-        let threads = threads.clamp(1, self.rows.max(1));
-        let per = self.rows.div_ceil(threads);
-        // Each thread owns a band of weight rows and writes the matching output columns; the
-        // bands are gathered after, so threads never share an output cache line mid-write.
-        let bands: Vec<Vec<f32>> = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..threads)
-                .map(|t| {
-                    let (r0, r1) = (t * per, ((t + 1) * per).min(self.rows));
-                    s.spawn(move || {
-                        let mut band = vec![0f32; n * (r1.saturating_sub(r0))];
-                        let mut w = vec![0f32; self.cols];
-                        for r in r0..r1 {
-                            self.row_f32(r, &mut w);
-                            for i in 0..n {
-                                let xi = &x[i * self.cols..(i + 1) * self.cols];
-                                band[i * (r1 - r0) + (r - r0)] = dot(&w, xi);
-                            }
-                        }
-                        band
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().expect("matmul worker"))
-                .collect()
+        let out_ptr = SyncPtr(out.as_mut_ptr());
+        let rows = self.rows;
+        // Bands of 16 rows keep two threads off each other's output cache lines.
+        pool.for_ranges(rows, 16, &|band| {
+            let mut w = vec![0f32; self.cols];
+            for r in band {
+                self.row_f32(r, &mut w);
+                for i in 0..n {
+                    let v = dot(&w, &x[i * self.cols..(i + 1) * self.cols]);
+                    // SAFETY: `out` has n * rows elements (asserted above) and each (i, r)
+                    // pair is written by exactly one thread: the one that owns row r.
+                    unsafe { *out_ptr.get().add(i * rows + r) = v };
+                }
+            }
         });
-        for (t, band) in bands.iter().enumerate() {
-            let (r0, r1) = (t * per, ((t + 1) * per).min(self.rows));
-            if r1 <= r0 {
-                continue;
-            }
-            for i in 0..n {
-                out[i * self.rows + r0..i * self.rows + r1]
-                    .copy_from_slice(&band[i * (r1 - r0)..(i + 1) * (r1 - r0)]);
-            }
-        }
+    }
+}
+
+/// A pointer that threads writing disjoint elements may share.
+#[derive(Clone, Copy)]
+struct SyncPtr(*mut f32);
+// SAFETY: used only for writes to disjoint indices, synchronised by the pool's join.
+unsafe impl Send for SyncPtr {}
+// SAFETY: as above.
+unsafe impl Sync for SyncPtr {}
+
+impl SyncPtr {
+    fn get(self) -> *mut f32 {
+        self.0
     }
 }
 

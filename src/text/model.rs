@@ -10,6 +10,7 @@ use crate::ops::attention::attend;
 use crate::ops::norm::rms_norm;
 use crate::ops::rope::rope;
 use crate::ops::{add_assign, silu_mul, Matrix, OpError};
+use crate::threadpool::ThreadPool;
 
 /// What can go wrong loading or running a text model.
 #[derive(Debug, thiserror::Error)]
@@ -70,8 +71,6 @@ pub struct TextModel<'a> {
     output: Matrix<'a>,
     output_norm: Vec<f32>,
     layers: Vec<Layer<'a>>,
-    /// Threads for matrix products.
-    pub threads: usize,
 }
 
 fn vector(f: &GgufFile, name: &str, len: usize) -> Result<Vec<f32>, TextError> {
@@ -87,7 +86,7 @@ fn vector(f: &GgufFile, name: &str, len: usize) -> Result<Vec<f32>, TextError> {
 
 impl<'a> TextModel<'a> {
     /// Checks every tensor's presence, shape and type, and builds the model.
-    pub fn load(f: &'a GgufFile, threads: usize) -> Result<TextModel<'a>, TextError> {
+    pub fn load(f: &'a GgufFile) -> Result<TextModel<'a>, TextError> {
         let c = TextConfig::from_gguf(f)?;
         let op = |source| TextError::Op {
             path: f.path().to_path_buf(),
@@ -136,7 +135,6 @@ impl<'a> TextModel<'a> {
             token_embd,
             output,
             layers,
-            threads: threads.max(1),
         })
     }
 
@@ -170,9 +168,10 @@ impl<'a> TextModel<'a> {
         mut x: Vec<f32>,
         cache: &mut KvCache,
         which: Logits,
+        pool: &ThreadPool,
     ) -> Result<Vec<f32>, TextError> {
         let c = &self.config;
-        let (d, hd, th) = (c.n_embd, c.head_dim, self.threads);
+        let (d, hd, th) = (c.n_embd, c.head_dim, pool);
         let n = x.len() / d;
         assert_eq!(x.len(), n * d, "forward input is not whole rows of {d}");
         if n == 0 {

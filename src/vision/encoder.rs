@@ -8,6 +8,7 @@ use crate::ops::activation::{gelu_erf, gelu_tanh, quick_gelu};
 use crate::ops::attention::attend;
 use crate::ops::norm::layer_norm;
 use crate::ops::{add_assign, Matrix, OpError};
+use crate::threadpool::ThreadPool;
 
 /// What can go wrong loading or running the vision encoder.
 #[derive(Debug, thiserror::Error)]
@@ -111,8 +112,6 @@ pub struct VisionEncoder<'a> {
     proj: Vec<(Matrix<'a>, Vec<f32>)>,
     /// Output width of the projector (the text model's hidden size).
     pub n_out: usize,
-    /// Threads for matrix products.
-    pub threads: usize,
 }
 
 fn all_rows(m: &Matrix) -> Vec<f32> {
@@ -126,11 +125,7 @@ fn all_rows(m: &Matrix) -> Vec<f32> {
 impl<'a> VisionEncoder<'a> {
     /// Builds the encoder from `f` with `config` (see [`VisionConfig`]; the loader that reads
     /// it from the file's keys is [`VisionEncoder::load`]).
-    pub fn with_config(
-        f: &'a GgufFile,
-        config: VisionConfig,
-        threads: usize,
-    ) -> Result<Self, VisionError> {
+    pub fn with_config(f: &'a GgufFile, config: VisionConfig) -> Result<Self, VisionError> {
         let op = |source| VisionError::Op {
             path: f.path().to_path_buf(),
             source,
@@ -216,15 +211,14 @@ impl<'a> VisionEncoder<'a> {
             proj,
             n_out,
             config,
-            threads: threads.max(1),
         })
     }
 
     /// Selected encoder features `[tokens, n_embd]` of one tile: `pixels` is `[3, size, size]`,
     /// already normalised.
-    pub fn features(&self, pixels: &[f32]) -> Result<Vec<f32>, VisionError> {
+    pub fn features(&self, pixels: &[f32], pool: &ThreadPool) -> Result<Vec<f32>, VisionError> {
         let c = &self.config;
-        let (s, p, g, d, th) = (c.image_size, c.patch_size, c.grid(), c.n_embd, self.threads);
+        let (s, p, g, d, th) = (c.image_size, c.patch_size, c.grid(), c.n_embd, pool);
         if pixels.len() != 3 * s * s {
             return Err(VisionError::BadPixels {
                 got: pixels.len(),
@@ -313,7 +307,7 @@ impl<'a> VisionEncoder<'a> {
 
     /// Projects features `[tokens, n_embd]` into the text model's space `[tokens, n_out]`:
     /// a linear layer, or linear -> exact GELU -> linear.
-    pub fn project(&self, feats: &[f32]) -> Vec<f32> {
+    pub fn project(&self, feats: &[f32], pool: &ThreadPool) -> Vec<f32> {
         let n = feats.len() / self.config.n_embd;
         let mut x = feats.to_vec();
         for (i, (m, b)) in self.proj.iter().enumerate() {
@@ -321,7 +315,7 @@ impl<'a> VisionEncoder<'a> {
                 gelu_erf(&mut x);
             }
             let mut out = vec![0f32; n * m.rows];
-            m.matmul(&x, n, &mut out, self.threads);
+            m.matmul(&x, n, &mut out, pool);
             for row in out.chunks_exact_mut(m.rows) {
                 add_assign(row, b);
             }
