@@ -3,12 +3,14 @@
 //! Data flows one way: [`gguf`] (bytes of a file) -> tensor views -> [`quant`] block formats and
 //! kernels -> model -> pipeline -> CLI. Lower layers never import higher ones.
 
+pub mod chat;
 pub mod dtype;
 pub mod ffi;
 pub mod gguf;
 pub mod image;
 pub mod ops;
 pub mod quant;
+pub mod sampling;
 pub mod text;
 pub mod threadpool;
 pub mod vision;

@@ -1,0 +1,145 @@
+//! Chat templates of the LLaVA family, rendered natively (no Jinja): Vicuna v1 (LLaVA,
+//! LLaVA-1.5, LLaVA-NeXT-Vicuna), Mistral `[INST]` (LLaVA-NeXT-Mistral) and ChatML (Qwen2,
+//! LLaVA-OneVision). Media appear as `<image>` / `<video>` placeholders, each on its own line
+//! before the text, as the reference processors place them.
+
+use std::fmt;
+
+/// Vicuna's system prompt, as LLaVA and LLaVA-NeXT-Vicuna use it.
+pub const VICUNA_SYSTEM: &str = "A chat between a curious human and an artificial intelligence assistant. The assistant gives helpful, detailed, and polite answers to the human's questions.";
+
+/// A known chat template.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChatTemplate {
+    /// `[SYSTEM ]USER: ... ASSISTANT:` (LLaVA, LLaVA-1.5, LLaVA-NeXT-Vicuna; the original
+    /// LLaVA and NeXT-Vicuna are prompted with [`VICUNA_SYSTEM`], LLaVA-1.5 with none).
+    Vicuna,
+    /// `[INST] ... [/INST]` (Mistral).
+    Mistral,
+    /// `<|im_start|>role\n...<|im_end|>\n` (Qwen2 / OneVision).
+    ChatMl,
+}
+
+/// A message in a conversation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Message {
+    /// `user` or `assistant` (`system` is passed separately).
+    pub role: Role,
+    /// Images in this message.
+    pub images: usize,
+    /// Videos in this message.
+    pub videos: usize,
+    /// The text.
+    pub text: String,
+}
+
+/// Who speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// The person.
+    User,
+    /// The model.
+    Assistant,
+}
+
+impl ChatTemplate {
+    /// Every template, for `--chat-template` help.
+    pub const ALL: [ChatTemplate; 3] = [
+        ChatTemplate::Vicuna,
+        ChatTemplate::Mistral,
+        ChatTemplate::ChatMl,
+    ];
+
+    /// The template's name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            ChatTemplate::Vicuna => "vicuna",
+            ChatTemplate::Mistral => "mistral",
+            ChatTemplate::ChatMl => "chatml",
+        }
+    }
+
+    /// The template named `name`.
+    pub fn from_name(name: &str) -> Option<ChatTemplate> {
+        Self::ALL.into_iter().find(|t| t.name() == name)
+    }
+
+    /// Recognises a Jinja `tokenizer.chat_template` as one of ours by its markers.
+    pub fn detect(jinja: &str) -> Option<ChatTemplate> {
+        if jinja.contains("<|im_start|>") {
+            Some(ChatTemplate::ChatMl)
+        } else if jinja.contains("[INST]") {
+            Some(ChatTemplate::Mistral)
+        } else if jinja.contains("ASSISTANT") {
+            // llava-hf's templates upper-case the role names, so only ASSISTANT is literal.
+            Some(ChatTemplate::Vicuna)
+        } else {
+            None
+        }
+    }
+
+    /// Renders a conversation after an optional system prompt, ending with the cue for the
+    /// assistant's next reply.
+    pub fn render(self, system: Option<&str>, messages: &[Message]) -> String {
+        let media = |m: &Message| "<image>\n".repeat(m.images) + &"<video>\n".repeat(m.videos);
+        let mut s = String::new();
+        match self {
+            ChatTemplate::Vicuna => {
+                if let Some(sys) = system {
+                    s.push_str(sys);
+                    s.push(' ');
+                }
+                for m in messages {
+                    match m.role {
+                        Role::User => s += &format!("USER: {}{} ", media(m), m.text),
+                        Role::Assistant => s += &format!("ASSISTANT: {}</s>", m.text),
+                    }
+                }
+                s.push_str("ASSISTANT:");
+            }
+            ChatTemplate::Mistral => {
+                // Mistral's template folds a system prompt into the first instruction.
+                let mut pending = system.map(|sys| format!("{sys}\n\n"));
+                for m in messages {
+                    match m.role {
+                        Role::User => {
+                            let sys = pending.take().unwrap_or_default();
+                            s += &format!("[INST] {sys}{}{} [/INST]", media(m), m.text)
+                        }
+                        Role::Assistant => s += &format!(" {}</s>", m.text),
+                    }
+                }
+            }
+            ChatTemplate::ChatMl => {
+                if let Some(sys) = system {
+                    s += &format!("<|im_start|>system\n{sys}<|im_end|>\n");
+                }
+                for m in messages {
+                    let role = match m.role {
+                        Role::User => "user",
+                        Role::Assistant => "assistant",
+                    };
+                    s += &format!("<|im_start|>{role}\n{}{}<|im_end|>\n", media(m), m.text);
+                }
+                s.push_str("<|im_start|>assistant\n");
+            }
+        }
+        s
+    }
+}
+
+impl fmt::Display for ChatTemplate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A single user turn with `images` images before `text`.
+pub fn user_turn(text: &str, images: usize) -> Message {
+    Message {
+        role: Role::User,
+        images,
+        videos: 0,
+        text: text.to_string(),
+    }
+}
