@@ -1,6 +1,7 @@
 //! The vision side: the CLIP / SigLIP encoder and the projector into the text model's space,
 //! read from an `mmproj` GGUF in llama.cpp's layout.
 
+pub mod anyres;
 pub mod encoder;
 
 pub use encoder::{Activation, VisionConfig, VisionEncoder, VisionError};

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod npy;
+pub mod safetensors;
 
 use std::path::PathBuf;
 

@@ -1,0 +1,127 @@
+//! LLaVA-NeXT / OneVision tiling and packing against transformers: for every fixture, the tile
+//! plan equals the reference's, and packing the reference's projected tiles reproduces its
+//! image features exactly (same rows, same order, newline columns, OneVision's shrink).
+
+mod common;
+
+use common::npy::{fixtures_dir, read};
+use common::safetensors::read_f32;
+use llava_edge::vision::anyres::{pack_anyres, pack_video, plan_tiles, PackSpec};
+use serde_json::Value;
+
+fn json(path: &std::path::Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// Equality within `tol`, reported as a count and the worst difference rather than two dumps.
+fn assert_close(got: &[f32], want: &[f32], tol: f32, what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    let bad = got
+        .iter()
+        .zip(want)
+        .filter(|(a, b)| (*a - *b).abs() > tol)
+        .count();
+    let worst = got
+        .iter()
+        .zip(want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max);
+    assert!(
+        bad == 0,
+        "{what}: {bad} of {} values differ by more than {tol:e}, worst by {worst:e}",
+        got.len()
+    );
+}
+
+/// A bilinear sample is a sum of four weighted values: its f32 rounding (and whether the
+/// reference's kernel fused the multiply-adds) moves it by a few ulps of the largest input.
+fn bilinear_tol(x: &[f32]) -> f32 {
+    4.0 * f32::EPSILON * x.iter().fold(0.0f32, |m, v| m.max(v.abs()))
+}
+
+fn pair(v: &Value) -> (usize, usize) {
+    (
+        v[0].as_u64().unwrap() as usize,
+        v[1].as_u64().unwrap() as usize,
+    )
+}
+
+#[test]
+fn tile_plans_and_packed_features_equal_the_reference() {
+    let mut checked = 0;
+    for case in ["llava_next_mistral", "llava_next_vicuna", "llava_ov"] {
+        let dir = fixtures_dir().join(case);
+        let cj = json(&dir.join("case.json"));
+        let pins: Vec<(usize, usize)> = cj["image_grid_pinpoints_hw"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(pair)
+            .collect();
+        let tile = cj["vision"]["image_size"].as_u64().unwrap() as usize;
+        let p = tile / cj["vision"]["patch_size"].as_u64().unwrap() as usize;
+        let max_tiles = cj["vision_aspect_ratio"]
+            .as_str()
+            .and_then(|s| s.strip_prefix("anyres_max_"))
+            .map(|n| n.parse().unwrap());
+        let (_, newline) = read_f32(&dir.join("hf/model.safetensors"), "image_newline");
+        let d = newline.len();
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let fx = entry.unwrap().path();
+            if !fx.join("meta.json").exists() {
+                continue;
+            }
+            let meta = json(&fx.join("meta.json"));
+            if meta["kind"] == "video" {
+                let frames = read(&fx.join("projected_tiles.npy"));
+                let want = read(&fx.join("video_features.npy"));
+                let n = meta["video"]["frames"].as_u64().unwrap() as usize;
+                let got = pack_video(frames.f32(), n, p, d, &newline);
+                assert_close(
+                    &got,
+                    want.f32(),
+                    bilinear_tol(frames.f32()),
+                    &fx.display().to_string(),
+                );
+                checked += 1;
+                continue;
+            }
+            let Some(ar) = meta.get("anyres") else {
+                continue;
+            };
+            let orig = pair(&meta["image_sizes_hw"][0]);
+            let plan = plan_tiles(orig, &pins, tile).unwrap();
+            assert_eq!(
+                plan.best_hw,
+                pair(&ar["best_resolution_hw"]),
+                "{}",
+                fx.display()
+            );
+            assert_eq!(plan.grid_hw, pair(&ar["tile_grid_hw"]), "{}", fx.display());
+            let tiles = read(&fx.join("projected_tiles.npy"));
+            let packed = pack_anyres(
+                tiles.f32(),
+                d,
+                plan.grid_hw,
+                orig,
+                &newline,
+                PackSpec { p, max_tiles },
+            );
+            assert_eq!(packed.grid_hw, pair(&ar["final_hw"]), "{}", fx.display());
+            let want = read(&fx.join("image_features.npy"));
+            assert_eq!(
+                packed.features.len() / d,
+                ar["num_tokens"].as_u64().unwrap() as usize
+            );
+            // Without the shrink, packing only moves values: exact. With it, a bilinear bound.
+            let tol = if ar["shrunk"] == true {
+                bilinear_tol(tiles.f32())
+            } else {
+                0.0
+            };
+            assert_close(&packed.features, want.f32(), tol, &fx.display().to_string());
+            checked += 1;
+        }
+    }
+    assert!(checked >= 14, "only {checked} fixtures checked");
+}
