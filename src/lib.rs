@@ -9,6 +9,7 @@ pub mod ffi;
 pub mod gguf;
 pub mod image;
 pub mod ops;
+pub mod pipeline;
 pub mod quant;
 pub mod sampling;
 pub mod text;

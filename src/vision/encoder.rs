@@ -80,7 +80,104 @@ pub struct VisionConfig {
     pub std: [f32; 3],
 }
 
+/// Our own mmproj keys for what llama.cpp's layout does not say (documented in
+/// `docs/gguf-keys.md`); files without them get llama.cpp's conventions.
+pub mod keys {
+    /// Hidden-state index the features are taken from, counted as transformers counts
+    /// `hidden_states` (0 = embeddings, k = output of layer k; negative from the end).
+    pub const FEATURE_LAYER: &str = "llava_edge.vision.feature_layer";
+    /// `default` (drop the class token) or `full`.
+    pub const SELECT_STRATEGY: &str = "llava_edge.vision.select_strategy";
+    /// `quick_gelu`, `gelu_pytorch_tanh` or `gelu`.
+    pub const ACTIVATION: &str = "llava_edge.vision.activation";
+    /// Encoder layers of the original model (llama.cpp's files may store fewer).
+    pub const N_LAYER_ORIG: &str = "llava_edge.vision.original_block_count";
+    /// OneVision's `anyres_max_N`: N.
+    pub const ANYRES_MAX: &str = "llava_edge.vision.anyres_max_tiles";
+}
+
 impl VisionConfig {
+    /// Reads the configuration from an mmproj file's keys.
+    pub fn from_gguf(f: &GgufFile) -> Result<VisionConfig, VisionError> {
+        let bad = |problem: String| VisionError::BadConfig {
+            path: f.path().to_path_buf(),
+            problem,
+        };
+        let arch = f.get_str("general.architecture")?;
+        if arch != "clip" {
+            return Err(bad(format!(
+                "general.architecture is '{arch}', an mmproj file says 'clip'"
+            )));
+        }
+        let u = |k: &str| -> Result<usize, VisionError> { Ok(f.get_u64(k)? as usize) };
+        let n_stored = u("clip.vision.block_count")?;
+        let n_orig = match f.get(keys::N_LAYER_ORIG) {
+            Some(_) => u(keys::N_LAYER_ORIG)?,
+            None => n_stored,
+        };
+        // llama.cpp's convention: the file holds exactly the layers to run.
+        let n_layer_run = match f.get(keys::FEATURE_LAYER) {
+            None => n_stored,
+            Some(v) => {
+                let k = v
+                    .as_i64()
+                    .ok_or_else(|| bad(format!("{} is not an integer", keys::FEATURE_LAYER)))?;
+                let k = if k < 0 { n_orig as i64 + 1 + k } else { k };
+                if k < 0 || k as usize > n_stored {
+                    return Err(bad(format!(
+                        "feature layer {k} needs {k} encoder layers, the file stores {n_stored}"
+                    )));
+                }
+                k as usize
+            }
+        };
+        let act = match f.get(keys::ACTIVATION).and_then(|v| v.as_str()) {
+            Some("quick_gelu") => Activation::QuickGelu,
+            Some("gelu_pytorch_tanh") => Activation::GeluTanh,
+            Some("gelu") => Activation::GeluErf,
+            Some(other) => return Err(bad(format!("unknown activation '{other}'"))),
+            // llama.cpp: use_gelu means GELU (its tanh form), otherwise quick_gelu.
+            None if f.get("clip.use_gelu").and_then(|v| v.as_bool()) == Some(true) => {
+                Activation::GeluTanh
+            }
+            None => Activation::QuickGelu,
+        };
+        let drop_cls = match f.get(keys::SELECT_STRATEGY).and_then(|v| v.as_str()) {
+            Some("full") => false,
+            Some("default") | None => true,
+            Some(other) => return Err(bad(format!("unknown select strategy '{other}'"))),
+        };
+        let triple = |k: &str| -> Result<[f32; 3], VisionError> {
+            let v = f.get_array(k)?.to_f64_vec().filter(|v| v.len() == 3);
+            let v = v.ok_or_else(|| bad(format!("{k} must hold 3 floats")))?;
+            Ok([v[0] as f32, v[1] as f32, v[2] as f32])
+        };
+        let cfg = VisionConfig {
+            image_size: u("clip.vision.image_size")?,
+            patch_size: u("clip.vision.patch_size")?,
+            n_embd: u("clip.vision.embedding_length")?,
+            n_ff: u("clip.vision.feed_forward_length")?,
+            n_head: u("clip.vision.attention.head_count")?,
+            n_layer_run,
+            eps: f.get_f64("clip.vision.attention.layer_norm_epsilon")? as f32,
+            act,
+            drop_cls,
+            mean: triple("clip.vision.image_mean")?,
+            std: triple("clip.vision.image_std")?,
+        };
+        if cfg.patch_size == 0
+            || cfg.image_size % cfg.patch_size != 0
+            || cfg.n_head == 0
+            || cfg.n_embd % cfg.n_head != 0
+        {
+            return Err(bad(format!(
+                "image size {} / patch {} / hidden {} / heads {} do not divide",
+                cfg.image_size, cfg.patch_size, cfg.n_embd, cfg.n_head
+            )));
+        }
+        Ok(cfg)
+    }
+
     /// Patches along one side.
     pub fn grid(&self) -> usize {
         self.image_size / self.patch_size
@@ -123,8 +220,12 @@ fn all_rows(m: &Matrix) -> Vec<f32> {
 }
 
 impl<'a> VisionEncoder<'a> {
-    /// Builds the encoder from `f` with `config` (see [`VisionConfig`]; the loader that reads
-    /// it from the file's keys is [`VisionEncoder::load`]).
+    /// Reads the configuration and weights of the mmproj file `f`.
+    pub fn load(f: &'a GgufFile) -> Result<Self, VisionError> {
+        Self::with_config(f, VisionConfig::from_gguf(f)?)
+    }
+
+    /// Builds the encoder from `f` with an explicit `config`.
     pub fn with_config(f: &'a GgufFile, config: VisionConfig) -> Result<Self, VisionError> {
         let op = |source| VisionError::Op {
             path: f.path().to_path_buf(),

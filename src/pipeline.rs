@@ -1,0 +1,257 @@
+//! Image(s) + prompt -> tokens: renders the chat, tokenizes it, encodes each image and splices
+//! its embeddings in at the image token, runs the prefill, then decodes and streams text.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crate::chat::{user_turn, ChatTemplate};
+use crate::image::preprocess::{clip_tile, Normalize};
+use crate::image::{load_image, ImageError};
+use crate::sampling::Sampler;
+use crate::text::{KvCache, Logits, TextError, TextModel};
+use crate::threadpool::ThreadPool;
+use crate::vision::{VisionEncoder, VisionError};
+
+/// What the pipeline needs of a tokenizer.
+pub trait Tokenize {
+    /// Token ids of `text`, special tokens (`<image>`, `<|im_start|>`) recognised, with the
+    /// vocabulary's BOS first when `add_bos` and the vocabulary asks for one.
+    fn encode(&self, text: &str, add_bos: bool) -> Vec<u32>;
+    /// The bytes token `id` stands for (for streaming output).
+    fn piece(&self, id: u32) -> Vec<u8>;
+    /// Whether `id` ends generation (EOS, `<|im_end|>`, ...).
+    fn is_eog(&self, id: u32) -> bool;
+    /// The id of a token written exactly as `text`, if the vocabulary has one.
+    fn token_id(&self, text: &str) -> Option<u32>;
+}
+
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// The text model failed (context full, bad token, ...).
+    #[error(transparent)]
+    Text(#[from] TextError),
+    /// The vision encoder failed.
+    #[error(transparent)]
+    Vision(#[from] VisionError),
+    /// An image could not be read.
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    /// The request does not fit what the model files provide.
+    #[error("{0}")]
+    Request(String),
+}
+
+/// One question about zero or more images.
+#[derive(Clone, Debug)]
+pub struct Request {
+    /// The user's text.
+    pub prompt: String,
+    /// Images, in the order their placeholders appear.
+    pub images: Vec<PathBuf>,
+    /// A system prompt, where the template has one.
+    pub system: Option<String>,
+    /// Tokens to generate at most.
+    pub n_predict: usize,
+    /// Strings that end generation when they appear in the output.
+    pub stop: Vec<String>,
+}
+
+/// Where the time went.
+#[derive(Clone, Debug, Default)]
+pub struct Timings {
+    /// Image loading, preprocessing, encoding and projection.
+    pub image_encode: Duration,
+    /// Image tokens spliced into the prompt, per image.
+    pub image_tokens: Vec<usize>,
+    /// Prompt tokens (text and image).
+    pub prompt_tokens: usize,
+    /// The prefill forward pass.
+    pub prefill: Duration,
+    /// Tokens generated.
+    pub generated: usize,
+    /// The decode loop.
+    pub decode: Duration,
+    /// Time from the request to the first generated token.
+    pub first_token: Duration,
+}
+
+/// A loaded model pair, ready for requests.
+pub struct Pipeline<'a, T: Tokenize> {
+    /// The language model.
+    pub text: TextModel<'a>,
+    /// The vision encoder and projector, when an mmproj file was given.
+    pub vision: Option<VisionEncoder<'a>>,
+    /// The tokenizer.
+    pub tokenizer: T,
+    /// The chat template.
+    pub template: ChatTemplate,
+    /// Threads for the forward passes.
+    pub pool: ThreadPool,
+}
+
+/// Text decoded so far that is not yet valid UTF-8 is held back until it is.
+fn take_utf8(buf: &mut Vec<u8>) -> String {
+    match std::str::from_utf8(buf) {
+        Ok(s) => {
+            let out = s.to_string();
+            buf.clear();
+            out
+        }
+        Err(e) if e.error_len().is_none() => {
+            // An incomplete sequence at the end: emit what is complete.
+            let n = e.valid_up_to();
+            let out = String::from_utf8_lossy(&buf[..n]).into_owned();
+            buf.drain(..n);
+            out
+        }
+        Err(_) => {
+            // Invalid bytes (a model can emit them): replace rather than stall.
+            let out = String::from_utf8_lossy(buf).into_owned();
+            buf.clear();
+            out
+        }
+    }
+}
+
+impl<'a, T: Tokenize> Pipeline<'a, T> {
+    /// Encodes one image into embeddings `[tokens, n_embd_text]`.
+    pub fn encode_image(&self, path: &std::path::Path) -> Result<Vec<f32>, PipelineError> {
+        let v = self
+            .vision
+            .as_ref()
+            .ok_or_else(|| PipelineError::Request("an image was given but no --mmproj".into()))?;
+        let img = load_image(path)?;
+        let c = &v.config;
+        let norm = Normalize {
+            mean: c.mean,
+            std: c.std,
+        };
+        let pixels = clip_tile(&img, c.image_size, &norm);
+        let feats = v.features(&pixels, &self.pool)?;
+        Ok(v.project(&feats, &self.pool))
+    }
+
+    /// The prompt's input rows: token embeddings with each image's rows at its image token.
+    pub fn prompt_embeddings(
+        &self,
+        req: &Request,
+        t: &mut Timings,
+    ) -> Result<(Vec<u32>, Vec<f32>), PipelineError> {
+        let image_tok = self.tokenizer.token_id("<image>");
+        let placeholders = req.prompt.matches("<image>").count();
+        if placeholders != 0 && placeholders != req.images.len() {
+            return Err(PipelineError::Request(format!(
+                "the prompt has {placeholders} <image> placeholders for {} images",
+                req.images.len()
+            )));
+        }
+        // Images go where the user put `<image>`, else before the text as the template places them.
+        let n_auto = if placeholders == 0 {
+            req.images.len()
+        } else {
+            0
+        };
+        let rendered = self
+            .template
+            .render(req.system.as_deref(), &[user_turn(&req.prompt, n_auto)]);
+        let ids = self.tokenizer.encode(&rendered, true);
+        let d = self.text.config.n_embd;
+        let mut rows = Vec::with_capacity(ids.len() * d);
+        let mut images = req.images.iter();
+        let mut seq = Vec::with_capacity(ids.len());
+        for &id in &ids {
+            if Some(id) == image_tok && !req.images.is_empty() {
+                let path = images.next().ok_or_else(|| {
+                    PipelineError::Request("more <image> tokens than images".into())
+                })?;
+                let start = Instant::now();
+                let emb = self.encode_image(path)?;
+                t.image_encode += start.elapsed();
+                if emb.len() % d != 0 {
+                    return Err(PipelineError::Request(format!(
+                        "the projector gives rows of {} values, the text model takes {d}",
+                        self.vision.as_ref().map_or(0, |v| v.n_out)
+                    )));
+                }
+                t.image_tokens.push(emb.len() / d);
+                seq.extend(std::iter::repeat_n(id, emb.len() / d));
+                rows.extend_from_slice(&emb);
+            } else {
+                rows.extend(self.text.embed(&[id])?);
+                seq.push(id);
+            }
+        }
+        if images.next().is_some() {
+            return Err(PipelineError::Request(
+                "the chat template left no place for an image".into(),
+            ));
+        }
+        t.prompt_tokens = seq.len();
+        Ok((seq, rows))
+    }
+
+    /// Answers `req`, calling `on_text` with each piece of output as it is decoded.
+    pub fn generate(
+        &self,
+        req: &Request,
+        cache: &mut KvCache,
+        sampler: &mut Sampler,
+        mut on_text: impl FnMut(&str),
+    ) -> Result<(String, Timings), PipelineError> {
+        let t0 = Instant::now();
+        let mut t = Timings::default();
+        let (mut history, rows) = self.prompt_embeddings(req, &mut t)?;
+        let start = Instant::now();
+        let mut logits = self.text.forward(rows, cache, Logits::Last, &self.pool)?;
+        t.prefill = start.elapsed();
+        let start = Instant::now();
+        let (mut out, mut pending) = (String::new(), Vec::new());
+        for i in 0..req.n_predict {
+            let id = sampler.sample(&logits, &history);
+            if i == 0 {
+                t.first_token = t0.elapsed();
+            }
+            if self.tokenizer.is_eog(id) {
+                break;
+            }
+            history.push(id);
+            t.generated += 1;
+            pending.extend(self.tokenizer.piece(id));
+            let piece = take_utf8(&mut pending);
+            out.push_str(&piece);
+            on_text(&piece);
+            if req
+                .stop
+                .iter()
+                .any(|s| !s.is_empty() && out.ends_with(s.as_str()))
+            {
+                break;
+            }
+            if i + 1 < req.n_predict {
+                logits =
+                    self.text
+                        .forward(self.text.embed(&[id])?, cache, Logits::Last, &self.pool)?;
+            }
+        }
+        t.decode = start.elapsed();
+        Ok((out, t))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::take_utf8;
+
+    #[test]
+    fn utf8_is_held_back_until_complete() {
+        let mut b = "a".as_bytes().to_vec();
+        b.extend_from_slice(&"é".as_bytes()[..1]);
+        assert_eq!(take_utf8(&mut b), "a");
+        b.extend_from_slice(&"é".as_bytes()[1..]);
+        assert_eq!(take_utf8(&mut b), "é");
+        assert!(b.is_empty());
+        let mut bad = vec![0xff, b'x'];
+        assert_eq!(take_utf8(&mut bad), "\u{fffd}x");
+    }
+}
