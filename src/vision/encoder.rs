@@ -166,9 +166,9 @@ impl VisionConfig {
             std: triple("clip.vision.image_std")?,
         };
         if cfg.patch_size == 0
-            || cfg.image_size % cfg.patch_size != 0
+            || !cfg.image_size.is_multiple_of(cfg.patch_size)
             || cfg.n_head == 0
-            || cfg.n_embd % cfg.n_head != 0
+            || !cfg.n_embd.is_multiple_of(cfg.n_head)
         {
             return Err(bad(format!(
                 "image size {} / patch {} / hidden {} / heads {} do not divide",
