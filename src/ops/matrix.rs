@@ -47,12 +47,11 @@ impl<'a> Matrix<'a> {
     pub fn new(t: TensorView<'a>, cols: usize, rows: usize) -> Result<Matrix<'a>, OpError> {
         let found = t.info.dims.clone();
         let want = vec![cols as u64, rows as u64];
-        // Trailing 1-sized dims are the same matrix.
-        let trimmed: Vec<u64> = match found.iter().rposition(|&d| d != 1) {
-            Some(i) => found[..=i.max(1)].to_vec(),
-            None => found.clone(),
-        };
-        if trimmed != want {
+        // [cols], [cols, rows] and [cols, rows, 1, 1] are all the same matrix.
+        let first = found.first().copied().unwrap_or(1);
+        let second = found.get(1).copied().unwrap_or(1);
+        let rest_are_one = found.iter().skip(2).all(|&d| d == 1);
+        if first != cols as u64 || second != rows as u64 || !rest_are_one {
             return Err(OpError::Shape {
                 tensor: t.info.name.clone(),
                 expected: want,
@@ -173,4 +172,45 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
         s += a[i] * b[i];
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gguf::{GgufFile, GgufWriter, TensorSpec};
+
+    #[test]
+    fn shapes_are_checked_without_panicking() {
+        let dir = std::env::temp_dir().join(format!("le-matrix-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("m.gguf");
+        let specs = [
+            TensorSpec::new("v", &[4], GgmlType::F32),
+            TensorSpec::new("m", &[4, 2], GgmlType::F32),
+            TensorSpec::new("t", &[4, 2, 3], GgmlType::F32),
+            TensorSpec::new("q", &[32, 2], GgmlType::Q8_0),
+        ];
+        let mut w = GgufWriter::create(&path, &[], &specs).unwrap();
+        for s in &specs {
+            let n = s.ty.bytes_for(s.dims.iter().product()).unwrap() as usize;
+            w.write_tensor(&s.name, &vec![0; n]).unwrap();
+        }
+        w.finish().unwrap();
+        let f = GgufFile::open(&path).unwrap();
+        assert!(Matrix::new(f.tensor("v").unwrap(), 4, 1).is_ok());
+        assert!(Matrix::new(f.tensor("m").unwrap(), 4, 2).is_ok());
+        for (name, cols, rows) in [
+            ("v", 4, 2),
+            ("v", 2, 1),
+            ("m", 2, 4),
+            ("t", 4, 2),
+            ("t", 4, 6),
+        ] {
+            let e = Matrix::new(f.tensor(name).unwrap(), cols, rows).unwrap_err();
+            assert!(matches!(e, OpError::Shape { .. }), "{name}: {e}");
+        }
+        let e = Matrix::new(f.tensor("q").unwrap(), 32, 2).unwrap_err();
+        assert!(e.to_string().contains("Q8_0"), "{e}");
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }

@@ -1,0 +1,158 @@
+//! The decoder against transformers on every fixture's text-only prompt: logits at every
+//! position from one prefill, then eight greedy steps through the KV cache.
+
+mod common;
+
+use common::hf_text::write_text_gguf;
+use common::npy::{fixtures_dir, read};
+use common::TempDir;
+use llava_edge::gguf::GgufFile;
+use llava_edge::text::{KvType, Logits, TextModel};
+use llava_edge::threadpool::ThreadPool;
+
+/// Largest difference relative to the row's largest reference logit.
+fn rel_err(got: &[f32], want: &[f32]) -> f32 {
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+    got.iter()
+        .zip(want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max)
+        / scale
+}
+
+#[test]
+fn text_models_match_transformers() {
+    let tmp = TempDir::new("text");
+    let pool = ThreadPool::new(2);
+    for case in [
+        "llava_v1",
+        "llava15",
+        "llava_next_mistral",
+        "llava_next_vicuna",
+        "llava_ov",
+    ] {
+        let dir = fixtures_dir().join(case);
+        let path = tmp.path(&format!("{case}.gguf"));
+        let arch = write_text_gguf(&dir, &path);
+        let f = GgufFile::open(&path).unwrap();
+        let model = TextModel::load(&f).unwrap();
+        let fx = dir.join("text_only");
+        let ids: Vec<u32> = read(&fx.join("input_ids.npy"))
+            .i64()
+            .iter()
+            .map(|&x| x as u32)
+            .collect();
+        let want = read(&fx.join("logits.npy"));
+        let vocab = model.config.n_vocab;
+
+        let mut cache = model.new_cache(ids.len() + 16, KvType::F32);
+        let logits = model
+            .forward(model.embed(&ids).unwrap(), &mut cache, Logits::All, &pool)
+            .unwrap();
+        let mut worst = 0f32;
+        for (t, (g, w)) in logits
+            .chunks(vocab)
+            .zip(want.f32().chunks(vocab))
+            .enumerate()
+        {
+            let e = rel_err(g, w);
+            worst = worst.max(e);
+            assert!(
+                e < 1e-4,
+                "{case} ({arch}): position {t}: relative error {e:e}"
+            );
+        }
+
+        // Greedy decoding through the cache: same tokens, same logits.
+        let gen_ids = read(&fx.join("generated_ids.npy"));
+        let gen_logits = read(&fx.join("generated_logits.npy"));
+        let mut last = logits[(ids.len() - 1) * vocab..].to_vec();
+        for (step, (&tok, w)) in gen_ids
+            .i64()
+            .iter()
+            .zip(gen_logits.f32().chunks(vocab))
+            .enumerate()
+        {
+            let e = rel_err(&last, w);
+            assert!(e < 1e-4, "{case}: step {step}: relative error {e:e}");
+            assert_eq!(
+                llava_edge::ops::argmax(&last) as i64,
+                tok,
+                "{case}: step {step}: greedy token"
+            );
+            last = model
+                .forward(
+                    model.embed(&[tok as u32]).unwrap(),
+                    &mut cache,
+                    Logits::Last,
+                    &pool,
+                )
+                .unwrap();
+        }
+        println!("{case} ({arch}): {} prompt tokens, worst relative logit error {worst:e}, 8 greedy tokens equal", ids.len());
+    }
+}
+
+/// With the default F16 cache, keys and values are rounded to 11 significant bits (relative
+/// error up to 2^-11 = 4.9e-4 each). Softmax-weighted sums average those errors rather than
+/// add them, so the logits should move by about one such rounding (measured: 2.9e-4 and
+/// 3.7e-4); the bound allows four. Tokens must agree wherever the reference's top two logits
+/// are further apart than twice the error.
+#[test]
+fn f16_kv_cache_stays_close() {
+    let tmp = TempDir::new("text-f16kv");
+    let pool = ThreadPool::new(2);
+    for case in ["llava15", "llava_ov"] {
+        let dir = fixtures_dir().join(case);
+        let path = tmp.path(&format!("{case}.gguf"));
+        write_text_gguf(&dir, &path);
+        let f = GgufFile::open(&path).unwrap();
+        let model = TextModel::load(&f).unwrap();
+        let fx = dir.join("text_only");
+        let ids: Vec<u32> = read(&fx.join("input_ids.npy"))
+            .i64()
+            .iter()
+            .map(|&x| x as u32)
+            .collect();
+        let vocab = model.config.n_vocab;
+        let mut cache = model.new_cache(ids.len() + 16, KvType::F16);
+        let mut last = model
+            .forward(model.embed(&ids).unwrap(), &mut cache, Logits::Last, &pool)
+            .unwrap();
+        let gen_ids = read(&fx.join("generated_ids.npy"));
+        let gen_logits = read(&fx.join("generated_logits.npy"));
+        let mut worst = 0f32;
+        for (step, (&tok, w)) in gen_ids
+            .i64()
+            .iter()
+            .zip(gen_logits.f32().chunks(vocab))
+            .enumerate()
+        {
+            let e = rel_err(&last, w);
+            worst = worst.max(e);
+            assert!(
+                e < 4.0 * 4.9e-4,
+                "{case}: step {step}: relative error {e:e}"
+            );
+            let mut sorted = w.to_vec();
+            sorted.sort_by(|a, b| b.total_cmp(a));
+            let scale = w.iter().fold(0f32, |m, v| m.max(v.abs()));
+            if sorted[0] - sorted[1] > 2.0 * e * scale {
+                assert_eq!(
+                    llava_edge::ops::argmax(&last) as i64,
+                    tok,
+                    "{case}: step {step}"
+                );
+            }
+            last = model
+                .forward(
+                    model.embed(&[tok as u32]).unwrap(),
+                    &mut cache,
+                    Logits::Last,
+                    &pool,
+                )
+                .unwrap();
+        }
+        println!("{case}: F16 KV cache, worst relative logit error {worst:e}");
+    }
+}
