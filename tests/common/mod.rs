@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod hf_text;
+pub mod hf_vision;
 pub mod npy;
 pub mod safetensors;
 
