@@ -13,7 +13,11 @@ use llava_edge::vision::VisionEncoder;
 fn rel_err(got: &[f32], want: &[f32]) -> f32 {
     assert_eq!(got.len(), want.len());
     let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
-    got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max) / scale
+    got.iter()
+        .zip(want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max)
+        / scale
 }
 
 #[test]
@@ -21,7 +25,13 @@ fn encoders_and_projectors_match_transformers() {
     let tmp = TempDir::new("vision");
     let pool = ThreadPool::new(2);
     let mut tiles_checked = 0;
-    for case in ["llava_v1", "llava15", "llava_next_mistral", "llava_next_vicuna", "llava_ov"] {
+    for case in [
+        "llava_v1",
+        "llava15",
+        "llava_next_mistral",
+        "llava_next_vicuna",
+        "llava_ov",
+    ] {
         let dir = fixtures_dir().join(case);
         let path = tmp.path(&format!("{case}-mmproj.gguf"));
         write_mmproj_gguf(&dir, &path);
@@ -43,16 +53,26 @@ fn encoders_and_projectors_match_transformers() {
             let n_tiles = px.f32().len() / (3 * s * s);
             let per_tile = feats.f32().len() / n_tiles;
             for t in 0..n_tiles {
-                let ours = enc.features(&px.f32()[t * 3 * s * s..(t + 1) * 3 * s * s], &pool).unwrap();
+                let ours = enc
+                    .features(&px.f32()[t * 3 * s * s..(t + 1) * 3 * s * s], &pool)
+                    .unwrap();
                 let want = &feats.f32()[t * per_tile..(t + 1) * per_tile];
                 let e = rel_err(&ours, want);
                 worst_f = worst_f.max(e);
-                assert!(e < 1e-4, "{}: tile {t}: features relative error {e:e}", fx.display());
+                assert!(
+                    e < 1e-4,
+                    "{}: tile {t}: features relative error {e:e}",
+                    fx.display()
+                );
                 let p = enc.project(&ours, &pool);
                 let pw = &proj.f32()[t * p.len()..(t + 1) * p.len()];
                 let e = rel_err(&p, pw);
                 worst_p = worst_p.max(e);
-                assert!(e < 1e-4, "{}: tile {t}: projected relative error {e:e}", fx.display());
+                assert!(
+                    e < 1e-4,
+                    "{}: tile {t}: projected relative error {e:e}",
+                    fx.display()
+                );
                 tiles_checked += 1;
             }
             assert_eq!(feats.f32().len(), n_tiles * per_tile);

@@ -1,0 +1,209 @@
+//! Whole multimodal forward passes against transformers: our encoder on the reference pixel
+//! values, our anyres/OneVision packing, the rows spliced in at the reference's image (or
+//! video) tokens, then every position's logits and eight greedy steps. Covers LLaVA, 1.5,
+//! NeXT (Mistral, Vicuna) and OneVision (single image at several sizes, two images, video).
+
+mod common;
+
+use common::hf_text::write_text_gguf;
+use common::hf_vision::write_mmproj_gguf;
+use common::npy::{fixtures_dir, read};
+use common::safetensors::read_f32;
+use common::TempDir;
+use llava_edge::gguf::GgufFile;
+use llava_edge::text::{KvType, Logits, TextModel};
+use llava_edge::threadpool::ThreadPool;
+use llava_edge::vision::anyres::{pack_anyres, pack_video, plan_tiles, PackSpec};
+use llava_edge::vision::VisionEncoder;
+use serde_json::Value;
+
+fn json(path: &std::path::Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn pair(v: &Value) -> (usize, usize) {
+    (
+        v[0].as_u64().unwrap() as usize,
+        v[1].as_u64().unwrap() as usize,
+    )
+}
+
+fn rel_err(got: &[f32], want: &[f32]) -> f32 {
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+    got.iter()
+        .zip(want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max)
+        / scale
+}
+
+#[test]
+fn image_prompts_match_transformers() {
+    let tmp = TempDir::new("mm");
+    let pool = ThreadPool::new(2);
+    let mut checked = 0;
+    for case in [
+        "llava_v1",
+        "llava15",
+        "llava_next_mistral",
+        "llava_next_vicuna",
+        "llava_ov",
+    ] {
+        let dir = fixtures_dir().join(case);
+        let cj = json(&dir.join("case.json"));
+        let (tp, vp) = (
+            tmp.path(&format!("{case}.gguf")),
+            tmp.path(&format!("{case}-mmproj.gguf")),
+        );
+        write_text_gguf(&dir, &tp);
+        write_mmproj_gguf(&dir, &vp);
+        let (tf, vf) = (GgufFile::open(&tp).unwrap(), GgufFile::open(&vp).unwrap());
+        let text = TextModel::load(&tf).unwrap();
+        let enc = VisionEncoder::load(&vf).unwrap();
+        let s = enc.config.image_size;
+        let p = s / enc.config.patch_size;
+        let dt = text.config.n_embd;
+        let pins: Vec<(usize, usize)> = cj["image_grid_pinpoints_hw"]
+            .as_array()
+            .map(|a| a.iter().map(pair).collect())
+            .unwrap_or_default();
+        let max_tiles = cj["vision_aspect_ratio"]
+            .as_str()
+            .and_then(|s| s.strip_prefix("anyres_max_"))
+            .map(|n| n.parse().unwrap());
+        let newline = if pins.is_empty() {
+            Vec::new()
+        } else {
+            read_f32(&dir.join("hf/model.safetensors"), "image_newline").1
+        };
+        let media_tok = [cj["image_token_id"].as_i64(), cj["video_token_id"].as_i64()];
+
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let fx = entry.unwrap().path();
+            let Ok(meta) = std::fs::read_to_string(fx.join("meta.json")) else {
+                continue;
+            };
+            let meta: Value = serde_json::from_str(&meta).unwrap();
+            if meta["kind"] == "text" {
+                continue;
+            }
+            // Project every tile the reference ran through the vision tower.
+            let px = match fx.join("pixel_values.npy") {
+                q if q.exists() => read(&q),
+                _ => read(&fx.join("pixel_values_videos.npy")),
+            };
+            let n_tiles = px.f32().len() / (3 * s * s);
+            let mut tiles = Vec::new();
+            for t in 0..n_tiles {
+                let feats = enc
+                    .features(&px.f32()[t * 3 * s * s..(t + 1) * 3 * s * s], &pool)
+                    .unwrap();
+                tiles.extend(enc.project(&feats, &pool));
+            }
+            let per_tile = p * p * dt;
+            // Pack them as the model does for this kind of prompt.
+            let packed: Vec<f32> = match meta["kind"].as_str().unwrap() {
+                "video" => pack_video(&tiles, n_tiles, p, dt, &newline),
+                "multi_image" => tiles
+                    .chunks(per_tile)
+                    .flat_map(|t| t.iter().chain(&newline).copied())
+                    .collect(),
+                _ if pins.is_empty() => tiles,
+                _ => {
+                    let orig = pair(&meta["image_sizes_hw"][0]);
+                    let plan = plan_tiles(orig, &pins, s).unwrap();
+                    assert_eq!(
+                        n_tiles,
+                        1 + plan.grid_hw.0 * plan.grid_hw.1,
+                        "{}",
+                        fx.display()
+                    );
+                    pack_anyres(
+                        &tiles,
+                        dt,
+                        plan.grid_hw,
+                        orig,
+                        &newline,
+                        PackSpec { p, max_tiles },
+                    )
+                    .features
+                }
+            };
+            let ids: Vec<i64> = read(&fx.join("input_ids.npy")).i64().to_vec();
+            let n_media = ids
+                .iter()
+                .filter(|&&t| media_tok.contains(&Some(t)))
+                .count();
+            assert_eq!(
+                n_media * dt,
+                packed.len(),
+                "{}: media token count",
+                fx.display()
+            );
+            let mut rows = Vec::with_capacity(ids.len() * dt);
+            let mut next = packed.chunks(dt);
+            for &id in &ids {
+                if media_tok.contains(&Some(id)) {
+                    rows.extend_from_slice(next.next().unwrap());
+                } else {
+                    rows.extend(text.embed(&[id as u32]).unwrap());
+                }
+            }
+            let vocab = text.config.n_vocab;
+            let mut cache = text.new_cache(ids.len() + 16, KvType::F32);
+            let logits = text.forward(rows, &mut cache, Logits::All, &pool).unwrap();
+            let want = read(&fx.join("logits.npy"));
+            let mut worst = 0f32;
+            for (t, (g, w)) in logits
+                .chunks(vocab)
+                .zip(want.f32().chunks(vocab))
+                .enumerate()
+            {
+                let e = rel_err(g, w);
+                worst = worst.max(e);
+                assert!(
+                    e < 1e-4,
+                    "{}: position {t}: relative error {e:e}",
+                    fx.display()
+                );
+            }
+            let mut last = logits[(ids.len() - 1) * vocab..].to_vec();
+            let gen_ids = read(&fx.join("generated_ids.npy"));
+            let gen_logits = read(&fx.join("generated_logits.npy"));
+            for (step, (&tok, w)) in gen_ids
+                .i64()
+                .iter()
+                .zip(gen_logits.f32().chunks(vocab))
+                .enumerate()
+            {
+                let e = rel_err(&last, w);
+                worst = worst.max(e);
+                assert!(
+                    e < 1e-4,
+                    "{}: step {step}: relative error {e:e}",
+                    fx.display()
+                );
+                assert_eq!(
+                    llava_edge::ops::argmax(&last) as i64,
+                    tok,
+                    "{}: step {step}",
+                    fx.display()
+                );
+                last = text
+                    .forward(
+                        text.embed(&[tok as u32]).unwrap(),
+                        &mut cache,
+                        Logits::Last,
+                        &pool,
+                    )
+                    .unwrap();
+            }
+            println!(
+                "{case}/{}: {n_media} media tokens, worst relative logit error {worst:e}",
+                fx.file_name().unwrap().to_string_lossy()
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 20, "{checked} fixtures");
+}
