@@ -111,3 +111,88 @@ fn bad_images_are_clear_errors() {
     let e = llava_edge::image::load_image(Path::new("/nonexistent/cat.jpg")).unwrap_err();
     assert!(matches!(e, ImageError::Io { .. }), "{e}");
 }
+
+#[test]
+fn anyres_tiles_match_the_reference_processors() {
+    use llava_edge::image::preprocess::anyres_tiles;
+    use llava_edge::vision::anyres::plan_tiles;
+    let mut checked = 0;
+    for case in ["llava_next_mistral", "llava_ov"] {
+        let dir = fixtures_dir().join(case);
+        let cj: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("case.json")).unwrap()).unwrap();
+        let pins: Vec<(usize, usize)> = cj["image_grid_pinpoints_hw"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| {
+                (
+                    v[0].as_u64().unwrap() as usize,
+                    v[1].as_u64().unwrap() as usize,
+                )
+            })
+            .collect();
+        let pc: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.join("hf/processor_config.json")).unwrap(),
+        )
+        .unwrap();
+        let f3 = |k: &str| -> [f32; 3] {
+            let a = pc["image_processor"][k].as_array().unwrap();
+            [0, 1, 2].map(|i| a[i].as_f64().unwrap() as f32)
+        };
+        let norm = Normalize {
+            mean: f3("image_mean"),
+            std: f3("image_std"),
+        };
+        let one_level = 1.0 / 255.0 / norm.std.iter().cloned().fold(f32::MAX, f32::min);
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let fx = entry.unwrap().path();
+            let Ok(meta) = std::fs::read_to_string(fx.join("meta.json")) else {
+                continue;
+            };
+            let meta: serde_json::Value = serde_json::from_str(&meta).unwrap();
+            if meta["kind"] != "image" {
+                continue;
+            }
+            let img =
+                load_image(&fixtures_dir().join(meta["images"][0].as_str().unwrap())).unwrap();
+            let plan = plan_tiles((img.height, img.width), &pins, 70).unwrap();
+            let tiles = anyres_tiles(&img, 70, plan.best_hw, plan.resized_hw, &norm);
+            let want = read(&fx.join("pixel_values.npy"));
+            assert_eq!(
+                want.f32().len(),
+                tiles.len() * 3 * 70 * 70,
+                "{}: tile count",
+                fx.display()
+            );
+            // The reference's own two back-ends differ by this much on this image (recorded by
+            // the generator); we may differ from torchvision's by as much, never by more.
+            let spread = meta["pil_backend_vs_torchvision_pixel_max_abs_diff"]
+                .as_f64()
+                .unwrap() as f32;
+            let bound = spread.max(one_level) * 1.001;
+            for (i, t) in tiles.iter().enumerate() {
+                let d = max_diff(t, &want.f32()[i * 3 * 70 * 70..(i + 1) * 3 * 70 * 70]);
+                assert!(
+                    d <= bound,
+                    "{}: tile {i}: {d} (bound {bound})",
+                    fx.display()
+                );
+            }
+            let pil = fx.join("pixel_values_pil_backend.npy");
+            if pil.exists() {
+                let pil = read(&pil);
+                for (i, t) in tiles.iter().enumerate() {
+                    let d = max_diff(t, &pil.f32()[i * 3 * 70 * 70..(i + 1) * 3 * 70 * 70]);
+                    assert!(
+                        d <= one_level * 1.001,
+                        "{}: tile {i} vs PIL: {d}",
+                        fx.display()
+                    );
+                }
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 10, "{checked}");
+}

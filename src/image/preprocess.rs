@@ -138,6 +138,37 @@ pub fn pad_square_tile(img: &RgbImage, size: usize, norm: &Normalize) -> Vec<f32
     r.normalize(norm)
 }
 
+/// LLaVA-NeXT / OneVision tiles of an image: the whole image squashed to one `tile`-sized
+/// tile first, then the image fitted (aspect kept) into `best_hw` at `resized_hw`, centred on
+/// black, cut into `tile`-sized tiles row-major. All normalised.
+pub fn anyres_tiles(
+    img: &RgbImage,
+    tile: usize,
+    best_hw: (usize, usize),
+    resized_hw: (usize, usize),
+    norm: &Normalize,
+) -> Vec<Vec<f32>> {
+    let p = Planes::from_rgb(img);
+    let mut out = vec![p.resize(tile, tile, Filter::Bicubic).normalize(norm)];
+    let fitted = p.resize(resized_hw.1, resized_hw.0, Filter::Bicubic);
+    let left = ((best_hw.1 - resized_hw.1) / 2) as isize;
+    let top = ((best_hw.0 - resized_hw.0) / 2) as isize;
+    let canvas = fitted.crop(-left, -top, best_hw.1, best_hw.0, [0.0; 3]);
+    for ty in 0..best_hw.0 / tile {
+        for tx in 0..best_hw.1 / tile {
+            let t = canvas.crop(
+                (tx * tile) as isize,
+                (ty * tile) as isize,
+                tile,
+                tile,
+                [0.0; 3],
+            );
+            out.push(t.normalize(norm));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

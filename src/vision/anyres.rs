@@ -213,3 +213,69 @@ mod tests {
         assert!(bilinear_grid(&c, 5, 5, 1, 3, 3).iter().all(|&v| v == 3.0));
     }
 }
+
+/// The anyres settings of an mmproj file.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AnyresConfig {
+    /// Candidate resolutions (height, width).
+    pub pinpoints: Vec<(usize, usize)>,
+    /// OneVision's tile cap (`anyres_max_N`), None for LLaVA-NeXT.
+    pub max_tiles: Option<usize>,
+    /// The `image_newline` row appended after each row of features.
+    pub newline: Vec<f32>,
+}
+
+impl AnyresConfig {
+    /// Reads `clip.vision.image_grid_pinpoints` (flattened pairs in the Hugging Face config's
+    /// (height, width) order, as llama.cpp's converter writes them), the newline tensor and our
+    /// tile-cap key. None when the file has no pinpoints (LLaVA, LLaVA-1.5).
+    pub fn from_gguf(
+        f: &crate::gguf::GgufFile,
+        n_embd_out: usize,
+    ) -> Result<Option<AnyresConfig>, super::VisionError> {
+        let bad = |problem: String| super::VisionError::BadConfig {
+            path: f.path().to_path_buf(),
+            problem,
+        };
+        let Some(v) = f.get("clip.vision.image_grid_pinpoints") else {
+            return Ok(None);
+        };
+        let flat = v
+            .as_array()
+            .and_then(|a| a.to_i64_vec())
+            .filter(|a| !a.is_empty() && a.len() % 2 == 0 && a.iter().all(|&x| x > 0))
+            .ok_or_else(|| {
+                bad("clip.vision.image_grid_pinpoints must be pairs of positive integers".into())
+            })?;
+        let pinpoints = flat
+            .chunks(2)
+            .map(|p| (p[0] as usize, p[1] as usize))
+            .collect();
+        let max_tiles = match f.get(super::encoder::keys::ANYRES_MAX) {
+            Some(v) => Some(
+                v.as_u64()
+                    .filter(|&n| n > 0)
+                    .ok_or_else(|| bad("anyres tile cap must be positive".into()))?
+                    as usize,
+            ),
+            None => None,
+        };
+        let name = ["model.image_newline", "v.image_newline"]
+            .into_iter()
+            .find(|n| f.tensor_info(n).is_some())
+            .ok_or_else(|| bad("anyres pinpoints but no image_newline tensor".into()))?;
+        let m = crate::ops::Matrix::new(f.tensor(name)?, n_embd_out, 1).map_err(|source| {
+            super::VisionError::Op {
+                path: f.path().to_path_buf(),
+                source,
+            }
+        })?;
+        let mut newline = vec![0f32; n_embd_out];
+        m.row_f32(0, &mut newline);
+        Ok(Some(AnyresConfig {
+            pinpoints,
+            max_tiles,
+            newline,
+        }))
+    }
+}

@@ -209,6 +209,8 @@ pub struct VisionEncoder<'a> {
     proj: Vec<(Matrix<'a>, Vec<f32>)>,
     /// Output width of the projector (the text model's hidden size).
     pub n_out: usize,
+    /// LLaVA-NeXT / OneVision tiling, when the file has pinpoints.
+    pub anyres: Option<super::anyres::AnyresConfig>,
 }
 
 fn all_rows(m: &Matrix) -> Vec<f32> {
@@ -302,7 +304,9 @@ impl<'a> VisionEncoder<'a> {
             n_out = mm2.dims.get(1).copied().unwrap_or(0) as usize;
             proj.push(lin("mm.2", hidden, n_out)?);
         }
+        let anyres = super::anyres::AnyresConfig::from_gguf(f, n_out)?;
         Ok(VisionEncoder {
+            anyres,
             patch_bias: opt_vec("v.patch_embd.bias", d)?,
             patch,
             class,
@@ -404,6 +408,11 @@ impl<'a> VisionEncoder<'a> {
             x.drain(..d);
         }
         Ok(x)
+    }
+
+    /// Whether the encoder has a class token (CLIP) rather than none (SigLIP).
+    pub fn has_class_token(&self) -> bool {
+        self.class.is_some()
     }
 
     /// Projects features `[tokens, n_embd]` into the text model's space `[tokens, n_out]`:
