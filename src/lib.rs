@@ -3,6 +3,7 @@
 //! Data flows one way: [`gguf`] (bytes of a file) -> tensor views -> [`quant`] block formats and
 //! kernels -> model -> pipeline -> CLI. Lower layers never import higher ones.
 
+pub mod bench;
 pub mod chat;
 pub mod dtype;
 pub mod ffi;

@@ -5,12 +5,10 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::chat::{user_turn, ChatTemplate};
-use crate::image::preprocess::{anyres_tiles, clip_tile, squash_tile, Normalize};
 use crate::image::{load_image, ImageError};
 use crate::sampling::Sampler;
 use crate::text::{KvCache, Logits, TextError, TextModel};
 use crate::threadpool::ThreadPool;
-use crate::vision::anyres::{pack_anyres, plan_tiles, PackSpec};
 use crate::vision::{VisionEncoder, VisionError};
 
 /// What the pipeline needs of a tokenizer.
@@ -116,9 +114,8 @@ fn take_utf8(buf: &mut Vec<u8>) -> String {
 }
 
 impl<'a, T: Tokenize> Pipeline<'a, T> {
-    /// Encodes one image into embeddings `[tokens, n_embd_text]`. With `base_only` (several
-    /// images in a OneVision prompt) only the squashed whole-image tile is used, followed by
-    /// the newline row, as the reference processor does.
+    /// Encodes one image file into embeddings `[tokens, n_embd_text]` (see
+    /// [`VisionEncoder::embed_image`]).
     pub fn encode_image(
         &self,
         path: &std::path::Path,
@@ -128,47 +125,7 @@ impl<'a, T: Tokenize> Pipeline<'a, T> {
             .vision
             .as_ref()
             .ok_or_else(|| PipelineError::Request("an image was given but no --mmproj".into()))?;
-        let img = load_image(path)?;
-        let c = &v.config;
-        let norm = Normalize {
-            mean: c.mean,
-            std: c.std,
-        };
-        let project = |pixels: &[f32]| -> Result<Vec<f32>, PipelineError> {
-            Ok(v.project(&v.features(pixels, &self.pool)?, &self.pool))
-        };
-        let Some(ar) = &v.anyres else {
-            let pixels = if v.has_class_token() {
-                clip_tile(&img, c.image_size, &norm)
-            } else {
-                squash_tile(&img, c.image_size, &norm)
-            };
-            return project(&pixels);
-        };
-        if base_only {
-            let mut out = project(&squash_tile(&img, c.image_size, &norm))?;
-            out.extend_from_slice(&ar.newline);
-            return Ok(out);
-        }
-        let plan = plan_tiles((img.height, img.width), &ar.pinpoints, c.image_size)
-            .ok_or_else(|| PipelineError::Request("the mmproj file lists no pinpoints".into()))?;
-        let mut tiles = Vec::new();
-        for t in anyres_tiles(&img, c.image_size, plan.best_hw, plan.resized_hw, &norm) {
-            tiles.extend(project(&t)?);
-        }
-        let spec = PackSpec {
-            p: c.grid(),
-            max_tiles: ar.max_tiles,
-        };
-        Ok(pack_anyres(
-            &tiles,
-            v.n_out,
-            plan.grid_hw,
-            (img.height, img.width),
-            &ar.newline,
-            spec,
-        )
-        .features)
+        Ok(v.embed_image(&load_image(path)?, base_only, &self.pool)?)
     }
 
     /// The prompt's input rows: token embeddings with each image's rows at its image token.

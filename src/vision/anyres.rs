@@ -243,7 +243,9 @@ impl AnyresConfig {
         let flat = v
             .as_array()
             .and_then(|a| a.to_i64_vec())
-            .filter(|a| !a.is_empty() && a.len() % 2 == 0 && a.iter().all(|&x| x > 0))
+            .filter(|a| {
+                !a.is_empty() && a.len() % 2 == 0 && a.iter().all(|&x| x > 0 && x < 1 << 16)
+            })
             .ok_or_else(|| {
                 bad("clip.vision.image_grid_pinpoints must be pairs of positive integers".into())
             })?;

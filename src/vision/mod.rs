@@ -2,6 +2,7 @@
 //! read from an `mmproj` GGUF in llama.cpp's layout.
 
 pub mod anyres;
+mod embed;
 pub mod encoder;
 
 pub use encoder::{Activation, VisionConfig, VisionEncoder, VisionError};

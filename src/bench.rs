@@ -1,0 +1,175 @@
+//! `llava-edge bench`: the numbers edge users choose a runtime by. Load time, image encode
+//! time and tokens, prompt processing and generation speed, time to first token for an image
+//! plus a short prompt, and peak memory; medians over repeats.
+
+use std::time::{Duration, Instant};
+
+use crate::gguf::GgufFile;
+use crate::image::RgbImage;
+use crate::pipeline::PipelineError;
+use crate::text::{KvType, Logits, TextModel};
+use crate::threadpool::ThreadPool;
+use crate::vision::VisionEncoder;
+
+/// What to measure.
+#[derive(Clone, Debug)]
+pub struct BenchConfig {
+    /// Prompt tokens for the prefill measurement (pp).
+    pub n_prompt: usize,
+    /// Tokens generated for the decode measurement (tg).
+    pub n_gen: usize,
+    /// Repeats; medians are reported.
+    pub repeat: usize,
+    /// Threads.
+    pub threads: usize,
+    /// Text tokens after the image in the time-to-first-token request.
+    pub ttft_prompt: usize,
+}
+
+/// Medians of one benchmark run.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct BenchResult {
+    /// Model (and mmproj) load time, ms.
+    pub load_ms: f64,
+    /// Image encode (preprocess, tiles through the tower, projection, packing), ms.
+    pub image_encode_ms: Option<f64>,
+    /// Tokens one image becomes.
+    pub image_tokens: Option<usize>,
+    /// Prefill speed, tokens per second.
+    pub prefill_tok_s: f64,
+    /// Decode speed, tokens per second.
+    pub decode_tok_s: f64,
+    /// Image + prompt request to first token, ms.
+    pub ttft_ms: Option<f64>,
+    /// Peak resident memory of the process, MiB.
+    pub peak_rss_mib: f64,
+    /// Threads used.
+    pub threads: usize,
+    /// Prompt and generation lengths measured.
+    pub n_prompt: usize,
+    /// Tokens generated.
+    pub n_gen: usize,
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// Peak resident set size of this process in MiB (Linux `VmHWM`), 0 where unavailable.
+pub fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// A deterministic test picture (gradients and a disc) when no image is given.
+pub fn test_image(width: usize, height: usize) -> RgbImage {
+    let mut data = Vec::with_capacity(width * height * 3);
+    for y in 0..height {
+        for x in 0..width {
+            let (cx, cy) = (
+                x as f32 - width as f32 / 2.0,
+                y as f32 - height as f32 / 2.0,
+            );
+            let disc = cx * cx + cy * cy < (height as f32 / 4.0).powi(2);
+            data.extend_from_slice(&[
+                (x * 255 / width.max(1)) as u8,
+                (y * 255 / height.max(1)) as u8,
+                if disc { 230 } else { 40 },
+            ]);
+        }
+    }
+    RgbImage {
+        width,
+        height,
+        data,
+    }
+}
+
+/// Runs the benchmark on a text model and optional mmproj file.
+pub fn run(
+    model_path: &std::path::Path,
+    mmproj_path: Option<&std::path::Path>,
+    image: Option<&RgbImage>,
+    cfg: &BenchConfig,
+) -> Result<BenchResult, PipelineError> {
+    let t0 = Instant::now();
+    let tf = GgufFile::open(model_path).map_err(crate::text::TextError::from)?;
+    let text = TextModel::load(&tf)?;
+    let vf = match mmproj_path {
+        Some(p) => Some(GgufFile::open(p).map_err(crate::vision::VisionError::from)?),
+        None => None,
+    };
+    let vision = vf.as_ref().map(VisionEncoder::load).transpose()?;
+    let load = t0.elapsed();
+    let pool = ThreadPool::new(cfg.threads);
+    let n_vocab = text.config.n_vocab as u64;
+    // Token ids spread over the vocabulary, avoiding the special ids at the start.
+    let tokens = |n: usize, salt: u64| -> Vec<u32> {
+        (0..n as u64)
+            .map(|i| (1000 + (i * 7919 + salt * 104729) % (n_vocab - 1000).max(1)) as u32)
+            .collect()
+    };
+    let repeat = cfg.repeat.max(1);
+    let (mut pp, mut tg, mut enc, mut ttft) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut image_tokens = None;
+    let default_image;
+    let image = match image {
+        Some(i) => Some(i),
+        None if vision.is_some() => {
+            default_image = test_image(640, 480);
+            Some(&default_image)
+        }
+        None => None,
+    };
+    for r in 0..repeat {
+        let mut cache = text.new_cache(cfg.n_prompt + cfg.n_gen + 8, KvType::F16);
+        let x = text.embed(&tokens(cfg.n_prompt, r as u64))?;
+        let s = Instant::now();
+        let mut logits = text.forward(x, &mut cache, Logits::Last, &pool)?;
+        pp.push(s.elapsed());
+        let s = Instant::now();
+        for _ in 0..cfg.n_gen {
+            let id = crate::ops::argmax(&logits) as u32;
+            logits = text.forward(text.embed(&[id])?, &mut cache, Logits::Last, &pool)?;
+        }
+        tg.push(s.elapsed());
+        if let (Some(v), Some(img)) = (&vision, image) {
+            let s = Instant::now();
+            let emb = v.embed_image(img, false, &pool)?;
+            let e = s.elapsed();
+            enc.push(e);
+            let n_img = emb.len() / text.config.n_embd;
+            image_tokens = Some(n_img);
+            // Time to first token: encode, then prefill image rows plus a short prompt.
+            let mut cache = text.new_cache(n_img + cfg.ttft_prompt + 8, KvType::F16);
+            let mut rows = emb;
+            rows.extend(text.embed(&tokens(cfg.ttft_prompt, 99))?);
+            let s = Instant::now();
+            let logits = text.forward(rows, &mut cache, Logits::Last, &pool)?;
+            let _first = crate::ops::argmax(&logits);
+            ttft.push(e + s.elapsed());
+        }
+    }
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let pp_m = median(pp);
+    let tg_m = median(tg);
+    Ok(BenchResult {
+        load_ms: ms(load),
+        image_encode_ms: (!enc.is_empty()).then(|| ms(median(enc))),
+        image_tokens,
+        prefill_tok_s: cfg.n_prompt as f64 / pp_m.as_secs_f64(),
+        decode_tok_s: cfg.n_gen as f64 / tg_m.as_secs_f64().max(1e-9),
+        ttft_ms: (!ttft.is_empty()).then(|| ms(median(ttft))),
+        peak_rss_mib: peak_rss_mib(),
+        threads: pool.threads(),
+        n_prompt: cfg.n_prompt,
+        n_gen: cfg.n_gen,
+    })
+}
