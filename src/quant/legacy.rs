@@ -45,7 +45,7 @@ fn min_max(x: &[f32]) -> (f32, f32) {
 /// narrowing cast keeps. ggml relies on this when a denormal scale makes `1/d` infinite; Rust's
 /// saturating `as` would give other bytes.
 pub(crate) fn c_trunc(v: f32) -> i32 {
-    if v.is_nan() || v >= 2_147_483_648.0 || v < -2_147_483_648.0 {
+    if v.is_nan() || !(-2_147_483_648.0..2_147_483_648.0).contains(&v) {
         i32::MIN
     } else {
         v as i32
@@ -203,17 +203,17 @@ impl BlockFormat for le_block_q8_0 {
             d: f16_from_f32(d),
             ..Default::default()
         };
-        for j in 0..QK {
+        for (q, v) in b.qs.iter_mut().zip(x) {
             // C's roundf: half away from zero, as Rust's round.
-            b.qs[j] = c_trunc((x[j] * id).round()) as i8;
+            *q = c_trunc((v * id).round()) as i8;
         }
         b
     }
 
     fn dequantize_block(&self, y: &mut [f32]) {
         let d = f16(self.d);
-        for j in 0..QK {
-            y[j] = f32::from(self.qs[j]) * d;
+        for (o, q) in y.iter_mut().zip(self.qs) {
+            *o = f32::from(q) * d;
         }
     }
 }
@@ -242,8 +242,8 @@ impl BlockFormat for le_block_q8_1 {
 
     fn dequantize_block(&self, y: &mut [f32]) {
         let d = f16(self.d);
-        for j in 0..QK {
-            y[j] = f32::from(self.qs[j]) * d;
+        for (o, q) in y.iter_mut().zip(self.qs) {
+            *o = f32::from(q) * d;
         }
     }
 }
