@@ -58,7 +58,7 @@ fn ggml_dequantize(f: DFn, bytes: &[u8], n: usize) -> Vec<f32> {
 fn rows(n: usize, seed: u64) -> Vec<(String, Vec<f32>)> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut out = Vec::new();
-    let mut normal = |rng: &mut rand::rngs::StdRng| -> f32 {
+    let normal = |rng: &mut rand::rngs::StdRng| -> f32 {
         // Box-Muller.
         let (u, v): (f32, f32) = (rng.random::<f32>().max(1e-12), rng.random());
         (-2.0 * u.ln()).sqrt() * (std::f32::consts::TAU * v).cos()

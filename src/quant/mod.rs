@@ -81,7 +81,7 @@ fn dequantize_blocks<B: BlockFormat>(bytes: &[u8], out: &mut [f32]) {
 /// Appends the encoding of `src` as `ty` to `dst`. `src.len()` must be a multiple of the
 /// type's block size.
 pub fn quantize(ty: GgmlType, src: &[f32], dst: &mut Vec<u8>) -> Result<(), QuantError> {
-    if src.len() % ty.block_size() != 0 {
+    if !src.len().is_multiple_of(ty.block_size()) {
         return Err(QuantError::RowLength { ty, len: src.len() });
     }
     dst.reserve(src.len() / ty.block_size() * ty.type_size());
@@ -114,7 +114,9 @@ pub fn quantize(ty: GgmlType, src: &[f32], dst: &mut Vec<u8>) -> Result<(), Quan
 /// Decodes `bytes` of type `ty` into `out`, which must hold exactly the values they encode.
 pub fn dequantize(ty: GgmlType, bytes: &[u8], out: &mut [f32]) -> Result<(), QuantError> {
     let want = out.len();
-    if want % ty.block_size() != 0 || ty.bytes_for(want as u64) != Some(bytes.len() as u64) {
+    if !want.is_multiple_of(ty.block_size())
+        || ty.bytes_for(want as u64) != Some(bytes.len() as u64)
+    {
         return Err(QuantError::ByteLength {
             ty,
             bytes: bytes.len(),
