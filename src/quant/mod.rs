@@ -3,7 +3,9 @@
 //! bit-exact with ggml's `quantize_row_*_reference` / `dequantize_row_*`.
 
 mod float;
+mod k_quants;
 mod legacy;
+pub mod search;
 
 pub use float::{bf16_from_f32, f16_from_f32};
 
@@ -101,6 +103,10 @@ pub fn quantize(ty: GgmlType, src: &[f32], dst: &mut Vec<u8>) -> Result<(), Quan
         GgmlType::Q5_1 => quantize_blocks::<ffi::le_block_q5_1>(src, dst),
         GgmlType::Q8_0 => quantize_blocks::<ffi::le_block_q8_0>(src, dst),
         GgmlType::Q8_1 => quantize_blocks::<ffi::le_block_q8_1>(src, dst),
+        GgmlType::Q8_K => quantize_blocks::<ffi::le_block_q8_K>(src, dst),
+        GgmlType::Q6_K => quantize_blocks::<ffi::le_block_q6_K>(src, dst),
+        GgmlType::Q5_K => quantize_blocks::<ffi::le_block_q5_K>(src, dst),
+        GgmlType::Q4_K => quantize_blocks::<ffi::le_block_q4_K>(src, dst),
         _ => {
             return Err(QuantError::Unsupported {
                 ty,
@@ -145,6 +151,10 @@ pub fn dequantize(ty: GgmlType, bytes: &[u8], out: &mut [f32]) -> Result<(), Qua
         GgmlType::Q5_1 => dequantize_blocks::<ffi::le_block_q5_1>(bytes, out),
         GgmlType::Q8_0 => dequantize_blocks::<ffi::le_block_q8_0>(bytes, out),
         GgmlType::Q8_1 => dequantize_blocks::<ffi::le_block_q8_1>(bytes, out),
+        GgmlType::Q8_K => dequantize_blocks::<ffi::le_block_q8_K>(bytes, out),
+        GgmlType::Q6_K => dequantize_blocks::<ffi::le_block_q6_K>(bytes, out),
+        GgmlType::Q5_K => dequantize_blocks::<ffi::le_block_q5_K>(bytes, out),
+        GgmlType::Q4_K => dequantize_blocks::<ffi::le_block_q4_K>(bytes, out),
         _ => {
             return Err(QuantError::Unsupported {
                 ty,
@@ -175,6 +185,10 @@ pub fn is_supported(ty: GgmlType) -> bool {
             | GgmlType::Q5_1
             | GgmlType::Q8_0
             | GgmlType::Q8_1
+            | GgmlType::Q4_K
+            | GgmlType::Q5_K
+            | GgmlType::Q6_K
+            | GgmlType::Q8_K
     )
 }
 
