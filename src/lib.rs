@@ -7,3 +7,4 @@ pub mod dtype;
 pub mod ffi;
 pub mod gguf;
 pub mod quant;
+pub mod tokenizer;
