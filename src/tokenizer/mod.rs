@@ -4,6 +4,21 @@
 //! Encoding first cuts special tokens out of the text as whole strings (user-defined ones
 //! always, control ones only with `parse_special`), then runs the family's algorithm on the
 //! text between them. Decoding follows llama.cpp's `llama_detokenize`.
+//!
+//! Where llama.cpp would abort or depends on something a GGUF file cannot say, this module
+//! chooses, and says so:
+//! - a SentencePiece byte with neither a `<0xXX>` nor a one-byte token becomes the unknown
+//!   token (llama.cpp throws); ids out of range decode to nothing (llama.cpp throws);
+//! - duplicate token texts are an error (llama.cpp asserts);
+//! - an end-of-turn id found by text, when several candidates exist, is the lowest id
+//!   (llama.cpp takes whichever its hash map yields first); all of them end generation anyway;
+//! - like llama.cpp, any token whose text is an end-of-generation marker (`</s>`,
+//!   `<|endoftext|>`, ...) is made a control token, so `</s>` in Qwen2's vocabulary (a plain
+//!   text token there) ends generation and is parsed as special;
+//! - llama.cpp's per-model fix-ups keyed on model names (LSTRIP/RSTRIP for Phi-3 and some
+//!   BERTs, gpt-oss's and Gemma 4's token re-typing) are not applied: none of them concerns a
+//!   LLaVA text model;
+//! - special-token texts that are not UTF-8 are never matched in input text.
 
 mod bpe;
 mod error;
