@@ -15,4 +15,5 @@ pub mod quant;
 pub mod sampling;
 pub mod text;
 pub mod threadpool;
+pub mod tokenizer;
 pub mod vision;
