@@ -20,6 +20,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Answer a prompt, optionally about images, streaming the reply to stdout.
+    Run(RunArgs),
     /// Measure load time, image encode time, prefill and decode speed, time to first token
     /// and peak memory (medians over repeats).
     Bench {
@@ -50,8 +52,188 @@ enum Command {
     },
 }
 
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Text model GGUF.
+    #[arg(short = 'm', long)]
+    model: PathBuf,
+    /// Vision projector GGUF (needed for --image).
+    #[arg(long)]
+    mmproj: Option<PathBuf>,
+    /// An image (repeat for several, in the order of their <image> placeholders).
+    #[arg(long)]
+    image: Vec<PathBuf>,
+    /// The prompt.
+    #[arg(short = 'p', long)]
+    prompt: String,
+    /// A system prompt.
+    #[arg(long)]
+    system: Option<String>,
+    /// Tokens to generate at most.
+    #[arg(short = 'n', long = "n-predict", default_value_t = 256)]
+    n_predict: usize,
+    /// Context size in tokens.
+    #[arg(short = 'c', long = "ctx-size", default_value_t = 4096)]
+    ctx_size: usize,
+    /// Threads (default: all cores).
+    #[arg(short = 't', long)]
+    threads: Option<usize>,
+    /// Temperature (0 = greedy).
+    #[arg(long, default_value_t = 0.8)]
+    temp: f32,
+    /// Top-k (0 = off).
+    #[arg(long = "top-k", default_value_t = 40)]
+    top_k: usize,
+    /// Top-p (1 = off).
+    #[arg(long = "top-p", default_value_t = 0.95)]
+    top_p: f32,
+    /// Min-p (0 = off).
+    #[arg(long = "min-p", default_value_t = 0.05)]
+    min_p: f32,
+    /// Repetition penalty (1 = off).
+    #[arg(long = "repeat-penalty", default_value_t = 1.0)]
+    repeat_penalty: f32,
+    /// Seed of the sampler.
+    #[arg(short = 's', long, default_value_t = 0x5eed)]
+    seed: u64,
+    /// Chat template: vicuna, mistral or chatml (default: recognised from the model file).
+    #[arg(long = "chat-template")]
+    chat_template: Option<String>,
+    /// Stop when this text appears (repeatable).
+    #[arg(long = "stop")]
+    stop: Vec<String>,
+    /// KV cache type: f16 or f32.
+    #[arg(long = "cache-type", default_value = "f16")]
+    cache_type: String,
+    /// Print timings and the reply as JSON instead of streaming.
+    #[arg(long)]
+    json: bool,
+    /// Print each image's token count and other details to stderr.
+    #[arg(short = 'v', long)]
+    verbose: bool,
+}
+
+fn run_prompt(a: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
+    use llava_edge::chat::ChatTemplate;
+    use llava_edge::gguf::GgufFile;
+    use llava_edge::pipeline::{Pipeline, Request};
+    use llava_edge::sampling::{Sampler, SamplerConfig};
+    use llava_edge::text::{KvType, TextModel};
+    use llava_edge::threadpool::ThreadPool;
+    use llava_edge::tokenizer::Tokenizer;
+    use llava_edge::vision::VisionEncoder;
+    use std::io::Write;
+
+    let t0 = std::time::Instant::now();
+    let tf = GgufFile::open(&a.model)?;
+    let text = TextModel::load(&tf)?;
+    let tokenizer = Tokenizer::from_gguf(&tf)?;
+    let vf = a.mmproj.as_deref().map(GgufFile::open).transpose()?;
+    let vision = vf.as_ref().map(VisionEncoder::load).transpose()?;
+    let template = match &a.chat_template {
+        Some(name) => ChatTemplate::from_name(name).ok_or_else(|| {
+            let names: Vec<&str> = ChatTemplate::ALL.iter().map(|t| t.name()).collect();
+            format!(
+                "unknown chat template '{name}'; one of {}",
+                names.join(", ")
+            )
+        })?,
+        None => tf
+            .get("tokenizer.chat_template")
+            .and_then(|v| v.as_str())
+            .and_then(ChatTemplate::detect)
+            .unwrap_or(match text.config.arch {
+                llava_edge::text::Arch::Qwen2 => ChatTemplate::ChatMl,
+                llava_edge::text::Arch::Llama => ChatTemplate::Vicuna,
+            }),
+    };
+    let kv = match a.cache_type.as_str() {
+        "f16" => KvType::F16,
+        "f32" => KvType::F32,
+        other => return Err(format!("unknown cache type '{other}' (f16 or f32)").into()),
+    };
+    let threads = a
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let p = Pipeline {
+        text,
+        vision,
+        tokenizer,
+        template,
+        pool: ThreadPool::new(threads),
+    };
+    let load_ms = t0.elapsed().as_secs_f64() * 1e3;
+    let req = Request {
+        prompt: a.prompt,
+        images: a.image,
+        system: a.system,
+        n_predict: a.n_predict,
+        stop: a.stop,
+    };
+    let mut cache = p.text.new_cache(a.ctx_size, kv);
+    let mut sampler = Sampler::new(SamplerConfig {
+        temp: a.temp,
+        top_k: a.top_k,
+        top_p: a.top_p,
+        min_p: a.min_p,
+        repeat_penalty: a.repeat_penalty,
+        repeat_last_n: 64,
+        seed: a.seed,
+    });
+    let mut stdout = std::io::stdout();
+    let stream = !a.json;
+    let (reply, t) = p.generate(&req, &mut cache, &mut sampler, |piece| {
+        if stream {
+            let _ = stdout.write_all(piece.as_bytes());
+            let _ = stdout.flush();
+        }
+    })?;
+    let secs = |d: std::time::Duration| d.as_secs_f64();
+    let per_s = |n: usize, d: std::time::Duration| {
+        if secs(d) > 0.0 {
+            n as f64 / secs(d)
+        } else {
+            0.0
+        }
+    };
+    if a.json {
+        let j = serde_json::json!({
+            "reply": reply,
+            "load_ms": load_ms,
+            "image_encode_ms": secs(t.image_encode) * 1e3,
+            "image_tokens": t.image_tokens,
+            "prompt_tokens": t.prompt_tokens,
+            "prefill_tok_s": per_s(t.prompt_tokens, t.prefill),
+            "generated_tokens": t.generated,
+            "decode_tok_s": per_s(t.generated.saturating_sub(1), t.decode),
+            "first_token_ms": secs(t.first_token) * 1e3,
+            "chat_template": p.template.name(),
+        });
+        println!("{}", serde_json::to_string_pretty(&j)?);
+    } else {
+        println!();
+        if a.verbose {
+            for (i, n) in t.image_tokens.iter().enumerate() {
+                eprintln!("image {i}: {n} tokens");
+            }
+            eprintln!("chat template: {}", p.template.name());
+        }
+        eprintln!(
+            "load {load_ms:.0} ms | image encode {:.0} ms | prefill {} tokens, {:.1} tok/s | decode {} tokens, {:.1} tok/s | first token {:.0} ms",
+            secs(t.image_encode) * 1e3,
+            t.prompt_tokens,
+            per_s(t.prompt_tokens, t.prefill),
+            t.generated,
+            per_s(t.generated.saturating_sub(1), t.decode),
+            secs(t.first_token) * 1e3
+        );
+    }
+    Ok(())
+}
+
 fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     match cli.command {
+        Command::Run(a) => run_prompt(a)?,
         Command::Bench {
             model,
             mmproj,

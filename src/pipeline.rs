@@ -128,13 +128,14 @@ impl<'a, T: Tokenize> Pipeline<'a, T> {
         Ok(v.embed_image(&load_image(path)?, base_only, &self.pool)?)
     }
 
-    /// The prompt's input rows: token embeddings with each image's rows at its image token.
+    /// The prompt's input rows: the rendered chat is split at each `<image>` placeholder, the
+    /// pieces are tokenized separately (as a tokenizer treats text around a special token, and
+    /// without needing the vocabulary to have one), and each image's rows go between them.
     pub fn prompt_embeddings(
         &self,
         req: &Request,
         t: &mut Timings,
     ) -> Result<(Vec<u32>, Vec<f32>), PipelineError> {
-        let image_tok = self.tokenizer.token_id("<image>");
         let placeholders = req.prompt.matches("<image>").count();
         if placeholders != 0 && placeholders != req.images.len() {
             return Err(PipelineError::Request(format!(
@@ -142,7 +143,7 @@ impl<'a, T: Tokenize> Pipeline<'a, T> {
                 req.images.len()
             )));
         }
-        // Images go where the user put `<image>`, else before the text as the template places them.
+        // Images go where the user put `<image>`, else where the template places them.
         let n_auto = if placeholders == 0 {
             req.images.len()
         } else {
@@ -151,23 +152,28 @@ impl<'a, T: Tokenize> Pipeline<'a, T> {
         let rendered = self
             .template
             .render(req.system.as_deref(), &[user_turn(&req.prompt, n_auto)]);
-        let ids = self.tokenizer.encode(&rendered, true);
+        let pieces: Vec<&str> = rendered.split("<image>").collect();
+        if pieces.len() != req.images.len() + 1 {
+            return Err(PipelineError::Request(
+                "the chat template left no place for an image".into(),
+            ));
+        }
+        // Stand-in id recorded for image rows in the token history (for the repetition penalty).
+        let image_tok = self.tokenizer.token_id("<image>").unwrap_or(0);
+        let onevision_multi = req.images.len() > 1
+            && self
+                .vision
+                .as_ref()
+                .and_then(|v| v.anyres.as_ref())
+                .is_some_and(|a| a.max_tiles.is_some());
         let d = self.text.config.n_embd;
-        let mut rows = Vec::with_capacity(ids.len() * d);
-        let mut images = req.images.iter();
-        let mut seq = Vec::with_capacity(ids.len());
-        for &id in &ids {
-            if Some(id) == image_tok && !req.images.is_empty() {
-                let path = images.next().ok_or_else(|| {
-                    PipelineError::Request("more <image> tokens than images".into())
-                })?;
+        let (mut seq, mut rows) = (Vec::new(), Vec::new());
+        for (i, piece) in pieces.iter().enumerate() {
+            let ids = self.tokenizer.encode(piece, i == 0);
+            rows.extend(self.text.embed(&ids)?);
+            seq.extend_from_slice(&ids);
+            if let Some(path) = req.images.get(i) {
                 let start = Instant::now();
-                let onevision_multi = req.images.len() > 1
-                    && self
-                        .vision
-                        .as_ref()
-                        .and_then(|v| v.anyres.as_ref())
-                        .is_some_and(|a| a.max_tiles.is_some());
                 let emb = self.encode_image(path, onevision_multi)?;
                 t.image_encode += start.elapsed();
                 if emb.len() % d != 0 {
@@ -177,17 +183,9 @@ impl<'a, T: Tokenize> Pipeline<'a, T> {
                     )));
                 }
                 t.image_tokens.push(emb.len() / d);
-                seq.extend(std::iter::repeat_n(id, emb.len() / d));
+                seq.extend(std::iter::repeat_n(image_tok, emb.len() / d));
                 rows.extend_from_slice(&emb);
-            } else {
-                rows.extend(self.text.embed(&[id])?);
-                seq.push(id);
             }
-        }
-        if images.next().is_some() {
-            return Err(PipelineError::Request(
-                "the chat template left no place for an image".into(),
-            ));
         }
         t.prompt_tokens = seq.len();
         Ok((seq, rows))
@@ -255,5 +253,23 @@ mod tests {
         assert!(b.is_empty());
         let mut bad = vec![0xff, b'x'];
         assert_eq!(take_utf8(&mut bad), "\u{fffd}x");
+    }
+}
+
+impl Tokenize for crate::tokenizer::Tokenizer {
+    fn encode(&self, text: &str, add_bos: bool) -> Vec<u32> {
+        crate::tokenizer::Tokenizer::encode(self, text, add_bos, true)
+    }
+
+    fn piece(&self, id: u32) -> Vec<u8> {
+        crate::tokenizer::Tokenizer::piece(self, id, false).to_vec()
+    }
+
+    fn is_eog(&self, id: u32) -> bool {
+        crate::tokenizer::Tokenizer::is_eog(self, id)
+    }
+
+    fn token_id(&self, text: &str) -> Option<u32> {
+        crate::tokenizer::Tokenizer::token_id(self, text)
     }
 }

@@ -165,13 +165,15 @@ impl VisionConfig {
             mean: triple("clip.vision.image_mean")?,
             std: triple("clip.vision.image_std")?,
         };
+        // The patch convolution has stride = kernel, so a tile side that is not a multiple of
+        // the patch (SigLIP-so400m: 384 / 14) just drops the last pixels: 27 x 27 patches.
         if cfg.patch_size == 0
-            || !cfg.image_size.is_multiple_of(cfg.patch_size)
+            || cfg.image_size < cfg.patch_size
             || cfg.n_head == 0
             || !cfg.n_embd.is_multiple_of(cfg.n_head)
         {
             return Err(bad(format!(
-                "image size {} / patch {} / hidden {} / heads {} do not divide",
+                "image size {} / patch {} / hidden {} / heads {} do not make an encoder",
                 cfg.image_size, cfg.patch_size, cfg.n_embd, cfg.n_head
             )));
         }
