@@ -239,23 +239,6 @@ impl<'a, T: Tokenize> Pipeline<'a, T> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::take_utf8;
-
-    #[test]
-    fn utf8_is_held_back_until_complete() {
-        let mut b = "a".as_bytes().to_vec();
-        b.extend_from_slice(&"é".as_bytes()[..1]);
-        assert_eq!(take_utf8(&mut b), "a");
-        b.extend_from_slice(&"é".as_bytes()[1..]);
-        assert_eq!(take_utf8(&mut b), "é");
-        assert!(b.is_empty());
-        let mut bad = vec![0xff, b'x'];
-        assert_eq!(take_utf8(&mut bad), "\u{fffd}x");
-    }
-}
-
 impl Tokenize for crate::tokenizer::Tokenizer {
     fn encode(&self, text: &str, add_bos: bool) -> Vec<u32> {
         crate::tokenizer::Tokenizer::encode(self, text, add_bos, true)
@@ -271,5 +254,22 @@ impl Tokenize for crate::tokenizer::Tokenizer {
 
     fn token_id(&self, text: &str) -> Option<u32> {
         crate::tokenizer::Tokenizer::token_id(self, text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::take_utf8;
+
+    #[test]
+    fn utf8_is_held_back_until_complete() {
+        let mut b = "a".as_bytes().to_vec();
+        b.extend_from_slice(&"é".as_bytes()[..1]);
+        assert_eq!(take_utf8(&mut b), "a");
+        b.extend_from_slice(&"é".as_bytes()[1..]);
+        assert_eq!(take_utf8(&mut b), "é");
+        assert!(b.is_empty());
+        let mut bad = vec![0xff, b'x'];
+        assert_eq!(take_utf8(&mut bad), "\u{fffd}x");
     }
 }
