@@ -2,4 +2,5 @@
 
 pub mod inspect;
 pub mod mix;
+pub mod quantize;
 pub mod synth;

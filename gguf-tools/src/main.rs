@@ -4,6 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use gguf_tools::mix::{Mix, ALL_MIXES};
+use gguf_tools::quantize::{quantize_file, Options};
 use llava_edge::gguf::GgufFile;
 
 #[derive(Parser)]
@@ -46,6 +48,30 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Rewrite a text model with a llama.cpp quantization mix (norms and biases stay as they
+    /// are; token embedding and output follow llama.cpp's choices for the mix).
+    Quantize {
+        /// Input GGUF (F32, F16 or BF16 weights).
+        input: PathBuf,
+        /// Output GGUF; written to OUT.partial and renamed when complete.
+        output: PathBuf,
+        /// The mix: F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K_S, Q4_K_M, Q5_K_S, Q5_K_M, Q6_K.
+        #[arg(value_parser = parse_mix)]
+        mix: Mix,
+        /// Threads (default: all cores).
+        #[arg(short = 't', long)]
+        threads: Option<usize>,
+        /// Allow requantizing already-quantized tensors.
+        #[arg(long)]
+        allow_requantize: bool,
+    },
+}
+
+fn parse_mix(s: &str) -> Result<Mix, String> {
+    Mix::from_name(s).ok_or_else(|| {
+        let names: Vec<&str> = ALL_MIXES.iter().map(|m| m.name()).collect();
+        format!("unknown mix '{s}'; one of {}", names.join(", "))
+    })
 }
 
 fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
@@ -79,6 +105,38 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             } else {
                 print!("{}", gguf_tools::inspect::text_report(&f));
             }
+        }
+        Command::Quantize {
+            input,
+            output,
+            mix,
+            threads,
+            allow_requantize,
+        } => {
+            let threads = threads
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            let opts = Options {
+                mix,
+                threads,
+                allow_requantize,
+                progress: true,
+            };
+            let start = std::time::Instant::now();
+            let r = quantize_file(&input, &output, &opts)?;
+            for name in &r.fallbacks {
+                eprintln!(
+                    "note: {name}: rows are not a multiple of 256, used llama.cpp's fallback type"
+                );
+            }
+            eprintln!(
+                "{}: {} tensors, {:.1} MiB -> {:.1} MiB in {:.2} s ({} threads)",
+                output.display(),
+                r.tensors.len(),
+                r.bytes_in as f64 / (1 << 20) as f64,
+                r.bytes_out as f64 / (1 << 20) as f64,
+                start.elapsed().as_secs_f64(),
+                threads
+            );
         }
     }
     Ok(())
