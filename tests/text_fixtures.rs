@@ -156,3 +156,88 @@ fn f16_kv_cache_stays_close() {
         println!("{case}: F16 KV cache, worst relative logit error {worst:e}");
     }
 }
+
+/// Quantized weights (quantized by `gguf-tools quantize`, bytes equal to ggml's): the logits
+/// move by the quantization error and greedy tokens agree where the reference's margin exceeds
+/// it. Printed errors are the measured ones; the bounds come from each format's step size.
+#[test]
+fn quantized_text_weights_stay_close() {
+    use gguf_tools::mix::Mix;
+    use gguf_tools::quantize::{quantize_file, Options};
+    let tmp = TempDir::new("text-quant");
+    let pool = ThreadPool::new(2);
+    // Bound model: a matrix product's output carries about the RMS relative error of its weights
+    // (the error and the signal both sum over the row), and the errors of the ~15 products in
+    // sequence (7 per layer, 2 layers, the output) add in quadrature: logits move by r * sqrt(15).
+    // RMS relative weight error r for these fixtures' O(1) normal weights: F16 2^-11/sqrt(3)
+    // = 2.8e-4; Q8_0 a step of amax/127 (amax of 32 normals ~2.5 sigma) over sqrt(12) = 5.7e-3;
+    // Q4_0 a step of amax/8 over sqrt(12) = 9.0e-2. The bound allows twice the prediction.
+    let chain = 15f32.sqrt();
+    for (mix, r) in [
+        (Mix::F16, 2.8e-4f32),
+        (Mix::Q8_0, 5.7e-3),
+        (Mix::Q4_0, 9.0e-2),
+    ] {
+        let bound = 2.0 * r * chain;
+        let mut worst_all = 0f32;
+        for case in ["llava15", "llava_ov"] {
+            let dir = fixtures_dir().join(case);
+            let f32_path = tmp.path(&format!("{case}-f32.gguf"));
+            write_text_gguf(&dir, &f32_path);
+            let q_path = tmp.path(&format!("{case}-{mix}.gguf"));
+            let opts = Options {
+                mix,
+                threads: 2,
+                allow_requantize: false,
+                progress: false,
+            };
+            quantize_file(&f32_path, &q_path, &opts).unwrap();
+            let f = GgufFile::open(&q_path).unwrap();
+            let model = TextModel::load(&f).unwrap();
+            let fx = dir.join("text_only");
+            let ids: Vec<u32> = read(&fx.join("input_ids.npy"))
+                .i64()
+                .iter()
+                .map(|&x| x as u32)
+                .collect();
+            let vocab = model.config.n_vocab;
+            let mut cache = model.new_cache(ids.len() + 16, KvType::F32);
+            let mut last = model
+                .forward(model.embed(&ids).unwrap(), &mut cache, Logits::Last, &pool)
+                .unwrap();
+            let gen_ids = read(&fx.join("generated_ids.npy"));
+            let gen_logits = read(&fx.join("generated_logits.npy"));
+            let mut worst = 0f32;
+            for (step, (&tok, w)) in gen_ids
+                .i64()
+                .iter()
+                .zip(gen_logits.f32().chunks(vocab))
+                .enumerate()
+            {
+                let e = rel_err(&last, w);
+                worst = worst.max(e);
+                assert!(e < bound, "{case} {mix}: step {step}: relative error {e:e}");
+                let mut sorted = w.to_vec();
+                sorted.sort_by(|a, b| b.total_cmp(a));
+                let scale = w.iter().fold(0f32, |m, v| m.max(v.abs()));
+                if sorted[0] - sorted[1] > 2.0 * e * scale {
+                    assert_eq!(
+                        llava_edge::ops::argmax(&last) as i64,
+                        tok,
+                        "{case} {mix}: step {step}"
+                    );
+                }
+                last = model
+                    .forward(
+                        model.embed(&[tok as u32]).unwrap(),
+                        &mut cache,
+                        Logits::Last,
+                        &pool,
+                    )
+                    .unwrap();
+            }
+            worst_all = worst_all.max(worst);
+        }
+        println!("{mix}: worst relative logit error {worst_all:e} (bound {bound:e})");
+    }
+}

@@ -77,7 +77,7 @@ impl<'a> Matrix<'a> {
     }
 
     fn new_unchecked(t: TensorView<'a>, cols: usize, rows: usize) -> Result<Matrix<'a>, OpError> {
-        if !matches!(t.info.ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16) {
+        if !crate::quant::is_supported(t.info.ty) {
             return Err(OpError::UnsupportedType {
                 tensor: t.info.name.clone(),
                 ty: t.info.ty,
@@ -117,7 +117,10 @@ impl<'a> Matrix<'a> {
                     *o = bf16::from_le_bytes([c[0], c[1]]).to_f32();
                 }
             }
-            other => unreachable!("Matrix::new admits no {other}"),
+            ty => {
+                // Quantized rows: the reference dequantizer (the SIMD kernels replace this).
+                crate::quant::dequantize(ty, bytes, out).expect("row length checked at load");
+            }
         }
     }
 
@@ -189,6 +192,7 @@ mod tests {
             TensorSpec::new("m", &[4, 2], GgmlType::F32),
             TensorSpec::new("t", &[4, 2, 3], GgmlType::F32),
             TensorSpec::new("q", &[32, 2], GgmlType::Q8_0),
+            TensorSpec::new("iq", &[256, 2], GgmlType::IQ4_XS),
         ];
         let mut w = GgufWriter::create(&path, &[], &specs).unwrap();
         for s in &specs {
@@ -209,8 +213,12 @@ mod tests {
             let e = Matrix::new(f.tensor(name).unwrap(), cols, rows).unwrap_err();
             assert!(matches!(e, OpError::Shape { .. }), "{name}: {e}");
         }
-        let e = Matrix::new(f.tensor("q").unwrap(), 32, 2).unwrap_err();
-        assert!(e.to_string().contains("Q8_0"), "{e}");
+        let q = Matrix::new(f.tensor("q").unwrap(), 32, 2).unwrap();
+        let mut row = [1f32; 32];
+        q.row_f32(1, &mut row);
+        assert!(row.iter().all(|&v| v == 0.0));
+        let e = Matrix::new(f.tensor("iq").unwrap(), 256, 2).unwrap_err();
+        assert!(e.to_string().contains("IQ4_XS"), "{e}");
         let _ = std::fs::remove_dir_all(dir);
     }
 }
