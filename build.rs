@@ -1,12 +1,46 @@
-//! Generates the Rust view of the kernel header (block layouts, kernel signatures) with bindgen,
-//! so the layouts are declared once in C and shared.
+//! Compiles the C kernels (one static library per instruction set, each with its own flags)
+//! and generates the Rust view of their header with bindgen, so block layouts and kernel
+//! signatures are declared once, in C.
 
 use std::env;
 use std::path::PathBuf;
 
+fn compile(name: &str, file: &str, flags: &[&str]) {
+    println!("cargo:rerun-if-changed={file}");
+    let mut b = cc::Build::new();
+    b.file(file)
+        .include("kernels/include")
+        .opt_level(3)
+        // The scalar kernels are the reference: no contraction of a*b+c into FMA there.
+        .flag_if_supported("-ffp-contract=off")
+        .warnings(true);
+    for f in flags {
+        b.flag(f);
+    }
+    b.compile(name);
+}
+
 fn main() {
     let header = "kernels/include/llava_kernels.h";
     println!("cargo:rerun-if-changed={header}");
+    let arch = env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default();
+    compile("le_scalar", "kernels/cpu/scalar.c", &[]);
+    match arch.as_str() {
+        "x86_64" => compile(
+            "le_avx2",
+            "kernels/cpu/avx2.c",
+            &["-mavx2", "-mfma", "-mf16c"],
+        ),
+        "aarch64" => {
+            compile("le_neon", "kernels/cpu/neon.c", &[]);
+            compile(
+                "le_dotprod",
+                "kernels/cpu/neon_dotprod.c",
+                &["-march=armv8.2-a+dotprod"],
+            );
+        }
+        _ => {}
+    }
 
     let out = PathBuf::from(env::var("OUT_DIR").expect("OUT_DIR is set by cargo"));
     bindgen::Builder::default()

@@ -9,6 +9,7 @@ pub mod dtype;
 pub mod ffi;
 pub mod gguf;
 pub mod image;
+pub mod kernels;
 pub mod ops;
 pub mod pipeline;
 pub mod quant;

@@ -127,4 +127,33 @@ _Static_assert(sizeof(le_block_q6_K) == 210, "q6_K layout");
 _Static_assert(sizeof(le_block_q8_K) == 292, "q8_K layout");
 #endif
 
+/*
+ * Kernels. Each exists as a scalar reference (le_*_scalar, kernels/cpu/scalar.c) and, where the
+ * CPU allows, SIMD versions that the tests hold to it: _avx2 (avx2.c: AVX2, FMA, F16C), _neon
+ * (neon.c: base ARMv8 NEON, e.g. Cortex-A53/A72 on Pi 3/4 and Jetson Nano) and _dotprod
+ * (neon_dotprod.c: ARMv8.2 SDOT, e.g. Cortex-A76 on Pi 5, Jetson Orin).
+ * n is the number of values (a multiple of the block size).
+ */
+
+/* Activations to Q8_0: d = amax/127, q = roundf(x/d), as ggml's quantize_row_q8_0_reference.
+ * O(n) per product against O(rows * n) dots, so one portable version serves every CPU. */
+void le_quantize_row_q8_0_scalar(const float *x, le_block_q8_0 *y, int n);
+
+/* sum_i w_i * a_i for Q4_0 weights and Q8_0 activations. */
+float le_vec_dot_q4_0_q8_0_scalar(int n, const le_block_q4_0 *w, const le_block_q8_0 *a);
+float le_vec_dot_q4_0_q8_0_avx2(int n, const le_block_q4_0 *w, const le_block_q8_0 *a);
+float le_vec_dot_q4_0_q8_0_neon(int n, const le_block_q4_0 *w, const le_block_q8_0 *a);
+float le_vec_dot_q4_0_q8_0_dotprod(int n, const le_block_q4_0 *w, const le_block_q8_0 *a);
+
+/* sum_i w_i * a_i for Q8_0 weights and Q8_0 activations. */
+float le_vec_dot_q8_0_q8_0_scalar(int n, const le_block_q8_0 *w, const le_block_q8_0 *a);
+float le_vec_dot_q8_0_q8_0_avx2(int n, const le_block_q8_0 *w, const le_block_q8_0 *a);
+float le_vec_dot_q8_0_q8_0_neon(int n, const le_block_q8_0 *w, const le_block_q8_0 *a);
+float le_vec_dot_q8_0_q8_0_dotprod(int n, const le_block_q8_0 *w, const le_block_q8_0 *a);
+
+/* sum_i w_i * a_i for F16 weights (raw half bits) and F32 activations. */
+float le_vec_dot_f16_f32_scalar(int n, const uint16_t *w, const float *a);
+float le_vec_dot_f16_f32_avx2(int n, const uint16_t *w, const float *a);
+float le_vec_dot_f16_f32_neon(int n, const uint16_t *w, const float *a);
+
 #endif /* LLAVA_KERNELS_H */

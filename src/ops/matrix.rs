@@ -6,6 +6,7 @@ use half::{bf16, f16};
 use crate::dtype::GgmlType;
 use crate::gguf::TensorView;
 use crate::threadpool::ThreadPool;
+use crate::{ffi, kernels};
 
 /// Errors of the math layer: shapes that do not line up, types it cannot compute with.
 #[derive(Debug, thiserror::Error)]
@@ -125,25 +126,66 @@ impl<'a> Matrix<'a> {
     }
 
     /// `out[t] = W x[t]` for each of the `n` input rows in `x` (`n * cols` values), into `out`
-    /// (`n * rows` values), the weight rows split over the pool's threads.
+    /// (`n * rows` values), the weight rows split over the pool's threads. Q4_0 and Q8_0
+    /// weights meet activations quantized to Q8_0 (as llama.cpp does) in the integer kernels;
+    /// F16 weights use the F16 kernel; other types are dequantized a row at a time.
     pub fn matmul(&self, x: &[f32], n: usize, out: &mut [f32], pool: &ThreadPool) {
         assert_eq!(x.len(), n * self.cols, "{}: input length", self.name);
         assert_eq!(out.len(), n * self.rows, "{}: output length", self.name);
         let out_ptr = SyncPtr(out.as_mut_ptr());
-        let rows = self.rows;
-        // Bands of 16 rows keep two threads off each other's output cache lines.
-        pool.for_ranges(rows, 16, &|band| {
-            let mut w = vec![0f32; self.cols];
-            for r in band {
-                self.row_f32(r, &mut w);
-                for i in 0..n {
-                    let v = dot(&w, &x[i * self.cols..(i + 1) * self.cols]);
-                    // SAFETY: `out` has n * rows elements (asserted above) and each (i, r)
-                    // pair is written by exactly one thread: the one that owns row r.
-                    unsafe { *out_ptr.get().add(i * rows + r) = v };
+        let (rows, cols, rb) = (self.rows, self.cols, self.row_bytes());
+        let isa = kernels::isa();
+        // SAFETY (for every write below): `out` has n * rows elements (asserted above) and each
+        // (i, r) pair is written by exactly one thread, the one that owns row r.
+        let put = |i: usize, r: usize, v: f32| unsafe { *out_ptr.get().add(i * rows + r) = v };
+        let rows_of = |band: std::ops::Range<usize>| &self.data[band.start * rb..band.end * rb];
+        match self.ty {
+            GgmlType::Q4_0 | GgmlType::Q8_0
+                if bytemuck::try_cast_slice::<u8, u16>(self.data).is_ok() =>
+            {
+                let nb = cols / 32;
+                let mut xq = vec![ffi::le_block_q8_0::default(); n * nb];
+                for (xi, qi) in x.chunks_exact(cols).zip(xq.chunks_exact_mut(nb)) {
+                    kernels::quantize_row_q8_0(xi, qi);
                 }
+                let q4 = self.ty == GgmlType::Q4_0;
+                pool.for_ranges(rows, 16, &|band| {
+                    let r0 = band.start;
+                    for (k, w) in rows_of(band).chunks_exact(rb).enumerate() {
+                        for (i, a) in xq.chunks_exact(nb).enumerate() {
+                            let v = if q4 {
+                                kernels::dot_q4_0_q8_0(isa, bytemuck::cast_slice(w), a)
+                            } else {
+                                kernels::dot_q8_0_q8_0(isa, bytemuck::cast_slice(w), a)
+                            };
+                            put(i, r0 + k, v);
+                        }
+                    }
+                });
             }
-        });
+            GgmlType::F16 if bytemuck::try_cast_slice::<u8, u16>(self.data).is_ok() => {
+                pool.for_ranges(rows, 16, &|band| {
+                    let r0 = band.start;
+                    for (k, w) in rows_of(band).chunks_exact(rb).enumerate() {
+                        let w: &[u16] = bytemuck::cast_slice(w);
+                        for (i, xi) in x.chunks_exact(cols).enumerate() {
+                            put(i, r0 + k, kernels::dot_f16_f32(isa, w, xi));
+                        }
+                    }
+                });
+            }
+            _ => {
+                pool.for_ranges(rows, 16, &|band| {
+                    let mut w = vec![0f32; cols];
+                    for r in band {
+                        self.row_f32(r, &mut w);
+                        for (i, xi) in x.chunks_exact(cols).enumerate() {
+                            put(i, r, dot(&w, xi));
+                        }
+                    }
+                });
+            }
+        }
     }
 }
 

@@ -1,0 +1,240 @@
+//! The C kernels: the scalar reference against exact math, every SIMD variant this CPU has
+//! against the scalar reference, and our dot products against ggml's on the same bytes.
+
+use std::os::raw::c_void;
+
+use llava_edge::dtype::GgmlType;
+use llava_edge::ffi::{le_block_q4_0, le_block_q8_0};
+use llava_edge::kernels::{self, Isa};
+use llava_edge::quant::quantize;
+use rand::{Rng, SeedableRng};
+
+extern "C" {
+    fn ggml_vec_dot_q4_0_q8_0(
+        n: i32,
+        s: *mut f32,
+        bs: usize,
+        vx: *const c_void,
+        bx: usize,
+        vy: *const c_void,
+        by: usize,
+        nrc: i32,
+    );
+    fn ggml_vec_dot_q8_0_q8_0(
+        n: i32,
+        s: *mut f32,
+        bs: usize,
+        vx: *const c_void,
+        bx: usize,
+        vy: *const c_void,
+        by: usize,
+        nrc: i32,
+    );
+}
+
+fn randn(rng: &mut rand::rngs::StdRng, n: usize, scale: f32) -> Vec<f32> {
+    (0..n)
+        .map(|_| {
+            (rng.random::<f32>() - 0.5)
+                * 2.0
+                * scale
+                * if rng.random::<f32>() < 0.02 {
+                    20.0
+                } else {
+                    1.0
+                }
+        })
+        .collect()
+}
+
+fn blocks<T: bytemuck::Pod>(ty: GgmlType, x: &[f32]) -> Vec<T> {
+    let mut b = Vec::new();
+    quantize(ty, x, &mut b).unwrap();
+    bytemuck::pod_collect_to_vec(&b)
+}
+
+fn h(bits: u16) -> f64 {
+    f64::from(half::f16::from_bits(bits).to_f32())
+}
+
+/// The exact value of a Q4_0 x Q8_0 dot product (integer sums, f64 scales), and the sum of the
+/// magnitudes of its element products, which bounds any float rounding in it (SIMD lanes hold
+/// partial sums that may cancel, so block totals are not enough).
+fn exact_q4_0(w: &[le_block_q4_0], a: &[le_block_q8_0]) -> (f64, f64) {
+    let (mut s, mut m) = (0f64, 0f64);
+    for (wb, ab) in w.iter().zip(a) {
+        let (mut isum, mut iabs) = (0i64, 0i64);
+        for j in 0..16 {
+            let p0 = i64::from((wb.qs[j] & 15) as i8 - 8) * i64::from(ab.qs[j]);
+            let p1 = i64::from((wb.qs[j] >> 4) as i8 - 8) * i64::from(ab.qs[j + 16]);
+            isum += p0 + p1;
+            iabs += p0.abs() + p1.abs();
+        }
+        let d = h(wb.d) * h(ab.d);
+        s += isum as f64 * d;
+        m += iabs as f64 * d.abs();
+    }
+    (s, m)
+}
+
+fn exact_q8_0(w: &[le_block_q8_0], a: &[le_block_q8_0]) -> (f64, f64) {
+    let (mut s, mut m) = (0f64, 0f64);
+    for (wb, ab) in w.iter().zip(a) {
+        let p: Vec<i64> = wb
+            .qs
+            .iter()
+            .zip(ab.qs)
+            .map(|(&x, y)| i64::from(x) * i64::from(y))
+            .collect();
+        let d = h(wb.d) * h(ab.d);
+        s += p.iter().sum::<i64>() as f64 * d;
+        m += p.iter().map(|v| v.abs()).sum::<i64>() as f64 * d.abs();
+    }
+    (s, m)
+}
+
+fn isas() -> Vec<Isa> {
+    let mut v = vec![Isa::Scalar];
+    let best = kernels::detect();
+    if best != Isa::Scalar {
+        v.push(best);
+    }
+    if best == Isa::NeonDotprod {
+        v.push(Isa::Neon);
+    }
+    v
+}
+
+/// f32 accumulation over `terms` block products: a few ulps of the magnitude sum.
+fn tol(mag: f64, terms: usize) -> f64 {
+    mag * f64::from(f32::EPSILON) * (4.0 + terms as f64).sqrt() * 4.0 + 1e-30
+}
+
+#[test]
+fn activation_quantizer_equals_the_ggml_exact_one() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+    for n in [32, 64, 4096 + 32] {
+        for _ in 0..50 {
+            let scale = 10f32.powi(rng.random_range(-4..3));
+            let x = randn(&mut rng, n, scale);
+            let want: Vec<le_block_q8_0> = blocks(GgmlType::Q8_0, &x);
+            let mut got = vec![le_block_q8_0::default(); n / 32];
+            kernels::quantize_row_q8_0(&x, &mut got);
+            assert_eq!(
+                bytemuck::cast_slice::<_, u8>(&got),
+                bytemuck::cast_slice::<_, u8>(&want),
+                "n {n}"
+            );
+        }
+    }
+}
+
+fn ggml_init() {
+    static INIT: std::sync::Once = std::sync::Once::new();
+    INIT.call_once(|| {
+        // SAFETY: with no buffer this only fills ggml's global fp16 tables, which its dot
+        // products read the block scales through.
+        unsafe {
+            ggml_sys_bleedingedge::ggml_init(ggml_sys_bleedingedge::ggml_init_params {
+                mem_size: 1 << 16,
+                mem_buffer: std::ptr::null_mut(),
+                no_alloc: true,
+            });
+        }
+    });
+}
+
+#[test]
+fn dot_products_match_exact_math_and_ggml() {
+    ggml_init();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(2);
+    let isas = isas();
+    println!("instruction sets tested: {isas:?}");
+    for n in [32usize, 64, 96, 256, 4096 + 32, 11008] {
+        for _ in 0..40 {
+            let w = randn(&mut rng, n, 0.05);
+            let a = randn(&mut rng, n, 3.0);
+            let aq: Vec<le_block_q8_0> = blocks(GgmlType::Q8_0, &a);
+            let w4: Vec<le_block_q4_0> = blocks(GgmlType::Q4_0, &w);
+            let w8: Vec<le_block_q8_0> = blocks(GgmlType::Q8_0, &w);
+            let (e4, m4) = exact_q4_0(&w4, &aq);
+            let (e8, m8) = exact_q8_0(&w8, &aq);
+            let (mut g4, mut g8) = (0f32, 0f32);
+            // SAFETY: n values in both operands, one output, nrc = 1.
+            unsafe {
+                ggml_vec_dot_q4_0_q8_0(
+                    n as i32,
+                    &mut g4,
+                    0,
+                    w4.as_ptr().cast(),
+                    0,
+                    aq.as_ptr().cast(),
+                    0,
+                    1,
+                );
+                ggml_vec_dot_q8_0_q8_0(
+                    n as i32,
+                    &mut g8,
+                    0,
+                    w8.as_ptr().cast(),
+                    0,
+                    aq.as_ptr().cast(),
+                    0,
+                    1,
+                );
+            }
+            assert!(
+                (f64::from(g4) - e4).abs() <= tol(m4, n / 32),
+                "ggml own q4_0 dot vs exact: n={n} ggml {g4} exact {e4} mag {m4}"
+            );
+            for &isa in &isas {
+                let d4 = f64::from(kernels::dot_q4_0_q8_0(isa, &w4, &aq));
+                let d8 = f64::from(kernels::dot_q8_0_q8_0(isa, &w8, &aq));
+                assert!(
+                    (d4 - e4).abs() <= tol(m4, n / 32),
+                    "{isa:?} q4_0 n={n}: {d4} vs exact {e4}"
+                );
+                assert!(
+                    (d8 - e8).abs() <= tol(m8, n / 32),
+                    "{isa:?} q8_0 n={n}: {d8} vs exact {e8}"
+                );
+                assert!(
+                    (d4 - f64::from(g4)).abs() <= 2.0 * tol(m4, n / 32),
+                    "{isa:?} q4_0 vs ggml"
+                );
+                assert!(
+                    (d8 - f64::from(g8)).abs() <= 2.0 * tol(m8, n / 32),
+                    "{isa:?} q8_0 vs ggml: n={n} ours {d8} ggml {g8} exact {e8} mag {m8}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn f16_dot_matches_exact_math() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+    for n in [1usize, 7, 8, 15, 16, 17, 100, 896, 4096 + 3] {
+        for _ in 0..40 {
+            let w: Vec<u16> = randn(&mut rng, n, 1.0)
+                .iter()
+                .map(|&v| half::f16::from_f32(v).to_bits())
+                .collect();
+            let a = randn(&mut rng, n, 2.0);
+            let terms: Vec<f64> = w
+                .iter()
+                .zip(&a)
+                .map(|(&x, &y)| h(x) * f64::from(y))
+                .collect();
+            let exact: f64 = terms.iter().sum();
+            let mag: f64 = terms.iter().map(|t| t.abs()).sum();
+            for isa in isas() {
+                let got = f64::from(kernels::dot_f16_f32(isa, &w, &a));
+                assert!(
+                    (got - exact).abs() <= tol(mag, n),
+                    "{isa:?} n={n}: {got} vs {exact}"
+                );
+            }
+        }
+    }
+}
