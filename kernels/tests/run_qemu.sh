@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Cross-builds the aarch64 kernels and their test driver and runs them under qemu-aarch64: once
+# on a CPU with the dot-product extension (-cpu max) and once on a Cortex-A72 without it
+# (Raspberry Pi 4 class). Needs Debian's gcc-aarch64-linux-gnu and qemu-user.
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+cc=aarch64-linux-gnu-gcc
+flags=(-O2 -ffp-contract=off -I"$here/include" -static)
+$cc "${flags[@]}" -c "$here/cpu/scalar.c" -o "$out/scalar.o"
+$cc "${flags[@]}" -c "$here/cpu/neon.c" -o "$out/neon.o"
+$cc "${flags[@]}" -march=armv8.2-a+dotprod -c "$here/cpu/neon_dotprod.c" -o "$out/dotprod.o"
+$cc "${flags[@]}" "$here/tests/test_kernels.c" "$out"/*.o -lm -o "$out/test_kernels"
+for cpu in max cortex-a72; do
+  echo "-- qemu-aarch64 -cpu $cpu"
+  qemu-aarch64 -cpu "$cpu" "$out/test_kernels"
+done
