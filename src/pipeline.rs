@@ -16,6 +16,9 @@ pub trait Tokenize {
     /// Token ids of `text`, special tokens (`<image>`, `<|im_start|>`) recognised, with the
     /// vocabulary's BOS first when `add_bos` and the vocabulary asks for one.
     fn encode(&self, text: &str, add_bos: bool) -> Vec<u32>;
+    /// Token ids of text that continues the sequence (after an image): no BOS, no leading
+    /// space prefix.
+    fn encode_continuation(&self, text: &str) -> Vec<u32>;
     /// The bytes token `id` stands for (for streaming output).
     fn piece(&self, id: u32) -> Vec<u8>;
     /// Whether `id` ends generation (EOS, `<|im_end|>`, ...).
@@ -73,6 +76,10 @@ pub struct Timings {
     pub decode: Duration,
     /// Time from the request to the first generated token.
     pub first_token: Duration,
+    /// The prompt's token ids (image rows stand as the `<image>` token, or 0 without one).
+    pub prompt: Vec<u32>,
+    /// The generated token ids (without the end-of-generation token).
+    pub tokens: Vec<u32>,
 }
 
 /// A loaded model pair, ready for requests.
@@ -169,7 +176,11 @@ impl<'a, T: Tokenize> Pipeline<'a, T> {
         let d = self.text.config.n_embd;
         let (mut seq, mut rows) = (Vec::new(), Vec::new());
         for (i, piece) in pieces.iter().enumerate() {
-            let ids = self.tokenizer.encode(piece, i == 0);
+            let ids = if i == 0 {
+                self.tokenizer.encode(piece, true)
+            } else {
+                self.tokenizer.encode_continuation(piece)
+            };
             rows.extend(self.text.embed(&ids)?);
             seq.extend_from_slice(&ids);
             if let Some(path) = req.images.get(i) {
@@ -202,6 +213,7 @@ impl<'a, T: Tokenize> Pipeline<'a, T> {
         let t0 = Instant::now();
         let mut t = Timings::default();
         let (mut history, rows) = self.prompt_embeddings(req, &mut t)?;
+        t.prompt = history.clone();
         let start = Instant::now();
         let mut logits = self.text.forward(rows, cache, Logits::Last, &self.pool)?;
         t.prefill = start.elapsed();
@@ -216,6 +228,7 @@ impl<'a, T: Tokenize> Pipeline<'a, T> {
                 break;
             }
             history.push(id);
+            t.tokens.push(id);
             t.generated += 1;
             pending.extend(self.tokenizer.piece(id));
             let piece = take_utf8(&mut pending);
@@ -242,6 +255,10 @@ impl<'a, T: Tokenize> Pipeline<'a, T> {
 impl Tokenize for crate::tokenizer::Tokenizer {
     fn encode(&self, text: &str, add_bos: bool) -> Vec<u32> {
         crate::tokenizer::Tokenizer::encode(self, text, add_bos, true)
+    }
+
+    fn encode_continuation(&self, text: &str) -> Vec<u32> {
+        crate::tokenizer::Tokenizer::encode_continuation(self, text, true)
     }
 
     fn piece(&self, id: u32) -> Vec<u8> {

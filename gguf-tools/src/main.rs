@@ -21,6 +21,23 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Convert a Hugging Face LLaVA / LLaVA-NeXT / LLaVA-OneVision checkpoint to a text model
+    /// and an mmproj file in llama.cpp's layout.
+    Convert {
+        /// The checkpoint directory (config.json, safetensors, tokenizer, processor config).
+        #[arg(long)]
+        hf: PathBuf,
+        /// Output text model.
+        #[arg(long)]
+        out: PathBuf,
+        /// Output vision projector.
+        #[arg(long)]
+        mmproj: PathBuf,
+        /// f32, f16, q8_0, q4_0, q4_k_m (or any quantize mix) for the text model; the mmproj is
+        /// f32 for f32 and f16 otherwise.
+        #[arg(long = "type", default_value = "f16")]
+        ty: String,
+    },
     /// Write a random-weight model with the exact shapes of a real one (llama.cpp layout).
     Synth {
         /// qwen2-0.5b, tinyllama-1.1b, llama-7b, vicuna-7b, mistral-7b, clip-vit-l-336,
@@ -76,6 +93,31 @@ fn parse_mix(s: &str) -> Result<Mix, String> {
 
 fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     match cli.command {
+        Command::Convert {
+            hf,
+            out,
+            mmproj,
+            ty,
+        } => {
+            let t = gguf_tools::convert::OutType::from_name(&ty).ok_or_else(|| {
+                format!("unknown --type '{ty}' (f32, f16, q8_0, q4_0, q4_k_m, ...)")
+            })?;
+            let start = std::time::Instant::now();
+            let r = gguf_tools::convert::convert(&hf, &out, &mmproj, t, true)?;
+            eprintln!(
+                "{}: {} tensors; {}: {} tensors; {:.1} s{}",
+                out.display(),
+                r.text_tensors,
+                mmproj.display(),
+                r.vision_tensors,
+                start.elapsed().as_secs_f64(),
+                if r.unused.is_empty() {
+                    String::new()
+                } else {
+                    format!("; unused: {}", r.unused.join(", "))
+                }
+            );
+        }
         Command::Synth {
             shape,
             r#type,

@@ -172,6 +172,26 @@ impl Tokenizer {
     /// SentencePiece vocabularies prefix a space to the text and after every special token,
     /// as llama.cpp does, so `"Hello"` encodes as `"▁Hello"`.
     pub fn encode(&self, text: &str, add_special: bool, parse_special: bool) -> Vec<u32> {
+        self.encode_inner(text, add_special, parse_special, true)
+    }
+
+    /// Token ids for `text` that continues a sequence (text after an image in a multimodal
+    /// prompt): no BOS, and no SentencePiece space prefix at its start or after special tokens.
+    /// This is transformers' Metaspace `prepend_scheme: "first"` (llava-hf's tokenizers, with
+    /// `legacy: false`), where only the very start of the prompt is prefixed; llama.cpp's rule
+    /// (a prefix after every special token) adds a `▁` token after `<image>` that the reference
+    /// does not have.
+    pub fn encode_continuation(&self, text: &str, parse_special: bool) -> Vec<u32> {
+        self.encode_inner(text, false, parse_special, false)
+    }
+
+    fn encode_inner(
+        &self,
+        text: &str,
+        add_special: bool,
+        parse_special: bool,
+        prefix: bool,
+    ) -> Vec<u32> {
         let fragments = self.fragments(text, parse_special);
         let mut out = Vec::new();
         let v = &self.vocab;
@@ -186,7 +206,7 @@ impl Tokenizer {
                     match frag {
                         Fragment::Text(s) => {
                             buf.clear();
-                            if v.add_space_prefix && after_special {
+                            if v.add_space_prefix && after_special && prefix {
                                 buf.extend_from_slice("▁".as_bytes());
                             }
                             escape_spaces(s, &mut buf);
