@@ -16,6 +16,10 @@ extern "C" {
     fn quantize_row_q5_1_reference(x: *const f32, y: *mut c_void, k: i64);
     fn quantize_row_q8_0_reference(x: *const f32, y: *mut c_void, k: i64);
     fn quantize_row_q8_1_reference(x: *const f32, y: *mut c_void, k: i64);
+    fn quantize_row_q2_K_reference(x: *const f32, y: *mut c_void, k: i64);
+    fn quantize_row_q3_K_reference(x: *const f32, y: *mut c_void, k: i64);
+    fn dequantize_row_q2_K(x: *const c_void, y: *mut f32, k: i64);
+    fn dequantize_row_q3_K(x: *const c_void, y: *mut f32, k: i64);
     fn quantize_row_q4_K_reference(x: *const f32, y: *mut c_void, k: i64);
     fn quantize_row_q5_K_reference(x: *const f32, y: *mut c_void, k: i64);
     fn quantize_row_q6_K_reference(x: *const f32, y: *mut c_void, k: i64);
@@ -266,5 +270,23 @@ fn q8_k_is_bit_exact() {
         GgmlType::Q8_K,
         quantize_row_q8_K_reference,
         Some(dequantize_row_q8_K),
+    );
+}
+
+#[test]
+fn q2_k_is_bit_exact() {
+    check(
+        GgmlType::Q2_K,
+        quantize_row_q2_K_reference,
+        Some(dequantize_row_q2_K),
+    );
+}
+
+#[test]
+fn q3_k_is_bit_exact() {
+    check(
+        GgmlType::Q3_K,
+        quantize_row_q3_K_reference,
+        Some(dequantize_row_q3_K),
     );
 }

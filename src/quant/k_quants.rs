@@ -4,10 +4,12 @@
 //! scales, exactly as ggml's reference quantizers do.
 
 use super::float::f16_from_f32;
-use super::search::{make_qkx2_quants, make_qx_quants, nearest_int};
+use super::search::{make_q3_quants, make_qkx2_quants, make_qx_quants, nearest_int};
 use super::BlockFormat;
 use crate::dtype::GgmlType;
-use crate::ffi::{le_block_q4_K, le_block_q5_K, le_block_q6_K, le_block_q8_K};
+use crate::ffi::{
+    le_block_q2_K, le_block_q3_K, le_block_q4_K, le_block_q5_K, le_block_q6_K, le_block_q8_K,
+};
 
 const QK_K: usize = 256;
 
@@ -58,6 +60,7 @@ fn quantize_scale_min(
             rmin,
             0.1,
             nstep,
+            false,
         );
         scales[j] = s;
         mins[j] = m;
@@ -303,6 +306,187 @@ impl BlockFormat for le_block_q8_K {
     fn dequantize_block(&self, y: &mut [f32]) {
         for (o, q) in y.iter_mut().zip(self.qs) {
             *o = self.d * f32::from(q);
+        }
+    }
+}
+
+/// Packs 2-bit levels as Q2_K and Q3_K store them: 4 per byte, the byte at `l` of each
+/// 128-value half holding values `l`, `l+32`, `l+64`, `l+96`.
+fn pack_2bit(l: &[u8; QK_K], qs: &mut [u8; QK_K / 4]) {
+    for (c, j) in (0..QK_K).step_by(128).enumerate() {
+        for i in 0..32 {
+            qs[32 * c + i] =
+                l[j + i] | (l[j + i + 32] << 2) | (l[j + i + 64] << 4) | (l[j + i + 96] << 6);
+        }
+    }
+}
+
+impl BlockFormat for le_block_q2_K {
+    const TYPE: GgmlType = GgmlType::Q2_K;
+    const BLOCK: usize = QK_K;
+
+    fn quantize_block(x: &[f32]) -> Self {
+        let mut l = [0u8; QK_K];
+        let (mut scales, mut mins) = ([0f32; 16], [0f32; 16]);
+        let (mut max_scale, mut max_min) = (0f32, 0f32);
+        let mut weights = [0f32; 16];
+        for j in 0..16 {
+            let xs = &x[16 * j..16 * (j + 1)];
+            for (w, v) in weights.iter_mut().zip(xs) {
+                *w = v.abs();
+            }
+            let (s, m) = make_qkx2_quants(
+                3,
+                xs,
+                &weights,
+                &mut l[16 * j..16 * (j + 1)],
+                -0.5,
+                0.1,
+                15,
+                true,
+            );
+            scales[j] = s;
+            mins[j] = m;
+            if s > max_scale {
+                max_scale = s;
+            }
+            if m > max_min {
+                max_min = m;
+            }
+        }
+        let mut b = le_block_q2_K::default();
+        if max_scale > 0.0 {
+            let iscale = 15.0 / max_scale;
+            for j in 0..16 {
+                b.scales[j] = nearest_int(iscale * scales[j]) as u8;
+            }
+            b.d = f16_from_f32(max_scale / 15.0);
+        }
+        if max_min > 0.0 {
+            let iscale = 15.0 / max_min;
+            for j in 0..16 {
+                b.scales[j] |= (nearest_int(iscale * mins[j]) << 4) as u8;
+            }
+            b.dmin = f16_from_f32(max_min / 15.0);
+        }
+        for j in 0..16 {
+            let d = f16(b.d) * (b.scales[j] & 0x0f) as f32;
+            if d == 0.0 {
+                continue;
+            }
+            let dm = f16(b.dmin) * (b.scales[j] >> 4) as f32;
+            for i in 0..16 {
+                l[16 * j + i] = nearest_int((x[16 * j + i] + dm) / d).clamp(0, 3) as u8;
+            }
+        }
+        pack_2bit(&l, &mut b.qs);
+        b
+    }
+
+    fn dequantize_block(&self, y: &mut [f32]) {
+        let (d, min) = (f16(self.d), f16(self.dmin));
+        let mut is = 0;
+        let mut o = 0;
+        for c in 0..2 {
+            let q = &self.qs[32 * c..32 * (c + 1)];
+            for shift in [0u32, 2, 4, 6] {
+                for half in 0..2 {
+                    let sc = self.scales[is];
+                    is += 1;
+                    let (dl, ml) = (d * (sc & 0x0f) as f32, min * (sc >> 4) as f32);
+                    for i in 0..16 {
+                        y[o] = dl * ((q[16 * half + i] >> shift) & 3) as f32 - ml;
+                        o += 1;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The j-th 6-bit signed scale of Q3_K's packed 12 bytes.
+fn q3_scale(j: usize, s: &[u8; 12]) -> i32 {
+    let low = if j < 8 { s[j] & 0x0f } else { s[j - 8] >> 4 };
+    ((low | (((s[8 + j % 4] >> (2 * (j / 4))) & 3) << 4)) as i32) - 32
+}
+
+impl BlockFormat for le_block_q3_K {
+    const TYPE: GgmlType = GgmlType::Q3_K;
+    const BLOCK: usize = QK_K;
+
+    fn quantize_block(x: &[f32]) -> Self {
+        let mut l = [0i8; QK_K];
+        let mut scales = [0f32; 16];
+        let (mut max_scale, mut amax) = (0f32, 0f32);
+        for j in 0..16 {
+            let s = make_q3_quants(4, &x[16 * j..16 * (j + 1)], &mut l[16 * j..16 * (j + 1)]);
+            scales[j] = s;
+            if s.abs() > amax {
+                amax = s.abs();
+                max_scale = s;
+            }
+        }
+        let mut b = le_block_q3_K::default();
+        if max_scale != 0.0 {
+            let iscale = -32.0 / max_scale;
+            for (j, &s) in scales.iter().enumerate() {
+                // C stores the int in an int8_t before clamping.
+                let q = (nearest_int(iscale * s) as i8).clamp(-32, 31) as i32 + 32;
+                if j < 8 {
+                    b.scales[j] = (q & 0x0f) as u8;
+                } else {
+                    b.scales[j - 8] |= ((q & 0x0f) << 4) as u8;
+                }
+                b.scales[j % 4 + 8] |= ((q >> 4) << (2 * (j / 4))) as u8;
+            }
+            b.d = f16_from_f32(1.0 / iscale);
+        }
+        for j in 0..16 {
+            let d = f16(b.d) * q3_scale(j, &b.scales) as f32;
+            if d == 0.0 {
+                continue;
+            }
+            for i in 0..16 {
+                l[16 * j + i] = (nearest_int(x[16 * j + i] / d).clamp(-4, 3) + 4) as i8;
+            }
+        }
+        let mut lu = [0u8; QK_K];
+        let (mut m, mut hm) = (0usize, 1u8);
+        for j in 0..QK_K {
+            let mut v = l[j] as u8;
+            if v > 3 {
+                b.hmask[m] |= hm;
+                v -= 4;
+            }
+            lu[j] = v;
+            m += 1;
+            if m == QK_K / 8 {
+                m = 0;
+                hm <<= 1;
+            }
+        }
+        pack_2bit(&lu, &mut b.qs);
+        b
+    }
+
+    fn dequantize_block(&self, y: &mut [f32]) {
+        let d_all = f16(self.d);
+        let (mut is, mut o, mut m) = (0usize, 0usize, 1u8);
+        for c in 0..2 {
+            let q = &self.qs[32 * c..32 * (c + 1)];
+            for shift in [0u32, 2, 4, 6] {
+                for half in 0..2 {
+                    let dl = d_all * q3_scale(is, &self.scales) as f32;
+                    is += 1;
+                    for i in 0..16 {
+                        let k = 16 * half + i;
+                        let h = if self.hmask[k] & m != 0 { 0 } else { 4 };
+                        y[o] = dl * (((q[k] >> shift) & 3) as i32 - h) as f32;
+                        o += 1;
+                    }
+                }
+                m <<= 1;
+            }
         }
     }
 }

@@ -103,6 +103,8 @@ pub fn quantize(ty: GgmlType, src: &[f32], dst: &mut Vec<u8>) -> Result<(), Quan
         GgmlType::Q5_1 => quantize_blocks::<ffi::le_block_q5_1>(src, dst),
         GgmlType::Q8_0 => quantize_blocks::<ffi::le_block_q8_0>(src, dst),
         GgmlType::Q8_1 => quantize_blocks::<ffi::le_block_q8_1>(src, dst),
+        GgmlType::Q3_K => quantize_blocks::<ffi::le_block_q3_K>(src, dst),
+        GgmlType::Q2_K => quantize_blocks::<ffi::le_block_q2_K>(src, dst),
         GgmlType::Q8_K => quantize_blocks::<ffi::le_block_q8_K>(src, dst),
         GgmlType::Q6_K => quantize_blocks::<ffi::le_block_q6_K>(src, dst),
         GgmlType::Q5_K => quantize_blocks::<ffi::le_block_q5_K>(src, dst),
@@ -151,6 +153,8 @@ pub fn dequantize(ty: GgmlType, bytes: &[u8], out: &mut [f32]) -> Result<(), Qua
         GgmlType::Q5_1 => dequantize_blocks::<ffi::le_block_q5_1>(bytes, out),
         GgmlType::Q8_0 => dequantize_blocks::<ffi::le_block_q8_0>(bytes, out),
         GgmlType::Q8_1 => dequantize_blocks::<ffi::le_block_q8_1>(bytes, out),
+        GgmlType::Q3_K => dequantize_blocks::<ffi::le_block_q3_K>(bytes, out),
+        GgmlType::Q2_K => dequantize_blocks::<ffi::le_block_q2_K>(bytes, out),
         GgmlType::Q8_K => dequantize_blocks::<ffi::le_block_q8_K>(bytes, out),
         GgmlType::Q6_K => dequantize_blocks::<ffi::le_block_q6_K>(bytes, out),
         GgmlType::Q5_K => dequantize_blocks::<ffi::le_block_q5_K>(bytes, out),
@@ -185,6 +189,8 @@ pub fn is_supported(ty: GgmlType) -> bool {
             | GgmlType::Q5_1
             | GgmlType::Q8_0
             | GgmlType::Q8_1
+            | GgmlType::Q2_K
+            | GgmlType::Q3_K
             | GgmlType::Q4_K
             | GgmlType::Q5_K
             | GgmlType::Q6_K

@@ -59,8 +59,9 @@ pub fn make_qx_quants(nmax: i32, x: &[f32], levels: &mut [i8]) -> f32 {
 }
 
 /// Asymmetric quantization of `x` to `[0, nmax]` with a weighted search over scale and min
-/// (ggml's `make_qkx2_quants`, squared error). Writes levels to `levels`, returns
-/// `(scale, -min)`.
+/// (ggml's `make_qkx2_quants`; squared error, or absolute error with `use_mad`). Writes levels
+/// to `levels`, returns `(scale, -min)`.
+#[allow(clippy::too_many_arguments)]
 pub fn make_qkx2_quants(
     nmax: i32,
     x: &[f32],
@@ -69,7 +70,9 @@ pub fn make_qkx2_quants(
     rmin: f32,
     rdelta: f32,
     nstep: i32,
+    use_mad: bool,
 ) -> (f32, f32) {
+    let err = |d: f32| if use_mad { d.abs() } else { d * d };
     let n = x.len();
     let (mut min, mut max) = (x[0], x[0]);
     let mut sum_w = weights[0];
@@ -99,7 +102,7 @@ pub fn make_qkx2_quants(
         let l = nearest_int(iscale * (x[i] - min)).clamp(0, nmax);
         levels[i] = l as u8;
         let diff = scale * levels[i] as f32 + min - x[i];
-        best_mad += weights[i] * (diff * diff);
+        best_mad += weights[i] * err(diff);
     }
     if nstep < 1 {
         return (scale, -min);
@@ -128,7 +131,7 @@ pub fn make_qkx2_quants(
             let mut mad = 0f32;
             for i in 0..n {
                 let diff = this_scale * aux[i] as f32 + this_min - x[i];
-                mad += weights[i] * (diff * diff);
+                mad += weights[i] * err(diff);
             }
             if mad < best_mad {
                 levels.copy_from_slice(aux);
@@ -139,6 +142,62 @@ pub fn make_qkx2_quants(
         }
     }
     (scale, -min)
+}
+
+/// Symmetric 3-bit quantization with iterative refinement (ggml's `make_q3_quants`, rmse on):
+/// levels `l + nmax` in `[0, 2 nmax)`, returns the scale.
+pub fn make_q3_quants(nmax: i32, x: &[f32], levels: &mut [i8]) -> f32 {
+    let (mut max, mut amax) = (0f32, 0f32);
+    for &v in x {
+        if v.abs() > amax {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    if amax == 0.0 {
+        levels.fill(0);
+        return 0.0;
+    }
+    let iscale = (-nmax) as f32 / max;
+    let clamp = |l: i32| l.clamp(-nmax, nmax - 1);
+    let (mut sumlx, mut suml2) = (0f32, 0f32);
+    for (v, q) in x.iter().zip(levels.iter_mut()) {
+        let l = clamp(nearest_int(iscale * v));
+        *q = l as i8;
+        let w = v * v;
+        sumlx += w * v * l as f32;
+        suml2 += w * l as f32 * l as f32;
+    }
+    for _ in 0..5 {
+        let mut changed = 0;
+        for (i, &v) in x.iter().enumerate() {
+            let w = v * v;
+            let li = levels[i] as f32;
+            let mut slx = sumlx - w * v * li;
+            if slx > 0.0 {
+                let mut sl2 = suml2 - w * li * li;
+                let new_l = clamp(nearest_int(v * sl2 / slx));
+                if new_l != levels[i] as i32 {
+                    let nl = new_l as f32;
+                    slx += w * v * nl;
+                    sl2 += w * nl * nl;
+                    if sl2 > 0.0 && slx * slx * suml2 > sumlx * sumlx * sl2 {
+                        levels[i] = new_l as i8;
+                        sumlx = slx;
+                        suml2 = sl2;
+                        changed += 1;
+                    }
+                }
+            }
+        }
+        if changed == 0 {
+            break;
+        }
+    }
+    for q in levels.iter_mut() {
+        *q += nmax as i8;
+    }
+    sumlx / suml2
 }
 
 #[cfg(test)]
