@@ -357,15 +357,15 @@ impl BlockFormat for le_block_q2_K {
         let mut b = le_block_q2_K::default();
         if max_scale > 0.0 {
             let iscale = 15.0 / max_scale;
-            for j in 0..16 {
-                b.scales[j] = nearest_int(iscale * scales[j]) as u8;
+            for (q, s) in b.scales.iter_mut().zip(scales) {
+                *q = nearest_int(iscale * s) as u8;
             }
             b.d = f16_from_f32(max_scale / 15.0);
         }
         if max_min > 0.0 {
             let iscale = 15.0 / max_min;
-            for j in 0..16 {
-                b.scales[j] |= (nearest_int(iscale * mins[j]) << 4) as u8;
+            for (q, m) in b.scales.iter_mut().zip(mins) {
+                *q |= (nearest_int(iscale * m) << 4) as u8;
             }
             b.dmin = f16_from_f32(max_min / 15.0);
         }
