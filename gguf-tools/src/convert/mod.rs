@@ -406,7 +406,22 @@ pub fn convert(
     vadd("v.pre_ln.weight", vt_names("pre_layrnorm.weight"), !siglip)?;
     vadd("v.pre_ln.bias", vt_names("pre_layrnorm.bias"), !siglip)?;
     let vl = u(vc, "num_hidden_layers")?;
-    for i in 0..vl {
+    // Store only the layers that run up to the feature layer (-2 for CLIP: 23 of 24), as
+    // llama.cpp's converter does: llama.cpp runs every stored layer.
+    let feature_layer = cfg["vision_feature_layer"].as_i64().unwrap_or(-2);
+    let n_run = if feature_layer < 0 {
+        vl as i64 + 1 + feature_layer
+    } else {
+        feature_layer
+    };
+    let n_run = usize::try_from(n_run)
+        .ok()
+        .filter(|&n| n <= vl)
+        .ok_or_else(|| ConvertError::Checkpoint {
+            path: hf.join("config.json"),
+            problem: format!("vision_feature_layer {feature_layer} does not exist in {vl} layers"),
+        })?;
+    for i in 0..n_run {
         for (ours, theirs) in [
             ("attn_q", "self_attn.q_proj"),
             ("attn_k", "self_attn.k_proj"),
@@ -493,7 +508,7 @@ pub fn convert(
             "clip.vision.feed_forward_length".into(),
             Value::U32(u(vc, "intermediate_size")? as u32),
         ),
-        ("clip.vision.block_count".into(), Value::U32(vl as u32)),
+        ("clip.vision.block_count".into(), Value::U32(n_run as u32)),
         (
             "clip.vision.attention.head_count".into(),
             Value::U32(u(vc, "num_attention_heads")? as u32),
