@@ -128,3 +128,81 @@ fn converted_checkpoints_answer_like_transformers() {
     }
     assert!(checked >= 24, "{checked} fixtures");
 }
+
+/// Quantized files through the whole pipeline: F16 mmproj with F16 or Q8_0 text weights. The
+/// greedy tokens must equal the reference's for every step up to the first whose top-two
+/// margin is within the logit error the format predicts (see text_fixtures.rs for the model:
+/// F16 ~1.1e-3, Q8_0 with Q8_0 activations ~3.1e-2 of the largest logit; twice that allowed).
+#[test]
+fn quantized_files_keep_the_reference_tokens_while_margins_allow() {
+    use gguf_tools::mix::Mix;
+    let tmp = TempDir::new("pipeline-quant");
+    let mut steps_checked = 0;
+    for (mix, err) in [(Mix::F16, 2.2e-3f32), (Mix::Q8_0, 6.2e-2)] {
+        for case in ["llava15", "llava_next_mistral"] {
+            let dir = fixtures_dir().join(case);
+            let (tp, vp) = (
+                tmp.path(&format!("{case}-{mix}.gguf")),
+                tmp.path(&format!("{case}-{mix}-mm.gguf")),
+            );
+            convert(&dir.join("hf"), &tp, &vp, OutType::Mix(mix), false).unwrap();
+            let (tf, vf) = (GgufFile::open(&tp).unwrap(), GgufFile::open(&vp).unwrap());
+            let p = Pipeline {
+                text: TextModel::load(&tf).unwrap(),
+                vision: Some(VisionEncoder::load(&vf).unwrap()),
+                tokenizer: Tokenizer::from_gguf(&tf).unwrap(),
+                template: ChatTemplate::detect(tf.get_str("tokenizer.chat_template").unwrap())
+                    .unwrap(),
+                pool: ThreadPool::new(2),
+            };
+            for fixture in ["sq180", "wide260x120", "wide200x110"] {
+                let fx = dir.join(fixture);
+                if !fx.exists() {
+                    continue;
+                }
+                let meta: serde_json::Value =
+                    serde_json::from_str(&std::fs::read_to_string(fx.join("meta.json")).unwrap())
+                        .unwrap();
+                let images = vec![fixtures_dir().join(meta["images"][0].as_str().unwrap())];
+                let req = Request {
+                    prompt: QUESTIONS[1].to_string(),
+                    images,
+                    system: None,
+                    n_predict: 8,
+                    stop: vec![],
+                };
+                let mut cache = p.text.new_cache(1024, KvType::F16);
+                let mut greedy = Sampler::new(SamplerConfig {
+                    temp: 0.0,
+                    ..SamplerConfig::default()
+                });
+                let (_, t) = p.generate(&req, &mut cache, &mut greedy, |_| {}).unwrap();
+                let gen = read(&fx.join("generated_ids.npy"));
+                let logits = read(&fx.join("generated_logits.npy"));
+                let vocab = p.text.config.n_vocab;
+                for (step, (&want, l)) in
+                    gen.i64().iter().zip(logits.f32().chunks(vocab)).enumerate()
+                {
+                    let mut sorted = l.to_vec();
+                    sorted.sort_by(|a, b| b.total_cmp(a));
+                    let scale = l.iter().fold(0f32, |m, v| m.max(v.abs()));
+                    if sorted[0] - sorted[1] <= 2.0 * err * scale || p.tokenizer.is_eog(want as u32)
+                    {
+                        break;
+                    }
+                    assert_eq!(
+                        t.tokens.get(step).copied(),
+                        Some(want as u32),
+                        "{case}/{fixture} {mix}: step {step}"
+                    );
+                    steps_checked += 1;
+                }
+            }
+        }
+    }
+    assert!(
+        steps_checked >= 4,
+        "only {steps_checked} steps had margins to check"
+    );
+    println!("{steps_checked} greedy steps checked");
+}
