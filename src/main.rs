@@ -63,6 +63,12 @@ struct RunArgs {
     /// An image (repeat for several, in the order of their <image> placeholders).
     #[arg(long)]
     image: Vec<PathBuf>,
+    /// A video: a directory of frames, an animated GIF, or a video file (needs ffmpeg).
+    #[arg(long)]
+    video: Option<PathBuf>,
+    /// Frames sampled uniformly from the video at most.
+    #[arg(long = "max-frames", default_value_t = 16)]
+    max_frames: usize,
     /// The prompt.
     #[arg(short = 'p', long)]
     prompt: String,
@@ -166,6 +172,8 @@ fn run_prompt(a: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     let req = Request {
         prompt: a.prompt,
         images: a.image,
+        video: a.video,
+        max_frames: a.max_frames,
         system: a.system,
         n_predict: a.n_predict,
         stop: a.stop,
@@ -214,7 +222,7 @@ fn run_prompt(a: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         println!();
         if a.verbose {
             for (i, n) in t.image_tokens.iter().enumerate() {
-                eprintln!("image {i}: {n} tokens");
+                eprintln!("media {i}: {n} tokens");
             }
             eprintln!("chat template: {}", p.template.name());
         }

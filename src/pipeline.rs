@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::chat::{user_turn, ChatTemplate};
+use crate::chat::{ChatTemplate, Message, Role};
 use crate::image::{load_image, ImageError};
 use crate::sampling::Sampler;
 use crate::text::{KvCache, Logits, TextError, TextModel};
@@ -39,6 +39,9 @@ pub enum PipelineError {
     /// An image could not be read.
     #[error(transparent)]
     Image(#[from] ImageError),
+    /// A video could not be read.
+    #[error(transparent)]
+    Video(#[from] crate::image::video::VideoError),
     /// The request does not fit what the model files provide.
     #[error("{0}")]
     Request(String),
@@ -51,6 +54,10 @@ pub struct Request {
     pub prompt: String,
     /// Images, in the order their placeholders appear.
     pub images: Vec<PathBuf>,
+    /// A video: a directory of frames, an animated GIF, or a video file (via ffmpeg).
+    pub video: Option<PathBuf>,
+    /// Frames sampled from the video at most.
+    pub max_frames: usize,
     /// A system prompt, where the template has one.
     pub system: Option<String>,
     /// Tokens to generate at most.
@@ -135,9 +142,10 @@ impl<'a, T: Tokenize> Pipeline<'a, T> {
         Ok(v.embed_image(&load_image(path)?, base_only, &self.pool)?)
     }
 
-    /// The prompt's input rows: the rendered chat is split at each `<image>` placeholder, the
-    /// pieces are tokenized separately (as a tokenizer treats text around a special token, and
-    /// without needing the vocabulary to have one), and each image's rows go between them.
+    /// The prompt's input rows: the rendered chat is split at each `<image>` / `<video>`
+    /// placeholder, the text pieces are tokenized separately (as a tokenizer treats text around
+    /// a special token, and without needing the vocabulary to have one), and the media rows go
+    /// between them.
     pub fn prompt_embeddings(
         &self,
         req: &Request,
@@ -150,23 +158,18 @@ impl<'a, T: Tokenize> Pipeline<'a, T> {
                 req.images.len()
             )));
         }
-        // Images go where the user put `<image>`, else where the template places them.
-        let n_auto = if placeholders == 0 {
-            req.images.len()
-        } else {
-            0
+        // Media go where the user put the placeholders, else where the template places them.
+        let msg = Message {
+            role: Role::User,
+            images: if placeholders == 0 {
+                req.images.len()
+            } else {
+                0
+            },
+            videos: usize::from(req.video.is_some() && !req.prompt.contains("<video>")),
+            text: req.prompt.clone(),
         };
-        let rendered = self
-            .template
-            .render(req.system.as_deref(), &[user_turn(&req.prompt, n_auto)]);
-        let pieces: Vec<&str> = rendered.split("<image>").collect();
-        if pieces.len() != req.images.len() + 1 {
-            return Err(PipelineError::Request(
-                "the chat template left no place for an image".into(),
-            ));
-        }
-        // Stand-in id recorded for image rows in the token history (for the repetition penalty).
-        let image_tok = self.tokenizer.token_id("<image>").unwrap_or(0);
+        let rendered = self.template.render(req.system.as_deref(), &[msg]);
         let onevision_multi = req.images.len() > 1
             && self
                 .vision
@@ -175,28 +178,65 @@ impl<'a, T: Tokenize> Pipeline<'a, T> {
                 .is_some_and(|a| a.max_tiles.is_some());
         let d = self.text.config.n_embd;
         let (mut seq, mut rows) = (Vec::new(), Vec::new());
-        for (i, piece) in pieces.iter().enumerate() {
-            let ids = if i == 0 {
-                self.tokenizer.encode(piece, true)
-            } else {
-                self.tokenizer.encode_continuation(piece)
+        let mut images = req.images.iter();
+        let mut video = req.video.as_ref();
+        let mut rest = rendered.as_str();
+        let mut first = true;
+        loop {
+            let next = ["<image>", "<video>"]
+                .into_iter()
+                .filter_map(|m| rest.find(m).map(|i| (i, m)))
+                .min();
+            let (text, marker) = match next {
+                Some((i, m)) => (&rest[..i], Some(m)),
+                None => (rest, None),
             };
+            let ids = if first {
+                self.tokenizer.encode(text, true)
+            } else {
+                self.tokenizer.encode_continuation(text)
+            };
+            first = false;
             rows.extend(self.text.embed(&ids)?);
             seq.extend_from_slice(&ids);
-            if let Some(path) = req.images.get(i) {
-                let start = Instant::now();
+            let Some(marker) = marker else { break };
+            rest = &rest[text.len() + marker.len()..];
+            let start = Instant::now();
+            let emb = if marker == "<image>" {
+                let path = images.next().ok_or_else(|| {
+                    PipelineError::Request("more <image> placeholders than images".into())
+                })?;
                 let emb = self.encode_image(path, onevision_multi)?;
-                t.image_encode += start.elapsed();
-                if emb.len() % d != 0 {
-                    return Err(PipelineError::Request(format!(
-                        "the projector gives rows of {} values, the text model takes {d}",
-                        self.vision.as_ref().map_or(0, |v| v.n_out)
-                    )));
-                }
                 t.image_tokens.push(emb.len() / d);
-                seq.extend(std::iter::repeat_n(image_tok, emb.len() / d));
-                rows.extend_from_slice(&emb);
+                emb
+            } else {
+                let path = video.take().ok_or_else(|| {
+                    PipelineError::Request("a <video> placeholder but no video".into())
+                })?;
+                let v = self.vision.as_ref().ok_or_else(|| {
+                    PipelineError::Request("a video was given but no --mmproj".into())
+                })?;
+                let frames = crate::image::video::load_frames(path, req.max_frames.max(1))?;
+                let emb = v.embed_video(&frames, &self.pool)?;
+                t.image_tokens.push(emb.len() / d);
+                emb
+            };
+            t.image_encode += start.elapsed();
+            if emb.len() % d != 0 {
+                return Err(PipelineError::Request(format!(
+                    "the projector gives rows of {} values, the text model takes {d}",
+                    self.vision.as_ref().map_or(0, |v| v.n_out)
+                )));
             }
+            // Stand-in ids for the media rows in the token history (for the repetition penalty).
+            let stand_in = self.tokenizer.token_id(marker).unwrap_or(0);
+            seq.extend(std::iter::repeat_n(stand_in, emb.len() / d));
+            rows.extend_from_slice(&emb);
+        }
+        if images.next().is_some() || video.is_some() {
+            return Err(PipelineError::Request(
+                "the chat template left no place for an image or video".into(),
+            ));
         }
         t.prompt_tokens = seq.len();
         Ok((seq, rows))

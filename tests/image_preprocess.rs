@@ -196,3 +196,34 @@ fn anyres_tiles_match_the_reference_processors() {
     }
     assert!(checked >= 10, "{checked}");
 }
+
+#[test]
+fn animated_gifs_and_frame_directories_give_frames() {
+    use image::codecs::gif::GifEncoder;
+    use image::{Delay, Frame, RgbaImage};
+    use llava_edge::image::video::load_frames;
+    let dir = std::env::temp_dir().join(format!("le-gif-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let gif = dir.join("clip.gif");
+    {
+        let mut enc = GifEncoder::new(std::fs::File::create(&gif).unwrap());
+        for i in 0..6u8 {
+            let img = RgbaImage::from_fn(24, 16, |x, y| {
+                image::Rgba([x as u8 * 10, y as u8 * 15, i * 40, 255])
+            });
+            enc.encode_frame(Frame::from_parts(
+                img,
+                0,
+                0,
+                Delay::from_numer_denom_ms(100, 1),
+            ))
+            .unwrap();
+        }
+    }
+    let frames = load_frames(&gif, 4).unwrap();
+    assert_eq!(frames.len(), 4);
+    assert!(frames.iter().all(|f| f.width == 24 && f.height == 16));
+    // Uniform sampling keeps the first and last frames: their blue channels differ by 5 steps.
+    assert!(frames[3].data[2] > frames[0].data[2]);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -18,10 +18,11 @@ use llava_edge::threadpool::ThreadPool;
 use llava_edge::tokenizer::Tokenizer;
 use llava_edge::vision::VisionEncoder;
 
-const QUESTIONS: [&str; 3] = [
+const QUESTIONS: [&str; 4] = [
     "Describe a red circle on a blue background.",
     "What is shown in this image?",
     "What is different between these images?",
+    "What happens in this video?",
 ];
 
 #[test]
@@ -71,9 +72,6 @@ fn converted_checkpoints_answer_like_transformers() {
                 continue;
             };
             let meta: serde_json::Value = serde_json::from_str(&meta).unwrap();
-            if meta["kind"] == "video" {
-                continue; // video input is not in the pipeline yet
-            }
             let prompt = meta["prompt"].as_str().unwrap();
             let question = QUESTIONS.iter().find(|q| prompt.contains(*q)).unwrap();
             let images = meta["images"]
@@ -87,9 +85,24 @@ fn converted_checkpoints_answer_like_transformers() {
             let system = prompt
                 .starts_with(llava_edge::chat::VICUNA_SYSTEM)
                 .then(|| llava_edge::chat::VICUNA_SYSTEM.to_string());
+            // The video fixture's frames, in a directory of their own (as --video takes them).
+            let video = meta["video_frames"].as_array().map(|frames| {
+                let d = tmp.path(&format!("{case}-frames"));
+                std::fs::create_dir_all(&d).unwrap();
+                for (i, f) in frames.iter().enumerate() {
+                    std::fs::copy(
+                        fixtures_dir().join(f.as_str().unwrap()),
+                        d.join(format!("{i:03}.png")),
+                    )
+                    .unwrap();
+                }
+                d
+            });
             let req = Request {
                 prompt: question.to_string(),
                 images,
+                video,
+                max_frames: 16,
                 system,
                 n_predict: 8,
                 stop: vec![],
@@ -167,6 +180,8 @@ fn quantized_files_keep_the_reference_tokens_while_margins_allow() {
                 let req = Request {
                     prompt: QUESTIONS[1].to_string(),
                     images,
+                    video: None,
+                    max_frames: 16,
                     system: None,
                     n_predict: 8,
                     stop: vec![],

@@ -4,5 +4,6 @@
 pub mod load;
 pub mod preprocess;
 pub mod resize;
+pub mod video;
 
 pub use load::{load_image, load_image_bytes, ImageError, RgbImage, MAX_PIXELS};

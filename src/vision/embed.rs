@@ -64,3 +64,40 @@ impl VisionEncoder<'_> {
         .features)
     }
 }
+
+impl VisionEncoder<'_> {
+    /// Embeddings of a video's frames as LLaVA-OneVision reads them: each frame squashed to one
+    /// tile, through the tower and projector, its patch grid pooled 2x2 bilinearly, frames in
+    /// order, then one newline row.
+    pub fn embed_video(
+        &self,
+        frames: &[RgbImage],
+        pool: &ThreadPool,
+    ) -> Result<Vec<f32>, VisionError> {
+        let c = &self.config;
+        let ar = self
+            .anyres
+            .as_ref()
+            .filter(|a| a.max_tiles.is_some())
+            .ok_or_else(|| VisionError::BadConfig {
+                path: "mmproj".into(),
+                problem: "this model does not take video (LLaVA-OneVision does)".into(),
+            })?;
+        let norm = Normalize {
+            mean: c.mean,
+            std: c.std,
+        };
+        let mut tiles = Vec::new();
+        for f in frames {
+            let px = squash_tile(f, c.image_size, &norm);
+            tiles.extend(self.project(&self.features(&px, pool)?, pool));
+        }
+        Ok(super::anyres::pack_video(
+            &tiles,
+            frames.len(),
+            c.grid(),
+            self.n_out,
+            &ar.newline,
+        ))
+    }
+}
