@@ -10,6 +10,36 @@ use llava_edge::quant::quantize;
 use rand::{Rng, SeedableRng};
 
 extern "C" {
+    fn ggml_vec_dot_q5_0_q8_0(
+        n: i32,
+        s: *mut f32,
+        bs: usize,
+        vx: *const c_void,
+        bx: usize,
+        vy: *const c_void,
+        by: usize,
+        nrc: i32,
+    );
+    fn ggml_vec_dot_q4_K_q8_K(
+        n: i32,
+        s: *mut f32,
+        bs: usize,
+        vx: *const c_void,
+        bx: usize,
+        vy: *const c_void,
+        by: usize,
+        nrc: i32,
+    );
+    fn ggml_vec_dot_q6_K_q8_K(
+        n: i32,
+        s: *mut f32,
+        bs: usize,
+        vx: *const c_void,
+        bx: usize,
+        vy: *const c_void,
+        by: usize,
+        nrc: i32,
+    );
     fn ggml_vec_dot_q4_0_q8_0(
         n: i32,
         s: *mut f32,
@@ -234,6 +264,106 @@ fn f16_dot_matches_exact_math() {
                     (got - exact).abs() <= tol(mag, n),
                     "{isa:?} n={n}: {got} vs {exact}"
                 );
+            }
+        }
+    }
+}
+
+/// The exact dot product of two quantized rows (each dequantized with the ggml-exact
+/// dequantizer, multiplied and summed in f64) and the sum of the element magnitudes.
+fn exact_any(wt: GgmlType, w: &[u8], at: GgmlType, a: &[u8], n: usize) -> (f64, f64) {
+    let wf = llava_edge::quant::to_f32(wt, w, n).unwrap();
+    let af = llava_edge::quant::to_f32(at, a, n).unwrap();
+    let p: Vec<f64> = wf
+        .iter()
+        .zip(&af)
+        .map(|(&x, &y)| f64::from(x) * f64::from(y))
+        .collect();
+    (p.iter().sum(), p.iter().map(|v| v.abs()).sum())
+}
+
+#[test]
+fn k_quant_and_q5_0_dots_match_exact_math_and_ggml() {
+    ggml_init();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(4);
+    for n in [256usize, 512, 4864, 11008] {
+        for _ in 0..30 {
+            let w = randn(&mut rng, n, 0.05);
+            let a = randn(&mut rng, n, 3.0);
+            let mut aq8 = Vec::new();
+            quantize(GgmlType::Q8_0, &a, &mut aq8).unwrap();
+            let mut aqk = Vec::new();
+            quantize(GgmlType::Q8_K, &a, &mut aqk).unwrap();
+            // The C activation quantizer gives the ggml-exact bytes.
+            let mut c_aqk = vec![llava_edge::ffi::le_block_q8_K::default(); n / 256];
+            kernels::quantize_row_q8_K(&a, &mut c_aqk);
+            assert_eq!(
+                bytemuck::cast_slice::<_, u8>(&c_aqk),
+                &aqk[..],
+                "q8_K quantizer n={n}"
+            );
+            for wt in [GgmlType::Q5_0, GgmlType::Q4_K, GgmlType::Q6_K] {
+                let mut wq = Vec::new();
+                quantize(wt, &w, &mut wq).unwrap();
+                let (at, aq) = if wt == GgmlType::Q5_0 {
+                    (GgmlType::Q8_0, &aq8)
+                } else {
+                    (GgmlType::Q8_K, &aqk)
+                };
+                let (exact, mag) = exact_any(wt, &wq, at, aq, n);
+                let mut g = 0f32;
+                let f = match wt {
+                    GgmlType::Q5_0 => ggml_vec_dot_q5_0_q8_0,
+                    GgmlType::Q4_K => ggml_vec_dot_q4_K_q8_K,
+                    _ => ggml_vec_dot_q6_K_q8_K,
+                };
+                // SAFETY: n values in both operands, one output, nrc = 1.
+                unsafe {
+                    f(
+                        n as i32,
+                        &mut g,
+                        0,
+                        wq.as_ptr().cast(),
+                        0,
+                        aq.as_ptr().cast(),
+                        0,
+                        1,
+                    )
+                };
+                // Dequantized values carry one f32 rounding each (d * scale), so allow a few
+                // ulps of the magnitude sum on top of the accumulation.
+                let bound = tol(mag, n / 16) * 2.0;
+                assert!(
+                    (f64::from(g) - exact).abs() <= bound,
+                    "ggml {wt} n={n}: {g} vs {exact}"
+                );
+                for isa in isas() {
+                    let got = f64::from(match wt {
+                        GgmlType::Q5_0 => kernels::dot_q5_0_q8_0(
+                            isa,
+                            bytemuck::cast_slice(&wq),
+                            bytemuck::cast_slice(aq),
+                        ),
+                        GgmlType::Q4_K => kernels::dot_q4_K_q8_K(
+                            isa,
+                            bytemuck::cast_slice(&wq),
+                            bytemuck::cast_slice(aq),
+                        ),
+                        _ => kernels::dot_q6_K_q8_K(
+                            isa,
+                            bytemuck::cast_slice(&wq),
+                            bytemuck::cast_slice(aq),
+                        ),
+                    });
+                    assert!(
+                        (got - exact).abs() <= bound,
+                        "{isa:?} {wt} n={n}: {got} vs exact {exact}"
+                    );
+                    assert!(
+                        (got - f64::from(g)).abs() <= 2.0 * bound,
+                        "{isa:?} {wt} n={n}: {got} vs ggml {g}"
+                    );
+                }
             }
         }
     }

@@ -2,6 +2,7 @@
  * those flags; called only after run-time detection. */
 #if defined(__x86_64__) || defined(_M_X64)
 #include <immintrin.h>
+#include <string.h>
 
 #include "llava_kernels.h"
 
@@ -62,6 +63,104 @@ float le_vec_dot_f16_f32_avx2(int n, const uint16_t *w, const float *a) {
     float sum = hsum8(_mm256_add_ps(acc0, acc1));
     for (; i < n; i++) {
         sum += _cvtsh_ss(w[i]) * a[i];
+    }
+    return sum;
+}
+#endif
+
+#if defined(__x86_64__) || defined(_M_X64)
+/* 32 bits to 32 bytes, 0xFF where the bit is set: byte i looks at bit i of qh. */
+static inline __m256i bits_to_bytes(uint32_t qh) {
+    const __m256i shuf = _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0);
+    const __m256i sel = _mm256_set1_epi64x((long long)0x8040201008040201ull);
+    const __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32((int)qh), shuf);
+    return _mm256_cmpeq_epi8(_mm256_and_si256(v, sel), sel);
+}
+
+float le_vec_dot_q5_0_q8_0_avx2(int n, const le_block_q5_0 *w, const le_block_q8_0 *a) {
+    __m256 acc = _mm256_setzero_ps();
+    const __m256i low4 = _mm256_set1_epi8(0x0f), bit4 = _mm256_set1_epi8(0x10), sixteen = _mm256_set1_epi8(16);
+    for (int b = 0; b < n / LE_QK5_0; b++) {
+        const __m128i q = _mm_loadu_si128((const __m128i *)w[b].qs);
+        __m256i x = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), low4);
+        uint32_t qh;
+        memcpy(&qh, w[b].qh, sizeof qh);
+        x = _mm256_or_si256(x, _mm256_and_si256(bits_to_bytes(qh), bit4));
+        x = _mm256_sub_epi8(x, sixteen);
+        const __m256i y = _mm256_loadu_si256((const __m256i *)a[b].qs);
+        const __m256 d = _mm256_set1_ps(_cvtsh_ss(w[b].d) * _cvtsh_ss(a[b].d));
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot_i8(x, y)), acc);
+    }
+    return hsum8(acc);
+}
+
+static inline int hsum_i32(__m256i v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+    return _mm_cvtsi128_si32(s);
+}
+
+float le_vec_dot_q4_K_q8_K_avx2(int n, const le_block_q4_K *w, const le_block_q8_K *a) {
+    const __m256i low4 = _mm256_set1_epi8(0x0f);
+    float sum = 0.0f;
+    for (int b = 0; b < n / LE_QK_K; b++) {
+        int sc[8], m[8];
+        for (int j = 0; j < 4; j++) {
+            sc[j] = w[b].scales[j] & 63;
+            m[j] = w[b].scales[j + 4] & 63;
+            sc[j + 4] = (w[b].scales[j + 8] & 0x0f) | ((w[b].scales[j] >> 6) << 4);
+            m[j + 4] = (w[b].scales[j + 8] >> 4) | ((w[b].scales[j + 4] >> 6) << 4);
+        }
+        int summ = 0;
+        for (int j = 0; j < 8; j++) {
+            summ += m[j] * (a[b].bsums[2 * j] + a[b].bsums[2 * j + 1]);
+        }
+        __m256i acc = _mm256_setzero_si256();
+        for (int c = 0; c < 4; c++) {
+            const __m256i q = _mm256_loadu_si256((const __m256i *)(w[b].qs + 32 * c));
+            const __m256i lo = _mm256_and_si256(q, low4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), low4);
+            const __m256i y0 = _mm256_loadu_si256((const __m256i *)(a[b].qs + 64 * c));
+            const __m256i y1 = _mm256_loadu_si256((const __m256i *)(a[b].qs + 64 * c + 32));
+            /* Unsigned 4-bit x signed 8-bit pairs fit int16 (2 * 15 * 127); then scale and widen. */
+            const __m256i p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, y0), _mm256_set1_epi16((short)sc[2 * c]));
+            const __m256i p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, y1), _mm256_set1_epi16((short)sc[2 * c + 1]));
+            acc = _mm256_add_epi32(acc, _mm256_add_epi32(p0, p1));
+        }
+        const float d = _cvtsh_ss(w[b].d) * a[b].d, dmin = _cvtsh_ss(w[b].dmin) * a[b].d;
+        sum += d * (float)hsum_i32(acc) - dmin * (float)summ;
+    }
+    return sum;
+}
+
+float le_vec_dot_q6_K_q8_K_avx2(int n, const le_block_q6_K *w, const le_block_q8_K *a) {
+    const __m256i low4 = _mm256_set1_epi8(0x0f), two = _mm256_set1_epi8(3), k32 = _mm256_set1_epi8(32);
+    float sum = 0.0f;
+    for (int b = 0; b < n / LE_QK_K; b++) {
+        __m256i acc = _mm256_setzero_si256();
+        for (int h = 0; h < 2; h++) {
+            const uint8_t *ql = w[b].ql + 64 * h, *qhp = w[b].qh + 32 * h;
+            const int8_t *sc = w[b].scales + 8 * h, *yq = a[b].qs + 128 * h;
+            const __m256i l0 = _mm256_loadu_si256((const __m256i *)ql);
+            const __m256i l1 = _mm256_loadu_si256((const __m256i *)(ql + 32));
+            const __m256i qh = _mm256_loadu_si256((const __m256i *)qhp);
+            __m256i q[4];
+            q[0] = _mm256_or_si256(_mm256_and_si256(l0, low4), _mm256_slli_epi16(_mm256_and_si256(qh, two), 4));
+            q[1] = _mm256_or_si256(_mm256_and_si256(l1, low4),
+                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), two), 4));
+            q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), low4),
+                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), two), 4));
+            q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), low4),
+                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), two), 4));
+            for (int k = 0; k < 4; k++) {
+                const __m256i y = _mm256_loadu_si256((const __m256i *)(yq + 32 * k));
+                /* (q - 32) * y = q * y - 32 * y, both in int16 pairs: 2 * 63 * 127 fits. */
+                const __m256i p = _mm256_sub_epi16(_mm256_maddubs_epi16(q[k], y), _mm256_maddubs_epi16(k32, y));
+                const __m256i s = _mm256_set_m128i(_mm_set1_epi16(sc[2 * k + 1]), _mm_set1_epi16(sc[2 * k]));
+                acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p, s));
+            }
+        }
+        sum += _cvtsh_ss(w[b].d) * a[b].d * (float)hsum_i32(acc);
     }
     return sum;
 }

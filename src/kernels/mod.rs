@@ -1,6 +1,7 @@
 //! The thin dispatch to the C kernels: picks the best instruction set the CPU has, once, and
 //! offers safe, length-checked wrappers. `LLAVA_EDGE_FORCE_SCALAR=1` forces the scalar
 //! reference (for tests and for comparing against it).
+#![allow(non_snake_case)] // Q8_K, Q4_K: ggml's type names.
 
 use std::sync::OnceLock;
 
@@ -98,4 +99,47 @@ dot_fn!(
     /// Dot product of F16 weights (raw bits) and F32 activations.
     dot_f16_f32, u16, f32, 1,
     le_vec_dot_f16_f32_scalar, le_vec_dot_f16_f32_avx2, le_vec_dot_f16_f32_neon, le_vec_dot_f16_f32_neon
+);
+
+/// Quantizes activations `x` (a multiple of 256 values) into Q8_K blocks for the K-quant dots.
+pub fn quantize_row_q8_K(x: &[f32], out: &mut [ffi::le_block_q8_K]) {
+    assert_eq!(x.len(), out.len() * 256, "quantize_row_q8_K: lengths");
+    // SAFETY: `x` holds out.len() * 256 floats and `out` that many blocks (asserted above).
+    unsafe { ffi::le_quantize_row_q8_K_scalar(x.as_ptr(), out.as_mut_ptr(), x.len() as i32) }
+}
+
+macro_rules! dot_fn_x86 {
+    ($(#[$doc:meta])* $name:ident, $w:ty, $a:ty, $per:expr, $scalar:ident, $avx2:ident) => {
+        $(#[$doc])*
+        pub fn $name(isa: Isa, w: &[$w], a: &[$a]) -> f32 {
+            assert_eq!(w.len(), a.len(), concat!(stringify!($name), ": lengths"));
+            let n = (w.len() * $per) as i32;
+            let (w, a) = (w.as_ptr(), a.as_ptr());
+            // SAFETY: both slices hold n values (asserted); the AVX2 variant is only called when
+            // `isa` says the CPU has it. ARM runs the scalar C until NEON versions exist.
+            unsafe {
+                match isa {
+                    #[cfg(target_arch = "x86_64")]
+                    Isa::Avx2 => ffi::$avx2(n, w, a),
+                    _ => ffi::$scalar(n, w, a),
+                }
+            }
+        }
+    };
+}
+
+dot_fn_x86!(
+    /// Dot product of Q5_0 weights and Q8_0 activations (blocks of 32).
+    dot_q5_0_q8_0, ffi::le_block_q5_0, ffi::le_block_q8_0, 32,
+    le_vec_dot_q5_0_q8_0_scalar, le_vec_dot_q5_0_q8_0_avx2
+);
+dot_fn_x86!(
+    /// Dot product of Q4_K weights and Q8_K activations (blocks of 256).
+    dot_q4_K_q8_K, ffi::le_block_q4_K, ffi::le_block_q8_K, 256,
+    le_vec_dot_q4_K_q8_K_scalar, le_vec_dot_q4_K_q8_K_avx2
+);
+dot_fn_x86!(
+    /// Dot product of Q6_K weights and Q8_K activations (blocks of 256).
+    dot_q6_K_q8_K, ffi::le_block_q6_K, ffi::le_block_q8_K, 256,
+    le_vec_dot_q6_K_q8_K_scalar, le_vec_dot_q6_K_q8_K_avx2
 );

@@ -163,6 +163,48 @@ impl<'a> Matrix<'a> {
                     }
                 });
             }
+            GgmlType::Q5_0 if bytemuck::try_cast_slice::<u8, u16>(self.data).is_ok() => {
+                let nb = cols / 32;
+                let mut xq = vec![ffi::le_block_q8_0::default(); n * nb];
+                for (xi, qi) in x.chunks_exact(cols).zip(xq.chunks_exact_mut(nb)) {
+                    kernels::quantize_row_q8_0(xi, qi);
+                }
+                pool.for_ranges(rows, 16, &|band| {
+                    let r0 = band.start;
+                    for (k, w) in rows_of(band).chunks_exact(rb).enumerate() {
+                        for (i, a) in xq.chunks_exact(nb).enumerate() {
+                            put(
+                                i,
+                                r0 + k,
+                                kernels::dot_q5_0_q8_0(isa, bytemuck::cast_slice(w), a),
+                            );
+                        }
+                    }
+                });
+            }
+            GgmlType::Q4_K | GgmlType::Q6_K
+                if bytemuck::try_cast_slice::<u8, u16>(self.data).is_ok() =>
+            {
+                let nb = cols / 256;
+                let mut xq = vec![ffi::le_block_q8_K::default(); n * nb];
+                for (xi, qi) in x.chunks_exact(cols).zip(xq.chunks_exact_mut(nb)) {
+                    kernels::quantize_row_q8_K(xi, qi);
+                }
+                let q4 = self.ty == GgmlType::Q4_K;
+                pool.for_ranges(rows, 16, &|band| {
+                    let r0 = band.start;
+                    for (k, w) in rows_of(band).chunks_exact(rb).enumerate() {
+                        for (i, a) in xq.chunks_exact(nb).enumerate() {
+                            let v = if q4 {
+                                kernels::dot_q4_K_q8_K(isa, bytemuck::cast_slice(w), a)
+                            } else {
+                                kernels::dot_q6_K_q8_K(isa, bytemuck::cast_slice(w), a)
+                            };
+                            put(i, r0 + k, v);
+                        }
+                    }
+                });
+            }
             GgmlType::F16 if bytemuck::try_cast_slice::<u8, u16>(self.data).is_ok() => {
                 pool.for_ranges(rows, 16, &|band| {
                     let r0 = band.start;
