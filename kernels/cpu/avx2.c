@@ -165,3 +165,15 @@ float le_vec_dot_q6_K_q8_K_avx2(int n, const le_block_q6_K *w, const le_block_q8
     return sum;
 }
 #endif
+
+#if defined(__x86_64__) || defined(_M_X64)
+void le_f16_to_f32_avx2(const uint16_t *x, float *y, int n) {
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        _mm256_storeu_ps(y + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i))));
+    }
+    for (; i < n; i++) {
+        y[i] = _cvtsh_ss(x[i]);
+    }
+}
+#endif

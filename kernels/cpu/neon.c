@@ -39,6 +39,16 @@ float le_vec_dot_q8_0_q8_0_neon(int n, const le_block_q8_0 *w, const le_block_q8
     return vaddvq_f32(acc);
 }
 
+void le_f16_to_f32_neon(const uint16_t *x, float *y, int n) {
+    int i = 0;
+    for (; i + 4 <= n; i += 4) {
+        vst1q_f32(y + i, vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(x + i))));
+    }
+    for (; i < n; i++) {
+        y[i] = h2f(x[i]);
+    }
+}
+
 float le_vec_dot_f16_f32_neon(int n, const uint16_t *w, const float *a) {
     float32x4_t acc0 = vdupq_n_f32(0.0f), acc1 = vdupq_n_f32(0.0f);
     int i = 0;

@@ -221,3 +221,9 @@ float le_vec_dot_q6_K_q8_K_scalar(int n, const le_block_q6_K *w, const le_block_
     }
     return sum;
 }
+
+void le_f16_to_f32_scalar(const uint16_t *x, float *y, int n) {
+    for (int i = 0; i < n; i++) {
+        y[i] = f16_to_f32(x[i]);
+    }
+}

@@ -165,6 +165,11 @@ float le_vec_dot_q4_K_q8_K_avx2(int n, const le_block_q4_K *w, const le_block_q8
 float le_vec_dot_q6_K_q8_K_scalar(int n, const le_block_q6_K *w, const le_block_q8_K *a);
 float le_vec_dot_q6_K_q8_K_avx2(int n, const le_block_q6_K *w, const le_block_q8_K *a);
 
+/* Half bits to f32 (the F16 KV cache is read this way every step). */
+void le_f16_to_f32_scalar(const uint16_t *x, float *y, int n);
+void le_f16_to_f32_avx2(const uint16_t *x, float *y, int n);
+void le_f16_to_f32_neon(const uint16_t *x, float *y, int n);
+
 /* sum_i w_i * a_i for F16 weights (raw half bits) and F32 activations. */
 float le_vec_dot_f16_f32_scalar(int n, const uint16_t *w, const float *a);
 float le_vec_dot_f16_f32_avx2(int n, const uint16_t *w, const float *a);

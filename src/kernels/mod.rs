@@ -143,3 +143,19 @@ dot_fn_x86!(
     dot_q6_K_q8_K, ffi::le_block_q6_K, ffi::le_block_q8_K, 256,
     le_vec_dot_q6_K_q8_K_scalar, le_vec_dot_q6_K_q8_K_avx2
 );
+
+/// Half-precision bits to f32, `x.len() == y.len()`.
+pub fn f16_to_f32(x: &[u16], y: &mut [f32]) {
+    assert_eq!(x.len(), y.len(), "f16_to_f32: lengths");
+    let n = x.len() as i32;
+    // SAFETY: both slices hold n values (asserted); SIMD variants only where `isa()` found them.
+    unsafe {
+        match isa() {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => ffi::le_f16_to_f32_avx2(x.as_ptr(), y.as_mut_ptr(), n),
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon | Isa::NeonDotprod => ffi::le_f16_to_f32_neon(x.as_ptr(), y.as_mut_ptr(), n),
+            _ => ffi::le_f16_to_f32_scalar(x.as_ptr(), y.as_mut_ptr(), n),
+        }
+    }
+}

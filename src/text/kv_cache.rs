@@ -87,7 +87,10 @@ impl KvCache {
         for (store, dst) in [(&self.k[l], k), (&self.v[l], v)] {
             dst.clear();
             match store {
-                Store::F16(d) => dst.extend(d[..n * self.width].iter().map(|h| h.to_f32())),
+                Store::F16(d) => {
+                    dst.resize(n * self.width, 0.0);
+                    crate::kernels::f16_to_f32(bytemuck::cast_slice(&d[..n * self.width]), dst);
+                }
                 Store::F32(d) => dst.extend_from_slice(&d[..n * self.width]),
             }
         }
