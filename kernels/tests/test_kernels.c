@@ -86,6 +86,15 @@ int main(void) {
                 check(fabs(le_vec_dot_q4_0_q8_0_dotprod(n, w4, a) - s4) <= eps * mag4 + 1e-30, "q4_0 dotprod", n);
                 check(fabs(le_vec_dot_q8_0_q8_0_dotprod(n, w8, a) - s8) <= eps * mag8 + 1e-30, "q8_0 dotprod", n);
             }
+            /* Half to float is exact: NEON and scalar must agree bit for bit. */
+            {
+                float *f1 = malloc(sizeof *f1 * n), *f2 = malloc(sizeof *f2 * n);
+                le_f16_to_f32_scalar(wh, f1, n);
+                le_f16_to_f32_neon(wh, f2, n);
+                check(memcmp(f1, f2, sizeof *f1 * n) == 0, "f16_to_f32 neon", n);
+                free(f1);
+                free(f2);
+            }
             /* The quantizer is deterministic: the same input gives the same bytes. */
             le_quantize_row_q8_0_scalar(x, a2, n);
             check(memcmp(a, a2, sizeof *a * nb) == 0, "quantize q8_0 deterministic", n);
