@@ -6,12 +6,9 @@ mod common;
 
 use common::npy::{fixtures_dir, read};
 use common::safetensors::read_f32;
+use common::{json, pair};
 use llava_edge::vision::anyres::{pack_anyres, pack_video, plan_tiles, PackSpec};
 use serde_json::Value;
-
-fn json(path: &std::path::Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
 
 /// Equality within `tol`, reported as a count and the worst difference rather than two dumps.
 fn assert_close(got: &[f32], want: &[f32], tol: f32, what: &str) {
@@ -37,13 +34,6 @@ fn assert_close(got: &[f32], want: &[f32], tol: f32, what: &str) {
 /// reference's kernel fused the multiply-adds) moves it by a few ulps of the largest input.
 fn bilinear_tol(x: &[f32]) -> f32 {
     4.0 * f32::EPSILON * x.iter().fold(0.0f32, |m, v| m.max(v.abs()))
-}
-
-fn pair(v: &Value) -> (usize, usize) {
-    (
-        v[0].as_u64().unwrap() as usize,
-        v[1].as_u64().unwrap() as usize,
-    )
 }
 
 #[test]

@@ -1,6 +1,9 @@
 //! The C kernels: the scalar reference against exact math, every SIMD variant this CPU has
 //! against the scalar reference, and our dot products against ggml's on the same bytes.
 
+mod common;
+
+use common::ggml_init;
 use std::os::raw::c_void;
 
 use llava_edge::dtype::GgmlType;
@@ -157,21 +160,6 @@ fn activation_quantizer_equals_the_ggml_exact_one() {
             );
         }
     }
-}
-
-fn ggml_init() {
-    static INIT: std::sync::Once = std::sync::Once::new();
-    INIT.call_once(|| {
-        // SAFETY: with no buffer this only fills ggml's global fp16 tables, which its dot
-        // products read the block scales through.
-        unsafe {
-            ggml_sys_bleedingedge::ggml_init(ggml_sys_bleedingedge::ggml_init_params {
-                mem_size: 1 << 16,
-                mem_buffer: std::ptr::null_mut(),
-                no_alloc: true,
-            });
-        }
-    });
 }
 
 #[test]

@@ -10,32 +10,13 @@ use common::hf_vision::write_mmproj_gguf;
 use common::npy::{fixtures_dir, read};
 use common::safetensors::read_f32;
 use common::TempDir;
+use common::{json, pair, rel_err};
 use llava_edge::gguf::GgufFile;
 use llava_edge::text::{KvType, Logits, TextModel};
 use llava_edge::threadpool::ThreadPool;
 use llava_edge::vision::anyres::{pack_anyres, pack_video, plan_tiles, PackSpec};
 use llava_edge::vision::VisionEncoder;
 use serde_json::Value;
-
-fn json(path: &std::path::Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-fn pair(v: &Value) -> (usize, usize) {
-    (
-        v[0].as_u64().unwrap() as usize,
-        v[1].as_u64().unwrap() as usize,
-    )
-}
-
-fn rel_err(got: &[f32], want: &[f32]) -> f32 {
-    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
-    got.iter()
-        .zip(want)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f32::max)
-        / scale
-}
 
 #[test]
 fn image_prompts_match_transformers() {

@@ -2,8 +2,10 @@
 //! we implement, thousands of rows from many distributions are quantized by both, and the
 //! bytes must be identical; both dequantizers must give identical floats for the same bytes.
 
+mod common;
+
+use common::ggml_init;
 use std::os::raw::c_void;
-use std::sync::Once;
 
 use llava_edge::dtype::GgmlType;
 use llava_edge::quant::{dequantize, quantize};
@@ -37,20 +39,6 @@ extern "C" {
 
 type QFn = unsafe extern "C" fn(*const f32, *mut c_void, i64);
 type DFn = unsafe extern "C" fn(*const c_void, *mut f32, i64);
-
-fn ggml_init() {
-    static INIT: Once = Once::new();
-    INIT.call_once(|| {
-        // SAFETY: with no buffer this only fills ggml's global fp16 tables.
-        unsafe {
-            ggml_sys_bleedingedge::ggml_init(ggml_sys_bleedingedge::ggml_init_params {
-                mem_size: 1 << 16,
-                mem_buffer: std::ptr::null_mut(),
-                no_alloc: true,
-            });
-        }
-    });
-}
 
 fn ggml_quantize(f: QFn, ty: GgmlType, x: &[f32]) -> Vec<u8> {
     let mut out = vec![0u8; ty.bytes_for(x.len() as u64).unwrap() as usize];

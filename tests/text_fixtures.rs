@@ -5,20 +5,11 @@ mod common;
 
 use common::hf_text::write_text_gguf;
 use common::npy::{fixtures_dir, read};
+use common::rel_err;
 use common::TempDir;
 use llava_edge::gguf::GgufFile;
 use llava_edge::text::{KvType, Logits, TextModel};
 use llava_edge::threadpool::ThreadPool;
-
-/// Largest difference relative to the row's largest reference logit.
-fn rel_err(got: &[f32], want: &[f32]) -> f32 {
-    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
-    got.iter()
-        .zip(want)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f32::max)
-        / scale
-}
 
 #[test]
 fn text_models_match_transformers() {

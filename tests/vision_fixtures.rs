@@ -5,20 +5,11 @@ mod common;
 
 use common::hf_vision::write_mmproj_gguf;
 use common::npy::{fixtures_dir, read};
+use common::rel_err;
 use common::TempDir;
 use llava_edge::gguf::GgufFile;
 use llava_edge::threadpool::ThreadPool;
 use llava_edge::vision::VisionEncoder;
-
-fn rel_err(got: &[f32], want: &[f32]) -> f32 {
-    assert_eq!(got.len(), want.len());
-    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
-    got.iter()
-        .zip(want)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f32::max)
-        / scale
-}
 
 #[test]
 fn encoders_and_projectors_match_transformers() {

@@ -64,3 +64,42 @@ impl Rng {
         (self.next_u64() % n.max(1) as u64) as usize
     }
 }
+
+/// Largest difference relative to the largest reference magnitude.
+pub fn rel_err(got: &[f32], want: &[f32]) -> f32 {
+    assert_eq!(got.len(), want.len(), "lengths");
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+    got.iter()
+        .zip(want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max)
+        / scale
+}
+
+/// A JSON file's contents.
+pub fn json(path: &std::path::Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// A two-element JSON array as a pair of sizes.
+pub fn pair(v: &serde_json::Value) -> (usize, usize) {
+    (
+        v[0].as_u64().unwrap() as usize,
+        v[1].as_u64().unwrap() as usize,
+    )
+}
+
+/// Initialises ggml once (fills the fp16 tables its reference code reads scales through).
+pub fn ggml_init() {
+    static INIT: std::sync::Once = std::sync::Once::new();
+    INIT.call_once(|| {
+        // SAFETY: with no buffer this only fills ggml's global tables.
+        unsafe {
+            ggml_sys_bleedingedge::ggml_init(ggml_sys_bleedingedge::ggml_init_params {
+                mem_size: 1 << 16,
+                mem_buffer: std::ptr::null_mut(),
+                no_alloc: true,
+            });
+        }
+    });
+}
