@@ -8,7 +8,6 @@ use common::npy::{fixtures_dir, read};
 use common::safetensors::read_f32;
 use common::{json, pair};
 use llava_edge::vision::anyres::{pack_anyres, pack_video, plan_tiles, PackSpec};
-use serde_json::Value;
 
 /// Equality within `tol`, reported as a count and the worst difference rather than two dumps.
 fn assert_close(got: &[f32], want: &[f32], tol: f32, what: &str) {
