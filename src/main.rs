@@ -66,6 +66,10 @@ struct RunArgs {
     /// A video: a directory of frames, an animated GIF, or a video file (needs ffmpeg).
     #[arg(long)]
     video: Option<PathBuf>,
+    /// Pad images to a square with the mean colour instead of centre-cropping (LLaVA-1.5's
+    /// original `image_aspect_ratio = pad`).
+    #[arg(long = "pad-square")]
+    pad_square: bool,
     /// Frames sampled uniformly from the video at most.
     #[arg(long = "max-frames", default_value_t = 16)]
     max_frames: usize,
@@ -135,7 +139,10 @@ fn run_prompt(a: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     let text = TextModel::load(&tf)?;
     let tokenizer = Tokenizer::from_gguf(&tf)?;
     let vf = a.mmproj.as_deref().map(GgufFile::open).transpose()?;
-    let vision = vf.as_ref().map(VisionEncoder::load).transpose()?;
+    let mut vision = vf.as_ref().map(VisionEncoder::load).transpose()?;
+    if let Some(v) = vision.as_mut() {
+        v.pad_square = a.pad_square;
+    }
     let template = match &a.chat_template {
         Some(name) => ChatTemplate::from_name(name).ok_or_else(|| {
             let names: Vec<&str> = ChatTemplate::ALL.iter().map(|t| t.name()).collect();

@@ -174,6 +174,40 @@ mod tests {
     use super::*;
 
     #[test]
+    fn pad_square_centres_the_image_on_the_mean_colour() {
+        // A 4x2 white image padded to 4x4, then "resized" to its own size: rows 0 and 3 are
+        // the mean colour (normalising to ~0), rows 1-2 white.
+        let img = RgbImage {
+            width: 4,
+            height: 2,
+            data: vec![255; 4 * 2 * 3],
+        };
+        let norm = Normalize {
+            mean: [0.5, 0.25, 0.75],
+            std: [0.5, 0.5, 0.5],
+        };
+        let t = pad_square_tile(&img, 4, &norm);
+        assert_eq!(t.len(), 3 * 16);
+        for c in 0..3 {
+            for y in 0..4 {
+                let v = t[c * 16 + y * 4];
+                if y == 0 || y == 3 {
+                    // (trunc(mean * 255) / 255 - mean) / std: within one level of 0.
+                    assert!(
+                        v.abs() < 1.0 / 255.0 / 0.5 + 1e-6,
+                        "pad row {y} ch {c}: {v}"
+                    );
+                } else {
+                    assert!(
+                        (v - (1.0 - norm.mean[c]) / 0.5).abs() < 1e-5,
+                        "image row {y} ch {c}: {v}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
     fn python_rounding_of_crop_offsets() {
         assert_eq!(round_half_even(28.5), 28);
         assert_eq!(round_half_even(29.5), 30);

@@ -3,7 +3,7 @@
 
 use super::anyres::{pack_anyres, plan_tiles, PackSpec};
 use super::{VisionEncoder, VisionError};
-use crate::image::preprocess::{anyres_tiles, clip_tile, squash_tile, Normalize};
+use crate::image::preprocess::{anyres_tiles, clip_tile, pad_square_tile, squash_tile, Normalize};
 use crate::image::RgbImage;
 use crate::threadpool::ThreadPool;
 
@@ -26,7 +26,9 @@ impl VisionEncoder<'_> {
             Ok(self.project(&self.features(px, pool)?, pool))
         };
         let Some(ar) = &self.anyres else {
-            return if self.has_class_token() {
+            return if self.pad_square {
+                project(&pad_square_tile(img, c.image_size, &norm))
+            } else if self.has_class_token() {
                 project(&clip_tile(img, c.image_size, &norm))
             } else {
                 project(&squash_tile(img, c.image_size, &norm))

@@ -213,6 +213,9 @@ pub struct VisionEncoder<'a> {
     pub n_out: usize,
     /// LLaVA-NeXT / OneVision tiling, when the file has pinpoints.
     pub anyres: Option<super::anyres::AnyresConfig>,
+    /// Pad images to a square with the mean colour instead of centre-cropping (the original
+    /// LLaVA-1.5 recipe, `image_aspect_ratio = pad`; llava-hf's processors crop).
+    pub pad_square: bool,
 }
 
 fn all_rows(m: &Matrix) -> Vec<f32> {
@@ -309,6 +312,7 @@ impl<'a> VisionEncoder<'a> {
         let anyres = super::anyres::AnyresConfig::from_gguf(f, n_out)?;
         Ok(VisionEncoder {
             anyres,
+            pad_square: false,
             patch_bias: opt_vec("v.patch_embd.bias", d)?,
             patch,
             class,
