@@ -86,3 +86,55 @@ mod tests {
         }
     }
 }
+
+/// [`attend`] for `n_rows` query rows (each `n_head * head_dim` wide in `q` and `out`), split
+/// over the pool's threads. Row `t` attends to the first `n_kv_of(t)` key/value positions.
+#[allow(clippy::too_many_arguments)]
+pub fn attend_rows(
+    pool: &crate::threadpool::ThreadPool,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    n_rows: usize,
+    n_kv_of: &(dyn Fn(usize) -> usize + Sync),
+    n_head: usize,
+    n_kv_head: usize,
+    head_dim: usize,
+    out: &mut [f32],
+) {
+    let w = n_head * head_dim;
+    assert_eq!(q.len(), n_rows * w, "attend_rows: query length");
+    assert_eq!(out.len(), n_rows * w, "attend_rows: output length");
+    let base = OutPtr(out.as_mut_ptr());
+    pool.for_ranges(n_rows, 1, &|rows| {
+        for t in rows {
+            // SAFETY: `out` holds n_rows * w values (asserted) and each row t is written by
+            // exactly one thread, the one whose range holds t; the pool joins before returning.
+            let o = unsafe { std::slice::from_raw_parts_mut(base.get().add(t * w), w) };
+            attend(
+                &q[t * w..(t + 1) * w],
+                k,
+                v,
+                n_kv_of(t),
+                n_head,
+                n_kv_head,
+                head_dim,
+                o,
+            );
+        }
+    });
+}
+
+/// The output pointer shared by the threads of [`attend_rows`] (disjoint rows).
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: only used for writes to disjoint rows, synchronised by the pool's join.
+unsafe impl Send for OutPtr {}
+// SAFETY: as above.
+unsafe impl Sync for OutPtr {}
+
+impl OutPtr {
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use super::config::{Arch, TextConfig};
 use super::kv_cache::KvCache;
 use crate::gguf::{GgufError, GgufFile};
-use crate::ops::attention::attend;
+use crate::ops::attention::attend_rows;
 use crate::ops::norm::rms_norm;
 use crate::ops::rope::rope;
 use crate::ops::{add_assign, silu_mul, Matrix, OpError};
@@ -234,19 +234,19 @@ impl<'a> TextModel<'a> {
             }
             cache.store(l, past, &k, &v);
             cache.load(l, past + n, &mut kc, &mut vc);
-            for t in 0..n {
-                // Token t sees positions 0..=past+t.
-                attend(
-                    &q[t * q_dim..(t + 1) * q_dim],
-                    &kc,
-                    &vc,
-                    past + t + 1,
-                    c.n_head,
-                    c.n_head_kv,
-                    hd,
-                    &mut attn[t * q_dim..(t + 1) * q_dim],
-                );
-            }
+            // Token t sees positions 0..=past+t.
+            attend_rows(
+                th,
+                &q,
+                &kc,
+                &vc,
+                n,
+                &|t| past + t + 1,
+                c.n_head,
+                c.n_head_kv,
+                hd,
+                &mut attn,
+            );
             w.wo.matmul(&attn, n, &mut h, th);
             add_assign(&mut x, &h);
 

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use crate::gguf::{GgufError, GgufFile};
 use crate::ops::activation::{gelu_erf, gelu_tanh, quick_gelu};
-use crate::ops::attention::attend;
+use crate::ops::attention::attend_rows;
 use crate::ops::norm::layer_norm;
 use crate::ops::{add_assign, Matrix, OpError};
 use crate::threadpool::ThreadPool;
@@ -388,18 +388,7 @@ impl<'a> VisionEncoder<'a> {
             linear(&l.q, &h, n, &mut q);
             linear(&l.k, &h, n, &mut k);
             linear(&l.v, &h, n, &mut v);
-            for t in 0..n {
-                attend(
-                    &q[t * d..(t + 1) * d],
-                    &k,
-                    &v,
-                    n,
-                    c.n_head,
-                    c.n_head,
-                    hd,
-                    &mut attn[t * d..(t + 1) * d],
-                );
-            }
+            attend_rows(th, &q, &k, &v, n, &|_| n, c.n_head, c.n_head, hd, &mut attn);
             linear(&l.o, &attn, n, &mut h);
             add_assign(&mut x, &h);
             // x += down(act(up(ln2(x)))).
