@@ -173,3 +173,81 @@ pub fn run(
         n_gen: cfg.n_gen,
     })
 }
+
+/// llama.cpp's prefill and decode speed on the same file and threads, from its `llama-bench`
+/// in `dir` (built outside this repository): `(pp tok/s, tg tok/s)` for one repetition.
+pub fn llama_cpp_speeds(
+    dir: &std::path::Path,
+    model: &std::path::Path,
+    cfg: &BenchConfig,
+) -> Result<(f64, f64), String> {
+    let exe = dir.join("llama-bench");
+    let out = std::process::Command::new(&exe)
+        .arg("-m")
+        .arg(model)
+        .args([
+            "-t",
+            &cfg.threads.to_string(),
+            "-p",
+            &cfg.n_prompt.to_string(),
+            "-n",
+            &cfg.n_gen.to_string(),
+        ])
+        .args(["-r", "1", "-o", "json"])
+        .output()
+        .map_err(|e| format!("{}: {e}", exe.display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{} failed: {}",
+            exe.display(),
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+        ));
+    }
+    let j: serde_json::Value =
+        serde_json::from_slice(&out.stdout).map_err(|e| format!("llama-bench output: {e}"))?;
+    let (mut pp, mut tg) = (0.0, 0.0);
+    for e in j.as_array().into_iter().flatten() {
+        let ts = e["avg_ts"].as_f64().unwrap_or(0.0);
+        if e["n_prompt"].as_u64().unwrap_or(0) > 0 {
+            pp = ts;
+        } else if e["n_gen"].as_u64().unwrap_or(0) > 0 {
+            tg = ts;
+        }
+    }
+    Ok((pp, tg))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_llama_cpp_is_a_clear_error() {
+        let cfg = BenchConfig {
+            n_prompt: 8,
+            n_gen: 2,
+            repeat: 1,
+            threads: 1,
+            ttft_prompt: 4,
+        };
+        let e = llama_cpp_speeds(
+            std::path::Path::new("/nonexistent/llama.cpp"),
+            std::path::Path::new("m.gguf"),
+            &cfg,
+        )
+        .unwrap_err();
+        assert!(e.contains("/nonexistent/llama.cpp/llama-bench"), "{e}");
+    }
+
+    #[test]
+    fn the_test_picture_has_its_size() {
+        let img = test_image(64, 48);
+        assert_eq!(
+            (img.width, img.height, img.data.len()),
+            (64, 48, 64 * 48 * 3)
+        );
+    }
+}

@@ -49,6 +49,10 @@ enum Command {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        /// A directory with llama.cpp's `llama-bench` (built outside this repository): run it on
+        /// the same file and threads, alternating with ours, and print the ratios.
+        #[arg(long = "vs-llama-cpp")]
+        vs_llama_cpp: Option<PathBuf>,
     },
 }
 
@@ -258,6 +262,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             n_gen,
             repeat,
             json,
+            vs_llama_cpp,
         } => {
             let threads = threads
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
@@ -269,6 +274,45 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 threads,
                 ttft_prompt: 20,
             };
+            if let Some(dir) = vs_llama_cpp {
+                // Alternate one run of each per repeat, so drift on a shared machine hits both.
+                let one = BenchConfig {
+                    repeat: 1,
+                    ..cfg.clone()
+                };
+                let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+                for _ in 0..repeat.max(1) {
+                    let r = bench::run(&model, None, None, &one)?;
+                    ours.push((r.prefill_tok_s, r.decode_tok_s));
+                    theirs.push(bench::llama_cpp_speeds(&dir, &model, &one)?);
+                }
+                let med = |v: &[(f64, f64)], f: fn(&(f64, f64)) -> f64| {
+                    let mut x: Vec<f64> = v.iter().map(f).collect();
+                    x.sort_by(f64::total_cmp);
+                    x[x.len() / 2]
+                };
+                let (opp, otg) = (med(&ours, |x| x.0), med(&ours, |x| x.1));
+                let (lpp, ltg) = (med(&theirs, |x| x.0), med(&theirs, |x| x.1));
+                println!(
+                    "{:<12} {:>12} {:>12} {:>8}",
+                    "", "llava-edge", "llama.cpp", "ratio"
+                );
+                println!(
+                    "{:<12} {opp:>12.2} {lpp:>12.2} {:>8.2}",
+                    format!("pp{n_prompt}"),
+                    opp / lpp
+                );
+                println!(
+                    "{:<12} {otg:>12.2} {ltg:>12.2} {:>8.2}",
+                    format!("tg{n_gen}"),
+                    otg / ltg
+                );
+                println!(
+                    "(tok/s, medians of {} alternating runs, {threads} threads)",
+                    repeat.max(1)
+                );
+                return Ok(());
+            }
             let r = bench::run(&model, mmproj.as_deref(), img.as_ref(), &cfg)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
