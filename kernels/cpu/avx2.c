@@ -177,3 +177,26 @@ void le_f16_to_f32_avx2(const uint16_t *x, float *y, int n) {
     }
 }
 #endif
+
+#if defined(__x86_64__) || defined(_M_X64)
+void le_vec_dot_q4_0_q8_0_x4_avx2(int n, const le_block_q4_0 *w, const le_block_q8_0 *const a[4], float out[4]) {
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    const __m256i low4 = _mm256_set1_epi8(0x0f), eight = _mm256_set1_epi8(8);
+    for (int b = 0; b < n / LE_QK4_0; b++) {
+        const __m128i q = _mm_loadu_si128((const __m128i *)w[b].qs);
+        __m256i x = _mm256_set_m128i(_mm_srli_epi16(q, 4), q);
+        x = _mm256_sub_epi8(_mm256_and_si256(x, low4), eight);
+        /* The sign trick's |x| is shared by the four products. */
+        const __m256i ax = _mm256_sign_epi8(x, x);
+        const float dw = _cvtsh_ss(w[b].d);
+        for (int j = 0; j < 4; j++) {
+            const __m256i y = _mm256_loadu_si256((const __m256i *)a[j][b].qs);
+            const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(ax, _mm256_sign_epi8(y, x)), _mm256_set1_epi16(1));
+            acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(dw * _cvtsh_ss(a[j][b].d)), _mm256_cvtepi32_ps(p), acc[j]);
+        }
+    }
+    for (int j = 0; j < 4; j++) {
+        out[j] = hsum8(acc[j]);
+    }
+}
+#endif

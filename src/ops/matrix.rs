@@ -152,7 +152,21 @@ impl<'a> Matrix<'a> {
                 pool.for_ranges(rows, 16, &|band| {
                     let r0 = band.start;
                     for (k, w) in rows_of(band).chunks_exact(rb).enumerate() {
-                        for (i, a) in xq.chunks_exact(nb).enumerate() {
+                        // Prefill: four tokens per pass decode each Q4_0 weight block once.
+                        let mut i0 = 0;
+                        if q4 {
+                            let wb: &[ffi::le_block_q4_0] = bytemuck::cast_slice(w);
+                            while i0 + 4 <= n {
+                                let a = |j: usize| &xq[(i0 + j) * nb..(i0 + j + 1) * nb];
+                                let v =
+                                    kernels::dot_q4_0_q8_0_x4(isa, wb, [a(0), a(1), a(2), a(3)]);
+                                for (j, vj) in v.into_iter().enumerate() {
+                                    put(i0 + j, r0 + k, vj);
+                                }
+                                i0 += 4;
+                            }
+                        }
+                        for (i, a) in xq.chunks_exact(nb).enumerate().skip(i0) {
                             let v = if q4 {
                                 kernels::dot_q4_0_q8_0(isa, bytemuck::cast_slice(w), a)
                             } else {
