@@ -278,3 +278,49 @@ fn q3_k_is_bit_exact() {
         Some(dequantize_row_q3_K),
     );
 }
+
+/// F16 both ways against ggml's row converters: every one of the 65,536 half bit patterns to
+/// f32 (NaNs compared as NaN), and thousands of f32 rows to half, bit for bit.
+#[test]
+fn f16_is_bit_exact() {
+    ggml_init();
+    let halves: Vec<u16> = (0..=u16::MAX).collect();
+    let mut theirs = vec![0f32; halves.len()];
+    // SAFETY: both buffers hold halves.len() values.
+    unsafe {
+        ggml_sys_bleedingedge::ggml_fp16_to_fp32_row(
+            halves.as_ptr(),
+            theirs.as_mut_ptr(),
+            halves.len() as i64,
+        )
+    };
+    let mut ours = vec![0f32; halves.len()];
+    dequantize(GgmlType::F16, bytemuck::cast_slice(&halves), &mut ours).unwrap();
+    for (i, (a, b)) in ours.iter().zip(&theirs).enumerate() {
+        assert!(
+            a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()),
+            "half {i:#06x}: {a} vs {b}"
+        );
+    }
+    let mut checked = 0;
+    for (name, x) in rows(256, 16) {
+        let mut want = vec![0u16; x.len()];
+        // SAFETY: both buffers hold x.len() values.
+        unsafe {
+            ggml_sys_bleedingedge::ggml_fp32_to_fp16_row(
+                x.as_ptr(),
+                want.as_mut_ptr(),
+                x.len() as i64,
+            )
+        };
+        let mut got = Vec::new();
+        quantize(GgmlType::F16, &x, &mut got).unwrap();
+        assert_eq!(
+            bytemuck::cast_slice::<u8, u16>(&got),
+            &want[..],
+            "row '{name}'"
+        );
+        checked += 1;
+    }
+    assert!(checked > 2000);
+}
