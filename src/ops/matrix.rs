@@ -5,8 +5,8 @@ use half::{bf16, f16};
 
 use crate::dtype::GgmlType;
 use crate::gguf::TensorView;
+use crate::kernels;
 use crate::threadpool::ThreadPool;
-use crate::{ffi, kernels};
 
 /// Errors of the math layer: shapes that do not line up, types it cannot compute with.
 #[derive(Debug, thiserror::Error)]
@@ -139,86 +139,45 @@ impl<'a> Matrix<'a> {
         // (i, r) pair is written by exactly one thread, the one that owns row r.
         let put = |i: usize, r: usize, v: f32| unsafe { *out_ptr.get().add(i * rows + r) = v };
         let rows_of = |band: std::ops::Range<usize>| &self.data[band.start * rb..band.end * rb];
+        let aligned = bytemuck::try_cast_slice::<u8, u16>(self.data).is_ok();
+        let product = QuantizedProduct {
+            m: self,
+            x,
+            n,
+            pool,
+            put: &put,
+        };
         match self.ty {
-            GgmlType::Q4_0 | GgmlType::Q8_0
-                if bytemuck::try_cast_slice::<u8, u16>(self.data).is_ok() =>
-            {
-                let nb = cols / 32;
-                let mut xq = vec![ffi::le_block_q8_0::default(); n * nb];
-                for (xi, qi) in x.chunks_exact(cols).zip(xq.chunks_exact_mut(nb)) {
-                    kernels::quantize_row_q8_0(xi, qi);
-                }
-                let q4 = self.ty == GgmlType::Q4_0;
-                pool.for_ranges(rows, 16, &|band| {
-                    let r0 = band.start;
-                    for (k, w) in rows_of(band).chunks_exact(rb).enumerate() {
-                        // Prefill: four tokens per pass decode each Q4_0 weight block once.
-                        let mut i0 = 0;
-                        if q4 {
-                            let wb: &[ffi::le_block_q4_0] = bytemuck::cast_slice(w);
-                            while i0 + 4 <= n {
-                                let a = |j: usize| &xq[(i0 + j) * nb..(i0 + j + 1) * nb];
-                                let v =
-                                    kernels::dot_q4_0_q8_0_x4(isa, wb, [a(0), a(1), a(2), a(3)]);
-                                for (j, vj) in v.into_iter().enumerate() {
-                                    put(i0 + j, r0 + k, vj);
-                                }
-                                i0 += 4;
-                            }
-                        }
-                        for (i, a) in xq.chunks_exact(nb).enumerate().skip(i0) {
-                            let v = if q4 {
-                                kernels::dot_q4_0_q8_0(isa, bytemuck::cast_slice(w), a)
-                            } else {
-                                kernels::dot_q8_0_q8_0(isa, bytemuck::cast_slice(w), a)
-                            };
-                            put(i, r0 + k, v);
-                        }
-                    }
-                });
-            }
-            GgmlType::Q5_0 if bytemuck::try_cast_slice::<u8, u16>(self.data).is_ok() => {
-                let nb = cols / 32;
-                let mut xq = vec![ffi::le_block_q8_0::default(); n * nb];
-                for (xi, qi) in x.chunks_exact(cols).zip(xq.chunks_exact_mut(nb)) {
-                    kernels::quantize_row_q8_0(xi, qi);
-                }
-                pool.for_ranges(rows, 16, &|band| {
-                    let r0 = band.start;
-                    for (k, w) in rows_of(band).chunks_exact(rb).enumerate() {
-                        for (i, a) in xq.chunks_exact(nb).enumerate() {
-                            put(
-                                i,
-                                r0 + k,
-                                kernels::dot_q5_0_q8_0(isa, bytemuck::cast_slice(w), a),
-                            );
-                        }
-                    }
-                });
-            }
-            GgmlType::Q4_K | GgmlType::Q6_K
-                if bytemuck::try_cast_slice::<u8, u16>(self.data).is_ok() =>
-            {
-                let nb = cols / 256;
-                let mut xq = vec![ffi::le_block_q8_K::default(); n * nb];
-                for (xi, qi) in x.chunks_exact(cols).zip(xq.chunks_exact_mut(nb)) {
-                    kernels::quantize_row_q8_K(xi, qi);
-                }
-                let q4 = self.ty == GgmlType::Q4_K;
-                pool.for_ranges(rows, 16, &|band| {
-                    let r0 = band.start;
-                    for (k, w) in rows_of(band).chunks_exact(rb).enumerate() {
-                        for (i, a) in xq.chunks_exact(nb).enumerate() {
-                            let v = if q4 {
-                                kernels::dot_q4_K_q8_K(isa, bytemuck::cast_slice(w), a)
-                            } else {
-                                kernels::dot_q6_K_q8_K(isa, bytemuck::cast_slice(w), a)
-                            };
-                            put(i, r0 + k, v);
-                        }
-                    }
-                });
-            }
+            GgmlType::Q4_0 if aligned => product.run(
+                32,
+                kernels::quantize_row_q8_0,
+                &|w, a| kernels::dot_q4_0_q8_0(isa, bytemuck::cast_slice(w), a),
+                Some(&|w, a| kernels::dot_q4_0_q8_0_x4(isa, bytemuck::cast_slice(w), a)),
+            ),
+            GgmlType::Q8_0 if aligned => product.run(
+                32,
+                kernels::quantize_row_q8_0,
+                &|w, a| kernels::dot_q8_0_q8_0(isa, bytemuck::cast_slice(w), a),
+                None,
+            ),
+            GgmlType::Q5_0 if aligned => product.run(
+                32,
+                kernels::quantize_row_q8_0,
+                &|w, a| kernels::dot_q5_0_q8_0(isa, bytemuck::cast_slice(w), a),
+                None,
+            ),
+            GgmlType::Q4_K if aligned => product.run(
+                256,
+                kernels::quantize_row_q8_K,
+                &|w, a| kernels::dot_q4_K_q8_K(isa, bytemuck::cast_slice(w), a),
+                None,
+            ),
+            GgmlType::Q6_K if aligned => product.run(
+                256,
+                kernels::quantize_row_q8_K,
+                &|w, a| kernels::dot_q6_K_q8_K(isa, bytemuck::cast_slice(w), a),
+                None,
+            ),
             GgmlType::F16 if bytemuck::try_cast_slice::<u8, u16>(self.data).is_ok() => {
                 pool.for_ranges(rows, 16, &|band| {
                     let r0 = band.start;
@@ -242,6 +201,58 @@ impl<'a> Matrix<'a> {
                 });
             }
         }
+    }
+}
+
+/// A product whose weights meet activations quantized once per call (llama.cpp's scheme): the
+/// integer dot kernels then see both operands as blocks.
+struct QuantizedProduct<'m, 'a> {
+    m: &'m Matrix<'a>,
+    x: &'m [f32],
+    n: usize,
+    pool: &'m ThreadPool,
+    put: &'m (dyn Fn(usize, usize, f32) + Sync),
+}
+
+/// One weight row against four activation rows at once.
+type Dot4<'f, A> = &'f (dyn Fn(&[u8], [&[A]; 4]) -> [f32; 4] + Sync);
+
+impl QuantizedProduct<'_, '_> {
+    /// Quantizes the activations into `A` blocks of `block` values, then dots every weight row
+    /// with every token, four tokens per pass where `dot4` is given (prefill).
+    fn run<A: bytemuck::Pod + Default + Send + Sync>(
+        &self,
+        block: usize,
+        quantize: fn(&[f32], &mut [A]),
+        dot: &(dyn Fn(&[u8], &[A]) -> f32 + Sync),
+        dot4: Option<Dot4<'_, A>>,
+    ) {
+        let (cols, rb, n) = (self.m.cols, self.m.row_bytes(), self.n);
+        let nb = cols / block;
+        let mut xq = vec![A::default(); n * nb];
+        for (xi, qi) in self.x.chunks_exact(cols).zip(xq.chunks_exact_mut(nb)) {
+            quantize(xi, qi);
+        }
+        let act = |i: usize| &xq[i * nb..(i + 1) * nb];
+        self.pool.for_ranges(self.m.rows, 16, &|band| {
+            let r0 = band.start;
+            let bytes = &self.m.data[band.start * rb..band.end * rb];
+            for (k, w) in bytes.chunks_exact(rb).enumerate() {
+                let mut i0 = 0;
+                if let Some(dot4) = dot4 {
+                    while i0 + 4 <= n {
+                        let v = dot4(w, [act(i0), act(i0 + 1), act(i0 + 2), act(i0 + 3)]);
+                        for (j, vj) in v.into_iter().enumerate() {
+                            (self.put)(i0 + j, r0 + k, vj);
+                        }
+                        i0 += 4;
+                    }
+                }
+                for i in i0..n {
+                    (self.put)(i, r0 + k, dot(w, act(i)));
+                }
+            }
+        });
     }
 }
 
