@@ -5,11 +5,13 @@
 use std::env;
 use std::path::PathBuf;
 
-fn compile(name: &str, file: &str, flags: &[&str]) {
-    println!("cargo:rerun-if-changed={file}");
+fn compile(name: &str, files: &[&str], flags: &[&str]) {
     let mut b = cc::Build::new();
-    b.file(file)
-        .include("kernels/include")
+    for file in files {
+        println!("cargo:rerun-if-changed={file}");
+        b.file(file);
+    }
+    b.include("kernels/include")
         .opt_level(3)
         // The scalar kernels are the reference: no contraction of a*b+c into FMA there.
         .flag_if_supported("-ffp-contract=off")
@@ -24,18 +26,51 @@ fn main() {
     let header = "kernels/include/llava_kernels.h";
     println!("cargo:rerun-if-changed={header}");
     let arch = env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default();
-    compile("le_scalar", "kernels/cpu/scalar.c", &[]);
+    println!("cargo:rerun-if-changed=kernels/cpu/half.h");
+    compile(
+        "le_scalar",
+        &[
+            "kernels/cpu/scalar.c",
+            "kernels/cpu/gemm_pack.c",
+            "kernels/cpu/attention.c",
+        ],
+        &[],
+    );
     match arch.as_str() {
-        "x86_64" => compile(
-            "le_avx2",
-            "kernels/cpu/avx2.c",
-            &["-mavx2", "-mfma", "-mf16c"],
-        ),
+        "x86_64" => {
+            let avx2 = ["-mavx2", "-mfma", "-mf16c"];
+            compile(
+                "le_avx2",
+                &[
+                    "kernels/cpu/avx2.c",
+                    "kernels/cpu/gemm_x86.c",
+                    "kernels/cpu/attention.c",
+                ],
+                &[&avx2[..], &["-DLE_ATTN_AVX2"]].concat(),
+            );
+            // The same GEMM source again, with vpdpbusd (AVX512-VNNI on 256-bit registers).
+            let vnni = [
+                &avx2[..],
+                &[
+                    "-mavx512f",
+                    "-mavx512bw",
+                    "-mavx512vl",
+                    "-mavx512vnni",
+                    "-DLE_VNNI",
+                ],
+            ]
+            .concat();
+            compile("le_vnni", &["kernels/cpu/gemm_x86.c"], &vnni);
+        }
         "aarch64" => {
-            compile("le_neon", "kernels/cpu/neon.c", &[]);
+            compile(
+                "le_neon",
+                &["kernels/cpu/neon.c", "kernels/cpu/attention.c"],
+                &["-DLE_ATTN_NEON"],
+            );
             compile(
                 "le_dotprod",
-                "kernels/cpu/neon_dotprod.c",
+                &["kernels/cpu/neon_dotprod.c", "kernels/cpu/gemm_dotprod.c"],
                 &["-march=armv8.2-a+dotprod"],
             );
         }

@@ -180,4 +180,93 @@ float le_vec_dot_f16_f32_scalar(int n, const uint16_t *w, const float *a);
 float le_vec_dot_f16_f32_avx2(int n, const uint16_t *w, const float *a);
 float le_vec_dot_f16_f32_neon(int n, const uint16_t *w, const float *a);
 
+/*
+ * Prefill GEMM. A matrix product over many tokens re-reads every weight row once per token, so
+ * the row-at-a-time dots above leave most of the CPU idle on prefill. Here eight weight rows
+ * are first repacked ("panels", built per call in a small buffer, never stored) so that one
+ * SIMD register holds four consecutive values of each of the eight rows: one integer
+ * multiply-add against four broadcast activation values then advances eight dot products at
+ * once, and the per-block scale is applied to the eight rows in one vector operation.
+ *
+ * Every supported weight type becomes integer codes q with a float scale s (per 32 values, or
+ * per 16 for the K-quants with 16-value sub-blocks) and a float offset o per 32, so that
+ * w = s * q + o. Then sum_i w_i x_i over a block = s * da * sum(q * qa) + o * da * sum(qa),
+ * with the activations quantized as Q8_0 (x = da * qa).
+ */
+
+/* Integer codes of a panel: how many bits, and whether signed. Decides how far the int16 sums of
+ * the x86 maddubs path may run before they must be widened. */
+typedef enum {
+    LE_CODES_U4 = 0, /* 0..15: Q4_0, Q4_1, Q4_K */
+    LE_CODES_U5 = 1, /* 0..31: Q5_0, Q5_1, Q5_K */
+    LE_CODES_S6 = 2, /* -32..31, two scales per block: Q6_K */
+    LE_CODES_S8 = 3, /* -127..127: Q8_0 */
+} le_codes;
+
+/* One 32-value block of eight rows. Row r's values 4c..4c+3 are q[32c + 4r .. 32c + 4r + 3]
+ * (c = 0..7). s[h][r] scales values 16h..16h+15 of row r (s[0] == s[1] for one scale a block). */
+typedef struct {
+    float s[2][8];
+    float o[8];
+    int8_t q[256];
+} le_block_x8;
+
+/* Activations for the GEMM: Q8_0 codes with d widened to f32 (the same f16-rounded value as
+ * le_block_q8_0's) and dsum = d * sum(qs) for the offset term. */
+typedef struct {
+    float d;
+    float dsum;
+    int8_t qs[32];
+} le_block_q8_0x;
+
+#ifndef __cplusplus
+_Static_assert(sizeof(le_block_x8) == 352, "x8 panel block layout");
+_Static_assert(sizeof(le_block_q8_0x) == 40, "q8_0x layout");
+#endif
+
+/* x (n values, a multiple of 32) to GEMM activations; codes and d equal
+ * le_quantize_row_q8_0_scalar's. */
+void le_quantize_row_q8_0x_scalar(const float *x, le_block_q8_0x *y, int n);
+
+/* Weight types the panels take, by their GGUF type id. */
+#define LE_TYPE_Q4_0 2
+#define LE_TYPE_Q4_1 3
+#define LE_TYPE_Q5_0 6
+#define LE_TYPE_Q5_1 7
+#define LE_TYPE_Q8_0 8
+#define LE_TYPE_Q4_K 12
+#define LE_TYPE_Q5_K 13
+#define LE_TYPE_Q6_K 14
+
+/* The codes a weight type packs to; -1 when panels do not take it. */
+int le_panel_codes(int type);
+
+/* Packs nrows (1..8) rows of `type` (each row_bytes long, n values) into n / 32 panel blocks;
+ * missing rows are zero. Returns 0, or -1 for a type panels do not take. */
+int le_pack_x8(int type, const uint8_t *rows, size_t row_bytes, int nrows, int n, le_block_x8 *out);
+
+/* out[t * ldo + 8p + r] = row 8p + r of the panels . token t, for np panels (each n / 32 blocks,
+ * consecutive) and nt tokens (each n / 32 blocks, consecutive); rows at or past nrows are not
+ * written. */
+void le_gemm_x8_scalar(le_codes codes, int n, const le_block_x8 *w, int np, int nrows, const le_block_q8_0x *a, int nt,
+                       float *out, size_t ldo);
+void le_gemm_x8_avx2(le_codes codes, int n, const le_block_x8 *w, int np, int nrows, const le_block_q8_0x *a, int nt,
+                     float *out, size_t ldo);
+/* x86 with AVX512-VNNI and VL (Ice Lake, Zen 4): vpdpbusd on 256-bit registers. */
+void le_gemm_x8_vnni(le_codes codes, int n, const le_block_x8 *w, int np, int nrows, const le_block_q8_0x *a, int nt,
+                     float *out, size_t ldo);
+void le_gemm_x8_dotprod(le_codes codes, int n, const le_block_x8 *w, int np, int nrows, const le_block_q8_0x *a,
+                        int nt, float *out, size_t ldo);
+
+/* One attention head: out = softmax(q . k_p * scale over p < n_kv) . v_p, head dimension hd
+ * (at most 256). Position p's key and value start at element p * stride of k and v, which hold
+ * f32 values, or f16 bits when f16 != 0 (the KV cache, read in place). The softmax runs online
+ * over blocks of positions, so no score row is stored. Returns -1 for an unsupported hd. */
+int le_attend_head_scalar(int n_kv, int hd, const float *q, const void *k, const void *v, int f16, size_t stride,
+                          float scale, float *out);
+int le_attend_head_avx2(int n_kv, int hd, const float *q, const void *k, const void *v, int f16, size_t stride,
+                        float scale, float *out);
+int le_attend_head_neon(int n_kv, int hd, const float *q, const void *k, const void *v, int f16, size_t stride,
+                        float scale, float *out);
+
 #endif /* LLAVA_KERNELS_H */

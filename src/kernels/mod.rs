@@ -187,3 +187,275 @@ pub fn dot_q4_0_q8_0_x4(
     }
     out
 }
+
+/// Whether the prefill GEMM can use AVX512-VNNI's `vpdpbusd` (on 256-bit registers) here.
+fn has_vnni() -> bool {
+    static VNNI: OnceLock<bool> = OnceLock::new();
+    *VNNI.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            is_x86_feature_detected!("avx512vnni")
+                && is_x86_feature_detected!("avx512vl")
+                && is_x86_feature_detected!("avx512bw")
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        false
+    })
+}
+
+/// The GEMM variant `isa` selects: the VNNI build where the CPU has it (`vnni = true` may be
+/// turned off to test the plain AVX2 build on such a CPU).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GemmIsa {
+    /// Portable C.
+    Scalar,
+    /// x86 AVX2 (`vpmaddubsw`).
+    Avx2,
+    /// x86 AVX512-VNNI + VL (`vpdpbusd`).
+    Vnni,
+    /// AArch64 SDOT.
+    Dotprod,
+}
+
+impl GemmIsa {
+    /// The best GEMM for `isa` on this CPU.
+    pub fn for_isa(isa: Isa) -> GemmIsa {
+        match isa {
+            Isa::Avx2 if has_vnni() => GemmIsa::Vnni,
+            Isa::Avx2 => GemmIsa::Avx2,
+            Isa::NeonDotprod => GemmIsa::Dotprod,
+            _ => GemmIsa::Scalar,
+        }
+    }
+
+    /// Every variant this CPU can run (for tests and benchmarks).
+    pub fn available() -> Vec<GemmIsa> {
+        let mut v = vec![GemmIsa::Scalar];
+        match detect() {
+            Isa::Avx2 => {
+                v.push(GemmIsa::Avx2);
+                if has_vnni() {
+                    v.push(GemmIsa::Vnni);
+                }
+            }
+            Isa::NeonDotprod => v.push(GemmIsa::Dotprod),
+            _ => {}
+        }
+        v
+    }
+}
+
+/// The integer codes a weight type packs to for the prefill GEMM, or `None` when it has no
+/// panel form (those types keep the row-at-a-time kernels).
+pub fn panel_codes(ty: crate::dtype::GgmlType) -> Option<ffi::le_codes> {
+    // SAFETY: a pure function of an integer.
+    let c = unsafe { ffi::le_panel_codes(ty.id() as i32) };
+    (c >= 0).then_some(c as ffi::le_codes)
+}
+
+/// Quantizes activations `x` (a multiple of 32 values) for the GEMM.
+pub fn quantize_row_q8_0x(x: &[f32], out: &mut [ffi::le_block_q8_0x]) {
+    assert_eq!(x.len(), out.len() * 32, "quantize_row_q8_0x: lengths");
+    // SAFETY: `x` holds out.len() * 32 floats and `out` that many blocks (asserted above).
+    unsafe { ffi::le_quantize_row_q8_0x_scalar(x.as_ptr(), out.as_mut_ptr(), x.len() as i32) }
+}
+
+/// Packs `nrows` (1..=8) rows of `ty` (`rows.len() == nrows * row_bytes`, `n` values each) into
+/// one panel of `n / 32` blocks. Returns false for a type without a panel form.
+pub fn pack_x8(
+    ty: crate::dtype::GgmlType,
+    rows: &[u8],
+    nrows: usize,
+    n: usize,
+    out: &mut [ffi::le_block_x8],
+) -> bool {
+    assert!((1..=8).contains(&nrows), "pack_x8: 1..=8 rows");
+    assert!(
+        n.is_multiple_of(ty.block_size()) && n.is_multiple_of(32),
+        "pack_x8: n"
+    );
+    let row_bytes = n / ty.block_size() * ty.type_size();
+    assert_eq!(rows.len(), nrows * row_bytes, "pack_x8: rows length");
+    assert_eq!(out.len(), n / 32, "pack_x8: panel length");
+    // SAFETY: `rows` holds nrows rows of row_bytes and `out` n / 32 blocks (asserted); the C
+    // reads each row through its block layout (GGUF data is aligned for it).
+    let rc = unsafe {
+        ffi::le_pack_x8(
+            ty.id() as i32,
+            rows.as_ptr(),
+            row_bytes,
+            nrows as i32,
+            n as i32,
+            out.as_mut_ptr(),
+        )
+    };
+    rc == 0
+}
+
+/// `out[t * ldo + r] = row r . token t` for the `nrows` rows packed in `panels`
+/// (`nrows.div_ceil(8)` panels of `n / 32` blocks) and the `nt` tokens in `act`.
+///
+/// # Safety
+/// `out` must be valid for writes at `t * ldo + r` for every `t < nt`, `r < nrows`, and no other
+/// thread may access those elements during the call; `gemm` must be runnable on this CPU (one
+/// of [`GemmIsa::available`]).
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn gemm_x8(
+    gemm: GemmIsa,
+    codes: ffi::le_codes,
+    n: usize,
+    panels: &[ffi::le_block_x8],
+    nrows: usize,
+    act: &[ffi::le_block_q8_0x],
+    nt: usize,
+    out: *mut f32,
+    ldo: usize,
+) {
+    let (nb, np) = (n / 32, nrows.div_ceil(8));
+    assert!(n.is_multiple_of(32), "gemm_x8: n");
+    assert!(panels.len() >= np * nb, "gemm_x8: panels");
+    assert!(act.len() >= nt * nb, "gemm_x8: activations");
+    assert!(nt == 1 || ldo >= nrows, "gemm_x8: ldo");
+    let args = (n as i32, panels.as_ptr(), np as i32, nrows as i32);
+    let (a, t) = (act.as_ptr(), nt as i32);
+    // SAFETY: lengths asserted above; `out` per the caller's contract; the variant per `gemm`.
+    unsafe {
+        match gemm {
+            #[cfg(target_arch = "x86_64")]
+            GemmIsa::Avx2 => {
+                ffi::le_gemm_x8_avx2(codes, args.0, args.1, args.2, args.3, a, t, out, ldo)
+            }
+            #[cfg(target_arch = "x86_64")]
+            GemmIsa::Vnni => {
+                ffi::le_gemm_x8_vnni(codes, args.0, args.1, args.2, args.3, a, t, out, ldo)
+            }
+            #[cfg(target_arch = "aarch64")]
+            GemmIsa::Dotprod => {
+                ffi::le_gemm_x8_dotprod(codes, args.0, args.1, args.2, args.3, a, t, out, ldo)
+            }
+            _ => ffi::le_gemm_x8_scalar(codes, args.0, args.1, args.2, args.3, a, t, out, ldo),
+        }
+    }
+}
+
+/// Keys or values read in place: f32, or the F16 cache's half bits.
+#[derive(Clone, Copy, Debug)]
+pub enum KvRef<'a> {
+    /// f32 values.
+    F32(&'a [f32]),
+    /// Half-precision bits.
+    F16(&'a [u16]),
+}
+
+impl<'a> KvRef<'a> {
+    fn len(&self) -> usize {
+        match self {
+            KvRef::F32(x) => x.len(),
+            KvRef::F16(x) => x.len(),
+        }
+    }
+
+    fn ptr(&self) -> (*const std::ffi::c_void, i32) {
+        match self {
+            KvRef::F32(x) => (x.as_ptr().cast(), 0),
+            KvRef::F16(x) => (x.as_ptr().cast(), 1),
+        }
+    }
+
+    /// The view starting `at` elements in.
+    pub fn skip(self, at: usize) -> KvRef<'a> {
+        match self {
+            KvRef::F32(x) => KvRef::F32(&x[at..]),
+            KvRef::F16(x) => KvRef::F16(&x[at..]),
+        }
+    }
+}
+
+/// The largest head dimension [`attend_head`] takes.
+pub const MAX_HEAD_DIM: usize = 256;
+
+/// One attention head over `n_kv` positions: position p's key and value are the `q.len()`
+/// elements at `p * stride` of `k` and `v` (both f32 or both f16). Result into `out`.
+#[allow(clippy::too_many_arguments)]
+pub fn attend_head(
+    isa: Isa,
+    q: &[f32],
+    k: KvRef<'_>,
+    v: KvRef<'_>,
+    n_kv: usize,
+    stride: usize,
+    scale: f32,
+    out: &mut [f32],
+) {
+    let hd = q.len();
+    assert!(
+        (1..=MAX_HEAD_DIM).contains(&hd),
+        "attend_head: head dim {hd}"
+    );
+    assert_eq!(out.len(), hd, "attend_head: output length");
+    assert!(stride >= hd || n_kv <= 1, "attend_head: stride");
+    let need = if n_kv == 0 {
+        0
+    } else {
+        (n_kv - 1) * stride + hd
+    };
+    assert!(
+        k.len() >= need && v.len() >= need,
+        "attend_head: cache too short"
+    );
+    let ((kp, kf16), (vp, vf16)) = (k.ptr(), v.ptr());
+    assert_eq!(kf16, vf16, "attend_head: keys and values of one type");
+    let args = (
+        n_kv as i32,
+        hd as i32,
+        q.as_ptr(),
+        kp,
+        vp,
+        kf16,
+        stride,
+        scale,
+    );
+    // SAFETY: every read stays below `need` elements of k and v and hd of q (asserted); `out`
+    // holds hd values; SIMD variants only where `isa` says the CPU has them. hd is in range, so
+    // the C cannot refuse it.
+    let rc = unsafe {
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => ffi::le_attend_head_avx2(
+                args.0,
+                args.1,
+                args.2,
+                args.3,
+                args.4,
+                args.5,
+                args.6,
+                args.7,
+                out.as_mut_ptr(),
+            ),
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon | Isa::NeonDotprod => ffi::le_attend_head_neon(
+                args.0,
+                args.1,
+                args.2,
+                args.3,
+                args.4,
+                args.5,
+                args.6,
+                args.7,
+                out.as_mut_ptr(),
+            ),
+            _ => ffi::le_attend_head_scalar(
+                args.0,
+                args.1,
+                args.2,
+                args.3,
+                args.4,
+                args.5,
+                args.6,
+                args.7,
+                out.as_mut_ptr(),
+            ),
+        }
+    };
+    debug_assert_eq!(rc, 0);
+}

@@ -1,5 +1,7 @@
 //! Scaled dot-product attention over a key/value cache, with grouped-query heads.
 
+use crate::kernels::{self, KvRef};
+
 /// Attention for one query token: `q` holds `n_head` heads of `head_dim`; `k` and `v` hold
 /// `n_kv` positions of `n_kv_head` heads each (`n_kv * n_kv_head * head_dim`). Query head h
 /// reads key/value head `h / (n_head / n_kv_head)`. The softmax is computed online in one
@@ -7,8 +9,8 @@
 #[allow(clippy::too_many_arguments)]
 pub fn attend(
     q: &[f32],
-    k: &[f32],
-    v: &[f32],
+    k: KvRef<'_>,
+    v: KvRef<'_>,
     n_kv: usize,
     n_head: usize,
     n_kv_head: usize,
@@ -18,34 +20,19 @@ pub fn attend(
     let group = n_head / n_kv_head;
     let scale = 1.0 / (head_dim as f32).sqrt();
     let stride = n_kv_head * head_dim;
+    let isa = kernels::isa();
     for h in 0..n_head {
-        let kvh = h / group;
-        let qh = &q[h * head_dim..(h + 1) * head_dim];
-        let o = &mut out[h * head_dim..(h + 1) * head_dim];
-        o.fill(0.0);
-        let (mut max, mut sum) = (f32::NEG_INFINITY, 0f32);
-        for p in 0..n_kv {
-            let kp = &k[p * stride + kvh * head_dim..p * stride + (kvh + 1) * head_dim];
-            let s = super::matrix::dot(qh, kp) * scale;
-            let vp = &v[p * stride + kvh * head_dim..p * stride + (kvh + 1) * head_dim];
-            if s > max {
-                // Rescale what was accumulated under the old maximum.
-                let c = (max - s).exp();
-                sum *= c;
-                for x in o.iter_mut() {
-                    *x *= c;
-                }
-                max = s;
-            }
-            let w = (s - max).exp();
-            sum += w;
-            for (x, y) in o.iter_mut().zip(vp) {
-                *x += w * y;
-            }
-        }
-        for x in o.iter_mut() {
-            *x /= sum;
-        }
+        let at = (h / group) * head_dim;
+        kernels::attend_head(
+            isa,
+            &q[h * head_dim..(h + 1) * head_dim],
+            k.skip(at),
+            v.skip(at),
+            n_kv,
+            stride,
+            scale,
+            &mut out[h * head_dim..(h + 1) * head_dim],
+        );
     }
 }
 
@@ -61,7 +48,16 @@ mod tests {
         let k: Vec<f32> = (0..n_kv * n_kv_head * hd).map(|i| f(i + 11)).collect();
         let v: Vec<f32> = (0..n_kv * n_kv_head * hd).map(|i| f(i + 23)).collect();
         let mut out = vec![0f32; n_head * hd];
-        attend(&q, &k, &v, n_kv, n_head, n_kv_head, hd, &mut out);
+        attend(
+            &q,
+            KvRef::F32(&k),
+            KvRef::F32(&v),
+            n_kv,
+            n_head,
+            n_kv_head,
+            hd,
+            &mut out,
+        );
         for h in 0..n_head {
             let kvh = h / 2;
             let scores: Vec<f64> = (0..n_kv)
@@ -93,8 +89,8 @@ mod tests {
 pub fn attend_rows(
     pool: &crate::threadpool::ThreadPool,
     q: &[f32],
-    k: &[f32],
-    v: &[f32],
+    k: KvRef<'_>,
+    v: KvRef<'_>,
     n_rows: usize,
     n_kv_of: &(dyn Fn(usize) -> usize + Sync),
     n_head: usize,
@@ -106,8 +102,11 @@ pub fn attend_rows(
     assert_eq!(q.len(), n_rows * w, "attend_rows: query length");
     assert_eq!(out.len(), n_rows * w, "attend_rows: output length");
     let base = OutPtr(out.as_mut_ptr());
-    pool.for_ranges(n_rows, 1, &|rows| {
-        for t in rows {
+    // Rows are dealt out in turn: under a causal mask row t costs t, so contiguous ranges would
+    // leave the first thread idle while the last finishes.
+    let threads = pool.threads();
+    pool.run(&|i| {
+        for t in (i..n_rows).step_by(threads) {
             // SAFETY: `out` holds n_rows * w values (asserted) and each row t is written by
             // exactly one thread, the one whose range holds t; the pool joins before returning.
             let o = unsafe { std::slice::from_raw_parts_mut(base.get().add(t * w), w) };

@@ -140,6 +140,12 @@ impl<'a> Matrix<'a> {
         let put = |i: usize, r: usize, v: f32| unsafe { *out_ptr.get().add(i * rows + r) = v };
         let rows_of = |band: std::ops::Range<usize>| &self.data[band.start * rb..band.end * rb];
         let aligned = bytemuck::try_cast_slice::<u8, u16>(self.data).is_ok();
+        if n >= GEMM_MIN_TOKENS && aligned {
+            if let Some(codes) = kernels::panel_codes(self.ty) {
+                self.gemm(codes, x, n, out_ptr, pool);
+                return;
+            }
+        }
         let product = QuantizedProduct {
             m: self,
             x,
@@ -204,6 +210,77 @@ impl<'a> Matrix<'a> {
     }
 }
 
+/// From this many tokens on, products run as a GEMM over repacked panels; below it the row
+/// kernels win (packing costs about as much as a few passes over the weights).
+const GEMM_MIN_TOKENS: usize = 4;
+
+/// Weight rows a thread packs at a time: eight panels, a few hundred KiB for the widest
+/// matrices, so they stay in L2 while every token tile passes over them.
+const GEMM_CHUNK_ROWS: usize = 64;
+
+impl Matrix<'_> {
+    /// The prefill path: activations quantized once, each thread packing a chunk of its rows
+    /// into panels and running every token against them (see llava_kernels.h).
+    fn gemm(
+        &self,
+        codes: crate::ffi::le_codes,
+        x: &[f32],
+        n: usize,
+        out: SyncPtr,
+        pool: &ThreadPool,
+    ) {
+        let (rows, cols, rb) = (self.rows, self.cols, self.row_bytes());
+        let nb = cols / 32;
+        let mut act = vec![crate::ffi::le_block_q8_0x::default(); n * nb];
+        let act_ptr = ActPtr(act.as_mut_ptr());
+        pool.for_ranges(n, 1, &|tokens| {
+            // SAFETY: `act` holds n * nb blocks and each thread fills only its tokens' blocks.
+            let dst = unsafe {
+                std::slice::from_raw_parts_mut(
+                    act_ptr.get().add(tokens.start * nb),
+                    tokens.len() * nb,
+                )
+            };
+            kernels::quantize_row_q8_0x(&x[tokens.start * cols..tokens.end * cols], dst);
+        });
+        let gemm = kernels::GemmIsa::for_isa(kernels::isa());
+        pool.for_ranges(rows, GEMM_CHUNK_ROWS, &|band| {
+            let mut panels = vec![crate::ffi::le_block_x8::default(); GEMM_CHUNK_ROWS / 8 * nb];
+            let mut r0 = band.start;
+            while r0 < band.end {
+                let r1 = (r0 + GEMM_CHUNK_ROWS).min(band.end);
+                for (p, first) in (r0..r1).step_by(8).enumerate() {
+                    let last = (first + 8).min(r1);
+                    let packed = kernels::pack_x8(
+                        self.ty,
+                        &self.data[first * rb..last * rb],
+                        last - first,
+                        cols,
+                        &mut panels[p * nb..(p + 1) * nb],
+                    );
+                    debug_assert!(packed, "panel_codes said {} packs", self.ty);
+                }
+                // SAFETY: `out` has n * rows elements; this thread alone writes the columns
+                // r0..r1 of each token's row (its band), at t * rows + r.
+                unsafe {
+                    kernels::gemm_x8(
+                        gemm,
+                        codes,
+                        cols,
+                        &panels,
+                        r1 - r0,
+                        &act,
+                        n,
+                        out.get().add(r0),
+                        rows,
+                    )
+                };
+                r0 = r1;
+            }
+        });
+    }
+}
+
 /// A product whose weights meet activations quantized once per call (llama.cpp's scheme): the
 /// integer dot kernels then see both operands as blocks.
 struct QuantizedProduct<'m, 'a> {
@@ -253,6 +330,20 @@ impl QuantizedProduct<'_, '_> {
                 }
             }
         });
+    }
+}
+
+/// The activation blocks, filled by threads for disjoint tokens.
+#[derive(Clone, Copy)]
+struct ActPtr(*mut crate::ffi::le_block_q8_0x);
+// SAFETY: used only for writes to disjoint tokens, synchronised by the pool's join.
+unsafe impl Send for ActPtr {}
+// SAFETY: as above.
+unsafe impl Sync for ActPtr {}
+
+impl ActPtr {
+    fn get(self) -> *mut crate::ffi::le_block_q8_0x {
+        self.0
     }
 }
 

@@ -3,6 +3,8 @@
 
 use half::f16;
 
+use crate::kernels::KvRef;
+
 /// Element type of the cache.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KvType {
@@ -82,17 +84,16 @@ impl KvCache {
         }
     }
 
-    /// The first `n` positions of layer `l`'s keys and values as f32, into `k` and `v`.
-    pub(crate) fn load(&self, l: usize, n: usize, k: &mut Vec<f32>, v: &mut Vec<f32>) {
-        for (store, dst) in [(&self.k[l], k), (&self.v[l], v)] {
-            dst.clear();
-            match store {
-                Store::F16(d) => {
-                    dst.resize(n * self.width, 0.0);
-                    crate::kernels::f16_to_f32(bytemuck::cast_slice(&d[..n * self.width]), dst);
-                }
-                Store::F32(d) => dst.extend_from_slice(&d[..n * self.width]),
-            }
-        }
+    /// The first `n` positions of layer `l`'s keys and values, in place.
+    pub(crate) fn view(&self, l: usize, n: usize) -> (KvRef<'_>, KvRef<'_>) {
+        let end = n * self.width;
+        (view(&self.k[l], end), view(&self.v[l], end))
+    }
+}
+
+fn view(store: &Store, end: usize) -> KvRef<'_> {
+    match store {
+        Store::F16(d) => KvRef::F16(bytemuck::cast_slice(&d[..end])),
+        Store::F32(d) => KvRef::F32(&d[..end]),
     }
 }

@@ -193,7 +193,6 @@ impl<'a> TextModel<'a> {
         );
         let mut attn = vec![0f32; n * q_dim];
         let (mut gate, mut up) = (vec![0f32; n * c.n_ff], vec![0f32; n * c.n_ff]);
-        let (mut kc, mut vc) = (Vec::new(), Vec::new());
 
         for (l, w) in self.layers.iter().enumerate() {
             // Attention block: h = norm(x); q,k,v = W h (+ b); rotate; attend causally.
@@ -233,13 +232,13 @@ impl<'a> TextModel<'a> {
                 );
             }
             cache.store(l, past, &k, &v);
-            cache.load(l, past + n, &mut kc, &mut vc);
+            let (kc, vc) = cache.view(l, past + n);
             // Token t sees positions 0..=past+t.
             attend_rows(
                 th,
                 &q,
-                &kc,
-                &vc,
+                kc,
+                vc,
                 n,
                 &|t| past + t + 1,
                 c.n_head,

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use crate::gguf::{GgufError, GgufFile};
+use crate::kernels::KvRef;
 use crate::ops::activation::{gelu_erf, gelu_tanh, quick_gelu};
 use crate::ops::attention::attend_rows;
 use crate::ops::norm::layer_norm;
@@ -388,7 +389,18 @@ impl<'a> VisionEncoder<'a> {
             linear(&l.q, &h, n, &mut q);
             linear(&l.k, &h, n, &mut k);
             linear(&l.v, &h, n, &mut v);
-            attend_rows(th, &q, &k, &v, n, &|_| n, c.n_head, c.n_head, hd, &mut attn);
+            attend_rows(
+                th,
+                &q,
+                KvRef::F32(&k),
+                KvRef::F32(&v),
+                n,
+                &|_| n,
+                c.n_head,
+                c.n_head,
+                hd,
+                &mut attn,
+            );
             linear(&l.o, &attn, n, &mut h);
             add_assign(&mut x, &h);
             // x += down(act(up(ln2(x)))).

@@ -1,0 +1,110 @@
+/* The prefill GEMM on AArch64 with SDOT (Pi 5, Jetson Orin). A 128-bit register holds four
+ * values of four rows, so a panel block is 16 registers (8 chunks x 2 row halves) and
+ * vdotq_laneq_s32 multiplies them by one four-byte lane of the token's activations: sixteen SDOTs
+ * advance eight rows by 32 values. SDOT is signed x signed, so every code kind takes the same
+ * path. Compiled with +dotprod; called only after detection. */
+#if defined(__aarch64__)
+#include <arm_neon.h>
+#include <string.h>
+
+#include "llava_kernels.h"
+
+#define TILE_TOKENS 4
+
+/* Chunks c0..c0+3 of one row half (h) against activations v (lane k = values 4(c0+k)..+3). */
+static inline int32x4_t dot4(const int8x16_t wq[8][2], int c0, int h, int8x16_t v) {
+    int32x4_t s = vdupq_n_s32(0);
+    s = vdotq_laneq_s32(s, wq[c0][h], v, 0);
+    s = vdotq_laneq_s32(s, wq[c0 + 1][h], v, 1);
+    s = vdotq_laneq_s32(s, wq[c0 + 2][h], v, 2);
+    s = vdotq_laneq_s32(s, wq[c0 + 3][h], v, 3);
+    return s;
+}
+
+static inline __attribute__((always_inline)) void tile(le_codes codes, int nb, const le_block_x8 *w,
+                                                       const le_block_q8_0x *a, int nt, float *out, size_t ldo,
+                                                       int rows) {
+    float32x4_t acc[TILE_TOKENS][2];
+    for (int t = 0; t < nt; t++) {
+        acc[t][0] = acc[t][1] = vdupq_n_f32(0.0f);
+    }
+    const int has_offset = codes == LE_CODES_U4 || codes == LE_CODES_U5;
+    for (int b = 0; b < nb; b++) {
+        const le_block_x8 *x = w + b;
+        int8x16_t wq[8][2];
+        for (int c = 0; c < 8; c++) {
+            wq[c][0] = vld1q_s8(x->q + 32 * c);
+            wq[c][1] = vld1q_s8(x->q + 32 * c + 16);
+        }
+        for (int t = 0; t < nt; t++) {
+            const le_block_q8_0x *y = a + (size_t)t * nb + b;
+            const int8x16_t v0 = vld1q_s8(y->qs), v1 = vld1q_s8(y->qs + 16);
+            for (int h = 0; h < 2; h++) {
+                const int32x4_t lo = dot4(wq, 0, h, v0), hi = dot4(wq, 4, h, v1);
+                const float32x4_t s0 = vmulq_n_f32(vld1q_f32(x->s[0] + 4 * h), y->d);
+                if (codes == LE_CODES_S6) {
+                    const float32x4_t s1 = vmulq_n_f32(vld1q_f32(x->s[1] + 4 * h), y->d);
+                    acc[t][h] = vfmaq_f32(acc[t][h], vcvtq_f32_s32(lo), s0);
+                    acc[t][h] = vfmaq_f32(acc[t][h], vcvtq_f32_s32(hi), s1);
+                } else {
+                    acc[t][h] = vfmaq_f32(acc[t][h], vcvtq_f32_s32(vaddq_s32(lo, hi)), s0);
+                }
+                if (has_offset) {
+                    acc[t][h] = vfmaq_n_f32(acc[t][h], vld1q_f32(x->o + 4 * h), y->dsum);
+                }
+            }
+        }
+    }
+    for (int t = 0; t < nt; t++) {
+        float tmp[8];
+        vst1q_f32(tmp, acc[t][0]);
+        vst1q_f32(tmp + 4, acc[t][1]);
+        memcpy(out + (size_t)t * ldo, tmp, (size_t)(rows < 8 ? rows : 8) * sizeof(float));
+    }
+}
+
+static inline __attribute__((always_inline)) void gemm(le_codes codes, int nb, const le_block_x8 *w, int np,
+                                                       int nrows, const le_block_q8_0x *a, int nt, float *out,
+                                                       size_t ldo) {
+    for (int t0 = 0; t0 < nt; t0 += TILE_TOKENS) {
+        const int k = nt - t0 < TILE_TOKENS ? nt - t0 : TILE_TOKENS;
+        for (int p = 0; p < np; p++) {
+            const le_block_x8 *wp = w + (size_t)p * nb;
+            const le_block_q8_0x *at = a + (size_t)t0 * nb;
+            float *o = out + (size_t)t0 * ldo + 8 * p;
+            const int rows = nrows - 8 * p;
+            switch (k) {
+            case 4:
+                tile(codes, nb, wp, at, 4, o, ldo, rows);
+                break;
+            case 3:
+                tile(codes, nb, wp, at, 3, o, ldo, rows);
+                break;
+            case 2:
+                tile(codes, nb, wp, at, 2, o, ldo, rows);
+                break;
+            default:
+                tile(codes, nb, wp, at, 1, o, ldo, rows);
+                break;
+            }
+        }
+    }
+}
+
+void le_gemm_x8_dotprod(le_codes codes, int n, const le_block_x8 *w, int np, int nrows, const le_block_q8_0x *a,
+                        int nt, float *out, size_t ldo) {
+    const int nb = n / 32;
+    switch (codes) {
+    case LE_CODES_U4:
+    case LE_CODES_U5:
+        gemm(LE_CODES_U4, nb, w, np, nrows, a, nt, out, ldo);
+        break;
+    case LE_CODES_S6:
+        gemm(LE_CODES_S6, nb, w, np, nrows, a, nt, out, ldo);
+        break;
+    case LE_CODES_S8:
+        gemm(LE_CODES_S8, nb, w, np, nrows, a, nt, out, ldo);
+        break;
+    }
+}
+#endif

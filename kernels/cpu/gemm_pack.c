@@ -1,0 +1,220 @@
+/* The prefill GEMM's portable half: activations to Q8_0x, weight rows to x8 panels, and the
+ * scalar GEMM every SIMD version is tested against. Packing is O(rows * n) per product against
+ * the GEMM's O(rows * n * tokens), so one portable version serves every CPU. */
+#include <string.h>
+
+#include "llava_kernels.h"
+
+#include "half.h"
+
+void le_quantize_row_q8_0x_scalar(const float *x, le_block_q8_0x *y, int n) {
+    for (int b = 0; b < n / LE_QK8_0; b++) {
+        le_block_q8_0 q;
+        le_quantize_row_q8_0_scalar(x + b * LE_QK8_0, &q, LE_QK8_0);
+        int sum = 0;
+        for (int j = 0; j < LE_QK8_0; j++) {
+            y[b].qs[j] = q.qs[j];
+            sum += q.qs[j];
+        }
+        y[b].d = f16_to_f32(q.d);
+        y[b].dsum = y[b].d * (float)sum;
+    }
+}
+
+int le_panel_codes(int type) {
+    switch (type) {
+    case LE_TYPE_Q4_0:
+    case LE_TYPE_Q4_1:
+    case LE_TYPE_Q4_K:
+        return LE_CODES_U4;
+    case LE_TYPE_Q5_0:
+    case LE_TYPE_Q5_1:
+    case LE_TYPE_Q5_K:
+        return LE_CODES_U5;
+    case LE_TYPE_Q6_K:
+        return LE_CODES_S6;
+    case LE_TYPE_Q8_0:
+        return LE_CODES_S8;
+    default:
+        return -1;
+    }
+}
+
+/* Q4_K / Q5_K: the j-th 6-bit scale and min of a super-block. */
+static void scale_min_k4(int j, const uint8_t *q, int *sc, int *m) {
+    if (j < 4) {
+        *sc = q[j] & 63;
+        *m = q[j + 4] & 63;
+    } else {
+        *sc = (q[j + 4] & 0x0f) | ((q[j - 4] >> 6) << 4);
+        *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+    }
+}
+
+/* Block b (32 values) of a row as codes, scales and offset: w = s[i / 16] * q[i] + o. The
+ * products d * sc are exact in f32 (11-bit times 8-bit significands). */
+static void block_codes(int type, const uint8_t *row, int b, int8_t q[32], float s[2], float *o) {
+    switch (type) {
+    case LE_TYPE_Q4_0:
+    case LE_TYPE_Q4_1: {
+        const uint8_t *qs;
+        float d, off;
+        if (type == LE_TYPE_Q4_0) {
+            const le_block_q4_0 *x = (const le_block_q4_0 *)row + b;
+            d = f16_to_f32(x->d);
+            off = -8.0f * d;
+            qs = x->qs;
+        } else {
+            const le_block_q4_1 *x = (const le_block_q4_1 *)row + b;
+            d = f16_to_f32(x->d);
+            off = f16_to_f32(x->m);
+            qs = x->qs;
+        }
+        for (int j = 0; j < 16; j++) {
+            q[j] = (int8_t)(qs[j] & 0x0f);
+            q[j + 16] = (int8_t)(qs[j] >> 4);
+        }
+        s[0] = s[1] = d;
+        *o = off;
+        return;
+    }
+    case LE_TYPE_Q5_0:
+    case LE_TYPE_Q5_1: {
+        const uint8_t *qs, *qhp;
+        float d, off;
+        if (type == LE_TYPE_Q5_0) {
+            const le_block_q5_0 *x = (const le_block_q5_0 *)row + b;
+            d = f16_to_f32(x->d);
+            off = -16.0f * d;
+            qs = x->qs;
+            qhp = x->qh;
+        } else {
+            const le_block_q5_1 *x = (const le_block_q5_1 *)row + b;
+            d = f16_to_f32(x->d);
+            off = f16_to_f32(x->m);
+            qs = x->qs;
+            qhp = x->qh;
+        }
+        uint32_t qh;
+        memcpy(&qh, qhp, sizeof qh);
+        for (int j = 0; j < 16; j++) {
+            q[j] = (int8_t)((qs[j] & 0x0f) | (((qh >> j) & 1) << 4));
+            q[j + 16] = (int8_t)((qs[j] >> 4) | (((qh >> (j + 16)) & 1) << 4));
+        }
+        s[0] = s[1] = d;
+        *o = off;
+        return;
+    }
+    case LE_TYPE_Q8_0: {
+        const le_block_q8_0 *x = (const le_block_q8_0 *)row + b;
+        memcpy(q, x->qs, 32);
+        s[0] = s[1] = f16_to_f32(x->d);
+        *o = 0.0f;
+        return;
+    }
+    case LE_TYPE_Q4_K:
+    case LE_TYPE_Q5_K: {
+        const int j = b % 8, g = j / 2, high = j % 2;
+        const uint8_t *scales, *qs, *qh = NULL;
+        float d, dmin;
+        if (type == LE_TYPE_Q4_K) {
+            const le_block_q4_K *x = (const le_block_q4_K *)row + b / 8;
+            d = f16_to_f32(x->d);
+            dmin = f16_to_f32(x->dmin);
+            scales = x->scales;
+            qs = x->qs;
+        } else {
+            const le_block_q5_K *x = (const le_block_q5_K *)row + b / 8;
+            d = f16_to_f32(x->d);
+            dmin = f16_to_f32(x->dmin);
+            scales = x->scales;
+            qs = x->qs;
+            qh = x->qh;
+        }
+        int sc, m;
+        scale_min_k4(j, scales, &sc, &m);
+        for (int l = 0; l < 32; l++) {
+            int v = high ? qs[32 * g + l] >> 4 : qs[32 * g + l] & 0x0f;
+            if (qh != NULL && (qh[l] >> j) & 1) {
+                v += 16;
+            }
+            q[l] = (int8_t)v;
+        }
+        s[0] = s[1] = d * (float)sc;
+        *o = -(dmin * (float)m);
+        return;
+    }
+    case LE_TYPE_Q6_K: {
+        const le_block_q6_K *x = (const le_block_q6_K *)row + b / 8;
+        const int j = b % 8, h = j / 4, k = j % 4;
+        const uint8_t *ql = x->ql + 64 * h + (k & 1) * 32, *qh = x->qh + 32 * h;
+        const float d = f16_to_f32(x->d);
+        for (int l = 0; l < 32; l++) {
+            const int lo = k < 2 ? ql[l] & 0x0f : ql[l] >> 4;
+            q[l] = (int8_t)((lo | (((qh[l] >> (2 * k)) & 3) << 4)) - 32);
+        }
+        s[0] = d * (float)x->scales[8 * h + 2 * k];
+        s[1] = d * (float)x->scales[8 * h + 2 * k + 1];
+        *o = 0.0f;
+        return;
+    }
+    default:
+        return;
+    }
+}
+
+int le_pack_x8(int type, const uint8_t *rows, size_t row_bytes, int nrows, int n, le_block_x8 *out) {
+    if (le_panel_codes(type) < 0) {
+        return -1;
+    }
+    const int nb = n / 32;
+    memset(out, 0, (size_t)nb * sizeof *out);
+    for (int r = 0; r < nrows; r++) {
+        const uint8_t *row = rows + (size_t)r * row_bytes;
+        for (int b = 0; b < nb; b++) {
+            int8_t q[32] = {0};
+            float s[2] = {0.0f, 0.0f}, o = 0.0f;
+            block_codes(type, row, b, q, s, &o);
+            le_block_x8 *p = out + b;
+            p->s[0][r] = s[0];
+            p->s[1][r] = s[1];
+            p->o[r] = o;
+            for (int c = 0; c < 8; c++) {
+                memcpy(p->q + 32 * c + 4 * r, q + 4 * c, 4);
+            }
+        }
+    }
+    return 0;
+}
+
+void le_gemm_x8_scalar(le_codes codes, int n, const le_block_x8 *w, int np, int nrows, const le_block_q8_0x *a, int nt,
+                       float *out, size_t ldo) {
+    const int nb = n / 32;
+    for (int p = 0; p < np; p++) {
+        for (int t = 0; t < nt; t++) {
+            for (int r = 0; r < 8 && 8 * p + r < nrows; r++) {
+                float acc = 0.0f;
+                for (int b = 0; b < nb; b++) {
+                    const le_block_x8 *x = w + (size_t)p * nb + b;
+                    const le_block_q8_0x *y = a + (size_t)t * nb + b;
+                    int isum[2] = {0, 0};
+                    for (int c = 0; c < 8; c++) {
+                        for (int j = 0; j < 4; j++) {
+                            isum[c / 4] += x->q[32 * c + 4 * r + j] * y->qs[4 * c + j];
+                        }
+                    }
+                    if (codes == LE_CODES_S6) {
+                        acc = acc + (float)isum[0] * (x->s[0][r] * y->d);
+                        acc = acc + (float)isum[1] * (x->s[1][r] * y->d);
+                    } else {
+                        acc = acc + (float)(isum[0] + isum[1]) * (x->s[0][r] * y->d);
+                    }
+                    if (codes == LE_CODES_U4 || codes == LE_CODES_U5) {
+                        acc = acc + x->o[r] * y->dsum;
+                    }
+                }
+                out[(size_t)t * ldo + 8 * p + r] = acc;
+            }
+        }
+    }
+}

@@ -1,0 +1,189 @@
+/* The prefill GEMM on x86, compiled twice by build.rs: with AVX2 (products through
+ * vpmaddubsw into int16, widened by vpmaddwd) and with -DLE_VNNI and AVX512-VNNI/VL (vpdpbusd
+ * multiplies four byte pairs and accumulates in int32 in one instruction, on 256-bit registers).
+ * The tile is 8 weight rows (one panel, lanes = rows) by up to 4 tokens; each panel block is
+ * loaded once for the four tokens and each token's activations are broadcast four bytes at a
+ * time. Called only after run-time detection. */
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+#include <string.h>
+
+#include "llava_kernels.h"
+
+#ifdef LE_VNNI
+#define GEMM_FN le_gemm_x8_vnni
+#else
+#define GEMM_FN le_gemm_x8_avx2
+#endif
+
+#define TILE_TOKENS 4
+
+static inline __m256i bcast4(const int8_t *p) {
+    int v;
+    memcpy(&v, p, sizeof v);
+    return _mm256_set1_epi32(v);
+}
+
+#ifdef LE_VNNI
+/* Unsigned codes x signed activations, chunks c0..c1-1, summed in int32 per row. Two chains
+ * hide the instruction's latency. */
+static inline __m256i dot_chunks_u(const __m256i *wq, const int8_t *qs, int c0, int c1) {
+    __m256i s0 = _mm256_setzero_si256(), s1 = _mm256_setzero_si256();
+    for (int c = c0; c < c1; c += 2) {
+        s0 = _mm256_dpbusd_epi32(s0, wq[c], bcast4(qs + 4 * c));
+        s1 = _mm256_dpbusd_epi32(s1, wq[c + 1], bcast4(qs + 4 * c + 4));
+    }
+    return _mm256_add_epi32(s0, s1);
+}
+
+/* Signed codes: the unsigned operand is |w|, w's sign moves onto the activations. */
+static inline __m256i dot_chunks_s(const __m256i *wq, const __m256i *wa, const int8_t *qs, int c0, int c1) {
+    __m256i s0 = _mm256_setzero_si256(), s1 = _mm256_setzero_si256();
+    for (int c = c0; c < c1; c += 2) {
+        s0 = _mm256_dpbusd_epi32(s0, wa[c], _mm256_sign_epi8(bcast4(qs + 4 * c), wq[c]));
+        s1 = _mm256_dpbusd_epi32(s1, wa[c + 1], _mm256_sign_epi8(bcast4(qs + 4 * c + 4), wq[c + 1]));
+    }
+    return _mm256_add_epi32(s0, s1);
+}
+#else
+/* Unsigned codes: `run` chunks' int16 pair sums may be added before widening (U4: 8 x 2 x 15 x
+ * 127 = 30480, U5: 4 x 2 x 31 x 127 = 31496, both below 32767). */
+static inline __m256i dot_chunks_u(const __m256i *wq, const int8_t *qs, int c0, int c1, int run) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256i acc = _mm256_setzero_si256();
+    for (int g = c0; g < c1; g += run) {
+        __m256i s16 = _mm256_maddubs_epi16(wq[g], bcast4(qs + 4 * g));
+        for (int c = g + 1; c < g + run; c++) {
+            s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(wq[c], bcast4(qs + 4 * c)));
+        }
+        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(s16, ones));
+    }
+    return acc;
+}
+
+/* Signed codes through the sign trick; S6 runs 4 chunks in int16 (4 x 2 x 32 x 127 = 32512),
+ * S8 one (2 x 127 x 127 = 32258). */
+static inline __m256i dot_chunks_s(const __m256i *wq, const __m256i *wa, const int8_t *qs, int c0, int c1, int run) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256i acc = _mm256_setzero_si256();
+    for (int g = c0; g < c1; g += run) {
+        __m256i s16 = _mm256_maddubs_epi16(wa[g], _mm256_sign_epi8(bcast4(qs + 4 * g), wq[g]));
+        for (int c = g + 1; c < g + run; c++) {
+            s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(wa[c], _mm256_sign_epi8(bcast4(qs + 4 * c), wq[c])));
+        }
+        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(s16, ones));
+    }
+    return acc;
+}
+#endif
+
+/* One panel against nt (1..TILE_TOKENS) tokens. Inlined with constant codes and nt so each
+ * combination compiles to straight-line code. */
+static inline __attribute__((always_inline)) void tile(le_codes codes, int nb, const le_block_x8 *w,
+                                                       const le_block_q8_0x *a, int nt, float *out, size_t ldo,
+                                                       int rows) {
+    __m256 acc[TILE_TOKENS];
+    for (int t = 0; t < nt; t++) {
+        acc[t] = _mm256_setzero_ps();
+    }
+    const int is_signed = codes == LE_CODES_S6 || codes == LE_CODES_S8;
+    for (int b = 0; b < nb; b++) {
+        const le_block_x8 *x = w + b;
+        __m256i wq[8], wa[8];
+        for (int c = 0; c < 8; c++) {
+            wq[c] = _mm256_loadu_si256((const __m256i *)(x->q + 32 * c));
+            if (is_signed) {
+                wa[c] = _mm256_abs_epi8(wq[c]);
+            }
+        }
+        const __m256 s0 = _mm256_loadu_ps(x->s[0]);
+        for (int t = 0; t < nt; t++) {
+            const le_block_q8_0x *y = a + (size_t)t * nb + b;
+            const __m256 da = _mm256_set1_ps(y->d);
+            if (codes == LE_CODES_S6) {
+#ifdef LE_VNNI
+                const __m256i lo = dot_chunks_s(wq, wa, y->qs, 0, 4), hi = dot_chunks_s(wq, wa, y->qs, 4, 8);
+#else
+                const __m256i lo = dot_chunks_s(wq, wa, y->qs, 0, 4, 4), hi = dot_chunks_s(wq, wa, y->qs, 4, 8, 4);
+#endif
+                acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lo), _mm256_mul_ps(s0, da), acc[t]);
+                acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(hi), _mm256_mul_ps(_mm256_loadu_ps(x->s[1]), da), acc[t]);
+                continue;
+            }
+            __m256i isum;
+#ifdef LE_VNNI
+            isum = is_signed ? dot_chunks_s(wq, wa, y->qs, 0, 8) : dot_chunks_u(wq, y->qs, 0, 8);
+#else
+            if (codes == LE_CODES_U4) {
+                isum = dot_chunks_u(wq, y->qs, 0, 8, 8);
+            } else if (codes == LE_CODES_U5) {
+                isum = dot_chunks_u(wq, y->qs, 0, 8, 4);
+            } else {
+                isum = dot_chunks_s(wq, wa, y->qs, 0, 8, 1);
+            }
+#endif
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(s0, da), acc[t]);
+            if (!is_signed) {
+                acc[t] = _mm256_fmadd_ps(_mm256_loadu_ps(x->o), _mm256_set1_ps(y->dsum), acc[t]);
+            }
+        }
+    }
+    for (int t = 0; t < nt; t++) {
+        if (rows >= 8) {
+            _mm256_storeu_ps(out + (size_t)t * ldo, acc[t]);
+        } else {
+            float tmp[8];
+            _mm256_storeu_ps(tmp, acc[t]);
+            memcpy(out + (size_t)t * ldo, tmp, (size_t)rows * sizeof(float));
+        }
+    }
+}
+
+static inline __attribute__((always_inline)) void gemm(le_codes codes, int nb, const le_block_x8 *w, int np,
+                                                       int nrows, const le_block_q8_0x *a, int nt, float *out,
+                                                       size_t ldo) {
+    /* Token tiles outermost: a tile's activations stay in L1 while the panels stream from L2. */
+    for (int t0 = 0; t0 < nt; t0 += TILE_TOKENS) {
+        const int k = nt - t0 < TILE_TOKENS ? nt - t0 : TILE_TOKENS;
+        for (int p = 0; p < np; p++) {
+            const le_block_x8 *wp = w + (size_t)p * nb;
+            const le_block_q8_0x *at = a + (size_t)t0 * nb;
+            float *o = out + (size_t)t0 * ldo + 8 * p;
+            const int rows = nrows - 8 * p;
+            switch (k) {
+            case 4:
+                tile(codes, nb, wp, at, 4, o, ldo, rows);
+                break;
+            case 3:
+                tile(codes, nb, wp, at, 3, o, ldo, rows);
+                break;
+            case 2:
+                tile(codes, nb, wp, at, 2, o, ldo, rows);
+                break;
+            default:
+                tile(codes, nb, wp, at, 1, o, ldo, rows);
+                break;
+            }
+        }
+    }
+}
+
+void GEMM_FN(le_codes codes, int n, const le_block_x8 *w, int np, int nrows, const le_block_q8_0x *a, int nt,
+             float *out, size_t ldo) {
+    const int nb = n / 32;
+    switch (codes) {
+    case LE_CODES_U4:
+        gemm(LE_CODES_U4, nb, w, np, nrows, a, nt, out, ldo);
+        break;
+    case LE_CODES_U5:
+        gemm(LE_CODES_U5, nb, w, np, nrows, a, nt, out, ldo);
+        break;
+    case LE_CODES_S6:
+        gemm(LE_CODES_S6, nb, w, np, nrows, a, nt, out, ldo);
+        break;
+    case LE_CODES_S8:
+        gemm(LE_CODES_S8, nb, w, np, nrows, a, nt, out, ldo);
+        break;
+    }
+}
+#endif

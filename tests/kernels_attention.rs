@@ -1,0 +1,118 @@
+//! The attention kernel against f64 softmax attention, for every variant this CPU has, keys and
+//! values in f32 and in f16 (the cache, read in place), awkward head sizes and position counts.
+
+use half::f16;
+use llava_edge::kernels::{self, Isa, KvRef};
+use rand::{Rng, SeedableRng};
+
+fn variants() -> Vec<Isa> {
+    let mut v = vec![Isa::Scalar];
+    if kernels::detect() != Isa::Scalar {
+        v.push(kernels::detect());
+    }
+    v
+}
+
+#[test]
+fn attention_matches_f64_softmax() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+    let mut checked = 0;
+    for hd in [8usize, 20, 64, 72, 128, 256] {
+        for n_kv in [1usize, 5, 32, 33, 100, 300] {
+            // Keys of a few heads per position: the head under test sits at an offset.
+            let (stride, at) = (3 * hd, hd);
+            let q: Vec<f32> = (0..hd).map(|_| rng.random_range(-2.0..2.0)).collect();
+            let k: Vec<f32> = (0..n_kv * stride)
+                .map(|_| rng.random_range(-2.0..2.0))
+                .collect();
+            let v: Vec<f32> = (0..n_kv * stride)
+                .map(|_| rng.random_range(-1.0..1.0))
+                .collect();
+            // The f16 case rounds keys and values first, so both paths have exact inputs.
+            let k16: Vec<u16> = k.iter().map(|&x| f16::from_f32(x).to_bits()).collect();
+            let v16: Vec<u16> = v.iter().map(|&x| f16::from_f32(x).to_bits()).collect();
+            let scale = 1.0 / (hd as f32).sqrt();
+            for half in [false, true] {
+                let kv = |i: usize, x: &[f32], x16: &[u16]| {
+                    if half {
+                        f16::from_bits(x16[i]).to_f64()
+                    } else {
+                        x[i] as f64
+                    }
+                };
+                let scores: Vec<f64> = (0..n_kv)
+                    .map(|p| {
+                        (0..hd)
+                            .map(|d| q[d] as f64 * kv(p * stride + at + d, &k, &k16))
+                            .sum::<f64>()
+                            * scale as f64
+                    })
+                    .collect();
+                let m = scores.iter().cloned().fold(f64::MIN, f64::max);
+                let e: Vec<f64> = scores.iter().map(|s| (s - m).exp()).collect();
+                let z: f64 = e.iter().sum();
+                let want: Vec<f64> = (0..hd)
+                    .map(|d| {
+                        (0..n_kv)
+                            .map(|p| e[p] / z * kv(p * stride + at + d, &v, &v16))
+                            .sum()
+                    })
+                    .collect();
+                let (kr, vr) = if half {
+                    (KvRef::F16(&k16[at..]), KvRef::F16(&v16[at..]))
+                } else {
+                    (KvRef::F32(&k[at..]), KvRef::F32(&v[at..]))
+                };
+                for isa in variants() {
+                    let mut out = vec![0f32; hd];
+                    kernels::attend_head(isa, &q, kr, vr, n_kv, stride, scale, &mut out);
+                    for d in 0..hd {
+                        // Scores are O(10): their f32 rounding moves the weights by ~1e-6.
+                        assert!(
+                            (out[d] as f64 - want[d]).abs() < 4e-6,
+                            "{isa:?} hd={hd} n_kv={n_kv} f16={half}: out[{d}] = {}, f64 {}",
+                            out[d],
+                            want[d]
+                        );
+                    }
+                    checked += hd;
+                }
+            }
+        }
+    }
+    println!("{checked} outputs checked");
+}
+
+#[test]
+fn a_masked_out_row_and_bad_shapes_do_not_read_out_of_bounds() {
+    let q = [1f32; 16];
+    let mut out = [9f32; 16];
+    // No positions: a zero row, not NaN.
+    kernels::attend_head(
+        kernels::isa(),
+        &q,
+        KvRef::F32(&[]),
+        KvRef::F32(&[]),
+        0,
+        16,
+        0.25,
+        &mut out,
+    );
+    assert!(out.iter().all(|&x| x == 0.0));
+    // A cache shorter than the positions asked for is refused before the C reads it.
+    let short = vec![0f32; 16 * 3];
+    let r = std::panic::catch_unwind(|| {
+        let mut out = [0f32; 16];
+        kernels::attend_head(
+            kernels::isa(),
+            &q,
+            KvRef::F32(&short),
+            KvRef::F32(&short),
+            4,
+            16,
+            0.25,
+            &mut out,
+        );
+    });
+    assert!(r.is_err());
+}

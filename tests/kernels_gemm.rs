@@ -1,0 +1,273 @@
+//! The prefill GEMM: panels decode to the weights ggml's dequantizer gives, the scalar GEMM
+//! equals f64 math over those panels, and every SIMD variant this CPU has equals the scalar one,
+//! for every weight type with a panel form and awkward row, token and length counts.
+
+use llava_edge::dtype::GgmlType;
+use llava_edge::ffi::{le_block_q8_0x, le_block_x8, le_codes};
+use llava_edge::kernels::{self, GemmIsa};
+use llava_edge::quant::{dequantize, quantize};
+use rand::{Rng, SeedableRng};
+
+const TYPES: [GgmlType; 8] = [
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Q8_0,
+    GgmlType::Q4_K,
+    GgmlType::Q5_K,
+    GgmlType::Q6_K,
+];
+
+struct Case {
+    ty: GgmlType,
+    n: usize,
+    nrows: usize,
+    nt: usize,
+    weights: Vec<u8>,
+    panels: Vec<le_block_x8>,
+    act: Vec<le_block_q8_0x>,
+}
+
+fn random_values(rng: &mut rand::rngs::StdRng, n: usize) -> Vec<f32> {
+    (0..n)
+        .map(|i| {
+            let v: f32 = rng.random_range(-1.0..1.0);
+            // Occasional outliers, as real activations and weights have.
+            if i % 37 == 5 {
+                v * 12.0
+            } else {
+                v
+            }
+        })
+        .collect()
+}
+
+fn make_case(
+    rng: &mut rand::rngs::StdRng,
+    ty: GgmlType,
+    n: usize,
+    nrows: usize,
+    nt: usize,
+) -> Case {
+    let mut weights = Vec::new();
+    for _ in 0..nrows {
+        let mut row = Vec::new();
+        quantize(ty, &random_values(rng, n), &mut row).unwrap();
+        weights.extend_from_slice(&row);
+    }
+    let row_bytes = weights.len() / nrows;
+    let nb = n / 32;
+    let mut panels = vec![le_block_x8::default(); nrows.div_ceil(8) * nb];
+    for (p, chunk) in weights.chunks(8 * row_bytes).enumerate() {
+        let rows = chunk.len() / row_bytes;
+        assert!(kernels::pack_x8(
+            ty,
+            chunk,
+            rows,
+            n,
+            &mut panels[p * nb..(p + 1) * nb]
+        ));
+    }
+    let mut act = vec![le_block_q8_0x::default(); nt * nb];
+    for t in 0..nt {
+        let x = random_values(rng, n);
+        kernels::quantize_row_q8_0x(&x, &mut act[t * nb..(t + 1) * nb]);
+    }
+    Case {
+        ty,
+        n,
+        nrows,
+        nt,
+        weights,
+        panels,
+        act,
+    }
+}
+
+/// Row r's value i and the panel block holding it.
+fn panel_value(c: &Case, r: usize, i: usize) -> (f64, f64) {
+    let nb = c.n / 32;
+    let blk = &c.panels[(r / 8) * nb + i / 32];
+    let (j, rr) = (i % 32, r % 8);
+    let q = blk.q[32 * (j / 4) + 4 * rr + j % 4] as f64;
+    let s = blk.s[j / 16][rr] as f64;
+    (
+        s * q + blk.o[rr] as f64,
+        (s * q).abs() + (blk.o[rr] as f64).abs(),
+    )
+}
+
+#[test]
+fn panels_hold_the_dequantized_weights() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    for ty in TYPES {
+        let n = if ty.block_size() == 256 { 512 } else { 96 };
+        let c = make_case(&mut rng, ty, n, 11, 1);
+        let row_bytes = c.weights.len() / c.nrows;
+        for r in 0..c.nrows {
+            let mut want = vec![0f32; n];
+            dequantize(
+                ty,
+                &c.weights[r * row_bytes..(r + 1) * row_bytes],
+                &mut want,
+            )
+            .unwrap();
+            for (i, &w) in want.iter().enumerate() {
+                let (got, mag) = panel_value(&c, r, i);
+                // ggml rounds d * q + m once or twice in f32; the panel value is exact.
+                let tol = 2.0 * f32::EPSILON as f64 * mag;
+                assert!(
+                    (got - w as f64).abs() <= tol,
+                    "{ty}: row {r} value {i}: panel {got}, ggml {w}"
+                );
+            }
+        }
+        // Rows past the end of a partial panel are zero, so they contribute nothing.
+        let last = &c.panels[c.panels.len() - 1];
+        assert!(last.s[0][3..].iter().all(|&s| s == 0.0) && last.o[3..].iter().all(|&o| o == 0.0));
+    }
+}
+
+/// out[t][r] in f64 from the panels and activations, and the sum of the magnitudes of its terms.
+fn reference(c: &Case) -> (Vec<f64>, Vec<f64>) {
+    let nb = c.n / 32;
+    let mut want = vec![0f64; c.nt * c.nrows];
+    let mut mag = vec![0f64; c.nt * c.nrows];
+    for t in 0..c.nt {
+        for r in 0..c.nrows {
+            let (mut s, mut m) = (0f64, 0f64);
+            for i in 0..c.n {
+                let a = &c.act[t * nb + i / 32];
+                let x = a.d as f64 * a.qs[i % 32] as f64;
+                let (w, wmag) = panel_value(c, r, i);
+                s += w * x;
+                m += wmag * x.abs();
+            }
+            want[t * c.nrows + r] = s;
+            mag[t * c.nrows + r] = m;
+        }
+    }
+    (want, mag)
+}
+
+fn run(c: &Case, gemm: GemmIsa, ldo: usize) -> Vec<f32> {
+    let codes: le_codes = kernels::panel_codes(c.ty).unwrap();
+    let sentinel = f32::from_bits(0x7fc0_1234);
+    let mut out = vec![sentinel; c.nt * ldo];
+    // SAFETY: `out` covers t * ldo + r for every t < nt, r < nrows (ldo >= nrows); this thread
+    // owns it; `gemm` comes from GemmIsa::available().
+    unsafe {
+        kernels::gemm_x8(
+            gemm,
+            codes,
+            c.n,
+            &c.panels,
+            c.nrows,
+            &c.act,
+            c.nt,
+            out.as_mut_ptr(),
+            ldo,
+        )
+    };
+    // Nothing is written outside the nrows columns of each token's row.
+    for t in 0..c.nt {
+        for r in c.nrows..ldo {
+            assert_eq!(
+                out[t * ldo + r].to_bits(),
+                sentinel.to_bits(),
+                "{gemm:?} wrote past row {r}"
+            );
+        }
+    }
+    (0..c.nt)
+        .flat_map(|t| out[t * ldo..t * ldo + c.nrows].to_vec())
+        .collect()
+}
+
+#[test]
+fn every_gemm_variant_matches_f64_math() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    let variants = GemmIsa::available();
+    println!("GEMM variants on this CPU: {variants:?}");
+    let mut checked = 0;
+    for ty in TYPES {
+        let lengths: &[usize] = if ty.block_size() == 256 {
+            &[256, 768]
+        } else {
+            &[32, 160, 896]
+        };
+        for &n in lengths {
+            for (nrows, nt) in [(1, 1), (5, 2), (8, 4), (13, 5), (24, 9), (17, 3)] {
+                let c = make_case(&mut rng, ty, n, nrows, nt);
+                let (want, mag) = reference(&c);
+                // Exact integer block sums; each block adds two or three rounded f32 terms.
+                let bound =
+                    |i: usize| (3 * (n / 32) + 4) as f64 * f32::EPSILON as f64 * mag[i] + 1e-30;
+                for &g in &variants {
+                    let got = run(&c, g, nrows + 3);
+                    for (i, (&o, &w)) in got.iter().zip(&want).enumerate() {
+                        assert!(
+                            (o as f64 - w).abs() <= bound(i),
+                            "{ty} n={n} rows={nrows} tokens={nt} {g:?}: out[{i}] = {o}, f64 {w} (bound {})",
+                            bound(i)
+                        );
+                    }
+                    checked += got.len();
+                }
+            }
+        }
+    }
+    println!("{checked} outputs checked");
+}
+
+#[test]
+fn gemm_agrees_with_the_row_kernels_on_q4_0_and_q8_0() {
+    // The row kernels are held to ggml's; same activation codes, so only rounding order differs.
+    let mut rng = rand::rngs::StdRng::seed_from_u64(13);
+    let isa = kernels::isa();
+    for ty in [GgmlType::Q4_0, GgmlType::Q8_0] {
+        let c = make_case(&mut rng, ty, 896, 9, 3);
+        let (_, mag) = reference(&c);
+        let got = run(&c, GemmIsa::for_isa(isa), c.nrows);
+        let row_bytes = c.weights.len() / c.nrows;
+        for t in 0..c.nt {
+            let nb = c.n / 32;
+            let act: Vec<llava_edge::ffi::le_block_q8_0> = c.act[t * nb..(t + 1) * nb]
+                .iter()
+                .map(|a| llava_edge::ffi::le_block_q8_0 {
+                    d: half::f16::from_f32(a.d).to_bits(),
+                    qs: a.qs,
+                })
+                .collect();
+            for r in 0..c.nrows {
+                let w = &c.weights[r * row_bytes..(r + 1) * row_bytes];
+                let want = match ty {
+                    GgmlType::Q4_0 => kernels::dot_q4_0_q8_0(isa, bytemuck::cast_slice(w), &act),
+                    _ => kernels::dot_q8_0_q8_0(isa, bytemuck::cast_slice(w), &act),
+                };
+                let i = t * c.nrows + r;
+                let bound = 120.0 * f32::EPSILON as f64 * mag[i];
+                assert!(
+                    ((got[i] - want) as f64).abs() <= bound,
+                    "{ty}: token {t} row {r}: gemm {}, row kernel {want}",
+                    got[i]
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn types_without_panels_are_refused() {
+    assert!(kernels::panel_codes(GgmlType::F16).is_none());
+    assert!(kernels::panel_codes(GgmlType::Q2_K).is_none());
+    let mut out = vec![le_block_x8::default(); 8];
+    assert!(!kernels::pack_x8(
+        GgmlType::Q3_K,
+        &[0u8; 110],
+        1,
+        256,
+        &mut out
+    ));
+}
