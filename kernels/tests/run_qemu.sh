@@ -9,8 +9,12 @@ trap 'rm -rf "$out"' EXIT
 cc=aarch64-linux-gnu-gcc
 flags=(-O2 -ffp-contract=off -I"$here/include" -static)
 $cc "${flags[@]}" -c "$here/cpu/scalar.c" -o "$out/scalar.o"
+$cc "${flags[@]}" -c "$here/cpu/gemm_pack.c" -o "$out/gemm_pack.o"
+$cc "${flags[@]}" -c "$here/cpu/attention.c" -o "$out/attention_scalar.o"
+$cc "${flags[@]}" -DLE_ATTN_NEON -c "$here/cpu/attention.c" -o "$out/attention_neon.o"
 $cc "${flags[@]}" -c "$here/cpu/neon.c" -o "$out/neon.o"
 $cc "${flags[@]}" -march=armv8.2-a+dotprod -c "$here/cpu/neon_dotprod.c" -o "$out/dotprod.o"
+$cc "${flags[@]}" -march=armv8.2-a+dotprod -c "$here/cpu/gemm_dotprod.c" -o "$out/gemm_dotprod.o"
 $cc "${flags[@]}" "$here/tests/test_kernels.c" "$out"/*.o -lm -o "$out/test_kernels"
 for cpu in max cortex-a72; do
   echo "-- qemu-aarch64 -cpu $cpu"

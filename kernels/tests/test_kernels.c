@@ -45,8 +45,103 @@ static double h2d(uint16_t h) {
     return (h & 0x8000) ? -v : v;
 }
 
+/* Random bytes for whole blocks, with each f16 field at `dpos` made a small normal scale. */
+static void random_blocks(uint8_t *p, size_t bytes, size_t block, const int *dpos, int nd) {
+    for (size_t i = 0; i < bytes; i++) p[i] = (uint8_t)(frand() * 128 + 128);
+    for (size_t b = 0; b < bytes / block; b++) {
+        for (int k = 0; k < nd; k++) {
+            const uint16_t d = half_bits(0.001f + 0.01f * fabsf(frand()));
+            memcpy(p + b * block + dpos[k], &d, 2);
+        }
+    }
+}
+
+/* The SDOT GEMM against the scalar GEMM over panels of every packable type. */
+static void test_gemm(int has_dotprod) {
+    struct { int type; size_t block_bytes; int per_block; int dpos[2]; int nd; } types[] = {
+        {LE_TYPE_Q4_0, sizeof(le_block_q4_0), 32, {0}, 1},
+        {LE_TYPE_Q5_1, sizeof(le_block_q5_1), 32, {0, 2}, 2},
+        {LE_TYPE_Q8_0, sizeof(le_block_q8_0), 32, {0}, 1},
+        {LE_TYPE_Q4_K, sizeof(le_block_q4_K), 256, {0, 2}, 2},
+        {LE_TYPE_Q6_K, sizeof(le_block_q6_K), 256, {208}, 1},
+    };
+    const int shapes[][3] = {{256, 8, 4}, {512, 13, 5}, {768, 3, 1}, {256, 24, 9}}; /* n, rows, tokens */
+    for (size_t ti = 0; ti < sizeof types / sizeof *types; ti++) {
+        for (size_t si = 0; si < sizeof shapes / sizeof *shapes; si++) {
+            const int n = shapes[si][0], nrows = shapes[si][1], nt = shapes[si][2], nb = n / 32;
+            const size_t row_bytes = (size_t)n / types[ti].per_block * types[ti].block_bytes;
+            uint8_t *w = malloc(row_bytes * nrows);
+            random_blocks(w, row_bytes * nrows, types[ti].block_bytes, types[ti].dpos, types[ti].nd);
+            const int np = (nrows + 7) / 8;
+            le_block_x8 *panels = malloc(sizeof *panels * nb * np);
+            for (int p = 0; p < np; p++) {
+                const int rows = nrows - 8 * p < 8 ? nrows - 8 * p : 8;
+                le_pack_x8(types[ti].type, w + row_bytes * 8 * p, row_bytes, rows, n, panels + (size_t)p * nb);
+            }
+            le_block_q8_0x *a = malloc(sizeof *a * nb * nt);
+            float *x = malloc(sizeof *x * n);
+            for (int t = 0; t < nt; t++) {
+                for (int i = 0; i < n; i++) x[i] = frand() * 3.0f;
+                le_quantize_row_q8_0x_scalar(x, a + (size_t)t * nb, n);
+            }
+            float *want = malloc(sizeof *want * nt * nrows), *got = malloc(sizeof *got * nt * nrows);
+            const le_codes codes = (le_codes)le_panel_codes(types[ti].type);
+            le_gemm_x8_scalar(codes, n, panels, np, nrows, a, nt, want, nrows);
+            if (has_dotprod) {
+                le_gemm_x8_dotprod(codes, n, panels, np, nrows, a, nt, got, nrows);
+                for (int i = 0; i < nt * nrows; i++) {
+                    /* Bound from the magnitude of the row's terms. */
+                    const int t = i / nrows, r = i % nrows;
+                    double mag = 0;
+                    for (int b = 0; b < nb; b++) {
+                        const le_block_x8 *pb = panels + (size_t)(r / 8) * nb + b;
+                        for (int j = 0; j < 32; j++) {
+                            mag += fabs((double)pb->s[j / 16][r % 8] * pb->q[32 * (j / 4) + 4 * (r % 8) + j % 4] *
+                                        a[t * nb + b].d * a[t * nb + b].qs[j]);
+                        }
+                        mag += fabs((double)pb->o[r % 8] * a[t * nb + b].dsum);
+                    }
+                    check(fabs(got[i] - want[i]) <= 1.1920929e-07 * (3 * nb + 4) * mag + 1e-30, "gemm dotprod", n);
+                }
+            }
+            free(w); free(panels); free(a); free(x); free(want); free(got);
+        }
+    }
+}
+
+/* NEON attention against the scalar kernel, f32 and f16 keys and values. */
+static void test_attention(void) {
+    const int hds[] = {8, 20, 64, 72, 128}, nkvs[] = {1, 31, 33, 100};
+    for (size_t hi = 0; hi < sizeof hds / sizeof *hds; hi++) {
+        for (size_t ki = 0; ki < sizeof nkvs / sizeof *nkvs; ki++) {
+            const int hd = hds[hi], n_kv = nkvs[ki];
+            const size_t stride = 2 * (size_t)hd, len = stride * n_kv;
+            float *q = malloc(sizeof *q * hd), *k = malloc(sizeof *k * len), *v = malloc(sizeof *v * len);
+            uint16_t *k16 = malloc(2 * len), *v16 = malloc(2 * len);
+            for (int i = 0; i < hd; i++) q[i] = frand() * 2;
+            for (size_t i = 0; i < len; i++) {
+                k16[i] = half_bits((frand() > 0 ? 1.0f : -1.0f) * (0.25f + fabsf(frand())));
+                v16[i] = half_bits((frand() > 0 ? 1.0f : -1.0f) * (0.25f + fabsf(frand())));
+                k[i] = (float)h2d(k16[i]);
+                v[i] = (float)h2d(v16[i]);
+            }
+            float want[128], got[128], got16[128];
+            le_attend_head_scalar(n_kv, hd, q, k + hd, v + hd, 0, stride, 0.125f, want);
+            le_attend_head_neon(n_kv, hd, q, k + hd, v + hd, 0, stride, 0.125f, got);
+            le_attend_head_neon(n_kv, hd, q, k16 + hd, v16 + hd, 1, stride, 0.125f, got16);
+            for (int i = 0; i < hd; i++) {
+                check(fabs(got[i] - want[i]) <= 2e-6 * 1.25, "attention neon f32", hd);
+                check(fabs(got16[i] - want[i]) <= 2e-6 * 1.25, "attention neon f16", hd);
+            }
+            free(q); free(k); free(v); free(k16); free(v16);
+        }
+    }
+}
+
 int main(void) {
     const int has_dotprod = (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0;
+    test_gemm(has_dotprod);
+    test_attention();
     printf("aarch64 kernels vs scalar; dotprod %s\n", has_dotprod ? "present" : "absent");
     const int sizes[] = {32, 64, 96, 256, 4096 + 32, 11008};
     for (size_t si = 0; si < sizeof sizes / sizeof *sizes; si++) {
