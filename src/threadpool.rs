@@ -122,6 +122,28 @@ impl ThreadPool {
     }
 }
 
+impl ThreadPool {
+    /// Hands out `0..n_items` in chunks of `chunk` items (the last may be shorter) to whichever
+    /// thread asks next, calling `f(range)` for each. Unlike [`ThreadPool::for_ranges`] a thread
+    /// slowed by the caller's own work or by memory contention simply takes fewer chunks.
+    pub fn for_chunks(
+        &self,
+        n_items: usize,
+        chunk: usize,
+        f: &(dyn Fn(std::ops::Range<usize>) + Sync),
+    ) {
+        let chunk = chunk.max(1);
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        self.run(&|_| loop {
+            let a = next.fetch_add(chunk, Ordering::Relaxed);
+            if a >= n_items {
+                break;
+            }
+            f(a..(a + chunk).min(n_items));
+        });
+    }
+}
+
 fn worker(idx: usize, s: &Shared) {
     let mut seen = 0u64;
     loop {

@@ -271,3 +271,56 @@ fn types_without_panels_are_refused() {
         &mut out
     ));
 }
+
+#[test]
+fn simd_activation_quantizers_write_the_scalar_bytes() {
+    use llava_edge::ffi::le_block_q8_0;
+    use llava_edge::kernels::Isa;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(17);
+    let isa = kernels::detect();
+    let mut blocks = 0;
+    for rep in 0..400 {
+        let n = 32 * (1 + rep % 9);
+        let mut x = random_values(&mut rng, n);
+        // Values landing exactly on halves of the code grid, where roundf and round-to-even
+        // disagree; and all-zero, huge and tiny blocks.
+        match rep % 5 {
+            0 => {
+                for (i, v) in x.iter_mut().enumerate() {
+                    *v = (i as f32 - 16.0) + 0.5;
+                }
+                x[0] = 127.0;
+            }
+            1 => x[..32].fill(0.0),
+            2 => x.iter_mut().for_each(|v| *v *= 1e30),
+            3 => x.iter_mut().for_each(|v| *v *= 1e-39),
+            _ => {}
+        }
+        let nb = n / 32;
+        let (mut a, mut b) = (
+            vec![le_block_q8_0::default(); nb],
+            vec![le_block_q8_0::default(); nb],
+        );
+        kernels::quantize_row_q8_0_with(Isa::Scalar, &x, &mut a);
+        kernels::quantize_row_q8_0_with(isa, &x, &mut b);
+        assert_eq!(
+            bytemuck::cast_slice::<_, u8>(&a),
+            bytemuck::cast_slice::<_, u8>(&b),
+            "rep {rep}"
+        );
+        let (mut c, mut d) = (
+            vec![le_block_q8_0x::default(); nb],
+            vec![le_block_q8_0x::default(); nb],
+        );
+        kernels::quantize_row_q8_0x_with(Isa::Scalar, &x, &mut c);
+        kernels::quantize_row_q8_0x_with(isa, &x, &mut d);
+        for (p, q) in c.iter().zip(&d) {
+            assert_eq!(
+                (p.d.to_bits(), p.dsum.to_bits(), p.qs),
+                (q.d.to_bits(), q.dsum.to_bits(), q.qs)
+            );
+        }
+        blocks += nb;
+    }
+    println!("{blocks} blocks byte-identical ({isa:?} vs scalar)");
+}

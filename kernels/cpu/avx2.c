@@ -200,3 +200,66 @@ void le_vec_dot_q4_0_q8_0_x4_avx2(int n, const le_block_q4_0 *w, const le_block_
     }
 }
 #endif
+
+#if defined(__x86_64__) || defined(_M_X64)
+/* roundf (halves away from zero) on 8 lanes: truncate, then step away from zero where the
+ * dropped fraction is at least one half. Exact, so the bytes equal the scalar quantizer's. */
+static inline __m256 round_away(__m256 v) {
+    const __m256 t = _mm256_round_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+    const __m256 sign = _mm256_and_ps(v, _mm256_set1_ps(-0.0f));
+    const __m256 frac = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), _mm256_sub_ps(v, t));
+    const __m256 step = _mm256_and_ps(_mm256_cmp_ps(frac, _mm256_set1_ps(0.5f), _CMP_GE_OQ), _mm256_set1_ps(1.0f));
+    return _mm256_add_ps(t, _mm256_or_ps(step, sign));
+}
+
+/* One block of 32: codes into q, returns the f16-rounded scale widened to f32 and the code sum. */
+static inline float quantize_block(const float *x, int8_t *q, uint16_t *dbits, int *sum) {
+    const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    __m256 v[4], m = _mm256_setzero_ps();
+    for (int k = 0; k < 4; k++) {
+        v[k] = _mm256_loadu_ps(x + 8 * k);
+        m = _mm256_max_ps(m, _mm256_and_ps(v[k], absmask));
+    }
+    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+    const float d = _mm_cvtss_f32(m4) / 127.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    __m256i i32[4];
+    for (int k = 0; k < 4; k++) {
+        i32[k] = _mm256_cvtps_epi32(round_away(_mm256_mul_ps(v[k], _mm256_set1_ps(id))));
+    }
+    /* Keep the low byte of each int32, as the scalar (int8_t) conversion does: equal to
+     * saturation for every code in -127..127, and also for the scalar's result when a denormal
+     * scale makes x * id infinite (the "integer indefinite" 0x80000000 keeps byte 0). */
+    __m256i s32 = _mm256_setzero_si256();
+    for (int k = 0; k < 4; k++) {
+        i32[k] = _mm256_srai_epi32(_mm256_slli_epi32(i32[k], 24), 24);
+        s32 = _mm256_add_epi32(s32, i32[k]);
+    }
+    /* Pack to bytes; the packs interleave 128-bit lanes, the permute restores the order. */
+    const __m256i p16a = _mm256_packs_epi32(i32[0], i32[1]), p16b = _mm256_packs_epi32(i32[2], i32[3]);
+    __m256i p8 = _mm256_packs_epi16(p16a, p16b);
+    p8 = _mm256_permutevar8x32_epi32(p8, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    _mm256_storeu_si256((__m256i *)q, p8);
+    *sum = hsum_i32(s32);
+    *dbits = _cvtss_sh(d, _MM_FROUND_TO_NEAREST_INT);
+    return _cvtsh_ss(*dbits);
+}
+
+void le_quantize_row_q8_0_avx2(const float *x, le_block_q8_0 *y, int n) {
+    for (int b = 0; b < n / LE_QK8_0; b++) {
+        int sum;
+        quantize_block(x + b * LE_QK8_0, y[b].qs, &y[b].d, &sum);
+    }
+}
+
+void le_quantize_row_q8_0x_avx2(const float *x, le_block_q8_0x *y, int n) {
+    for (int b = 0; b < n / LE_QK8_0; b++) {
+        int sum;
+        uint16_t bits;
+        y[b].d = quantize_block(x + b * LE_QK8_0, y[b].qs, &bits, &sum);
+        y[b].dsum = y[b].d * (float)sum;
+    }
+}
+#endif

@@ -65,3 +65,46 @@ float le_vec_dot_f16_f32_neon(int n, const uint16_t *w, const float *a) {
     return sum;
 }
 #endif
+
+#if defined(__aarch64__)
+/* vrndaq_f32 rounds halves away from zero, as roundf: the bytes equal the scalar quantizer's. */
+static inline float quantize_block(const float *x, int8_t *q, uint16_t *dbits, int *sum) {
+    float32x4_t v[8], m = vdupq_n_f32(0.0f);
+    for (int k = 0; k < 8; k++) {
+        v[k] = vld1q_f32(x + 4 * k);
+        m = vmaxq_f32(m, vabsq_f32(v[k]));
+    }
+    const float d = vmaxvq_f32(m) / 127.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    int32x4_t s = vdupq_n_s32(0);
+    for (int k = 0; k < 8; k += 2) {
+        const int32x4_t a = vcvtq_s32_f32(vrndaq_f32(vmulq_n_f32(v[k], id)));
+        const int32x4_t b = vcvtq_s32_f32(vrndaq_f32(vmulq_n_f32(v[k + 1], id)));
+        /* The low byte of each int32, as the scalar (int8_t) conversion keeps (the same as
+         * saturation for codes in -127..127; also equal when a denormal scale overflows). */
+        const int8x8_t q8 = vmovn_s16(vcombine_s16(vmovn_s32(a), vmovn_s32(b)));
+        s = vaddq_s32(s, vpaddlq_s16(vmovl_s8(q8)));
+        vst1_s8(q + 4 * k, q8);
+    }
+    *sum = vaddvq_s32(s);
+    const float16x4_t dh = vcvt_f16_f32(vdupq_n_f32(d));
+    *dbits = vget_lane_u16(vreinterpret_u16_f16(dh), 0);
+    return vgetq_lane_f32(vcvt_f32_f16(dh), 0);
+}
+
+void le_quantize_row_q8_0_neon(const float *x, le_block_q8_0 *y, int n) {
+    for (int b = 0; b < n / LE_QK8_0; b++) {
+        int sum;
+        quantize_block(x + b * LE_QK8_0, y[b].qs, &y[b].d, &sum);
+    }
+}
+
+void le_quantize_row_q8_0x_neon(const float *x, le_block_q8_0x *y, int n) {
+    for (int b = 0; b < n / LE_QK8_0; b++) {
+        int sum;
+        uint16_t bits;
+        y[b].d = quantize_block(x + b * LE_QK8_0, y[b].qs, &bits, &sum);
+        y[b].dsum = y[b].d * (float)sum;
+    }
+}
+#endif

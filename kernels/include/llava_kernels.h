@@ -138,6 +138,9 @@ _Static_assert(sizeof(le_block_q8_K) == 292, "q8_K layout");
 /* Activations to Q8_0: d = amax/127, q = roundf(x/d), as ggml's quantize_row_q8_0_reference.
  * O(n) per product against O(rows * n) dots, so one portable version serves every CPU. */
 void le_quantize_row_q8_0_scalar(const float *x, le_block_q8_0 *y, int n);
+/* The same bytes with SIMD (its rounding reproduces roundf exactly). */
+void le_quantize_row_q8_0_avx2(const float *x, le_block_q8_0 *y, int n);
+void le_quantize_row_q8_0_neon(const float *x, le_block_q8_0 *y, int n);
 
 /* sum_i w_i * a_i for Q4_0 weights and Q8_0 activations. */
 float le_vec_dot_q4_0_q8_0_scalar(int n, const le_block_q4_0 *w, const le_block_q8_0 *a);
@@ -227,6 +230,8 @@ _Static_assert(sizeof(le_block_q8_0x) == 40, "q8_0x layout");
 /* x (n values, a multiple of 32) to GEMM activations; codes and d equal
  * le_quantize_row_q8_0_scalar's. */
 void le_quantize_row_q8_0x_scalar(const float *x, le_block_q8_0x *y, int n);
+void le_quantize_row_q8_0x_avx2(const float *x, le_block_q8_0x *y, int n);
+void le_quantize_row_q8_0x_neon(const float *x, le_block_q8_0x *y, int n);
 
 /* Weight types the panels take, by their GGUF type id. */
 #define LE_TYPE_Q4_0 2

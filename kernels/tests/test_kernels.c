@@ -193,6 +193,19 @@ int main(void) {
             /* The quantizer is deterministic: the same input gives the same bytes. */
             le_quantize_row_q8_0_scalar(x, a2, n);
             check(memcmp(a, a2, sizeof *a * nb) == 0, "quantize q8_0 deterministic", n);
+            /* NEON quantizers: the same bytes (exact halves exercise roundf's ties). */
+            if (rep % 3 == 0) for (int i = 0; i < n; i++) x[i] = (float)(i % 64) - 31.5f;
+            le_quantize_row_q8_0_scalar(x, a, n);
+            le_quantize_row_q8_0_neon(x, a2, n);
+            check(memcmp(a, a2, sizeof *a * nb) == 0, "quantize q8_0 neon", n);
+            {
+                le_block_q8_0x *c = malloc(sizeof *c * nb), *c2 = malloc(sizeof *c2 * nb);
+                le_quantize_row_q8_0x_scalar(x, c, n);
+                le_quantize_row_q8_0x_neon(x, c2, n);
+                check(memcmp(c, c2, sizeof *c * nb) == 0, "quantize q8_0x neon", n);
+                free(c);
+                free(c2);
+            }
         }
         free(w4); free(w8); free(a); free(a2); free(x); free(wh);
     }

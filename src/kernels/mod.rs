@@ -55,9 +55,24 @@ pub fn detect() -> Isa {
 
 /// Quantizes activations `x` (a multiple of 32 values) into `out` (`x.len() / 32` blocks).
 pub fn quantize_row_q8_0(x: &[f32], out: &mut [ffi::le_block_q8_0]) {
+    quantize_row_q8_0_with(isa(), x, out)
+}
+
+/// [`quantize_row_q8_0`] with a given instruction set (every variant writes the same bytes).
+pub fn quantize_row_q8_0_with(isa: Isa, x: &[f32], out: &mut [ffi::le_block_q8_0]) {
     assert_eq!(x.len(), out.len() * 32, "quantize_row_q8_0: lengths");
-    // SAFETY: `x` holds out.len() * 32 floats and `out` that many blocks (asserted above).
-    unsafe { ffi::le_quantize_row_q8_0_scalar(x.as_ptr(), out.as_mut_ptr(), x.len() as i32) }
+    let (x, y, n) = (x.as_ptr(), out.as_mut_ptr(), x.len() as i32);
+    // SAFETY: `x` holds out.len() * 32 floats and `out` that many blocks (asserted above); SIMD
+    // variants only where `isa` says the CPU has them.
+    unsafe {
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => ffi::le_quantize_row_q8_0_avx2(x, y, n),
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon | Isa::NeonDotprod => ffi::le_quantize_row_q8_0_neon(x, y, n),
+            _ => ffi::le_quantize_row_q8_0_scalar(x, y, n),
+        }
+    }
 }
 
 macro_rules! dot_fn {
@@ -255,9 +270,23 @@ pub fn panel_codes(ty: crate::dtype::GgmlType) -> Option<ffi::le_codes> {
 
 /// Quantizes activations `x` (a multiple of 32 values) for the GEMM.
 pub fn quantize_row_q8_0x(x: &[f32], out: &mut [ffi::le_block_q8_0x]) {
+    quantize_row_q8_0x_with(isa(), x, out)
+}
+
+/// [`quantize_row_q8_0x`] with a given instruction set (every variant writes the same bytes).
+pub fn quantize_row_q8_0x_with(isa: Isa, x: &[f32], out: &mut [ffi::le_block_q8_0x]) {
     assert_eq!(x.len(), out.len() * 32, "quantize_row_q8_0x: lengths");
-    // SAFETY: `x` holds out.len() * 32 floats and `out` that many blocks (asserted above).
-    unsafe { ffi::le_quantize_row_q8_0x_scalar(x.as_ptr(), out.as_mut_ptr(), x.len() as i32) }
+    let (x, y, n) = (x.as_ptr(), out.as_mut_ptr(), x.len() as i32);
+    // SAFETY: as in quantize_row_q8_0_with.
+    unsafe {
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => ffi::le_quantize_row_q8_0x_avx2(x, y, n),
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon | Isa::NeonDotprod => ffi::le_quantize_row_q8_0x_neon(x, y, n),
+            _ => ffi::le_quantize_row_q8_0x_scalar(x, y, n),
+        }
+    }
 }
 
 /// Packs `nrows` (1..=8) rows of `ty` (`rows.len() == nrows * row_bytes`, `n` values each) into

@@ -244,7 +244,7 @@ impl Matrix<'_> {
             kernels::quantize_row_q8_0x(&x[tokens.start * cols..tokens.end * cols], dst);
         });
         let gemm = kernels::GemmIsa::for_isa(kernels::isa());
-        pool.for_ranges(rows, GEMM_CHUNK_ROWS, &|band| {
+        pool.for_chunks(rows, GEMM_CHUNK_ROWS, &|band| {
             let mut panels = vec![crate::ffi::le_block_x8::default(); GEMM_CHUNK_ROWS / 8 * nb];
             let mut r0 = band.start;
             while r0 < band.end {
@@ -311,6 +311,8 @@ impl QuantizedProduct<'_, '_> {
             quantize(xi, qi);
         }
         let act = |i: usize| &xq[i * nb..(i + 1) * nb];
+        // One contiguous band a thread: handing out chunks on demand measured 5% slower decode
+        // (interleaved streams defeat the prefetchers).
         self.pool.for_ranges(self.m.rows, 16, &|band| {
             let r0 = band.start;
             let bytes = &self.m.data[band.start * rb..band.end * rb];
