@@ -33,6 +33,7 @@ fn main() {
             "kernels/cpu/scalar.c",
             "kernels/cpu/gemm_pack.c",
             "kernels/cpu/attention.c",
+            "kernels/cpu/gemm_f16.c",
         ],
         &[],
     );
@@ -45,8 +46,9 @@ fn main() {
                     "kernels/cpu/avx2.c",
                     "kernels/cpu/gemm_x86.c",
                     "kernels/cpu/attention.c",
+                    "kernels/cpu/gemm_f16.c",
                 ],
-                &[&avx2[..], &["-DLE_ATTN_AVX2"]].concat(),
+                &[&avx2[..], &["-DLE_ATTN_AVX2", "-DLE_F16_AVX2"]].concat(),
             );
             // The same GEMM source again, with vpdpbusd (AVX512-VNNI on 256-bit registers).
             let vnni = [
@@ -65,8 +67,12 @@ fn main() {
         "aarch64" => {
             compile(
                 "le_neon",
-                &["kernels/cpu/neon.c", "kernels/cpu/attention.c"],
-                &["-DLE_ATTN_NEON"],
+                &[
+                    "kernels/cpu/neon.c",
+                    "kernels/cpu/attention.c",
+                    "kernels/cpu/gemm_f16.c",
+                ],
+                &["-DLE_ATTN_NEON", "-DLE_F16_NEON"],
             );
             compile(
                 "le_dotprod",

@@ -324,3 +324,47 @@ fn simd_activation_quantizers_write_the_scalar_bytes() {
     }
     println!("{blocks} blocks byte-identical ({isa:?} vs scalar)");
 }
+
+#[test]
+fn f16_gemm_matches_f64_math() {
+    use llava_edge::kernels::Isa;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(19);
+    let mut isas = vec![Isa::Scalar];
+    if kernels::detect() != Isa::Scalar {
+        isas.push(kernels::detect());
+    }
+    let mut checked = 0;
+    for (k, nrows, nt) in [(1, 1, 1), (7, 3, 2), (64, 16, 6), (72, 17, 7), (1152, 40, 13), (33, 5, 12)] {
+        let w: Vec<u16> = random_values(&mut rng, k * nrows)
+            .iter()
+            .map(|&v| half::f16::from_f32(v).to_bits())
+            .collect();
+        let x = random_values(&mut rng, k * nt);
+        for &isa in &isas {
+            let ldo = nrows + 2;
+            let sentinel = f32::from_bits(0x7fc0_4321);
+            let mut out = vec![sentinel; nt * ldo];
+            let mut pack = vec![0u16; kernels::F16_PANEL_ROWS * k];
+            // SAFETY: `out` covers t * ldo + r for t < nt, r < nrows; this thread owns it.
+            unsafe { kernels::gemm_f16(isa, k, &w, nrows, &x, nt, out.as_mut_ptr(), ldo, &mut pack) };
+            for t in 0..nt {
+                for r in 0..nrows {
+                    let (mut want, mut mag) = (0f64, 0f64);
+                    for i in 0..k {
+                        let p = half::f16::from_bits(w[r * k + i]).to_f64() * x[t * k + i] as f64;
+                        want += p;
+                        mag += p.abs();
+                    }
+                    let got = out[t * ldo + r] as f64;
+                    let bound = (k + 2) as f64 * f32::EPSILON as f64 * mag + 1e-30;
+                    assert!((got - want).abs() <= bound, "{isa:?} k={k} t={t} r={r}: {got} vs {want}");
+                    checked += 1;
+                }
+                for r in nrows..ldo {
+                    assert_eq!(out[t * ldo + r].to_bits(), sentinel.to_bits(), "{isa:?} wrote past the rows");
+                }
+            }
+        }
+    }
+    println!("{checked} F16 GEMM outputs checked");
+}

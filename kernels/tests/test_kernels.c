@@ -138,10 +138,32 @@ static void test_attention(void) {
     }
 }
 
+/* NEON F16 GEMM against the scalar one. */
+static void test_gemm_f16(void) {
+    const int shapes[][3] = {{1, 1, 1}, {72, 17, 7}, {64, 16, 6}, {300, 35, 13}};
+    for (size_t si = 0; si < sizeof shapes / sizeof *shapes; si++) {
+        const int k = shapes[si][0], nrows = shapes[si][1], nt = shapes[si][2];
+        uint16_t *w = malloc(2 * (size_t)k * nrows), *pack = malloc(2 * 16 * (size_t)k);
+        float *x = malloc(sizeof *x * k * nt), *want = malloc(sizeof *want * nt * nrows), *got = malloc(sizeof *got * nt * nrows);
+        for (int i = 0; i < k * nrows; i++) w[i] = half_bits((frand() > 0 ? 1.0f : -1.0f) * (0.25f + fabsf(frand())));
+        for (int i = 0; i < k * nt; i++) x[i] = frand();
+        le_gemm_f16_scalar(k, w, k, nrows, x, k, nt, want, nrows, pack);
+        le_gemm_f16_neon(k, w, k, nrows, x, k, nt, got, nrows, pack);
+        for (int i = 0; i < nt * nrows; i++) {
+            const int t = i / nrows, r = i % nrows;
+            double mag = 0;
+            for (int j = 0; j < k; j++) mag += fabs(h2d(w[r * k + j]) * x[t * k + j]);
+            check(fabs(got[i] - want[i]) <= 1.1920929e-07 * (k + 2) * mag + 1e-30, "gemm f16 neon", k);
+        }
+        free(w); free(pack); free(x); free(want); free(got);
+    }
+}
+
 int main(void) {
     const int has_dotprod = (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0;
     test_gemm(has_dotprod);
     test_attention();
+    test_gemm_f16();
     printf("aarch64 kernels vs scalar; dotprod %s\n", has_dotprod ? "present" : "absent");
     const int sizes[] = {32, 64, 96, 256, 4096 + 32, 11008};
     for (size_t si = 0; si < sizeof sizes / sizeof *sizes; si++) {

@@ -488,3 +488,42 @@ pub fn attend_head(
     };
     debug_assert_eq!(rc, 0);
 }
+
+/// Rows of an F16 weight matrix per packed panel of [`gemm_f16`].
+pub const F16_PANEL_ROWS: usize = 16;
+
+/// `out[t * ldo + r] = w_r . x_t` for the `nrows` rows of `k` halves in `w` (`ldw` apart) and
+/// the `nt` tokens of `k` floats in `x`; `pack` is scratch of `16 * k` halves.
+///
+/// # Safety
+/// `out` must be valid for writes at `t * ldo + r` for every `t < nt`, `r < nrows`, and no other
+/// thread may access those elements during the call.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn gemm_f16(
+    isa: Isa,
+    k: usize,
+    w: &[u16],
+    nrows: usize,
+    x: &[f32],
+    nt: usize,
+    out: *mut f32,
+    ldo: usize,
+    pack: &mut [u16],
+) {
+    assert!(w.len() >= nrows * k, "gemm_f16: weights");
+    assert!(x.len() >= nt * k, "gemm_f16: activations");
+    assert!(pack.len() >= F16_PANEL_ROWS * k, "gemm_f16: scratch");
+    assert!(nt <= 1 || ldo >= nrows, "gemm_f16: ldo");
+    let (kk, wp, nr, xp, t) = (k as i32, w.as_ptr(), nrows as i32, x.as_ptr(), nt as i32);
+    let pk = pack.as_mut_ptr();
+    // SAFETY: lengths asserted; `out` per the caller's contract; SIMD only where `isa` says so.
+    unsafe {
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => ffi::le_gemm_f16_avx2(kk, wp, k, nr, xp, k, t, out, ldo, pk),
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon | Isa::NeonDotprod => ffi::le_gemm_f16_neon(kk, wp, k, nr, xp, k, t, out, ldo, pk),
+            _ => ffi::le_gemm_f16_scalar(kk, wp, k, nr, xp, k, t, out, ldo, pk),
+        }
+    }
+}

@@ -184,7 +184,29 @@ impl<'a> Matrix<'a> {
                 &|w, a| kernels::dot_q6_K_q8_K(isa, bytemuck::cast_slice(w), a),
                 None,
             ),
-            GgmlType::F16 if bytemuck::try_cast_slice::<u8, u16>(self.data).is_ok() => {
+            GgmlType::F16 if aligned && n >= GEMM_MIN_TOKENS => {
+                // Prefill / vision: the tiled F16 GEMM, 64-row chunks handed out on demand.
+                let w: &[u16] = bytemuck::cast_slice(self.data);
+                pool.for_chunks(rows, GEMM_CHUNK_ROWS, &|band| {
+                    let mut pack = vec![0u16; kernels::F16_PANEL_ROWS * cols];
+                    // SAFETY: `out` has n * rows elements; this thread alone writes columns
+                    // band of each token's row.
+                    unsafe {
+                        kernels::gemm_f16(
+                            isa,
+                            cols,
+                            &w[band.start * cols..band.end * cols],
+                            band.len(),
+                            x,
+                            n,
+                            out_ptr.get().add(band.start),
+                            rows,
+                            &mut pack,
+                        )
+                    };
+                });
+            }
+            GgmlType::F16 if aligned => {
                 pool.for_ranges(rows, 16, &|band| {
                     let r0 = band.start;
                     for (k, w) in rows_of(band).chunks_exact(rb).enumerate() {

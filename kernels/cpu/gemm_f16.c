@@ -1,0 +1,148 @@
+/* GEMM for F16 weights and f32 activations (the vision encoder's matrices), compiled three
+ * times by build.rs: portable (le_gemm_f16_scalar), AVX2+FMA+F16C (-DLE_F16_AVX2) and AArch64
+ * NEON (-DLE_F16_NEON). Sixteen weight rows are repacked k-major (w[k][16], still f16) into the
+ * caller's buffer, then each tile of 6 tokens x 16 rows keeps its 96 sums in registers while k
+ * runs: per k, two (AVX2) or four (NEON) weight vectors are widened and meet six broadcast
+ * activations in twelve (twenty-four) FMAs, so loads and conversions are amortised over the
+ * tile rather than paid per product as in a dot-product loop. */
+#include <stddef.h>
+#include <string.h>
+
+#include "llava_kernels.h"
+
+#include "half.h"
+
+#define PANEL_ROWS 16
+#define TILE_TOKENS 6
+
+/* w (nrows rows of k halves, ldw apart) to pack[k][16], rows past nrows zero. */
+static void pack_panel(int k, const uint16_t *w, size_t ldw, int nrows, uint16_t *pack) {
+    for (int r = 0; r < PANEL_ROWS; r++) {
+        if (r < nrows) {
+            const uint16_t *row = w + (size_t)r * ldw;
+            for (int i = 0; i < k; i++) {
+                pack[(size_t)i * PANEL_ROWS + r] = row[i];
+            }
+        } else {
+            for (int i = 0; i < k; i++) {
+                pack[(size_t)i * PANEL_ROWS + r] = 0;
+            }
+        }
+    }
+}
+
+static inline void store_rows(float *out, const float *acc, int rows) {
+    memcpy(out, acc, (size_t)(rows < PANEL_ROWS ? rows : PANEL_ROWS) * sizeof(float));
+}
+
+#if defined(LE_F16_AVX2) && (defined(__x86_64__) || defined(_M_X64))
+#include <immintrin.h>
+#define GEMM_F16_FN le_gemm_f16_avx2
+
+static inline __attribute__((always_inline)) void tile(int k, const uint16_t *pack, const float *x, size_t ldx,
+                                                       int nt, float *out, size_t ldo, int rows) {
+    __m256 acc[TILE_TOKENS][2];
+    for (int t = 0; t < nt; t++) {
+        acc[t][0] = acc[t][1] = _mm256_setzero_ps();
+    }
+    for (int i = 0; i < k; i++) {
+        const __m256 w0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(pack + (size_t)i * PANEL_ROWS)));
+        const __m256 w1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(pack + (size_t)i * PANEL_ROWS + 8)));
+        for (int t = 0; t < nt; t++) {
+            const __m256 xv = _mm256_broadcast_ss(x + (size_t)t * ldx + i);
+            acc[t][0] = _mm256_fmadd_ps(w0, xv, acc[t][0]);
+            acc[t][1] = _mm256_fmadd_ps(w1, xv, acc[t][1]);
+        }
+    }
+    for (int t = 0; t < nt; t++) {
+        float tmp[PANEL_ROWS];
+        _mm256_storeu_ps(tmp, acc[t][0]);
+        _mm256_storeu_ps(tmp + 8, acc[t][1]);
+        store_rows(out + (size_t)t * ldo, tmp, rows);
+    }
+}
+
+#elif defined(LE_F16_NEON) && defined(__aarch64__)
+#include <arm_neon.h>
+#define GEMM_F16_FN le_gemm_f16_neon
+
+static inline __attribute__((always_inline)) void tile(int k, const uint16_t *pack, const float *x, size_t ldx,
+                                                       int nt, float *out, size_t ldo, int rows) {
+    float32x4_t acc[TILE_TOKENS][4];
+    for (int t = 0; t < nt; t++) {
+        for (int j = 0; j < 4; j++) {
+            acc[t][j] = vdupq_n_f32(0.0f);
+        }
+    }
+    for (int i = 0; i < k; i++) {
+        float32x4_t w[4];
+        for (int j = 0; j < 4; j++) {
+            w[j] = vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(pack + (size_t)i * PANEL_ROWS + 4 * j)));
+        }
+        for (int t = 0; t < nt; t++) {
+            const float xv = x[(size_t)t * ldx + i];
+            for (int j = 0; j < 4; j++) {
+                acc[t][j] = vfmaq_n_f32(acc[t][j], w[j], xv);
+            }
+        }
+    }
+    for (int t = 0; t < nt; t++) {
+        float tmp[PANEL_ROWS];
+        for (int j = 0; j < 4; j++) {
+            vst1q_f32(tmp + 4 * j, acc[t][j]);
+        }
+        store_rows(out + (size_t)t * ldo, tmp, rows);
+    }
+}
+
+#elif !defined(LE_F16_AVX2) && !defined(LE_F16_NEON)
+#define GEMM_F16_FN le_gemm_f16_scalar
+
+static inline void tile(int k, const uint16_t *pack, const float *x, size_t ldx, int nt, float *out, size_t ldo,
+                        int rows) {
+    for (int t = 0; t < nt; t++) {
+        float acc[PANEL_ROWS] = {0};
+        for (int i = 0; i < k; i++) {
+            for (int r = 0; r < PANEL_ROWS; r++) {
+                acc[r] += f16_to_f32(pack[(size_t)i * PANEL_ROWS + r]) * x[(size_t)t * ldx + i];
+            }
+        }
+        store_rows(out + (size_t)t * ldo, acc, rows);
+    }
+}
+#endif
+
+#ifdef GEMM_F16_FN
+void GEMM_F16_FN(int k, const uint16_t *w, size_t ldw, int nrows, const float *x, size_t ldx, int nt, float *out,
+                 size_t ldo, uint16_t *pack) {
+    for (int p = 0; p < nrows; p += PANEL_ROWS) {
+        const int rows = nrows - p;
+        pack_panel(k, w + (size_t)p * ldw, ldw, rows < PANEL_ROWS ? rows : PANEL_ROWS, pack);
+        for (int t0 = 0; t0 < nt; t0 += TILE_TOKENS) {
+            const int n = nt - t0 < TILE_TOKENS ? nt - t0 : TILE_TOKENS;
+            const float *xt = x + (size_t)t0 * ldx;
+            float *o = out + (size_t)t0 * ldo + p;
+            switch (n) {
+            case 6:
+                tile(k, pack, xt, ldx, 6, o, ldo, rows);
+                break;
+            case 5:
+                tile(k, pack, xt, ldx, 5, o, ldo, rows);
+                break;
+            case 4:
+                tile(k, pack, xt, ldx, 4, o, ldo, rows);
+                break;
+            case 3:
+                tile(k, pack, xt, ldx, 3, o, ldo, rows);
+                break;
+            case 2:
+                tile(k, pack, xt, ldx, 2, o, ldo, rows);
+                break;
+            default:
+                tile(k, pack, xt, ldx, 1, o, ldo, rows);
+                break;
+            }
+        }
+    }
+}
+#endif
