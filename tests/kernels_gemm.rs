@@ -334,7 +334,14 @@ fn f16_gemm_matches_f64_math() {
         isas.push(kernels::detect());
     }
     let mut checked = 0;
-    for (k, nrows, nt) in [(1, 1, 1), (7, 3, 2), (64, 16, 6), (72, 17, 7), (1152, 40, 13), (33, 5, 12)] {
+    for (k, nrows, nt) in [
+        (1, 1, 1),
+        (7, 3, 2),
+        (64, 16, 6),
+        (72, 17, 7),
+        (1152, 40, 13),
+        (33, 5, 12),
+    ] {
         let w: Vec<u16> = random_values(&mut rng, k * nrows)
             .iter()
             .map(|&v| half::f16::from_f32(v).to_bits())
@@ -346,7 +353,9 @@ fn f16_gemm_matches_f64_math() {
             let mut out = vec![sentinel; nt * ldo];
             let mut pack = vec![0u16; kernels::F16_PANEL_ROWS * k];
             // SAFETY: `out` covers t * ldo + r for t < nt, r < nrows; this thread owns it.
-            unsafe { kernels::gemm_f16(isa, k, &w, nrows, &x, nt, out.as_mut_ptr(), ldo, &mut pack) };
+            unsafe {
+                kernels::gemm_f16(isa, k, &w, nrows, &x, nt, out.as_mut_ptr(), ldo, &mut pack)
+            };
             for t in 0..nt {
                 for r in 0..nrows {
                     let (mut want, mut mag) = (0f64, 0f64);
@@ -357,11 +366,18 @@ fn f16_gemm_matches_f64_math() {
                     }
                     let got = out[t * ldo + r] as f64;
                     let bound = (k + 2) as f64 * f32::EPSILON as f64 * mag + 1e-30;
-                    assert!((got - want).abs() <= bound, "{isa:?} k={k} t={t} r={r}: {got} vs {want}");
+                    assert!(
+                        (got - want).abs() <= bound,
+                        "{isa:?} k={k} t={t} r={r}: {got} vs {want}"
+                    );
                     checked += 1;
                 }
                 for r in nrows..ldo {
-                    assert_eq!(out[t * ldo + r].to_bits(), sentinel.to_bits(), "{isa:?} wrote past the rows");
+                    assert_eq!(
+                        out[t * ldo + r].to_bits(),
+                        sentinel.to_bits(),
+                        "{isa:?} wrote past the rows"
+                    );
                 }
             }
         }

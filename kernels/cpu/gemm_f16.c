@@ -39,25 +39,41 @@ static inline void store_rows(float *out, const float *acc, int rows) {
 #include <immintrin.h>
 #define GEMM_F16_FN le_gemm_f16_avx2
 
-static inline __attribute__((always_inline)) void tile(int k, const uint16_t *pack, const float *x, size_t ldx,
-                                                       int nt, float *out, size_t ldo, int rows) {
-    __m256 acc[TILE_TOKENS][2];
-    for (int t = 0; t < nt; t++) {
-        acc[t][0] = acc[t][1] = _mm256_setzero_ps();
-    }
+/* Always six tokens, in named registers (GCC spills an array of accumulators to the stack on
+ * every iteration); a short tile repeats its last token and drops those results. */
+static void tile(int k, const uint16_t *pack, const float *x, size_t ldx, int nt, float *out, size_t ldo, int rows) {
+    const float *x0 = x, *x1 = x + (nt > 1 ? 1 : 0) * ldx, *x2 = x + (nt > 2 ? 2 : nt - 1) * ldx;
+    const float *x3 = x + (nt > 3 ? 3 : nt - 1) * ldx, *x4 = x + (nt > 4 ? 4 : nt - 1) * ldx;
+    const float *x5 = x + (nt > 5 ? 5 : nt - 1) * ldx;
+    __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
+    __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
     for (int i = 0; i < k; i++) {
         const __m256 w0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(pack + (size_t)i * PANEL_ROWS)));
         const __m256 w1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(pack + (size_t)i * PANEL_ROWS + 8)));
-        for (int t = 0; t < nt; t++) {
-            const __m256 xv = _mm256_broadcast_ss(x + (size_t)t * ldx + i);
-            acc[t][0] = _mm256_fmadd_ps(w0, xv, acc[t][0]);
-            acc[t][1] = _mm256_fmadd_ps(w1, xv, acc[t][1]);
-        }
+        __m256 b = _mm256_broadcast_ss(x0 + i);
+        c00 = _mm256_fmadd_ps(w0, b, c00);
+        c01 = _mm256_fmadd_ps(w1, b, c01);
+        b = _mm256_broadcast_ss(x1 + i);
+        c10 = _mm256_fmadd_ps(w0, b, c10);
+        c11 = _mm256_fmadd_ps(w1, b, c11);
+        b = _mm256_broadcast_ss(x2 + i);
+        c20 = _mm256_fmadd_ps(w0, b, c20);
+        c21 = _mm256_fmadd_ps(w1, b, c21);
+        b = _mm256_broadcast_ss(x3 + i);
+        c30 = _mm256_fmadd_ps(w0, b, c30);
+        c31 = _mm256_fmadd_ps(w1, b, c31);
+        b = _mm256_broadcast_ss(x4 + i);
+        c40 = _mm256_fmadd_ps(w0, b, c40);
+        c41 = _mm256_fmadd_ps(w1, b, c41);
+        b = _mm256_broadcast_ss(x5 + i);
+        c50 = _mm256_fmadd_ps(w0, b, c50);
+        c51 = _mm256_fmadd_ps(w1, b, c51);
     }
+    const __m256 res[TILE_TOKENS][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}};
     for (int t = 0; t < nt; t++) {
         float tmp[PANEL_ROWS];
-        _mm256_storeu_ps(tmp, acc[t][0]);
-        _mm256_storeu_ps(tmp + 8, acc[t][1]);
+        _mm256_storeu_ps(tmp, res[t][0]);
+        _mm256_storeu_ps(tmp + 8, res[t][1]);
         store_rows(out + (size_t)t * ldo, tmp, rows);
     }
 }

@@ -522,7 +522,9 @@ pub unsafe fn gemm_f16(
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => ffi::le_gemm_f16_avx2(kk, wp, k, nr, xp, k, t, out, ldo, pk),
             #[cfg(target_arch = "aarch64")]
-            Isa::Neon | Isa::NeonDotprod => ffi::le_gemm_f16_neon(kk, wp, k, nr, xp, k, t, out, ldo, pk),
+            Isa::Neon | Isa::NeonDotprod => {
+                ffi::le_gemm_f16_neon(kk, wp, k, nr, xp, k, t, out, ldo, pk)
+            }
             _ => ffi::le_gemm_f16_scalar(kk, wp, k, nr, xp, k, t, out, ldo, pk),
         }
     }

@@ -1,0 +1,439 @@
+//! Kernel throughput, ours beside ggml's (the `ggml-sys-bleedingedge` dev-dependency, built for
+//! this CPU), in one run: the machine's read bandwidth, matrix-vector products (decode) in GB/s
+//! of weights streamed, matrix products over many tokens (prefill, vision) in GOP/s, and our
+//! attention kernel in GFLOP/s. Medians of several timed repetitions after a warm-up.
+//!
+//! `cargo bench --bench kernels` (`-- --quick` for fewer repetitions, `-- --threads N`).
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use ggml_sys_bleedingedge as ggml;
+use llava_edge::dtype::GgmlType;
+use llava_edge::kernels::{self, KvRef};
+use llava_edge::ops::attention::attend_rows;
+use llava_edge::ops::matrix::Matrix;
+use llava_edge::threadpool::ThreadPool;
+
+// The pinned ggml's C is compiled without _GNU_SOURCE, so glibc's CPU_* affinity macros became
+// calls to undefined functions. They are reached only after ggml_numa_init, which this bench
+// never calls; these definitions satisfy the linker and would abort if ever reached.
+#[no_mangle]
+extern "C" fn CPU_ALLOC_SIZE(_: i32) -> usize {
+    std::process::abort()
+}
+#[no_mangle]
+extern "C" fn CPU_ALLOC(_: i32) -> *mut std::ffi::c_void {
+    std::process::abort()
+}
+#[no_mangle]
+extern "C" fn CPU_FREE(_: *mut std::ffi::c_void) {
+    std::process::abort()
+}
+#[no_mangle]
+extern "C" fn CPU_SET_S(_: usize, _: usize, _: *mut std::ffi::c_void) {
+    std::process::abort()
+}
+#[no_mangle]
+extern "C" fn CPU_ZERO_S(_: usize, _: *mut std::ffi::c_void) {
+    std::process::abort()
+}
+
+struct Opts {
+    threads: usize,
+    reps: usize,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+/// Median seconds of `reps` runs of `f` after one warm-up run.
+fn time(reps: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    median(
+        (0..reps)
+            .map(|_| {
+                let t = Instant::now();
+                f();
+                t.elapsed().as_secs_f64()
+            })
+            .collect(),
+    )
+}
+
+/// xorshift: weights need no statistical quality, only to be cheap and fixed.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn f32(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+    }
+}
+
+/// Byte offsets of the f16 scale fields in one block of `ty`.
+fn scale_offsets(ty: GgmlType) -> &'static [usize] {
+    match ty {
+        GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => &[0],
+        GgmlType::Q4_K => &[0, 2],
+        GgmlType::Q6_K => &[208],
+        _ => &[],
+    }
+}
+
+/// Random weights of `ty`: random code bytes, small normal f16 scales (the speed of a product
+/// does not depend on the values; NaN or infinite scales would only make the check meaningless).
+fn random_matrix(rng: &mut Rng, ty: GgmlType, rows: usize, cols: usize) -> Vec<u8> {
+    let bytes = rows * cols / ty.block_size() * ty.type_size();
+    let mut v: Vec<u8> = (0..bytes).map(|_| rng.next() as u8).collect();
+    if ty == GgmlType::F16 {
+        for c in v.chunks_exact_mut(2) {
+            c.copy_from_slice(&half::f16::from_f32(rng.f32()).to_le_bytes());
+        }
+        return v;
+    }
+    for block in v.chunks_exact_mut(ty.type_size()) {
+        for &o in scale_offsets(ty) {
+            let d = half::f16::from_f32(0.001 + 0.01 * rng.f32().abs());
+            block[o..o + 2].copy_from_slice(&d.to_le_bytes());
+        }
+    }
+    v
+}
+
+/// ggml's mul_mat on the same bytes: a graph of one mul_mat node per weight matrix (run in
+/// order, as a model's layers are), its tensors pointing at our buffers.
+struct GgmlProduct {
+    ctx: *mut ggml::ggml_context,
+    graph: *mut ggml::ggml_cgraph,
+    plan: ggml::ggml_cplan,
+    _work: Vec<u8>,
+}
+
+impl GgmlProduct {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        ty: GgmlType,
+        ws: &[Vec<u8>],
+        outs: &mut [Vec<f32>],
+        rows: usize,
+        cols: usize,
+        x: &[f32],
+        n: usize,
+        threads: usize,
+    ) -> Self {
+        // SAFETY: ggml's C API as documented in ggml.h: a context holding only tensor headers
+        // and the graph (no_alloc), data pointers set to buffers that outlive the graph's use
+        // (the caller keeps ws, x and outs alive while computing).
+        unsafe {
+            let ctx = ggml::ggml_init(ggml::ggml_init_params {
+                mem_size: 32 << 20,
+                mem_buffer: std::ptr::null_mut(),
+                no_alloc: true,
+            });
+            assert!(!ctx.is_null(), "ggml_init failed");
+            let graph = ggml::ggml_new_graph(ctx);
+            let xt =
+                ggml::ggml_new_tensor_2d(ctx, ggml::ggml_type_GGML_TYPE_F32, cols as i64, n as i64);
+            (*xt).data = x.as_ptr() as *mut _;
+            for (w, out) in ws.iter().zip(outs.iter_mut()) {
+                let wt = ggml::ggml_new_tensor_2d(ctx, ty.id(), cols as i64, rows as i64);
+                (*wt).data = w.as_ptr() as *mut _;
+                let yt = ggml::ggml_mul_mat(ctx, wt, xt);
+                (*yt).data = out.as_mut_ptr().cast();
+                ggml::ggml_build_forward_expand(graph, yt);
+            }
+            let mut plan = ggml::ggml_graph_plan(graph, threads as i32);
+            let mut work = vec![0u8; plan.work_size.max(1)];
+            plan.work_data = work.as_mut_ptr();
+            GgmlProduct {
+                ctx,
+                graph,
+                plan,
+                _work: work,
+            }
+        }
+    }
+
+    fn run(&mut self) {
+        // SAFETY: the graph and plan built in `new`, whose buffers are still alive.
+        unsafe { ggml::ggml_graph_compute(self.graph, &mut self.plan) };
+    }
+}
+
+impl Drop for GgmlProduct {
+    fn drop(&mut self) {
+        // SAFETY: the context from ggml_init, freed once.
+        unsafe { ggml::ggml_free(self.ctx) };
+    }
+}
+
+/// Read bandwidth: `threads` threads summing their halves of a 1 GiB buffer.
+fn stream_read(o: &Opts, pool: &ThreadPool) -> f64 {
+    let n = 1usize << 28;
+    let buf: Vec<f32> = (0..n).map(|i| (i & 7) as f32).collect();
+    let sums = std::sync::Mutex::new(0f32);
+    let secs = time(o.reps.max(3), || {
+        pool.for_ranges(n, 4096, &|r| {
+            let mut acc = [0f32; 16];
+            for c in buf[r].chunks_exact(16) {
+                for k in 0..16 {
+                    acc[k] += c[k];
+                }
+            }
+            *sums.lock().unwrap() += acc.iter().sum::<f32>();
+        });
+    });
+    black_box(sums.into_inner().unwrap());
+    (n * 4) as f64 / secs / 1e9
+}
+
+#[allow(clippy::too_many_arguments)]
+fn matvec(
+    o: &Opts,
+    pool: &ThreadPool,
+    rng: &mut Rng,
+    stream: f64,
+    ty: GgmlType,
+    name: &str,
+    rows: usize,
+    cols: usize,
+) {
+    // Enough copies that the set is far larger than the caches: every product reads from DRAM.
+    let bytes = rows * cols / ty.block_size() * ty.type_size();
+    let copies = (256usize << 20).div_ceil(bytes);
+    let ws: Vec<Vec<u8>> = (0..copies)
+        .map(|_| random_matrix(rng, ty, rows, cols))
+        .collect();
+    let x: Vec<f32> = (0..cols).map(|_| rng.f32()).collect();
+    let mut ours = vec![0f32; rows];
+    let ms: Vec<Matrix> = ws
+        .iter()
+        .map(|w| Matrix {
+            name,
+            ty,
+            rows,
+            cols,
+            data: w,
+        })
+        .collect();
+    let t_ours = time(o.reps, || {
+        for m in &ms {
+            m.matmul(&x, 1, &mut ours, pool);
+        }
+    });
+    let mut theirs = vec![vec![0f32; rows]; copies];
+    let mut g = GgmlProduct::new(ty, &ws, &mut theirs, rows, cols, &x, 1, o.threads);
+    let t_ggml = time(o.reps, || g.run());
+    drop(g);
+    check(&ours, &theirs[copies - 1], name);
+    let total = (bytes * copies) as f64 / 1e9;
+    let (a, b) = (total / t_ours, total / t_ggml);
+    println!(
+        "matvec  {:<6} {:<22} {:>8.1} GB/s ({:>3.0}%) {:>8.1} GB/s ({:>3.0}%) {:>6.2}",
+        ty.to_string(),
+        name,
+        a,
+        100.0 * a / stream,
+        b,
+        100.0 * b / stream,
+        a / b
+    );
+}
+
+/// Ours and ggml's differ only by activation rounding and summation order.
+fn check(ours: &[f32], theirs: &[f32], what: &str) {
+    let scale = theirs.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-30);
+    let worst = ours
+        .iter()
+        .zip(theirs)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(
+        worst <= 0.05 * scale,
+        "{what}: ours and ggml's differ by {worst} (scale {scale})"
+    );
+}
+
+#[allow(clippy::too_many_arguments)]
+fn matmul(
+    o: &Opts,
+    pool: &ThreadPool,
+    rng: &mut Rng,
+    ty: GgmlType,
+    name: &str,
+    rows: usize,
+    cols: usize,
+    n: usize,
+) {
+    let w = random_matrix(rng, ty, rows, cols);
+    let x: Vec<f32> = (0..cols * n).map(|_| rng.f32()).collect();
+    let m = Matrix {
+        name,
+        ty,
+        rows,
+        cols,
+        data: &w,
+    };
+    let mut ours = vec![0f32; rows * n];
+    let reps = o.reps.min(5);
+    let t_ours = time(reps, || m.matmul(&x, n, &mut ours, pool));
+    let mut theirs = vec![vec![0f32; rows * n]];
+    let mut g = GgmlProduct::new(
+        ty,
+        std::slice::from_ref(&w),
+        &mut theirs,
+        rows,
+        cols,
+        &x,
+        n,
+        o.threads,
+    );
+    let t_ggml = time(reps, || g.run());
+    drop(g);
+    check(&ours, &theirs[0], name);
+    let ops = 2.0 * (rows * cols * n) as f64 / 1e9;
+    println!(
+        "matmul  {:<6} {:<22} {:>8.1} GOP/s        {:>8.1} GOP/s        {:>6.2}",
+        ty.to_string(),
+        name,
+        ops / t_ours,
+        ops / t_ggml,
+        t_ggml / t_ours
+    );
+}
+
+#[allow(clippy::too_many_arguments)]
+fn attention(
+    o: &Opts,
+    pool: &ThreadPool,
+    rng: &mut Rng,
+    name: &str,
+    n: usize,
+    heads: usize,
+    hd: usize,
+    causal: bool,
+    f16: bool,
+) {
+    let w = heads * hd;
+    let q: Vec<f32> = (0..n * w).map(|_| rng.f32()).collect();
+    let kv: Vec<f32> = (0..n * w).map(|_| rng.f32()).collect();
+    let kv16: Vec<u16> = kv
+        .iter()
+        .map(|&v| half::f16::from_f32(v).to_bits())
+        .collect();
+    let (k, v) = if f16 {
+        (KvRef::F16(&kv16), KvRef::F16(&kv16))
+    } else {
+        (KvRef::F32(&kv), KvRef::F32(&kv))
+    };
+    let mut out = vec![0f32; n * w];
+    let n_kv = |t: usize| if causal { t + 1 } else { n };
+    let secs = time(o.reps.min(5), || {
+        attend_rows(pool, &q, k, v, n, &n_kv, heads, heads, hd, &mut out)
+    });
+    let pairs: usize = (0..n).map(n_kv).sum();
+    let flops = 4.0 * (pairs * w) as f64 / 1e9;
+    println!(
+        "attn    {:<6} {:<22} {:>8.1} GFLOP/s",
+        if f16 { "F16" } else { "F32" },
+        name,
+        flops / secs
+    );
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let threads = args
+        .iter()
+        .position(|a| a == "--threads")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2);
+    let quick = args.iter().any(|a| a == "--quick");
+    let o = Opts {
+        threads,
+        reps: if quick { 3 } else { 7 },
+    };
+    let pool = ThreadPool::new(threads);
+    let mut rng = Rng(0x9e3779b97f4a7c15);
+    // SAFETY: fills ggml's global tables (no allocation with no buffer and no_alloc).
+    unsafe {
+        ggml::ggml_free(ggml::ggml_init(ggml::ggml_init_params {
+            mem_size: 1 << 16,
+            mem_buffer: std::ptr::null_mut(),
+            no_alloc: true,
+        }))
+    };
+    println!(
+        "llava-edge kernels vs ggml ({} threads, ISA {:?}, GEMM {:?}; medians of {})",
+        threads,
+        kernels::isa(),
+        kernels::GemmIsa::for_isa(kernels::isa()),
+        o.reps
+    );
+    let stream = stream_read(&o, &pool);
+    println!("read bandwidth (1 GiB, {threads} threads): {stream:.1} GB/s\n");
+    println!("kind    type   shape                          ours                 ggml  ours/ggml");
+    for (ty, name, rows, cols) in [
+        (GgmlType::Q4_0, "qwen2-0.5b ffn_up", 4864, 896),
+        (GgmlType::Q8_0, "qwen2-0.5b ffn_up", 4864, 896),
+        (GgmlType::Q4_0, "llama-7b ffn_up", 11008, 4096),
+        (GgmlType::Q4_K, "llama-7b ffn_up", 11008, 4096),
+        (GgmlType::Q6_K, "llama-7b ffn_down", 4096, 11008),
+        (GgmlType::Q8_0, "llama-7b ffn_up", 11008, 4096),
+    ] {
+        matvec(&o, &pool, &mut rng, stream, ty, name, rows, cols);
+    }
+    for (ty, name, rows, cols, n) in [
+        (GgmlType::Q4_0, "qwen2-0.5b ffn_up x512", 4864, 896, 512),
+        (GgmlType::Q5_0, "qwen2-0.5b ffn_up x512", 4864, 896, 512),
+        (GgmlType::Q8_0, "qwen2-0.5b ffn_up x512", 4864, 896, 512),
+        (GgmlType::Q4_0, "llama-7b attn_q x512", 4096, 4096, 512),
+        (GgmlType::Q4_K, "llama-7b attn_q x512", 4096, 4096, 512),
+        (GgmlType::Q6_K, "llama-7b attn_q x512", 4096, 4096, 512),
+        (GgmlType::F16, "siglip fc1 x729", 4304, 1152, 729),
+        (GgmlType::F16, "clip-l fc1 x577", 4096, 1024, 577),
+        (GgmlType::Q8_0, "siglip fc1 x729", 4304, 1152, 729),
+    ] {
+        matmul(&o, &pool, &mut rng, ty, name, rows, cols, n);
+    }
+    attention(
+        &o,
+        &pool,
+        &mut rng,
+        "qwen2 512 causal",
+        512,
+        14,
+        64,
+        true,
+        true,
+    );
+    attention(
+        &o,
+        &pool,
+        &mut rng,
+        "siglip 729x729",
+        729,
+        16,
+        72,
+        false,
+        false,
+    );
+    attention(
+        &o,
+        &pool,
+        &mut rng,
+        "clip-l 577x577",
+        577,
+        16,
+        64,
+        false,
+        false,
+    );
+}
