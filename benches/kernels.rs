@@ -356,6 +356,12 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(2);
     let quick = args.iter().any(|a| a == "--quick");
+    // A plain argument selects the kinds to run (matvec, matmul, attn), as cargo bench's filter.
+    let only: Vec<&String> = args[1..]
+        .iter()
+        .filter(|a| ["matvec", "matmul", "attn"].contains(&a.as_str()))
+        .collect();
+    let wants = |kind: &str| only.is_empty() || only.iter().any(|o| o.as_str() == kind);
     let o = Opts {
         threads,
         reps: if quick { 3 } else { 7 },
@@ -388,7 +394,9 @@ fn main() {
         (GgmlType::Q6_K, "llama-7b ffn_down", 4096, 11008),
         (GgmlType::Q8_0, "llama-7b ffn_up", 11008, 4096),
     ] {
-        matvec(&o, &pool, &mut rng, stream, ty, name, rows, cols);
+        if wants("matvec") {
+            matvec(&o, &pool, &mut rng, stream, ty, name, rows, cols);
+        }
     }
     for (ty, name, rows, cols, n) in [
         (GgmlType::Q4_0, "qwen2-0.5b ffn_up x512", 4864, 896, 512),
@@ -401,7 +409,12 @@ fn main() {
         (GgmlType::F16, "clip-l fc1 x577", 4096, 1024, 577),
         (GgmlType::Q8_0, "siglip fc1 x729", 4304, 1152, 729),
     ] {
-        matmul(&o, &pool, &mut rng, ty, name, rows, cols, n);
+        if wants("matmul") {
+            matmul(&o, &pool, &mut rng, ty, name, rows, cols, n);
+        }
+    }
+    if !wants("attn") {
+        return;
     }
     attention(
         &o,

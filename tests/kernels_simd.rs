@@ -356,22 +356,3 @@ fn k_quant_and_q5_0_dots_match_exact_math_and_ggml() {
         }
     }
 }
-
-#[test]
-fn four_token_q4_0_dot_equals_four_single_dots() {
-    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
-    for n in [32usize, 896, 4864] {
-        let w: Vec<le_block_q4_0> = blocks(GgmlType::Q4_0, &randn(&mut rng, n, 0.05));
-        let acts: Vec<Vec<le_block_q8_0>> = (0..4)
-            .map(|_| blocks(GgmlType::Q8_0, &randn(&mut rng, n, 3.0)))
-            .collect();
-        for isa in isas() {
-            let four = kernels::dot_q4_0_q8_0_x4(isa, &w, [&acts[0], &acts[1], &acts[2], &acts[3]]);
-            for j in 0..4 {
-                let one = kernels::dot_q4_0_q8_0(isa, &w, &acts[j]);
-                // Same blocks, same order, same operations per accumulator: identical floats.
-                assert_eq!(four[j].to_bits(), one.to_bits(), "{isa:?} n={n} row {j}");
-            }
-        }
-    }
-}

@@ -20,19 +20,30 @@ static inline __m256i dot_i8(__m256i x, __m256i y) {
     return _mm256_madd_epi16(p16, _mm256_set1_epi16(1));
 }
 
-float le_vec_dot_q4_0_q8_0_avx2(int n, const le_block_q4_0 *w, const le_block_q8_0 *a) {
-    __m256 acc = _mm256_setzero_ps();
+static inline __m256 q4_0_block(const le_block_q4_0 *w, const le_block_q8_0 *a, __m256 acc) {
     const __m256i low4 = _mm256_set1_epi8(0x0f), eight = _mm256_set1_epi8(8);
-    for (int b = 0; b < n / LE_QK4_0; b++) {
-        const __m128i q = _mm_loadu_si128((const __m128i *)w[b].qs);
-        /* Bytes 0..15: low nibbles (values j), 16..31: high nibbles (values j + 16). */
-        __m256i x = _mm256_set_m128i(_mm_srli_epi16(q, 4), q);
-        x = _mm256_sub_epi8(_mm256_and_si256(x, low4), eight);
-        const __m256i y = _mm256_loadu_si256((const __m256i *)a[b].qs);
-        const __m256 d = _mm256_set1_ps(_cvtsh_ss(w[b].d) * _cvtsh_ss(a[b].d));
-        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot_i8(x, y)), acc);
+    const __m128i q = _mm_loadu_si128((const __m128i *)w->qs);
+    /* Bytes 0..15: low nibbles (values j), 16..31: high nibbles (values j + 16). */
+    __m256i x = _mm256_set_m128i(_mm_srli_epi16(q, 4), q);
+    x = _mm256_sub_epi8(_mm256_and_si256(x, low4), eight);
+    const __m256i y = _mm256_loadu_si256((const __m256i *)a->qs);
+    const __m256 d = _mm256_set1_ps(_cvtsh_ss(w->d) * _cvtsh_ss(a->d));
+    return _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot_i8(x, y)), acc);
+}
+
+float le_vec_dot_q4_0_q8_0_avx2(int n, const le_block_q4_0 *w, const le_block_q8_0 *a) {
+    /* Two accumulators: with one, the FMA's latency bounded the loop, not memory. */
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    const int nb = n / LE_QK4_0;
+    int b = 0;
+    for (; b + 2 <= nb; b += 2) {
+        acc0 = q4_0_block(w + b, a + b, acc0);
+        acc1 = q4_0_block(w + b + 1, a + b + 1, acc1);
     }
-    return hsum8(acc);
+    if (b < nb) {
+        acc0 = q4_0_block(w + b, a + b, acc0);
+    }
+    return hsum8(_mm256_add_ps(acc0, acc1));
 }
 
 float le_vec_dot_q8_0_q8_0_avx2(int n, const le_block_q8_0 *w, const le_block_q8_0 *a) {
@@ -77,21 +88,32 @@ static inline __m256i bits_to_bytes(uint32_t qh) {
     return _mm256_cmpeq_epi8(_mm256_and_si256(v, sel), sel);
 }
 
-float le_vec_dot_q5_0_q8_0_avx2(int n, const le_block_q5_0 *w, const le_block_q8_0 *a) {
-    __m256 acc = _mm256_setzero_ps();
+static inline __m256 q5_0_block(const le_block_q5_0 *w, const le_block_q8_0 *a, __m256 acc) {
     const __m256i low4 = _mm256_set1_epi8(0x0f), bit4 = _mm256_set1_epi8(0x10), sixteen = _mm256_set1_epi8(16);
-    for (int b = 0; b < n / LE_QK5_0; b++) {
-        const __m128i q = _mm_loadu_si128((const __m128i *)w[b].qs);
-        __m256i x = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), low4);
-        uint32_t qh;
-        memcpy(&qh, w[b].qh, sizeof qh);
-        x = _mm256_or_si256(x, _mm256_and_si256(bits_to_bytes(qh), bit4));
-        x = _mm256_sub_epi8(x, sixteen);
-        const __m256i y = _mm256_loadu_si256((const __m256i *)a[b].qs);
-        const __m256 d = _mm256_set1_ps(_cvtsh_ss(w[b].d) * _cvtsh_ss(a[b].d));
-        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot_i8(x, y)), acc);
+    const __m128i q = _mm_loadu_si128((const __m128i *)w->qs);
+    __m256i x = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), low4);
+    uint32_t qh;
+    memcpy(&qh, w->qh, sizeof qh);
+    x = _mm256_or_si256(x, _mm256_and_si256(bits_to_bytes(qh), bit4));
+    x = _mm256_sub_epi8(x, sixteen);
+    const __m256i y = _mm256_loadu_si256((const __m256i *)a->qs);
+    const __m256 d = _mm256_set1_ps(_cvtsh_ss(w->d) * _cvtsh_ss(a->d));
+    return _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot_i8(x, y)), acc);
+}
+
+float le_vec_dot_q5_0_q8_0_avx2(int n, const le_block_q5_0 *w, const le_block_q8_0 *a) {
+    /* Two accumulators hide the FMA latency. */
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    const int nb = n / LE_QK5_0;
+    int b = 0;
+    for (; b + 2 <= nb; b += 2) {
+        acc0 = q5_0_block(w + b, a + b, acc0);
+        acc1 = q5_0_block(w + b + 1, a + b + 1, acc1);
     }
-    return hsum8(acc);
+    if (b < nb) {
+        acc0 = q5_0_block(w + b, a + b, acc0);
+    }
+    return hsum8(_mm256_add_ps(acc0, acc1));
 }
 
 static inline int hsum_i32(__m256i v) {
@@ -101,41 +123,57 @@ static inline int hsum_i32(__m256i v) {
     return _mm_cvtsi128_si32(s);
 }
 
+/* The 6-bit scales and mins of a Q4_K/Q5_K super-block, four at a time as 32-bit words:
+ * sc[0..3] and m[0..3] are the low 6 bits of bytes 0..3 and 4..7; sc[4..7] and m[4..7] take
+ * their low 4 bits from the nibbles of bytes 8..11 and their top 2 from bits 6..7 of bytes 0..3
+ * and 4..7. */
+static inline void scales_mins_k4(const uint8_t *q, uint8_t sc[8], uint8_t m[8]) {
+    uint32_t u[3], s[2], mm[2];
+    memcpy(u, q, 12);
+    s[0] = u[0] & 0x3f3f3f3fu;
+    mm[0] = u[1] & 0x3f3f3f3fu;
+    s[1] = (u[2] & 0x0f0f0f0fu) | (((u[0] >> 6) & 0x03030303u) << 4);
+    mm[1] = ((u[2] >> 4) & 0x0f0f0f0fu) | (((u[1] >> 6) & 0x03030303u) << 4);
+    memcpy(sc, s, 8);
+    memcpy(m, mm, 8);
+}
+
 float le_vec_dot_q4_K_q8_K_avx2(int n, const le_block_q4_K *w, const le_block_q8_K *a) {
     const __m256i low4 = _mm256_set1_epi8(0x0f);
-    float sum = 0.0f;
+    /* Float sums stay in vectors across super-blocks (one horizontal sum at the end). */
+    __m256 acc = _mm256_setzero_ps();
+    __m128 accm = _mm_setzero_ps();
     for (int b = 0; b < n / LE_QK_K; b++) {
-        int sc[8], m[8];
-        for (int j = 0; j < 4; j++) {
-            sc[j] = w[b].scales[j] & 63;
-            m[j] = w[b].scales[j + 4] & 63;
-            sc[j + 4] = (w[b].scales[j + 8] & 0x0f) | ((w[b].scales[j] >> 6) << 4);
-            m[j + 4] = (w[b].scales[j + 8] >> 4) | ((w[b].scales[j + 4] >> 6) << 4);
-        }
-        int summ = 0;
-        for (int j = 0; j < 8; j++) {
-            summ += m[j] * (a[b].bsums[2 * j] + a[b].bsums[2 * j + 1]);
-        }
-        __m256i acc = _mm256_setzero_si256();
+        uint8_t sc[8], m[8];
+        scales_mins_k4(w[b].scales, sc, m);
+        /* Mins against the sums of each 32 activations (pairs of the 16-sums). */
+        const __m128i bs = _mm_hadd_epi16(_mm_loadu_si128((const __m128i *)a[b].bsums),
+                                          _mm_loadu_si128((const __m128i *)(a[b].bsums + 8)));
+        const __m128i mins = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)m));
+        const __m128i pm = _mm_madd_epi16(mins, bs);
+        __m256i iacc = _mm256_setzero_si256();
         for (int c = 0; c < 4; c++) {
             const __m256i q = _mm256_loadu_si256((const __m256i *)(w[b].qs + 32 * c));
             const __m256i lo = _mm256_and_si256(q, low4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), low4);
             const __m256i y0 = _mm256_loadu_si256((const __m256i *)(a[b].qs + 64 * c));
             const __m256i y1 = _mm256_loadu_si256((const __m256i *)(a[b].qs + 64 * c + 32));
             /* Unsigned 4-bit x signed 8-bit pairs fit int16 (2 * 15 * 127); then scale and widen. */
-            const __m256i p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, y0), _mm256_set1_epi16((short)sc[2 * c]));
-            const __m256i p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, y1), _mm256_set1_epi16((short)sc[2 * c + 1]));
-            acc = _mm256_add_epi32(acc, _mm256_add_epi32(p0, p1));
+            const __m256i p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, y0), _mm256_set1_epi16(sc[2 * c]));
+            const __m256i p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, y1), _mm256_set1_epi16(sc[2 * c + 1]));
+            iacc = _mm256_add_epi32(iacc, _mm256_add_epi32(p0, p1));
         }
         const float d = _cvtsh_ss(w[b].d) * a[b].d, dmin = _cvtsh_ss(w[b].dmin) * a[b].d;
-        sum += d * (float)hsum_i32(acc) - dmin * (float)summ;
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(iacc), acc);
+        accm = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(pm), accm);
     }
-    return sum;
+    __m128 m4 = _mm_add_ps(accm, _mm_movehl_ps(accm, accm));
+    m4 = _mm_add_ss(m4, _mm_movehdup_ps(m4));
+    return hsum8(acc) - _mm_cvtss_f32(m4);
 }
 
 float le_vec_dot_q6_K_q8_K_avx2(int n, const le_block_q6_K *w, const le_block_q8_K *a) {
     const __m256i low4 = _mm256_set1_epi8(0x0f), two = _mm256_set1_epi8(3), k32 = _mm256_set1_epi8(32);
-    float sum = 0.0f;
+    __m256 vacc = _mm256_setzero_ps();
     for (int b = 0; b < n / LE_QK_K; b++) {
         __m256i acc = _mm256_setzero_si256();
         for (int h = 0; h < 2; h++) {
@@ -160,9 +198,9 @@ float le_vec_dot_q6_K_q8_K_avx2(int n, const le_block_q6_K *w, const le_block_q8
                 acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p, s));
             }
         }
-        sum += _cvtsh_ss(w[b].d) * a[b].d * (float)hsum_i32(acc);
+        vacc = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(w[b].d) * a[b].d), _mm256_cvtepi32_ps(acc), vacc);
     }
-    return sum;
+    return hsum8(vacc);
 }
 #endif
 
@@ -178,28 +216,6 @@ void le_f16_to_f32_avx2(const uint16_t *x, float *y, int n) {
 }
 #endif
 
-#if defined(__x86_64__) || defined(_M_X64)
-void le_vec_dot_q4_0_q8_0_x4_avx2(int n, const le_block_q4_0 *w, const le_block_q8_0 *const a[4], float out[4]) {
-    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-    const __m256i low4 = _mm256_set1_epi8(0x0f), eight = _mm256_set1_epi8(8);
-    for (int b = 0; b < n / LE_QK4_0; b++) {
-        const __m128i q = _mm_loadu_si128((const __m128i *)w[b].qs);
-        __m256i x = _mm256_set_m128i(_mm_srli_epi16(q, 4), q);
-        x = _mm256_sub_epi8(_mm256_and_si256(x, low4), eight);
-        /* The sign trick's |x| is shared by the four products. */
-        const __m256i ax = _mm256_sign_epi8(x, x);
-        const float dw = _cvtsh_ss(w[b].d);
-        for (int j = 0; j < 4; j++) {
-            const __m256i y = _mm256_loadu_si256((const __m256i *)a[j][b].qs);
-            const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(ax, _mm256_sign_epi8(y, x)), _mm256_set1_epi16(1));
-            acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(dw * _cvtsh_ss(a[j][b].d)), _mm256_cvtepi32_ps(p), acc[j]);
-        }
-    }
-    for (int j = 0; j < 4; j++) {
-        out[j] = hsum8(acc[j]);
-    }
-}
-#endif
 
 #if defined(__x86_64__) || defined(_M_X64)
 /* roundf (halves away from zero) on 8 lanes: truncate, then step away from zero where the

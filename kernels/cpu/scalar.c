@@ -179,9 +179,3 @@ void le_f16_to_f32_scalar(const uint16_t *x, float *y, int n) {
         y[i] = f16_to_f32(x[i]);
     }
 }
-
-void le_vec_dot_q4_0_q8_0_x4_scalar(int n, const le_block_q4_0 *w, const le_block_q8_0 *const a[4], float out[4]) {
-    for (int j = 0; j < 4; j++) {
-        out[j] = le_vec_dot_q4_0_q8_0_scalar(n, w, a[j]);
-    }
-}

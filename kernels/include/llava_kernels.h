@@ -148,11 +148,6 @@ float le_vec_dot_q4_0_q8_0_avx2(int n, const le_block_q4_0 *w, const le_block_q8
 float le_vec_dot_q4_0_q8_0_neon(int n, const le_block_q4_0 *w, const le_block_q8_0 *a);
 float le_vec_dot_q4_0_q8_0_dotprod(int n, const le_block_q4_0 *w, const le_block_q8_0 *a);
 
-/* Four dot products at once, one weight row against four activation rows (prefill): each weight
- * block is decoded once for all four. out[j] = dot(w, a[j]). */
-void le_vec_dot_q4_0_q8_0_x4_scalar(int n, const le_block_q4_0 *w, const le_block_q8_0 *const a[4], float out[4]);
-void le_vec_dot_q4_0_q8_0_x4_avx2(int n, const le_block_q4_0 *w, const le_block_q8_0 *const a[4], float out[4]);
-
 /* sum_i w_i * a_i for Q8_0 weights and Q8_0 activations. */
 float le_vec_dot_q8_0_q8_0_scalar(int n, const le_block_q8_0 *w, const le_block_q8_0 *a);
 float le_vec_dot_q8_0_q8_0_avx2(int n, const le_block_q8_0 *w, const le_block_q8_0 *a);

@@ -175,34 +175,6 @@ pub fn f16_to_f32(x: &[u16], y: &mut [f32]) {
     }
 }
 
-/// One Q4_0 weight row against four Q8_0 activation rows (each `w.len()` blocks).
-pub fn dot_q4_0_q8_0_x4(
-    isa: Isa,
-    w: &[ffi::le_block_q4_0],
-    a: [&[ffi::le_block_q8_0]; 4],
-) -> [f32; 4] {
-    for r in &a {
-        assert_eq!(r.len(), w.len(), "dot_q4_0_q8_0_x4: lengths");
-    }
-    let ptrs = a.map(|r| r.as_ptr());
-    let mut out = [0f32; 4];
-    let n = (w.len() * 32) as i32;
-    // SAFETY: every activation row holds as many blocks as `w` (asserted); AVX2 only when
-    // `isa` says the CPU has it; ARM runs the scalar C.
-    unsafe {
-        match isa {
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => {
-                ffi::le_vec_dot_q4_0_q8_0_x4_avx2(n, w.as_ptr(), ptrs.as_ptr(), out.as_mut_ptr())
-            }
-            _ => {
-                ffi::le_vec_dot_q4_0_q8_0_x4_scalar(n, w.as_ptr(), ptrs.as_ptr(), out.as_mut_ptr())
-            }
-        }
-    }
-    out
-}
-
 /// Whether the prefill GEMM can use AVX512-VNNI's `vpdpbusd` (on 256-bit registers) here.
 fn has_vnni() -> bool {
     static VNNI: OnceLock<bool> = OnceLock::new();

@@ -158,31 +158,26 @@ impl<'a> Matrix<'a> {
                 32,
                 kernels::quantize_row_q8_0,
                 &|w, a| kernels::dot_q4_0_q8_0(isa, bytemuck::cast_slice(w), a),
-                Some(&|w, a| kernels::dot_q4_0_q8_0_x4(isa, bytemuck::cast_slice(w), a)),
             ),
             GgmlType::Q8_0 if aligned => product.run(
                 32,
                 kernels::quantize_row_q8_0,
                 &|w, a| kernels::dot_q8_0_q8_0(isa, bytemuck::cast_slice(w), a),
-                None,
             ),
             GgmlType::Q5_0 if aligned => product.run(
                 32,
                 kernels::quantize_row_q8_0,
                 &|w, a| kernels::dot_q5_0_q8_0(isa, bytemuck::cast_slice(w), a),
-                None,
             ),
             GgmlType::Q4_K if aligned => product.run(
                 256,
                 kernels::quantize_row_q8_K,
                 &|w, a| kernels::dot_q4_K_q8_K(isa, bytemuck::cast_slice(w), a),
-                None,
             ),
             GgmlType::Q6_K if aligned => product.run(
                 256,
                 kernels::quantize_row_q8_K,
                 &|w, a| kernels::dot_q6_K_q8_K(isa, bytemuck::cast_slice(w), a),
-                None,
             ),
             GgmlType::F16 if aligned && n >= GEMM_MIN_TOKENS => {
                 // Prefill / vision: the tiled F16 GEMM, 64-row chunks handed out on demand.
@@ -313,18 +308,14 @@ struct QuantizedProduct<'m, 'a> {
     put: &'m (dyn Fn(usize, usize, f32) + Sync),
 }
 
-/// One weight row against four activation rows at once.
-type Dot4<'f, A> = &'f (dyn Fn(&[u8], [&[A]; 4]) -> [f32; 4] + Sync);
-
 impl QuantizedProduct<'_, '_> {
     /// Quantizes the activations into `A` blocks of `block` values, then dots every weight row
-    /// with every token, four tokens per pass where `dot4` is given (prefill).
+    /// with every token (decode and the few-token products below the GEMM's threshold).
     fn run<A: bytemuck::Pod + Default + Send + Sync>(
         &self,
         block: usize,
         quantize: fn(&[f32], &mut [A]),
         dot: &(dyn Fn(&[u8], &[A]) -> f32 + Sync),
-        dot4: Option<Dot4<'_, A>>,
     ) {
         let (cols, rb, n) = (self.m.cols, self.m.row_bytes(), self.n);
         let nb = cols / block;
@@ -332,25 +323,14 @@ impl QuantizedProduct<'_, '_> {
         for (xi, qi) in self.x.chunks_exact(cols).zip(xq.chunks_exact_mut(nb)) {
             quantize(xi, qi);
         }
-        let act = |i: usize| &xq[i * nb..(i + 1) * nb];
         // One contiguous band a thread: handing out chunks on demand measured 5% slower decode
         // (interleaved streams defeat the prefetchers).
         self.pool.for_ranges(self.m.rows, 16, &|band| {
             let r0 = band.start;
             let bytes = &self.m.data[band.start * rb..band.end * rb];
             for (k, w) in bytes.chunks_exact(rb).enumerate() {
-                let mut i0 = 0;
-                if let Some(dot4) = dot4 {
-                    while i0 + 4 <= n {
-                        let v = dot4(w, [act(i0), act(i0 + 1), act(i0 + 2), act(i0 + 3)]);
-                        for (j, vj) in v.into_iter().enumerate() {
-                            (self.put)(i0 + j, r0 + k, vj);
-                        }
-                        i0 += 4;
-                    }
-                }
-                for i in i0..n {
-                    (self.put)(i, r0 + k, dot(w, act(i)));
+                for (i, a) in xq.chunks_exact(nb).enumerate() {
+                    (self.put)(i, r0 + k, dot(w, a));
                 }
             }
         });
