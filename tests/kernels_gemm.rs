@@ -384,3 +384,34 @@ fn f16_gemm_matches_f64_math() {
     }
     println!("{checked} F16 GEMM outputs checked");
 }
+
+#[test]
+fn q4_0_decode_dot_with_summed_activations_matches_f64() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(23);
+    for n in [32usize, 64, 96, 896, 4864] {
+        for _ in 0..20 {
+            let mut w = Vec::new();
+            quantize(GgmlType::Q4_0, &random_values(&mut rng, n), &mut w).unwrap();
+            let mut wf = vec![0f32; n];
+            dequantize(GgmlType::Q4_0, &w, &mut wf).unwrap();
+            let mut a = vec![le_block_q8_0x::default(); n / 32];
+            kernels::quantize_row_q8_0x(&random_values(&mut rng, n), &mut a);
+            let (mut want, mut mag) = (0f64, 0f64);
+            for (i, &wv) in wf.iter().enumerate() {
+                let x = a[i / 32].d as f64 * a[i / 32].qs[i % 32] as f64;
+                want += wv as f64 * x;
+                // The kernel sums d * q * x and, apart, 8 * d * x: count both magnitudes.
+                let dw = half::f16::from_le_bytes([w[i / 32 * 18], w[i / 32 * 18 + 1]]).to_f64();
+                mag += (wv as f64 * x).abs() + 8.0 * dw.abs() * x.abs();
+            }
+            for g in GemmIsa::available() {
+                let got = kernels::dot_q4_0_q8_0x(g, bytemuck::cast_slice(&w), &a) as f64;
+                let bound = (n / 32 + 4) as f64 * 3.0 * f32::EPSILON as f64 * mag + 1e-30;
+                assert!(
+                    (got - want).abs() <= bound,
+                    "{g:?} n={n}: {got} vs {want} (bound {bound})"
+                );
+            }
+        }
+    }
+}

@@ -218,3 +218,17 @@ void le_gemm_x8_scalar(le_codes codes, int n, const le_block_x8 *w, int np, int 
         }
     }
 }
+
+float le_vec_dot_q4_0_q8_0x_scalar(int n, const le_block_q4_0 *w, const le_block_q8_0x *a) {
+    float sum = 0.0f, off = 0.0f;
+    for (int b = 0; b < n / LE_QK4_0; b++) {
+        int isum = 0;
+        for (int j = 0; j < LE_QK4_0 / 2; j++) {
+            isum += (w[b].qs[j] & 0x0f) * a[b].qs[j] + (w[b].qs[j] >> 4) * a[b].qs[j + LE_QK4_0 / 2];
+        }
+        const float dw = f16_to_f32(w[b].d);
+        sum += (float)isum * (dw * a[b].d);
+        off += dw * a[b].dsum;
+    }
+    return sum - 8.0f * off;
+}

@@ -228,6 +228,12 @@ void le_quantize_row_q8_0x_scalar(const float *x, le_block_q8_0x *y, int n);
 void le_quantize_row_q8_0x_avx2(const float *x, le_block_q8_0x *y, int n);
 void le_quantize_row_q8_0x_neon(const float *x, le_block_q8_0x *y, int n);
 
+/* Decode dot of Q4_0 weights with GEMM-style activations: unsigned nibbles and the -8 offset
+ * applied through dsum (x86; other CPUs use le_vec_dot_q4_0_q8_0). */
+float le_vec_dot_q4_0_q8_0x_scalar(int n, const le_block_q4_0 *w, const le_block_q8_0x *a);
+float le_vec_dot_q4_0_q8_0x_avx2(int n, const le_block_q4_0 *w, const le_block_q8_0x *a);
+float le_vec_dot_q4_0_q8_0x_vnni(int n, const le_block_q4_0 *w, const le_block_q8_0x *a);
+
 /* Weight types the panels take, by their GGUF type id. */
 #define LE_TYPE_Q4_0 2
 #define LE_TYPE_Q4_1 3

@@ -501,3 +501,20 @@ pub unsafe fn gemm_f16(
         }
     }
 }
+
+/// Q4_0 weights against [`quantize_row_q8_0x`] activations (the x86 decode path), with the
+/// variant of `gemm` (the same instruction-set choice as the GEMM's).
+pub fn dot_q4_0_q8_0x(gemm: GemmIsa, w: &[ffi::le_block_q4_0], a: &[ffi::le_block_q8_0x]) -> f32 {
+    assert_eq!(w.len(), a.len(), "dot_q4_0_q8_0x: lengths");
+    let n = (w.len() * 32) as i32;
+    // SAFETY: both slices hold n values (asserted); SIMD only where `gemm` says the CPU has it.
+    unsafe {
+        match gemm {
+            #[cfg(target_arch = "x86_64")]
+            GemmIsa::Avx2 => ffi::le_vec_dot_q4_0_q8_0x_avx2(n, w.as_ptr(), a.as_ptr()),
+            #[cfg(target_arch = "x86_64")]
+            GemmIsa::Vnni => ffi::le_vec_dot_q4_0_q8_0x_vnni(n, w.as_ptr(), a.as_ptr()),
+            _ => ffi::le_vec_dot_q4_0_q8_0x_scalar(n, w.as_ptr(), a.as_ptr()),
+        }
+    }
+}

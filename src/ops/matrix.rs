@@ -135,6 +135,7 @@ impl<'a> Matrix<'a> {
         let out_ptr = SyncPtr(out.as_mut_ptr());
         let (rows, cols, rb) = (self.rows, self.cols, self.row_bytes());
         let isa = kernels::isa();
+        let gemm_isa = kernels::GemmIsa::for_isa(isa);
         // SAFETY (for every write below): `out` has n * rows elements (asserted above) and each
         // (i, r) pair is written by exactly one thread, the one that owns row r.
         let put = |i: usize, r: usize, v: f32| unsafe { *out_ptr.get().add(i * rows + r) = v };
@@ -154,31 +155,28 @@ impl<'a> Matrix<'a> {
             put: &put,
         };
         match self.ty {
-            GgmlType::Q4_0 if aligned => product.run(
-                32,
-                kernels::quantize_row_q8_0,
-                &|w, a| kernels::dot_q4_0_q8_0(isa, bytemuck::cast_slice(w), a),
-            ),
-            GgmlType::Q8_0 if aligned => product.run(
-                32,
-                kernels::quantize_row_q8_0,
-                &|w, a| kernels::dot_q8_0_q8_0(isa, bytemuck::cast_slice(w), a),
-            ),
-            GgmlType::Q5_0 if aligned => product.run(
-                32,
-                kernels::quantize_row_q8_0,
-                &|w, a| kernels::dot_q5_0_q8_0(isa, bytemuck::cast_slice(w), a),
-            ),
-            GgmlType::Q4_K if aligned => product.run(
-                256,
-                kernels::quantize_row_q8_K,
-                &|w, a| kernels::dot_q4_K_q8_K(isa, bytemuck::cast_slice(w), a),
-            ),
-            GgmlType::Q6_K if aligned => product.run(
-                256,
-                kernels::quantize_row_q8_K,
-                &|w, a| kernels::dot_q6_K_q8_K(isa, bytemuck::cast_slice(w), a),
-            ),
+            // x86: unsigned nibbles against activations that carry their sums (fewer
+            // operations a block, and decode of Q4_0 is compute-bound there).
+            GgmlType::Q4_0 if aligned && isa == kernels::Isa::Avx2 => {
+                product.run(32, kernels::quantize_row_q8_0x, &|w, a| {
+                    kernels::dot_q4_0_q8_0x(gemm_isa, bytemuck::cast_slice(w), a)
+                })
+            }
+            GgmlType::Q4_0 if aligned => product.run(32, kernels::quantize_row_q8_0, &|w, a| {
+                kernels::dot_q4_0_q8_0(isa, bytemuck::cast_slice(w), a)
+            }),
+            GgmlType::Q8_0 if aligned => product.run(32, kernels::quantize_row_q8_0, &|w, a| {
+                kernels::dot_q8_0_q8_0(isa, bytemuck::cast_slice(w), a)
+            }),
+            GgmlType::Q5_0 if aligned => product.run(32, kernels::quantize_row_q8_0, &|w, a| {
+                kernels::dot_q5_0_q8_0(isa, bytemuck::cast_slice(w), a)
+            }),
+            GgmlType::Q4_K if aligned => product.run(256, kernels::quantize_row_q8_K, &|w, a| {
+                kernels::dot_q4_K_q8_K(isa, bytemuck::cast_slice(w), a)
+            }),
+            GgmlType::Q6_K if aligned => product.run(256, kernels::quantize_row_q8_K, &|w, a| {
+                kernels::dot_q6_K_q8_K(isa, bytemuck::cast_slice(w), a)
+            }),
             GgmlType::F16 if aligned && n >= GEMM_MIN_TOKENS => {
                 // Prefill / vision: the tiled F16 GEMM, 64-row chunks handed out on demand.
                 let w: &[u16] = bytemuck::cast_slice(self.data);

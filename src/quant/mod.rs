@@ -43,7 +43,7 @@ pub trait BlockFormat: bytemuck::Pod {
 }
 
 // SAFETY: the block structs are bindgen's view of `kernels/include/llava_kernels.h`: plain
-// integer (and one f32) fields, no padding (sizes are asserted in the header and by bindgen's
+// integer and f32 fields, no padding (sizes are asserted in the header and by bindgen's
 // layout tests), so every bit pattern is valid and zero is a valid value.
 macro_rules! pod {
     ($($t:ty),*) => {$(
@@ -63,7 +63,9 @@ pod!(
     ffi::le_block_q4_K,
     ffi::le_block_q5_K,
     ffi::le_block_q6_K,
-    ffi::le_block_q8_K
+    ffi::le_block_q8_K,
+    ffi::le_block_q8_0x,
+    ffi::le_block_x8
 );
 
 fn quantize_blocks<B: BlockFormat>(src: &[f32], dst: &mut Vec<u8>) {
