@@ -125,6 +125,36 @@ impl<'a> Matrix<'a> {
         }
     }
 
+    /// The matrices as one (their rows stacked), when they share a type and input width and lie
+    /// back to back in memory, as llama.cpp's converters write Q, K, V and gate, up.
+    pub fn stacked(ms: &[Matrix<'a>]) -> Option<Matrix<'a>> {
+        let first = ms.first()?;
+        let mut rows = 0;
+        for (i, m) in ms.iter().enumerate() {
+            if m.ty != first.ty || m.cols != first.cols {
+                return None;
+            }
+            if let Some(next) = ms.get(i + 1) {
+                if m.data.as_ptr_range().end != next.data.as_ptr() {
+                    return None;
+                }
+            }
+            rows += m.rows;
+        }
+        let len: usize = ms.iter().map(|m| m.data.len()).sum();
+        // SAFETY: the slices are adjacent (checked above), so the span from the first's start
+        // covers exactly their bytes; they come from one mapping or buffer that lives for 'a
+        // (separate allocations are never adjacent without a gap Rust could hand out).
+        let data = unsafe { std::slice::from_raw_parts(first.data.as_ptr(), len) };
+        Some(Matrix {
+            name: first.name,
+            ty: first.ty,
+            rows,
+            cols: first.cols,
+            data,
+        })
+    }
+
     /// `out[t] = W x[t]` for each of the `n` input rows in `x` (`n * cols` values), into `out`
     /// (`n * rows` values), the weight rows split over the pool's threads. Q4_0 and Q8_0
     /// weights meet activations quantized to Q8_0 (as llama.cpp does) in the integer kernels;
@@ -221,6 +251,35 @@ impl<'a> Matrix<'a> {
                     }
                 });
             }
+        }
+    }
+}
+
+/// `outs[i] = ms[i] x` for matrices with the same input: one product over `stacked` (one pass of
+/// the pool, one quantization of `x`) when it is given, else one product each. `scratch`
+/// holds the stacked result between calls.
+pub fn matmul_stacked(
+    stacked: Option<&Matrix<'_>>,
+    ms: &[&Matrix<'_>],
+    x: &[f32],
+    n: usize,
+    outs: &mut [&mut [f32]],
+    pool: &ThreadPool,
+    scratch: &mut Vec<f32>,
+) {
+    let Some(all) = stacked else {
+        for (m, out) in ms.iter().zip(outs.iter_mut()) {
+            m.matmul(x, n, out, pool);
+        }
+        return;
+    };
+    scratch.resize(n * all.rows, 0.0);
+    all.matmul(x, n, scratch, pool);
+    for (t, row) in scratch.chunks_exact(all.rows).enumerate() {
+        let mut at = 0;
+        for (m, out) in ms.iter().zip(outs.iter_mut()) {
+            out[t * m.rows..(t + 1) * m.rows].copy_from_slice(&row[at..at + m.rows]);
+            at += m.rows;
         }
     }
 }
@@ -421,6 +480,70 @@ mod tests {
         assert!(row.iter().all(|&v| v == 0.0));
         let e = Matrix::new(f.tensor("iq").unwrap(), 256, 2).unwrap_err();
         assert!(e.to_string().contains("IQ4_XS"), "{e}");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn stacked_products_equal_separate_ones() {
+        let dir = std::env::temp_dir().join(format!("le-stacked-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("m.gguf");
+        // q, k, v back to back; a matrix of another type; one after a gap of a vector.
+        let (cols, rows) = (64usize, [24usize, 8, 8]);
+        let mut specs: Vec<TensorSpec> = ["q", "k", "v"]
+            .iter()
+            .zip(rows)
+            .map(|(n, r)| TensorSpec::new(*n, &[cols as u64, r as u64], GgmlType::Q8_0))
+            .collect();
+        specs.push(TensorSpec::new("f", &[cols as u64, 8], GgmlType::F32));
+        specs.push(TensorSpec::new("gap", &[32], GgmlType::F32));
+        specs.push(TensorSpec::new("late", &[cols as u64, 8], GgmlType::Q8_0));
+        let mut w = GgufWriter::create(&path, &[], &specs).unwrap();
+        let mut seed = 1u32;
+        for s in &specs {
+            let n: usize = s.dims.iter().product::<u64>() as usize;
+            let vals: Vec<f32> = (0..n)
+                .map(|_| {
+                    seed = seed.wrapping_mul(1664525).wrapping_add(1013904223);
+                    (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+                })
+                .collect();
+            let mut bytes = Vec::new();
+            crate::quant::quantize(s.ty, &vals, &mut bytes).unwrap();
+            w.write_tensor(&s.name, &bytes).unwrap();
+        }
+        w.finish().unwrap();
+        let f = GgufFile::open(&path).unwrap();
+        let m = |name: &str, r: usize| Matrix::new(f.tensor(name).unwrap(), cols, r).unwrap();
+        let (q, k, v) = (m("q", 24), m("k", 8), m("v", 8));
+        let all = Matrix::stacked(&[q, k, v]).expect("adjacent, one type");
+        assert_eq!(all.rows, 40);
+        assert!(
+            Matrix::stacked(&[q, m("late", 8)]).is_none(),
+            "not adjacent"
+        );
+        assert!(Matrix::stacked(&[v, m("f", 8)]).is_none(), "two types");
+        let pool = ThreadPool::new(2);
+        for n in [1usize, 5] {
+            let x: Vec<f32> = (0..n * cols).map(|i| (i % 7) as f32 - 3.0).collect();
+            let mut want = [vec![0f32; n * 24], vec![0f32; n * 8], vec![0f32; n * 8]];
+            for (mat, out) in [q, k, v].iter().zip(want.iter_mut()) {
+                mat.matmul(&x, n, out, &pool);
+            }
+            let mut got = [vec![0f32; n * 24], vec![0f32; n * 8], vec![0f32; n * 8]];
+            let [g0, g1, g2] = &mut got;
+            let mut scratch = Vec::new();
+            matmul_stacked(
+                Some(&all),
+                &[&q, &k, &v],
+                &x,
+                n,
+                &mut [g0, g1, g2],
+                &pool,
+                &mut scratch,
+            );
+            assert_eq!(got, want, "n = {n}");
+        }
         let _ = std::fs::remove_dir_all(dir);
     }
 }

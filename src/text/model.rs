@@ -7,6 +7,7 @@ use super::config::{Arch, TextConfig};
 use super::kv_cache::KvCache;
 use crate::gguf::{GgufError, GgufFile};
 use crate::ops::attention::attend_rows;
+use crate::ops::matrix::matmul_stacked;
 use crate::ops::norm::rms_norm;
 use crate::ops::rope::rope;
 use crate::ops::{add_assign, silu_mul, Matrix, OpError};
@@ -52,6 +53,9 @@ struct Layer<'a> {
     gate: Matrix<'a>,
     up: Matrix<'a>,
     down: Matrix<'a>,
+    /// Q, K, V (and gate, up) as one matrix where the file allows: one product instead of three.
+    qkv: Option<Matrix<'a>>,
+    gate_up: Option<Matrix<'a>>,
 }
 
 /// Which rows of logits a forward pass returns.
@@ -114,18 +118,29 @@ impl<'a> TextModel<'a> {
                     Arch::Llama => Ok(None),
                 }
             };
+            let (wq, wk, wv) = (
+                mat(&n("attn_q.weight"), d, q_dim)?,
+                mat(&n("attn_k.weight"), d, kv_dim)?,
+                mat(&n("attn_v.weight"), d, kv_dim)?,
+            );
+            let (gate, up) = (
+                mat(&n("ffn_gate.weight"), d, c.n_ff)?,
+                mat(&n("ffn_up.weight"), d, c.n_ff)?,
+            );
             layers.push(Layer {
+                qkv: Matrix::stacked(&[wq, wk, wv]),
+                gate_up: Matrix::stacked(&[gate, up]),
                 attn_norm: vector(f, &n("attn_norm.weight"), d)?,
-                wq: mat(&n("attn_q.weight"), d, q_dim)?,
-                wk: mat(&n("attn_k.weight"), d, kv_dim)?,
-                wv: mat(&n("attn_v.weight"), d, kv_dim)?,
+                wq,
+                wk,
+                wv,
                 wo: mat(&n("attn_output.weight"), q_dim, d)?,
                 bq: bias("attn_q.bias", q_dim)?,
                 bk: bias("attn_k.bias", kv_dim)?,
                 bv: bias("attn_v.bias", kv_dim)?,
                 ffn_norm: vector(f, &n("ffn_norm.weight"), d)?,
-                gate: mat(&n("ffn_gate.weight"), d, c.n_ff)?,
-                up: mat(&n("ffn_up.weight"), d, c.n_ff)?,
+                gate,
+                up,
                 down: mat(&n("ffn_down.weight"), c.n_ff, d)?,
             });
         }
@@ -192,15 +207,22 @@ impl<'a> TextModel<'a> {
             vec![0f32; n * kv_dim],
         );
         let mut attn = vec![0f32; n * q_dim];
+        let mut stacked = Vec::new();
         let (mut gate, mut up) = (vec![0f32; n * c.n_ff], vec![0f32; n * c.n_ff]);
 
         for (l, w) in self.layers.iter().enumerate() {
             // Attention block: h = norm(x); q,k,v = W h (+ b); rotate; attend causally.
             h.copy_from_slice(&x);
             rms_norm(&mut h, &w.attn_norm, c.rms_eps);
-            w.wq.matmul(&h, n, &mut q, th);
-            w.wk.matmul(&h, n, &mut k, th);
-            w.wv.matmul(&h, n, &mut v, th);
+            matmul_stacked(
+                w.qkv.as_ref(),
+                &[&w.wq, &w.wk, &w.wv],
+                &h,
+                n,
+                &mut [&mut q, &mut k, &mut v],
+                th,
+                &mut stacked,
+            );
             for (buf, b, width) in [
                 (&mut q, &w.bq, q_dim),
                 (&mut k, &w.bk, kv_dim),
@@ -252,8 +274,15 @@ impl<'a> TextModel<'a> {
             // Feed-forward block: x += down(silu(gate(norm(x))) * up(norm(x))).
             h.copy_from_slice(&x);
             rms_norm(&mut h, &w.ffn_norm, c.rms_eps);
-            w.gate.matmul(&h, n, &mut gate, th);
-            w.up.matmul(&h, n, &mut up, th);
+            matmul_stacked(
+                w.gate_up.as_ref(),
+                &[&w.gate, &w.up],
+                &h,
+                n,
+                &mut [&mut gate, &mut up],
+                th,
+                &mut stacked,
+            );
             silu_mul(&mut gate, &up);
             w.down.matmul(&gate, n, &mut h, th);
             add_assign(&mut x, &h);
