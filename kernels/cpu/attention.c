@@ -87,18 +87,36 @@ static void exp_block(float *s, int n, float m) {
     }
 }
 
-/* o = o * c + sum_j w[j] v[j] */
+/* o = o * c + sum_j w[j] v[j]. Up to 64 dimensions of o stay in registers while the keys' rows
+ * stream past (one broadcast of w[j] serves eight FMAs), rather than re-reading every row for
+ * each 8 dimensions. */
 static void accumulate_v(float *o, float c, const float *w, int n, const void *v, int f16, size_t stride, size_t off,
                          int hd) {
-    int i = 0;
-    for (; i + 8 <= hd; i += 8) {
-        __m256 acc = _mm256_mul_ps(_mm256_loadu_ps(o + i), _mm256_set1_ps(c));
-        for (int j = 0; j < n; j++) {
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(w[j]), load8(v, f16, off + (size_t)j * stride + i), acc);
+    int i0 = 0;
+    for (; i0 + 64 <= hd; i0 += 64) {
+        __m256 acc[8];
+        for (int k = 0; k < 8; k++) {
+            acc[k] = _mm256_mul_ps(_mm256_loadu_ps(o + i0 + 8 * k), _mm256_set1_ps(c));
         }
-        _mm256_storeu_ps(o + i, acc);
+        for (int j = 0; j < n; j++) {
+            const __m256 wj = _mm256_set1_ps(w[j]);
+            const size_t at = off + (size_t)j * stride + i0;
+            for (int k = 0; k < 8; k++) {
+                acc[k] = _mm256_fmadd_ps(wj, load8(v, f16, at + 8 * k), acc[k]);
+            }
+        }
+        for (int k = 0; k < 8; k++) {
+            _mm256_storeu_ps(o + i0 + 8 * k, acc[k]);
+        }
     }
-    for (; i < hd; i++) {
+    for (; i0 + 8 <= hd; i0 += 8) {
+        __m256 acc = _mm256_mul_ps(_mm256_loadu_ps(o + i0), _mm256_set1_ps(c));
+        for (int j = 0; j < n; j++) {
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(w[j]), load8(v, f16, off + (size_t)j * stride + i0), acc);
+        }
+        _mm256_storeu_ps(o + i0, acc);
+    }
+    for (int i = i0; i < hd; i++) {
         float acc = o[i] * c;
         for (int j = 0; j < n; j++) {
             acc += w[j] * load1(v, f16, off + (size_t)j * stride + i);
