@@ -34,6 +34,7 @@ fn main() {
             "kernels/cpu/gemm_pack.c",
             "kernels/cpu/attention.c",
             "kernels/cpu/gemm_f16.c",
+            "kernels/cpu/activation.c",
         ],
         &[],
     );
@@ -47,8 +48,13 @@ fn main() {
                     "kernels/cpu/gemm_x86.c",
                     "kernels/cpu/attention.c",
                     "kernels/cpu/gemm_f16.c",
+                    "kernels/cpu/activation.c",
                 ],
-                &[&avx2[..], &["-DLE_ATTN_AVX2", "-DLE_F16_AVX2"]].concat(),
+                &[
+                    &avx2[..],
+                    &["-DLE_ATTN_AVX2", "-DLE_F16_AVX2", "-DLE_ACT_AVX2"],
+                ]
+                .concat(),
             );
             // The same GEMM source again, with vpdpbusd (AVX512-VNNI on 256-bit registers).
             let vnni = [
@@ -71,8 +77,9 @@ fn main() {
                     "kernels/cpu/neon.c",
                     "kernels/cpu/attention.c",
                     "kernels/cpu/gemm_f16.c",
+                    "kernels/cpu/activation.c",
                 ],
-                &["-DLE_ATTN_NEON", "-DLE_F16_NEON"],
+                &["-DLE_ATTN_NEON", "-DLE_F16_NEON", "-DLE_ACT_NEON"],
             );
             compile(
                 "le_dotprod",

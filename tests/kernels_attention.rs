@@ -116,3 +116,50 @@ fn a_masked_out_row_and_bad_shapes_do_not_read_out_of_bounds() {
     });
     assert!(r.is_err());
 }
+
+#[test]
+fn gated_activations_match_f64() {
+    use llava_edge::kernels::Gate;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    let mut xs: Vec<f32> = (0..4001).map(|_| rng.random_range(-12.0..12.0)).collect();
+    // The tails and the middle: huge, tiny, zero, exact halves.
+    xs.extend([
+        0.0, -0.0, 1e-30, -1e-30, 88.0, -88.0, 200.0, -200.0, 1e30, -1e30, 0.5, -0.5,
+    ]);
+    let mul: Vec<f32> = xs.iter().map(|_| rng.random_range(-2.0..2.0)).collect();
+    for gate in [Gate::Silu, Gate::QuickGelu, Gate::GeluTanh] {
+        let want: Vec<(f64, f64)> = xs
+            .iter()
+            .map(|&x| {
+                let x = x as f64;
+                let z = match gate {
+                    Gate::Silu => x,
+                    Gate::QuickGelu => 1.702 * x,
+                    Gate::GeluTanh => {
+                        2.0 * (2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x)
+                    }
+                };
+                (x / (1.0 + (-z).exp()), z)
+            })
+            .collect();
+        for isa in variants() {
+            for with_mul in [false, true] {
+                let mut y = xs.clone();
+                kernels::activation_with(isa, gate, &mut y, with_mul.then_some(&mul[..]));
+                for (i, (&g, &(w, z))) in y.iter().zip(&want).enumerate() {
+                    let w = if with_mul { w * mul[i] as f64 } else { w };
+                    // A few ulp, times |z|: rounding z by a few ulp moves e^-z, and so the
+                    // result on the gate's tail, by that much relatively. The kernels clamp
+                    // e^-z at e^88, leaving |x| / 1.6e38 where the exact value underflows: an
+                    // absolute 1e-34 for |x| up to 1e4.
+                    let tol = 5e-7 * w.abs() * z.abs().max(1.0) + 1e-34;
+                    assert!(
+                        (g as f64 - w).abs() <= tol,
+                        "{isa:?} {gate:?} mul={with_mul}: f({}) = {g}, f64 {w}",
+                        xs[i]
+                    );
+                }
+            }
+        }
+    }
+}

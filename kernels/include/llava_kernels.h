@@ -285,4 +285,13 @@ void le_gemm_f16_avx2(int k, const uint16_t *w, size_t ldw, int nrows, const flo
 void le_gemm_f16_neon(int k, const uint16_t *w, size_t ldw, int nrows, const float *x, size_t ldx, int nt,
                       float *out, size_t ldo, uint16_t *pack);
 
+/* Sigmoid-gated activations in place: x = x * sigmoid(z(x)) (times mul[i] when mul is not
+ * NULL: SwiGLU's silu(gate) * up). */
+#define LE_ACT_SILU 0
+#define LE_ACT_QUICK_GELU 1
+#define LE_ACT_GELU_TANH 2
+void le_activation_scalar(int kind, float *x, const float *mul, int n);
+void le_activation_avx2(int kind, float *x, const float *mul, int n);
+void le_activation_neon(int kind, float *x, const float *mul, int n);
+
 #endif /* LLAVA_KERNELS_H */

@@ -159,11 +159,33 @@ static void test_gemm_f16(void) {
     }
 }
 
+/* NEON activations against the scalar ones (expf), relative to |z| as in the Rust test. */
+static void test_activations(void) {
+    float x[1000], y[1000], mul[1000];
+    for (int kind = 0; kind < 3; kind++) {
+        for (int i = 0; i < 1000; i++) {
+            x[i] = frand() * 12.0f;
+            mul[i] = frand() * 2.0f;
+        }
+        for (int m = 0; m < 2; m++) {
+            for (int i = 0; i < 1000; i++) y[i] = x[i];
+            le_activation_neon(kind, y, m ? mul : NULL, 1000);
+            for (int i = 0; i < 1000; i++) {
+                float w = x[i];
+                le_activation_scalar(kind, &w, m ? mul + i : NULL, 1);
+                const double z = kind == 0 ? x[i] : kind == 1 ? 1.702 * x[i] : 1.5957691 * (x[i] + 0.044715 * x[i] * x[i] * x[i]);
+                check(fabs(y[i] - w) <= 1e-6 * fabs(w) * (fabs(z) > 1 ? fabs(z) : 1) + 1e-34, "activation neon", kind);
+            }
+        }
+    }
+}
+
 int main(void) {
     const int has_dotprod = (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0;
     test_gemm(has_dotprod);
     test_attention();
     test_gemm_f16();
+    test_activations();
     printf("aarch64 kernels vs scalar; dotprod %s\n", has_dotprod ? "present" : "absent");
     const int sizes[] = {32, 64, 96, 256, 4096 + 32, 11008};
     for (size_t si = 0; si < sizeof sizes / sizeof *sizes; si++) {

@@ -518,3 +518,41 @@ pub fn dot_q4_0_q8_0x(gemm: GemmIsa, w: &[ffi::le_block_q4_0], a: &[ffi::le_bloc
         }
     }
 }
+
+/// A sigmoid-gated activation: `x * sigmoid(z(x))`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Gate {
+    /// SiLU, `z = x`.
+    Silu,
+    /// CLIP's quick_gelu, `z = 1.702 x`.
+    QuickGelu,
+    /// GELU's tanh approximation, `z = 2 sqrt(2/pi) (x + 0.044715 x^3)`.
+    GeluTanh,
+}
+
+/// `x = x * sigmoid(z(x))`, times `mul` elementwise when given (SwiGLU), with `isa`.
+pub fn activation_with(isa: Isa, gate: Gate, x: &mut [f32], mul: Option<&[f32]>) {
+    if let Some(m) = mul {
+        assert_eq!(m.len(), x.len(), "activation: lengths");
+    }
+    let kind = match gate {
+        Gate::Silu => ffi::LE_ACT_SILU,
+        Gate::QuickGelu => ffi::LE_ACT_QUICK_GELU,
+        Gate::GeluTanh => ffi::LE_ACT_GELU_TANH,
+    } as i32;
+    let (p, m, n) = (
+        x.as_mut_ptr(),
+        mul.map_or(std::ptr::null(), |m| m.as_ptr()),
+        x.len() as i32,
+    );
+    // SAFETY: `x` and `mul` (when given) hold n values (asserted); SIMD only where `isa` says so.
+    unsafe {
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => ffi::le_activation_avx2(kind, p, m, n),
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon | Isa::NeonDotprod => ffi::le_activation_neon(kind, p, m, n),
+            _ => ffi::le_activation_scalar(kind, p, m, n),
+        }
+    }
+}

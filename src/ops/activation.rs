@@ -1,5 +1,8 @@
 //! Activation functions, each in place over a slice.
 
+use crate::kernels::{self, Gate};
+use crate::threadpool::ThreadPool;
+
 /// Exact GELU, `x * Phi(x)` with the error function (PyTorch's default `gelu`, LLaVA's
 /// projector). Computed in f64 so the erf is not the accuracy limit.
 pub fn gelu_erf(x: &mut [f32]) {
@@ -10,18 +13,47 @@ pub fn gelu_erf(x: &mut [f32]) {
 }
 
 /// GELU's tanh approximation (`gelu_pytorch_tanh`, SigLIP's MLP).
-pub fn gelu_tanh(x: &mut [f32]) {
-    const C: f64 = 0.797_884_560_802_865_4; // sqrt(2/pi)
-    for v in x.iter_mut() {
-        let z = f64::from(*v);
-        *v = (0.5 * z * (1.0 + (C * (z + 0.044715 * z * z * z)).tanh())) as f32;
-    }
+pub fn gelu_tanh(x: &mut [f32], pool: &ThreadPool) {
+    gated(pool, Gate::GeluTanh, x, None);
 }
 
 /// `x * sigmoid(1.702 x)` (CLIP's `quick_gelu`).
-pub fn quick_gelu(x: &mut [f32]) {
-    for v in x.iter_mut() {
-        *v *= 1.0 / (1.0 + (-1.702 * *v).exp());
+pub fn quick_gelu(x: &mut [f32], pool: &ThreadPool) {
+    gated(pool, Gate::QuickGelu, x, None);
+}
+
+/// `silu(gate) * up` into `gate` (LLaMA/Qwen2's SwiGLU feed-forward).
+pub fn silu_mul(gate: &mut [f32], up: &[f32], pool: &ThreadPool) {
+    gated(pool, Gate::Silu, gate, Some(up));
+}
+
+/// The C kernel over chunks of `x` shared out to the pool's threads.
+fn gated(pool: &ThreadPool, gate: Gate, x: &mut [f32], mul: Option<&[f32]>) {
+    const CHUNK: usize = 1 << 14;
+    let isa = kernels::isa();
+    if x.len() <= CHUNK {
+        kernels::activation_with(isa, gate, x, mul);
+        return;
+    }
+    let (base, len) = (SendPtr(x.as_mut_ptr()), x.len());
+    pool.for_chunks(len, CHUNK, &|r| {
+        // SAFETY: `x` holds len values and each chunk r is handed to exactly one thread.
+        let xs = unsafe { std::slice::from_raw_parts_mut(base.get().add(r.start), r.len()) };
+        kernels::activation_with(isa, gate, xs, mul.map(|m| &m[r]));
+    });
+}
+
+/// The activation buffer, shared by threads working on disjoint chunks.
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+// SAFETY: only used for disjoint chunks, synchronised by the pool's join.
+unsafe impl Send for SendPtr {}
+// SAFETY: as above.
+unsafe impl Sync for SendPtr {}
+
+impl SendPtr {
+    fn get(self) -> *mut f32 {
+        self.0
     }
 }
 
@@ -89,8 +121,9 @@ mod tests {
         let xs: Vec<f32> = (-40..=40).map(|i| i as f32 / 10.0).collect();
         let (mut a, mut b, mut c) = (xs.clone(), xs.clone(), xs.clone());
         gelu_erf(&mut a);
-        gelu_tanh(&mut b);
-        quick_gelu(&mut c);
+        let pool = ThreadPool::new(1);
+        gelu_tanh(&mut b, &pool);
+        quick_gelu(&mut c, &pool);
         for i in 0..xs.len() {
             assert!(
                 (a[i] - b[i]).abs() < 1e-3,

@@ -12,12 +12,7 @@ pub mod rope;
 
 pub use matrix::{Matrix, OpError};
 
-/// SiLU(gate) * up, in place into `gate` (LLaMA/Qwen2's SwiGLU feed-forward).
-pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
-    for (g, u) in gate.iter_mut().zip(up) {
-        *g = *g / (1.0 + (-*g).exp()) * u;
-    }
-}
+pub use activation::silu_mul;
 
 /// `x += y`.
 pub fn add_assign(x: &mut [f32], y: &[f32]) {

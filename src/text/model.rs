@@ -283,7 +283,7 @@ impl<'a> TextModel<'a> {
                 th,
                 &mut stacked,
             );
-            silu_mul(&mut gate, &up);
+            silu_mul(&mut gate, &up, th);
             w.down.matmul(&gate, n, &mut h, th);
             add_assign(&mut x, &h);
         }

@@ -44,10 +44,10 @@ pub enum Activation {
 }
 
 impl Activation {
-    fn apply(self, x: &mut [f32]) {
+    fn apply(self, x: &mut [f32], pool: &ThreadPool) {
         match self {
-            Activation::QuickGelu => quick_gelu(x),
-            Activation::GeluTanh => gelu_tanh(x),
+            Activation::QuickGelu => quick_gelu(x, pool),
+            Activation::GeluTanh => gelu_tanh(x, pool),
             Activation::GeluErf => gelu_erf(x),
         }
     }
@@ -407,7 +407,7 @@ impl<'a> VisionEncoder<'a> {
             h.copy_from_slice(&x);
             layer_norm(&mut h, &l.ln2.0, &l.ln2.1, c.eps);
             linear(&l.up, &h, n, &mut ff);
-            c.act.apply(&mut ff);
+            c.act.apply(&mut ff, th);
             linear(&l.down, &ff, n, &mut h);
             add_assign(&mut x, &h);
         }

@@ -1,0 +1,133 @@
+/* The sigmoid-gated activations, y = x * sigmoid(z(x)): SiLU (z = x), CLIP's quick_gelu
+ * (z = 1.702 x) and GELU's tanh form (z = 2 sqrt(2/pi) (x + 0.044715 x^3), since
+ * 0.5 (1 + tanh(u)) = sigmoid(2u)); with `mul`, SwiGLU's y = silu(x) * mul. Written as
+ * x / (1 + e^-z), which neither overflows nor cancels at either tail. Compiled three times by
+ * build.rs like attention.c: portable, -DLE_ACT_AVX2 and -DLE_ACT_NEON. */
+#include <math.h>
+#include <stddef.h>
+
+#include "llava_kernels.h"
+
+static inline float z_of(int kind, float x) {
+    switch (kind) {
+    case LE_ACT_QUICK_GELU:
+        return 1.702f * x;
+    case LE_ACT_GELU_TANH:
+        return 1.5957691216057308f * (x + 0.044715f * x * x * x);
+    default:
+        return x;
+    }
+}
+
+static inline float gate1(int kind, float x) {
+    return x / (1.0f + expf(-z_of(kind, x)));
+}
+
+#if defined(LE_ACT_AVX2) && (defined(__x86_64__) || defined(_M_X64))
+#include <immintrin.h>
+#define ACT_FN le_activation_avx2
+
+/* e^x for any x, clamped to [-87, 88] (the tails give 0-ish and 1.6e38, enough for x / (1 + e^x)),
+ * to about 2 ulp: 2^n * p(r), x = n ln2 + r, p of degree 6. */
+static inline __m256 exp_v(__m256 x) {
+    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(88.0f));
+    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.0f / 720.0f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+static inline __m256 z_v(int kind, __m256 x) {
+    switch (kind) {
+    case LE_ACT_QUICK_GELU:
+        return _mm256_mul_ps(_mm256_set1_ps(1.702f), x);
+    case LE_ACT_GELU_TANH: {
+        const __m256 x3 = _mm256_mul_ps(_mm256_mul_ps(x, x), x);
+        return _mm256_mul_ps(_mm256_set1_ps(1.5957691216057308f), _mm256_fmadd_ps(_mm256_set1_ps(0.044715f), x3, x));
+    }
+    default:
+        return x;
+    }
+}
+
+void ACT_FN(int kind, float *x, const float *mul, int n) {
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 v = _mm256_loadu_ps(x + i);
+        const __m256 e = exp_v(_mm256_sub_ps(_mm256_setzero_ps(), z_v(kind, v)));
+        __m256 y = _mm256_div_ps(v, _mm256_add_ps(_mm256_set1_ps(1.0f), e));
+        if (mul) {
+            y = _mm256_mul_ps(y, _mm256_loadu_ps(mul + i));
+        }
+        _mm256_storeu_ps(x + i, y);
+    }
+    for (; i < n; i++) {
+        x[i] = gate1(kind, x[i]) * (mul ? mul[i] : 1.0f);
+    }
+}
+
+#elif defined(LE_ACT_NEON) && defined(__aarch64__)
+#include <arm_neon.h>
+#define ACT_FN le_activation_neon
+
+static inline float32x4_t exp_v(float32x4_t x) {
+    x = vminq_f32(vmaxq_f32(x, vdupq_n_f32(-87.0f)), vdupq_n_f32(88.0f));
+    const float32x4_t n = vrndnq_f32(vmulq_n_f32(x, 1.44269504088896341f));
+    float32x4_t r = vfmsq_n_f32(x, n, 0.693359375f);
+    r = vfmsq_n_f32(r, n, -2.12194440e-4f);
+    float32x4_t p = vdupq_n_f32(1.0f / 720.0f);
+    p = vfmaq_f32(vdupq_n_f32(1.0f / 120.0f), p, r);
+    p = vfmaq_f32(vdupq_n_f32(1.0f / 24.0f), p, r);
+    p = vfmaq_f32(vdupq_n_f32(1.0f / 6.0f), p, r);
+    p = vfmaq_f32(vdupq_n_f32(0.5f), p, r);
+    p = vfmaq_f32(vdupq_n_f32(1.0f), p, r);
+    p = vfmaq_f32(vdupq_n_f32(1.0f), p, r);
+    const int32x4_t e = vshlq_n_s32(vaddq_s32(vcvtq_s32_f32(n), vdupq_n_s32(127)), 23);
+    return vmulq_f32(p, vreinterpretq_f32_s32(e));
+}
+
+static inline float32x4_t z_v(int kind, float32x4_t x) {
+    switch (kind) {
+    case LE_ACT_QUICK_GELU:
+        return vmulq_n_f32(x, 1.702f);
+    case LE_ACT_GELU_TANH:
+        return vmulq_n_f32(vfmaq_f32(x, vmulq_f32(vmulq_f32(x, x), x), vdupq_n_f32(0.044715f)), 1.5957691216057308f);
+    default:
+        return x;
+    }
+}
+
+void ACT_FN(int kind, float *x, const float *mul, int n) {
+    int i = 0;
+    for (; i + 4 <= n; i += 4) {
+        const float32x4_t v = vld1q_f32(x + i);
+        const float32x4_t e = exp_v(vnegq_f32(z_v(kind, v)));
+        float32x4_t y = vdivq_f32(v, vaddq_f32(vdupq_n_f32(1.0f), e));
+        if (mul) {
+            y = vmulq_f32(y, vld1q_f32(mul + i));
+        }
+        vst1q_f32(x + i, y);
+    }
+    for (; i < n; i++) {
+        x[i] = gate1(kind, x[i]) * (mul ? mul[i] : 1.0f);
+    }
+}
+
+#elif !defined(LE_ACT_AVX2) && !defined(LE_ACT_NEON)
+#define ACT_FN le_activation_scalar
+
+void ACT_FN(int kind, float *x, const float *mul, int n) {
+    for (int i = 0; i < n; i++) {
+        x[i] = gate1(kind, x[i]) * (mul ? mul[i] : 1.0f);
+    }
+}
+#endif
