@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use ggml_sys_bleedingedge as ggml;
 use llava_edge::dtype::GgmlType;
-use llava_edge::kernels::{self, KvRef};
+use llava_edge::kernels::{self, KvRef, Visible};
 use llava_edge::ops::attention::attend_rows;
 use llava_edge::ops::matrix::Matrix;
 use llava_edge::threadpool::ThreadPool;
@@ -333,11 +333,15 @@ fn attention(
         (KvRef::F32(&kv), KvRef::F32(&kv))
     };
     let mut out = vec![0f32; n * w];
-    let n_kv = |t: usize| if causal { t + 1 } else { n };
+    let visible = if causal {
+        Visible::Causal { first: 0 }
+    } else {
+        Visible::All
+    };
     let secs = time(o.reps.min(5), || {
-        attend_rows(pool, &q, k, v, n, &n_kv, heads, heads, hd, &mut out)
+        attend_rows(pool, &q, k, v, n, n, visible, heads, heads, hd, &mut out)
     });
-    let pairs: usize = (0..n).map(n_kv).sum();
+    let pairs: usize = (0..n).map(|t| if causal { t + 1 } else { n }).sum();
     let flops = 4.0 * (pairs * w) as f64 / 1e9;
     println!(
         "attn    {:<6} {:<22} {:>8.1} GFLOP/s",

@@ -163,3 +163,101 @@ fn gated_activations_match_f64() {
         }
     }
 }
+
+#[test]
+fn row_tiles_match_f64_softmax_causal_and_not() {
+    use llava_edge::kernels::Visible;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(29);
+    let mut checked = 0;
+    for hd in [8usize, 64, 72, 128] {
+        for (nq, n_kv, causal) in [
+            (1, 1, true),
+            (4, 4, true),
+            (7, 30, true),
+            (37, 40, true),
+            (5, 5, false),
+            (33, 50, false),
+            (16, 17, false),
+        ] {
+            let stride = 2 * hd; // two heads a position; the second is under test
+            let qs = 3 * hd; // query rows wider than a head, as in a model
+            let q: Vec<f32> = (0..nq * qs).map(|_| rng.random_range(-2.0..2.0)).collect();
+            let k: Vec<f32> = (0..n_kv * stride)
+                .map(|_| rng.random_range(-2.0..2.0))
+                .collect();
+            let v: Vec<f32> = (0..n_kv * stride)
+                .map(|_| rng.random_range(-1.0..1.0))
+                .collect();
+            let k16: Vec<u16> = k.iter().map(|&x| f16::from_f32(x).to_bits()).collect();
+            let v16: Vec<u16> = v.iter().map(|&x| f16::from_f32(x).to_bits()).collect();
+            let first = n_kv - nq;
+            let scale = 1.0 / (hd as f32).sqrt();
+            for half in [false, true] {
+                let get = |x: &[f32], x16: &[u16], i: usize| {
+                    if half {
+                        f16::from_bits(x16[i]).to_f64()
+                    } else {
+                        x[i] as f64
+                    }
+                };
+                for isa in variants() {
+                    let mut out = vec![f32::NAN; nq * qs];
+                    let (kr, vr) = if half {
+                        (KvRef::F16(&k16[hd..]), KvRef::F16(&v16[hd..]))
+                    } else {
+                        (KvRef::F32(&k[hd..]), KvRef::F32(&v[hd..]))
+                    };
+                    let vis = if causal {
+                        Visible::Causal { first }
+                    } else {
+                        Visible::All
+                    };
+                    let mut scratch = Vec::new();
+                    kernels::attend_rows(
+                        isa,
+                        nq,
+                        hd,
+                        &q,
+                        qs,
+                        kr,
+                        vr,
+                        stride,
+                        n_kv,
+                        vis,
+                        scale,
+                        &mut out,
+                        qs,
+                        &mut scratch,
+                    );
+                    for i in 0..nq {
+                        let seen = if causal { first + i + 1 } else { n_kv };
+                        let s: Vec<f64> = (0..seen)
+                            .map(|p| {
+                                (0..hd)
+                                    .map(|d| {
+                                        q[i * qs + d] as f64 * get(&k, &k16, p * stride + hd + d)
+                                    })
+                                    .sum::<f64>()
+                                    * scale as f64
+                            })
+                            .collect();
+                        let m = s.iter().cloned().fold(f64::MIN, f64::max);
+                        let e: Vec<f64> = s.iter().map(|x| (x - m).exp()).collect();
+                        let z: f64 = e.iter().sum();
+                        for d in 0..hd {
+                            let want: f64 = (0..seen)
+                                .map(|p| e[p] / z * get(&v, &v16, p * stride + hd + d))
+                                .sum();
+                            let got = out[i * qs + d] as f64;
+                            assert!((got - want).abs() < 4e-6, "{isa:?} hd={hd} nq={nq} n_kv={n_kv} causal={causal} f16={half}: row {i} dim {d}: {got} vs {want}");
+                        }
+                        // Only the head's own columns are written.
+                        assert!(out[i * qs + hd..(i + 1) * qs].iter().all(|x| x.is_nan()));
+                        checked += hd;
+                    }
+                }
+            }
+        }
+    }
+    println!("{checked} outputs checked");
+}

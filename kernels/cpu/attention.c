@@ -251,3 +251,201 @@ int ATTEND_FN(int n_kv, int hd, const float *q, const void *k, const void *v, in
     return 0;
 }
 #endif
+
+/* Query rows of one head at a time. Row i sees n_kv positions, or with `causal` the first
+ * kv0 + i + 1. */
+static inline int row_kv(int i, int n_kv, int causal, int kv0) {
+    return causal ? kv0 + i + 1 : n_kv;
+}
+
+#if defined(LE_ATTN_AVX2) && (defined(__x86_64__) || defined(_M_X64))
+#define ROWS_FN le_attend_rows_avx2
+#define KEYS 16 /* positions per block: two vectors of scores a row */
+#define QROWS 4 /* query rows per tile */
+
+/* Keys transposed into blocks of 8 positions, kt[b][d][8] (f32), so a query value broadcast
+ * against one load advances eight scores: the QK^T part is then a small GEMM with no horizontal
+ * sums. Positions from n up to the next multiple of 16 are zero. */
+static void pack_kt(int n, int hd, const void *k, int f16, size_t stride, float *kt) {
+    for (int b = 0; b < (n + 15) / 16 * 2; b++) {
+        float *blk = kt + (size_t)b * hd * 8;
+        for (int j = 0; j < 8; j++) {
+            const int p = 8 * b + j;
+            for (int d = 0; d < hd; d++) {
+                blk[d * 8 + j] = p < n ? load1(k, f16, (size_t)p * stride + d) : 0.0f;
+            }
+        }
+    }
+}
+
+static inline float hmax8(__m256 v) {
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_movehdup_ps(m));
+    return _mm_cvtss_f32(m);
+}
+
+/* Four query rows against every key block they see: scores of 16 positions in registers,
+ * online softmax per row, then the 16 value rows accumulated into the four outputs 16
+ * dimensions at a time (each value load serves four rows). */
+static void tile4(int hd, const float *const qr[QROWS], const int lim[QROWS], const float *kt, const void *v, int f16,
+                  size_t stride, float scale, float *const o[QROWS]) {
+    float m[QROWS], l[QROWS];
+    for (int i = 0; i < QROWS; i++) {
+        m[i] = -INFINITY;
+        l[i] = 0.0f;
+        memset(o[i], 0, (size_t)hd * sizeof(float));
+    }
+    int n = 0;
+    for (int i = 0; i < QROWS; i++) {
+        n = lim[i] > n ? lim[i] : n;
+    }
+    float p[QROWS][KEYS];
+    for (int p0 = 0; p0 < n; p0 += KEYS) {
+        const float *k0 = kt + (size_t)(p0 / 8) * hd * 8, *k1 = k0 + (size_t)hd * 8;
+        __m256 s00 = _mm256_setzero_ps(), s01 = s00, s10 = s00, s11 = s00, s20 = s00, s21 = s00, s30 = s00, s31 = s00;
+        for (int d = 0; d < hd; d++) {
+            const __m256 a = _mm256_loadu_ps(k0 + 8 * d), b = _mm256_loadu_ps(k1 + 8 * d);
+            __m256 x = _mm256_broadcast_ss(qr[0] + d);
+            s00 = _mm256_fmadd_ps(x, a, s00);
+            s01 = _mm256_fmadd_ps(x, b, s01);
+            x = _mm256_broadcast_ss(qr[1] + d);
+            s10 = _mm256_fmadd_ps(x, a, s10);
+            s11 = _mm256_fmadd_ps(x, b, s11);
+            x = _mm256_broadcast_ss(qr[2] + d);
+            s20 = _mm256_fmadd_ps(x, a, s20);
+            s21 = _mm256_fmadd_ps(x, b, s21);
+            x = _mm256_broadcast_ss(qr[3] + d);
+            s30 = _mm256_fmadd_ps(x, a, s30);
+            s31 = _mm256_fmadd_ps(x, b, s31);
+        }
+        const __m256 sc[QROWS][2] = {{s00, s01}, {s10, s11}, {s20, s21}, {s30, s31}};
+        const int nk = n - p0 < KEYS ? n - p0 : KEYS;
+        float c[QROWS];
+        for (int i = 0; i < QROWS; i++) {
+            /* Scores past the row's limit (causal mask, or the end of the keys) are -inf. */
+            const __m256 idx0 = _mm256_setr_ps(0, 1, 2, 3, 4, 5, 6, 7), idx1 = _mm256_add_ps(idx0, _mm256_set1_ps(8));
+            const __m256 room = _mm256_set1_ps((float)(lim[i] - p0));
+            const __m256 ninf = _mm256_set1_ps(-INFINITY);
+            const __m256 x0 = _mm256_blendv_ps(ninf, _mm256_mul_ps(sc[i][0], _mm256_set1_ps(scale)),
+                                               _mm256_cmp_ps(idx0, room, _CMP_LT_OQ));
+            const __m256 x1 = _mm256_blendv_ps(ninf, _mm256_mul_ps(sc[i][1], _mm256_set1_ps(scale)),
+                                               _mm256_cmp_ps(idx1, room, _CMP_LT_OQ));
+            const float bm = hmax8(_mm256_max_ps(x0, x1));
+            const float nm = bm > m[i] ? bm : m[i];
+            /* Block 0 always holds position 0, which every row sees: nm is finite from then on. */
+            c[i] = m[i] == -INFINITY ? 0.0f : expf(m[i] - nm);
+            m[i] = nm;
+            const __m256 e0 = exp_neg(_mm256_sub_ps(x0, _mm256_set1_ps(nm)));
+            const __m256 e1 = exp_neg(_mm256_sub_ps(x1, _mm256_set1_ps(nm)));
+            _mm256_storeu_ps(p[i], e0);
+            _mm256_storeu_ps(p[i] + 8, e1);
+            l[i] = l[i] * c[i] + hsum8(_mm256_add_ps(e0, e1));
+        }
+        /* o_i = o_i * c_i + sum_j p_ij v_j, 16 dimensions at a time, then 8, then single. */
+        int d0 = 0;
+        for (; d0 + 16 <= hd; d0 += 16) {
+            __m256 acc[QROWS][2];
+            for (int i = 0; i < QROWS; i++) {
+                acc[i][0] = _mm256_mul_ps(_mm256_loadu_ps(o[i] + d0), _mm256_set1_ps(c[i]));
+                acc[i][1] = _mm256_mul_ps(_mm256_loadu_ps(o[i] + d0 + 8), _mm256_set1_ps(c[i]));
+            }
+            for (int j = 0; j < nk; j++) {
+                const size_t at = (size_t)(p0 + j) * stride + d0;
+                const __m256 va = load8(v, f16, at), vb = load8(v, f16, at + 8);
+                for (int i = 0; i < QROWS; i++) {
+                    const __m256 w = _mm256_broadcast_ss(&p[i][j]);
+                    acc[i][0] = _mm256_fmadd_ps(w, va, acc[i][0]);
+                    acc[i][1] = _mm256_fmadd_ps(w, vb, acc[i][1]);
+                }
+            }
+            for (int i = 0; i < QROWS; i++) {
+                _mm256_storeu_ps(o[i] + d0, acc[i][0]);
+                _mm256_storeu_ps(o[i] + d0 + 8, acc[i][1]);
+            }
+        }
+        for (; d0 + 8 <= hd; d0 += 8) {
+            __m256 acc[QROWS];
+            for (int i = 0; i < QROWS; i++) {
+                acc[i] = _mm256_mul_ps(_mm256_loadu_ps(o[i] + d0), _mm256_set1_ps(c[i]));
+            }
+            for (int j = 0; j < nk; j++) {
+                const __m256 va = load8(v, f16, (size_t)(p0 + j) * stride + d0);
+                for (int i = 0; i < QROWS; i++) {
+                    acc[i] = _mm256_fmadd_ps(_mm256_broadcast_ss(&p[i][j]), va, acc[i]);
+                }
+            }
+            for (int i = 0; i < QROWS; i++) {
+                _mm256_storeu_ps(o[i] + d0, acc[i]);
+            }
+        }
+        for (; d0 < hd; d0++) {
+            for (int i = 0; i < QROWS; i++) {
+                float acc = o[i][d0] * c[i];
+                for (int j = 0; j < nk; j++) {
+                    acc += p[i][j] * load1(v, f16, (size_t)(p0 + j) * stride + d0);
+                }
+                o[i][d0] = acc;
+            }
+        }
+    }
+    for (int i = 0; i < QROWS; i++) {
+        const float inv = 1.0f / l[i];
+        for (int d = 0; d < hd; d++) {
+            o[i][d] *= inv;
+        }
+    }
+}
+
+int ROWS_FN(int nq, int hd, const float *q, size_t q_stride, const void *k, const void *v, int f16, size_t stride,
+            int n_kv, int causal, int kv0, float scale, float *out, size_t o_stride, float *scratch) {
+    if (hd <= 0 || hd > MAX_HEAD_DIM) {
+        return -1;
+    }
+    int i = 0;
+    if (nq >= QROWS) {
+        /* Every position any row of this call sees, transposed once for all of them. */
+        const int n_need = causal ? kv0 + nq : n_kv;
+        pack_kt(n_need, hd, k, f16, stride, scratch);
+        for (; i + QROWS <= nq; i += QROWS) {
+            const float *qr[QROWS];
+            float *o[QROWS];
+            int lim[QROWS];
+            for (int r = 0; r < QROWS; r++) {
+                qr[r] = q + (size_t)(i + r) * q_stride;
+                o[r] = out + (size_t)(i + r) * o_stride;
+                lim[r] = row_kv(i + r, n_kv, causal, kv0);
+            }
+            tile4(hd, qr, lim, scratch, v, f16, stride, scale, o);
+        }
+    }
+    for (; i < nq; i++) {
+        le_attend_head_avx2(row_kv(i, n_kv, causal, kv0), hd, q + (size_t)i * q_stride, k, v, f16, stride, scale,
+                            out + (size_t)i * o_stride);
+    }
+    return 0;
+}
+#endif
+
+/* Portable and NEON builds: the one-row kernel row by row. */
+#if defined(LE_ATTN_NEON) && defined(__aarch64__)
+#define ROWS_ONE_FN le_attend_rows_neon
+#elif !defined(LE_ATTN_AVX2) && !defined(LE_ATTN_NEON)
+#define ROWS_ONE_FN le_attend_rows_scalar
+#endif
+
+#ifdef ROWS_ONE_FN
+int ROWS_ONE_FN(int nq, int hd, const float *q, size_t q_stride, const void *k, const void *v, int f16,
+                size_t stride, int n_kv, int causal, int kv0, float scale, float *out, size_t o_stride,
+                float *scratch) {
+    (void)scratch;
+    if (hd <= 0 || hd > MAX_HEAD_DIM) {
+        return -1;
+    }
+    for (int i = 0; i < nq; i++) {
+        ATTEND_FN(row_kv(i, n_kv, causal, kv0), hd, q + (size_t)i * q_stride, k, v, f16, stride, scale,
+                  out + (size_t)i * o_stride);
+    }
+    return 0;
+}
+#endif

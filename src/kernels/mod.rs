@@ -556,3 +556,124 @@ pub fn activation_with(isa: Isa, gate: Gate, x: &mut [f32], mul: Option<&[f32]>)
         }
     }
 }
+
+/// Which positions each query row of [`attend_rows`] sees.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Visible {
+    /// All `n_kv` positions (the vision encoder).
+    All,
+    /// Row i sees the first `first + i + 1` (causal decoding; `first` is the row's position).
+    Causal {
+        /// Positions before row 0 (the cache, plus row 0's own index in the batch).
+        first: usize,
+    },
+}
+
+/// `nq` query rows of one head: row i's `hd` values at `q[i * q_stride..]`, its output at
+/// `out[i * o_stride..]`, keys and values as [`attend_head`] takes them (`n_kv` positions).
+#[allow(clippy::too_many_arguments)]
+pub fn attend_rows(
+    isa: Isa,
+    nq: usize,
+    hd: usize,
+    q: &[f32],
+    q_stride: usize,
+    k: KvRef<'_>,
+    v: KvRef<'_>,
+    stride: usize,
+    n_kv: usize,
+    visible: Visible,
+    scale: f32,
+    out: &mut [f32],
+    o_stride: usize,
+    scratch: &mut Vec<f32>,
+) {
+    if nq == 0 {
+        return;
+    }
+    assert!(
+        (1..=MAX_HEAD_DIM).contains(&hd),
+        "attend_rows: head dim {hd}"
+    );
+    assert!(q.len() >= (nq - 1) * q_stride + hd, "attend_rows: queries");
+    assert!(out.len() >= (nq - 1) * o_stride + hd, "attend_rows: output");
+    let (causal, kv0) = match visible {
+        Visible::All => (0, 0),
+        Visible::Causal { first } => {
+            assert!(first + nq <= n_kv, "attend_rows: causal rows past the keys");
+            (1, first)
+        }
+    };
+    assert!(n_kv >= 1, "attend_rows: no positions");
+    assert!(stride >= hd || n_kv == 1, "attend_rows: stride");
+    let need = (n_kv - 1) * stride + hd;
+    assert!(
+        k.len() >= need && v.len() >= need,
+        "attend_rows: cache too short"
+    );
+    let ((kp, kf16), (vp, vf16)) = (k.ptr(), v.ptr());
+    assert_eq!(kf16, vf16, "attend_rows: keys and values of one type");
+    scratch.resize(n_kv.div_ceil(16) * 16 * hd, 0.0);
+    let s = scratch.as_mut_ptr();
+    let (n, d, qp, op) = (nq as i32, hd as i32, q.as_ptr(), out.as_mut_ptr());
+    // SAFETY: reads stay within the asserted lengths of q, k and v; writes within out's; the
+    // scratch holds the packed keys of up to n_kv positions; SIMD only where `isa` says so.
+    let rc = unsafe {
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => ffi::le_attend_rows_avx2(
+                n,
+                d,
+                qp,
+                q_stride,
+                kp,
+                vp,
+                kf16,
+                stride,
+                n_kv as i32,
+                causal,
+                kv0 as i32,
+                scale,
+                op,
+                o_stride,
+                s,
+            ),
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon | Isa::NeonDotprod => ffi::le_attend_rows_neon(
+                n,
+                d,
+                qp,
+                q_stride,
+                kp,
+                vp,
+                kf16,
+                stride,
+                n_kv as i32,
+                causal,
+                kv0 as i32,
+                scale,
+                op,
+                o_stride,
+                s,
+            ),
+            _ => ffi::le_attend_rows_scalar(
+                n,
+                d,
+                qp,
+                q_stride,
+                kp,
+                vp,
+                kf16,
+                stride,
+                n_kv as i32,
+                causal,
+                kv0 as i32,
+                scale,
+                op,
+                o_stride,
+                s,
+            ),
+        }
+    };
+    debug_assert_eq!(rc, 0);
+}

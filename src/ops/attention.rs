@@ -1,6 +1,6 @@
 //! Scaled dot-product attention over a key/value cache, with grouped-query heads.
 
-use crate::kernels::{self, KvRef};
+use crate::kernels::{self, KvRef, Visible};
 
 /// Attention for one query token: `q` holds `n_head` heads of `head_dim`; `k` and `v` hold
 /// `n_kv` positions of `n_kv_head` heads each (`n_kv * n_kv_head * head_dim`). Query head h
@@ -83,8 +83,9 @@ mod tests {
     }
 }
 
-/// [`attend`] for `n_rows` query rows (each `n_head * head_dim` wide in `q` and `out`), split
-/// over the pool's threads. Row `t` attends to the first `n_kv_of(t)` key/value positions.
+/// [`attend`] for `n_rows` query rows (each `n_head * head_dim` wide in `q` and `out`) against
+/// `n_kv` positions, split over the pool's threads as (head, block of rows) tasks handed out on
+/// demand (under a causal mask the last rows cost the most).
 #[allow(clippy::too_many_arguments)]
 pub fn attend_rows(
     pool: &crate::threadpool::ThreadPool,
@@ -92,33 +93,55 @@ pub fn attend_rows(
     k: KvRef<'_>,
     v: KvRef<'_>,
     n_rows: usize,
-    n_kv_of: &(dyn Fn(usize) -> usize + Sync),
+    n_kv: usize,
+    visible: Visible,
     n_head: usize,
     n_kv_head: usize,
     head_dim: usize,
     out: &mut [f32],
 ) {
+    const ROWS: usize = 32;
     let w = n_head * head_dim;
     assert_eq!(q.len(), n_rows * w, "attend_rows: query length");
     assert_eq!(out.len(), n_rows * w, "attend_rows: output length");
+    if n_rows == 0 {
+        return;
+    }
+    let (group, stride) = (n_head / n_kv_head, n_kv_head * head_dim);
+    let scale = 1.0 / (head_dim as f32).sqrt();
+    let isa = kernels::isa();
+    let blocks = n_rows.div_ceil(ROWS);
     let base = OutPtr(out.as_mut_ptr());
-    // Rows are dealt out in turn: under a causal mask row t costs t, so contiguous ranges would
-    // leave the first thread idle while the last finishes.
-    let threads = pool.threads();
-    pool.run(&|i| {
-        for t in (i..n_rows).step_by(threads) {
-            // SAFETY: `out` holds n_rows * w values (asserted) and each row t is written by
-            // exactly one thread, the one whose range holds t; the pool joins before returning.
-            let o = unsafe { std::slice::from_raw_parts_mut(base.get().add(t * w), w) };
-            attend(
-                &q[t * w..(t + 1) * w],
-                k,
-                v,
-                n_kv_of(t),
-                n_head,
-                n_kv_head,
+    let len = out.len();
+    pool.for_chunks(n_head * blocks, 1, &|tasks| {
+        let mut scratch = Vec::new();
+        for task in tasks {
+            let (h, r0) = (task / blocks, task % blocks * ROWS);
+            let nq = ROWS.min(n_rows - r0);
+            let at = (h / group) * head_dim;
+            let first = r0 * w + h * head_dim;
+            let vis = match visible {
+                Visible::All => Visible::All,
+                Visible::Causal { first } => Visible::Causal { first: first + r0 },
+            };
+            // SAFETY: `out` holds len values; this task alone writes head h's columns of rows
+            // r0..r0 + nq (tasks are disjoint), and the pool joins before returning.
+            let o = unsafe { std::slice::from_raw_parts_mut(base.get().add(first), len - first) };
+            kernels::attend_rows(
+                isa,
+                nq,
                 head_dim,
+                &q[first..],
+                w,
+                k.skip(at),
+                v.skip(at),
+                stride,
+                n_kv,
+                vis,
+                scale,
                 o,
+                w,
+                &mut scratch,
             );
         }
     });

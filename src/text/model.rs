@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use super::config::{Arch, TextConfig};
 use super::kv_cache::KvCache;
 use crate::gguf::{GgufError, GgufFile};
+use crate::kernels::Visible;
 use crate::ops::attention::attend_rows;
 use crate::ops::matrix::matmul_stacked;
 use crate::ops::norm::rms_norm;
@@ -262,7 +263,8 @@ impl<'a> TextModel<'a> {
                 kc,
                 vc,
                 n,
-                &|t| past + t + 1,
+                past + n,
+                Visible::Causal { first: past },
                 c.n_head,
                 c.n_head_kv,
                 hd,

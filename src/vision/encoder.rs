@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use crate::gguf::{GgufError, GgufFile};
-use crate::kernels::KvRef;
+use crate::kernels::{KvRef, Visible};
 use crate::ops::activation::{gelu_erf, gelu_tanh, quick_gelu};
 use crate::ops::attention::attend_rows;
 use crate::ops::norm::layer_norm;
@@ -395,7 +395,8 @@ impl<'a> VisionEncoder<'a> {
                 KvRef::F32(&k),
                 KvRef::F32(&v),
                 n,
-                &|_| n,
+                n,
+                Visible::All,
                 c.n_head,
                 c.n_head,
                 hd,
