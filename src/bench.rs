@@ -220,6 +220,82 @@ pub fn llama_cpp_speeds(
     Ok((pp, tg))
 }
 
+/// llama.cpp's image numbers from its `llama-mtmd-cli` in `dir`, on the same files, image and
+/// threads: `(encode ms, time to first token ms)`. Encode is the sum of the "encoding done in"
+/// times it logs (one per tile); time to first token runs from its first encode to the exit
+/// of a one-token generation (its log's timestamps against our wall clock), so it includes
+/// its teardown, a few ms.
+pub fn llama_cpp_image(
+    dir: &std::path::Path,
+    model: &std::path::Path,
+    mmproj: &std::path::Path,
+    image: &std::path::Path,
+    threads: usize,
+) -> Result<(f64, f64), String> {
+    let exe = dir.join("llama-mtmd-cli");
+    let start = Instant::now();
+    let out = std::process::Command::new(&exe)
+        .arg("-m")
+        .arg(model)
+        .arg("--mmproj")
+        .arg(mmproj)
+        .arg("--image")
+        .arg(image)
+        // About 20 prompt tokens after the image, as our own measurement.
+        .args([
+            "-p",
+            "Describe this picture in one short sentence, naming the main colours and shapes you see.",
+            "-n",
+            "1",
+            "--temp",
+            "0",
+            "-t",
+            &threads.to_string(),
+            "--log-timestamps",
+        ])
+        .output()
+        .map_err(|e| format!("{}: {e}", exe.display()))?;
+    let wall = start.elapsed().as_secs_f64() * 1e3;
+    let log =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        return Err(format!(
+            "{} failed: {}",
+            exe.display(),
+            log.lines().last().unwrap_or("")
+        ));
+    }
+    parse_mtmd_log(&log, wall)
+        .ok_or_else(|| format!("{}: no image encode times in its log", exe.display()))
+}
+
+/// (encode ms, first token ms) from a llama-mtmd-cli log and the process's wall time.
+fn parse_mtmd_log(log: &str, wall_ms: f64) -> Option<(f64, f64)> {
+    let mut encode = 0.0;
+    let mut first_start = None;
+    for line in log.lines() {
+        if let Some(i) = line.find("encoding done in ") {
+            let rest = &line[i + "encoding done in ".len()..];
+            encode += rest.split_whitespace().next()?.parse::<f64>().ok()?;
+        }
+        if first_start.is_none() && line.contains("encoding mtmd batch") {
+            first_start = timestamp_ms(line);
+        }
+    }
+    (encode > 0.0).then(|| (encode, wall_ms - first_start.unwrap_or(0.0)))
+}
+
+/// The "m.ss.mmm.uuu" timestamp llama.cpp's logger puts first on a line, in ms.
+fn timestamp_ms(line: &str) -> Option<f64> {
+    let t = line.split_whitespace().next()?;
+    let p: Vec<&str> = t.split('.').collect();
+    if p.len() != 4 {
+        return None;
+    }
+    let n = |s: &str| s.parse::<f64>().ok();
+    Some(n(p[0])? * 60e3 + n(p[1])? * 1e3 + n(p[2])? + n(p[3])? / 1e3)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -240,6 +316,19 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.contains("/nonexistent/llama.cpp/llama-bench"), "{e}");
+    }
+
+    #[test]
+    fn mtmd_logs_are_read() {
+        let log = "0.02.591.129 I main: loading model: m.gguf\n\
+                   0.02.651.882 I encoding mtmd batch, n_chunks = 1 (done = 1, total = 7)\n\
+                   0.06.631.327 I mtmd batch encoding done in 3979 ms\n\
+                   0.09.164.488 I encoding mtmd batch, n_chunks = 1 (done = 2, total = 7)\n\
+                   0.13.080.601 I mtmd batch encoding done in 3916 ms\n";
+        let (enc, ttft) = parse_mtmd_log(log, 20_000.0).unwrap();
+        assert_eq!(enc, 7895.0);
+        assert!((ttft - (20_000.0 - 2_651.882)).abs() < 1e-6, "{ttft}");
+        assert!(parse_mtmd_log("no numbers here", 1.0).is_none());
     }
 
     #[test]

@@ -291,6 +291,44 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                     x.sort_by(f64::total_cmp);
                     x[x.len() / 2]
                 };
+                // With an mmproj, the image numbers too: encode and time to first token.
+                let mut images = (Vec::new(), Vec::new());
+                if let Some(mm) = &mmproj {
+                    let picture = match &image {
+                        Some(p) => p.clone(),
+                        None => {
+                            let p = std::env::temp_dir()
+                                .join(format!("llava-edge-bench-{}.png", std::process::id()));
+                            let pic = bench::test_image(640, 480);
+                            image::save_buffer(
+                                &p,
+                                &pic.data,
+                                pic.width as u32,
+                                pic.height as u32,
+                                image::ExtendedColorType::Rgb8,
+                            )?;
+                            p
+                        }
+                    };
+                    let pic = load_image(&picture)?;
+                    for _ in 0..repeat.max(1) {
+                        let one_image = BenchConfig {
+                            n_prompt: 1,
+                            n_gen: 0,
+                            ..one.clone()
+                        };
+                        let r = bench::run(&model, Some(mm), Some(&pic), &one_image)?;
+                        images
+                            .0
+                            .push((r.image_encode_ms.unwrap_or(0.0), r.ttft_ms.unwrap_or(0.0)));
+                        images
+                            .1
+                            .push(bench::llama_cpp_image(&dir, &model, mm, &picture, threads)?);
+                    }
+                    if image.is_none() {
+                        let _ = std::fs::remove_file(&picture);
+                    }
+                }
                 let (opp, otg) = (med(&ours, |x| x.0), med(&ours, |x| x.1));
                 let (lpp, ltg) = (med(&theirs, |x| x.0), med(&theirs, |x| x.1));
                 println!(
@@ -307,8 +345,15 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                     format!("tg{n_gen}"),
                     otg / ltg
                 );
+                if !images.0.is_empty() {
+                    let (oe, ot) = (med(&images.0, |x| x.0), med(&images.0, |x| x.1));
+                    let (le, lt) = (med(&images.1, |x| x.0), med(&images.1, |x| x.1));
+                    println!("{:<12} {oe:>12.0} {le:>12.0} {:>8.2}", "encode ms", le / oe);
+                    println!("{:<12} {ot:>12.0} {lt:>12.0} {:>8.2}", "ttft ms", lt / ot);
+                }
                 println!(
-                    "(tok/s, medians of {} alternating runs, {threads} threads)",
+                    "(tok/s: ratio ours/llama.cpp; ms: ratio llama.cpp/ours, so above 1 is faster \
+                     either way; medians of {} alternating runs, {threads} threads)",
                     repeat.max(1)
                 );
                 return Ok(());

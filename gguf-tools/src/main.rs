@@ -65,7 +65,7 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Rewrite a text model with a llama.cpp quantization mix (norms and biases stay as they
+    /// Rewrite a text model with a llama.cpp quantization mix, or an mmproj file with its encoder and projector matrices in the mix's type (norms and biases stay as they
     /// are; token embedding and output follow llama.cpp's choices for the mix).
     Quantize {
         /// Input GGUF (F32, F16 or BF16 weights).
@@ -167,7 +167,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             let r = quantize_file(&input, &output, &opts)?;
             for name in &r.fallbacks {
                 eprintln!(
-                    "note: {name}: rows are not a multiple of 256, used llama.cpp's fallback type"
+                    "note: {name}: rows do not fit the type's blocks, used llama.cpp's fallback type (F16 where no block fits)"
                 );
             }
             eprintln!(

@@ -257,6 +257,38 @@ pub fn plan(
     Plan { types, fallbacks }
 }
 
+/// The plan for a vision projector file (`general.architecture` "clip"): the encoder blocks'
+/// and the projector's weight matrices take the mix's type; the patch convolution (llama.cpp
+/// runs it through im2col, which wants F16/F32), the position table, norms, biases and
+/// image_newline stay as they are.
+pub fn plan_vision(mix: Mix, tensors: &[TensorShape], current: &[GgmlType]) -> Plan {
+    let default = mix.default_type();
+    let mut fallbacks = Vec::new();
+    let types = tensors
+        .iter()
+        .zip(current)
+        .map(|(t, &cur)| {
+            let n_dims = t.dims.iter().rposition(|&d| d > 1).map_or(1, |i| i + 1);
+            let matrix = n_dims == 2
+                && t.name.ends_with(".weight")
+                && (t.name.contains(".blk.") || t.name.starts_with("mm."));
+            if !matrix || !default.is_quantized() && default == cur {
+                return None;
+            }
+            let mut ty = default;
+            if t.dims[0] % ty.block_size() as u64 != 0 {
+                ty = fallback(ty);
+                if t.dims[0] % ty.block_size() as u64 != 0 {
+                    ty = GgmlType::F16;
+                }
+                fallbacks.push(t.name.to_string());
+            }
+            (ty != cur).then_some(ty)
+        })
+        .collect();
+    Plan { types, fallbacks }
+}
+
 /// llama.cpp's substitute for a type whose blocks do not fit a tensor's rows.
 fn fallback(ty: GgmlType) -> GgmlType {
     match ty {
@@ -375,6 +407,52 @@ mod tests {
         );
         let r = run(Mix::Q5_K_M, &m);
         assert_eq!(ty_of(&r, "blk.1.attn_q.weight"), Some(GgmlType::Q5_1));
+    }
+
+    #[test]
+    fn vision_files_quantize_only_block_and_projector_matrices() {
+        let model: Vec<(String, Vec<u64>)> = [
+            ("v.patch_embd.weight", vec![14, 14, 3, 1152]),
+            ("v.position_embd.weight", vec![1152, 729]),
+            ("v.blk.0.attn_q.weight", vec![1152, 1152]),
+            ("v.blk.0.attn_q.bias", vec![1152]),
+            ("v.blk.0.ln1.weight", vec![1152]),
+            ("v.blk.0.ffn_up.weight", vec![1152, 4304]),
+            ("v.blk.0.ffn_down.weight", vec![4304, 1152]),
+            ("mm.0.weight", vec![1152, 896]),
+            ("mm.0.bias", vec![896]),
+            ("model.image_newline", vec![896]),
+            ("v.post_ln.weight", vec![1152]),
+        ]
+        .into_iter()
+        .map(|(n, d)| (n.to_string(), d))
+        .collect();
+        let shapes: Vec<TensorShape> = model
+            .iter()
+            .map(|(n, d)| TensorShape { name: n, dims: d })
+            .collect();
+        let current = vec![GgmlType::F16; model.len()];
+        let plan = plan_vision(Mix::Q8_0, &shapes, &current);
+        let got: Vec<(&str, Option<GgmlType>)> = model
+            .iter()
+            .zip(&plan.types)
+            .map(|((n, _), t)| (n.as_str(), *t))
+            .collect();
+        for (name, ty) in got {
+            // SigLIP's ffn_down rows (4304 values) fit no 32-value block: they stay F16.
+            let want = [
+                "v.blk.0.attn_q.weight",
+                "v.blk.0.ffn_up.weight",
+                "mm.0.weight",
+            ]
+            .contains(&name)
+            .then_some(GgmlType::Q8_0);
+            assert_eq!(ty, want, "{name}");
+        }
+        assert_eq!(plan.fallbacks, vec!["v.blk.0.ffn_down.weight".to_string()]);
+        // Rows of 1152 fit 32-value blocks but not 256: Q4_K falls back to Q5_0.
+        let plan = plan_vision(Mix::Q4_K_M, &shapes, &current);
+        assert_eq!(plan.types[2], Some(GgmlType::Q5_0));
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! `gguf-tools quantize IN OUT MIX`: rewrites a text model with the per-tensor types of a
-//! llama.cpp mix. Streaming: one tensor is converted at a time, its rows split across threads,
+//! llama.cpp mix, or a vision projector (mmproj) with its matrices in the mix's type. Streaming: one tensor is converted at a time, its rows split across threads,
 //! and written before the next is read; the input stays memory-mapped.
 
 use std::path::{Path, PathBuf};
@@ -51,7 +51,7 @@ pub struct Options {
 pub struct Report {
     /// (name, input type, output type) in file order.
     pub tensors: Vec<(String, GgmlType, GgmlType)>,
-    /// Tensors that fell back to a non-K type (rows not a multiple of 256).
+    /// Tensors whose rows did not fit the chosen type's blocks (a fallback type was used).
     pub fallbacks: Vec<String>,
     /// Total input and output tensor bytes.
     pub bytes_in: u64,
@@ -76,7 +76,11 @@ pub fn quantize_file(input: &Path, output: &Path, opts: &Options) -> Result<Repo
         .get(&format!("{arch}.block_count"))
         .and_then(|v| v.as_u64())
         .map(|n| n as usize);
-    let plan = mix::plan(opts.mix, &shapes, &current, n_layer);
+    let plan = if arch == "clip" {
+        mix::plan_vision(opts.mix, &shapes, &current)
+    } else {
+        mix::plan(opts.mix, &shapes, &current, n_layer)
+    };
 
     for (t, target) in src.tensors().iter().zip(&plan.types) {
         if target.is_some() && t.ty.is_quantized() && !opts.allow_requantize {
