@@ -5,6 +5,8 @@
 
 pub mod bench;
 pub mod chat;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod dtype;
 pub mod ffi;
 pub mod gguf;
