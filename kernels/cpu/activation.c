@@ -63,8 +63,10 @@ void ACT_FN(int kind, float *x, const float *mul, int n) {
     int i = 0;
     for (; i + 8 <= n; i += 8) {
         const __m256 v = _mm256_loadu_ps(x + i);
-        const __m256 e = exp_v(_mm256_sub_ps(_mm256_setzero_ps(), z_v(kind, v)));
-        __m256 y = _mm256_div_ps(v, _mm256_add_ps(_mm256_set1_ps(1.0f), e));
+        const __m256 nz = _mm256_sub_ps(_mm256_setzero_ps(), z_v(kind, v));
+        __m256 y = _mm256_div_ps(v, _mm256_add_ps(_mm256_set1_ps(1.0f), exp_v(nz)));
+        /* Past the clamp e^-z is infinite and the gate closed: exactly 0, as x / inf. */
+        y = _mm256_andnot_ps(_mm256_cmp_ps(nz, _mm256_set1_ps(88.0f), _CMP_GT_OQ), y);
         if (mul) {
             y = _mm256_mul_ps(y, _mm256_loadu_ps(mul + i));
         }
@@ -110,8 +112,10 @@ void ACT_FN(int kind, float *x, const float *mul, int n) {
     int i = 0;
     for (; i + 4 <= n; i += 4) {
         const float32x4_t v = vld1q_f32(x + i);
-        const float32x4_t e = exp_v(vnegq_f32(z_v(kind, v)));
-        float32x4_t y = vdivq_f32(v, vaddq_f32(vdupq_n_f32(1.0f), e));
+        const float32x4_t nz = vnegq_f32(z_v(kind, v));
+        float32x4_t y = vdivq_f32(v, vaddq_f32(vdupq_n_f32(1.0f), exp_v(nz)));
+        /* Past the clamp e^-z is infinite and the gate closed: exactly 0, as x / inf. */
+        y = vreinterpretq_f32_u32(vbicq_u32(vreinterpretq_u32_f32(y), vcgtq_f32(nz, vdupq_n_f32(88.0f))));
         if (mul) {
             y = vmulq_f32(y, vld1q_f32(mul + i));
         }
