@@ -258,11 +258,7 @@ static inline int row_kv(int i, int n_kv, int causal, int kv0) {
     return causal ? kv0 + i + 1 : n_kv;
 }
 
-#if defined(LE_ATTN_AVX2) && (defined(__x86_64__) || defined(_M_X64))
-#define ROWS_FN le_attend_rows_avx2
-#define KEYS 16 /* positions per block: two vectors of scores a row */
-#define QROWS 4 /* query rows per tile */
-
+#if defined(LE_ATTN_AVX2) || defined(LE_ATTN_NEON)
 /* Keys transposed into blocks of 8 positions, kt[b][d][8] (f32), so a query value broadcast
  * against one load advances eight scores: the QK^T part is then a small GEMM with no horizontal
  * sums. Positions from n up to the next multiple of 16 are zero. */
@@ -277,6 +273,13 @@ static void pack_kt(int n, int hd, const void *k, int f16, size_t stride, float 
         }
     }
 }
+
+#endif
+
+#if defined(LE_ATTN_AVX2) && (defined(__x86_64__) || defined(_M_X64))
+#define ROWS_FN le_attend_rows_avx2
+#define KEYS 16 /* positions per block: two vectors of scores a row */
+#define QROWS 4 /* query rows per tile */
 
 static inline float hmax8(__m256 v) {
     __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -427,10 +430,154 @@ int ROWS_FN(int nq, int hd, const float *q, size_t q_stride, const void *k, cons
 }
 #endif
 
-/* Portable and NEON builds: the one-row kernel row by row. */
 #if defined(LE_ATTN_NEON) && defined(__aarch64__)
-#define ROWS_ONE_FN le_attend_rows_neon
-#elif !defined(LE_ATTN_AVX2) && !defined(LE_ATTN_NEON)
+#define ROWS_NEON_KEYS 16
+#define ROWS_NEON_Q 4
+
+/* e^x for x <= 0 on four lanes, 0 below -87 (as exp_neg on AVX2). */
+static inline float32x4_t exp_neg4(float32x4_t x) {
+    const uint32x4_t under = vcltq_f32(x, vdupq_n_f32(-87.0f));
+    x = vmaxq_f32(x, vdupq_n_f32(-87.0f));
+    const float32x4_t n = vrndnq_f32(vmulq_n_f32(x, 1.44269504088896341f));
+    float32x4_t r = vfmsq_n_f32(x, n, 0.693359375f);
+    r = vfmsq_n_f32(r, n, -2.12194440e-4f);
+    float32x4_t p = vdupq_n_f32(1.0f / 720.0f);
+    p = vfmaq_f32(vdupq_n_f32(1.0f / 120.0f), p, r);
+    p = vfmaq_f32(vdupq_n_f32(1.0f / 24.0f), p, r);
+    p = vfmaq_f32(vdupq_n_f32(1.0f / 6.0f), p, r);
+    p = vfmaq_f32(vdupq_n_f32(0.5f), p, r);
+    p = vfmaq_f32(vdupq_n_f32(1.0f), p, r);
+    p = vfmaq_f32(vdupq_n_f32(1.0f), p, r);
+    const int32x4_t e = vshlq_n_s32(vaddq_s32(vcvtq_s32_f32(n), vdupq_n_s32(127)), 23);
+    const float32x4_t y = vmulq_f32(p, vreinterpretq_f32_s32(e));
+    return vreinterpretq_f32_u32(vbicq_u32(vreinterpretq_u32_f32(y), under));
+}
+
+/* The AVX2 tile's algorithm on NEON: four query rows against blocks of 16 positions, scores in
+ * sixteen registers, online softmax, each value row shared by the four rows. */
+static void tile4_neon(int hd, const float *const qr[ROWS_NEON_Q], const int lim[ROWS_NEON_Q], const float *kt,
+                       const void *v, int f16, size_t stride, float scale, float *const o[ROWS_NEON_Q]) {
+    float m[ROWS_NEON_Q], l[ROWS_NEON_Q];
+    int n = 0;
+    for (int i = 0; i < ROWS_NEON_Q; i++) {
+        m[i] = -INFINITY;
+        l[i] = 0.0f;
+        memset(o[i], 0, (size_t)hd * sizeof(float));
+        n = lim[i] > n ? lim[i] : n;
+    }
+    float p[ROWS_NEON_Q][ROWS_NEON_KEYS];
+    for (int p0 = 0; p0 < n; p0 += ROWS_NEON_KEYS) {
+        const float *k0 = kt + (size_t)(p0 / 8) * hd * 8, *k1 = k0 + (size_t)hd * 8;
+        float32x4_t s[ROWS_NEON_Q][4];
+        for (int i = 0; i < ROWS_NEON_Q; i++) {
+            for (int c = 0; c < 4; c++) {
+                s[i][c] = vdupq_n_f32(0.0f);
+            }
+        }
+        for (int d = 0; d < hd; d++) {
+            const float32x4_t a0 = vld1q_f32(k0 + 8 * d), a1 = vld1q_f32(k0 + 8 * d + 4);
+            const float32x4_t b0 = vld1q_f32(k1 + 8 * d), b1 = vld1q_f32(k1 + 8 * d + 4);
+            for (int i = 0; i < ROWS_NEON_Q; i++) {
+                const float x = qr[i][d];
+                s[i][0] = vfmaq_n_f32(s[i][0], a0, x);
+                s[i][1] = vfmaq_n_f32(s[i][1], a1, x);
+                s[i][2] = vfmaq_n_f32(s[i][2], b0, x);
+                s[i][3] = vfmaq_n_f32(s[i][3], b1, x);
+            }
+        }
+        const int nk = n - p0 < ROWS_NEON_KEYS ? n - p0 : ROWS_NEON_KEYS;
+        float c[ROWS_NEON_Q];
+        for (int i = 0; i < ROWS_NEON_Q; i++) {
+            float32x4_t x[4];
+            float32x4_t mx = vdupq_n_f32(-INFINITY);
+            for (int q = 0; q < 4; q++) {
+                /* Positions past the row's limit are -inf. */
+                const float32x4_t idx = vaddq_f32(vdupq_n_f32((float)(4 * q)), (float32x4_t){0.0f, 1.0f, 2.0f, 3.0f});
+                const uint32x4_t seen = vcltq_f32(idx, vdupq_n_f32((float)(lim[i] - p0)));
+                x[q] = vbslq_f32(seen, vmulq_n_f32(s[i][q], scale), vdupq_n_f32(-INFINITY));
+                mx = vmaxq_f32(mx, x[q]);
+            }
+            const float bm = vmaxvq_f32(mx);
+            const float nm = bm > m[i] ? bm : m[i];
+            c[i] = m[i] == -INFINITY ? 0.0f : expf(m[i] - nm);
+            m[i] = nm;
+            float32x4_t sum = vdupq_n_f32(0.0f);
+            for (int q = 0; q < 4; q++) {
+                const float32x4_t e = exp_neg4(vsubq_f32(x[q], vdupq_n_f32(nm)));
+                vst1q_f32(p[i] + 4 * q, e);
+                sum = vaddq_f32(sum, e);
+            }
+            l[i] = l[i] * c[i] + vaddvq_f32(sum);
+        }
+        int d0 = 0;
+        for (; d0 + 8 <= hd; d0 += 8) {
+            float32x4_t acc[ROWS_NEON_Q][2];
+            for (int i = 0; i < ROWS_NEON_Q; i++) {
+                acc[i][0] = vmulq_n_f32(vld1q_f32(o[i] + d0), c[i]);
+                acc[i][1] = vmulq_n_f32(vld1q_f32(o[i] + d0 + 4), c[i]);
+            }
+            for (int j = 0; j < nk; j++) {
+                const size_t at = (size_t)(p0 + j) * stride + d0;
+                const float32x4_t va = load4(v, f16, at), vb = load4(v, f16, at + 4);
+                for (int i = 0; i < ROWS_NEON_Q; i++) {
+                    acc[i][0] = vfmaq_n_f32(acc[i][0], va, p[i][j]);
+                    acc[i][1] = vfmaq_n_f32(acc[i][1], vb, p[i][j]);
+                }
+            }
+            for (int i = 0; i < ROWS_NEON_Q; i++) {
+                vst1q_f32(o[i] + d0, acc[i][0]);
+                vst1q_f32(o[i] + d0 + 4, acc[i][1]);
+            }
+        }
+        for (; d0 < hd; d0++) {
+            for (int i = 0; i < ROWS_NEON_Q; i++) {
+                float acc = o[i][d0] * c[i];
+                for (int j = 0; j < nk; j++) {
+                    acc += p[i][j] * load1(v, f16, (size_t)(p0 + j) * stride + d0);
+                }
+                o[i][d0] = acc;
+            }
+        }
+    }
+    for (int i = 0; i < ROWS_NEON_Q; i++) {
+        const float inv = 1.0f / l[i];
+        for (int d = 0; d < hd; d++) {
+            o[i][d] *= inv;
+        }
+    }
+}
+
+int le_attend_rows_neon(int nq, int hd, const float *q, size_t q_stride, const void *k, const void *v, int f16,
+                        size_t stride, int n_kv, int causal, int kv0, float scale, float *out, size_t o_stride,
+                        float *scratch) {
+    if (hd <= 0 || hd > MAX_HEAD_DIM) {
+        return -1;
+    }
+    int i = 0;
+    if (nq >= ROWS_NEON_Q) {
+        pack_kt(causal ? kv0 + nq : n_kv, hd, k, f16, stride, scratch);
+        for (; i + ROWS_NEON_Q <= nq; i += ROWS_NEON_Q) {
+            const float *qr[ROWS_NEON_Q];
+            float *o[ROWS_NEON_Q];
+            int lim[ROWS_NEON_Q];
+            for (int r = 0; r < ROWS_NEON_Q; r++) {
+                qr[r] = q + (size_t)(i + r) * q_stride;
+                o[r] = out + (size_t)(i + r) * o_stride;
+                lim[r] = row_kv(i + r, n_kv, causal, kv0);
+            }
+            tile4_neon(hd, qr, lim, scratch, v, f16, stride, scale, o);
+        }
+    }
+    for (; i < nq; i++) {
+        le_attend_head_neon(row_kv(i, n_kv, causal, kv0), hd, q + (size_t)i * q_stride, k, v, f16, stride, scale,
+                            out + (size_t)i * o_stride);
+    }
+    return 0;
+}
+#endif
+
+/* The portable build: the one-row kernel row by row. */
+#if !defined(LE_ATTN_AVX2) && !defined(LE_ATTN_NEON)
 #define ROWS_ONE_FN le_attend_rows_scalar
 #endif
 
