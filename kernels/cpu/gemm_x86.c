@@ -18,7 +18,13 @@
 #define DOT_Q4_0X_FN le_vec_dot_q4_0_q8_0x_avx2
 #endif
 
+/* Tokens per tile: AVX512-VL's 32 vector registers hold eight accumulators beside the panel
+ * block's eight (sixteen for signed codes); AVX2's sixteen hold four. */
+#ifdef LE_VNNI
+#define TILE_TOKENS 8
+#else
 #define TILE_TOKENS 4
+#endif
 
 static inline __m256i bcast4(const int8_t *p) {
     int v;
@@ -153,6 +159,20 @@ static inline __attribute__((always_inline)) void gemm(le_codes codes, int nb, c
             float *o = out + (size_t)t0 * ldo + 8 * p;
             const int rows = nrows - 8 * p;
             switch (k) {
+#if TILE_TOKENS == 8
+            case 8:
+                tile(codes, nb, wp, at, 8, o, ldo, rows);
+                break;
+            case 7:
+                tile(codes, nb, wp, at, 7, o, ldo, rows);
+                break;
+            case 6:
+                tile(codes, nb, wp, at, 6, o, ldo, rows);
+                break;
+            case 5:
+                tile(codes, nb, wp, at, 5, o, ldo, rows);
+                break;
+#endif
             case 4:
                 tile(codes, nb, wp, at, 4, o, ldo, rows);
                 break;
