@@ -233,8 +233,17 @@ pub fn llama_cpp_image(
     threads: usize,
 ) -> Result<(f64, f64), String> {
     let exe = dir.join("llama-mtmd-cli");
+    // llama-mtmd-cli refuses a model without a chat template (our synthetic 7B files have
+    // none): name one of its built-ins then; any template times the same.
+    let has_template = GgufFile::open(model)
+        .map(|f| f.get_str("tokenizer.chat_template").is_ok())
+        .unwrap_or(true);
+    let mut cmd = std::process::Command::new(&exe);
+    if !has_template {
+        cmd.args(["--chat-template", "vicuna"]);
+    }
     let start = Instant::now();
-    let out = std::process::Command::new(&exe)
+    let out = cmd
         .arg("-m")
         .arg(model)
         .arg("--mmproj")

@@ -10,6 +10,38 @@ pub enum RopeStyle {
     Neox,
 }
 
+/// The rotation angles' cosines and sines for one position: `rot_dim / 2` pairs, computed once
+/// and shared by every head and layer (they depend only on the position).
+pub fn rope_table(rot_dim: usize, pos: usize, theta: f32) -> Vec<(f32, f32)> {
+    (0..rot_dim / 2)
+        .map(|i| {
+            // Same expression as transformers' inv_freq (computed in f32 there too).
+            let inv_freq = 1.0 / theta.powf((2 * i) as f32 / rot_dim as f32);
+            let angle = pos as f32 * inv_freq;
+            let (sin, cos) = angle.sin_cos();
+            (cos, sin)
+        })
+        .collect()
+}
+
+/// Rotates each `head_dim`-wide head of `x` (one token's heads, back to back) by the angles of
+/// `table` ([`rope_table`] of the token's position). Only the first `2 * table.len()`
+/// dimensions of a head rotate.
+pub fn rope_with(x: &mut [f32], head_dim: usize, table: &[(f32, f32)], style: RopeStyle) {
+    let half = table.len();
+    for head in x.chunks_exact_mut(head_dim) {
+        for (i, &(cos, sin)) in table.iter().enumerate() {
+            let (a, b) = match style {
+                RopeStyle::Normal => (2 * i, 2 * i + 1),
+                RopeStyle::Neox => (i, i + half),
+            };
+            let (x0, x1) = (head[a], head[b]);
+            head[a] = x0 * cos - x1 * sin;
+            head[b] = x0 * sin + x1 * cos;
+        }
+    }
+}
+
 /// Rotates each `head_dim`-wide head of `x` (one token's heads, back to back) for position
 /// `pos`. Only the first `rot_dim` dimensions of a head rotate.
 pub fn rope(
@@ -20,22 +52,7 @@ pub fn rope(
     theta: f32,
     style: RopeStyle,
 ) {
-    let half = rot_dim / 2;
-    for head in x.chunks_exact_mut(head_dim) {
-        for i in 0..half {
-            // Same expression as transformers' inv_freq (computed in f32 there too).
-            let inv_freq = 1.0 / theta.powf((2 * i) as f32 / rot_dim as f32);
-            let angle = pos as f32 * inv_freq;
-            let (sin, cos) = angle.sin_cos();
-            let (a, b) = match style {
-                RopeStyle::Normal => (2 * i, 2 * i + 1),
-                RopeStyle::Neox => (i, i + half),
-            };
-            let (x0, x1) = (head[a], head[b]);
-            head[a] = x0 * cos - x1 * sin;
-            head[b] = x0 * sin + x1 * cos;
-        }
-    }
+    rope_with(x, head_dim, &rope_table(rot_dim, pos, theta), style);
 }
 
 #[cfg(test)]

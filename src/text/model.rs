@@ -10,7 +10,7 @@ use crate::kernels::Visible;
 use crate::ops::attention::attend_rows;
 use crate::ops::matrix::matmul_stacked;
 use crate::ops::norm::rms_norm;
-use crate::ops::rope::rope;
+use crate::ops::rope::{rope_table, rope_with};
 use crate::ops::{add_assign, silu_mul, Matrix, OpError};
 use crate::threadpool::ThreadPool;
 
@@ -209,6 +209,10 @@ impl<'a> TextModel<'a> {
         );
         let mut attn = vec![0f32; n * q_dim];
         let mut stacked = Vec::new();
+        // The rotation angles depend only on the position: once per token for all layers.
+        let angles: Vec<_> = (0..n)
+            .map(|t| rope_table(c.rope_dim, past + t, c.rope_theta))
+            .collect();
         let (mut gate, mut up) = (vec![0f32; n * c.n_ff], vec![0f32; n * c.n_ff]);
 
         for (l, w) in self.layers.iter().enumerate() {
@@ -235,22 +239,17 @@ impl<'a> TextModel<'a> {
                     }
                 }
             }
-            for t in 0..n {
-                let pos = past + t;
-                rope(
+            for (t, table) in angles.iter().enumerate() {
+                rope_with(
                     &mut q[t * q_dim..(t + 1) * q_dim],
                     hd,
-                    c.rope_dim,
-                    pos,
-                    c.rope_theta,
+                    table,
                     c.rope_style(),
                 );
-                rope(
+                rope_with(
                     &mut k[t * kv_dim..(t + 1) * kv_dim],
                     hd,
-                    c.rope_dim,
-                    pos,
-                    c.rope_theta,
+                    table,
                     c.rope_style(),
                 );
             }
