@@ -180,12 +180,45 @@ static void test_activations(void) {
     }
 }
 
+/* SDOT dots for Q5_0, Q4_K and Q6_K against the scalar ones, random blocks of every byte. */
+static void test_sdot_dots(int has_dotprod) {
+    if (!has_dotprod) return;
+    const int sizes[] = {256, 768, 4096 + 256};
+    for (size_t si = 0; si < sizeof sizes / sizeof *sizes; si++) {
+        const int n = sizes[si];
+        float *x = malloc(sizeof *x * n);
+        le_block_q8_0 *a0 = malloc(sizeof *a0 * (n / 32));
+        le_block_q8_K *ak = malloc(sizeof *ak * (n / 256));
+        le_block_q5_0 *w5 = malloc(sizeof *w5 * (n / 32));
+        le_block_q4_K *w4 = malloc(sizeof *w4 * (n / 256));
+        le_block_q6_K *w6 = malloc(sizeof *w6 * (n / 256));
+        for (int rep = 0; rep < 20; rep++) {
+            for (int i = 0; i < n; i++) x[i] = frand() * 3.0f;
+            le_quantize_row_q8_0_scalar(x, a0, n);
+            le_quantize_row_q8_K_scalar(x, ak, n);
+            const int d5[] = {0}, d4[] = {0, 2}, d6[] = {208};
+            random_blocks((uint8_t *)w5, sizeof *w5 * (n / 32), sizeof *w5, d5, 1);
+            random_blocks((uint8_t *)w4, sizeof *w4 * (n / 256), sizeof *w4, d4, 2);
+            random_blocks((uint8_t *)w6, sizeof *w6 * (n / 256), sizeof *w6, d6, 1);
+            /* Integer sums are exact in both; only the float order of the block terms differs. */
+            const float s5 = le_vec_dot_q5_0_q8_0_scalar(n, w5, a0), g5 = le_vec_dot_q5_0_q8_0_dotprod(n, w5, a0);
+            const float s4 = le_vec_dot_q4_K_q8_K_scalar(n, w4, ak), g4 = le_vec_dot_q4_K_q8_K_dotprod(n, w4, ak);
+            const float s6 = le_vec_dot_q6_K_q8_K_scalar(n, w6, ak), g6 = le_vec_dot_q6_K_q8_K_dotprod(n, w6, ak);
+            check(fabs(g5 - s5) <= 1e-4 * (fabs(s5) + 1.0), "q5_0 dotprod", n);
+            check(g4 == s4, "q4_K dotprod (same order as scalar)", n);
+            check(g6 == s6, "q6_K dotprod (same order as scalar)", n);
+        }
+        free(x); free(a0); free(ak); free(w5); free(w4); free(w6);
+    }
+}
+
 int main(void) {
     const int has_dotprod = (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0;
     test_gemm(has_dotprod);
     test_attention();
     test_gemm_f16();
     test_activations();
+    test_sdot_dots(has_dotprod);
     printf("aarch64 kernels vs scalar; dotprod %s\n", has_dotprod ? "present" : "absent");
     const int sizes[] = {32, 64, 96, 256, 4096 + 32, 11008};
     for (size_t si = 0; si < sizeof sizes / sizeof *sizes; si++) {
