@@ -27,6 +27,7 @@ fn main() {
     println!("cargo:rerun-if-changed={header}");
     let arch = env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default();
     println!("cargo:rerun-if-changed=kernels/cpu/half.h");
+    println!("cargo:rerun-if-changed=kernels/cpu/neon_kdots.h");
     compile(
         "le_scalar",
         &[

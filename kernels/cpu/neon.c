@@ -108,3 +108,18 @@ void le_quantize_row_q8_0x_neon(const float *x, le_block_q8_0x *y, int n) {
     }
 }
 #endif
+
+#if defined(__aarch64__)
+#include <string.h>
+
+/* Four-byte dot products per lane without SDOT: widening multiplies, pairwise adds. The sums
+ * are the same integers as SDOT's, so results equal the dotprod build's. */
+static inline int32x4_t dot4_lanes(int32x4_t acc, int8x16_t x, int8x16_t y) {
+    const int16x8_t lo = vmull_s8(vget_low_s8(x), vget_low_s8(y));
+    const int16x8_t hi = vmull_s8(vget_high_s8(x), vget_high_s8(y));
+    return vaddq_s32(acc, vpaddq_s32(vpaddlq_s16(lo), vpaddlq_s16(hi)));
+}
+#define KDOT(acc, x, y) dot4_lanes((acc), (x), (y))
+#define KDOT_FN(name) name##_neon
+#include "neon_kdots.h"
+#endif

@@ -158,18 +158,21 @@ float le_vec_dot_q8_0_q8_0_dotprod(int n, const le_block_q8_0 *w, const le_block
  * each 16 (the K-quant dots use them for the min terms), as ggml's quantize_row_q8_K. */
 void le_quantize_row_q8_K_scalar(const float *x, le_block_q8_K *y, int n);
 
-/* sum_i w_i * a_i for Q5_0 weights and Q8_0 activations (plain NEON: the scalar version). */
+/* sum_i w_i * a_i for Q5_0 weights and Q8_0 activations (NEON: widening multiplies; dotprod: SDOT). */
 float le_vec_dot_q5_0_q8_0_scalar(int n, const le_block_q5_0 *w, const le_block_q8_0 *a);
 float le_vec_dot_q5_0_q8_0_avx2(int n, const le_block_q5_0 *w, const le_block_q8_0 *a);
 float le_vec_dot_q5_0_q8_0_dotprod(int n, const le_block_q5_0 *w, const le_block_q8_0 *a);
+float le_vec_dot_q5_0_q8_0_neon(int n, const le_block_q5_0 *w, const le_block_q8_0 *a);
 
-/* sum_i w_i * a_i for Q4_K / Q6_K weights and Q8_K activations (plain NEON: scalar). */
+/* sum_i w_i * a_i for Q4_K / Q6_K weights and Q8_K activations (NEON: widening multiplies; dotprod: SDOT). */
 float le_vec_dot_q4_K_q8_K_scalar(int n, const le_block_q4_K *w, const le_block_q8_K *a);
 float le_vec_dot_q4_K_q8_K_avx2(int n, const le_block_q4_K *w, const le_block_q8_K *a);
 float le_vec_dot_q4_K_q8_K_dotprod(int n, const le_block_q4_K *w, const le_block_q8_K *a);
+float le_vec_dot_q4_K_q8_K_neon(int n, const le_block_q4_K *w, const le_block_q8_K *a);
 float le_vec_dot_q6_K_q8_K_scalar(int n, const le_block_q6_K *w, const le_block_q8_K *a);
 float le_vec_dot_q6_K_q8_K_avx2(int n, const le_block_q6_K *w, const le_block_q8_K *a);
 float le_vec_dot_q6_K_q8_K_dotprod(int n, const le_block_q6_K *w, const le_block_q8_K *a);
+float le_vec_dot_q6_K_q8_K_neon(int n, const le_block_q6_K *w, const le_block_q8_K *a);
 
 /* Half bits to f32 (the F16 KV cache is read this way every step). */
 void le_f16_to_f32_scalar(const uint16_t *x, float *y, int n);

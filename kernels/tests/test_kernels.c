@@ -182,7 +182,6 @@ static void test_activations(void) {
 
 /* SDOT dots for Q5_0, Q4_K and Q6_K against the scalar ones, random blocks of every byte. */
 static void test_sdot_dots(int has_dotprod) {
-    if (!has_dotprod) return;
     const int sizes[] = {256, 768, 4096 + 256};
     for (size_t si = 0; si < sizeof sizes / sizeof *sizes; si++) {
         const int n = sizes[si];
@@ -201,12 +200,19 @@ static void test_sdot_dots(int has_dotprod) {
             random_blocks((uint8_t *)w4, sizeof *w4 * (n / 256), sizeof *w4, d4, 2);
             random_blocks((uint8_t *)w6, sizeof *w6 * (n / 256), sizeof *w6, d6, 1);
             /* Integer sums are exact in both; only the float order of the block terms differs. */
-            const float s5 = le_vec_dot_q5_0_q8_0_scalar(n, w5, a0), g5 = le_vec_dot_q5_0_q8_0_dotprod(n, w5, a0);
-            const float s4 = le_vec_dot_q4_K_q8_K_scalar(n, w4, ak), g4 = le_vec_dot_q4_K_q8_K_dotprod(n, w4, ak);
-            const float s6 = le_vec_dot_q6_K_q8_K_scalar(n, w6, ak), g6 = le_vec_dot_q6_K_q8_K_dotprod(n, w6, ak);
-            check(fabs(g5 - s5) <= 1e-4 * (fabs(s5) + 1.0), "q5_0 dotprod", n);
-            check(g4 == s4, "q4_K dotprod (same order as scalar)", n);
-            check(g6 == s6, "q6_K dotprod (same order as scalar)", n);
+            const float s5 = le_vec_dot_q5_0_q8_0_scalar(n, w5, a0), g5 = has_dotprod ? le_vec_dot_q5_0_q8_0_dotprod(n, w5, a0) : 0.0f;
+            const float s4 = le_vec_dot_q4_K_q8_K_scalar(n, w4, ak), g4 = has_dotprod ? le_vec_dot_q4_K_q8_K_dotprod(n, w4, ak) : 0.0f;
+            const float s6 = le_vec_dot_q6_K_q8_K_scalar(n, w6, ak), g6 = has_dotprod ? le_vec_dot_q6_K_q8_K_dotprod(n, w6, ak) : 0.0f;
+            if (has_dotprod) {
+                check(fabs(g5 - s5) <= 1e-4 * (fabs(s5) + 1.0), "q5_0 dotprod", n);
+                check(g4 == s4, "q4_K dotprod (same order as scalar)", n);
+                check(g6 == s6, "q6_K dotprod (same order as scalar)", n);
+            }
+            /* Without SDOT: the same integers through widening multiplies. */
+            check(le_vec_dot_q5_0_q8_0_neon(n, w5, a0) == g5 || !has_dotprod, "q5_0 neon = dotprod", n);
+            check(fabs(le_vec_dot_q5_0_q8_0_neon(n, w5, a0) - s5) <= 1e-4 * (fabs(s5) + 1.0), "q5_0 neon", n);
+            check(le_vec_dot_q4_K_q8_K_neon(n, w4, ak) == s4, "q4_K neon (same order as scalar)", n);
+            check(le_vec_dot_q6_K_q8_K_neon(n, w6, ak) == s6, "q6_K neon (same order as scalar)", n);
         }
         free(x); free(a0); free(ak); free(w5); free(w4); free(w6);
     }

@@ -124,18 +124,20 @@ pub fn quantize_row_q8_K(x: &[f32], out: &mut [ffi::le_block_q8_K]) {
 }
 
 macro_rules! dot_fn_x86_sdot {
-    ($(#[$doc:meta])* $name:ident, $w:ty, $a:ty, $per:expr, $scalar:ident, $avx2:ident, $dotprod:ident) => {
+    ($(#[$doc:meta])* $name:ident, $w:ty, $a:ty, $per:expr, $scalar:ident, $avx2:ident, $neon:ident, $dotprod:ident) => {
         $(#[$doc])*
         pub fn $name(isa: Isa, w: &[$w], a: &[$a]) -> f32 {
             assert_eq!(w.len(), a.len(), concat!(stringify!($name), ": lengths"));
             let n = (w.len() * $per) as i32;
             let (w, a) = (w.as_ptr(), a.as_ptr());
             // SAFETY: both slices hold n values (asserted); SIMD variants only when `isa` says
-            // the CPU has them. Plain NEON runs the scalar C for these types.
+            // the CPU has them.
             unsafe {
                 match isa {
                     #[cfg(target_arch = "x86_64")]
                     Isa::Avx2 => ffi::$avx2(n, w, a),
+                    #[cfg(target_arch = "aarch64")]
+                    Isa::Neon => ffi::$neon(n, w, a),
                     #[cfg(target_arch = "aarch64")]
                     Isa::NeonDotprod => ffi::$dotprod(n, w, a),
                     _ => ffi::$scalar(n, w, a),
@@ -148,17 +150,17 @@ macro_rules! dot_fn_x86_sdot {
 dot_fn_x86_sdot!(
     /// Dot product of Q5_0 weights and Q8_0 activations (blocks of 32).
     dot_q5_0_q8_0, ffi::le_block_q5_0, ffi::le_block_q8_0, 32,
-    le_vec_dot_q5_0_q8_0_scalar, le_vec_dot_q5_0_q8_0_avx2, le_vec_dot_q5_0_q8_0_dotprod
+    le_vec_dot_q5_0_q8_0_scalar, le_vec_dot_q5_0_q8_0_avx2, le_vec_dot_q5_0_q8_0_neon, le_vec_dot_q5_0_q8_0_dotprod
 );
 dot_fn_x86_sdot!(
     /// Dot product of Q4_K weights and Q8_K activations (blocks of 256).
     dot_q4_K_q8_K, ffi::le_block_q4_K, ffi::le_block_q8_K, 256,
-    le_vec_dot_q4_K_q8_K_scalar, le_vec_dot_q4_K_q8_K_avx2, le_vec_dot_q4_K_q8_K_dotprod
+    le_vec_dot_q4_K_q8_K_scalar, le_vec_dot_q4_K_q8_K_avx2, le_vec_dot_q4_K_q8_K_neon, le_vec_dot_q4_K_q8_K_dotprod
 );
 dot_fn_x86_sdot!(
     /// Dot product of Q6_K weights and Q8_K activations (blocks of 256).
     dot_q6_K_q8_K, ffi::le_block_q6_K, ffi::le_block_q8_K, 256,
-    le_vec_dot_q6_K_q8_K_scalar, le_vec_dot_q6_K_q8_K_avx2, le_vec_dot_q6_K_q8_K_dotprod
+    le_vec_dot_q6_K_q8_K_scalar, le_vec_dot_q6_K_q8_K_avx2, le_vec_dot_q6_K_q8_K_neon, le_vec_dot_q6_K_q8_K_dotprod
 );
 
 /// Half-precision bits to f32, `x.len() == y.len()`.
