@@ -1,5 +1,7 @@
 //! Normalisation layers.
 
+use crate::threadpool::ThreadPool;
+
 /// RMSNorm of each `w.len()`-wide row of `x` in place: `x / sqrt(mean(x^2) + eps) * w`.
 /// The mean is accumulated in f64 so the result does not depend on the row length's rounding.
 pub fn rms_norm(x: &mut [f32], w: &[f32], eps: f32) {
@@ -30,6 +32,47 @@ pub fn layer_norm(x: &mut [f32], w: &[f32], b: &[f32], eps: f32) {
         for ((v, g), c) in row.iter_mut().zip(w).zip(b) {
             *v = ((f64::from(*v) - mean) * inv) as f32 * g + c;
         }
+    }
+}
+
+/// [`rms_norm`] with the rows split over the pool's threads (prefill, the vision encoder).
+pub fn rms_norm_rows(pool: &ThreadPool, x: &mut [f32], w: &[f32], eps: f32) {
+    for_rows(pool, x, w.len(), &|rows| rms_norm(rows, w, eps));
+}
+
+/// [`layer_norm`] with the rows split over the pool's threads.
+pub fn layer_norm_rows(pool: &ThreadPool, x: &mut [f32], w: &[f32], b: &[f32], eps: f32) {
+    for_rows(pool, x, w.len(), &|rows| layer_norm(rows, w, b, eps));
+}
+
+/// Calls `f` on runs of whole `width`-wide rows of `x`, shared out to the pool's threads.
+fn for_rows(pool: &ThreadPool, x: &mut [f32], width: usize, f: &(dyn Fn(&mut [f32]) + Sync)) {
+    let n_rows = x.len() / width.max(1);
+    if n_rows < 8 {
+        f(x);
+        return;
+    }
+    let base = RowsPtr(x.as_mut_ptr());
+    pool.for_chunks(n_rows, 8, &|r| {
+        // SAFETY: `x` holds n_rows * width values and each run of rows goes to one thread.
+        let rows = unsafe {
+            std::slice::from_raw_parts_mut(base.get().add(r.start * width), r.len() * width)
+        };
+        f(rows);
+    });
+}
+
+/// The rows being normalised, shared by threads working on disjoint runs of them.
+#[derive(Clone, Copy)]
+struct RowsPtr(*mut f32);
+// SAFETY: only used for disjoint rows, synchronised by the pool's join.
+unsafe impl Send for RowsPtr {}
+// SAFETY: as above.
+unsafe impl Sync for RowsPtr {}
+
+impl RowsPtr {
+    fn get(self) -> *mut f32 {
+        self.0
     }
 }
 

@@ -9,7 +9,7 @@ use crate::gguf::{GgufError, GgufFile};
 use crate::kernels::Visible;
 use crate::ops::attention::attend_rows;
 use crate::ops::matrix::matmul_stacked;
-use crate::ops::norm::rms_norm;
+use crate::ops::norm::rms_norm_rows;
 use crate::ops::rope::{rope_table, rope_with};
 use crate::ops::{add_assign, silu_mul, Matrix, OpError};
 use crate::threadpool::ThreadPool;
@@ -218,7 +218,7 @@ impl<'a> TextModel<'a> {
         for (l, w) in self.layers.iter().enumerate() {
             // Attention block: h = norm(x); q,k,v = W h (+ b); rotate; attend causally.
             h.copy_from_slice(&x);
-            rms_norm(&mut h, &w.attn_norm, c.rms_eps);
+            rms_norm_rows(th, &mut h, &w.attn_norm, c.rms_eps);
             matmul_stacked(
                 w.qkv.as_ref(),
                 &[&w.wq, &w.wk, &w.wv],
@@ -274,7 +274,7 @@ impl<'a> TextModel<'a> {
 
             // Feed-forward block: x += down(silu(gate(norm(x))) * up(norm(x))).
             h.copy_from_slice(&x);
-            rms_norm(&mut h, &w.ffn_norm, c.rms_eps);
+            rms_norm_rows(th, &mut h, &w.ffn_norm, c.rms_eps);
             matmul_stacked(
                 w.gate_up.as_ref(),
                 &[&w.gate, &w.up],
@@ -294,7 +294,7 @@ impl<'a> TextModel<'a> {
             Logits::Last => &mut x[(n - 1) * d..],
             Logits::All => &mut x[..],
         };
-        rms_norm(rows, &self.output_norm, c.rms_eps);
+        rms_norm_rows(th, rows, &self.output_norm, c.rms_eps);
         let m = rows.len() / d;
         let mut logits = vec![0f32; m * c.n_vocab];
         self.output.matmul(rows, m, &mut logits, th);

@@ -7,7 +7,7 @@ use crate::gguf::{GgufError, GgufFile};
 use crate::kernels::{KvRef, Visible};
 use crate::ops::activation::{gelu_erf, gelu_tanh, quick_gelu};
 use crate::ops::attention::attend_rows;
-use crate::ops::norm::layer_norm;
+use crate::ops::norm::layer_norm_rows;
 use crate::ops::{add_assign, Matrix, OpError};
 use crate::threadpool::ThreadPool;
 
@@ -364,7 +364,7 @@ impl<'a> VisionEncoder<'a> {
         }
         add_assign(&mut x, &self.pos);
         if let Some((w, b)) = &self.pre_ln {
-            layer_norm(&mut x, w, b, c.eps);
+            layer_norm_rows(th, &mut x, w, b, c.eps);
         }
 
         let (mut h, mut q, mut k, mut v) = (
@@ -385,7 +385,7 @@ impl<'a> VisionEncoder<'a> {
         for l in &self.layers {
             // x += attn(ln1(x)), every token attending to every token.
             h.copy_from_slice(&x);
-            layer_norm(&mut h, &l.ln1.0, &l.ln1.1, c.eps);
+            layer_norm_rows(th, &mut h, &l.ln1.0, &l.ln1.1, c.eps);
             linear(&l.q, &h, n, &mut q);
             linear(&l.k, &h, n, &mut k);
             linear(&l.v, &h, n, &mut v);
@@ -406,7 +406,7 @@ impl<'a> VisionEncoder<'a> {
             add_assign(&mut x, &h);
             // x += down(act(up(ln2(x)))).
             h.copy_from_slice(&x);
-            layer_norm(&mut h, &l.ln2.0, &l.ln2.1, c.eps);
+            layer_norm_rows(th, &mut h, &l.ln2.0, &l.ln2.1, c.eps);
             linear(&l.up, &h, n, &mut ff);
             c.act.apply(&mut ff, th);
             linear(&l.down, &ff, n, &mut h);
