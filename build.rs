@@ -82,6 +82,12 @@ fn main() {
                 ],
                 &["-DLE_ATTN_NEON", "-DLE_F16_NEON", "-DLE_ACT_NEON"],
             );
+            // The SDOT GEMM's source again, for NEON without SDOT.
+            compile(
+                "le_gemm_neon",
+                &["kernels/cpu/gemm_dotprod.c"],
+                &["-DLE_GEMM_PLAIN_NEON"],
+            );
             compile(
                 "le_dotprod",
                 &["kernels/cpu/neon_dotprod.c", "kernels/cpu/gemm_dotprod.c"],

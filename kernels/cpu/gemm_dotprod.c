@@ -2,7 +2,9 @@
  * values of four rows, so a panel block is 16 registers (8 chunks x 2 row halves) and
  * vdotq_laneq_s32 multiplies them by one four-byte lane of the token's activations: sixteen SDOTs
  * advance eight rows by 32 values. SDOT is signed x signed, so every code kind takes the same
- * path. Compiled with +dotprod; called only after detection. */
+ * path. Compiled with +dotprod; called only after detection. build.rs compiles it a second time
+ * with -DLE_GEMM_PLAIN_NEON for CPUs without SDOT (Cortex-A53/A72: Pi 3/4, Jetson Nano), where
+ * each lane's four-byte dot product is made of widening multiplies and pairwise adds. */
 #if defined(__aarch64__)
 #include <arm_neon.h>
 #include <string.h>
@@ -11,13 +13,28 @@
 
 #define TILE_TOKENS 4
 
+#ifdef LE_GEMM_PLAIN_NEON
+#define GEMM_FN le_gemm_x8_neon
+/* acc + per-lane four-byte dot products of w with lane `lane` of v broadcast: SDOT by element,
+ * from widening multiplies (the same integers). */
+#define LANE_DOT(acc, w, v, lane) lane_dot((acc), (w), vreinterpretq_s8_s32(vdupq_laneq_s32(vreinterpretq_s32_s8(v), lane)))
+static inline int32x4_t lane_dot(int32x4_t acc, int8x16_t x, int8x16_t y) {
+    const int16x8_t lo = vmull_s8(vget_low_s8(x), vget_low_s8(y));
+    const int16x8_t hi = vmull_s8(vget_high_s8(x), vget_high_s8(y));
+    return vaddq_s32(acc, vpaddq_s32(vpaddlq_s16(lo), vpaddlq_s16(hi)));
+}
+#else
+#define GEMM_FN le_gemm_x8_dotprod
+#define LANE_DOT(acc, w, v, lane) vdotq_laneq_s32((acc), (w), (v), lane)
+#endif
+
 /* Chunks c0..c0+3 of one row half (h) against activations v (lane k = values 4(c0+k)..+3). */
 static inline int32x4_t dot4(const int8x16_t wq[8][2], int c0, int h, int8x16_t v) {
     int32x4_t s = vdupq_n_s32(0);
-    s = vdotq_laneq_s32(s, wq[c0][h], v, 0);
-    s = vdotq_laneq_s32(s, wq[c0 + 1][h], v, 1);
-    s = vdotq_laneq_s32(s, wq[c0 + 2][h], v, 2);
-    s = vdotq_laneq_s32(s, wq[c0 + 3][h], v, 3);
+    s = LANE_DOT(s, wq[c0][h], v, 0);
+    s = LANE_DOT(s, wq[c0 + 1][h], v, 1);
+    s = LANE_DOT(s, wq[c0 + 2][h], v, 2);
+    s = LANE_DOT(s, wq[c0 + 3][h], v, 3);
     return s;
 }
 
@@ -91,7 +108,7 @@ static inline __attribute__((always_inline)) void gemm(le_codes codes, int nb, c
     }
 }
 
-void le_gemm_x8_dotprod(le_codes codes, int n, const le_block_x8 *w, int np, int nrows, const le_block_q8_0x *a,
+void GEMM_FN(le_codes codes, int n, const le_block_x8 *w, int np, int nrows, const le_block_q8_0x *a,
                         int nt, float *out, size_t ldo) {
     const int nb = n / 32;
     switch (codes) {

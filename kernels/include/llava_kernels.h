@@ -267,6 +267,9 @@ void le_gemm_x8_avx2(le_codes codes, int n, const le_block_x8 *w, int np, int nr
 /* x86 with AVX512-VNNI and VL (Ice Lake, Zen 4): vpdpbusd on 256-bit registers. */
 void le_gemm_x8_vnni(le_codes codes, int n, const le_block_x8 *w, int np, int nrows, const le_block_q8_0x *a, int nt,
                      float *out, size_t ldo);
+/* AArch64 without SDOT: the same tiles through widening multiplies. */
+void le_gemm_x8_neon(le_codes codes, int n, const le_block_x8 *w, int np, int nrows, const le_block_q8_0x *a, int nt,
+                     float *out, size_t ldo);
 void le_gemm_x8_dotprod(le_codes codes, int n, const le_block_x8 *w, int np, int nrows, const le_block_q8_0x *a,
                         int nt, float *out, size_t ldo);
 

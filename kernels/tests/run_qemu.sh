@@ -19,6 +19,7 @@ $cc "${flags[@]}" -DLE_ACT_NEON -c "$here/cpu/activation.c" -o "$out/activation_
 $cc "${flags[@]}" -c "$here/cpu/neon.c" -o "$out/neon.o"
 $cc "${flags[@]}" -march=armv8.2-a+dotprod -c "$here/cpu/neon_dotprod.c" -o "$out/dotprod.o"
 $cc "${flags[@]}" -march=armv8.2-a+dotprod -c "$here/cpu/gemm_dotprod.c" -o "$out/gemm_dotprod.o"
+$cc "${flags[@]}" -DLE_GEMM_PLAIN_NEON -c "$here/cpu/gemm_dotprod.c" -o "$out/gemm_neon.o"
 $cc "${flags[@]}" "$here/tests/test_kernels.c" "$out"/*.o -lm -o "$out/test_kernels"
 for cpu in max cortex-a72; do
   echo "-- qemu-aarch64 -cpu $cpu"

@@ -87,8 +87,10 @@ static void test_gemm(int has_dotprod) {
             float *want = malloc(sizeof *want * nt * nrows), *got = malloc(sizeof *got * nt * nrows);
             const le_codes codes = (le_codes)le_panel_codes(types[ti].type);
             le_gemm_x8_scalar(codes, n, panels, np, nrows, a, nt, want, nrows);
-            if (has_dotprod) {
-                le_gemm_x8_dotprod(codes, n, panels, np, nrows, a, nt, got, nrows);
+            for (int variant = 0; variant < 2; variant++) {
+                if (variant == 1 && !has_dotprod) break;
+                if (variant == 0) le_gemm_x8_neon(codes, n, panels, np, nrows, a, nt, got, nrows);
+                else le_gemm_x8_dotprod(codes, n, panels, np, nrows, a, nt, got, nrows);
                 for (int i = 0; i < nt * nrows; i++) {
                     /* Bound from the magnitude of the row's terms. */
                     const int t = i / nrows, r = i % nrows;
@@ -101,7 +103,7 @@ static void test_gemm(int has_dotprod) {
                         }
                         mag += fabs((double)pb->o[r % 8] * a[t * nb + b].dsum);
                     }
-                    check(fabs(got[i] - want[i]) <= 1.1920929e-07 * (3 * nb + 4) * mag + 1e-30, "gemm dotprod", n);
+                    check(fabs(got[i] - want[i]) <= 1.1920929e-07 * (3 * nb + 4) * mag + 1e-30, variant ? "gemm dotprod" : "gemm neon", n);
                 }
             }
             free(w); free(panels); free(a); free(x); free(want); free(got);

@@ -206,6 +206,8 @@ pub enum GemmIsa {
     Vnni,
     /// AArch64 SDOT.
     Dotprod,
+    /// AArch64 NEON without SDOT (widening multiplies).
+    Neon,
 }
 
 impl GemmIsa {
@@ -215,6 +217,7 @@ impl GemmIsa {
             Isa::Avx2 if has_vnni() => GemmIsa::Vnni,
             Isa::Avx2 => GemmIsa::Avx2,
             Isa::NeonDotprod => GemmIsa::Dotprod,
+            Isa::Neon => GemmIsa::Neon,
             _ => GemmIsa::Scalar,
         }
     }
@@ -229,7 +232,8 @@ impl GemmIsa {
                     v.push(GemmIsa::Vnni);
                 }
             }
-            Isa::NeonDotprod => v.push(GemmIsa::Dotprod),
+            Isa::NeonDotprod => v.extend([GemmIsa::Neon, GemmIsa::Dotprod]),
+            Isa::Neon => v.push(GemmIsa::Neon),
             _ => {}
         }
         v
@@ -337,6 +341,10 @@ pub unsafe fn gemm_x8(
             #[cfg(target_arch = "aarch64")]
             GemmIsa::Dotprod => {
                 ffi::le_gemm_x8_dotprod(codes, args.0, args.1, args.2, args.3, a, t, out, ldo)
+            }
+            #[cfg(target_arch = "aarch64")]
+            GemmIsa::Neon => {
+                ffi::le_gemm_x8_neon(codes, args.0, args.1, args.2, args.3, a, t, out, ldo)
             }
             _ => ffi::le_gemm_x8_scalar(codes, args.0, args.1, args.2, args.3, a, t, out, ldo),
         }
