@@ -123,41 +123,17 @@ pub fn quantize_row_q8_K(x: &[f32], out: &mut [ffi::le_block_q8_K]) {
     unsafe { ffi::le_quantize_row_q8_K_scalar(x.as_ptr(), out.as_mut_ptr(), x.len() as i32) }
 }
 
-macro_rules! dot_fn_x86_sdot {
-    ($(#[$doc:meta])* $name:ident, $w:ty, $a:ty, $per:expr, $scalar:ident, $avx2:ident, $neon:ident, $dotprod:ident) => {
-        $(#[$doc])*
-        pub fn $name(isa: Isa, w: &[$w], a: &[$a]) -> f32 {
-            assert_eq!(w.len(), a.len(), concat!(stringify!($name), ": lengths"));
-            let n = (w.len() * $per) as i32;
-            let (w, a) = (w.as_ptr(), a.as_ptr());
-            // SAFETY: both slices hold n values (asserted); SIMD variants only when `isa` says
-            // the CPU has them.
-            unsafe {
-                match isa {
-                    #[cfg(target_arch = "x86_64")]
-                    Isa::Avx2 => ffi::$avx2(n, w, a),
-                    #[cfg(target_arch = "aarch64")]
-                    Isa::Neon => ffi::$neon(n, w, a),
-                    #[cfg(target_arch = "aarch64")]
-                    Isa::NeonDotprod => ffi::$dotprod(n, w, a),
-                    _ => ffi::$scalar(n, w, a),
-                }
-            }
-        }
-    };
-}
-
-dot_fn_x86_sdot!(
+dot_fn!(
     /// Dot product of Q5_0 weights and Q8_0 activations (blocks of 32).
     dot_q5_0_q8_0, ffi::le_block_q5_0, ffi::le_block_q8_0, 32,
     le_vec_dot_q5_0_q8_0_scalar, le_vec_dot_q5_0_q8_0_avx2, le_vec_dot_q5_0_q8_0_neon, le_vec_dot_q5_0_q8_0_dotprod
 );
-dot_fn_x86_sdot!(
+dot_fn!(
     /// Dot product of Q4_K weights and Q8_K activations (blocks of 256).
     dot_q4_K_q8_K, ffi::le_block_q4_K, ffi::le_block_q8_K, 256,
     le_vec_dot_q4_K_q8_K_scalar, le_vec_dot_q4_K_q8_K_avx2, le_vec_dot_q4_K_q8_K_neon, le_vec_dot_q4_K_q8_K_dotprod
 );
-dot_fn_x86_sdot!(
+dot_fn!(
     /// Dot product of Q6_K weights and Q8_K activations (blocks of 256).
     dot_q6_K_q8_K, ffi::le_block_q6_K, ffi::le_block_q8_K, 256,
     le_vec_dot_q6_K_q8_K_scalar, le_vec_dot_q6_K_q8_K_avx2, le_vec_dot_q6_K_q8_K_neon, le_vec_dot_q6_K_q8_K_dotprod
@@ -418,57 +394,39 @@ pub fn attend_head(
     );
     let ((kp, kf16), (vp, vf16)) = (k.ptr(), v.ptr());
     assert_eq!(kf16, vf16, "attend_head: keys and values of one type");
-    let args = (
-        n_kv as i32,
-        hd as i32,
-        q.as_ptr(),
-        kp,
-        vp,
-        kf16,
-        stride,
-        scale,
-    );
+    type HeadFn = unsafe extern "C" fn(
+        i32,
+        i32,
+        *const f32,
+        *const std::ffi::c_void,
+        *const std::ffi::c_void,
+        i32,
+        usize,
+        f32,
+        *mut f32,
+    ) -> i32;
+    let f: HeadFn = match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => ffi::le_attend_head_avx2,
+        #[cfg(target_arch = "aarch64")]
+        Isa::Neon | Isa::NeonDotprod => ffi::le_attend_head_neon,
+        _ => ffi::le_attend_head_scalar,
+    };
     // SAFETY: every read stays below `need` elements of k and v and hd of q (asserted); `out`
     // holds hd values; SIMD variants only where `isa` says the CPU has them. hd is in range, so
     // the C cannot refuse it.
     let rc = unsafe {
-        match isa {
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => ffi::le_attend_head_avx2(
-                args.0,
-                args.1,
-                args.2,
-                args.3,
-                args.4,
-                args.5,
-                args.6,
-                args.7,
-                out.as_mut_ptr(),
-            ),
-            #[cfg(target_arch = "aarch64")]
-            Isa::Neon | Isa::NeonDotprod => ffi::le_attend_head_neon(
-                args.0,
-                args.1,
-                args.2,
-                args.3,
-                args.4,
-                args.5,
-                args.6,
-                args.7,
-                out.as_mut_ptr(),
-            ),
-            _ => ffi::le_attend_head_scalar(
-                args.0,
-                args.1,
-                args.2,
-                args.3,
-                args.4,
-                args.5,
-                args.6,
-                args.7,
-                out.as_mut_ptr(),
-            ),
-        }
+        f(
+            n_kv as i32,
+            hd as i32,
+            q.as_ptr(),
+            kp,
+            vp,
+            kf16,
+            stride,
+            scale,
+            out.as_mut_ptr(),
+        )
     };
     debug_assert_eq!(rc, 0);
 }
@@ -628,64 +586,50 @@ pub fn attend_rows(
     scratch.resize(n_kv.div_ceil(16) * 16 * hd, 0.0);
     let s = scratch.as_mut_ptr();
     let (n, d, qp, op) = (nq as i32, hd as i32, q.as_ptr(), out.as_mut_ptr());
+    type RowsFn = unsafe extern "C" fn(
+        i32,
+        i32,
+        *const f32,
+        usize,
+        *const std::ffi::c_void,
+        *const std::ffi::c_void,
+        i32,
+        usize,
+        i32,
+        i32,
+        i32,
+        f32,
+        *mut f32,
+        usize,
+        *mut f32,
+    ) -> i32;
+    let f: RowsFn = match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => ffi::le_attend_rows_avx2,
+        #[cfg(target_arch = "aarch64")]
+        Isa::Neon | Isa::NeonDotprod => ffi::le_attend_rows_neon,
+        _ => ffi::le_attend_rows_scalar,
+    };
     // SAFETY: reads stay within the asserted lengths of q, k and v; writes within out's; the
     // scratch holds the packed keys of up to n_kv positions; SIMD only where `isa` says so.
     let rc = unsafe {
-        match isa {
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => ffi::le_attend_rows_avx2(
-                n,
-                d,
-                qp,
-                q_stride,
-                kp,
-                vp,
-                kf16,
-                stride,
-                n_kv as i32,
-                causal,
-                kv0 as i32,
-                scale,
-                op,
-                o_stride,
-                s,
-            ),
-            #[cfg(target_arch = "aarch64")]
-            Isa::Neon | Isa::NeonDotprod => ffi::le_attend_rows_neon(
-                n,
-                d,
-                qp,
-                q_stride,
-                kp,
-                vp,
-                kf16,
-                stride,
-                n_kv as i32,
-                causal,
-                kv0 as i32,
-                scale,
-                op,
-                o_stride,
-                s,
-            ),
-            _ => ffi::le_attend_rows_scalar(
-                n,
-                d,
-                qp,
-                q_stride,
-                kp,
-                vp,
-                kf16,
-                stride,
-                n_kv as i32,
-                causal,
-                kv0 as i32,
-                scale,
-                op,
-                o_stride,
-                s,
-            ),
-        }
+        f(
+            n,
+            d,
+            qp,
+            q_stride,
+            kp,
+            vp,
+            kf16,
+            stride,
+            n_kv as i32,
+            causal,
+            kv0 as i32,
+            scale,
+            op,
+            o_stride,
+            s,
+        )
     };
     debug_assert_eq!(rc, 0);
 }
