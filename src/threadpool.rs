@@ -185,6 +185,36 @@ impl Drop for ThreadPool {
     }
 }
 
+/// A buffer the pool's threads write at disjoint places (rows of an output, runs of
+/// activations): the raw pointer every parallel op needs, in one place.
+pub struct Disjoint<T>(*mut T);
+
+impl<T> Clone for Disjoint<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for Disjoint<T> {}
+
+// SAFETY: only used for writes to disjoint elements by threads the pool joins before the
+// buffer's borrow ends (each user states which elements its thread owns).
+unsafe impl<T: Send> Send for Disjoint<T> {}
+// SAFETY: as above.
+unsafe impl<T: Send> Sync for Disjoint<T> {}
+
+impl<T> Disjoint<T> {
+    /// The buffer `x`, to be shared with the pool's threads.
+    pub fn new(x: &mut [T]) -> Disjoint<T> {
+        Disjoint(x.as_mut_ptr())
+    }
+
+    /// The start of the buffer.
+    pub fn get(self) -> *mut T {
+        self.0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

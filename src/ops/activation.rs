@@ -1,7 +1,7 @@
 //! Activation functions, each in place over a slice.
 
 use crate::kernels::{self, Gate};
-use crate::threadpool::ThreadPool;
+use crate::threadpool::{Disjoint, ThreadPool};
 
 /// Exact GELU, `x * Phi(x)` with the error function (PyTorch's default `gelu`, LLaVA's
 /// projector). Computed in f64 so the erf is not the accuracy limit.
@@ -35,26 +35,12 @@ fn gated(pool: &ThreadPool, gate: Gate, x: &mut [f32], mul: Option<&[f32]>) {
         kernels::activation_with(isa, gate, x, mul);
         return;
     }
-    let (base, len) = (SendPtr(x.as_mut_ptr()), x.len());
+    let (base, len) = (Disjoint::new(x), x.len());
     pool.for_chunks(len, CHUNK, &|r| {
         // SAFETY: `x` holds len values and each chunk r is handed to exactly one thread.
         let xs = unsafe { std::slice::from_raw_parts_mut(base.get().add(r.start), r.len()) };
         kernels::activation_with(isa, gate, xs, mul.map(|m| &m[r]));
     });
-}
-
-/// The activation buffer, shared by threads working on disjoint chunks.
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-// SAFETY: only used for disjoint chunks, synchronised by the pool's join.
-unsafe impl Send for SendPtr {}
-// SAFETY: as above.
-unsafe impl Sync for SendPtr {}
-
-impl SendPtr {
-    fn get(self) -> *mut f32 {
-        self.0
-    }
 }
 
 /// The error function, to about 1e-15 (Abramowitz-Stegun 7.1.26 is not enough for a 1e-4

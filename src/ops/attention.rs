@@ -1,6 +1,7 @@
 //! Scaled dot-product attention over a key/value cache, with grouped-query heads.
 
 use crate::kernels::{self, KvRef, Visible};
+use crate::threadpool::Disjoint;
 
 /// Attention for one query token: `q` holds `n_head` heads of `head_dim`; `k` and `v` hold
 /// `n_kv` positions of `n_kv_head` heads each (`n_kv * n_kv_head * head_dim`). Query head h
@@ -34,6 +35,70 @@ pub fn attend(
             &mut out[h * head_dim..(h + 1) * head_dim],
         );
     }
+}
+
+/// [`attend`] for `n_rows` query rows (each `n_head * head_dim` wide in `q` and `out`) against
+/// `n_kv` positions, split over the pool's threads as (head, block of rows) tasks handed out on
+/// demand (under a causal mask the last rows cost the most).
+#[allow(clippy::too_many_arguments)]
+pub fn attend_rows(
+    pool: &crate::threadpool::ThreadPool,
+    q: &[f32],
+    k: KvRef<'_>,
+    v: KvRef<'_>,
+    n_rows: usize,
+    n_kv: usize,
+    visible: Visible,
+    n_head: usize,
+    n_kv_head: usize,
+    head_dim: usize,
+    out: &mut [f32],
+) {
+    const ROWS: usize = 32;
+    let w = n_head * head_dim;
+    assert_eq!(q.len(), n_rows * w, "attend_rows: query length");
+    assert_eq!(out.len(), n_rows * w, "attend_rows: output length");
+    if n_rows == 0 {
+        return;
+    }
+    let (group, stride) = (n_head / n_kv_head, n_kv_head * head_dim);
+    let scale = 1.0 / (head_dim as f32).sqrt();
+    let isa = kernels::isa();
+    let blocks = n_rows.div_ceil(ROWS);
+    let base = Disjoint::new(out);
+    let len = out.len();
+    pool.for_chunks(n_head * blocks, 1, &|tasks| {
+        let mut scratch = Vec::new();
+        for task in tasks {
+            let (h, r0) = (task / blocks, task % blocks * ROWS);
+            let nq = ROWS.min(n_rows - r0);
+            let at = (h / group) * head_dim;
+            let first = r0 * w + h * head_dim;
+            let vis = match visible {
+                Visible::All => Visible::All,
+                Visible::Causal { first } => Visible::Causal { first: first + r0 },
+            };
+            // SAFETY: `out` holds len values; this task alone writes head h's columns of rows
+            // r0..r0 + nq (tasks are disjoint), and the pool joins before returning.
+            let o = unsafe { std::slice::from_raw_parts_mut(base.get().add(first), len - first) };
+            kernels::attend_rows(
+                isa,
+                nq,
+                head_dim,
+                &q[first..],
+                w,
+                k.skip(at),
+                v.skip(at),
+                stride,
+                n_kv,
+                vis,
+                scale,
+                o,
+                w,
+                &mut scratch,
+            );
+        }
+    });
 }
 
 #[cfg(test)]
@@ -80,83 +145,5 @@ mod tests {
                 assert!((f64::from(out[h * hd + d]) - want).abs() < 1e-5);
             }
         }
-    }
-}
-
-/// [`attend`] for `n_rows` query rows (each `n_head * head_dim` wide in `q` and `out`) against
-/// `n_kv` positions, split over the pool's threads as (head, block of rows) tasks handed out on
-/// demand (under a causal mask the last rows cost the most).
-#[allow(clippy::too_many_arguments)]
-pub fn attend_rows(
-    pool: &crate::threadpool::ThreadPool,
-    q: &[f32],
-    k: KvRef<'_>,
-    v: KvRef<'_>,
-    n_rows: usize,
-    n_kv: usize,
-    visible: Visible,
-    n_head: usize,
-    n_kv_head: usize,
-    head_dim: usize,
-    out: &mut [f32],
-) {
-    const ROWS: usize = 32;
-    let w = n_head * head_dim;
-    assert_eq!(q.len(), n_rows * w, "attend_rows: query length");
-    assert_eq!(out.len(), n_rows * w, "attend_rows: output length");
-    if n_rows == 0 {
-        return;
-    }
-    let (group, stride) = (n_head / n_kv_head, n_kv_head * head_dim);
-    let scale = 1.0 / (head_dim as f32).sqrt();
-    let isa = kernels::isa();
-    let blocks = n_rows.div_ceil(ROWS);
-    let base = OutPtr(out.as_mut_ptr());
-    let len = out.len();
-    pool.for_chunks(n_head * blocks, 1, &|tasks| {
-        let mut scratch = Vec::new();
-        for task in tasks {
-            let (h, r0) = (task / blocks, task % blocks * ROWS);
-            let nq = ROWS.min(n_rows - r0);
-            let at = (h / group) * head_dim;
-            let first = r0 * w + h * head_dim;
-            let vis = match visible {
-                Visible::All => Visible::All,
-                Visible::Causal { first } => Visible::Causal { first: first + r0 },
-            };
-            // SAFETY: `out` holds len values; this task alone writes head h's columns of rows
-            // r0..r0 + nq (tasks are disjoint), and the pool joins before returning.
-            let o = unsafe { std::slice::from_raw_parts_mut(base.get().add(first), len - first) };
-            kernels::attend_rows(
-                isa,
-                nq,
-                head_dim,
-                &q[first..],
-                w,
-                k.skip(at),
-                v.skip(at),
-                stride,
-                n_kv,
-                vis,
-                scale,
-                o,
-                w,
-                &mut scratch,
-            );
-        }
-    });
-}
-
-/// The output pointer shared by the threads of [`attend_rows`] (disjoint rows).
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-// SAFETY: only used for writes to disjoint rows, synchronised by the pool's join.
-unsafe impl Send for OutPtr {}
-// SAFETY: as above.
-unsafe impl Sync for OutPtr {}
-
-impl OutPtr {
-    fn get(self) -> *mut f32 {
-        self.0
     }
 }

@@ -6,7 +6,7 @@ use half::{bf16, f16};
 use crate::dtype::GgmlType;
 use crate::gguf::TensorView;
 use crate::kernels;
-use crate::threadpool::ThreadPool;
+use crate::threadpool::{Disjoint, ThreadPool};
 
 /// Errors of the math layer: shapes that do not line up, types it cannot compute with.
 #[derive(Debug, thiserror::Error)]
@@ -162,7 +162,7 @@ impl<'a> Matrix<'a> {
     pub fn matmul(&self, x: &[f32], n: usize, out: &mut [f32], pool: &ThreadPool) {
         assert_eq!(x.len(), n * self.cols, "{}: input length", self.name);
         assert_eq!(out.len(), n * self.rows, "{}: output length", self.name);
-        let out_ptr = SyncPtr(out.as_mut_ptr());
+        let out_ptr = Disjoint::new(out);
         let (rows, cols, rb) = (self.rows, self.cols, self.row_bytes());
         let isa = kernels::isa();
         let gemm_isa = kernels::GemmIsa::for_isa(isa);
@@ -300,13 +300,13 @@ impl Matrix<'_> {
         codes: crate::ffi::le_codes,
         x: &[f32],
         n: usize,
-        out: SyncPtr,
+        out: Disjoint<f32>,
         pool: &ThreadPool,
     ) {
         let (rows, cols, rb) = (self.rows, self.cols, self.row_bytes());
         let nb = cols / 32;
         let mut act = vec![crate::ffi::le_block_q8_0x::default(); n * nb];
-        let act_ptr = ActPtr(act.as_mut_ptr());
+        let act_ptr = Disjoint::new(&mut act);
         pool.for_ranges(n, 1, &|tokens| {
             // SAFETY: `act` holds n * nb blocks and each thread fills only its tokens' blocks.
             let dst = unsafe {
@@ -391,34 +391,6 @@ impl QuantizedProduct<'_, '_> {
                 }
             }
         });
-    }
-}
-
-/// The activation blocks, filled by threads for disjoint tokens.
-#[derive(Clone, Copy)]
-struct ActPtr(*mut crate::ffi::le_block_q8_0x);
-// SAFETY: used only for writes to disjoint tokens, synchronised by the pool's join.
-unsafe impl Send for ActPtr {}
-// SAFETY: as above.
-unsafe impl Sync for ActPtr {}
-
-impl ActPtr {
-    fn get(self) -> *mut crate::ffi::le_block_q8_0x {
-        self.0
-    }
-}
-
-/// A pointer that threads writing disjoint elements may share.
-#[derive(Clone, Copy)]
-struct SyncPtr(*mut f32);
-// SAFETY: used only for writes to disjoint indices, synchronised by the pool's join.
-unsafe impl Send for SyncPtr {}
-// SAFETY: as above.
-unsafe impl Sync for SyncPtr {}
-
-impl SyncPtr {
-    fn get(self) -> *mut f32 {
-        self.0
     }
 }
 

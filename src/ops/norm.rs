@@ -1,6 +1,6 @@
 //! Normalisation layers.
 
-use crate::threadpool::ThreadPool;
+use crate::threadpool::{Disjoint, ThreadPool};
 
 /// RMSNorm of each `w.len()`-wide row of `x` in place: `x / sqrt(mean(x^2) + eps) * w`.
 /// The mean is accumulated in f64 so the result does not depend on the row length's rounding.
@@ -52,7 +52,7 @@ fn for_rows(pool: &ThreadPool, x: &mut [f32], width: usize, f: &(dyn Fn(&mut [f3
         f(x);
         return;
     }
-    let base = RowsPtr(x.as_mut_ptr());
+    let base = Disjoint::new(x);
     pool.for_chunks(n_rows, 8, &|r| {
         // SAFETY: `x` holds n_rows * width values and each run of rows goes to one thread.
         let rows = unsafe {
@@ -60,20 +60,6 @@ fn for_rows(pool: &ThreadPool, x: &mut [f32], width: usize, f: &(dyn Fn(&mut [f3
         };
         f(rows);
     });
-}
-
-/// The rows being normalised, shared by threads working on disjoint runs of them.
-#[derive(Clone, Copy)]
-struct RowsPtr(*mut f32);
-// SAFETY: only used for disjoint rows, synchronised by the pool's join.
-unsafe impl Send for RowsPtr {}
-// SAFETY: as above.
-unsafe impl Sync for RowsPtr {}
-
-impl RowsPtr {
-    fn get(self) -> *mut f32 {
-        self.0
-    }
 }
 
 #[cfg(test)]
