@@ -28,6 +28,7 @@ fn main() {
     let arch = env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default();
     println!("cargo:rerun-if-changed=kernels/cpu/half.h");
     println!("cargo:rerun-if-changed=kernels/cpu/neon_kdots.h");
+    println!("cargo:rerun-if-changed=kernels/cpu/vexp.h");
     compile(
         "le_scalar",
         &[

@@ -26,25 +26,7 @@ static inline float gate1(int kind, float x) {
 #if defined(LE_ACT_AVX2) && (defined(__x86_64__) || defined(_M_X64))
 #include <immintrin.h>
 #define ACT_FN le_activation_avx2
-
-/* e^x for any x, clamped to [-87, 88] (the tails give 0-ish and 1.6e38, enough for x / (1 + e^x)),
- * to about 2 ulp: 2^n * p(r), x = n ln2 + r, p of degree 6. */
-static inline __m256 exp_v(__m256 x) {
-    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(88.0f));
-    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-    __m256 p = _mm256_set1_ps(1.0f / 720.0f);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120.0f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24.0f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6.0f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
-}
+#include "vexp.h"
 
 static inline __m256 z_v(int kind, __m256 x) {
     switch (kind) {
@@ -64,7 +46,7 @@ void ACT_FN(int kind, float *x, const float *mul, int n) {
     for (; i + 8 <= n; i += 8) {
         const __m256 v = _mm256_loadu_ps(x + i);
         const __m256 nz = _mm256_sub_ps(_mm256_setzero_ps(), z_v(kind, v));
-        __m256 y = _mm256_div_ps(v, _mm256_add_ps(_mm256_set1_ps(1.0f), exp_v(nz)));
+        __m256 y = _mm256_div_ps(v, _mm256_add_ps(_mm256_set1_ps(1.0f), le_exp_avx2(nz)));
         /* Past the clamp e^-z is infinite and the gate closed: exactly 0, as x / inf. */
         y = _mm256_andnot_ps(_mm256_cmp_ps(nz, _mm256_set1_ps(88.0f), _CMP_GT_OQ), y);
         if (mul) {
@@ -80,22 +62,7 @@ void ACT_FN(int kind, float *x, const float *mul, int n) {
 #elif defined(LE_ACT_NEON) && defined(__aarch64__)
 #include <arm_neon.h>
 #define ACT_FN le_activation_neon
-
-static inline float32x4_t exp_v(float32x4_t x) {
-    x = vminq_f32(vmaxq_f32(x, vdupq_n_f32(-87.0f)), vdupq_n_f32(88.0f));
-    const float32x4_t n = vrndnq_f32(vmulq_n_f32(x, 1.44269504088896341f));
-    float32x4_t r = vfmsq_n_f32(x, n, 0.693359375f);
-    r = vfmsq_n_f32(r, n, -2.12194440e-4f);
-    float32x4_t p = vdupq_n_f32(1.0f / 720.0f);
-    p = vfmaq_f32(vdupq_n_f32(1.0f / 120.0f), p, r);
-    p = vfmaq_f32(vdupq_n_f32(1.0f / 24.0f), p, r);
-    p = vfmaq_f32(vdupq_n_f32(1.0f / 6.0f), p, r);
-    p = vfmaq_f32(vdupq_n_f32(0.5f), p, r);
-    p = vfmaq_f32(vdupq_n_f32(1.0f), p, r);
-    p = vfmaq_f32(vdupq_n_f32(1.0f), p, r);
-    const int32x4_t e = vshlq_n_s32(vaddq_s32(vcvtq_s32_f32(n), vdupq_n_s32(127)), 23);
-    return vmulq_f32(p, vreinterpretq_f32_s32(e));
-}
+#include "vexp.h"
 
 static inline float32x4_t z_v(int kind, float32x4_t x) {
     switch (kind) {
@@ -113,7 +80,7 @@ void ACT_FN(int kind, float *x, const float *mul, int n) {
     for (; i + 4 <= n; i += 4) {
         const float32x4_t v = vld1q_f32(x + i);
         const float32x4_t nz = vnegq_f32(z_v(kind, v));
-        float32x4_t y = vdivq_f32(v, vaddq_f32(vdupq_n_f32(1.0f), exp_v(nz)));
+        float32x4_t y = vdivq_f32(v, vaddq_f32(vdupq_n_f32(1.0f), le_exp_neon(nz)));
         /* Past the clamp e^-z is infinite and the gate closed: exactly 0, as x / inf. */
         y = vreinterpretq_f32_u32(vbicq_u32(vreinterpretq_u32_f32(y), vcgtq_f32(nz, vdupq_n_f32(88.0f))));
         if (mul) {

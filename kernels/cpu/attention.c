@@ -19,6 +19,7 @@
 #if defined(LE_ATTN_AVX2) && (defined(__x86_64__) || defined(_M_X64))
 #include <immintrin.h>
 #define ATTEND_FN le_attend_head_avx2
+#include "vexp.h"
 
 static inline float hsum8(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -36,27 +37,6 @@ static inline __m256 load8(const void *p, int f16, size_t i) {
 
 static inline float load1(const void *p, int f16, size_t i) {
     return f16 ? _cvtsh_ss(((const uint16_t *)p)[i]) : ((const float *)p)[i];
-}
-
-/* e^x for x <= 0 (scores minus their running maximum), to about 2 ulp: 2^n * p(r) with
- * x = n ln2 + r, |r| <= ln2 / 2, p a degree-6 Taylor polynomial; below -87 the result is 0. */
-static inline __m256 exp_neg(__m256 x) {
-    const __m256 lo = _mm256_set1_ps(-87.0f);
-    const __m256 under = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
-    x = _mm256_max_ps(x, lo);
-    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-    __m256 p = _mm256_set1_ps(1.0f / 720.0f);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120.0f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24.0f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6.0f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-    return _mm256_andnot_ps(under, _mm256_mul_ps(p, _mm256_castsi256_ps(e)));
 }
 
 static float dot_qk(const float *q, const void *k, int f16, size_t off, int hd) {
@@ -80,7 +60,7 @@ static void exp_block(float *s, int n, float m) {
     int j = 0;
     const __m256 vm = _mm256_set1_ps(m);
     for (; j + 8 <= n; j += 8) {
-        _mm256_storeu_ps(s + j, exp_neg(_mm256_sub_ps(_mm256_loadu_ps(s + j), vm)));
+        _mm256_storeu_ps(s + j, le_exp_neg_avx2(_mm256_sub_ps(_mm256_loadu_ps(s + j), vm)));
     }
     for (; j < n; j++) {
         s[j] = expf(s[j] - m);
@@ -128,6 +108,7 @@ static void accumulate_v(float *o, float c, const float *w, int n, const void *v
 #elif defined(LE_ATTN_NEON) && defined(__aarch64__)
 #include <arm_neon.h>
 #define ATTEND_FN le_attend_head_neon
+#include "vexp.h"
 
 static inline float32x4_t load4(const void *p, int f16, size_t i) {
     if (f16) {
@@ -339,8 +320,8 @@ static void tile4(int hd, const float *const qr[QROWS], const int lim[QROWS], co
             /* Block 0 always holds position 0, which every row sees: nm is finite from then on. */
             c[i] = m[i] == -INFINITY ? 0.0f : expf(m[i] - nm);
             m[i] = nm;
-            const __m256 e0 = exp_neg(_mm256_sub_ps(x0, _mm256_set1_ps(nm)));
-            const __m256 e1 = exp_neg(_mm256_sub_ps(x1, _mm256_set1_ps(nm)));
+            const __m256 e0 = le_exp_neg_avx2(_mm256_sub_ps(x0, _mm256_set1_ps(nm)));
+            const __m256 e1 = le_exp_neg_avx2(_mm256_sub_ps(x1, _mm256_set1_ps(nm)));
             _mm256_storeu_ps(p[i], e0);
             _mm256_storeu_ps(p[i] + 8, e1);
             l[i] = l[i] * c[i] + hsum8(_mm256_add_ps(e0, e1));
@@ -434,25 +415,6 @@ int ROWS_FN(int nq, int hd, const float *q, size_t q_stride, const void *k, cons
 #define ROWS_NEON_KEYS 16
 #define ROWS_NEON_Q 4
 
-/* e^x for x <= 0 on four lanes, 0 below -87 (as exp_neg on AVX2). */
-static inline float32x4_t exp_neg4(float32x4_t x) {
-    const uint32x4_t under = vcltq_f32(x, vdupq_n_f32(-87.0f));
-    x = vmaxq_f32(x, vdupq_n_f32(-87.0f));
-    const float32x4_t n = vrndnq_f32(vmulq_n_f32(x, 1.44269504088896341f));
-    float32x4_t r = vfmsq_n_f32(x, n, 0.693359375f);
-    r = vfmsq_n_f32(r, n, -2.12194440e-4f);
-    float32x4_t p = vdupq_n_f32(1.0f / 720.0f);
-    p = vfmaq_f32(vdupq_n_f32(1.0f / 120.0f), p, r);
-    p = vfmaq_f32(vdupq_n_f32(1.0f / 24.0f), p, r);
-    p = vfmaq_f32(vdupq_n_f32(1.0f / 6.0f), p, r);
-    p = vfmaq_f32(vdupq_n_f32(0.5f), p, r);
-    p = vfmaq_f32(vdupq_n_f32(1.0f), p, r);
-    p = vfmaq_f32(vdupq_n_f32(1.0f), p, r);
-    const int32x4_t e = vshlq_n_s32(vaddq_s32(vcvtq_s32_f32(n), vdupq_n_s32(127)), 23);
-    const float32x4_t y = vmulq_f32(p, vreinterpretq_f32_s32(e));
-    return vreinterpretq_f32_u32(vbicq_u32(vreinterpretq_u32_f32(y), under));
-}
-
 /* The AVX2 tile's algorithm on NEON: four query rows against blocks of 16 positions, scores in
  * sixteen registers, online softmax, each value row shared by the four rows. */
 static void tile4_neon(int hd, const float *const qr[ROWS_NEON_Q], const int lim[ROWS_NEON_Q], const float *kt,
@@ -503,7 +465,7 @@ static void tile4_neon(int hd, const float *const qr[ROWS_NEON_Q], const int lim
             m[i] = nm;
             float32x4_t sum = vdupq_n_f32(0.0f);
             for (int q = 0; q < 4; q++) {
-                const float32x4_t e = exp_neg4(vsubq_f32(x[q], vdupq_n_f32(nm)));
+                const float32x4_t e = le_exp_neg_neon(vsubq_f32(x[q], vdupq_n_f32(nm)));
                 vst1q_f32(p[i] + 4 * q, e);
                 sum = vaddq_f32(sum, e);
             }
