@@ -381,57 +381,30 @@ static void tile4(int hd, const float *const qr[QROWS], const int lim[QROWS], co
     }
 }
 
-int ROWS_FN(int nq, int hd, const float *q, size_t q_stride, const void *k, const void *v, int f16, size_t stride,
-            int n_kv, int causal, int kv0, float scale, float *out, size_t o_stride, float *scratch) {
-    if (hd <= 0 || hd > MAX_HEAD_DIM) {
-        return -1;
-    }
-    int i = 0;
-    if (nq >= QROWS) {
-        /* Every position any row of this call sees, transposed once for all of them. */
-        const int n_need = causal ? kv0 + nq : n_kv;
-        pack_kt(n_need, hd, k, f16, stride, scratch);
-        for (; i + QROWS <= nq; i += QROWS) {
-            const float *qr[QROWS];
-            float *o[QROWS];
-            int lim[QROWS];
-            for (int r = 0; r < QROWS; r++) {
-                qr[r] = q + (size_t)(i + r) * q_stride;
-                o[r] = out + (size_t)(i + r) * o_stride;
-                lim[r] = row_kv(i + r, n_kv, causal, kv0);
-            }
-            tile4(hd, qr, lim, scratch, v, f16, stride, scale, o);
-        }
-    }
-    for (; i < nq; i++) {
-        le_attend_head_avx2(row_kv(i, n_kv, causal, kv0), hd, q + (size_t)i * q_stride, k, v, f16, stride, scale,
-                            out + (size_t)i * o_stride);
-    }
-    return 0;
-}
 #endif
 
 #if defined(LE_ATTN_NEON) && defined(__aarch64__)
-#define ROWS_NEON_KEYS 16
-#define ROWS_NEON_Q 4
+#define ROWS_FN le_attend_rows_neon
+#define KEYS 16
+#define QROWS 4
 
 /* The AVX2 tile's algorithm on NEON: four query rows against blocks of 16 positions, scores in
  * sixteen registers, online softmax, each value row shared by the four rows. */
-static void tile4_neon(int hd, const float *const qr[ROWS_NEON_Q], const int lim[ROWS_NEON_Q], const float *kt,
-                       const void *v, int f16, size_t stride, float scale, float *const o[ROWS_NEON_Q]) {
-    float m[ROWS_NEON_Q], l[ROWS_NEON_Q];
+static void tile4(int hd, const float *const qr[QROWS], const int lim[QROWS], const float *kt,
+                       const void *v, int f16, size_t stride, float scale, float *const o[QROWS]) {
+    float m[QROWS], l[QROWS];
     int n = 0;
-    for (int i = 0; i < ROWS_NEON_Q; i++) {
+    for (int i = 0; i < QROWS; i++) {
         m[i] = -INFINITY;
         l[i] = 0.0f;
         memset(o[i], 0, (size_t)hd * sizeof(float));
         n = lim[i] > n ? lim[i] : n;
     }
-    float p[ROWS_NEON_Q][ROWS_NEON_KEYS];
-    for (int p0 = 0; p0 < n; p0 += ROWS_NEON_KEYS) {
+    float p[QROWS][KEYS];
+    for (int p0 = 0; p0 < n; p0 += KEYS) {
         const float *k0 = kt + (size_t)(p0 / 8) * hd * 8, *k1 = k0 + (size_t)hd * 8;
-        float32x4_t s[ROWS_NEON_Q][4];
-        for (int i = 0; i < ROWS_NEON_Q; i++) {
+        float32x4_t s[QROWS][4];
+        for (int i = 0; i < QROWS; i++) {
             for (int c = 0; c < 4; c++) {
                 s[i][c] = vdupq_n_f32(0.0f);
             }
@@ -439,7 +412,7 @@ static void tile4_neon(int hd, const float *const qr[ROWS_NEON_Q], const int lim
         for (int d = 0; d < hd; d++) {
             const float32x4_t a0 = vld1q_f32(k0 + 8 * d), a1 = vld1q_f32(k0 + 8 * d + 4);
             const float32x4_t b0 = vld1q_f32(k1 + 8 * d), b1 = vld1q_f32(k1 + 8 * d + 4);
-            for (int i = 0; i < ROWS_NEON_Q; i++) {
+            for (int i = 0; i < QROWS; i++) {
                 const float x = qr[i][d];
                 s[i][0] = vfmaq_n_f32(s[i][0], a0, x);
                 s[i][1] = vfmaq_n_f32(s[i][1], a1, x);
@@ -447,9 +420,9 @@ static void tile4_neon(int hd, const float *const qr[ROWS_NEON_Q], const int lim
                 s[i][3] = vfmaq_n_f32(s[i][3], b1, x);
             }
         }
-        const int nk = n - p0 < ROWS_NEON_KEYS ? n - p0 : ROWS_NEON_KEYS;
-        float c[ROWS_NEON_Q];
-        for (int i = 0; i < ROWS_NEON_Q; i++) {
+        const int nk = n - p0 < KEYS ? n - p0 : KEYS;
+        float c[QROWS];
+        for (int i = 0; i < QROWS; i++) {
             float32x4_t x[4];
             float32x4_t mx = vdupq_n_f32(-INFINITY);
             for (int q = 0; q < 4; q++) {
@@ -473,26 +446,26 @@ static void tile4_neon(int hd, const float *const qr[ROWS_NEON_Q], const int lim
         }
         int d0 = 0;
         for (; d0 + 8 <= hd; d0 += 8) {
-            float32x4_t acc[ROWS_NEON_Q][2];
-            for (int i = 0; i < ROWS_NEON_Q; i++) {
+            float32x4_t acc[QROWS][2];
+            for (int i = 0; i < QROWS; i++) {
                 acc[i][0] = vmulq_n_f32(vld1q_f32(o[i] + d0), c[i]);
                 acc[i][1] = vmulq_n_f32(vld1q_f32(o[i] + d0 + 4), c[i]);
             }
             for (int j = 0; j < nk; j++) {
                 const size_t at = (size_t)(p0 + j) * stride + d0;
                 const float32x4_t va = load4(v, f16, at), vb = load4(v, f16, at + 4);
-                for (int i = 0; i < ROWS_NEON_Q; i++) {
+                for (int i = 0; i < QROWS; i++) {
                     acc[i][0] = vfmaq_n_f32(acc[i][0], va, p[i][j]);
                     acc[i][1] = vfmaq_n_f32(acc[i][1], vb, p[i][j]);
                 }
             }
-            for (int i = 0; i < ROWS_NEON_Q; i++) {
+            for (int i = 0; i < QROWS; i++) {
                 vst1q_f32(o[i] + d0, acc[i][0]);
                 vst1q_f32(o[i] + d0 + 4, acc[i][1]);
             }
         }
         for (; d0 < hd; d0++) {
-            for (int i = 0; i < ROWS_NEON_Q; i++) {
+            for (int i = 0; i < QROWS; i++) {
                 float acc = o[i][d0] * c[i];
                 for (int j = 0; j < nk; j++) {
                     acc += p[i][j] * load1(v, f16, (size_t)(p0 + j) * stride + d0);
@@ -501,7 +474,7 @@ static void tile4_neon(int hd, const float *const qr[ROWS_NEON_Q], const int lim
             }
         }
     }
-    for (int i = 0; i < ROWS_NEON_Q; i++) {
+    for (int i = 0; i < QROWS; i++) {
         const float inv = 1.0f / l[i];
         for (int d = 0; d < hd; d++) {
             o[i][d] *= inv;
@@ -509,30 +482,35 @@ static void tile4_neon(int hd, const float *const qr[ROWS_NEON_Q], const int lim
     }
 }
 
-int le_attend_rows_neon(int nq, int hd, const float *q, size_t q_stride, const void *k, const void *v, int f16,
-                        size_t stride, int n_kv, int causal, int kv0, float scale, float *out, size_t o_stride,
-                        float *scratch) {
+#endif
+
+/* Both tiled builds: whole tiles of four rows, then the rest row by row. */
+#ifdef ROWS_FN
+int ROWS_FN(int nq, int hd, const float *q, size_t q_stride, const void *k, const void *v, int f16, size_t stride,
+            int n_kv, int causal, int kv0, float scale, float *out, size_t o_stride, float *scratch) {
     if (hd <= 0 || hd > MAX_HEAD_DIM) {
         return -1;
     }
     int i = 0;
-    if (nq >= ROWS_NEON_Q) {
-        pack_kt(causal ? kv0 + nq : n_kv, hd, k, f16, stride, scratch);
-        for (; i + ROWS_NEON_Q <= nq; i += ROWS_NEON_Q) {
-            const float *qr[ROWS_NEON_Q];
-            float *o[ROWS_NEON_Q];
-            int lim[ROWS_NEON_Q];
-            for (int r = 0; r < ROWS_NEON_Q; r++) {
+    if (nq >= QROWS) {
+        /* Every position any row of this call sees, transposed once for all of them. */
+        const int n_need = causal ? kv0 + nq : n_kv;
+        pack_kt(n_need, hd, k, f16, stride, scratch);
+        for (; i + QROWS <= nq; i += QROWS) {
+            const float *qr[QROWS];
+            float *o[QROWS];
+            int lim[QROWS];
+            for (int r = 0; r < QROWS; r++) {
                 qr[r] = q + (size_t)(i + r) * q_stride;
                 o[r] = out + (size_t)(i + r) * o_stride;
                 lim[r] = row_kv(i + r, n_kv, causal, kv0);
             }
-            tile4_neon(hd, qr, lim, scratch, v, f16, stride, scale, o);
+            tile4(hd, qr, lim, scratch, v, f16, stride, scale, o);
         }
     }
     for (; i < nq; i++) {
-        le_attend_head_neon(row_kv(i, n_kv, causal, kv0), hd, q + (size_t)i * q_stride, k, v, f16, stride, scale,
-                            out + (size_t)i * o_stride);
+        ATTEND_FN(row_kv(i, n_kv, causal, kv0), hd, q + (size_t)i * q_stride, k, v, f16, stride, scale,
+                  out + (size_t)i * o_stride);
     }
     return 0;
 }
