@@ -29,6 +29,7 @@ fn main() {
     println!("cargo:rerun-if-changed=kernels/cpu/half.h");
     println!("cargo:rerun-if-changed=kernels/cpu/neon_kdots.h");
     println!("cargo:rerun-if-changed=kernels/cpu/vexp.h");
+    println!("cargo:rerun-if-changed=kernels/cpu/gemm_tiles.h");
     compile(
         "le_scalar",
         &[

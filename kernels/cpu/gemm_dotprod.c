@@ -80,33 +80,7 @@ static inline __attribute__((always_inline)) void tile(le_codes codes, int nb, c
     }
 }
 
-static inline __attribute__((always_inline)) void gemm(le_codes codes, int nb, const le_block_x8 *w, int np,
-                                                       int nrows, const le_block_q8_0x *a, int nt, float *out,
-                                                       size_t ldo) {
-    for (int t0 = 0; t0 < nt; t0 += TILE_TOKENS) {
-        const int k = nt - t0 < TILE_TOKENS ? nt - t0 : TILE_TOKENS;
-        for (int p = 0; p < np; p++) {
-            const le_block_x8 *wp = w + (size_t)p * nb;
-            const le_block_q8_0x *at = a + (size_t)t0 * nb;
-            float *o = out + (size_t)t0 * ldo + 8 * p;
-            const int rows = nrows - 8 * p;
-            switch (k) {
-            case 4:
-                tile(codes, nb, wp, at, 4, o, ldo, rows);
-                break;
-            case 3:
-                tile(codes, nb, wp, at, 3, o, ldo, rows);
-                break;
-            case 2:
-                tile(codes, nb, wp, at, 2, o, ldo, rows);
-                break;
-            default:
-                tile(codes, nb, wp, at, 1, o, ldo, rows);
-                break;
-            }
-        }
-    }
-}
+#include "gemm_tiles.h"
 
 void GEMM_FN(le_codes codes, int n, const le_block_x8 *w, int np, int nrows, const le_block_q8_0x *a,
                         int nt, float *out, size_t ldo) {

@@ -147,48 +147,7 @@ static inline __attribute__((always_inline)) void tile(le_codes codes, int nb, c
     }
 }
 
-static inline __attribute__((always_inline)) void gemm(le_codes codes, int nb, const le_block_x8 *w, int np,
-                                                       int nrows, const le_block_q8_0x *a, int nt, float *out,
-                                                       size_t ldo) {
-    /* Token tiles outermost: a tile's activations stay in L1 while the panels stream from L2. */
-    for (int t0 = 0; t0 < nt; t0 += TILE_TOKENS) {
-        const int k = nt - t0 < TILE_TOKENS ? nt - t0 : TILE_TOKENS;
-        for (int p = 0; p < np; p++) {
-            const le_block_x8 *wp = w + (size_t)p * nb;
-            const le_block_q8_0x *at = a + (size_t)t0 * nb;
-            float *o = out + (size_t)t0 * ldo + 8 * p;
-            const int rows = nrows - 8 * p;
-            switch (k) {
-#if TILE_TOKENS == 8
-            case 8:
-                tile(codes, nb, wp, at, 8, o, ldo, rows);
-                break;
-            case 7:
-                tile(codes, nb, wp, at, 7, o, ldo, rows);
-                break;
-            case 6:
-                tile(codes, nb, wp, at, 6, o, ldo, rows);
-                break;
-            case 5:
-                tile(codes, nb, wp, at, 5, o, ldo, rows);
-                break;
-#endif
-            case 4:
-                tile(codes, nb, wp, at, 4, o, ldo, rows);
-                break;
-            case 3:
-                tile(codes, nb, wp, at, 3, o, ldo, rows);
-                break;
-            case 2:
-                tile(codes, nb, wp, at, 2, o, ldo, rows);
-                break;
-            default:
-                tile(codes, nb, wp, at, 1, o, ldo, rows);
-                break;
-            }
-        }
-    }
-}
+#include "gemm_tiles.h"
 
 /* Unsigned bytes x signed bytes, summed four at a time into int32 lanes. */
 static inline __m256i dot_u8s8(__m256i x, __m256i y) {
