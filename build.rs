@@ -30,6 +30,7 @@ fn main() {
     println!("cargo:rerun-if-changed=kernels/cpu/neon_kdots.h");
     println!("cargo:rerun-if-changed=kernels/cpu/vexp.h");
     println!("cargo:rerun-if-changed=kernels/cpu/gemm_tiles.h");
+    println!("cargo:rerun-if-changed=kernels/cpu/hsum_x86.h");
     compile(
         "le_scalar",
         &[

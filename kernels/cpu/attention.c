@@ -21,12 +21,7 @@
 #define ATTEND_FN le_attend_head_avx2
 #include "vexp.h"
 
-static inline float hsum8(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
+#include "hsum_x86.h"
 
 static inline __m256 load8(const void *p, int f16, size_t i) {
     if (f16) {

@@ -6,12 +6,7 @@
 
 #include "llava_kernels.h"
 
-static inline float hsum8(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
+#include "hsum_x86.h"
 
 /* Signed bytes x signed bytes summed in int32 lanes: maddubs needs one unsigned operand, so
  * move x's sign onto y (|x| * sign(x)*y = x*y). */

@@ -158,12 +158,7 @@ static inline __m256i dot_u8s8(__m256i x, __m256i y) {
 #endif
 }
 
-static inline float hsum8(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
+#include "hsum_x86.h"
 
 /* Decode: Q4_0 against GEMM-style activations (f32 scale and d * sum per block). The nibbles
  * stay unsigned (0..15), so no sign trick is needed, and the -8 offset becomes one scalar term
