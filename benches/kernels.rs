@@ -221,6 +221,7 @@ fn matvec(
             rows,
             cols,
             data: w,
+            layout: llava_edge::gguf::Layout::Rows,
         })
         .collect();
     let t_ours = time(o.reps, || {
@@ -279,6 +280,7 @@ fn matmul(
         rows,
         cols,
         data: &w,
+        layout: llava_edge::gguf::Layout::Rows,
     };
     let mut ours = vec![0f32; rows * n];
     let reps = o.reps.min(5);

@@ -24,6 +24,8 @@ pub struct BenchConfig {
     pub threads: usize,
     /// Text tokens after the image in the time-to-first-token request.
     pub ttft_prompt: usize,
+    /// Interleave Q4_0 weights at load for decode (`--no-repack` turns it off).
+    pub repack: bool,
 }
 
 /// Medians of one benchmark run.
@@ -100,7 +102,11 @@ pub fn run(
     cfg: &BenchConfig,
 ) -> Result<BenchResult, PipelineError> {
     let t0 = Instant::now();
-    let tf = GgufFile::open(model_path).map_err(crate::text::TextError::from)?;
+    let pool = ThreadPool::new(cfg.threads);
+    let mut tf = GgufFile::open(model_path).map_err(crate::text::TextError::from)?;
+    if cfg.repack {
+        crate::text::interleave_weights(&mut tf, &pool)?;
+    }
     let text = TextModel::load(&tf)?;
     let vf = match mmproj_path {
         Some(p) => Some(GgufFile::open(p).map_err(crate::vision::VisionError::from)?),
@@ -108,7 +114,6 @@ pub fn run(
     };
     let vision = vf.as_ref().map(VisionEncoder::load).transpose()?;
     let load = t0.elapsed();
-    let pool = ThreadPool::new(cfg.threads);
     let n_vocab = text.config.n_vocab as u64;
     // Token ids spread over the vocabulary, avoiding the special ids at the start.
     let tokens = |n: usize, salt: u64| -> Vec<u32> {
@@ -317,6 +322,7 @@ mod tests {
             repeat: 1,
             threads: 1,
             ttft_prompt: 4,
+            repack: true,
         };
         let e = llama_cpp_speeds(
             std::path::Path::new("/nonexistent/llama.cpp"),

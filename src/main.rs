@@ -53,6 +53,10 @@ enum Command {
         /// the same file and threads, alternating with ours, and print the ratios.
         #[arg(long = "vs-llama-cpp")]
         vs_llama_cpp: Option<PathBuf>,
+        /// Keep Q4_0 weights exactly as mapped from the file (no interleaving at load: less load
+        /// time and shared page-cache memory, slower decode). llama.cpp's --no-repack.
+        #[arg(long = "no-repack")]
+        no_repack: bool,
     },
 }
 
@@ -125,6 +129,10 @@ struct RunArgs {
     /// Print each image's token count and other details to stderr.
     #[arg(short = 'v', long)]
     verbose: bool,
+    /// Keep Q4_0 weights exactly as mapped from the file (no interleaving at load: less load
+    /// time and shared page-cache memory, slower decode). llama.cpp's --no-repack.
+    #[arg(long = "no-repack")]
+    no_repack: bool,
 }
 
 fn run_prompt(a: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
@@ -139,7 +147,14 @@ fn run_prompt(a: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     use std::io::Write;
 
     let t0 = std::time::Instant::now();
-    let tf = GgufFile::open(&a.model)?;
+    let threads = a
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let pool = ThreadPool::new(threads);
+    let mut tf = GgufFile::open(&a.model)?;
+    if !a.no_repack {
+        llava_edge::text::interleave_weights(&mut tf, &pool)?;
+    }
     let text = TextModel::load(&tf)?;
     let tokenizer = Tokenizer::from_gguf(&tf)?;
     let vf = a.mmproj.as_deref().map(GgufFile::open).transpose()?;
@@ -169,15 +184,12 @@ fn run_prompt(a: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         "f32" => KvType::F32,
         other => return Err(format!("unknown cache type '{other}' (f16 or f32)").into()),
     };
-    let threads = a
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let p = Pipeline {
         text,
         vision,
         tokenizer,
         template,
-        pool: ThreadPool::new(threads),
+        pool,
     };
     let load_ms = t0.elapsed().as_secs_f64() * 1e3;
     let req = Request {
@@ -263,6 +275,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             repeat,
             json,
             vs_llama_cpp,
+            no_repack,
         } => {
             let threads = threads
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
@@ -273,6 +286,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 repeat,
                 threads,
                 ttft_prompt: 20,
+                repack: !no_repack,
             };
             if let Some(dir) = vs_llama_cpp {
                 // Alternate one run of each per repeat, so drift on a shared machine hits both.

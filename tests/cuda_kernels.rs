@@ -97,6 +97,7 @@ fn quantized_matvecs_match_the_cpu() {
             rows,
             cols,
             data: &w,
+            layout: llava_edge::gguf::Layout::Rows,
         };
         let pool = llava_edge::threadpool::ThreadPool::new(1);
         let mut want = vec![0f32; rows];

@@ -415,3 +415,59 @@ fn q4_0_decode_dot_with_summed_activations_matches_f64() {
         }
     }
 }
+
+/// Interleaved Q4_0 (the decode layout): the rows come back unchanged, its panels are the
+/// plain rows' panels byte for byte, and every decode variant equals f64 math over them.
+#[test]
+fn interleaved_q4_0_decode_matches_f64_math() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(17);
+    let variants = GemmIsa::available();
+    let mut checked = 0;
+    for &n in &[32usize, 160, 896] {
+        for (nrows, nt) in [(8, 1), (24, 1), (16, 3), (40, 2)] {
+            let c = make_case(&mut rng, GgmlType::Q4_0, n, nrows, nt);
+            let (nb, row_bytes) = (n / 32, c.weights.len() / nrows);
+            let mut groups = vec![llava_edge::ffi::le_block_q4_0x8::default(); nrows / 8 * nb];
+            for (g, rows8) in c.weights.chunks_exact(8 * row_bytes).enumerate() {
+                let group = &mut groups[g * nb..(g + 1) * nb];
+                kernels::interleave_q4_0x8(rows8, n, group);
+                let mut back = vec![0u8; 8 * row_bytes];
+                kernels::deinterleave_q4_0x8(group, n, &mut back);
+                assert_eq!(back, rows8, "n={n}: round trip of group {g}");
+                let mut panel = vec![le_block_x8::default(); nb];
+                kernels::pack_x8_q4_0x8(group, n, &mut panel);
+                let want = &c.panels[g * nb..(g + 1) * nb];
+                assert_eq!(
+                    bytemuck::cast_slice::<_, u8>(&panel),
+                    bytemuck::cast_slice::<_, u8>(want),
+                    "n={n}: panel of group {g}"
+                );
+            }
+            let (want, mag) = reference(&c);
+            let bound = |i: usize| (3 * nb + 4) as f64 * f32::EPSILON as f64 * mag[i] + 1e-30;
+            let ldo = nrows + 5;
+            for &g in &variants {
+                let sentinel = f32::from_bits(0x7fc0_1234);
+                let mut out = vec![sentinel; nt * ldo];
+                // SAFETY: `out` covers t * ldo + r for t < nt, r < nrows; `g` is available.
+                unsafe { kernels::gemv_q4_0x8(g, n, &groups, &c.act, nt, out.as_mut_ptr(), ldo) };
+                for t in 0..nt {
+                    for r in 0..ldo {
+                        let o = out[t * ldo + r];
+                        if r >= nrows {
+                            assert_eq!(o.to_bits(), sentinel.to_bits(), "{g:?} wrote past row {r}");
+                            continue;
+                        }
+                        let (w, b) = (want[t * nrows + r], bound(t * nrows + r));
+                        assert!(
+                            (o as f64 - w).abs() <= b,
+                            "n={n} rows={nrows} t={t} {g:?}: row {r} = {o}, f64 {w} (bound {b})"
+                        );
+                        checked += 1;
+                    }
+                }
+            }
+        }
+    }
+    println!("{checked} interleaved decode outputs checked on {variants:?}");
+}

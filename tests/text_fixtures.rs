@@ -188,6 +188,12 @@ fn quantized_text_weights_stay_close() {
             quantize_file(&f32_path, &q_path, &opts).unwrap();
             let f = GgufFile::open(&q_path).unwrap();
             let model = TextModel::load(&f).unwrap();
+            // Q4_0 again with its rows interleaved for decode, as `run` loads it by default: the
+            // same weights, so only the order of float sums may differ from the plain file's.
+            let mut fi = GgufFile::open(&q_path).unwrap();
+            let interleaved = llava_edge::text::interleave_weights(&mut fi, &pool).unwrap();
+            assert_eq!(interleaved > 0, mix == Mix::Q4_0, "{case} {mix}");
+            let model_i = TextModel::load(&fi).unwrap();
             let fx = dir.join("text_only");
             let ids: Vec<u32> = read(&fx.join("input_ids.npy"))
                 .i64()
@@ -198,6 +204,15 @@ fn quantized_text_weights_stay_close() {
             let mut cache = model.new_cache(ids.len() + 16, KvType::F32);
             let mut last = model
                 .forward(model.embed(&ids).unwrap(), &mut cache, Logits::Last, &pool)
+                .unwrap();
+            let mut cache_i = model_i.new_cache(ids.len() + 16, KvType::F32);
+            let mut last_i = model_i
+                .forward(
+                    model_i.embed(&ids).unwrap(),
+                    &mut cache_i,
+                    Logits::Last,
+                    &pool,
+                )
                 .unwrap();
             let gen_ids = read(&fx.join("generated_ids.npy"));
             let gen_logits = read(&fx.join("generated_logits.npy"));
@@ -210,6 +225,13 @@ fn quantized_text_weights_stay_close() {
             {
                 let e = rel_err(&last, w);
                 worst = worst.max(e);
+                // f32 sums of the same products in another order: a few ulps of the largest
+                // partial sums, far below any quantization step.
+                let ei = rel_err(&last_i, &last);
+                assert!(
+                    ei < 1e-5,
+                    "{case} {mix}: step {step}: interleaved vs plain {ei:e}"
+                );
                 assert!(e < bound, "{case} {mix}: step {step}: relative error {e:e}");
                 let mut sorted = w.to_vec();
                 sorted.sort_by(|a, b| b.total_cmp(a));
@@ -225,6 +247,14 @@ fn quantized_text_weights_stay_close() {
                     .forward(
                         model.embed(&[tok as u32]).unwrap(),
                         &mut cache,
+                        Logits::Last,
+                        &pool,
+                    )
+                    .unwrap();
+                last_i = model_i
+                    .forward(
+                        model_i.embed(&[tok as u32]).unwrap(),
+                        &mut cache_i,
                         Logits::Last,
                         &pool,
                     )

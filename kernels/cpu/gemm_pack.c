@@ -255,3 +255,70 @@ float le_vec_dot_q4_0_q8_0x_scalar(int n, const le_block_q4_0 *w, const le_block
     }
     return sum - 8.0f * off;
 }
+
+void le_interleave_q4_0x8(const uint8_t *rows, size_t row_bytes, int n, le_block_q4_0x8 *out) {
+    for (int b = 0; b < n / LE_QK4_0; b++) {
+        for (int r = 0; r < 8; r++) {
+            const le_block_q4_0 *x = (const le_block_q4_0 *)(rows + (size_t)r * row_bytes) + b;
+            out[b].d[r] = x->d;
+            for (int c = 0; c < 4; c++) {
+                memcpy(out[b].qs + 32 * c + 4 * r, x->qs + 4 * c, 4);
+            }
+        }
+    }
+}
+
+void le_deinterleave_q4_0x8(const le_block_q4_0x8 *w, int n, uint8_t *rows, size_t row_bytes) {
+    for (int b = 0; b < n / LE_QK4_0; b++) {
+        for (int r = 0; r < 8; r++) {
+            le_block_q4_0 *x = (le_block_q4_0 *)(rows + (size_t)r * row_bytes) + b;
+            x->d = w[b].d[r];
+            for (int c = 0; c < 4; c++) {
+                memcpy(x->qs + 4 * c, w[b].qs + 32 * c + 4 * r, 4);
+            }
+        }
+    }
+}
+
+void le_pack_x8_q4_0x8(const le_block_q4_0x8 *w, int n, le_block_x8 *out) {
+    for (int b = 0; b < n / LE_QK4_0; b++) {
+        for (int r = 0; r < 8; r++) {
+            const float d = f16_to_f32(w[b].d[r]);
+            out[b].s[0][r] = out[b].s[1][r] = d;
+            out[b].o[r] = -8.0f * d;
+        }
+        for (int j = 0; j < 128; j++) {
+            out[b].q[j] = (int8_t)(w[b].qs[j] & 0x0f);
+            out[b].q[j + 128] = (int8_t)(w[b].qs[j] >> 4);
+        }
+    }
+}
+
+void le_gemv_q4_0x8_scalar(int n, const le_block_q4_0x8 *w, int ng, const le_block_q8_0x *a, int nt, float *out,
+                           size_t ldo) {
+    const int nb = n / LE_QK4_0;
+    for (int g = 0; g < ng; g++) {
+        for (int t = 0; t < nt; t++) {
+            float acc[8] = {0}, off[8] = {0};
+            for (int b = 0; b < nb; b++) {
+                const le_block_q4_0x8 *x = w + (size_t)g * nb + b;
+                const le_block_q8_0x *y = a + (size_t)t * nb + b;
+                for (int r = 0; r < 8; r++) {
+                    int s = 0;
+                    for (int c = 0; c < 4; c++) {
+                        for (int i = 0; i < 4; i++) {
+                            const int q = x->qs[32 * c + 4 * r + i];
+                            s += (q & 0x0f) * y->qs[4 * c + i] + (q >> 4) * y->qs[16 + 4 * c + i];
+                        }
+                    }
+                    const float d = f16_to_f32(x->d[r]);
+                    acc[r] += d * y->d * (float)s;
+                    off[r] += d * y->dsum;
+                }
+            }
+            for (int r = 0; r < 8; r++) {
+                out[(size_t)t * ldo + 8 * g + r] = acc[r] - 8.0f * off[r];
+            }
+        }
+    }
+}

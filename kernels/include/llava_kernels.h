@@ -240,6 +240,42 @@ float le_vec_dot_q4_0_q8_0x_scalar(int n, const le_block_q4_0 *w, const le_block
 float le_vec_dot_q4_0_q8_0x_avx2(int n, const le_block_q4_0 *w, const le_block_q8_0x *a);
 float le_vec_dot_q4_0_q8_0x_vnni(int n, const le_block_q4_0 *w, const le_block_q8_0x *a);
 
+/* Q4_0 rows interleaved eight at a time for decode, in place of the eight rows' blocks (the
+ * same 144 bytes): block b of rows 8g..8g+7. d[r] is row r's scale; qs[32c + 4r + i] is byte
+ * 4c + i of row r's block (c = 0..3), so one 32-byte load holds four values of each of the eight
+ * rows (low nibbles: values 4c..4c+3, high nibbles: 16 + 4c..) and one broadcast activation
+ * word meets all eight rows in a single SDOT / vpdpbusd. llama.cpp repacks Q4_0 at load for
+ * the same reason; this layout is ours. */
+typedef struct {
+    uint16_t d[8];
+    uint8_t qs[128];
+} le_block_q4_0x8;
+
+#ifndef __cplusplus
+_Static_assert(sizeof(le_block_q4_0x8) == 8 * sizeof(le_block_q4_0), "q4_0x8 is eight Q4_0 blocks");
+#endif
+
+/* Eight Q4_0 rows (each row_bytes long, n values) to n / 32 interleaved blocks, and back. */
+void le_interleave_q4_0x8(const uint8_t *rows, size_t row_bytes, int n, le_block_q4_0x8 *out);
+void le_deinterleave_q4_0x8(const le_block_q4_0x8 *w, int n, uint8_t *rows, size_t row_bytes);
+
+/* out[t * ldo + 8g + r] = row 8g + r . token t for ng groups of interleaved rows (each n / 32
+ * blocks, consecutive) and nt tokens of GEMM activations (each n / 32 blocks, consecutive). */
+void le_gemv_q4_0x8_scalar(int n, const le_block_q4_0x8 *w, int ng, const le_block_q8_0x *a, int nt, float *out,
+                           size_t ldo);
+void le_gemv_q4_0x8_avx2(int n, const le_block_q4_0x8 *w, int ng, const le_block_q8_0x *a, int nt, float *out,
+                         size_t ldo);
+void le_gemv_q4_0x8_vnni(int n, const le_block_q4_0x8 *w, int ng, const le_block_q8_0x *a, int nt, float *out,
+                         size_t ldo);
+void le_gemv_q4_0x8_neon(int n, const le_block_q4_0x8 *w, int ng, const le_block_q8_0x *a, int nt, float *out,
+                         size_t ldo);
+void le_gemv_q4_0x8_dotprod(int n, const le_block_q4_0x8 *w, int ng, const le_block_q8_0x *a, int nt, float *out,
+                            size_t ldo);
+
+/* One group of interleaved rows as a GEMM panel (what le_pack_x8 makes of the same eight rows
+ * before interleaving, byte for byte). */
+void le_pack_x8_q4_0x8(const le_block_q4_0x8 *w, int n, le_block_x8 *out);
+
 /* Weight types the panels take, by their GGUF type id. */
 #define LE_TYPE_Q4_0 2
 #define LE_TYPE_Q4_1 3

@@ -10,7 +10,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use half::{bf16, f16};
-use memmap2::Mmap;
+use memmap2::{Mmap, MmapMut, MmapOptions};
 
 use super::error::{GgufError, Result};
 use super::value::{Array, Value, ValueType};
@@ -36,6 +36,20 @@ pub struct TensorInfo {
     pub size: u64,
     /// Number of elements (product of `dims`).
     pub n_elements: u64,
+    /// How the bytes are arranged in memory now (always [`Layout::Rows`] in the file).
+    pub layout: Layout,
+}
+
+/// How a tensor's bytes are arranged in memory. The file always holds ggml's rows; a loader may
+/// rearrange a tensor in its private copy of the pages (see [`GgufFile::tensors_mut`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Layout {
+    /// ggml's rows of blocks, as in the file.
+    #[default]
+    Rows,
+    /// Q4_0 with each run of eight rows interleaved for decode (the kernels' `le_block_q4_0x8`);
+    /// the rows after the last multiple of eight stay plain.
+    Q4_0x8,
 }
 
 impl TensorInfo {
@@ -52,6 +66,8 @@ impl TensorInfo {
 
 enum Backing {
     Map(Mmap),
+    /// The map after [`GgufFile::tensors_mut`]: still private, now writable.
+    Written(MmapMut),
     Owned(Vec<u8>),
 }
 
@@ -59,6 +75,7 @@ impl Backing {
     fn bytes(&self) -> &[u8] {
         match self {
             Backing::Map(m) => m,
+            Backing::Written(m) => m,
             Backing::Owned(v) => v,
         }
     }
@@ -102,10 +119,15 @@ impl GgufFile {
         let backing = if len == 0 {
             Backing::Owned(Vec::new())
         } else {
-            // SAFETY: the map is read-only and lives as long as `GgufFile`; as with every
-            // mmap-based loader (llama.cpp's too), another process truncating or rewriting
-            // the file while it is open is outside what we can guard against.
-            Backing::Map(unsafe { Mmap::map(&file) }.map_err(|e| io("mmap", e))?)
+            // SAFETY: the map lives as long as `GgufFile`; as with every mmap-based loader
+            // (llama.cpp's too), another process truncating or rewriting the file while it is
+            // open is outside what we can guard against. Private (copy-on-write), so pages
+            // that tensors_mut later rewrites become ours and the file never changes; pages
+            // never written stay shared with the page cache as with a shared map.
+            Backing::Map(
+                unsafe { MmapOptions::new().map_copy_read_only(&file) }
+                    .map_err(|e| io("mmap", e))?,
+            )
         };
         Self::parse(path, backing)
     }
@@ -238,6 +260,82 @@ impl GgufFile {
                 tensor: name.to_string(),
             })?;
         Ok(self.view(info))
+    }
+
+    /// The bytes of the tensors `select` picks, writable, with their descriptions (to set
+    /// [`TensorInfo::layout`] after rearranging them). The map becomes writable but stays
+    /// private: a page written becomes this process's own memory (the same amount the mapped
+    /// page took) and the file is never modified. Tensors whose bytes overlap another picked
+    /// tensor's (a hostile file) are left out, so the slices are disjoint.
+    pub fn tensors_mut(
+        &mut self,
+        select: impl Fn(&TensorInfo) -> bool,
+    ) -> Result<Vec<(&mut TensorInfo, &mut [u8])>> {
+        if let Backing::Map(_) = self.backing {
+            let Backing::Map(m) = std::mem::replace(&mut self.backing, Backing::Owned(Vec::new()))
+            else {
+                unreachable!("matched above")
+            };
+            match m.make_mut() {
+                Ok(w) => self.backing = Backing::Written(w),
+                Err(source) => {
+                    return Err(GgufError::Io {
+                        path: self.path.clone(),
+                        op: "mprotect (private copy of tensor pages)",
+                        source,
+                    })
+                }
+            }
+        }
+        let base = self.data_offset as usize;
+        let mut picked: Vec<&mut TensorInfo> =
+            self.tensors.iter_mut().filter(|t| select(t)).collect();
+        picked.sort_by_key(|t| t.offset);
+        let mut keep = vec![true; picked.len()];
+        for i in 1..picked.len() {
+            let prev_end = picked[i - 1].offset + picked[i - 1].size;
+            if picked[i].offset < prev_end {
+                keep[i - 1] = false;
+                keep[i] = false;
+            }
+        }
+        if let Backing::Written(m) = &self.backing {
+            for (t, &keep) in picked.iter().zip(&keep) {
+                if keep && t.size > 0 {
+                    // One call faults in the tensor's private pages instead of two faults a
+                    // page (read, then copy on write). Only a hint: kernels before 5.14 refuse
+                    // it and the pages fault in one at a time as before.
+                    let _ = m.advise_range(
+                        memmap2::Advice::PopulateWrite,
+                        base + t.offset as usize,
+                        t.size as usize,
+                    );
+                }
+            }
+        }
+        let bytes: &mut [u8] = match &mut self.backing {
+            Backing::Written(m) => m,
+            Backing::Owned(v) => v,
+            Backing::Map(_) => unreachable!("made writable above"),
+        };
+        let mut rest = bytes;
+        let mut at = 0usize;
+        let mut out = Vec::new();
+        for (t, keep) in picked.into_iter().zip(keep) {
+            if !keep || t.size == 0 {
+                continue;
+            }
+            // In bounds: every tensor's range was checked against the file in Header::parse,
+            // and the picked ranges are sorted and disjoint.
+            let start = base + t.offset as usize;
+            let tail = std::mem::take(&mut rest);
+            let (_, from_start) = tail.split_at_mut(start - at);
+            let (data, after) = from_start.split_at_mut(t.size as usize);
+            rest = after;
+            at = start + t.size as usize;
+            out.push((t, data));
+        }
+        Ok(out)
     }
 
     /// A zero-copy view of a tensor this file describes.
@@ -613,6 +711,7 @@ impl Header {
                 offset,
                 size,
                 n_elements,
+                layout: Layout::Rows,
             });
         }
 

@@ -327,6 +327,90 @@ pub unsafe fn gemm_x8(
     }
 }
 
+/// Interleaves eight Q4_0 rows (`rows.len() == 8 * row_bytes`, `n` values each) into `out`
+/// (`n / 32` blocks of [`ffi::le_block_q4_0x8`]).
+pub fn interleave_q4_0x8(rows: &[u8], n: usize, out: &mut [ffi::le_block_q4_0x8]) {
+    let row_bytes = q4_0x8_shape(n, out.len());
+    assert_eq!(rows.len(), 8 * row_bytes, "interleave_q4_0x8: rows length");
+    // SAFETY: eight rows of row_bytes in `rows`, n / 32 blocks in `out` (asserted). The C
+    // reads the rows as Q4_0 blocks, whose u16 scale needs 2-byte alignment: GGUF tensor data
+    // is at least 32-aligned and callers pass whole rows of it.
+    unsafe {
+        ffi::le_interleave_q4_0x8(rows.as_ptr(), row_bytes, n as i32, out.as_mut_ptr());
+    }
+}
+
+/// The inverse of [`interleave_q4_0x8`].
+pub fn deinterleave_q4_0x8(w: &[ffi::le_block_q4_0x8], n: usize, rows: &mut [u8]) {
+    let row_bytes = q4_0x8_shape(n, w.len());
+    assert_eq!(
+        rows.len(),
+        8 * row_bytes,
+        "deinterleave_q4_0x8: rows length"
+    );
+    // SAFETY: as in interleave_q4_0x8, in the other direction.
+    unsafe {
+        ffi::le_deinterleave_q4_0x8(w.as_ptr(), n as i32, rows.as_mut_ptr(), row_bytes);
+    }
+}
+
+fn q4_0x8_shape(n: usize, blocks: usize) -> usize {
+    assert!(n.is_multiple_of(32), "q4_0x8: n must be a multiple of 32");
+    assert_eq!(blocks, n / 32, "q4_0x8: blocks for n");
+    n / 32 * std::mem::size_of::<ffi::le_block_q4_0>()
+}
+
+/// One group of interleaved Q4_0 rows as a GEMM panel (byte for byte what [`pack_x8`] makes of
+/// the rows before interleaving).
+pub fn pack_x8_q4_0x8(w: &[ffi::le_block_q4_0x8], n: usize, out: &mut [ffi::le_block_x8]) {
+    q4_0x8_shape(n, w.len());
+    assert_eq!(out.len(), n / 32, "pack_x8_q4_0x8: panel length");
+    // SAFETY: n / 32 blocks on both sides (asserted).
+    unsafe { ffi::le_pack_x8_q4_0x8(w.as_ptr(), n as i32, out.as_mut_ptr()) }
+}
+
+/// `out[t * ldo + r] = row r . token t` for the `8 * ng` interleaved Q4_0 rows in `w` (`ng`
+/// groups of `n / 32` blocks) and the `nt` tokens in `act`: the decode product.
+///
+/// # Safety
+/// `out` must be valid for writes at `t * ldo + r` for every `t < nt`, `r < 8 * ng`, and no
+/// other thread may access those elements during the call; `gemm` must be one of
+/// [`GemmIsa::available`].
+pub unsafe fn gemv_q4_0x8(
+    gemm: GemmIsa,
+    n: usize,
+    w: &[ffi::le_block_q4_0x8],
+    act: &[ffi::le_block_q8_0x],
+    nt: usize,
+    out: *mut f32,
+    ldo: usize,
+) {
+    assert!(n.is_multiple_of(32), "gemv_q4_0x8: n");
+    let nb = n / 32;
+    assert!(
+        nb > 0 && w.len().is_multiple_of(nb),
+        "gemv_q4_0x8: whole groups"
+    );
+    assert!(act.len() >= nt * nb, "gemv_q4_0x8: activations");
+    let ng = w.len() / nb;
+    assert!(nt <= 1 || ldo >= 8 * ng, "gemv_q4_0x8: ldo");
+    let (k, wp, g, a, t) = (n as i32, w.as_ptr(), ng as i32, act.as_ptr(), nt as i32);
+    // SAFETY: lengths asserted above; `out` per the caller's contract; the variant per `gemm`.
+    unsafe {
+        match gemm {
+            #[cfg(target_arch = "x86_64")]
+            GemmIsa::Avx2 => ffi::le_gemv_q4_0x8_avx2(k, wp, g, a, t, out, ldo),
+            #[cfg(target_arch = "x86_64")]
+            GemmIsa::Vnni => ffi::le_gemv_q4_0x8_vnni(k, wp, g, a, t, out, ldo),
+            #[cfg(target_arch = "aarch64")]
+            GemmIsa::Dotprod => ffi::le_gemv_q4_0x8_dotprod(k, wp, g, a, t, out, ldo),
+            #[cfg(target_arch = "aarch64")]
+            GemmIsa::Neon => ffi::le_gemv_q4_0x8_neon(k, wp, g, a, t, out, ldo),
+            _ => ffi::le_gemv_q4_0x8_scalar(k, wp, g, a, t, out, ldo),
+        }
+    }
+}
+
 /// Keys or values read in place: f32, or the F16 cache's half bits.
 #[derive(Clone, Copy, Debug)]
 pub enum KvRef<'a> {

@@ -4,7 +4,8 @@
 use half::{bf16, f16};
 
 use crate::dtype::GgmlType;
-use crate::gguf::TensorView;
+use crate::ffi;
+use crate::gguf::{Layout, TensorInfo, TensorView};
 use crate::kernels;
 use crate::threadpool::{Disjoint, ThreadPool};
 
@@ -41,6 +42,8 @@ pub struct Matrix<'a> {
     pub cols: usize,
     /// The raw rows, `rows * row_bytes` bytes.
     pub data: &'a [u8],
+    /// How the rows are arranged (interleaved Q4_0 keeps the same bytes per eight rows).
+    pub layout: Layout,
 }
 
 impl<'a> Matrix<'a> {
@@ -91,6 +94,7 @@ impl<'a> Matrix<'a> {
             rows,
             cols,
             data: t.data,
+            layout: t.info.layout,
         })
     }
 
@@ -101,6 +105,16 @@ impl<'a> Matrix<'a> {
     /// Row `r` as f32 values, into `out` (`cols` long).
     pub fn row_f32(&self, r: usize, out: &mut [f32]) {
         let rb = self.row_bytes();
+        if self.layout == Layout::Q4_0x8 && r < self.rows / 8 * 8 {
+            // Back to ggml's rows for the reference dequantizer (embedding lookups only).
+            let group: &[ffi::le_block_q4_0x8] =
+                bytemuck::cast_slice(&self.data[r / 8 * 8 * rb..(r / 8 + 1) * 8 * rb]);
+            let mut rows = vec![0u8; 8 * rb];
+            kernels::deinterleave_q4_0x8(group, self.cols, &mut rows);
+            let bytes = &rows[r % 8 * rb..(r % 8 + 1) * rb];
+            crate::quant::dequantize(self.ty, bytes, out).expect("row length checked at load");
+            return;
+        }
         let bytes = &self.data[r * rb..(r + 1) * rb];
         match self.ty {
             GgmlType::F32 => {
@@ -131,7 +145,11 @@ impl<'a> Matrix<'a> {
         let first = ms.first()?;
         let mut rows = 0;
         for (i, m) in ms.iter().enumerate() {
-            if m.ty != first.ty || m.cols != first.cols {
+            if m.ty != first.ty || m.cols != first.cols || m.layout != first.layout {
+                return None;
+            }
+            // Interleaved groups must not straddle two of the matrices.
+            if m.layout == Layout::Q4_0x8 && !m.rows.is_multiple_of(8) {
                 return None;
             }
             if let Some(next) = ms.get(i + 1) {
@@ -152,6 +170,7 @@ impl<'a> Matrix<'a> {
             rows,
             cols: first.cols,
             data,
+            layout: first.layout,
         })
     }
 
@@ -171,6 +190,10 @@ impl<'a> Matrix<'a> {
         let put = |i: usize, r: usize, v: f32| unsafe { *out_ptr.get().add(i * rows + r) = v };
         let rows_of = |band: std::ops::Range<usize>| &self.data[band.start * rb..band.end * rb];
         let aligned = bytemuck::try_cast_slice::<u8, u16>(self.data).is_ok();
+        if self.layout == Layout::Q4_0x8 && n < GEMM_MIN_TOKENS {
+            self.gemv_q4_0x8(x, n, out_ptr, pool);
+            return;
+        }
         if n >= GEMM_MIN_TOKENS && aligned {
             if let Some(codes) = kernels::panel_codes(self.ty) {
                 self.gemm(codes, x, n, out_ptr, pool);
@@ -325,12 +348,18 @@ impl Matrix<'_> {
                 let r1 = (r0 + GEMM_CHUNK_ROWS).min(band.end);
                 for (p, first) in (r0..r1).step_by(8).enumerate() {
                     let last = (first + 8).min(r1);
+                    let panel = &mut panels[p * nb..(p + 1) * nb];
+                    if self.layout == Layout::Q4_0x8 && first + 8 <= self.rows / 8 * 8 {
+                        let group = bytemuck::cast_slice(&self.data[first * rb..(first + 8) * rb]);
+                        kernels::pack_x8_q4_0x8(group, cols, panel);
+                        continue;
+                    }
                     let packed = kernels::pack_x8(
                         self.ty,
                         &self.data[first * rb..last * rb],
                         last - first,
                         cols,
-                        &mut panels[p * nb..(p + 1) * nb],
+                        panel,
                     );
                     debug_assert!(packed, "panel_codes said {} packs", self.ty);
                 }
@@ -353,6 +382,61 @@ impl Matrix<'_> {
             }
         });
     }
+}
+
+impl Matrix<'_> {
+    /// Decode over interleaved Q4_0: each thread takes a contiguous band of whole groups; rows
+    /// past the last group of eight are plain and go through the row dot.
+    fn gemv_q4_0x8(&self, x: &[f32], n: usize, out: Disjoint<f32>, pool: &ThreadPool) {
+        let (rows, cols, rb) = (self.rows, self.cols, self.row_bytes());
+        let (nb, grouped) = (cols / 32, rows / 8 * 8);
+        let mut act = vec![ffi::le_block_q8_0x::default(); n * nb];
+        for (xi, qi) in x.chunks_exact(cols).zip(act.chunks_exact_mut(nb)) {
+            kernels::quantize_row_q8_0x(xi, qi);
+        }
+        let gemm = kernels::GemmIsa::for_isa(kernels::isa());
+        pool.for_ranges(rows, 16, &|band| {
+            let g1 = band.end.min(grouped);
+            if band.start < g1 {
+                let w = bytemuck::cast_slice(&self.data[band.start * rb..g1 * rb]);
+                // SAFETY: `out` has n * rows elements; this thread alone writes rows band of
+                // each token (bands start at multiples of 16, so groups are whole).
+                unsafe {
+                    kernels::gemv_q4_0x8(gemm, cols, w, &act, n, out.get().add(band.start), rows)
+                };
+            }
+            for r in g1.max(band.start)..band.end {
+                let w = bytemuck::cast_slice(&self.data[r * rb..(r + 1) * rb]);
+                for (t, a) in act.chunks_exact(nb).enumerate() {
+                    // SAFETY: as above; row r is in this thread's band.
+                    unsafe { *out.get().add(t * rows + r) = kernels::dot_q4_0_q8_0x(gemm, w, a) };
+                }
+            }
+        });
+    }
+}
+
+/// Rearranges a Q4_0 matrix's rows in place into groups of eight interleaved rows for the decode
+/// kernels (the rows after the last multiple of eight stay plain) and marks its layout. Returns
+/// false, changing nothing, for a tensor that is not a Q4_0 matrix of at least eight rows.
+pub fn interleave_q4_0(info: &mut TensorInfo, data: &mut [u8]) -> bool {
+    let (cols, rows) = (info.row_len() as usize, info.n_rows() as usize);
+    let rb = cols / 32 * std::mem::size_of::<ffi::le_block_q4_0>();
+    if info.ty != GgmlType::Q4_0
+        || info.layout != Layout::Rows
+        || rows < 8
+        || data.len() != rows * rb
+        || bytemuck::try_cast_slice::<u8, u16>(data).is_err()
+    {
+        return false;
+    }
+    let mut group = vec![ffi::le_block_q4_0x8::default(); cols / 32];
+    for rows8 in data.chunks_exact_mut(8 * rb) {
+        kernels::interleave_q4_0x8(rows8, cols, &mut group);
+        rows8.copy_from_slice(bytemuck::cast_slice(&group));
+    }
+    info.layout = Layout::Q4_0x8;
+    true
 }
 
 /// A product whose weights meet activations quantized once per call (llama.cpp's scheme): the
@@ -515,6 +599,82 @@ mod tests {
                 &mut scratch,
             );
             assert_eq!(got, want, "n = {n}");
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn interleaved_q4_0_equals_the_plain_rows() {
+        let dir = std::env::temp_dir().join(format!("le-interleave-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("m.gguf");
+        // 21 rows: two interleaved groups and five plain rows after them.
+        let (cols, rows) = (96usize, 21usize);
+        let specs = [
+            TensorSpec::new("w", &[cols as u64, rows as u64], GgmlType::Q4_0),
+            TensorSpec::new("small", &[cols as u64, 7], GgmlType::Q4_0),
+        ];
+        let mut w = GgufWriter::create(&path, &[], &specs).unwrap();
+        let mut seed = 7u32;
+        for s in &specs {
+            let n: usize = s.dims.iter().product::<u64>() as usize;
+            let vals: Vec<f32> = (0..n)
+                .map(|_| {
+                    seed = seed.wrapping_mul(1664525).wrapping_add(1013904223);
+                    (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+                })
+                .collect();
+            let mut bytes = Vec::new();
+            crate::quant::quantize(s.ty, &vals, &mut bytes).unwrap();
+            w.write_tensor(&s.name, &bytes).unwrap();
+        }
+        w.finish().unwrap();
+        let plain = GgufFile::open(&path).unwrap();
+        let mut inter = GgufFile::open(&path).unwrap();
+        let done: Vec<bool> = inter
+            .tensors_mut(|_| true)
+            .unwrap()
+            .into_iter()
+            .map(|(info, data)| interleave_q4_0(info, data))
+            .collect();
+        assert_eq!(
+            done,
+            [true, false],
+            "a matrix of under eight rows stays plain"
+        );
+        let bytes = std::fs::read(&path).unwrap();
+        let reread = GgufFile::from_bytes(bytes, "copy").unwrap();
+        assert_eq!(
+            reread.tensor("w").unwrap().data,
+            plain.tensor("w").unwrap().data,
+            "the file itself is untouched"
+        );
+        let p = Matrix::new(plain.tensor("w").unwrap(), cols, rows).unwrap();
+        let q = Matrix::new(inter.tensor("w").unwrap(), cols, rows).unwrap();
+        assert_eq!(q.layout, Layout::Q4_0x8);
+        assert_ne!(p.data, q.data);
+        let (mut a, mut b) = (vec![0f32; cols], vec![0f32; cols]);
+        for r in 0..rows {
+            p.row_f32(r, &mut a);
+            q.row_f32(r, &mut b);
+            assert_eq!(a, b, "row {r}");
+        }
+        let pool = ThreadPool::new(2);
+        for n in [1usize, 2, 5] {
+            let x: Vec<f32> = (0..n * cols).map(|i| ((i * 7) % 11) as f32 - 5.0).collect();
+            let (mut want, mut got) = (vec![0f32; n * rows], vec![0f32; n * rows]);
+            p.matmul(&x, n, &mut want, &pool);
+            q.matmul(&x, n, &mut got, &pool);
+            if n >= GEMM_MIN_TOKENS {
+                assert_eq!(got, want, "n = {n}: the GEMM sees the same panels");
+            } else {
+                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                    assert!(
+                        (g - w).abs() <= 1e-5 * w.abs().max(1.0),
+                        "n = {n}: out[{i}] {g} vs {w}"
+                    );
+                }
+            }
         }
         let _ = std::fs::remove_dir_all(dir);
     }

@@ -89,6 +89,50 @@ fn vector(f: &GgufFile, name: &str, len: usize) -> Result<Vec<f32>, TextError> {
     Ok(out)
 }
 
+/// Rearranges the text model's Q4_0 weight matrices in `f` for the decode kernels (eight rows
+/// interleaved, in the file's private pages; llama.cpp repacks at load for the same reason). The
+/// token embedding is left as it is unless it doubles as the output matrix, since a lookup
+/// touches only a few of its rows. Returns how many tensors were rearranged.
+pub fn interleave_weights(f: &mut GgufFile, pool: &ThreadPool) -> Result<usize, TextError> {
+    const MATRICES: [&str; 7] = [
+        "attn_q",
+        "attn_k",
+        "attn_v",
+        "attn_output",
+        "ffn_gate",
+        "ffn_up",
+        "ffn_down",
+    ];
+    let tied = f.tensor_info("output.weight").is_none();
+    let wanted = |name: &str| {
+        if name == "output.weight" || (tied && name == "token_embd.weight") {
+            return true;
+        }
+        let Some(rest) = name.strip_prefix("blk.") else {
+            return false;
+        };
+        let Some((layer, tail)) = rest.split_once('.') else {
+            return false;
+        };
+        layer.parse::<u32>().is_ok()
+            && tail
+                .strip_suffix(".weight")
+                .is_some_and(|m| MATRICES.contains(&m))
+    };
+    let work = f.tensors_mut(|t| t.ty == crate::dtype::GgmlType::Q4_0 && wanted(&t.name))?;
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    let queue = std::sync::Mutex::new(work);
+    pool.for_chunks(queue.lock().map_or(0, |q| q.len()), 1, &|_| {
+        let item = queue.lock().ok().and_then(|mut q| q.pop());
+        if let Some((info, data)) = item {
+            if crate::ops::matrix::interleave_q4_0(info, data) {
+                done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    });
+    Ok(done.into_inner())
+}
+
 impl<'a> TextModel<'a> {
     /// Checks every tensor's presence, shape and type, and builds the model.
     pub fn load(f: &'a GgufFile) -> Result<TextModel<'a>, TextError> {
