@@ -235,17 +235,45 @@ fn matvec(
     drop(g);
     check(&ours, &theirs[copies - 1], name);
     let total = (bytes * copies) as f64 / 1e9;
-    let (a, b) = (total / t_ours, total / t_ggml);
-    println!(
-        "matvec  {:<6} {:<22} {:>8.1} GB/s ({:>3.0}%) {:>8.1} GB/s ({:>3.0}%) {:>6.2}",
-        ty.to_string(),
-        name,
-        a,
-        100.0 * a / stream,
-        b,
-        100.0 * b / stream,
-        a / b
-    );
+    let line = |label: String, t: f64| {
+        let (a, b) = (total / t, total / t_ggml);
+        println!(
+            "matvec  {:<6} {:<22} {:>8.1} GB/s ({:>3.0}%) {:>8.1} GB/s ({:>3.0}%) {:>6.2}",
+            label,
+            name,
+            a,
+            100.0 * a / stream,
+            b,
+            100.0 * b / stream,
+            a / b
+        );
+    };
+    line(ty.to_string(), t_ours);
+    if ty == GgmlType::Q4_0 {
+        // The layout `run` loads Q4_0 matrices in: eight rows interleaved.
+        let mut ws = ws;
+        for w in &mut ws {
+            assert!(llava_edge::ops::matrix::interleave_q4_0_rows(cols, rows, w));
+        }
+        let ms: Vec<Matrix> = ws
+            .iter()
+            .map(|w| Matrix {
+                name,
+                ty,
+                rows,
+                cols,
+                data: w,
+                layout: llava_edge::gguf::Layout::Q4_0x8,
+            })
+            .collect();
+        let t = time(o.reps, || {
+            for m in &ms {
+                m.matmul(&x, 1, &mut ours, pool);
+            }
+        });
+        check(&ours, &theirs[copies - 1], name);
+        line("Q4_0x8".into(), t);
+    }
 }
 
 /// Ours and ggml's differ only by activation rounding and summation order.

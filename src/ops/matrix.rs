@@ -420,10 +420,22 @@ impl Matrix<'_> {
 /// kernels (the rows after the last multiple of eight stay plain) and marks its layout. Returns
 /// false, changing nothing, for a tensor that is not a Q4_0 matrix of at least eight rows.
 pub fn interleave_q4_0(info: &mut TensorInfo, data: &mut [u8]) -> bool {
-    let (cols, rows) = (info.row_len() as usize, info.n_rows() as usize);
+    if info.ty != GgmlType::Q4_0 || info.layout != Layout::Rows {
+        return false;
+    }
+    let done = interleave_q4_0_rows(info.row_len() as usize, info.n_rows() as usize, data);
+    if done {
+        info.layout = Layout::Q4_0x8;
+    }
+    done
+}
+
+/// [`interleave_q4_0`] on bare bytes: `rows` Q4_0 rows of `cols` values (a matrix built in
+/// memory, then given `layout: Layout::Q4_0x8`). False, changing nothing, when the bytes do not
+/// hold such rows, at least eight of them, 2-aligned.
+pub fn interleave_q4_0_rows(cols: usize, rows: usize, data: &mut [u8]) -> bool {
     let rb = cols / 32 * std::mem::size_of::<ffi::le_block_q4_0>();
-    if info.ty != GgmlType::Q4_0
-        || info.layout != Layout::Rows
+    if !cols.is_multiple_of(32)
         || rows < 8
         || data.len() != rows * rb
         || bytemuck::try_cast_slice::<u8, u16>(data).is_err()
@@ -435,7 +447,6 @@ pub fn interleave_q4_0(info: &mut TensorInfo, data: &mut [u8]) -> bool {
         kernels::interleave_q4_0x8(rows8, cols, &mut group);
         rows8.copy_from_slice(bytemuck::cast_slice(&group));
     }
-    info.layout = Layout::Q4_0x8;
     true
 }
 
