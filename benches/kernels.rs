@@ -427,6 +427,8 @@ fn main() {
         (GgmlType::Q4_K, "llama-7b ffn_up", 11008, 4096),
         (GgmlType::Q6_K, "llama-7b ffn_down", 4096, 11008),
         (GgmlType::Q8_0, "llama-7b ffn_up", 11008, 4096),
+        (GgmlType::Q5_K, "llama-7b ffn_up", 11008, 4096),
+        (GgmlType::Q3_K, "llama-7b ffn_up", 11008, 4096),
     ] {
         if wants("matvec") {
             matvec(&o, &pool, &mut rng, stream, ty, name, rows, cols);

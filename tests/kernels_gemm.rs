@@ -8,12 +8,13 @@ use llava_edge::kernels::{self, GemmIsa};
 use llava_edge::quant::{dequantize, quantize};
 use rand::{Rng, SeedableRng};
 
-const TYPES: [GgmlType; 8] = [
+const TYPES: [GgmlType; 9] = [
     GgmlType::Q4_0,
     GgmlType::Q4_1,
     GgmlType::Q5_0,
     GgmlType::Q5_1,
     GgmlType::Q8_0,
+    GgmlType::Q3_K,
     GgmlType::Q4_K,
     GgmlType::Q5_K,
     GgmlType::Q6_K,
@@ -264,8 +265,8 @@ fn types_without_panels_are_refused() {
     assert!(kernels::panel_codes(GgmlType::Q2_K).is_none());
     let mut out = vec![le_block_x8::default(); 8];
     assert!(!kernels::pack_x8(
-        GgmlType::Q3_K,
-        &[0u8; 110],
+        GgmlType::Q2_K,
+        &[0u8; 84],
         1,
         256,
         &mut out

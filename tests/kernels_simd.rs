@@ -43,6 +43,26 @@ extern "C" {
         by: usize,
         nrc: i32,
     );
+    fn ggml_vec_dot_q5_K_q8_K(
+        n: i32,
+        s: *mut f32,
+        bs: usize,
+        vx: *const c_void,
+        bx: usize,
+        vy: *const c_void,
+        by: usize,
+        nrc: i32,
+    );
+    fn ggml_vec_dot_q3_K_q8_K(
+        n: i32,
+        s: *mut f32,
+        bs: usize,
+        vx: *const c_void,
+        bx: usize,
+        vy: *const c_void,
+        by: usize,
+        nrc: i32,
+    );
     fn ggml_vec_dot_q4_0_q8_0(
         n: i32,
         s: *mut f32,
@@ -290,7 +310,13 @@ fn k_quant_and_q5_0_dots_match_exact_math_and_ggml() {
                 &aqk[..],
                 "q8_K quantizer n={n}"
             );
-            for wt in [GgmlType::Q5_0, GgmlType::Q4_K, GgmlType::Q6_K] {
+            for wt in [
+                GgmlType::Q5_0,
+                GgmlType::Q3_K,
+                GgmlType::Q4_K,
+                GgmlType::Q5_K,
+                GgmlType::Q6_K,
+            ] {
                 let mut wq = Vec::new();
                 quantize(wt, &w, &mut wq).unwrap();
                 let (at, aq) = if wt == GgmlType::Q5_0 {
@@ -302,7 +328,9 @@ fn k_quant_and_q5_0_dots_match_exact_math_and_ggml() {
                 let mut g = 0f32;
                 let f = match wt {
                     GgmlType::Q5_0 => ggml_vec_dot_q5_0_q8_0,
+                    GgmlType::Q3_K => ggml_vec_dot_q3_K_q8_K,
                     GgmlType::Q4_K => ggml_vec_dot_q4_K_q8_K,
+                    GgmlType::Q5_K => ggml_vec_dot_q5_K_q8_K,
                     _ => ggml_vec_dot_q6_K_q8_K,
                 };
                 // SAFETY: n values in both operands, one output, nrc = 1.
@@ -332,7 +360,17 @@ fn k_quant_and_q5_0_dots_match_exact_math_and_ggml() {
                             bytemuck::cast_slice(&wq),
                             bytemuck::cast_slice(aq),
                         ),
+                        GgmlType::Q3_K => kernels::dot_q3_K_q8_K(
+                            isa,
+                            bytemuck::cast_slice(&wq),
+                            bytemuck::cast_slice(aq),
+                        ),
                         GgmlType::Q4_K => kernels::dot_q4_K_q8_K(
+                            isa,
+                            bytemuck::cast_slice(&wq),
+                            bytemuck::cast_slice(aq),
+                        ),
+                        GgmlType::Q5_K => kernels::dot_q5_K_q8_K(
                             isa,
                             bytemuck::cast_slice(&wq),
                             bytemuck::cast_slice(aq),

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "llava_kernels.h"
+#include "q3k_scales.h"
 
 #include "hsum_x86.h"
 
@@ -164,6 +165,96 @@ float le_vec_dot_q4_K_q8_K_avx2(int n, const le_block_q4_K *w, const le_block_q8
     __m128 m4 = _mm_add_ps(accm, _mm_movehl_ps(accm, accm));
     m4 = _mm_add_ss(m4, _mm_movehdup_ps(m4));
     return hsum8(acc) - _mm_cvtss_f32(m4);
+}
+
+/* Q4_K's kernel with each value's fifth bit from qh (bit j of qh[l] for sub-block j). */
+float le_vec_dot_q5_K_q8_K_avx2(int n, const le_block_q5_K *w, const le_block_q8_K *a) {
+    const __m256i low4 = _mm256_set1_epi8(0x0f), one = _mm256_set1_epi8(1);
+    __m256 acc = _mm256_setzero_ps();
+    __m128 accm = _mm_setzero_ps();
+    for (int b = 0; b < n / LE_QK_K; b++) {
+        uint8_t sc[8], m[8];
+        scales_mins_k4(w[b].scales, sc, m);
+        const __m128i bs = _mm_hadd_epi16(_mm_loadu_si128((const __m128i *)a[b].bsums),
+                                          _mm_loadu_si128((const __m128i *)(a[b].bsums + 8)));
+        const __m128i mins = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)m));
+        const __m128i pm = _mm_madd_epi16(mins, bs);
+        /* Shifting the 16-bit lanes right by 2 a step keeps each byte's bit 0 its own for the
+         * seven shifts used (bits from the upper byte only reach bits 2..7 of the lower). */
+        __m256i hb = _mm256_loadu_si256((const __m256i *)w[b].qh);
+        __m256i iacc = _mm256_setzero_si256();
+        for (int c = 0; c < 4; c++) {
+            const __m256i q = _mm256_loadu_si256((const __m256i *)(w[b].qs + 32 * c));
+            const __m256i lo = _mm256_or_si256(_mm256_and_si256(q, low4),
+                                               _mm256_slli_epi16(_mm256_and_si256(hb, one), 4));
+            const __m256i hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), low4),
+                                               _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 1), one), 4));
+            hb = _mm256_srli_epi16(hb, 2);
+            const __m256i y0 = _mm256_loadu_si256((const __m256i *)(a[b].qs + 64 * c));
+            const __m256i y1 = _mm256_loadu_si256((const __m256i *)(a[b].qs + 64 * c + 32));
+            /* 5-bit x 8-bit pairs fit int16 (2 * 31 * 127). */
+            const __m256i p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, y0), _mm256_set1_epi16(sc[2 * c]));
+            const __m256i p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, y1), _mm256_set1_epi16(sc[2 * c + 1]));
+            iacc = _mm256_add_epi32(iacc, _mm256_add_epi32(p0, p1));
+        }
+        const float d = _cvtsh_ss(w[b].d) * a[b].d, dmin = _cvtsh_ss(w[b].dmin) * a[b].d;
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(iacc), acc);
+        accm = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(pm), accm);
+    }
+    __m128 m4 = _mm_add_ps(accm, _mm_movehl_ps(accm, accm));
+    m4 = _mm_add_ss(m4, _mm_movehdup_ps(m4));
+    return hsum8(acc) - _mm_cvtss_f32(m4);
+}
+
+/* Q3_K: two low bits from qs, minus 4 where the hmask bit is clear, as two unsigned products
+ * (q2 * y - 4 * y) so vpmaddubsw applies. The sixteen scales are widened to int16 once; a
+ * byte shuffle then gives each 32-value step its two scales (one per 128-bit half). */
+static const uint8_t q3_pick[4][32] = {
+#define Q3_PICK(k)                                                                                       \
+    {4 * k, 4 * k + 1, 4 * k, 4 * k + 1, 4 * k, 4 * k + 1, 4 * k, 4 * k + 1, 4 * k, 4 * k + 1, 4 * k,           \
+     4 * k + 1, 4 * k, 4 * k + 1, 4 * k, 4 * k + 1, 4 * k + 2, 4 * k + 3, 4 * k + 2, 4 * k + 3, 4 * k + 2,     \
+     4 * k + 3, 4 * k + 2, 4 * k + 3, 4 * k + 2, 4 * k + 3, 4 * k + 2, 4 * k + 3, 4 * k + 2, 4 * k + 3,       \
+     4 * k + 2, 4 * k + 3}
+    Q3_PICK(0), Q3_PICK(1), Q3_PICK(2), Q3_PICK(3),
+#undef Q3_PICK
+};
+
+float le_vec_dot_q3_K_q8_K_avx2(int n, const le_block_q3_K *w, const le_block_q8_K *a) {
+    const __m256i three = _mm256_set1_epi8(3), one = _mm256_set1_epi8(1), four = _mm256_set1_epi8(4);
+    __m256 acc = _mm256_setzero_ps();
+    for (int b = 0; b < n / LE_QK_K; b++) {
+        int8_t sc[16];
+        q3_K_scales(w[b].scales, sc);
+        const __m256i s16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)sc));
+        __m256i hb = _mm256_loadu_si256((const __m256i *)w[b].hmask);
+        __m256i iacc0 = _mm256_setzero_si256(), iacc1 = _mm256_setzero_si256();
+        for (int h = 0; h < 2; h++) {
+            /* Scales 8h..8h+7 in both halves. */
+            const __m128i half = h ? _mm256_extracti128_si256(s16, 1) : _mm256_castsi256_si128(s16);
+            const __m256i sh = _mm256_set_m128i(half, half);
+            __m256i q = _mm256_loadu_si256((const __m256i *)(w[b].qs + 32 * h));
+            for (int k = 0; k < 4; k++) {
+                const int j = 4 * h + k;
+                const __m256i q2 = _mm256_and_si256(q, three);
+                const __m256i m4 = _mm256_andnot_si256(_mm256_slli_epi16(_mm256_and_si256(hb, one), 2), four);
+                q = _mm256_srli_epi16(q, 2);
+                hb = _mm256_srli_epi16(hb, 1);
+                const __m256i y = _mm256_loadu_si256((const __m256i *)(a[b].qs + 32 * j));
+                const __m256i p = _mm256_sub_epi16(_mm256_maddubs_epi16(q2, y), _mm256_maddubs_epi16(m4, y));
+                /* int16 #2k in the low half, #2k + 1 in the high half, in every lane. */
+                const __m256i pick = _mm256_loadu_si256((const __m256i *)q3_pick[k]);
+                const __m256i prod = _mm256_madd_epi16(p, _mm256_shuffle_epi8(sh, pick));
+                if (k & 1) {
+                    iacc1 = _mm256_add_epi32(iacc1, prod);
+                } else {
+                    iacc0 = _mm256_add_epi32(iacc0, prod);
+                }
+            }
+        }
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(w[b].d) * a[b].d),
+                              _mm256_cvtepi32_ps(_mm256_add_epi32(iacc0, iacc1)), acc);
+    }
+    return hsum8(acc);
 }
 
 float le_vec_dot_q6_K_q8_K_avx2(int n, const le_block_q6_K *w, const le_block_q8_K *a) {

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "llava_kernels.h"
+#include "q3k_scales.h"
 
 #include "half.h"
 
@@ -31,6 +32,7 @@ int le_panel_codes(int type) {
     case LE_TYPE_Q5_1:
     case LE_TYPE_Q5_K:
         return LE_CODES_U5;
+    case LE_TYPE_Q3_K:
     case LE_TYPE_Q6_K:
         return LE_CODES_S6;
     case LE_TYPE_Q8_0:
@@ -142,6 +144,23 @@ static void block_codes(int type, const uint8_t *row, int b, int8_t q[32], float
         }
         s[0] = s[1] = d * (float)sc;
         *o = -(dmin * (float)m);
+        return;
+    }
+    case LE_TYPE_Q3_K: {
+        /* ggml's Q3_K: 2 low bits in qs (four shifts), a high bit in hmask that, when clear,
+         * takes 4 off; sixteen 6-bit scales packed in 12 bytes, stored with a +32 bias. */
+        const le_block_q3_K *x = (const le_block_q3_K *)row + b / 8;
+        const int j = b % 8, h = j / 4, k = j % 4;
+        int8_t sc[16];
+        q3_K_scales(x->scales, sc);
+        const uint8_t *qs = x->qs + 32 * h, bit = (uint8_t)(1u << (4 * h + k));
+        for (int l = 0; l < 32; l++) {
+            q[l] = (int8_t)(((qs[l] >> (2 * k)) & 3) - ((x->hmask[l] & bit) ? 0 : 4));
+        }
+        const float d = f16_to_f32(x->d);
+        s[0] = d * (float)sc[8 * h + 2 * k];
+        s[1] = d * (float)sc[8 * h + 2 * k + 1];
+        *o = 0.0f;
         return;
     }
     case LE_TYPE_Q6_K: {

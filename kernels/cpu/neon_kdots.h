@@ -1,7 +1,9 @@
-/* Q5_0, Q4_K and Q6_K dot products for AArch64, included by neon_dotprod.c (KDOT = SDOT) and
+/* Q5_0, Q3_K, Q4_K, Q5_K and Q6_K dot products for AArch64, included by neon_dotprod.c (KDOT = SDOT) and
  * neon.c (KDOT through widening multiplies, for Cortex-A53/A72 without SDOT). The includer
  * defines KDOT(acc, x, y) (acc + four-byte dot products of x and y per lane), KDOT_FN(name) and
  * h2f, and includes arm_neon.h, string.h and llava_kernels.h. */
+#include "q3k_scales.h"
+
 /* 16 bits of qh to 16 bytes holding 0x10 where the bit is set (Q5_0's fifth bits). */
 static inline uint8x16_t fifth_bits(uint32_t qh16) {
     static const uint8_t sel[16] = {1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128};
@@ -84,6 +86,72 @@ float KDOT_FN(le_vec_dot_q6_K_q8_K)(int n, const le_block_q6_K *w, const le_bloc
                     const int32x4_t d = KDOT(vdupq_n_s32(0), vsubq_s8(q[k], k32), vld1q_s8(y + 32 * k + l));
                     sumi += sc[is + 2 * k] * vaddvq_s32(d);
                 }
+            }
+        }
+        sum += h2f(w[b].d) * a[b].d * (float)sumi;
+    }
+    return sum;
+}
+
+float KDOT_FN(le_vec_dot_q5_K_q8_K)(int n, const le_block_q5_K *w, const le_block_q8_K *a) {
+    const uint8x16_t low4 = vdupq_n_u8(0x0f), one = vdupq_n_u8(1);
+    float sum = 0.0f;
+    for (int b = 0; b < n / LE_QK_K; b++) {
+        int sc[8], m[8];
+        scales_mins(w[b].scales, sc, m);
+        int summ = 0;
+        for (int j = 0; j < 8; j++) {
+            summ += m[j] * (a[b].bsums[2 * j] + a[b].bsums[2 * j + 1]);
+        }
+        uint8x16_t h0 = vld1q_u8(w[b].qh), h1 = vld1q_u8(w[b].qh + 16);
+        int sumi = 0;
+        for (int c = 0; c < 4; c++) {
+            const uint8_t *qs = w[b].qs + 32 * c;
+            const int8_t *y = a[b].qs + 64 * c;
+            const uint8x16_t q0 = vld1q_u8(qs), q1 = vld1q_u8(qs + 16);
+            /* Fifth bits: bit 2c of qh for the low nibbles, bit 2c + 1 for the high. */
+            const uint8x16_t l0 = vorrq_u8(vandq_u8(q0, low4), vshlq_n_u8(vandq_u8(h0, one), 4));
+            const uint8x16_t l1 = vorrq_u8(vandq_u8(q1, low4), vshlq_n_u8(vandq_u8(h1, one), 4));
+            const uint8x16_t u0 = vorrq_u8(vshrq_n_u8(q0, 4), vshlq_n_u8(vandq_u8(vshrq_n_u8(h0, 1), one), 4));
+            const uint8x16_t u1 = vorrq_u8(vshrq_n_u8(q1, 4), vshlq_n_u8(vandq_u8(vshrq_n_u8(h1, 1), one), 4));
+            h0 = vshrq_n_u8(h0, 2);
+            h1 = vshrq_n_u8(h1, 2);
+            int32x4_t lo = KDOT(vdupq_n_s32(0), vreinterpretq_s8_u8(l0), vld1q_s8(y));
+            lo = KDOT(lo, vreinterpretq_s8_u8(l1), vld1q_s8(y + 16));
+            int32x4_t hi = KDOT(vdupq_n_s32(0), vreinterpretq_s8_u8(u0), vld1q_s8(y + 32));
+            hi = KDOT(hi, vreinterpretq_s8_u8(u1), vld1q_s8(y + 48));
+            sumi += sc[2 * c] * vaddvq_s32(lo) + sc[2 * c + 1] * vaddvq_s32(hi);
+        }
+        sum += h2f(w[b].d) * a[b].d * (float)sumi - h2f(w[b].dmin) * a[b].d * (float)summ;
+    }
+    return sum;
+}
+
+float KDOT_FN(le_vec_dot_q3_K_q8_K)(int n, const le_block_q3_K *w, const le_block_q8_K *a) {
+    const uint8x16_t three = vdupq_n_u8(3), one = vdupq_n_u8(1);
+    float sum = 0.0f;
+    for (int b = 0; b < n / LE_QK_K; b++) {
+        int8_t sc[16];
+        q3_K_scales(w[b].scales, sc);
+        uint8x16_t h0 = vld1q_u8(w[b].hmask), h1 = vld1q_u8(w[b].hmask + 16);
+        int sumi = 0;
+        for (int h = 0; h < 2; h++) {
+            uint8x16_t q0 = vld1q_u8(w[b].qs + 32 * h), q1 = vld1q_u8(w[b].qs + 32 * h + 16);
+            for (int k = 0; k < 4; k++) {
+                const int j = 4 * h + k;
+                /* Two low bits, minus 4 where the high bit is clear. */
+                const int8x16_t c0 = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(q0, three)),
+                                              vreinterpretq_s8_u8(vshlq_n_u8(vbicq_u8(one, h0), 2)));
+                const int8x16_t c1 = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(q1, three)),
+                                              vreinterpretq_s8_u8(vshlq_n_u8(vbicq_u8(one, h1), 2)));
+                q0 = vshrq_n_u8(q0, 2);
+                q1 = vshrq_n_u8(q1, 2);
+                h0 = vshrq_n_u8(h0, 1);
+                h1 = vshrq_n_u8(h1, 1);
+                const int8_t *y = a[b].qs + 32 * j;
+                const int32x4_t d0 = KDOT(vdupq_n_s32(0), c0, vld1q_s8(y));
+                const int32x4_t d1 = KDOT(vdupq_n_s32(0), c1, vld1q_s8(y + 16));
+                sumi += sc[8 * h + 2 * k] * vaddvq_s32(d0) + sc[8 * h + 2 * k + 1] * vaddvq_s32(d1);
             }
         }
         sum += h2f(w[b].d) * a[b].d * (float)sumi;

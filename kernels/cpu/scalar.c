@@ -5,6 +5,7 @@
 #include "llava_kernels.h"
 
 #include "half.h"
+#include "q3k_scales.h"
 
 void le_quantize_row_q8_0_scalar(const float *x, le_block_q8_0 *y, int n) {
     for (int b = 0; b < n / LE_QK8_0; b++) {
@@ -178,4 +179,49 @@ void le_f16_to_f32_scalar(const uint16_t *x, float *y, int n) {
     for (int i = 0; i < n; i++) {
         y[i] = f16_to_f32(x[i]);
     }
+}
+
+float le_vec_dot_q5_K_q8_K_scalar(int n, const le_block_q5_K *w, const le_block_q8_K *a) {
+    float sum = 0.0f;
+    for (int b = 0; b < n / LE_QK_K; b++) {
+        int sumi = 0, summ = 0;
+        for (int c = 0; c < 4; c++) {
+            for (int half = 0; half < 2; half++) {
+                const int j = 2 * c + half;
+                int sc, m, dot = 0;
+                scale_min_k4(j, w[b].scales, &sc, &m);
+                for (int l = 0; l < 32; l++) {
+                    const int lo = half ? (w[b].qs[32 * c + l] >> 4) : (w[b].qs[32 * c + l] & 0x0f);
+                    const int q = lo + (((w[b].qh[l] >> j) & 1) << 4);
+                    dot += q * a[b].qs[32 * j + l];
+                }
+                sumi += sc * dot;
+                summ += m * (a[b].bsums[2 * j] + a[b].bsums[2 * j + 1]);
+            }
+        }
+        sum += f16_to_f32(w[b].d) * a[b].d * (float)sumi - f16_to_f32(w[b].dmin) * a[b].d * (float)summ;
+    }
+    return sum;
+}
+
+float le_vec_dot_q3_K_q8_K_scalar(int n, const le_block_q3_K *w, const le_block_q8_K *a) {
+    float sum = 0.0f;
+    for (int b = 0; b < n / LE_QK_K; b++) {
+        int8_t sc[16];
+        q3_K_scales(w[b].scales, sc);
+        int sumi = 0;
+        for (int j = 0; j < 8; j++) {
+            const int h = j / 4, k = j % 4;
+            for (int half = 0; half < 2; half++) {
+                int dot = 0;
+                for (int l = 16 * half; l < 16 * half + 16; l++) {
+                    const int q = ((w[b].qs[32 * h + l] >> (2 * k)) & 3) - (((w[b].hmask[l] >> (4 * h + k)) & 1) ? 0 : 4);
+                    dot += q * a[b].qs[32 * j + l];
+                }
+                sumi += sc[8 * h + 2 * k + half] * dot;
+            }
+        }
+        sum += f16_to_f32(w[b].d) * a[b].d * (float)sumi;
+    }
+    return sum;
 }

@@ -165,6 +165,16 @@ float le_vec_dot_q5_0_q8_0_dotprod(int n, const le_block_q5_0 *w, const le_block
 float le_vec_dot_q5_0_q8_0_neon(int n, const le_block_q5_0 *w, const le_block_q8_0 *a);
 
 /* sum_i w_i * a_i for Q4_K / Q6_K weights and Q8_K activations (NEON: widening multiplies; dotprod: SDOT). */
+/* Q5_K and Q3_K against Q8_K activations (decode of Q5_K_M / Q3_K_M files). */
+float le_vec_dot_q5_K_q8_K_scalar(int n, const le_block_q5_K *w, const le_block_q8_K *a);
+float le_vec_dot_q5_K_q8_K_avx2(int n, const le_block_q5_K *w, const le_block_q8_K *a);
+float le_vec_dot_q5_K_q8_K_dotprod(int n, const le_block_q5_K *w, const le_block_q8_K *a);
+float le_vec_dot_q5_K_q8_K_neon(int n, const le_block_q5_K *w, const le_block_q8_K *a);
+float le_vec_dot_q3_K_q8_K_scalar(int n, const le_block_q3_K *w, const le_block_q8_K *a);
+float le_vec_dot_q3_K_q8_K_avx2(int n, const le_block_q3_K *w, const le_block_q8_K *a);
+float le_vec_dot_q3_K_q8_K_dotprod(int n, const le_block_q3_K *w, const le_block_q8_K *a);
+float le_vec_dot_q3_K_q8_K_neon(int n, const le_block_q3_K *w, const le_block_q8_K *a);
+
 float le_vec_dot_q4_K_q8_K_scalar(int n, const le_block_q4_K *w, const le_block_q8_K *a);
 float le_vec_dot_q4_K_q8_K_avx2(int n, const le_block_q4_K *w, const le_block_q8_K *a);
 float le_vec_dot_q4_K_q8_K_dotprod(int n, const le_block_q4_K *w, const le_block_q8_K *a);
@@ -203,7 +213,7 @@ float le_vec_dot_f16_f32_neon(int n, const uint16_t *w, const float *a);
 typedef enum {
     LE_CODES_U4 = 0, /* 0..15: Q4_0, Q4_1, Q4_K */
     LE_CODES_U5 = 1, /* 0..31: Q5_0, Q5_1, Q5_K */
-    LE_CODES_S6 = 2, /* -32..31, two scales per block: Q6_K */
+    LE_CODES_S6 = 2, /* -32..31, two scales per block: Q6_K (and Q3_K's -4..3) */
     LE_CODES_S8 = 3, /* -127..127: Q8_0 */
 } le_codes;
 
@@ -282,6 +292,7 @@ void le_pack_x8_q4_0x8(const le_block_q4_0x8 *w, int n, le_block_x8 *out);
 #define LE_TYPE_Q5_0 6
 #define LE_TYPE_Q5_1 7
 #define LE_TYPE_Q8_0 8
+#define LE_TYPE_Q3_K 11
 #define LE_TYPE_Q4_K 12
 #define LE_TYPE_Q5_K 13
 #define LE_TYPE_Q6_K 14

@@ -134,6 +134,16 @@ dot_fn!(
     le_vec_dot_q4_K_q8_K_scalar, le_vec_dot_q4_K_q8_K_avx2, le_vec_dot_q4_K_q8_K_neon, le_vec_dot_q4_K_q8_K_dotprod
 );
 dot_fn!(
+    /// Dot product of Q5_K weights and Q8_K activations (blocks of 256).
+    dot_q5_K_q8_K, ffi::le_block_q5_K, ffi::le_block_q8_K, 256,
+    le_vec_dot_q5_K_q8_K_scalar, le_vec_dot_q5_K_q8_K_avx2, le_vec_dot_q5_K_q8_K_neon, le_vec_dot_q5_K_q8_K_dotprod
+);
+dot_fn!(
+    /// Dot product of Q3_K weights and Q8_K activations (blocks of 256).
+    dot_q3_K_q8_K, ffi::le_block_q3_K, ffi::le_block_q8_K, 256,
+    le_vec_dot_q3_K_q8_K_scalar, le_vec_dot_q3_K_q8_K_avx2, le_vec_dot_q3_K_q8_K_neon, le_vec_dot_q3_K_q8_K_dotprod
+);
+dot_fn!(
     /// Dot product of Q6_K weights and Q8_K activations (blocks of 256).
     dot_q6_K_q8_K, ffi::le_block_q6_K, ffi::le_block_q8_K, 256,
     le_vec_dot_q6_K_q8_K_scalar, le_vec_dot_q6_K_q8_K_avx2, le_vec_dot_q6_K_q8_K_neon, le_vec_dot_q6_K_q8_K_dotprod

@@ -194,7 +194,20 @@ impl<'a> Matrix<'a> {
             self.gemv_q4_0x8(x, n, out_ptr, pool);
             return;
         }
-        if n >= GEMM_MIN_TOKENS && aligned {
+        // Types without a decode dot kernel of their own take the GEMM at any token count:
+        // packing eight rows into panels and running them is still several times faster than
+        // dequantizing rows to f32.
+        let row_kernel = matches!(
+            self.ty,
+            GgmlType::Q4_0
+                | GgmlType::Q8_0
+                | GgmlType::Q5_0
+                | GgmlType::Q3_K
+                | GgmlType::Q4_K
+                | GgmlType::Q5_K
+                | GgmlType::Q6_K
+        );
+        if (n >= GEMM_MIN_TOKENS || !row_kernel) && aligned {
             if let Some(codes) = kernels::panel_codes(self.ty) {
                 self.gemm(codes, x, n, out_ptr, pool);
                 return;
@@ -229,6 +242,12 @@ impl<'a> Matrix<'a> {
             }),
             GgmlType::Q6_K if aligned => product.run(256, kernels::quantize_row_q8_K, &|w, a| {
                 kernels::dot_q6_K_q8_K(isa, bytemuck::cast_slice(w), a)
+            }),
+            GgmlType::Q5_K if aligned => product.run(256, kernels::quantize_row_q8_K, &|w, a| {
+                kernels::dot_q5_K_q8_K(isa, bytemuck::cast_slice(w), a)
+            }),
+            GgmlType::Q3_K if aligned => product.run(256, kernels::quantize_row_q8_K, &|w, a| {
+                kernels::dot_q3_K_q8_K(isa, bytemuck::cast_slice(w), a)
             }),
             GgmlType::F16 if aligned && n >= GEMM_MIN_TOKENS => {
                 // Prefill / vision: the tiled F16 GEMM, 64-row chunks handed out on demand.
