@@ -10,7 +10,7 @@ mod value;
 mod writer;
 
 pub use error::{GgufError, Result};
-pub use reader::{GgufFile, Layout, TensorInfo, TensorView};
+pub use reader::{prefault, GgufFile, Layout, TensorInfo, TensorView};
 pub use value::{Array, Value, ValueType};
 pub use writer::{GgufWriter, TensorSpec};
 

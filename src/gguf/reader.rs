@@ -266,7 +266,8 @@ impl GgufFile {
     /// [`TensorInfo::layout`] after rearranging them). The map becomes writable but stays
     /// private: a page written becomes this process's own memory (the same amount the mapped
     /// page took) and the file is never modified. Tensors whose bytes overlap another picked
-    /// tensor's (a hostile file) are left out, so the slices are disjoint.
+    /// tensor's (a hostile file) are left out, so the slices are disjoint. [`prefault`] each
+    /// slice before rewriting it.
     pub fn tensors_mut(
         &mut self,
         select: impl Fn(&TensorInfo) -> bool,
@@ -297,20 +298,6 @@ impl GgufFile {
             if picked[i].offset < prev_end {
                 keep[i - 1] = false;
                 keep[i] = false;
-            }
-        }
-        if let Backing::Written(m) = &self.backing {
-            for (t, &keep) in picked.iter().zip(&keep) {
-                if keep && t.size > 0 {
-                    // One call faults in the tensor's private pages instead of two faults a
-                    // page (read, then copy on write). Only a hint: kernels before 5.14 refuse
-                    // it and the pages fault in one at a time as before.
-                    let _ = m.advise_range(
-                        memmap2::Advice::PopulateWrite,
-                        base + t.offset as usize,
-                        t.size as usize,
-                    );
-                }
             }
         }
         let bytes: &mut [u8] = match &mut self.backing {
@@ -754,4 +741,32 @@ impl Header {
             tensors,
         })
     }
+}
+
+/// Faults in `data`'s pages writable in one call, instead of two faults a page (read, then copy
+/// on write) as a rewrite of a private file map would take. Only a hint: where the kernel lacks
+/// MADV_POPULATE_WRITE (before Linux 5.14) the pages fault in one at a time as before.
+pub fn prefault(data: &mut [u8]) {
+    #[cfg(target_os = "linux")]
+    {
+        if data.is_empty() {
+            return;
+        }
+        // SAFETY: sysconf has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as usize;
+        let start = data.as_mut_ptr() as usize;
+        let first = start / page * page;
+        // SAFETY: the range covers `data`'s pages, all in this process's mapping; the advice
+        // changes no byte (it only makes the pages present and private), so it is sound even
+        // where a page is shared with a neighbouring slice another thread is writing.
+        unsafe {
+            libc::madvise(
+                first as *mut libc::c_void,
+                start + data.len() - first,
+                libc::MADV_POPULATE_WRITE,
+            );
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = data;
 }

@@ -125,6 +125,7 @@ pub fn interleave_weights(f: &mut GgufFile, pool: &ThreadPool) -> Result<usize, 
     pool.for_chunks(queue.lock().map_or(0, |q| q.len()), 1, &|_| {
         let item = queue.lock().ok().and_then(|mut q| q.pop());
         if let Some((info, data)) = item {
+            crate::gguf::prefault(data);
             if crate::ops::matrix::interleave_q4_0(info, data) {
                 done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
