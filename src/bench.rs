@@ -105,7 +105,9 @@ pub fn run(
     let pool = ThreadPool::new(cfg.threads);
     let mut tf = GgufFile::open(model_path).map_err(crate::text::TextError::from)?;
     if cfg.repack {
-        crate::text::interleave_weights(&mut tf, &pool)?;
+        if let Err(e) = crate::text::interleave_weights(&mut tf, &pool) {
+            eprintln!("note: Q4_0 weights kept as mapped ({e}); --no-repack skips the attempt");
+        }
     }
     let text = TextModel::load(&tf)?;
     let vf = match mmproj_path {

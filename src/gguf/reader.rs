@@ -280,11 +280,29 @@ impl GgufFile {
             match m.make_mut() {
                 Ok(w) => self.backing = Backing::Written(w),
                 Err(source) => {
+                    // make_mut consumed the map: map the file again so the views keep working,
+                    // and report why nothing can be rewritten (e.g. strict overcommit refusing
+                    // a writable private map of a large file).
+                    let file = File::open(&self.path).map_err(|e| GgufError::Io {
+                        path: self.path.clone(),
+                        op: "reopen",
+                        source: e,
+                    })?;
+                    // SAFETY: as in `open`.
+                    let m =
+                        unsafe { MmapOptions::new().map_copy_read_only(&file) }.map_err(|e| {
+                            GgufError::Io {
+                                path: self.path.clone(),
+                                op: "mmap",
+                                source: e,
+                            }
+                        })?;
+                    self.backing = Backing::Map(m);
                     return Err(GgufError::Io {
                         path: self.path.clone(),
                         op: "mprotect (private copy of tensor pages)",
                         source,
-                    })
+                    });
                 }
             }
         }
