@@ -134,76 +134,64 @@ static inline void scales_mins_k4(const uint8_t *q, uint8_t sc[8], uint8_t m[8])
     memcpy(m, mm, 8);
 }
 
-float le_vec_dot_q4_K_q8_K_avx2(int n, const le_block_q4_K *w, const le_block_q8_K *a) {
-    const __m256i low4 = _mm256_set1_epi8(0x0f);
+/* Q4_K and Q5_K share their super-block (d, dmin, 6-bit scales and mins, nibbles); Q5_K adds
+ * a fifth bit per value in qh (bit j of qh[l] for sub-block j). One body, inlined twice with qh
+ * present or not (NULL folds away). */
+static inline __attribute__((always_inline)) float dot_k45(int n, size_t stride, const uint16_t *d0, const uint16_t *dmin0,
+                                                            const uint8_t *scales0, const uint8_t *qs0,
+                                                            const uint8_t *qh0, const le_block_q8_K *a) {
+    const __m256i low4 = _mm256_set1_epi8(0x0f), one = _mm256_set1_epi8(1);
     /* Float sums stay in vectors across super-blocks (one horizontal sum at the end). */
     __m256 acc = _mm256_setzero_ps();
     __m128 accm = _mm_setzero_ps();
+/* Field p of super-block b (the fields of block 0 are passed in; blocks are stride apart). */
+#define AT(p, b) ((const void *)((const uint8_t *)(p) + (size_t)(b) * stride))
     for (int b = 0; b < n / LE_QK_K; b++) {
+        const uint8_t *qs = AT(qs0, b);
         uint8_t sc[8], m[8];
-        scales_mins_k4(w[b].scales, sc, m);
+        scales_mins_k4(AT(scales0, b), sc, m);
         /* Mins against the sums of each 32 activations (pairs of the 16-sums). */
-        const __m128i bs = _mm_hadd_epi16(_mm_loadu_si128((const __m128i *)a[b].bsums),
-                                          _mm_loadu_si128((const __m128i *)(a[b].bsums + 8)));
-        const __m128i mins = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)m));
-        const __m128i pm = _mm_madd_epi16(mins, bs);
-        __m256i iacc = _mm256_setzero_si256();
-        for (int c = 0; c < 4; c++) {
-            const __m256i q = _mm256_loadu_si256((const __m256i *)(w[b].qs + 32 * c));
-            const __m256i lo = _mm256_and_si256(q, low4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), low4);
-            const __m256i y0 = _mm256_loadu_si256((const __m256i *)(a[b].qs + 64 * c));
-            const __m256i y1 = _mm256_loadu_si256((const __m256i *)(a[b].qs + 64 * c + 32));
-            /* Unsigned 4-bit x signed 8-bit pairs fit int16 (2 * 15 * 127); then scale and widen. */
-            const __m256i p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, y0), _mm256_set1_epi16(sc[2 * c]));
-            const __m256i p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, y1), _mm256_set1_epi16(sc[2 * c + 1]));
-            iacc = _mm256_add_epi32(iacc, _mm256_add_epi32(p0, p1));
-        }
-        const float d = _cvtsh_ss(w[b].d) * a[b].d, dmin = _cvtsh_ss(w[b].dmin) * a[b].d;
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(iacc), acc);
-        accm = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(pm), accm);
-    }
-    __m128 m4 = _mm_add_ps(accm, _mm_movehl_ps(accm, accm));
-    m4 = _mm_add_ss(m4, _mm_movehdup_ps(m4));
-    return hsum8(acc) - _mm_cvtss_f32(m4);
-}
-
-/* Q4_K's kernel with each value's fifth bit from qh (bit j of qh[l] for sub-block j). */
-float le_vec_dot_q5_K_q8_K_avx2(int n, const le_block_q5_K *w, const le_block_q8_K *a) {
-    const __m256i low4 = _mm256_set1_epi8(0x0f), one = _mm256_set1_epi8(1);
-    __m256 acc = _mm256_setzero_ps();
-    __m128 accm = _mm_setzero_ps();
-    for (int b = 0; b < n / LE_QK_K; b++) {
-        uint8_t sc[8], m[8];
-        scales_mins_k4(w[b].scales, sc, m);
         const __m128i bs = _mm_hadd_epi16(_mm_loadu_si128((const __m128i *)a[b].bsums),
                                           _mm_loadu_si128((const __m128i *)(a[b].bsums + 8)));
         const __m128i mins = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)m));
         const __m128i pm = _mm_madd_epi16(mins, bs);
         /* Shifting the 16-bit lanes right by 2 a step keeps each byte's bit 0 its own for the
          * seven shifts used (bits from the upper byte only reach bits 2..7 of the lower). */
-        __m256i hb = _mm256_loadu_si256((const __m256i *)w[b].qh);
+        __m256i hb = qh0 ? _mm256_loadu_si256((const __m256i *)AT(qh0, b)) : _mm256_setzero_si256();
         __m256i iacc = _mm256_setzero_si256();
         for (int c = 0; c < 4; c++) {
-            const __m256i q = _mm256_loadu_si256((const __m256i *)(w[b].qs + 32 * c));
-            const __m256i lo = _mm256_or_si256(_mm256_and_si256(q, low4),
-                                               _mm256_slli_epi16(_mm256_and_si256(hb, one), 4));
-            const __m256i hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), low4),
-                                               _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 1), one), 4));
-            hb = _mm256_srli_epi16(hb, 2);
+            const __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * c));
+            __m256i lo = _mm256_and_si256(q, low4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), low4);
+            if (qh0) {
+                lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(hb, one), 4));
+                hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 1), one), 4));
+                hb = _mm256_srli_epi16(hb, 2);
+            }
             const __m256i y0 = _mm256_loadu_si256((const __m256i *)(a[b].qs + 64 * c));
             const __m256i y1 = _mm256_loadu_si256((const __m256i *)(a[b].qs + 64 * c + 32));
-            /* 5-bit x 8-bit pairs fit int16 (2 * 31 * 127). */
+            /* Unsigned 4- or 5-bit x signed 8-bit pairs fit int16 (2 * 31 * 127); then scale and
+             * widen. */
             const __m256i p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, y0), _mm256_set1_epi16(sc[2 * c]));
             const __m256i p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, y1), _mm256_set1_epi16(sc[2 * c + 1]));
             iacc = _mm256_add_epi32(iacc, _mm256_add_epi32(p0, p1));
         }
-        const float d = _cvtsh_ss(w[b].d) * a[b].d, dmin = _cvtsh_ss(w[b].dmin) * a[b].d;
+        const float d = _cvtsh_ss(*(const uint16_t *)AT(d0, b)) * a[b].d;
+        const float dmin = _cvtsh_ss(*(const uint16_t *)AT(dmin0, b)) * a[b].d;
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(iacc), acc);
         accm = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(pm), accm);
     }
+#undef AT
     __m128 m4 = _mm_add_ps(accm, _mm_movehl_ps(accm, accm));
     m4 = _mm_add_ss(m4, _mm_movehdup_ps(m4));
     return hsum8(acc) - _mm_cvtss_f32(m4);
+}
+
+float le_vec_dot_q4_K_q8_K_avx2(int n, const le_block_q4_K *w, const le_block_q8_K *a) {
+    return dot_k45(n, sizeof *w, &w->d, &w->dmin, w->scales, w->qs, NULL, a);
+}
+
+float le_vec_dot_q5_K_q8_K_avx2(int n, const le_block_q5_K *w, const le_block_q8_K *a) {
+    return dot_k45(n, sizeof *w, &w->d, &w->dmin, w->scales, w->qs, w->qh, a);
 }
 
 /* Q3_K: two low bits from qs, minus 4 where the hmask bit is clear, as two unsigned products
