@@ -38,31 +38,64 @@ static inline void scales_mins(const uint8_t *q, int sc[8], int m[8]) {
     }
 }
 
-float KDOT_FN(le_vec_dot_q4_K_q8_K)(int n, const le_block_q4_K *w, const le_block_q8_K *a) {
-    const uint8x16_t low4 = vdupq_n_u8(0x0f);
+/* Q4_K and Q5_K share their super-block; Q5_K adds a fifth bit per value in qh (bit j of qh[l]
+ * for sub-block j). One body, inlined twice with qh present or not (NULL folds away); the
+ * fields of block 0 are passed in and blocks lie stride bytes apart. */
+static inline __attribute__((always_inline)) float dot_k45(int n, size_t stride, const uint16_t *d0,
+                                                            const uint16_t *dmin0, const uint8_t *scales0,
+                                                            const uint8_t *qs0, const uint8_t *qh0,
+                                                            const le_block_q8_K *a) {
+#define AT(p, b) ((const void *)((const uint8_t *)(p) + (size_t)(b) * stride))
+    const uint8x16_t low4 = vdupq_n_u8(0x0f), one = vdupq_n_u8(1);
     float sum = 0.0f;
     for (int b = 0; b < n / LE_QK_K; b++) {
         int sc[8], m[8];
-        scales_mins(w[b].scales, sc, m);
+        scales_mins(AT(scales0, b), sc, m);
         int summ = 0;
         for (int j = 0; j < 8; j++) {
             summ += m[j] * (a[b].bsums[2 * j] + a[b].bsums[2 * j + 1]);
         }
+        uint8x16_t h0 = vdupq_n_u8(0), h1 = vdupq_n_u8(0);
+        if (qh0) {
+            h0 = vld1q_u8(AT(qh0, b));
+            h1 = vld1q_u8((const uint8_t *)AT(qh0, b) + 16);
+        }
         int sumi = 0;
         for (int c = 0; c < 4; c++) {
-            const uint8_t *qs = w[b].qs + 32 * c;
+            const uint8_t *qs = (const uint8_t *)AT(qs0, b) + 32 * c;
             const int8_t *y = a[b].qs + 64 * c;
             const uint8x16_t q0 = vld1q_u8(qs), q1 = vld1q_u8(qs + 16);
-            /* Unsigned nibbles are valid signed bytes: SDOT takes them as they are. */
-            int32x4_t lo = KDOT(vdupq_n_s32(0), vreinterpretq_s8_u8(vandq_u8(q0, low4)), vld1q_s8(y));
-            lo = KDOT(lo, vreinterpretq_s8_u8(vandq_u8(q1, low4)), vld1q_s8(y + 16));
-            int32x4_t hi = KDOT(vdupq_n_s32(0), vreinterpretq_s8_u8(vshrq_n_u8(q0, 4)), vld1q_s8(y + 32));
-            hi = KDOT(hi, vreinterpretq_s8_u8(vshrq_n_u8(q1, 4)), vld1q_s8(y + 48));
+            /* Unsigned codes are valid signed bytes: SDOT takes them as they are. */
+            uint8x16_t l0 = vandq_u8(q0, low4), l1 = vandq_u8(q1, low4);
+            uint8x16_t u0 = vshrq_n_u8(q0, 4), u1 = vshrq_n_u8(q1, 4);
+            if (qh0) {
+                /* Fifth bits: bit 2c of qh for the low nibbles, bit 2c + 1 for the high. */
+                l0 = vorrq_u8(l0, vshlq_n_u8(vandq_u8(h0, one), 4));
+                l1 = vorrq_u8(l1, vshlq_n_u8(vandq_u8(h1, one), 4));
+                u0 = vorrq_u8(u0, vshlq_n_u8(vandq_u8(vshrq_n_u8(h0, 1), one), 4));
+                u1 = vorrq_u8(u1, vshlq_n_u8(vandq_u8(vshrq_n_u8(h1, 1), one), 4));
+                h0 = vshrq_n_u8(h0, 2);
+                h1 = vshrq_n_u8(h1, 2);
+            }
+            int32x4_t lo = KDOT(vdupq_n_s32(0), vreinterpretq_s8_u8(l0), vld1q_s8(y));
+            lo = KDOT(lo, vreinterpretq_s8_u8(l1), vld1q_s8(y + 16));
+            int32x4_t hi = KDOT(vdupq_n_s32(0), vreinterpretq_s8_u8(u0), vld1q_s8(y + 32));
+            hi = KDOT(hi, vreinterpretq_s8_u8(u1), vld1q_s8(y + 48));
             sumi += sc[2 * c] * vaddvq_s32(lo) + sc[2 * c + 1] * vaddvq_s32(hi);
         }
-        sum += h2f(w[b].d) * a[b].d * (float)sumi - h2f(w[b].dmin) * a[b].d * (float)summ;
+        const float d = h2f(*(const uint16_t *)AT(d0, b)), dmin = h2f(*(const uint16_t *)AT(dmin0, b));
+        sum += d * a[b].d * (float)sumi - dmin * a[b].d * (float)summ;
     }
+#undef AT
     return sum;
+}
+
+float KDOT_FN(le_vec_dot_q4_K_q8_K)(int n, const le_block_q4_K *w, const le_block_q8_K *a) {
+    return dot_k45(n, sizeof *w, &w->d, &w->dmin, w->scales, w->qs, NULL, a);
+}
+
+float KDOT_FN(le_vec_dot_q5_K_q8_K)(int n, const le_block_q5_K *w, const le_block_q8_K *a) {
+    return dot_k45(n, sizeof *w, &w->d, &w->dmin, w->scales, w->qs, w->qh, a);
 }
 
 float KDOT_FN(le_vec_dot_q6_K_q8_K)(int n, const le_block_q6_K *w, const le_block_q8_K *a) {
@@ -89,40 +122,6 @@ float KDOT_FN(le_vec_dot_q6_K_q8_K)(int n, const le_block_q6_K *w, const le_bloc
             }
         }
         sum += h2f(w[b].d) * a[b].d * (float)sumi;
-    }
-    return sum;
-}
-
-float KDOT_FN(le_vec_dot_q5_K_q8_K)(int n, const le_block_q5_K *w, const le_block_q8_K *a) {
-    const uint8x16_t low4 = vdupq_n_u8(0x0f), one = vdupq_n_u8(1);
-    float sum = 0.0f;
-    for (int b = 0; b < n / LE_QK_K; b++) {
-        int sc[8], m[8];
-        scales_mins(w[b].scales, sc, m);
-        int summ = 0;
-        for (int j = 0; j < 8; j++) {
-            summ += m[j] * (a[b].bsums[2 * j] + a[b].bsums[2 * j + 1]);
-        }
-        uint8x16_t h0 = vld1q_u8(w[b].qh), h1 = vld1q_u8(w[b].qh + 16);
-        int sumi = 0;
-        for (int c = 0; c < 4; c++) {
-            const uint8_t *qs = w[b].qs + 32 * c;
-            const int8_t *y = a[b].qs + 64 * c;
-            const uint8x16_t q0 = vld1q_u8(qs), q1 = vld1q_u8(qs + 16);
-            /* Fifth bits: bit 2c of qh for the low nibbles, bit 2c + 1 for the high. */
-            const uint8x16_t l0 = vorrq_u8(vandq_u8(q0, low4), vshlq_n_u8(vandq_u8(h0, one), 4));
-            const uint8x16_t l1 = vorrq_u8(vandq_u8(q1, low4), vshlq_n_u8(vandq_u8(h1, one), 4));
-            const uint8x16_t u0 = vorrq_u8(vshrq_n_u8(q0, 4), vshlq_n_u8(vandq_u8(vshrq_n_u8(h0, 1), one), 4));
-            const uint8x16_t u1 = vorrq_u8(vshrq_n_u8(q1, 4), vshlq_n_u8(vandq_u8(vshrq_n_u8(h1, 1), one), 4));
-            h0 = vshrq_n_u8(h0, 2);
-            h1 = vshrq_n_u8(h1, 2);
-            int32x4_t lo = KDOT(vdupq_n_s32(0), vreinterpretq_s8_u8(l0), vld1q_s8(y));
-            lo = KDOT(lo, vreinterpretq_s8_u8(l1), vld1q_s8(y + 16));
-            int32x4_t hi = KDOT(vdupq_n_s32(0), vreinterpretq_s8_u8(u0), vld1q_s8(y + 32));
-            hi = KDOT(hi, vreinterpretq_s8_u8(u1), vld1q_s8(y + 48));
-            sumi += sc[2 * c] * vaddvq_s32(lo) + sc[2 * c + 1] * vaddvq_s32(hi);
-        }
-        sum += h2f(w[b].d) * a[b].d * (float)sumi - h2f(w[b].dmin) * a[b].d * (float)summ;
     }
     return sum;
 }
