@@ -12,78 +12,33 @@ use llava_edge::kernels::{self, Isa};
 use llava_edge::quant::quantize;
 use rand::{Rng, SeedableRng};
 
-extern "C" {
-    fn ggml_vec_dot_q5_0_q8_0(
-        n: i32,
-        s: *mut f32,
-        bs: usize,
-        vx: *const c_void,
-        bx: usize,
-        vy: *const c_void,
-        by: usize,
-        nrc: i32,
-    );
-    fn ggml_vec_dot_q4_K_q8_K(
-        n: i32,
-        s: *mut f32,
-        bs: usize,
-        vx: *const c_void,
-        bx: usize,
-        vy: *const c_void,
-        by: usize,
-        nrc: i32,
-    );
-    fn ggml_vec_dot_q6_K_q8_K(
-        n: i32,
-        s: *mut f32,
-        bs: usize,
-        vx: *const c_void,
-        bx: usize,
-        vy: *const c_void,
-        by: usize,
-        nrc: i32,
-    );
-    fn ggml_vec_dot_q5_K_q8_K(
-        n: i32,
-        s: *mut f32,
-        bs: usize,
-        vx: *const c_void,
-        bx: usize,
-        vy: *const c_void,
-        by: usize,
-        nrc: i32,
-    );
-    fn ggml_vec_dot_q3_K_q8_K(
-        n: i32,
-        s: *mut f32,
-        bs: usize,
-        vx: *const c_void,
-        bx: usize,
-        vy: *const c_void,
-        by: usize,
-        nrc: i32,
-    );
-    fn ggml_vec_dot_q4_0_q8_0(
-        n: i32,
-        s: *mut f32,
-        bs: usize,
-        vx: *const c_void,
-        bx: usize,
-        vy: *const c_void,
-        by: usize,
-        nrc: i32,
-    );
-    fn ggml_vec_dot_q8_0_q8_0(
-        n: i32,
-        s: *mut f32,
-        bs: usize,
-        vx: *const c_void,
-        bx: usize,
-        vy: *const c_void,
-        by: usize,
-        nrc: i32,
-    );
+/// ggml's row dot products: all share one signature (n, out, its stride, x, stride, y, stride,
+/// rows).
+macro_rules! ggml_dots {
+    ($($name:ident),*) => {
+        extern "C" {
+            $(fn $name(
+                n: i32,
+                s: *mut f32,
+                bs: usize,
+                vx: *const c_void,
+                bx: usize,
+                vy: *const c_void,
+                by: usize,
+                nrc: i32,
+            );)*
+        }
+    };
 }
+ggml_dots!(
+    ggml_vec_dot_q5_0_q8_0,
+    ggml_vec_dot_q4_K_q8_K,
+    ggml_vec_dot_q6_K_q8_K,
+    ggml_vec_dot_q5_K_q8_K,
+    ggml_vec_dot_q3_K_q8_K,
+    ggml_vec_dot_q4_0_q8_0,
+    ggml_vec_dot_q8_0_q8_0
+);
 
 fn randn(rng: &mut rand::rngs::StdRng, n: usize, scale: f32) -> Vec<f32> {
     (0..n)
