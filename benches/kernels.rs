@@ -194,6 +194,27 @@ fn stream_read(o: &Opts, pool: &ThreadPool) -> f64 {
     (n * 4) as f64 / secs / 1e9
 }
 
+/// Matrices over each of `ws`, in `layout`.
+fn views<'a>(
+    name: &'a str,
+    ty: GgmlType,
+    rows: usize,
+    cols: usize,
+    ws: &'a [Vec<u8>],
+    layout: llava_edge::gguf::Layout,
+) -> Vec<Matrix<'a>> {
+    ws.iter()
+        .map(|w| Matrix {
+            name,
+            ty,
+            rows,
+            cols,
+            data: w,
+            layout,
+        })
+        .collect()
+}
+
 #[allow(clippy::too_many_arguments)]
 fn matvec(
     o: &Opts,
@@ -213,17 +234,7 @@ fn matvec(
         .collect();
     let x: Vec<f32> = (0..cols).map(|_| rng.f32()).collect();
     let mut ours = vec![0f32; rows];
-    let ms: Vec<Matrix> = ws
-        .iter()
-        .map(|w| Matrix {
-            name,
-            ty,
-            rows,
-            cols,
-            data: w,
-            layout: llava_edge::gguf::Layout::Rows,
-        })
-        .collect();
+    let ms = views(name, ty, rows, cols, &ws, llava_edge::gguf::Layout::Rows);
     let t_ours = time(o.reps, || {
         for m in &ms {
             m.matmul(&x, 1, &mut ours, pool);
@@ -255,17 +266,7 @@ fn matvec(
         for w in &mut ws {
             assert!(llava_edge::ops::matrix::interleave_q4_0_rows(cols, rows, w));
         }
-        let ms: Vec<Matrix> = ws
-            .iter()
-            .map(|w| Matrix {
-                name,
-                ty,
-                rows,
-                cols,
-                data: w,
-                layout: llava_edge::gguf::Layout::Q4_0x8,
-            })
-            .collect();
+        let ms = views(name, ty, rows, cols, &ws, llava_edge::gguf::Layout::Q4_0x8);
         let t = time(o.reps, || {
             for m in &ms {
                 m.matmul(&x, 1, &mut ours, pool);

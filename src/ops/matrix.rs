@@ -529,6 +529,25 @@ mod tests {
     use super::*;
     use crate::gguf::{GgufFile, GgufWriter, TensorSpec};
 
+    /// A GGUF file of `specs`, each tensor uniform in [-0.5, 0.5) from an LCG seeded with
+    /// `seed`, quantized to its type.
+    fn write_random(path: &std::path::Path, specs: &[TensorSpec], mut seed: u32) {
+        let mut w = GgufWriter::create(path, &[], specs).unwrap();
+        for s in specs {
+            let n: usize = s.dims.iter().product::<u64>() as usize;
+            let vals: Vec<f32> = (0..n)
+                .map(|_| {
+                    seed = seed.wrapping_mul(1664525).wrapping_add(1013904223);
+                    (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+                })
+                .collect();
+            let mut bytes = Vec::new();
+            crate::quant::quantize(s.ty, &vals, &mut bytes).unwrap();
+            w.write_tensor(&s.name, &bytes).unwrap();
+        }
+        w.finish().unwrap();
+    }
+
     #[test]
     fn shapes_are_checked_without_panicking() {
         let dir = std::env::temp_dir().join(format!("le-matrix-{}", std::process::id()));
@@ -584,21 +603,7 @@ mod tests {
         specs.push(TensorSpec::new("f", &[cols as u64, 8], GgmlType::F32));
         specs.push(TensorSpec::new("gap", &[32], GgmlType::F32));
         specs.push(TensorSpec::new("late", &[cols as u64, 8], GgmlType::Q8_0));
-        let mut w = GgufWriter::create(&path, &[], &specs).unwrap();
-        let mut seed = 1u32;
-        for s in &specs {
-            let n: usize = s.dims.iter().product::<u64>() as usize;
-            let vals: Vec<f32> = (0..n)
-                .map(|_| {
-                    seed = seed.wrapping_mul(1664525).wrapping_add(1013904223);
-                    (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5
-                })
-                .collect();
-            let mut bytes = Vec::new();
-            crate::quant::quantize(s.ty, &vals, &mut bytes).unwrap();
-            w.write_tensor(&s.name, &bytes).unwrap();
-        }
-        w.finish().unwrap();
+        write_random(&path, &specs, 1);
         let f = GgufFile::open(&path).unwrap();
         let m = |name: &str, r: usize| Matrix::new(f.tensor(name).unwrap(), cols, r).unwrap();
         let (q, k, v) = (m("q", 24), m("k", 8), m("v", 8));
@@ -644,21 +649,7 @@ mod tests {
             TensorSpec::new("w", &[cols as u64, rows as u64], GgmlType::Q4_0),
             TensorSpec::new("small", &[cols as u64, 7], GgmlType::Q4_0),
         ];
-        let mut w = GgufWriter::create(&path, &[], &specs).unwrap();
-        let mut seed = 7u32;
-        for s in &specs {
-            let n: usize = s.dims.iter().product::<u64>() as usize;
-            let vals: Vec<f32> = (0..n)
-                .map(|_| {
-                    seed = seed.wrapping_mul(1664525).wrapping_add(1013904223);
-                    (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5
-                })
-                .collect();
-            let mut bytes = Vec::new();
-            crate::quant::quantize(s.ty, &vals, &mut bytes).unwrap();
-            w.write_tensor(&s.name, &bytes).unwrap();
-        }
-        w.finish().unwrap();
+        write_random(&path, &specs, 7);
         let plain = GgufFile::open(&path).unwrap();
         let mut inter = GgufFile::open(&path).unwrap();
         let done: Vec<bool> = inter
