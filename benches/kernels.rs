@@ -260,20 +260,20 @@ fn matvec(
         );
     };
     line(ty.to_string(), t_ours);
-    if ty == GgmlType::Q4_0 {
-        // The layout `run` loads Q4_0 matrices in: eight rows interleaved.
+    if matches!(ty, GgmlType::Q4_0 | GgmlType::Q5_0) {
+        // The layout `run` loads Q4_0 and Q5_0 matrices in: eight rows interleaved.
         let mut ws = ws;
         for w in &mut ws {
-            assert!(llava_edge::ops::matrix::interleave_q4_0_rows(cols, rows, w));
+            assert!(llava_edge::ops::matrix::interleave_rows(ty, cols, rows, w));
         }
-        let ms = views(name, ty, rows, cols, &ws, llava_edge::gguf::Layout::Q4_0x8);
+        let ms = views(name, ty, rows, cols, &ws, llava_edge::gguf::Layout::X8);
         let t = time(o.reps, || {
             for m in &ms {
                 m.matmul(&x, 1, &mut ours, pool);
             }
         });
         check(&ours, &theirs[copies - 1], name);
-        line("Q4_0x8".into(), t);
+        line(format!("{ty}x8"), t);
     }
 }
 
@@ -423,6 +423,7 @@ fn main() {
     println!("kind    type   shape                          ours                 ggml  ours/ggml");
     for (ty, name, rows, cols) in [
         (GgmlType::Q4_0, "qwen2-0.5b ffn_up", 4864, 896),
+        (GgmlType::Q5_0, "qwen2-0.5b ffn_up", 4864, 896),
         (GgmlType::Q8_0, "qwen2-0.5b ffn_up", 4864, 896),
         (GgmlType::Q4_0, "llama-7b ffn_up", 11008, 4096),
         (GgmlType::Q4_K, "llama-7b ffn_up", 11008, 4096),

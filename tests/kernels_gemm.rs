@@ -417,31 +417,36 @@ fn q4_0_decode_dot_with_summed_activations_matches_f64() {
     }
 }
 
-/// Interleaved Q4_0 (the decode layout): the rows come back unchanged, its panels are the
-/// plain rows' panels byte for byte, and every decode variant equals f64 math over them.
+/// Interleaved Q4_0 and Q5_0 (the decode layout): the rows come back unchanged, their panels
+/// are the plain rows' panels byte for byte, and every decode variant equals f64 math over them.
 #[test]
-fn interleaved_q4_0_decode_matches_f64_math() {
-    let mut rng = rand::rngs::StdRng::seed_from_u64(17);
+fn interleaved_decode_matches_f64_math() {
+    interleaved_decode::<llava_edge::ffi::le_block_q4_0x8>(GgmlType::Q4_0, 17);
+    interleaved_decode::<llava_edge::ffi::le_block_q5_0x8>(GgmlType::Q5_0, 19);
+}
+
+fn interleaved_decode<B: kernels::Interleaved>(ty: GgmlType, seed: u64) {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let variants = GemmIsa::available();
     let mut checked = 0;
     for &n in &[32usize, 160, 896] {
         for (nrows, nt) in [(8, 1), (24, 1), (16, 3), (40, 2)] {
-            let c = make_case(&mut rng, GgmlType::Q4_0, n, nrows, nt);
+            let c = make_case(&mut rng, ty, n, nrows, nt);
             let (nb, row_bytes) = (n / 32, c.weights.len() / nrows);
-            let mut groups = vec![llava_edge::ffi::le_block_q4_0x8::default(); nrows / 8 * nb];
+            let mut groups = vec![B::default(); nrows / 8 * nb];
             for (g, rows8) in c.weights.chunks_exact(8 * row_bytes).enumerate() {
                 let group = &mut groups[g * nb..(g + 1) * nb];
-                kernels::interleave_q4_0x8(rows8, n, group);
+                kernels::interleave_x8(rows8, n, group);
                 let mut back = vec![0u8; 8 * row_bytes];
-                kernels::deinterleave_q4_0x8(group, n, &mut back);
-                assert_eq!(back, rows8, "n={n}: round trip of group {g}");
+                kernels::deinterleave_x8(group, n, &mut back);
+                assert_eq!(back, rows8, "{ty} n={n}: round trip of group {g}");
                 let mut panel = vec![le_block_x8::default(); nb];
-                kernels::pack_x8_q4_0x8(group, n, &mut panel);
+                kernels::pack_x8_interleaved(group, n, &mut panel);
                 let want = &c.panels[g * nb..(g + 1) * nb];
                 assert_eq!(
                     bytemuck::cast_slice::<_, u8>(&panel),
                     bytemuck::cast_slice::<_, u8>(want),
-                    "n={n}: panel of group {g}"
+                    "{ty} n={n}: panel of group {g}"
                 );
             }
             let (want, mag) = reference(&c);
@@ -451,7 +456,7 @@ fn interleaved_q4_0_decode_matches_f64_math() {
                 let sentinel = f32::from_bits(0x7fc0_1234);
                 let mut out = vec![sentinel; nt * ldo];
                 // SAFETY: `out` covers t * ldo + r for t < nt, r < nrows; `g` is available.
-                unsafe { kernels::gemv_q4_0x8(g, n, &groups, &c.act, nt, out.as_mut_ptr(), ldo) };
+                unsafe { kernels::gemv_x8(g, n, &groups, &c.act, nt, out.as_mut_ptr(), ldo) };
                 for t in 0..nt {
                     for r in 0..ldo {
                         let o = out[t * ldo + r];
@@ -462,7 +467,7 @@ fn interleaved_q4_0_decode_matches_f64_math() {
                         let (w, b) = (want[t * nrows + r], bound(t * nrows + r));
                         assert!(
                             (o as f64 - w).abs() <= b,
-                            "n={n} rows={nrows} t={t} {g:?}: row {r} = {o}, f64 {w} (bound {b})"
+                            "{ty} n={n} rows={nrows} t={t} {g:?}: row {r} = {o}, f64 {w} (bound {b})"
                         );
                         checked += 1;
                     }
@@ -470,5 +475,5 @@ fn interleaved_q4_0_decode_matches_f64_math() {
             }
         }
     }
-    println!("{checked} interleaved decode outputs checked on {variants:?}");
+    println!("{checked} interleaved {ty} decode outputs checked on {variants:?}");
 }

@@ -313,31 +313,124 @@ void le_pack_x8_q4_0x8(const le_block_q4_0x8 *w, int n, le_block_x8 *out) {
     }
 }
 
-void le_gemv_q4_0x8_scalar(int n, const le_block_q4_0x8 *w, int ng, const le_block_q8_0x *a, int nt, float *out,
-                           size_t ldo) {
-    const int nb = n / LE_QK4_0;
+/* Value v (0..31) of row r of an interleaved block, as the unsigned code the kernels use. */
+static inline int q4_0x8_code(const le_block_q4_0x8 *x, int r, int v) {
+    const uint8_t q = x->qs[32 * ((v % 16) / 4) + 4 * r + v % 4];
+    return v < 16 ? q & 0x0f : q >> 4;
+}
+
+static inline int q5_0x8_code(const le_block_q5_0x8 *x, int r, int v) {
+    const int h = v / 16, c = (v % 16) / 4, i = v % 4;
+    const uint8_t q = x->qs[32 * c + 4 * r + i];
+    return (h ? q >> 4 : q & 0x0f) | ((x->qh[4 * r + i] >> (4 * h + c)) & 1) << 4;
+}
+
+/* The scalar decode over either interleaved kind: blocks of bsize bytes that begin with the
+ * eight rows' f16 scales, codes offset by `offset`. */
+static inline void gemv_x8_scalar(int five, int n, const uint8_t *w, size_t bsize, int ng, const le_block_q8_0x *a,
+                                  int nt, float *out, size_t ldo) {
+    const int nb = n / 32;
+    const float offset = five ? 16.0f : 8.0f;
     for (int g = 0; g < ng; g++) {
         for (int t = 0; t < nt; t++) {
             float acc[8] = {0}, off[8] = {0};
             for (int b = 0; b < nb; b++) {
-                const le_block_q4_0x8 *x = w + (size_t)g * nb + b;
+                const uint8_t *x = w + ((size_t)g * nb + b) * bsize;
                 const le_block_q8_0x *y = a + (size_t)t * nb + b;
                 for (int r = 0; r < 8; r++) {
                     int s = 0;
-                    for (int c = 0; c < 4; c++) {
-                        for (int i = 0; i < 4; i++) {
-                            const int q = x->qs[32 * c + 4 * r + i];
-                            s += (q & 0x0f) * y->qs[4 * c + i] + (q >> 4) * y->qs[16 + 4 * c + i];
-                        }
+                    for (int v = 0; v < 32; v++) {
+                        const int q = five ? q5_0x8_code((const le_block_q5_0x8 *)x, r, v)
+                                           : q4_0x8_code((const le_block_q4_0x8 *)x, r, v);
+                        s += q * y->qs[v];
                     }
-                    const float d = f16_to_f32(x->d[r]);
+                    uint16_t dh;
+                    memcpy(&dh, x + 2 * r, sizeof dh);
+                    const float d = f16_to_f32(dh);
                     acc[r] += d * y->d * (float)s;
                     off[r] += d * y->dsum;
                 }
             }
             for (int r = 0; r < 8; r++) {
-                out[(size_t)t * ldo + 8 * g + r] = acc[r] - 8.0f * off[r];
+                out[(size_t)t * ldo + 8 * g + r] = acc[r] - offset * off[r];
             }
         }
     }
+}
+
+void le_gemv_q4_0x8_scalar(int n, const le_block_q4_0x8 *w, int ng, const le_block_q8_0x *a, int nt, float *out,
+                           size_t ldo) {
+    gemv_x8_scalar(0, n, (const uint8_t *)w, sizeof *w, ng, a, nt, out, ldo);
+}
+
+void le_gemv_q5_0x8_scalar(int n, const le_block_q5_0x8 *w, int ng, const le_block_q8_0x *a, int nt, float *out,
+                           size_t ldo) {
+    gemv_x8_scalar(1, n, (const uint8_t *)w, sizeof *w, ng, a, nt, out, ldo);
+}
+
+void le_interleave_q5_0x8(const uint8_t *rows, size_t row_bytes, int n, le_block_q5_0x8 *out) {
+    for (int b = 0; b < n / LE_QK5_0; b++) {
+        memset(out[b].qh, 0, sizeof out[b].qh);
+        for (int r = 0; r < 8; r++) {
+            const le_block_q5_0 *x = (const le_block_q5_0 *)(rows + (size_t)r * row_bytes) + b;
+            uint32_t qh;
+            memcpy(&qh, x->qh, sizeof qh);
+            out[b].d[r] = x->d;
+            for (int c = 0; c < 4; c++) {
+                memcpy(out[b].qs + 32 * c + 4 * r, x->qs + 4 * c, 4);
+            }
+            for (int v = 0; v < 32; v++) {
+                const int h = v / 16, c = (v % 16) / 4, i = v % 4;
+                out[b].qh[4 * r + i] |= (uint8_t)(((qh >> v) & 1) << (4 * h + c));
+            }
+        }
+    }
+}
+
+void le_deinterleave_q5_0x8(const le_block_q5_0x8 *w, int n, uint8_t *rows, size_t row_bytes) {
+    for (int b = 0; b < n / LE_QK5_0; b++) {
+        for (int r = 0; r < 8; r++) {
+            le_block_q5_0 *x = (le_block_q5_0 *)(rows + (size_t)r * row_bytes) + b;
+            uint32_t qh = 0;
+            x->d = w[b].d[r];
+            for (int c = 0; c < 4; c++) {
+                memcpy(x->qs + 4 * c, w[b].qs + 32 * c + 4 * r, 4);
+            }
+            for (int v = 0; v < 32; v++) {
+                const int h = v / 16, c = (v % 16) / 4, i = v % 4;
+                qh |= (uint32_t)((w[b].qh[4 * r + i] >> (4 * h + c)) & 1) << v;
+            }
+            memcpy(x->qh, &qh, sizeof qh);
+        }
+    }
+}
+
+void le_pack_x8_q5_0x8(const le_block_q5_0x8 *w, int n, le_block_x8 *out) {
+    for (int b = 0; b < n / LE_QK5_0; b++) {
+        for (int r = 0; r < 8; r++) {
+            const float d = f16_to_f32(w[b].d[r]);
+            out[b].s[0][r] = out[b].s[1][r] = d;
+            out[b].o[r] = -16.0f * d;
+            for (int v = 0; v < 32; v++) {
+                out[b].q[32 * (v / 4) + 4 * r + v % 4] = (int8_t)q5_0x8_code(w + b, r, v);
+            }
+        }
+    }
+}
+
+float le_vec_dot_q5_0_q8_0x_scalar(int n, const le_block_q5_0 *w, const le_block_q8_0x *a) {
+    float sum = 0.0f, off = 0.0f;
+    for (int b = 0; b < n / LE_QK5_0; b++) {
+        uint32_t qh;
+        memcpy(&qh, w[b].qh, sizeof qh);
+        int isum = 0;
+        for (int j = 0; j < LE_QK5_0 / 2; j++) {
+            isum += ((w[b].qs[j] & 0x0f) | ((qh >> j) & 1) << 4) * a[b].qs[j] +
+                    ((w[b].qs[j] >> 4) | ((qh >> (j + 16)) & 1) << 4) * a[b].qs[j + LE_QK5_0 / 2];
+        }
+        const float dw = f16_to_f32(w[b].d);
+        sum += (float)isum * (dw * a[b].d);
+        off += dw * a[b].dsum;
+    }
+    return sum - 16.0f * off;
 }

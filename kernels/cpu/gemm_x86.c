@@ -14,10 +14,12 @@
 #define GEMM_FN le_gemm_x8_vnni
 #define DOT_Q4_0X_FN le_vec_dot_q4_0_q8_0x_vnni
 #define GEMV_Q4_0X8_FN le_gemv_q4_0x8_vnni
+#define GEMV_Q5_0X8_FN le_gemv_q5_0x8_vnni
 #else
 #define GEMM_FN le_gemm_x8_avx2
 #define DOT_Q4_0X_FN le_vec_dot_q4_0_q8_0x_avx2
 #define GEMV_Q4_0X8_FN le_gemv_q4_0x8_avx2
+#define GEMV_Q5_0X8_FN le_gemv_q5_0x8_avx2
 #endif
 
 /* Tokens per tile: AVX512-VL's 32 vector registers hold eight accumulators beside the panel
@@ -230,39 +232,91 @@ static inline __m256i q4_0x8_isum(const le_block_q4_0x8 *x, const int8_t *qs) {
 #undef HI
 }
 
-/* Decode over interleaved Q4_0: the eight rows' sums live in the lanes of one register, so a
- * block costs about a third of the operations of eight row dots, and decode of Q4_0 is no longer
- * compute-bound. The -8 offset is carried as d_w * dsum per lane and applied once at the end. */
-void GEMV_Q4_0X8_FN(int n, const le_block_q4_0x8 *w, int ng, const le_block_q8_0x *a, int nt, float *out,
-                    size_t ldo) {
-    const int nb = n / LE_QK4_0;
+/* Block b of eight interleaved Q5_0 rows (see le_block_q5_0x8) against one token's block: as
+ * q4_0x8_isum, with each nibble's fifth bit shifted out of qh into bit 4 (codes 0..31). */
+static inline __m256i q5_0x8_isum(const le_block_q5_0x8 *x, const int8_t *qs) {
+    const __m256i low4 = _mm256_set1_epi8(0x0f), bit4 = _mm256_set1_epi8(0x10);
+    const __m256i h = _mm256_loadu_si256((const __m256i *)x->qh);
+#define V(c) _mm256_loadu_si256((const __m256i *)(x->qs + 32 * (c)))
+#define LO(v, c) _mm256_or_si256(_mm256_and_si256((v), low4), _mm256_and_si256(_mm256_slli_epi16(h, 4 - (c)), bit4))
+#define HI(v, c)                                                                                                       \
+    _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16((v), 4), low4), _mm256_and_si256(_mm256_srli_epi16(h, (c)), bit4))
+    const __m256i v0 = V(0), v1 = V(1), v2 = V(2), v3 = V(3);
+#ifdef LE_VNNI
+    __m256i s0 = _mm256_dpbusd_epi32(_mm256_setzero_si256(), LO(v0, 0), bcast4(qs));
+    __m256i s1 = _mm256_dpbusd_epi32(_mm256_setzero_si256(), HI(v0, 0), bcast4(qs + 16));
+    s0 = _mm256_dpbusd_epi32(s0, LO(v1, 1), bcast4(qs + 4));
+    s1 = _mm256_dpbusd_epi32(s1, HI(v1, 1), bcast4(qs + 20));
+    s0 = _mm256_dpbusd_epi32(s0, LO(v2, 2), bcast4(qs + 8));
+    s1 = _mm256_dpbusd_epi32(s1, HI(v2, 2), bcast4(qs + 24));
+    s0 = _mm256_dpbusd_epi32(s0, LO(v3, 3), bcast4(qs + 12));
+    s1 = _mm256_dpbusd_epi32(s1, HI(v3, 3), bcast4(qs + 28));
+    return _mm256_add_epi32(s0, s1);
+#else
+    /* Four int16 pair sums of codes x int8 stay below 4 x 2 x 31 x 127 = 31496. */
+    const __m256i s0 = _mm256_add_epi16(
+        _mm256_add_epi16(_mm256_maddubs_epi16(LO(v0, 0), bcast4(qs)), _mm256_maddubs_epi16(LO(v1, 1), bcast4(qs + 4))),
+        _mm256_add_epi16(_mm256_maddubs_epi16(LO(v2, 2), bcast4(qs + 8)),
+                         _mm256_maddubs_epi16(LO(v3, 3), bcast4(qs + 12))));
+    const __m256i s1 = _mm256_add_epi16(_mm256_add_epi16(_mm256_maddubs_epi16(HI(v0, 0), bcast4(qs + 16)),
+                                                         _mm256_maddubs_epi16(HI(v1, 1), bcast4(qs + 20))),
+                                        _mm256_add_epi16(_mm256_maddubs_epi16(HI(v2, 2), bcast4(qs + 24)),
+                                                         _mm256_maddubs_epi16(HI(v3, 3), bcast4(qs + 28))));
+    const __m256i one = _mm256_set1_epi16(1);
+    return _mm256_add_epi32(_mm256_madd_epi16(s0, one), _mm256_madd_epi16(s1, one));
+#endif
+#undef V
+#undef LO
+#undef HI
+}
+
+/* Decode over interleaved Q4_0 or Q5_0: the eight rows' sums live in the lanes of one register,
+ * so a block costs about a third of the operations of eight row dots, and decode is no longer
+ * compute-bound. The -8 / -16 offset is carried as d_w * dsum per lane and applied once at the
+ * end. Both block kinds begin with the eight rows' f16 scales. */
+static inline __attribute__((always_inline)) void gemv_x8(int five, int n, const void *w, int ng,
+                                                          const le_block_q8_0x *a, int nt, float *out, size_t ldo) {
+    const int nb = n / 32;
+    const size_t bsize = five ? sizeof(le_block_q5_0x8) : sizeof(le_block_q4_0x8);
     for (int g = 0; g < ng; g++) {
-        const le_block_q4_0x8 *x = w + (size_t)g * nb;
+        const uint8_t *x = (const uint8_t *)w + (size_t)g * nb * bsize;
         for (int t = 0; t < nt; t++) {
             const le_block_q8_0x *y = a + (size_t)t * nb;
             __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
             __m256 off0 = _mm256_setzero_ps(), off1 = _mm256_setzero_ps();
-#define Q4_0X8_BLOCK(acc, off, i)                                                                       \
-    do {                                                                                               \
-        const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)x[i].d));                    \
-        const __m256 p = _mm256_cvtepi32_ps(q4_0x8_isum(x + (i), y[i].qs));                            \
-        acc = _mm256_fmadd_ps(p, _mm256_mul_ps(d, _mm256_set1_ps(y[i].d)), acc);                       \
-        off = _mm256_fmadd_ps(d, _mm256_set1_ps(y[i].dsum), off);                                      \
+#define X8_BLOCK(acc, off, i)                                                                                          \
+    do {                                                                                                               \
+        const uint8_t *xb = x + (size_t)(i) * bsize;                                                                   \
+        const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)xb));                                        \
+        const __m256i s = five ? q5_0x8_isum((const le_block_q5_0x8 *)xb, y[i].qs)                                     \
+                               : q4_0x8_isum((const le_block_q4_0x8 *)xb, y[i].qs);                                    \
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(d, _mm256_set1_ps(y[i].d)), acc);                   \
+        off = _mm256_fmadd_ps(d, _mm256_set1_ps(y[i].dsum), off);                                                      \
     } while (0)
             int b = 0;
             for (; b + 2 <= nb; b += 2) {
-                Q4_0X8_BLOCK(acc0, off0, b);
-                Q4_0X8_BLOCK(acc1, off1, b + 1);
+                X8_BLOCK(acc0, off0, b);
+                X8_BLOCK(acc1, off1, b + 1);
             }
             if (b < nb) {
-                Q4_0X8_BLOCK(acc0, off0, b);
+                X8_BLOCK(acc0, off0, b);
             }
-#undef Q4_0X8_BLOCK
-            const __m256 r = _mm256_fnmadd_ps(_mm256_set1_ps(8.0f), _mm256_add_ps(off0, off1),
+#undef X8_BLOCK
+            const __m256 r = _mm256_fnmadd_ps(_mm256_set1_ps(five ? 16.0f : 8.0f), _mm256_add_ps(off0, off1),
                                               _mm256_add_ps(acc0, acc1));
             _mm256_storeu_ps(out + (size_t)t * ldo + 8 * g, r);
         }
     }
+}
+
+void GEMV_Q4_0X8_FN(int n, const le_block_q4_0x8 *w, int ng, const le_block_q8_0x *a, int nt, float *out,
+                    size_t ldo) {
+    gemv_x8(0, n, w, ng, a, nt, out, ldo);
+}
+
+void GEMV_Q5_0X8_FN(int n, const le_block_q5_0x8 *w, int ng, const le_block_q8_0x *a, int nt, float *out,
+                    size_t ldo) {
+    gemv_x8(1, n, w, ng, a, nt, out, ldo);
 }
 
 void GEMM_FN(le_codes codes, int n, const le_block_x8 *w, int np, int nrows, const le_block_q8_0x *a, int nt,

@@ -286,6 +286,41 @@ void le_gemv_q4_0x8_dotprod(int n, const le_block_q4_0x8 *w, int ng, const le_bl
  * before interleaving, byte for byte). */
 void le_pack_x8_q4_0x8(const le_block_q4_0x8 *w, int n, le_block_x8 *out);
 
+/* Q5_0 rows interleaved eight at a time, in place of the eight rows' blocks (the same 176
+ * bytes). d and qs as in le_block_q4_0x8 (qs holds the low four bits). The fifth bits are
+ * regrouped so that a shift and a mask put them under the nibbles they belong to: bit 4h + c
+ * of qh[4r + i] is the fifth bit of value 16h + 4c + i of row r (h = 0, 1; c = 0..3), i.e.
+ * byte k of qh lines up with byte k of every 32-byte qs chunk. */
+typedef struct {
+    uint16_t d[8];
+    uint8_t qh[32];
+    uint8_t qs[128];
+} le_block_q5_0x8;
+
+#ifndef __cplusplus
+_Static_assert(sizeof(le_block_q5_0x8) == 8 * sizeof(le_block_q5_0), "q5_0x8 is eight Q5_0 blocks");
+#endif
+
+void le_interleave_q5_0x8(const uint8_t *rows, size_t row_bytes, int n, le_block_q5_0x8 *out);
+void le_deinterleave_q5_0x8(const le_block_q5_0x8 *w, int n, uint8_t *rows, size_t row_bytes);
+void le_pack_x8_q5_0x8(const le_block_q5_0x8 *w, int n, le_block_x8 *out);
+
+/* As le_gemv_q4_0x8_*, for interleaved Q5_0. */
+void le_gemv_q5_0x8_scalar(int n, const le_block_q5_0x8 *w, int ng, const le_block_q8_0x *a, int nt, float *out,
+                           size_t ldo);
+void le_gemv_q5_0x8_avx2(int n, const le_block_q5_0x8 *w, int ng, const le_block_q8_0x *a, int nt, float *out,
+                         size_t ldo);
+void le_gemv_q5_0x8_vnni(int n, const le_block_q5_0x8 *w, int ng, const le_block_q8_0x *a, int nt, float *out,
+                         size_t ldo);
+void le_gemv_q5_0x8_neon(int n, const le_block_q5_0x8 *w, int ng, const le_block_q8_0x *a, int nt, float *out,
+                         size_t ldo);
+void le_gemv_q5_0x8_dotprod(int n, const le_block_q5_0x8 *w, int ng, const le_block_q8_0x *a, int nt, float *out,
+                            size_t ldo);
+
+/* A plain Q5_0 row against GEMM activations (the rows after an interleaved matrix's last group
+ * of eight). */
+float le_vec_dot_q5_0_q8_0x_scalar(int n, const le_block_q5_0 *w, const le_block_q8_0x *a);
+
 /* Weight types the panels take, by their GGUF type id. */
 #define LE_TYPE_Q4_0 2
 #define LE_TYPE_Q4_1 3

@@ -47,9 +47,10 @@ pub enum Layout {
     /// ggml's rows of blocks, as in the file.
     #[default]
     Rows,
-    /// Q4_0 with each run of eight rows interleaved for decode (the kernels' `le_block_q4_0x8`);
-    /// the rows after the last multiple of eight stay plain.
-    Q4_0x8,
+    /// Each run of eight rows interleaved for decode, in the kernels' block for the type
+    /// (`le_block_q4_0x8` for Q4_0, `le_block_q5_0x8` for Q5_0); the rows after the last
+    /// multiple of eight stay plain.
+    X8,
 }
 
 impl TensorInfo {

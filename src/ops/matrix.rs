@@ -105,12 +105,16 @@ impl<'a> Matrix<'a> {
     /// Row `r` as f32 values, into `out` (`cols` long).
     pub fn row_f32(&self, r: usize, out: &mut [f32]) {
         let rb = self.row_bytes();
-        if self.layout == Layout::Q4_0x8 && r < self.rows / 8 * 8 {
+        if self.layout == Layout::X8 && r < self.rows / 8 * 8 {
             // Back to ggml's rows for the reference dequantizer (embedding lookups only).
-            let group: &[ffi::le_block_q4_0x8] =
-                bytemuck::cast_slice(&self.data[r / 8 * 8 * rb..(r / 8 + 1) * 8 * rb]);
             let mut rows = vec![0u8; 8 * rb];
-            kernels::deinterleave_q4_0x8(group, self.cols, &mut rows);
+            let group = &self.data[r / 8 * 8 * rb..(r / 8 + 1) * 8 * rb];
+            match self.ty {
+                GgmlType::Q4_0 => {
+                    deinterleave_group::<ffi::le_block_q4_0x8>(group, self.cols, &mut rows)
+                }
+                _ => deinterleave_group::<ffi::le_block_q5_0x8>(group, self.cols, &mut rows),
+            }
             let bytes = &rows[r % 8 * rb..(r % 8 + 1) * rb];
             crate::quant::dequantize(self.ty, bytes, out).expect("row length checked at load");
             return;
@@ -149,7 +153,7 @@ impl<'a> Matrix<'a> {
                 return None;
             }
             // Interleaved groups must not straddle two of the matrices.
-            if m.layout == Layout::Q4_0x8 && !m.rows.is_multiple_of(8) {
+            if m.layout == Layout::X8 && !m.rows.is_multiple_of(8) {
                 return None;
             }
             if let Some(next) = ms.get(i + 1) {
@@ -190,8 +194,11 @@ impl<'a> Matrix<'a> {
         let put = |i: usize, r: usize, v: f32| unsafe { *out_ptr.get().add(i * rows + r) = v };
         let rows_of = |band: std::ops::Range<usize>| &self.data[band.start * rb..band.end * rb];
         let aligned = bytemuck::try_cast_slice::<u8, u16>(self.data).is_ok();
-        if self.layout == Layout::Q4_0x8 && n < GEMM_MIN_TOKENS {
-            self.gemv_q4_0x8(x, n, out_ptr, pool);
+        if self.layout == Layout::X8 && n < GEMM_MIN_TOKENS {
+            match self.ty {
+                GgmlType::Q4_0 => self.gemv_x8::<ffi::le_block_q4_0x8>(x, n, out_ptr, pool),
+                _ => self.gemv_x8::<ffi::le_block_q5_0x8>(x, n, out_ptr, pool),
+            }
             return;
         }
         // Types without a decode dot kernel of their own take the GEMM at any token count:
@@ -368,9 +375,20 @@ impl Matrix<'_> {
                 for (p, first) in (r0..r1).step_by(8).enumerate() {
                     let last = (first + 8).min(r1);
                     let panel = &mut panels[p * nb..(p + 1) * nb];
-                    if self.layout == Layout::Q4_0x8 && first + 8 <= self.rows / 8 * 8 {
-                        let group = bytemuck::cast_slice(&self.data[first * rb..(first + 8) * rb]);
-                        kernels::pack_x8_q4_0x8(group, cols, panel);
+                    if self.layout == Layout::X8 && first + 8 <= self.rows / 8 * 8 {
+                        let group = &self.data[first * rb..(first + 8) * rb];
+                        match self.ty {
+                            GgmlType::Q4_0 => kernels::pack_x8_interleaved::<ffi::le_block_q4_0x8>(
+                                bytemuck::cast_slice(group),
+                                cols,
+                                panel,
+                            ),
+                            _ => kernels::pack_x8_interleaved::<ffi::le_block_q5_0x8>(
+                                bytemuck::cast_slice(group),
+                                cols,
+                                panel,
+                            ),
+                        }
                         continue;
                     }
                     let packed = kernels::pack_x8(
@@ -404,9 +422,15 @@ impl Matrix<'_> {
 }
 
 impl Matrix<'_> {
-    /// Decode over interleaved Q4_0: each thread takes a contiguous band of whole groups; rows
+    /// Decode over interleaved rows: each thread takes a contiguous band of whole groups; rows
     /// past the last group of eight are plain and go through the row dot.
-    fn gemv_q4_0x8(&self, x: &[f32], n: usize, out: Disjoint<f32>, pool: &ThreadPool) {
+    fn gemv_x8<B: kernels::Interleaved>(
+        &self,
+        x: &[f32],
+        n: usize,
+        out: Disjoint<f32>,
+        pool: &ThreadPool,
+    ) {
         let (rows, cols, rb) = (self.rows, self.cols, self.row_bytes());
         let (nb, grouped) = (cols / 32, rows / 8 * 8);
         let mut act = vec![ffi::le_block_q8_0x::default(); n * nb];
@@ -417,43 +441,61 @@ impl Matrix<'_> {
         pool.for_ranges(rows, 16, &|band| {
             let g1 = band.end.min(grouped);
             if band.start < g1 {
-                let w = bytemuck::cast_slice(&self.data[band.start * rb..g1 * rb]);
+                let w: &[B] = bytemuck::cast_slice(&self.data[band.start * rb..g1 * rb]);
                 // SAFETY: `out` has n * rows elements; this thread alone writes rows band of
                 // each token (bands start at multiples of 16, so groups are whole).
                 unsafe {
-                    kernels::gemv_q4_0x8(gemm, cols, w, &act, n, out.get().add(band.start), rows)
+                    kernels::gemv_x8(gemm, cols, w, &act, n, out.get().add(band.start), rows)
                 };
             }
             for r in g1.max(band.start)..band.end {
-                let w = bytemuck::cast_slice(&self.data[r * rb..(r + 1) * rb]);
+                let w = &self.data[r * rb..(r + 1) * rb];
                 for (t, a) in act.chunks_exact(nb).enumerate() {
                     // SAFETY: as above; row r is in this thread's band.
-                    unsafe { *out.get().add(t * rows + r) = kernels::dot_q4_0_q8_0x(gemm, w, a) };
+                    unsafe { *out.get().add(t * rows + r) = B::tail_dot(gemm, w, a) };
                 }
             }
         });
     }
 }
 
-/// Rearranges a Q4_0 matrix's rows in place into groups of eight interleaved rows for the decode
-/// kernels (the rows after the last multiple of eight stay plain) and marks its layout. Returns
-/// false, changing nothing, for a tensor that is not a Q4_0 matrix of at least eight rows.
-pub fn interleave_q4_0(info: &mut TensorInfo, data: &mut [u8]) -> bool {
-    if info.ty != GgmlType::Q4_0 || info.layout != Layout::Rows {
+/// Eight interleaved rows' bytes back to ggml's rows.
+fn deinterleave_group<B: kernels::Interleaved>(group: &[u8], cols: usize, rows: &mut [u8]) {
+    kernels::deinterleave_x8::<B>(bytemuck::cast_slice(group), cols, rows);
+}
+
+/// Rearranges a Q4_0 or Q5_0 matrix's rows in place into groups of eight interleaved rows for
+/// the decode kernels (the rows after the last multiple of eight stay plain) and marks its
+/// layout. Returns false, changing nothing, for any other tensor, or one of fewer than eight rows.
+pub fn interleave(info: &mut TensorInfo, data: &mut [u8]) -> bool {
+    if info.layout != Layout::Rows {
         return false;
     }
-    let done = interleave_q4_0_rows(info.row_len() as usize, info.n_rows() as usize, data);
+    let done = interleave_rows(
+        info.ty,
+        info.row_len() as usize,
+        info.n_rows() as usize,
+        data,
+    );
     if done {
-        info.layout = Layout::Q4_0x8;
+        info.layout = Layout::X8;
     }
     done
 }
 
-/// [`interleave_q4_0`] on bare bytes: `rows` Q4_0 rows of `cols` values (a matrix built in
-/// memory, then given `layout: Layout::Q4_0x8`). False, changing nothing, when the bytes do not
-/// hold such rows, at least eight of them, 2-aligned.
-pub fn interleave_q4_0_rows(cols: usize, rows: usize, data: &mut [u8]) -> bool {
-    let rb = cols / 32 * std::mem::size_of::<ffi::le_block_q4_0>();
+/// [`interleave`] on bare bytes: `rows` rows of type `ty` and `cols` values (a matrix built in
+/// memory, then given `layout: Layout::X8`). False, changing nothing, when the type has no
+/// interleaved form or the bytes do not hold such rows, at least eight of them, 2-aligned.
+pub fn interleave_rows(ty: GgmlType, cols: usize, rows: usize, data: &mut [u8]) -> bool {
+    match ty {
+        GgmlType::Q4_0 => interleave_as::<ffi::le_block_q4_0x8>(cols, rows, data),
+        GgmlType::Q5_0 => interleave_as::<ffi::le_block_q5_0x8>(cols, rows, data),
+        _ => false,
+    }
+}
+
+fn interleave_as<B: kernels::Interleaved>(cols: usize, rows: usize, data: &mut [u8]) -> bool {
+    let rb = cols / 32 * B::PLAIN;
     if !cols.is_multiple_of(32)
         || rows < 8
         || data.len() != rows * rb
@@ -461,9 +503,9 @@ pub fn interleave_q4_0_rows(cols: usize, rows: usize, data: &mut [u8]) -> bool {
     {
         return false;
     }
-    let mut group = vec![ffi::le_block_q4_0x8::default(); cols / 32];
+    let mut group = vec![B::default(); cols / 32];
     for rows8 in data.chunks_exact_mut(8 * rb) {
-        kernels::interleave_q4_0x8(rows8, cols, &mut group);
+        kernels::interleave_x8(rows8, cols, &mut group);
         rows8.copy_from_slice(bytemuck::cast_slice(&group));
     }
     true
@@ -639,15 +681,22 @@ mod tests {
     }
 
     #[test]
-    fn interleaved_q4_0_equals_the_plain_rows() {
-        let dir = std::env::temp_dir().join(format!("le-interleave-{}", std::process::id()));
+    fn interleaved_rows_equal_the_plain_rows() {
+        for ty in [GgmlType::Q4_0, GgmlType::Q5_0] {
+            interleaved_equals_plain(ty);
+        }
+    }
+
+    fn interleaved_equals_plain(ty: GgmlType) {
+        let dir = std::env::temp_dir().join(format!("le-interleave-{ty}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("m.gguf");
         // 21 rows: two interleaved groups and five plain rows after them.
         let (cols, rows) = (96usize, 21usize);
         let specs = [
-            TensorSpec::new("w", &[cols as u64, rows as u64], GgmlType::Q4_0),
-            TensorSpec::new("small", &[cols as u64, 7], GgmlType::Q4_0),
+            TensorSpec::new("w", &[cols as u64, rows as u64], ty),
+            TensorSpec::new("small", &[cols as u64, 7], ty),
+            TensorSpec::new("other", &[cols as u64, 8], GgmlType::Q8_0),
         ];
         write_random(&path, &specs, 7);
         let plain = GgufFile::open(&path).unwrap();
@@ -656,12 +705,12 @@ mod tests {
             .tensors_mut(|_| true)
             .unwrap()
             .into_iter()
-            .map(|(info, data)| interleave_q4_0(info, data))
+            .map(|(info, data)| interleave(info, data))
             .collect();
         assert_eq!(
             done,
-            [true, false],
-            "a matrix of under eight rows stays plain"
+            [true, false, false],
+            "{ty}: a matrix of under eight rows, or of another type, stays plain"
         );
         let bytes = std::fs::read(&path).unwrap();
         let reread = GgufFile::from_bytes(bytes, "copy").unwrap();
@@ -672,13 +721,13 @@ mod tests {
         );
         let p = Matrix::new(plain.tensor("w").unwrap(), cols, rows).unwrap();
         let q = Matrix::new(inter.tensor("w").unwrap(), cols, rows).unwrap();
-        assert_eq!(q.layout, Layout::Q4_0x8);
+        assert_eq!(q.layout, Layout::X8);
         assert_ne!(p.data, q.data);
         let (mut a, mut b) = (vec![0f32; cols], vec![0f32; cols]);
         for r in 0..rows {
             p.row_f32(r, &mut a);
             q.row_f32(r, &mut b);
-            assert_eq!(a, b, "row {r}");
+            assert_eq!(a, b, "{ty} row {r}");
         }
         let pool = ThreadPool::new(2);
         for n in [1usize, 2, 5] {
@@ -687,12 +736,12 @@ mod tests {
             p.matmul(&x, n, &mut want, &pool);
             q.matmul(&x, n, &mut got, &pool);
             if n >= GEMM_MIN_TOKENS {
-                assert_eq!(got, want, "n = {n}: the GEMM sees the same panels");
+                assert_eq!(got, want, "{ty} n = {n}: the GEMM sees the same panels");
             } else {
                 for (i, (g, w)) in got.iter().zip(&want).enumerate() {
                     assert!(
                         (g - w).abs() <= 1e-5 * w.abs().max(1.0),
-                        "n = {n}: out[{i}] {g} vs {w}"
+                        "{ty} n = {n}: out[{i}] {g} vs {w}"
                     );
                 }
             }
