@@ -144,6 +144,59 @@ impl ThreadPool {
     }
 }
 
+impl ThreadPool {
+    /// Like [`ThreadPool::for_ranges`] (ranges start at multiples of `align`), balanced at run
+    /// time without giving up long in-order streams: the items are split into one segment per
+    /// pair of threads, and in each segment one thread claims runs from the front and the other
+    /// from the back until they meet. Runs start at a quarter of what is left and shrink to
+    /// `min_run` items, so a pair settles a product in a dozen claims while a thread slowed by
+    /// the other's memory traffic, or by a late start, simply ends up with less.
+    pub fn for_streams(
+        &self,
+        n_items: usize,
+        align: usize,
+        min_run: usize,
+        f: &(dyn Fn(std::ops::Range<usize>) + Sync),
+    ) {
+        let align = align.max(1);
+        let units = n_items.div_ceil(align);
+        if self.n == 1 || units <= 1 {
+            self.for_ranges(n_items, align, f);
+            return;
+        }
+        let min_units = (min_run / align).max(1);
+        let segments = self.n.div_ceil(2);
+        let per = units.div_ceil(segments);
+        let pack = |a: usize, b: usize| (a as u64) << 32 | b as u64;
+        let state: Vec<AtomicU64> = (0..segments)
+            .map(|s| AtomicU64::new(pack((s * per).min(units), ((s + 1) * per).min(units))))
+            .collect();
+        self.run(&|i| {
+            let (seg, from_back) = (&state[i / 2], i % 2 == 1);
+            let mut cur = seg.load(Ordering::Acquire);
+            loop {
+                let (a, b) = ((cur >> 32) as usize, (cur & 0xffff_ffff) as usize);
+                if a >= b {
+                    break;
+                }
+                let take = ((b - a) / 4).max(min_units).min(b - a);
+                let (next, run) = if from_back {
+                    (pack(a, b - take), b - take..b)
+                } else {
+                    (pack(a + take, b), a..a + take)
+                };
+                match seg.compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Acquire) {
+                    Ok(_) => {
+                        f(run.start * align..(run.end * align).min(n_items));
+                        cur = seg.load(Ordering::Acquire);
+                    }
+                    Err(now) => cur = now,
+                }
+            }
+        });
+    }
+}
+
 fn worker(idx: usize, s: &Shared) {
     let mut seen = 0u64;
     loop {
@@ -249,6 +302,28 @@ mod tests {
                     seen.iter().all(|s| s.load(Ordering::Relaxed) == 1),
                     "n {n} t {threads}"
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn streams_cover_everything_once_and_are_aligned() {
+        for threads in [1, 2, 3, 4, 5] {
+            let pool = ThreadPool::new(threads);
+            for n in [0, 1, 7, 64, 1000, 9728] {
+                for min_run in [1, 16, 64] {
+                    let seen: Vec<AtomicUsize> = (0..n).map(|_| AtomicUsize::new(0)).collect();
+                    pool.for_streams(n, 8, min_run, &|r| {
+                        assert!(r.start % 8 == 0 && r.start < r.end && r.end <= n);
+                        for i in r {
+                            seen[i].fetch_add(1, Ordering::Relaxed);
+                        }
+                    });
+                    assert!(
+                        seen.iter().all(|s| s.load(Ordering::Relaxed) == 1),
+                        "n {n} t {threads} min_run {min_run}"
+                    );
+                }
             }
         }
     }
