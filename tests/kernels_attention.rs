@@ -139,6 +139,7 @@ fn gated_activations_match_f64() {
                     Gate::GeluTanh => {
                         2.0 * (2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x)
                     }
+                    Gate::GeluErf => unreachable!("not sigmoid-gated: its own test"),
                 };
                 (x / (1.0 + (-z).exp()), z)
             })
@@ -161,6 +162,34 @@ fn gated_activations_match_f64() {
                     );
                 }
             }
+        }
+    }
+}
+
+#[test]
+fn exact_gelu_matches_f64_erf() {
+    use llava_edge::kernels::Gate;
+    use llava_edge::ops::activation::erfc;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(6);
+    let mut xs = vec![
+        0.0, -0.0, 1e-30, -1e-30, 13.0, -13.0, 14.0, -14.0, 200.0, -200.0, 1e30, -1e30, 0.5, -0.5,
+    ];
+    xs.extend((0..4001).map(|_| rng.random_range(-15.0f32..15.0)));
+    for isa in variants() {
+        let mut y = xs.clone();
+        kernels::activation_with(isa, Gate::GeluErf, &mut y, None);
+        for (&x, &g) in xs.iter().zip(&y) {
+            let xd = x as f64;
+            let w = 0.5 * xd * erfc(-xd / std::f64::consts::SQRT_2);
+            // erfc's fit is good to 1.2e-7 relative; f32 rounding of z^2 moves e^-z^2 by a
+            // few ulp of z^2 relatively (the negative tail); e^-z^2 is flushed to 0 below
+            // e^-87, an absolute |x| 1e-38.
+            let z2 = xd * xd / 2.0;
+            let tol = (5e-7 + 2.4e-7 * z2) * w.abs() + 1e-38 * xd.abs().max(1.0);
+            assert!(
+                (g as f64 - w).abs() <= tol,
+                "{isa:?}: gelu({x}) = {g}, f64 {w} (tol {tol:e})"
+            );
         }
     }
 }

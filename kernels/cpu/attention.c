@@ -250,6 +250,17 @@ static void pack_kt(int n, int hd, const void *k, int f16, size_t stride, float 
     }
 }
 
+/* The values every row sees, as f32 rows of hd back to back. In place the rows lie a head
+ * stride apart (several KiB), so the sixteen a tile reads fall into the same few L1 sets and
+ * evict each other; packed, they are one contiguous run. */
+static void pack_v(int n, int hd, const void *v, int f16, size_t stride, float *vp) {
+    for (int p = 0; p < n; p++) {
+        for (int d = 0; d < hd; d++) {
+            vp[(size_t)p * hd + d] = load1(v, f16, (size_t)p * stride + d);
+        }
+    }
+}
+
 #endif
 
 #if defined(LE_ATTN_AVX2) && (defined(__x86_64__) || defined(_M_X64))
@@ -488,9 +499,12 @@ int ROWS_FN(int nq, int hd, const float *q, size_t q_stride, const void *k, cons
     }
     int i = 0;
     if (nq >= QROWS) {
-        /* Every position any row of this call sees, transposed once for all of them. */
+        /* Every position any row of this call sees, keys transposed and values packed once for
+         * all of them. */
         const int n_need = causal ? kv0 + nq : n_kv;
+        float *vp = scratch + (size_t)(n_need + 15) / 16 * 16 * hd;
         pack_kt(n_need, hd, k, f16, stride, scratch);
+        pack_v(n_need, hd, v, f16, stride, vp);
         for (; i + QROWS <= nq; i += QROWS) {
             const float *qr[QROWS];
             float *o[QROWS];
@@ -500,7 +514,7 @@ int ROWS_FN(int nq, int hd, const float *q, size_t q_stride, const void *k, cons
                 o[r] = out + (size_t)(i + r) * o_stride;
                 lim[r] = row_kv(i + r, n_kv, causal, kv0);
             }
-            tile4(hd, qr, lim, scratch, v, f16, stride, scale, o);
+            tile4(hd, qr, lim, scratch, vp, 0, (size_t)hd, scale, o);
         }
     }
     for (; i < nq; i++) {

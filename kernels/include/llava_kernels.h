@@ -378,7 +378,7 @@ void le_gemm_f16_neon(int k, const uint16_t *w, size_t ldw, int nrows, const flo
 
 /* nq query rows of one head (row i at q + i * q_stride, its output at out + i * o_stride) over
  * the keys and values as le_attend_head takes them. Row i sees n_kv positions, or with causal
- * != 0 the first kv0 + i + 1 (kv0 + nq <= n_kv). scratch: (n + 15) / 16 * 16 * hd floats, n the
+ * != 0 the first kv0 + i + 1 (kv0 + nq <= n_kv). scratch: 2 * (n + 15) / 16 * 16 * hd floats, n the
  * positions seen. The AVX2 and NEON builds tile four rows against blocks of 16 positions (flash
  * attention); the portable one runs le_attend_head row by row. Returns -1 for an unsupported hd. */
 int le_attend_rows_scalar(int nq, int hd, const float *q, size_t q_stride, const void *k, const void *v, int f16,
@@ -396,6 +396,7 @@ int le_attend_rows_neon(int nq, int hd, const float *q, size_t q_stride, const v
 #define LE_ACT_SILU 0
 #define LE_ACT_QUICK_GELU 1
 #define LE_ACT_GELU_TANH 2
+#define LE_ACT_GELU_ERF 3 /* x * Phi(x), the exact GELU; not sigmoid-gated, `mul` unused */
 void le_activation_scalar(int kind, float *x, const float *mul, int n);
 void le_activation_avx2(int kind, float *x, const float *mul, int n);
 void le_activation_neon(int kind, float *x, const float *mul, int n);

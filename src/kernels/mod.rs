@@ -668,7 +668,7 @@ pub fn dot_q4_0_q8_0x(gemm: GemmIsa, w: &[ffi::le_block_q4_0], a: &[ffi::le_bloc
     }
 }
 
-/// A sigmoid-gated activation: `x * sigmoid(z(x))`.
+/// An activation of the C kernel: sigmoid-gated, `x * sigmoid(z(x))`, or the exact GELU.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Gate {
     /// SiLU, `z = x`.
@@ -677,6 +677,8 @@ pub enum Gate {
     QuickGelu,
     /// GELU's tanh approximation, `z = 2 sqrt(2/pi) (x + 0.044715 x^3)`.
     GeluTanh,
+    /// The exact GELU, `x * Phi(x)` (no `mul`).
+    GeluErf,
 }
 
 /// `x = x * sigmoid(z(x))`, times `mul` elementwise when given (SwiGLU), with `isa`.
@@ -688,6 +690,10 @@ pub fn activation_with(isa: Isa, gate: Gate, x: &mut [f32], mul: Option<&[f32]>)
         Gate::Silu => ffi::LE_ACT_SILU,
         Gate::QuickGelu => ffi::LE_ACT_QUICK_GELU,
         Gate::GeluTanh => ffi::LE_ACT_GELU_TANH,
+        Gate::GeluErf => {
+            assert!(mul.is_none(), "activation: the exact GELU takes no mul");
+            ffi::LE_ACT_GELU_ERF
+        }
     } as i32;
     let (p, m, n) = (
         x.as_mut_ptr(),
@@ -762,7 +768,8 @@ pub fn attend_rows(
     );
     let ((kp, kf16), (vp, vf16)) = (k.ptr(), v.ptr());
     assert_eq!(kf16, vf16, "attend_rows: keys and values of one type");
-    scratch.resize(n_kv.div_ceil(16) * 16 * hd, 0.0);
+    // Keys transposed and values packed (see le_attend_rows_*).
+    scratch.resize(2 * n_kv.div_ceil(16) * 16 * hd, 0.0);
     let s = scratch.as_mut_ptr();
     let (n, d, qp, op) = (nq as i32, hd as i32, q.as_ptr(), out.as_mut_ptr());
     type RowsFn = unsafe extern "C" fn(

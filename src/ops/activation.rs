@@ -4,12 +4,9 @@ use crate::kernels::{self, Gate};
 use crate::threadpool::{Disjoint, ThreadPool};
 
 /// Exact GELU, `x * Phi(x)` with the error function (PyTorch's default `gelu`, LLaVA's
-/// projector). Computed in f64 so the erf is not the accuracy limit.
-pub fn gelu_erf(x: &mut [f32]) {
-    for v in x.iter_mut() {
-        let z = f64::from(*v);
-        *v = (0.5 * z * (1.0 + erf(z / std::f64::consts::SQRT_2))) as f32;
-    }
+/// projector), in the C kernel (erfc to ~1e-7 relative; [`erf`] here is the f64 reference).
+pub fn gelu_erf(x: &mut [f32], pool: &ThreadPool) {
+    gated(pool, Gate::GeluErf, x, None);
 }
 
 /// GELU's tanh approximation (`gelu_pytorch_tanh`, SigLIP's MLP).
@@ -59,24 +56,34 @@ pub fn erf(x: f64) -> f64 {
         }
         sum * std::f64::consts::FRAC_2_SQRT_PI
     } else {
-        // erfc by its continued fraction (Lentz), accurate for large |x|.
-        let a = x.abs();
-        let mut f = a;
-        let (mut c, mut d) = (a, 0.0);
-        for n in 1..200 {
-            let an = n as f64 / 2.0;
-            d = a + an * d;
-            d = 1.0 / d;
-            c = a + an / c;
-            let delta = c * d;
-            f *= delta;
-            if (delta - 1.0).abs() < 1e-16 {
-                break;
-            }
-        }
-        let erfc = (-a * a).exp() / (f * std::f64::consts::PI.sqrt());
-        (1.0 - erfc).copysign(x)
+        (1.0 - erfc(x.abs())).copysign(x)
     }
+}
+
+/// The complementary error function `1 - erf(x)`, to about 1e-15 relative also where it is
+/// tiny (large x), which `1 - erf(x)` cannot give: the reference for the GELU's negative tail.
+pub fn erfc(x: f64) -> f64 {
+    if x < 0.0 {
+        return 2.0 - erfc(-x);
+    }
+    if x < 2.5 {
+        return 1.0 - erf(x);
+    }
+    // The continued fraction (Lentz), accurate for large x.
+    let mut f = x;
+    let (mut c, mut d) = (x, 0.0);
+    for n in 1..200 {
+        let an = n as f64 / 2.0;
+        d = x + an * d;
+        d = 1.0 / d;
+        c = x + an / c;
+        let delta = c * d;
+        f *= delta;
+        if (delta - 1.0).abs() < 1e-16 {
+            break;
+        }
+    }
+    (-x * x).exp() / (f * std::f64::consts::PI.sqrt())
 }
 
 #[cfg(test)]
@@ -106,8 +113,8 @@ mod tests {
     fn gelus_agree_where_they_should() {
         let xs: Vec<f32> = (-40..=40).map(|i| i as f32 / 10.0).collect();
         let (mut a, mut b, mut c) = (xs.clone(), xs.clone(), xs.clone());
-        gelu_erf(&mut a);
         let pool = ThreadPool::new(1);
+        gelu_erf(&mut a, &pool);
         gelu_tanh(&mut b, &pool);
         quick_gelu(&mut c, &pool);
         for i in 0..xs.len() {

@@ -48,7 +48,7 @@ impl Activation {
         match self {
             Activation::QuickGelu => quick_gelu(x, pool),
             Activation::GeluTanh => gelu_tanh(x, pool),
-            Activation::GeluErf => gelu_erf(x),
+            Activation::GeluErf => gelu_erf(x, pool),
         }
     }
 }
@@ -430,7 +430,7 @@ impl<'a> VisionEncoder<'a> {
         let mut x = feats.to_vec();
         for (i, (m, b)) in self.proj.iter().enumerate() {
             if i > 0 {
-                gelu_erf(&mut x);
+                gelu_erf(&mut x, pool);
             }
             let mut out = vec![0f32; n * m.rows];
             m.matmul(&x, n, &mut out, pool);
