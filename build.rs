@@ -40,6 +40,7 @@ fn main() {
             "kernels/cpu/attention.c",
             "kernels/cpu/gemm_f16.c",
             "kernels/cpu/activation.c",
+            "kernels/cpu/norm_rope.c",
         ],
         &[],
     );
@@ -54,10 +55,16 @@ fn main() {
                     "kernels/cpu/attention.c",
                     "kernels/cpu/gemm_f16.c",
                     "kernels/cpu/activation.c",
+                    "kernels/cpu/norm_rope.c",
                 ],
                 &[
                     &avx2[..],
-                    &["-DLE_ATTN_AVX2", "-DLE_F16_AVX2", "-DLE_ACT_AVX2"],
+                    &[
+                        "-DLE_ATTN_AVX2",
+                        "-DLE_F16_AVX2",
+                        "-DLE_ACT_AVX2",
+                        "-DLE_ROW_AVX2",
+                    ],
                 ]
                 .concat(),
             );
@@ -83,8 +90,14 @@ fn main() {
                     "kernels/cpu/attention.c",
                     "kernels/cpu/gemm_f16.c",
                     "kernels/cpu/activation.c",
+                    "kernels/cpu/norm_rope.c",
                 ],
-                &["-DLE_ATTN_NEON", "-DLE_F16_NEON", "-DLE_ACT_NEON"],
+                &[
+                    "-DLE_ATTN_NEON",
+                    "-DLE_F16_NEON",
+                    "-DLE_ACT_NEON",
+                    "-DLE_ROW_NEON",
+                ],
             );
             // The SDOT GEMM's source again, for NEON without SDOT.
             compile(

@@ -393,6 +393,23 @@ int le_attend_rows_neon(int nq, int hd, const float *q, size_t q_stride, const v
 
 /* Sigmoid-gated activations in place: x = x * sigmoid(z(x)) (times mul[i] when mul is not
  * NULL: SwiGLU's silu(gate) * up). */
+/* One row of n values in place: RMSNorm x / sqrt(mean(x^2) + eps) * w, and LayerNorm
+ * (x - mean) / sqrt(var + eps) * w + b, statistics in f64 (kernels/cpu/norm_rope.c). */
+void le_rms_norm_scalar(float *x, const float *w, int n, float eps);
+void le_rms_norm_avx2(float *x, const float *w, int n, float eps);
+void le_rms_norm_neon(float *x, const float *w, int n, float eps);
+void le_layer_norm_scalar(float *x, const float *w, const float *b, int n, float eps);
+void le_layer_norm_avx2(float *x, const float *w, const float *b, int n, float eps);
+void le_layer_norm_neon(float *x, const float *w, const float *b, int n, float eps);
+
+/* Rotary embedding of n_heads heads of head_dim values (back to back in x) by the angles whose
+ * cosines and sines are cs[i], sn[i], i < half: dimensions (i, i + half) rotate together with
+ * neox != 0 (GPT-NeoX / Qwen2), (2i, 2i + 1) otherwise (llama.cpp's LLaMA layout). Dimensions
+ * past 2 * half are left as they are. */
+void le_rope_scalar(float *x, int head_dim, int n_heads, const float *cs, const float *sn, int half, int neox);
+void le_rope_avx2(float *x, int head_dim, int n_heads, const float *cs, const float *sn, int half, int neox);
+void le_rope_neon(float *x, int head_dim, int n_heads, const float *cs, const float *sn, int half, int neox);
+
 #define LE_ACT_SILU 0
 #define LE_ACT_QUICK_GELU 1
 #define LE_ACT_GELU_TANH 2

@@ -9,7 +9,7 @@ rustup target list --installed | grep -q aarch64-unknown-linux-gnu || rustup tar
 export CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
 export BINDGEN_EXTRA_CLANG_ARGS_aarch64_unknown_linux_gnu="--sysroot=/usr/aarch64-linux-gnu -I/usr/aarch64-linux-gnu/include"
-tests=(--lib --test kernels_gemm --test kernels_attention --test kernels_simd)
+tests=(--lib --test kernels_gemm --test kernels_attention --test kernels_simd --test kernels_rows)
 for cpu in max cortex-a72; do
   echo "-- Rust kernel tests, qemu-aarch64 -cpu $cpu"
   log=$(mktemp)

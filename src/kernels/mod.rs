@@ -712,6 +712,67 @@ pub fn activation_with(isa: Isa, gate: Gate, x: &mut [f32], mul: Option<&[f32]>)
     }
 }
 
+/// RMSNorm of one row `x` in place with gains `w` (same length), with `isa`.
+pub fn rms_norm_with(isa: Isa, x: &mut [f32], w: &[f32], eps: f32) {
+    assert_eq!(x.len(), w.len(), "rms_norm: lengths");
+    let (p, g, n) = (x.as_mut_ptr(), w.as_ptr(), x.len() as i32);
+    // SAFETY: both slices hold n values (asserted); SIMD only where `isa` says so.
+    unsafe {
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => ffi::le_rms_norm_avx2(p, g, n, eps),
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon | Isa::NeonDotprod => ffi::le_rms_norm_neon(p, g, n, eps),
+            _ => ffi::le_rms_norm_scalar(p, g, n, eps),
+        }
+    }
+}
+
+/// LayerNorm of one row `x` in place with gains `w` and biases `b` (same length), with `isa`.
+pub fn layer_norm_with(isa: Isa, x: &mut [f32], w: &[f32], b: &[f32], eps: f32) {
+    assert!(
+        x.len() == w.len() && x.len() == b.len(),
+        "layer_norm: lengths"
+    );
+    let (p, g, c, n) = (x.as_mut_ptr(), w.as_ptr(), b.as_ptr(), x.len() as i32);
+    // SAFETY: the three slices hold n values (asserted); SIMD only where `isa` says so.
+    unsafe {
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => ffi::le_layer_norm_avx2(p, g, c, n, eps),
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon | Isa::NeonDotprod => ffi::le_layer_norm_neon(p, g, c, n, eps),
+            _ => ffi::le_layer_norm_scalar(p, g, c, n, eps),
+        }
+    }
+}
+
+/// Rotates each `head_dim`-wide head of `x` by the angles with cosines `cos` and sines `sin`
+/// (`cos.len()` pairs of dimensions; NeoX halves or adjacent pairs), with `isa`.
+pub fn rope_with(isa: Isa, x: &mut [f32], head_dim: usize, cos: &[f32], sin: &[f32], neox: bool) {
+    assert_eq!(cos.len(), sin.len(), "rope: table lengths");
+    assert!(
+        head_dim > 0 && 2 * cos.len() <= head_dim && x.len().is_multiple_of(head_dim),
+        "rope: shapes"
+    );
+    let (hd, nh, half) = (
+        head_dim as i32,
+        (x.len() / head_dim) as i32,
+        cos.len() as i32,
+    );
+    let (p, c, s, nx) = (x.as_mut_ptr(), cos.as_ptr(), sin.as_ptr(), i32::from(neox));
+    // SAFETY: x holds nh heads of hd values, the tables half values, 2 half <= hd (asserted).
+    unsafe {
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => ffi::le_rope_avx2(p, hd, nh, c, s, half, nx),
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon | Isa::NeonDotprod => ffi::le_rope_neon(p, hd, nh, c, s, half, nx),
+            _ => ffi::le_rope_scalar(p, hd, nh, c, s, half, nx),
+        }
+    }
+}
+
 /// Which positions each query row of [`attend_rows`] sees.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Visible {

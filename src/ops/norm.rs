@@ -1,37 +1,24 @@
 //! Normalisation layers.
 
+use crate::kernels;
 use crate::threadpool::{Disjoint, ThreadPool};
 
 /// RMSNorm of each `w.len()`-wide row of `x` in place: `x / sqrt(mean(x^2) + eps) * w`.
-/// The mean is accumulated in f64 so the result does not depend on the row length's rounding.
+/// The mean is accumulated in f64 (in the C kernel) so the result does not depend on the row
+/// length's rounding.
 pub fn rms_norm(x: &mut [f32], w: &[f32], eps: f32) {
+    let isa = kernels::isa();
     for row in x.chunks_exact_mut(w.len()) {
-        let ms = row
-            .iter()
-            .map(|&v| f64::from(v) * f64::from(v))
-            .sum::<f64>()
-            / row.len() as f64;
-        let scale = (1.0 / (ms + f64::from(eps)).sqrt()) as f32;
-        for (v, g) in row.iter_mut().zip(w) {
-            *v = *v * scale * g;
-        }
+        kernels::rms_norm_with(isa, row, w, eps);
     }
 }
 
-/// LayerNorm of each `w.len()`-wide row of `x` in place: `(x - mean) / sqrt(var + eps) * w + b`.
+/// LayerNorm of each `w.len()`-wide row of `x` in place: `(x - mean) / sqrt(var + eps) * w + b`,
+/// statistics in f64.
 pub fn layer_norm(x: &mut [f32], w: &[f32], b: &[f32], eps: f32) {
+    let isa = kernels::isa();
     for row in x.chunks_exact_mut(w.len()) {
-        let n = row.len() as f64;
-        let mean = row.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
-        let var = row
-            .iter()
-            .map(|&v| (f64::from(v) - mean).powi(2))
-            .sum::<f64>()
-            / n;
-        let inv = 1.0 / (var + f64::from(eps)).sqrt();
-        for ((v, g), c) in row.iter_mut().zip(w).zip(b) {
-            *v = ((f64::from(*v) - mean) * inv) as f32 * g + c;
-        }
+        kernels::layer_norm_with(isa, row, w, b, eps);
     }
 }
 

@@ -10,36 +10,40 @@ pub enum RopeStyle {
     Neox,
 }
 
-/// The rotation angles' cosines and sines for one position: `rot_dim / 2` pairs, computed once
+/// The rotation angles' cosines and sines for one position: `rot_dim / 2` of each, computed once
 /// and shared by every head and layer (they depend only on the position).
-pub fn rope_table(rot_dim: usize, pos: usize, theta: f32) -> Vec<(f32, f32)> {
-    (0..rot_dim / 2)
+#[derive(Clone, Debug, PartialEq)]
+pub struct RopeTable {
+    /// `cos(pos * inv_freq_i)`.
+    pub cos: Vec<f32>,
+    /// `sin(pos * inv_freq_i)`.
+    pub sin: Vec<f32>,
+}
+
+/// The [`RopeTable`] of position `pos`.
+pub fn rope_table(rot_dim: usize, pos: usize, theta: f32) -> RopeTable {
+    let (sin, cos) = (0..rot_dim / 2)
         .map(|i| {
             // Same expression as transformers' inv_freq (computed in f32 there too).
             let inv_freq = 1.0 / theta.powf((2 * i) as f32 / rot_dim as f32);
-            let angle = pos as f32 * inv_freq;
-            let (sin, cos) = angle.sin_cos();
-            (cos, sin)
+            (pos as f32 * inv_freq).sin_cos()
         })
-        .collect()
+        .unzip();
+    RopeTable { cos, sin }
 }
 
 /// Rotates each `head_dim`-wide head of `x` (one token's heads, back to back) by the angles of
-/// `table` ([`rope_table`] of the token's position). Only the first `2 * table.len()`
-/// dimensions of a head rotate.
-pub fn rope_with(x: &mut [f32], head_dim: usize, table: &[(f32, f32)], style: RopeStyle) {
-    let half = table.len();
-    for head in x.chunks_exact_mut(head_dim) {
-        for (i, &(cos, sin)) in table.iter().enumerate() {
-            let (a, b) = match style {
-                RopeStyle::Normal => (2 * i, 2 * i + 1),
-                RopeStyle::Neox => (i, i + half),
-            };
-            let (x0, x1) = (head[a], head[b]);
-            head[a] = x0 * cos - x1 * sin;
-            head[b] = x0 * sin + x1 * cos;
-        }
-    }
+/// `table` ([`rope_table`] of the token's position), in the C kernel. Only the first
+/// `2 * table.cos.len()` dimensions of a head rotate.
+pub fn rope_with(x: &mut [f32], head_dim: usize, table: &RopeTable, style: RopeStyle) {
+    crate::kernels::rope_with(
+        crate::kernels::isa(),
+        x,
+        head_dim,
+        &table.cos,
+        &table.sin,
+        style == RopeStyle::Neox,
+    );
 }
 
 /// Rotates each `head_dim`-wide head of `x` (one token's heads, back to back) for position
