@@ -83,6 +83,7 @@ fn scale_offsets(ty: GgmlType) -> &'static [usize] {
         GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => &[0],
         GgmlType::Q4_K => &[0, 2],
         GgmlType::Q6_K => &[208],
+        GgmlType::Q2_K => &[80, 82],
         _ => &[],
     }
 }
@@ -98,6 +99,7 @@ fn random_matrix(rng: &mut Rng, ty: GgmlType, rows: usize, cols: usize) -> Vec<u
         }
         return v;
     }
+
     for block in v.chunks_exact_mut(ty.type_size()) {
         for &o in scale_offsets(ty) {
             let d = half::f16::from_f32(0.001 + 0.01 * rng.f32().abs());
@@ -431,6 +433,7 @@ fn main() {
         (GgmlType::Q8_0, "llama-7b ffn_up", 11008, 4096),
         (GgmlType::Q5_K, "llama-7b ffn_up", 11008, 4096),
         (GgmlType::Q3_K, "llama-7b ffn_up", 11008, 4096),
+        (GgmlType::Q2_K, "llama-7b ffn_up", 11008, 4096),
     ] {
         if wants("matvec") {
             matvec(&o, &pool, &mut rng, stream, ty, name, rows, cols);

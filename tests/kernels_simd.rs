@@ -36,6 +36,7 @@ ggml_dots!(
     ggml_vec_dot_q6_K_q8_K,
     ggml_vec_dot_q5_K_q8_K,
     ggml_vec_dot_q3_K_q8_K,
+    ggml_vec_dot_q2_K_q8_K,
     ggml_vec_dot_q4_0_q8_0,
     ggml_vec_dot_q8_0_q8_0
 );
@@ -205,28 +206,39 @@ fn dot_products_match_exact_math_and_ggml() {
 }
 
 #[test]
-fn f16_dot_matches_exact_math() {
+fn f16_and_bf16_dots_match_exact_math() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(3);
-    for n in [1usize, 7, 8, 15, 16, 17, 100, 896, 4096 + 3] {
-        for _ in 0..40 {
-            let w: Vec<u16> = randn(&mut rng, n, 1.0)
-                .iter()
-                .map(|&v| half::f16::from_f32(v).to_bits())
-                .collect();
-            let a = randn(&mut rng, n, 2.0);
-            let terms: Vec<f64> = w
-                .iter()
-                .zip(&a)
-                .map(|(&x, &y)| h(x) * f64::from(y))
-                .collect();
-            let exact: f64 = terms.iter().sum();
-            let mag: f64 = terms.iter().map(|t| t.abs()).sum();
-            for isa in isas() {
-                let got = f64::from(kernels::dot_f16_f32(isa, &w, &a));
-                assert!(
-                    (got - exact).abs() <= tol(mag, n),
-                    "{isa:?} n={n}: {got} vs {exact}"
-                );
+    for bf in [false, true] {
+        for n in [1usize, 7, 8, 15, 16, 17, 100, 896, 4096 + 3] {
+            for _ in 0..40 {
+                let vals = randn(&mut rng, n, 1.0);
+                let (w, wf): (Vec<u16>, Vec<f64>) = vals
+                    .iter()
+                    .map(|&v| {
+                        if bf {
+                            let b = half::bf16::from_f32(v);
+                            (b.to_bits(), f64::from(b.to_f32()))
+                        } else {
+                            let b = half::f16::from_f32(v);
+                            (b.to_bits(), h(b.to_bits()))
+                        }
+                    })
+                    .unzip();
+                let a = randn(&mut rng, n, 2.0);
+                let terms: Vec<f64> = wf.iter().zip(&a).map(|(x, &y)| x * f64::from(y)).collect();
+                let exact: f64 = terms.iter().sum();
+                let mag: f64 = terms.iter().map(|t| t.abs()).sum();
+                for isa in isas() {
+                    let got = f64::from(if bf {
+                        kernels::dot_bf16_f32(isa, &w, &a)
+                    } else {
+                        kernels::dot_f16_f32(isa, &w, &a)
+                    });
+                    assert!(
+                        (got - exact).abs() <= tol(mag, n),
+                        "{isa:?} bf16={bf} n={n}: {got} vs {exact}"
+                    );
+                }
             }
         }
     }
@@ -267,6 +279,7 @@ fn k_quant_and_q5_0_dots_match_exact_math_and_ggml() {
             );
             for wt in [
                 GgmlType::Q5_0,
+                GgmlType::Q2_K,
                 GgmlType::Q3_K,
                 GgmlType::Q4_K,
                 GgmlType::Q5_K,
@@ -283,6 +296,7 @@ fn k_quant_and_q5_0_dots_match_exact_math_and_ggml() {
                 let mut g = 0f32;
                 let f = match wt {
                     GgmlType::Q5_0 => ggml_vec_dot_q5_0_q8_0,
+                    GgmlType::Q2_K => ggml_vec_dot_q2_K_q8_K,
                     GgmlType::Q3_K => ggml_vec_dot_q3_K_q8_K,
                     GgmlType::Q4_K => ggml_vec_dot_q4_K_q8_K,
                     GgmlType::Q5_K => ggml_vec_dot_q5_K_q8_K,
@@ -311,6 +325,11 @@ fn k_quant_and_q5_0_dots_match_exact_math_and_ggml() {
                 for isa in isas() {
                     let got = f64::from(match wt {
                         GgmlType::Q5_0 => kernels::dot_q5_0_q8_0(
+                            isa,
+                            bytemuck::cast_slice(&wq),
+                            bytemuck::cast_slice(aq),
+                        ),
+                        GgmlType::Q2_K => kernels::dot_q2_K_q8_K(
                             isa,
                             bytemuck::cast_slice(&wq),
                             bytemuck::cast_slice(aq),

@@ -169,6 +169,8 @@ fn quantized_text_weights_stay_close() {
     let with_act = |r: f32| (r * r + 5.7e-3f32 * 5.7e-3).sqrt();
     for (mix, r) in [
         (Mix::F16, 2.8e-4f32),
+        // BF16: 2^-8 / sqrt(3); f32 activations, as F16.
+        (Mix::BF16, 2.3e-3),
         (Mix::Q8_0, with_act(5.7e-3)),
         (Mix::Q4_0, with_act(9.0e-2)),
         // Q5_0: half Q4_0's step.

@@ -53,25 +53,46 @@ float le_vec_dot_q8_0_q8_0_avx2(int n, const le_block_q8_0 *w, const le_block_q8
     return hsum8(acc);
 }
 
-float le_vec_dot_f16_f32_avx2(int n, const uint16_t *w, const float *a) {
+/* Eight half-width weights to f32: F16 through F16C, BF16 by a shift into the top half. */
+static inline __m256 h16x8(int bf, const uint16_t *p) {
+    const __m128i v = _mm_loadu_si128((const __m128i *)p);
+    return bf ? _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(v), 16)) : _mm256_cvtph_ps(v);
+}
+
+static inline float h16_1(int bf, uint16_t v) {
+    if (bf) {
+        const uint32_t u = (uint32_t)v << 16;
+        float f;
+        memcpy(&f, &u, sizeof f);
+        return f;
+    }
+    return _cvtsh_ss(v);
+}
+
+static inline float dot_h16(int bf, int n, const uint16_t *w, const float *a) {
     __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
     int i = 0;
     /* Two accumulators hide the FMA latency. */
     for (; i + 16 <= n; i += 16) {
-        const __m256 w0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + i)));
-        const __m256 w1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + i + 8)));
-        acc0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(a + i), acc0);
-        acc1 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(a + i + 8), acc1);
+        acc0 = _mm256_fmadd_ps(h16x8(bf, w + i), _mm256_loadu_ps(a + i), acc0);
+        acc1 = _mm256_fmadd_ps(h16x8(bf, w + i + 8), _mm256_loadu_ps(a + i + 8), acc1);
     }
     for (; i + 8 <= n; i += 8) {
-        const __m256 w0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + i)));
-        acc0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(a + i), acc0);
+        acc0 = _mm256_fmadd_ps(h16x8(bf, w + i), _mm256_loadu_ps(a + i), acc0);
     }
     float sum = hsum8(_mm256_add_ps(acc0, acc1));
     for (; i < n; i++) {
-        sum += _cvtsh_ss(w[i]) * a[i];
+        sum += h16_1(bf, w[i]) * a[i];
     }
     return sum;
+}
+
+float le_vec_dot_f16_f32_avx2(int n, const uint16_t *w, const float *a) {
+    return dot_h16(0, n, w, a);
+}
+
+float le_vec_dot_bf16_f32_avx2(int n, const uint16_t *w, const float *a) {
+    return dot_h16(1, n, w, a);
 }
 #endif
 
@@ -241,6 +262,42 @@ float le_vec_dot_q3_K_q8_K_avx2(int n, const le_block_q3_K *w, const le_block_q8
         }
         acc = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(w[b].d) * a[b].d),
                               _mm256_cvtepi32_ps(_mm256_add_epi32(iacc0, iacc1)), acc);
+    }
+    return hsum8(acc);
+}
+
+/* Q2_K: the codes as Q3_K's low bits (no offset), the scales through the same shuffle; the
+ * mins meet the activations' bsums in one vpmaddwd a super-block. */
+float le_vec_dot_q2_K_q8_K_avx2(int n, const le_block_q2_K *w, const le_block_q8_K *a) {
+    const __m256i three = _mm256_set1_epi8(3);
+    const __m128i low4 = _mm_set1_epi8(0x0f);
+    __m256 acc = _mm256_setzero_ps();
+    for (int b = 0; b < n / LE_QK_K; b++) {
+        const __m128i sm = _mm_loadu_si128((const __m128i *)w[b].scales);
+        const __m256i s16 = _mm256_cvtepu8_epi16(_mm_and_si128(sm, low4));
+        const __m256i m16 = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sm, 4), low4));
+        const __m256i mins = _mm256_madd_epi16(m16, _mm256_loadu_si256((const __m256i *)a[b].bsums));
+        __m256i iacc0 = _mm256_setzero_si256(), iacc1 = _mm256_setzero_si256();
+        for (int h = 0; h < 2; h++) {
+            const __m128i half = h ? _mm256_extracti128_si256(s16, 1) : _mm256_castsi256_si128(s16);
+            const __m256i sh = _mm256_set_m128i(half, half);
+            __m256i q = _mm256_loadu_si256((const __m256i *)(w[b].qs + 32 * h));
+            for (int k = 0; k < 4; k++) {
+                const __m256i q2 = _mm256_and_si256(q, three);
+                q = _mm256_srli_epi16(q, 2);
+                const __m256i y = _mm256_loadu_si256((const __m256i *)(a[b].qs + 32 * (4 * h + k)));
+                const __m256i pick = _mm256_loadu_si256((const __m256i *)q3_pick[k]);
+                const __m256i prod = _mm256_madd_epi16(_mm256_maddubs_epi16(q2, y), _mm256_shuffle_epi8(sh, pick));
+                if (k & 1) {
+                    iacc1 = _mm256_add_epi32(iacc1, prod);
+                } else {
+                    iacc0 = _mm256_add_epi32(iacc0, prod);
+                }
+            }
+        }
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(w[b].d) * a[b].d),
+                              _mm256_cvtepi32_ps(_mm256_add_epi32(iacc0, iacc1)), acc);
+        acc = _mm256_fnmadd_ps(_mm256_set1_ps(_cvtsh_ss(w[b].dmin) * a[b].d), _mm256_cvtepi32_ps(mins), acc);
     }
     return hsum8(acc);
 }

@@ -1,6 +1,7 @@
 /* AArch64 kernels with base NEON (ARMv8.0: Cortex-A53/A72, Pi 3/4, Jetson Nano). */
 #if defined(__aarch64__)
 #include <arm_neon.h>
+#include <string.h>
 
 #include "llava_kernels.h"
 
@@ -49,20 +50,42 @@ void le_f16_to_f32_neon(const uint16_t *x, float *y, int n) {
     }
 }
 
-float le_vec_dot_f16_f32_neon(int n, const uint16_t *w, const float *a) {
+/* Four half-width weights to f32: F16 by conversion, BF16 by a widening shift. */
+static inline float32x4_t h16x4(int bf, const uint16_t *p) {
+    const uint16x4_t v = vld1_u16(p);
+    return bf ? vreinterpretq_f32_u32(vshll_n_u16(v, 16)) : vcvt_f32_f16(vreinterpret_f16_u16(v));
+}
+
+static inline float h16_1(int bf, uint16_t v) {
+    if (bf) {
+        const uint32_t u = (uint32_t)v << 16;
+        float f;
+        memcpy(&f, &u, sizeof f);
+        return f;
+    }
+    return h2f(v);
+}
+
+static inline float dot_h16(int bf, int n, const uint16_t *w, const float *a) {
     float32x4_t acc0 = vdupq_n_f32(0.0f), acc1 = vdupq_n_f32(0.0f);
     int i = 0;
     for (; i + 8 <= n; i += 8) {
-        const float32x4_t w0 = vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(w + i)));
-        const float32x4_t w1 = vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(w + i + 4)));
-        acc0 = vfmaq_f32(acc0, w0, vld1q_f32(a + i));
-        acc1 = vfmaq_f32(acc1, w1, vld1q_f32(a + i + 4));
+        acc0 = vfmaq_f32(acc0, h16x4(bf, w + i), vld1q_f32(a + i));
+        acc1 = vfmaq_f32(acc1, h16x4(bf, w + i + 4), vld1q_f32(a + i + 4));
     }
     float sum = vaddvq_f32(vaddq_f32(acc0, acc1));
     for (; i < n; i++) {
-        sum += h2f(w[i]) * a[i];
+        sum += h16_1(bf, w[i]) * a[i];
     }
     return sum;
+}
+
+float le_vec_dot_f16_f32_neon(int n, const uint16_t *w, const float *a) {
+    return dot_h16(0, n, w, a);
+}
+
+float le_vec_dot_bf16_f32_neon(int n, const uint16_t *w, const float *a) {
+    return dot_h16(1, n, w, a);
 }
 #endif
 

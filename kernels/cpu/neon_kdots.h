@@ -1,4 +1,4 @@
-/* Q5_0, Q3_K, Q4_K, Q5_K and Q6_K dot products for AArch64, included by neon_dotprod.c (KDOT = SDOT) and
+/* Q5_0, Q2_K, Q3_K, Q4_K, Q5_K and Q6_K dot products for AArch64, included by neon_dotprod.c (KDOT = SDOT) and
  * neon.c (KDOT through widening multiplies, for Cortex-A53/A72 without SDOT). The includer
  * defines KDOT(acc, x, y) (acc + four-byte dot products of x and y per lane), KDOT_FN(name) and
  * h2f, and includes arm_neon.h, string.h and llava_kernels.h. */
@@ -154,6 +154,38 @@ float KDOT_FN(le_vec_dot_q3_K_q8_K)(int n, const le_block_q3_K *w, const le_bloc
             }
         }
         sum += h2f(w[b].d) * a[b].d * (float)sumi;
+    }
+    return sum;
+}
+
+/* Q2_K: Q3_K's code layout without the high bits, a 4-bit scale and min a sub-block. */
+float KDOT_FN(le_vec_dot_q2_K_q8_K)(int n, const le_block_q2_K *w, const le_block_q8_K *a) {
+    const uint8x16_t three = vdupq_n_u8(3);
+    float sum = 0.0f;
+    for (int b = 0; b < n / LE_QK_K; b++) {
+        const uint8x16_t sm = vld1q_u8(w[b].scales);
+        const int16x8_t m0 = vreinterpretq_s16_u16(vmovl_u8(vget_low_u8(vshrq_n_u8(sm, 4))));
+        const int16x8_t m1 = vreinterpretq_s16_u16(vmovl_u8(vget_high_u8(vshrq_n_u8(sm, 4))));
+        int32x4_t mins = vmull_s16(vget_low_s16(m0), vld1_s16(a[b].bsums));
+        mins = vmlal_s16(mins, vget_high_s16(m0), vld1_s16(a[b].bsums + 4));
+        mins = vmlal_s16(mins, vget_low_s16(m1), vld1_s16(a[b].bsums + 8));
+        mins = vmlal_s16(mins, vget_high_s16(m1), vld1_s16(a[b].bsums + 12));
+        int sumi = 0;
+        for (int h = 0; h < 2; h++) {
+            uint8x16_t q0 = vld1q_u8(w[b].qs + 32 * h), q1 = vld1q_u8(w[b].qs + 32 * h + 16);
+            for (int k = 0; k < 4; k++) {
+                const int j = 4 * h + k;
+                const int8x16_t c0 = vreinterpretq_s8_u8(vandq_u8(q0, three));
+                const int8x16_t c1 = vreinterpretq_s8_u8(vandq_u8(q1, three));
+                q0 = vshrq_n_u8(q0, 2);
+                q1 = vshrq_n_u8(q1, 2);
+                const int8_t *y = a[b].qs + 32 * j;
+                const int32x4_t d0 = KDOT(vdupq_n_s32(0), c0, vld1q_s8(y));
+                const int32x4_t d1 = KDOT(vdupq_n_s32(0), c1, vld1q_s8(y + 16));
+                sumi += (w[b].scales[2 * j] & 0x0f) * vaddvq_s32(d0) + (w[b].scales[2 * j + 1] & 0x0f) * vaddvq_s32(d1);
+            }
+        }
+        sum += a[b].d * (h2f(w[b].d) * (float)sumi - h2f(w[b].dmin) * (float)vaddvq_s32(mins));
     }
     return sum;
 }

@@ -49,13 +49,20 @@ float le_vec_dot_q8_0_q8_0_scalar(int n, const le_block_q8_0 *w, const le_block_
     return sum;
 }
 
-float le_vec_dot_f16_f32_scalar(int n, const uint16_t *w, const float *a) {
+static inline float bf16_to_f32(uint16_t v) {
+    const uint32_t u = (uint32_t)v << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+static inline float dot_h16(int bf, int n, const uint16_t *w, const float *a) {
     /* Eight partial sums, like the SIMD versions, so rounding differs only by order. */
     float acc[8] = {0};
     int i = 0;
     for (; i + 8 <= n; i += 8) {
         for (int k = 0; k < 8; k++) {
-            acc[k] += f16_to_f32(w[i + k]) * a[i + k];
+            acc[k] += (bf ? bf16_to_f32(w[i + k]) : f16_to_f32(w[i + k])) * a[i + k];
         }
     }
     float sum = 0.0f;
@@ -63,9 +70,17 @@ float le_vec_dot_f16_f32_scalar(int n, const uint16_t *w, const float *a) {
         sum += acc[k];
     }
     for (; i < n; i++) {
-        sum += f16_to_f32(w[i]) * a[i];
+        sum += (bf ? bf16_to_f32(w[i]) : f16_to_f32(w[i])) * a[i];
     }
     return sum;
+}
+
+float le_vec_dot_f16_f32_scalar(int n, const uint16_t *w, const float *a) {
+    return dot_h16(0, n, w, a);
+}
+
+float le_vec_dot_bf16_f32_scalar(int n, const uint16_t *w, const float *a) {
+    return dot_h16(1, n, w, a);
 }
 
 /* ggml's round-to-nearest by adding 1.5 * 2^23 (valid for |x| < 2^22). */
@@ -222,6 +237,30 @@ float le_vec_dot_q3_K_q8_K_scalar(int n, const le_block_q3_K *w, const le_block_
             }
         }
         sum += f16_to_f32(w[b].d) * a[b].d * (float)sumi;
+    }
+    return sum;
+}
+
+/* Q2_K: sixteen 16-value sub-blocks, each d * scale * code - dmin * min (4-bit scale and min in
+ * one byte); the codes sit as Q3_K's low bits do. The min term uses the activations' bsums. */
+float le_vec_dot_q2_K_q8_K_scalar(int n, const le_block_q2_K *w, const le_block_q8_K *a) {
+    float sum = 0.0f;
+    for (int b = 0; b < n / LE_QK_K; b++) {
+        int sumi = 0, summ = 0;
+        for (int j = 0; j < 16; j++) {
+            summ += (w[b].scales[j] >> 4) * a[b].bsums[j];
+        }
+        for (int j = 0; j < 8; j++) {
+            const int h = j / 4, k = j % 4;
+            for (int half = 0; half < 2; half++) {
+                int dot = 0;
+                for (int l = 16 * half; l < 16 * half + 16; l++) {
+                    dot += ((w[b].qs[32 * h + l] >> (2 * k)) & 3) * a[b].qs[32 * j + l];
+                }
+                sumi += (w[b].scales[2 * j + half] & 0x0f) * dot;
+            }
+        }
+        sum += a[b].d * (f16_to_f32(w[b].d) * (float)sumi - f16_to_f32(w[b].dmin) * (float)summ);
     }
     return sum;
 }

@@ -165,11 +165,15 @@ float le_vec_dot_q5_0_q8_0_dotprod(int n, const le_block_q5_0 *w, const le_block
 float le_vec_dot_q5_0_q8_0_neon(int n, const le_block_q5_0 *w, const le_block_q8_0 *a);
 
 /* sum_i w_i * a_i for Q4_K / Q6_K weights and Q8_K activations (NEON: widening multiplies; dotprod: SDOT). */
-/* Q5_K and Q3_K against Q8_K activations (decode of Q5_K_M / Q3_K_M files). */
+/* Q5_K, Q3_K and Q2_K against Q8_K activations (decode of Q5_K_M / Q3_K_M / Q2_K files). */
 float le_vec_dot_q5_K_q8_K_scalar(int n, const le_block_q5_K *w, const le_block_q8_K *a);
 float le_vec_dot_q5_K_q8_K_avx2(int n, const le_block_q5_K *w, const le_block_q8_K *a);
 float le_vec_dot_q5_K_q8_K_dotprod(int n, const le_block_q5_K *w, const le_block_q8_K *a);
 float le_vec_dot_q5_K_q8_K_neon(int n, const le_block_q5_K *w, const le_block_q8_K *a);
+float le_vec_dot_q2_K_q8_K_scalar(int n, const le_block_q2_K *w, const le_block_q8_K *a);
+float le_vec_dot_q2_K_q8_K_avx2(int n, const le_block_q2_K *w, const le_block_q8_K *a);
+float le_vec_dot_q2_K_q8_K_dotprod(int n, const le_block_q2_K *w, const le_block_q8_K *a);
+float le_vec_dot_q2_K_q8_K_neon(int n, const le_block_q2_K *w, const le_block_q8_K *a);
 float le_vec_dot_q3_K_q8_K_scalar(int n, const le_block_q3_K *w, const le_block_q8_K *a);
 float le_vec_dot_q3_K_q8_K_avx2(int n, const le_block_q3_K *w, const le_block_q8_K *a);
 float le_vec_dot_q3_K_q8_K_dotprod(int n, const le_block_q3_K *w, const le_block_q8_K *a);
@@ -193,6 +197,11 @@ void le_f16_to_f32_neon(const uint16_t *x, float *y, int n);
 float le_vec_dot_f16_f32_scalar(int n, const uint16_t *w, const float *a);
 float le_vec_dot_f16_f32_avx2(int n, const uint16_t *w, const float *a);
 float le_vec_dot_f16_f32_neon(int n, const uint16_t *w, const float *a);
+
+/* A BF16 weight row against f32 activations (bf16 is the top half of an f32). */
+float le_vec_dot_bf16_f32_scalar(int n, const uint16_t *w, const float *a);
+float le_vec_dot_bf16_f32_avx2(int n, const uint16_t *w, const float *a);
+float le_vec_dot_bf16_f32_neon(int n, const uint16_t *w, const float *a);
 
 /*
  * Prefill GEMM. A matrix product over many tokens re-reads every weight row once per token, so

@@ -116,6 +116,12 @@ dot_fn!(
     le_vec_dot_f16_f32_scalar, le_vec_dot_f16_f32_avx2, le_vec_dot_f16_f32_neon, le_vec_dot_f16_f32_neon
 );
 
+dot_fn!(
+    /// Dot product of BF16 weights (raw bits) and F32 activations.
+    dot_bf16_f32, u16, f32, 1,
+    le_vec_dot_bf16_f32_scalar, le_vec_dot_bf16_f32_avx2, le_vec_dot_bf16_f32_neon, le_vec_dot_bf16_f32_neon
+);
+
 /// Quantizes activations `x` (a multiple of 256 values) into Q8_K blocks for the K-quant dots.
 pub fn quantize_row_q8_K(x: &[f32], out: &mut [ffi::le_block_q8_K]) {
     assert_eq!(x.len(), out.len() * 256, "quantize_row_q8_K: lengths");
@@ -137,6 +143,11 @@ dot_fn!(
     /// Dot product of Q5_K weights and Q8_K activations (blocks of 256).
     dot_q5_K_q8_K, ffi::le_block_q5_K, ffi::le_block_q8_K, 256,
     le_vec_dot_q5_K_q8_K_scalar, le_vec_dot_q5_K_q8_K_avx2, le_vec_dot_q5_K_q8_K_neon, le_vec_dot_q5_K_q8_K_dotprod
+);
+dot_fn!(
+    /// Dot product of Q2_K weights and Q8_K activations (blocks of 256).
+    dot_q2_K_q8_K, ffi::le_block_q2_K, ffi::le_block_q8_K, 256,
+    le_vec_dot_q2_K_q8_K_scalar, le_vec_dot_q2_K_q8_K_avx2, le_vec_dot_q2_K_q8_K_neon, le_vec_dot_q2_K_q8_K_dotprod
 );
 dot_fn!(
     /// Dot product of Q3_K weights and Q8_K activations (blocks of 256).

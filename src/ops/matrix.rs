@@ -209,6 +209,7 @@ impl<'a> Matrix<'a> {
             GgmlType::Q4_0
                 | GgmlType::Q8_0
                 | GgmlType::Q5_0
+                | GgmlType::Q2_K
                 | GgmlType::Q3_K
                 | GgmlType::Q4_K
                 | GgmlType::Q5_K
@@ -256,6 +257,9 @@ impl<'a> Matrix<'a> {
             GgmlType::Q3_K if aligned => product.run(256, kernels::quantize_row_q8_K, &|w, a| {
                 kernels::dot_q3_K_q8_K(isa, bytemuck::cast_slice(w), a)
             }),
+            GgmlType::Q2_K if aligned => product.run(256, kernels::quantize_row_q8_K, &|w, a| {
+                kernels::dot_q2_K_q8_K(isa, bytemuck::cast_slice(w), a)
+            }),
             GgmlType::F16 if aligned && n >= GEMM_MIN_TOKENS => {
                 // Prefill / vision: the tiled F16 GEMM, 64-row chunks handed out on demand.
                 let w: &[u16] = bytemuck::cast_slice(self.data);
@@ -278,13 +282,18 @@ impl<'a> Matrix<'a> {
                     };
                 });
             }
-            GgmlType::F16 if aligned => {
+            GgmlType::F16 | GgmlType::BF16 if aligned => {
+                let dot = if self.ty == GgmlType::F16 {
+                    kernels::dot_f16_f32
+                } else {
+                    kernels::dot_bf16_f32
+                };
                 pool.for_ranges(rows, 16, &|band| {
                     let r0 = band.start;
                     for (k, w) in rows_of(band).chunks_exact(rb).enumerate() {
                         let w: &[u16] = bytemuck::cast_slice(w);
                         for (i, xi) in x.chunks_exact(cols).enumerate() {
-                            put(i, r0 + k, kernels::dot_f16_f32(isa, w, xi));
+                            put(i, r0 + k, dot(isa, w, xi));
                         }
                     }
                 });
