@@ -81,6 +81,7 @@ impl Rng {
 fn scale_offsets(ty: GgmlType) -> &'static [usize] {
     match ty {
         GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => &[0],
+        GgmlType::Q4_1 | GgmlType::Q5_1 => &[0, 2],
         GgmlType::Q4_K => &[0, 2],
         GgmlType::Q6_K => &[208],
         GgmlType::Q2_K => &[80, 82],
@@ -262,8 +263,8 @@ fn matvec(
         );
     };
     line(ty.to_string(), t_ours);
-    if matches!(ty, GgmlType::Q4_0 | GgmlType::Q5_0) {
-        // The layout `run` loads Q4_0 and Q5_0 matrices in: eight rows interleaved.
+    if llava_edge::kernels::x8_block_bytes(ty).is_some() {
+        // The layout `run` loads the legacy 4- and 5-bit matrices in: eight rows interleaved.
         let mut ws = ws;
         for w in &mut ws {
             assert!(llava_edge::ops::matrix::interleave_rows(ty, cols, rows, w));
@@ -434,6 +435,8 @@ fn main() {
         (GgmlType::Q5_K, "llama-7b ffn_up", 11008, 4096),
         (GgmlType::Q3_K, "llama-7b ffn_up", 11008, 4096),
         (GgmlType::Q2_K, "llama-7b ffn_up", 11008, 4096),
+        (GgmlType::Q4_1, "llama-7b ffn_up", 11008, 4096),
+        (GgmlType::Q5_1, "llama-7b ffn_up", 11008, 4096),
     ] {
         if wants("matvec") {
             matvec(&o, &pool, &mut rng, stream, ty, name, rows, cols);

@@ -417,15 +417,21 @@ fn q4_0_decode_dot_with_summed_activations_matches_f64() {
     }
 }
 
-/// Interleaved Q4_0 and Q5_0 (the decode layout): the rows come back unchanged, their panels
-/// are the plain rows' panels byte for byte, and every decode variant equals f64 math over them.
+/// Interleaved legacy types (the decode layout): the rows come back unchanged, their panels are
+/// the plain rows' panels byte for byte, and every decode variant equals f64 math over them.
 #[test]
 fn interleaved_decode_matches_f64_math() {
-    interleaved_decode::<llava_edge::ffi::le_block_q4_0x8>(GgmlType::Q4_0, 17);
-    interleaved_decode::<llava_edge::ffi::le_block_q5_0x8>(GgmlType::Q5_0, 19);
+    for (ty, seed) in [
+        (GgmlType::Q4_0, 17),
+        (GgmlType::Q4_1, 18),
+        (GgmlType::Q5_0, 19),
+        (GgmlType::Q5_1, 20),
+    ] {
+        interleaved_decode(ty, seed);
+    }
 }
 
-fn interleaved_decode<B: kernels::Interleaved>(ty: GgmlType, seed: u64) {
+fn interleaved_decode(ty: GgmlType, seed: u64) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let variants = GemmIsa::available();
     let mut checked = 0;
@@ -433,15 +439,16 @@ fn interleaved_decode<B: kernels::Interleaved>(ty: GgmlType, seed: u64) {
         for (nrows, nt) in [(8, 1), (24, 1), (16, 3), (40, 2)] {
             let c = make_case(&mut rng, ty, n, nrows, nt);
             let (nb, row_bytes) = (n / 32, c.weights.len() / nrows);
-            let mut groups = vec![B::default(); nrows / 8 * nb];
+            let gb = nb * kernels::x8_block_bytes(ty).unwrap();
+            let mut groups = vec![0u8; nrows / 8 * gb];
             for (g, rows8) in c.weights.chunks_exact(8 * row_bytes).enumerate() {
-                let group = &mut groups[g * nb..(g + 1) * nb];
-                kernels::interleave_x8(rows8, n, group);
+                let group = &mut groups[g * gb..(g + 1) * gb];
+                kernels::interleave_x8(ty, rows8, n, group);
                 let mut back = vec![0u8; 8 * row_bytes];
-                kernels::deinterleave_x8(group, n, &mut back);
+                kernels::deinterleave_x8(ty, group, n, &mut back);
                 assert_eq!(back, rows8, "{ty} n={n}: round trip of group {g}");
                 let mut panel = vec![le_block_x8::default(); nb];
-                kernels::pack_x8_interleaved(group, n, &mut panel);
+                kernels::pack_x8_interleaved(ty, group, n, &mut panel);
                 let want = &c.panels[g * nb..(g + 1) * nb];
                 assert_eq!(
                     bytemuck::cast_slice::<_, u8>(&panel),
@@ -456,7 +463,7 @@ fn interleaved_decode<B: kernels::Interleaved>(ty: GgmlType, seed: u64) {
                 let sentinel = f32::from_bits(0x7fc0_1234);
                 let mut out = vec![sentinel; nt * ldo];
                 // SAFETY: `out` covers t * ldo + r for t < nt, r < nrows; `g` is available.
-                unsafe { kernels::gemv_x8(g, n, &groups, &c.act, nt, out.as_mut_ptr(), ldo) };
+                unsafe { kernels::gemv_x8(g, ty, n, &groups, &c.act, nt, out.as_mut_ptr(), ldo) };
                 for t in 0..nt {
                     for r in 0..ldo {
                         let o = out[t * ldo + r];

@@ -175,6 +175,9 @@ fn quantized_text_weights_stay_close() {
         (Mix::Q4_0, with_act(9.0e-2)),
         // Q5_0: half Q4_0's step.
         (Mix::Q5_0, with_act(4.5e-2)),
+        // Q4_1 / Q5_1: a step of (max - min) / 15 (/ 31), ~5 sigma over 32 normals.
+        (Mix::Q4_1, with_act(9.6e-2)),
+        (Mix::Q5_1, with_act(4.8e-2)),
     ] {
         let bound = 2.0 * r * chain;
         let mut worst_all = 0f32;
@@ -192,13 +195,13 @@ fn quantized_text_weights_stay_close() {
             quantize_file(&f32_path, &q_path, &opts).unwrap();
             let f = GgufFile::open(&q_path).unwrap();
             let model = TextModel::load(&f).unwrap();
-            // Q4_0 / Q5_0 again with rows interleaved for decode, as `run` loads them: the
+            // The legacy 4/5-bit types again with rows interleaved for decode, as `run` loads them: the
             // same weights, so only the order of float sums may differ from the plain file's.
             let mut fi = GgufFile::open(&q_path).unwrap();
             let interleaved = llava_edge::text::interleave_weights(&mut fi, &pool).unwrap();
             assert_eq!(
                 interleaved > 0,
-                matches!(mix, Mix::Q4_0 | Mix::Q5_0),
+                matches!(mix, Mix::Q4_0 | Mix::Q4_1 | Mix::Q5_0 | Mix::Q5_1),
                 "{case} {mix}"
             );
             let model_i = TextModel::load(&fi).unwrap();

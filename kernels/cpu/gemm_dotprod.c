@@ -7,7 +7,6 @@
  * each lane's four-byte dot product is made of widening multiplies and pairwise adds. */
 #if defined(__aarch64__)
 #include <arm_neon.h>
-#include <stddef.h>
 #include <string.h>
 
 #include "llava_kernels.h"
@@ -16,8 +15,7 @@
 
 #ifdef LE_GEMM_PLAIN_NEON
 #define GEMM_FN le_gemm_x8_neon
-#define GEMV_Q4_0X8_FN le_gemv_q4_0x8_neon
-#define GEMV_Q5_0X8_FN le_gemv_q5_0x8_neon
+#define GEMV_X8_FN le_gemv_x8_neon
 /* acc + per-lane four-byte dot products of w with lane `lane` of v broadcast: SDOT by element,
  * from widening multiplies (the same integers). */
 #define LANE_DOT(acc, w, v, lane) lane_dot((acc), (w), vreinterpretq_s8_s32(vdupq_laneq_s32(vreinterpretq_s32_s8(v), lane)))
@@ -28,8 +26,7 @@ static inline int32x4_t lane_dot(int32x4_t acc, int8x16_t x, int8x16_t y) {
 }
 #else
 #define GEMM_FN le_gemm_x8_dotprod
-#define GEMV_Q4_0X8_FN le_gemv_q4_0x8_dotprod
-#define GEMV_Q5_0X8_FN le_gemv_q5_0x8_dotprod
+#define GEMV_X8_FN le_gemv_x8_dotprod
 #define LANE_DOT(acc, w, v, lane) vdotq_laneq_s32((acc), (w), (v), lane)
 #endif
 
@@ -87,19 +84,19 @@ static inline __attribute__((always_inline)) void tile(le_codes codes, int nb, c
 
 #include "gemm_tiles.h"
 
-/* Decode over interleaved Q4_0 or Q5_0 (see le_block_q4_0x8, le_block_q5_0x8): each 16-byte
+/* Decode over interleaved legacy rows (see le_block_q4_0x8 .. le_block_q5_1x8): each 16-byte
  * half of a 32-byte chunk is four values of four rows, so one SDOT by lane advances four rows by
- * four values; the codes stay unsigned (0..31 are valid signed bytes), Q5_0's fifth bits are
- * shifted out of qh into bit 4 (byte k of qh lines up with byte k of each chunk), and the -8 /
- * -16 offset is applied once at the end. Both block kinds begin with the rows' f16 scales. */
-static inline __attribute__((always_inline)) void gemv_x8(int five, int n, const void *w, int ng,
+ * four values; the codes stay unsigned (0..31 are valid signed bytes), the fifth bits are
+ * shifted out of qh into bit 4 (byte k of qh lines up with byte k of each chunk), and the
+ * -8 / -16 offset (or the minimum) is applied once at the end. */
+static inline __attribute__((always_inline)) void gemv_x8(int five, int with_min, int n, const uint8_t *w, int ng,
                                                           const le_block_q8_0x *a, int nt, float *out, size_t ldo) {
     const int nb = n / 32;
-    const size_t bsize = five ? sizeof(le_block_q5_0x8) : sizeof(le_block_q4_0x8);
-    const size_t qs_at = five ? offsetof(le_block_q5_0x8, qs) : offsetof(le_block_q4_0x8, qs);
+    const size_t bsize = 8 * (18 + 2 * (size_t)with_min + 4 * (size_t)five);
     const uint8x16_t low4 = vdupq_n_u8(0x0f), bit4 = vdupq_n_u8(0x10);
+    const float offset = with_min ? -1.0f : (five ? 16.0f : 8.0f);
     for (int g = 0; g < ng; g++) {
-        const uint8_t *x = (const uint8_t *)w + (size_t)g * nb * bsize;
+        const uint8_t *x = w + (size_t)g * nb * bsize;
         for (int t = 0; t < nt; t++) {
             const le_block_q8_0x *y = a + (size_t)t * nb;
             float32x4_t acc[2] = {vdupq_n_f32(0.0f), vdupq_n_f32(0.0f)};
@@ -108,10 +105,10 @@ static inline __attribute__((always_inline)) void gemv_x8(int five, int n, const
                 const uint8_t *xb = x + (size_t)b * bsize;
                 const int8x16_t a0 = vld1q_s8(y[b].qs), a1 = vld1q_s8(y[b].qs + 16);
                 for (int h = 0; h < 2; h++) {
-                    const uint8_t *q = xb + qs_at + 16 * h;
+                    const uint8_t *q = xb + bsize - 128 + 16 * h;
                     const uint8x16_t v0 = vld1q_u8(q), v1 = vld1q_u8(q + 32);
                     const uint8x16_t v2 = vld1q_u8(q + 64), v3 = vld1q_u8(q + 96);
-                    const uint8x16_t hb = five ? vld1q_u8(xb + offsetof(le_block_q5_0x8, qh) + 16 * h) : low4;
+                    const uint8x16_t hb = five ? vld1q_u8(xb + bsize - 160 + 16 * h) : low4;
 #define FIFTH(shift) (five ? vandq_u8(vshlq_u8(hb, vdupq_n_s8(shift)), bit4) : vdupq_n_u8(0))
 #define LO(v, c) vreinterpretq_s8_u8(vorrq_u8(vandq_u8((v), low4), FIFTH(4 - (c))))
 #define HI(v, c) vreinterpretq_s8_u8(vorrq_u8(vshrq_n_u8((v), 4), FIFTH(-(c))))
@@ -130,11 +127,15 @@ static inline __attribute__((always_inline)) void gemv_x8(int five, int n, const
                     uint16_t dh[4];
                     memcpy(dh, xb + 8 * h, sizeof dh);
                     const float32x4_t d = vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(dh)));
+                    float32x4_t o = d;
+                    if (with_min) {
+                        memcpy(dh, xb + 16 + 8 * h, sizeof dh);
+                        o = vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(dh)));
+                    }
                     acc[h] = vfmaq_f32(acc[h], vcvtq_f32_s32(vaddq_s32(s0, s1)), vmulq_n_f32(d, y[b].d));
-                    off[h] = vfmaq_n_f32(off[h], d, y[b].dsum);
+                    off[h] = vfmaq_n_f32(off[h], o, y[b].dsum);
                 }
             }
-            const float offset = five ? 16.0f : 8.0f;
             float *o = out + (size_t)t * ldo + 8 * g;
             vst1q_f32(o, vfmsq_n_f32(acc[0], off[0], offset));
             vst1q_f32(o + 4, vfmsq_n_f32(acc[1], off[1], offset));
@@ -142,14 +143,22 @@ static inline __attribute__((always_inline)) void gemv_x8(int five, int n, const
     }
 }
 
-void GEMV_Q4_0X8_FN(int n, const le_block_q4_0x8 *w, int ng, const le_block_q8_0x *a, int nt, float *out,
-                    size_t ldo) {
-    gemv_x8(0, n, w, ng, a, nt, out, ldo);
-}
-
-void GEMV_Q5_0X8_FN(int n, const le_block_q5_0x8 *w, int ng, const le_block_q8_0x *a, int nt, float *out,
-                    size_t ldo) {
-    gemv_x8(1, n, w, ng, a, nt, out, ldo);
+void GEMV_X8_FN(int type, int n, const uint8_t *w, int ng, const le_block_q8_0x *a, int nt, float *out,
+                size_t ldo) {
+    switch (type) {
+    case LE_TYPE_Q4_0:
+        gemv_x8(0, 0, n, w, ng, a, nt, out, ldo);
+        break;
+    case LE_TYPE_Q4_1:
+        gemv_x8(0, 1, n, w, ng, a, nt, out, ldo);
+        break;
+    case LE_TYPE_Q5_0:
+        gemv_x8(1, 0, n, w, ng, a, nt, out, ldo);
+        break;
+    case LE_TYPE_Q5_1:
+        gemv_x8(1, 1, n, w, ng, a, nt, out, ldo);
+        break;
+    }
 }
 
 void GEMM_FN(le_codes codes, int n, const le_block_x8 *w, int np, int nrows, const le_block_q8_0x *a,

@@ -275,62 +275,142 @@ float le_vec_dot_q4_0_q8_0x_scalar(int n, const le_block_q4_0 *w, const le_block
     return sum - 8.0f * off;
 }
 
-void le_interleave_q4_0x8(const uint8_t *rows, size_t row_bytes, int n, le_block_q4_0x8 *out) {
-    for (int b = 0; b < n / LE_QK4_0; b++) {
-        for (int r = 0; r < 8; r++) {
-            const le_block_q4_0 *x = (const le_block_q4_0 *)(rows + (size_t)r * row_bytes) + b;
-            out[b].d[r] = x->d;
-            for (int c = 0; c < 4; c++) {
-                memcpy(out[b].qs + 32 * c + 4 * r, x->qs + 4 * c, 4);
-            }
-        }
+/* The legacy kinds by their two traits: a fifth bit (Q5_*) and a minimum (Q*_1) in place of
+ * the offset (-8 / -16 times d). In both the plain and the interleaved block the scales come
+ * first, the minimums next, then qh, and qs (16 bytes a row) last. */
+static int x8_kind(int type, int *five, int *with_min) {
+    switch (type) {
+    case LE_TYPE_Q4_0:
+        *five = 0, *with_min = 0;
+        return 1;
+    case LE_TYPE_Q4_1:
+        *five = 0, *with_min = 1;
+        return 1;
+    case LE_TYPE_Q5_0:
+        *five = 1, *with_min = 0;
+        return 1;
+    case LE_TYPE_Q5_1:
+        *five = 1, *with_min = 1;
+        return 1;
+    default:
+        return 0;
     }
 }
 
-void le_deinterleave_q4_0x8(const le_block_q4_0x8 *w, int n, uint8_t *rows, size_t row_bytes) {
-    for (int b = 0; b < n / LE_QK4_0; b++) {
-        for (int r = 0; r < 8; r++) {
-            le_block_q4_0 *x = (le_block_q4_0 *)(rows + (size_t)r * row_bytes) + b;
-            x->d = w[b].d[r];
-            for (int c = 0; c < 4; c++) {
-                memcpy(x->qs + 4 * c, w[b].qs + 32 * c + 4 * r, 4);
-            }
-        }
-    }
+static inline size_t plain_bytes(int five, int with_min) {
+    return 18 + 2 * (size_t)with_min + 4 * (size_t)five;
 }
 
-void le_pack_x8_q4_0x8(const le_block_q4_0x8 *w, int n, le_block_x8 *out) {
-    for (int b = 0; b < n / LE_QK4_0; b++) {
-        for (int r = 0; r < 8; r++) {
-            const float d = f16_to_f32(w[b].d[r]);
-            out[b].s[0][r] = out[b].s[1][r] = d;
-            out[b].o[r] = -8.0f * d;
-        }
-        for (int j = 0; j < 128; j++) {
-            out[b].q[j] = (int8_t)(w[b].qs[j] & 0x0f);
-            out[b].q[j + 128] = (int8_t)(w[b].qs[j] >> 4);
-        }
-    }
+int le_x8_block_bytes(int type) {
+    int five, with_min;
+    return x8_kind(type, &five, &with_min) ? 8 * (int)plain_bytes(five, with_min) : 0;
+}
+
+static inline uint16_t get16(const uint8_t *p) {
+    uint16_t v;
+    memcpy(&v, p, sizeof v);
+    return v;
 }
 
 /* Value v (0..31) of row r of an interleaved block, as the unsigned code the kernels use. */
-static inline int q4_0x8_code(const le_block_q4_0x8 *x, int r, int v) {
-    const uint8_t q = x->qs[32 * ((v % 16) / 4) + 4 * r + v % 4];
-    return v < 16 ? q & 0x0f : q >> 4;
-}
-
-static inline int q5_0x8_code(const le_block_q5_0x8 *x, int r, int v) {
+static inline int x8_code(int five, const uint8_t *x, size_t bsize, int r, int v) {
     const int h = v / 16, c = (v % 16) / 4, i = v % 4;
-    const uint8_t q = x->qs[32 * c + 4 * r + i];
-    return (h ? q >> 4 : q & 0x0f) | ((x->qh[4 * r + i] >> (4 * h + c)) & 1) << 4;
+    const uint8_t q = x[bsize - 128 + 32 * c + 4 * r + i];
+    const int low = h ? q >> 4 : q & 0x0f;
+    return five ? low | ((x[bsize - 160 + 4 * r + i] >> (4 * h + c)) & 1) << 4 : low;
 }
 
-/* The scalar decode over either interleaved kind: blocks of bsize bytes that begin with the
- * eight rows' f16 scales, codes offset by `offset`. */
-static inline void gemv_x8_scalar(int five, int n, const uint8_t *w, size_t bsize, int ng, const le_block_q8_0x *a,
-                                  int nt, float *out, size_t ldo) {
+void le_interleave_x8(int type, const uint8_t *rows, size_t row_bytes, int n, uint8_t *out) {
+    int five, with_min;
+    if (!x8_kind(type, &five, &with_min)) {
+        return;
+    }
+    const size_t ps = plain_bytes(five, with_min), bsize = 8 * ps;
+    for (int b = 0; b < n / 32; b++) {
+        uint8_t *o = out + (size_t)b * bsize;
+        if (five) {
+            memset(o + bsize - 160, 0, 32);
+        }
+        for (int r = 0; r < 8; r++) {
+            const uint8_t *x = rows + (size_t)r * row_bytes + (size_t)b * ps;
+            memcpy(o + 2 * r, x, 2);
+            if (with_min) {
+                memcpy(o + 16 + 2 * r, x + 2, 2);
+            }
+            for (int c = 0; c < 4; c++) {
+                memcpy(o + bsize - 128 + 32 * c + 4 * r, x + ps - 16 + 4 * c, 4);
+            }
+            if (five) {
+                uint32_t qh;
+                memcpy(&qh, x + 2 + 2 * with_min, sizeof qh);
+                for (int v = 0; v < 32; v++) {
+                    const int h = v / 16, c = (v % 16) / 4, i = v % 4;
+                    o[bsize - 160 + 4 * r + i] |= (uint8_t)(((qh >> v) & 1) << (4 * h + c));
+                }
+            }
+        }
+    }
+}
+
+void le_deinterleave_x8(int type, const uint8_t *w, int n, uint8_t *rows, size_t row_bytes) {
+    int five, with_min;
+    if (!x8_kind(type, &five, &with_min)) {
+        return;
+    }
+    const size_t ps = plain_bytes(five, with_min), bsize = 8 * ps;
+    for (int b = 0; b < n / 32; b++) {
+        const uint8_t *x = w + (size_t)b * bsize;
+        for (int r = 0; r < 8; r++) {
+            uint8_t *o = rows + (size_t)r * row_bytes + (size_t)b * ps;
+            memcpy(o, x + 2 * r, 2);
+            if (with_min) {
+                memcpy(o + 2, x + 16 + 2 * r, 2);
+            }
+            for (int c = 0; c < 4; c++) {
+                memcpy(o + ps - 16 + 4 * c, x + bsize - 128 + 32 * c + 4 * r, 4);
+            }
+            if (five) {
+                uint32_t qh = 0;
+                for (int v = 0; v < 32; v++) {
+                    const int h = v / 16, c = (v % 16) / 4, i = v % 4;
+                    qh |= (uint32_t)((x[bsize - 160 + 4 * r + i] >> (4 * h + c)) & 1) << v;
+                }
+                memcpy(o + 2 + 2 * with_min, &qh, sizeof qh);
+            }
+        }
+    }
+}
+
+void le_pack_x8_interleaved(int type, const uint8_t *w, int n, le_block_x8 *out) {
+    int five, with_min;
+    if (!x8_kind(type, &five, &with_min)) {
+        return;
+    }
+    const size_t bsize = 8 * plain_bytes(five, with_min);
+    for (int b = 0; b < n / 32; b++) {
+        const uint8_t *x = w + (size_t)b * bsize;
+        for (int r = 0; r < 8; r++) {
+            const float d = f16_to_f32(get16(x + 2 * r));
+            out[b].s[0][r] = out[b].s[1][r] = d;
+            out[b].o[r] = with_min ? f16_to_f32(get16(x + 16 + 2 * r)) : (five ? -16.0f : -8.0f) * d;
+            for (int v = 0; v < 32; v++) {
+                out[b].q[32 * (v / 4) + 4 * r + v % 4] = (int8_t)x8_code(five, x, bsize, r, v);
+            }
+        }
+    }
+}
+
+/* The scalar decode: the same sums as the SIMD drivers (integer code sums a block, scaled; the
+ * offset or minimum through the activations' dsum). */
+void le_gemv_x8_scalar(int type, int n, const uint8_t *w, int ng, const le_block_q8_0x *a, int nt, float *out,
+                       size_t ldo) {
+    int five, with_min;
+    if (!x8_kind(type, &five, &with_min)) {
+        return;
+    }
     const int nb = n / 32;
-    const float offset = five ? 16.0f : 8.0f;
+    const size_t bsize = 8 * plain_bytes(five, with_min);
+    const float offset = with_min ? -1.0f : (five ? 16.0f : 8.0f);
     for (int g = 0; g < ng; g++) {
         for (int t = 0; t < nt; t++) {
             float acc[8] = {0}, off[8] = {0};
@@ -340,15 +420,11 @@ static inline void gemv_x8_scalar(int five, int n, const uint8_t *w, size_t bsiz
                 for (int r = 0; r < 8; r++) {
                     int s = 0;
                     for (int v = 0; v < 32; v++) {
-                        const int q = five ? q5_0x8_code((const le_block_q5_0x8 *)x, r, v)
-                                           : q4_0x8_code((const le_block_q4_0x8 *)x, r, v);
-                        s += q * y->qs[v];
+                        s += x8_code(five, x, bsize, r, v) * y->qs[v];
                     }
-                    uint16_t dh;
-                    memcpy(&dh, x + 2 * r, sizeof dh);
-                    const float d = f16_to_f32(dh);
+                    const float d = f16_to_f32(get16(x + 2 * r));
                     acc[r] += d * y->d * (float)s;
-                    off[r] += d * y->dsum;
+                    off[r] += (with_min ? f16_to_f32(get16(x + 16 + 2 * r)) : d) * y->dsum;
                 }
             }
             for (int r = 0; r < 8; r++) {
@@ -358,79 +434,27 @@ static inline void gemv_x8_scalar(int five, int n, const uint8_t *w, size_t bsiz
     }
 }
 
-void le_gemv_q4_0x8_scalar(int n, const le_block_q4_0x8 *w, int ng, const le_block_q8_0x *a, int nt, float *out,
-                           size_t ldo) {
-    gemv_x8_scalar(0, n, (const uint8_t *)w, sizeof *w, ng, a, nt, out, ldo);
-}
-
-void le_gemv_q5_0x8_scalar(int n, const le_block_q5_0x8 *w, int ng, const le_block_q8_0x *a, int nt, float *out,
-                           size_t ldo) {
-    gemv_x8_scalar(1, n, (const uint8_t *)w, sizeof *w, ng, a, nt, out, ldo);
-}
-
-void le_interleave_q5_0x8(const uint8_t *rows, size_t row_bytes, int n, le_block_q5_0x8 *out) {
-    for (int b = 0; b < n / LE_QK5_0; b++) {
-        memset(out[b].qh, 0, sizeof out[b].qh);
-        for (int r = 0; r < 8; r++) {
-            const le_block_q5_0 *x = (const le_block_q5_0 *)(rows + (size_t)r * row_bytes) + b;
-            uint32_t qh;
-            memcpy(&qh, x->qh, sizeof qh);
-            out[b].d[r] = x->d;
-            for (int c = 0; c < 4; c++) {
-                memcpy(out[b].qs + 32 * c + 4 * r, x->qs + 4 * c, 4);
-            }
-            for (int v = 0; v < 32; v++) {
-                const int h = v / 16, c = (v % 16) / 4, i = v % 4;
-                out[b].qh[4 * r + i] |= (uint8_t)(((qh >> v) & 1) << (4 * h + c));
-            }
-        }
+float le_vec_dot_legacy_q8_0x_scalar(int type, int n, const uint8_t *w, const le_block_q8_0x *a) {
+    int five, with_min;
+    if (!x8_kind(type, &five, &with_min)) {
+        return 0.0f;
     }
-}
-
-void le_deinterleave_q5_0x8(const le_block_q5_0x8 *w, int n, uint8_t *rows, size_t row_bytes) {
-    for (int b = 0; b < n / LE_QK5_0; b++) {
-        for (int r = 0; r < 8; r++) {
-            le_block_q5_0 *x = (le_block_q5_0 *)(rows + (size_t)r * row_bytes) + b;
-            uint32_t qh = 0;
-            x->d = w[b].d[r];
-            for (int c = 0; c < 4; c++) {
-                memcpy(x->qs + 4 * c, w[b].qs + 32 * c + 4 * r, 4);
-            }
-            for (int v = 0; v < 32; v++) {
-                const int h = v / 16, c = (v % 16) / 4, i = v % 4;
-                qh |= (uint32_t)((w[b].qh[4 * r + i] >> (4 * h + c)) & 1) << v;
-            }
-            memcpy(x->qh, &qh, sizeof qh);
-        }
-    }
-}
-
-void le_pack_x8_q5_0x8(const le_block_q5_0x8 *w, int n, le_block_x8 *out) {
-    for (int b = 0; b < n / LE_QK5_0; b++) {
-        for (int r = 0; r < 8; r++) {
-            const float d = f16_to_f32(w[b].d[r]);
-            out[b].s[0][r] = out[b].s[1][r] = d;
-            out[b].o[r] = -16.0f * d;
-            for (int v = 0; v < 32; v++) {
-                out[b].q[32 * (v / 4) + 4 * r + v % 4] = (int8_t)q5_0x8_code(w + b, r, v);
-            }
-        }
-    }
-}
-
-float le_vec_dot_q5_0_q8_0x_scalar(int n, const le_block_q5_0 *w, const le_block_q8_0x *a) {
+    const size_t ps = plain_bytes(five, with_min);
     float sum = 0.0f, off = 0.0f;
-    for (int b = 0; b < n / LE_QK5_0; b++) {
-        uint32_t qh;
-        memcpy(&qh, w[b].qh, sizeof qh);
-        int isum = 0;
-        for (int j = 0; j < LE_QK5_0 / 2; j++) {
-            isum += ((w[b].qs[j] & 0x0f) | ((qh >> j) & 1) << 4) * a[b].qs[j] +
-                    ((w[b].qs[j] >> 4) | ((qh >> (j + 16)) & 1) << 4) * a[b].qs[j + LE_QK5_0 / 2];
+    for (int b = 0; b < n / 32; b++) {
+        const uint8_t *x = w + (size_t)b * ps, *qs = x + ps - 16;
+        uint32_t qh = 0;
+        if (five) {
+            memcpy(&qh, x + 2 + 2 * with_min, sizeof qh);
         }
-        const float dw = f16_to_f32(w[b].d);
+        int isum = 0;
+        for (int j = 0; j < 16; j++) {
+            isum += ((qs[j] & 0x0f) | ((qh >> j) & 1) << 4) * a[b].qs[j] +
+                    ((qs[j] >> 4) | ((qh >> (j + 16)) & 1) << 4) * a[b].qs[j + 16];
+        }
+        const float dw = f16_to_f32(get16(x));
         sum += (float)isum * (dw * a[b].d);
-        off += dw * a[b].dsum;
+        off += (with_min ? f16_to_f32(get16(x + 2)) : dw) * a[b].dsum;
     }
-    return sum - 16.0f * off;
+    return with_min ? sum + off : sum - (five ? 16.0f : 8.0f) * off;
 }

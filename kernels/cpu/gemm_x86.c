@@ -13,13 +13,11 @@
 #ifdef LE_VNNI
 #define GEMM_FN le_gemm_x8_vnni
 #define DOT_Q4_0X_FN le_vec_dot_q4_0_q8_0x_vnni
-#define GEMV_Q4_0X8_FN le_gemv_q4_0x8_vnni
-#define GEMV_Q5_0X8_FN le_gemv_q5_0x8_vnni
+#define GEMV_X8_FN le_gemv_x8_vnni
 #else
 #define GEMM_FN le_gemm_x8_avx2
 #define DOT_Q4_0X_FN le_vec_dot_q4_0_q8_0x_avx2
-#define GEMV_Q4_0X8_FN le_gemv_q4_0x8_avx2
-#define GEMV_Q5_0X8_FN le_gemv_q5_0x8_avx2
+#define GEMV_X8_FN le_gemv_x8_avx2
 #endif
 
 /* Tokens per tile: AVX512-VL's 32 vector registers hold eight accumulators beside the panel
@@ -197,12 +195,12 @@ float DOT_Q4_0X_FN(int n, const le_block_q4_0 *w, const le_block_q8_0x *a) {
 /* Block b of eight interleaved Q4_0 rows against one token's block: per-row int32 sums of
  * unsigned nibbles x activations. Each 32-byte load is four values of every row; its low
  * nibbles meet activation word c, its high nibbles word 4 + c. */
-static inline __m256i q4_0x8_isum(const le_block_q4_0x8 *x, const int8_t *qs) {
+static inline __m256i q4_x8_isum(const uint8_t *xq, const int8_t *qs) {
     const __m256i low4 = _mm256_set1_epi8(0x0f);
-    const __m256i v0 = _mm256_loadu_si256((const __m256i *)x->qs);
-    const __m256i v1 = _mm256_loadu_si256((const __m256i *)(x->qs + 32));
-    const __m256i v2 = _mm256_loadu_si256((const __m256i *)(x->qs + 64));
-    const __m256i v3 = _mm256_loadu_si256((const __m256i *)(x->qs + 96));
+    const __m256i v0 = _mm256_loadu_si256((const __m256i *)xq);
+    const __m256i v1 = _mm256_loadu_si256((const __m256i *)(xq + 32));
+    const __m256i v2 = _mm256_loadu_si256((const __m256i *)(xq + 64));
+    const __m256i v3 = _mm256_loadu_si256((const __m256i *)(xq + 96));
 #define LO(v) _mm256_and_si256((v), low4)
 #define HI(v) _mm256_and_si256(_mm256_srli_epi16((v), 4), low4)
 #ifdef LE_VNNI
@@ -232,12 +230,12 @@ static inline __m256i q4_0x8_isum(const le_block_q4_0x8 *x, const int8_t *qs) {
 #undef HI
 }
 
-/* Block b of eight interleaved Q5_0 rows (see le_block_q5_0x8) against one token's block: as
- * q4_0x8_isum, with each nibble's fifth bit shifted out of qh into bit 4 (codes 0..31). */
-static inline __m256i q5_0x8_isum(const le_block_q5_0x8 *x, const int8_t *qs) {
+/* Block b of eight interleaved 5-bit rows (see le_block_q5_0x8) against one token's block: as
+ * q4_x8_isum, with each nibble's fifth bit shifted out of qh into bit 4 (codes 0..31). */
+static inline __m256i q5_x8_isum(const uint8_t *xh, const uint8_t *xq, const int8_t *qs) {
     const __m256i low4 = _mm256_set1_epi8(0x0f), bit4 = _mm256_set1_epi8(0x10);
-    const __m256i h = _mm256_loadu_si256((const __m256i *)x->qh);
-#define V(c) _mm256_loadu_si256((const __m256i *)(x->qs + 32 * (c)))
+    const __m256i h = _mm256_loadu_si256((const __m256i *)xh);
+#define V(c) _mm256_loadu_si256((const __m256i *)(xq + 32 * (c)))
 #define LO(v, c) _mm256_or_si256(_mm256_and_si256((v), low4), _mm256_and_si256(_mm256_slli_epi16(h, 4 - (c)), bit4))
 #define HI(v, c)                                                                                                       \
     _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16((v), 4), low4), _mm256_and_si256(_mm256_srli_epi16(h, (c)), bit4))
@@ -270,16 +268,16 @@ static inline __m256i q5_0x8_isum(const le_block_q5_0x8 *x, const int8_t *qs) {
 #undef HI
 }
 
-/* Decode over interleaved Q4_0 or Q5_0: the eight rows' sums live in the lanes of one register,
+/* Decode over interleaved legacy rows: the eight rows' sums live in the lanes of one register,
  * so a block costs about a third of the operations of eight row dots, and decode is no longer
- * compute-bound. The -8 / -16 offset is carried as d_w * dsum per lane and applied once at the
- * end. Both block kinds begin with the eight rows' f16 scales. */
-static inline __attribute__((always_inline)) void gemv_x8(int five, int n, const void *w, int ng,
+ * compute-bound. The -8 / -16 offset (or the minimum of Q4_1 / Q5_1) is carried as
+ * d_w * dsum (m_w * dsum) per lane and applied once at the end. */
+static inline __attribute__((always_inline)) void gemv_x8(int five, int with_min, int n, const uint8_t *w, int ng,
                                                           const le_block_q8_0x *a, int nt, float *out, size_t ldo) {
     const int nb = n / 32;
-    const size_t bsize = five ? sizeof(le_block_q5_0x8) : sizeof(le_block_q4_0x8);
+    const size_t bsize = 8 * (18 + 2 * (size_t)with_min + 4 * (size_t)five);
     for (int g = 0; g < ng; g++) {
-        const uint8_t *x = (const uint8_t *)w + (size_t)g * nb * bsize;
+        const uint8_t *x = w + (size_t)g * nb * bsize;
         for (int t = 0; t < nt; t++) {
             const le_block_q8_0x *y = a + (size_t)t * nb;
             __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
@@ -288,10 +286,11 @@ static inline __attribute__((always_inline)) void gemv_x8(int five, int n, const
     do {                                                                                                               \
         const uint8_t *xb = x + (size_t)(i) * bsize;                                                                   \
         const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)xb));                                        \
-        const __m256i s = five ? q5_0x8_isum((const le_block_q5_0x8 *)xb, y[i].qs)                                     \
-                               : q4_0x8_isum((const le_block_q4_0x8 *)xb, y[i].qs);                                    \
+        const __m256i s = five ? q5_x8_isum(xb + bsize - 160, xb + bsize - 128, y[i].qs)                               \
+                               : q4_x8_isum(xb + bsize - 128, y[i].qs);                                                \
+        const __m256 o = with_min ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(xb + 16))) : d;                  \
         acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(d, _mm256_set1_ps(y[i].d)), acc);                   \
-        off = _mm256_fmadd_ps(d, _mm256_set1_ps(y[i].dsum), off);                                                      \
+        off = _mm256_fmadd_ps(o, _mm256_set1_ps(y[i].dsum), off);                                                      \
     } while (0)
             int b = 0;
             for (; b + 2 <= nb; b += 2) {
@@ -302,21 +301,30 @@ static inline __attribute__((always_inline)) void gemv_x8(int five, int n, const
                 X8_BLOCK(acc0, off0, b);
             }
 #undef X8_BLOCK
-            const __m256 r = _mm256_fnmadd_ps(_mm256_set1_ps(five ? 16.0f : 8.0f), _mm256_add_ps(off0, off1),
+            const float offset = with_min ? -1.0f : (five ? 16.0f : 8.0f);
+            const __m256 r = _mm256_fnmadd_ps(_mm256_set1_ps(offset), _mm256_add_ps(off0, off1),
                                               _mm256_add_ps(acc0, acc1));
             _mm256_storeu_ps(out + (size_t)t * ldo + 8 * g, r);
         }
     }
 }
 
-void GEMV_Q4_0X8_FN(int n, const le_block_q4_0x8 *w, int ng, const le_block_q8_0x *a, int nt, float *out,
-                    size_t ldo) {
-    gemv_x8(0, n, w, ng, a, nt, out, ldo);
-}
-
-void GEMV_Q5_0X8_FN(int n, const le_block_q5_0x8 *w, int ng, const le_block_q8_0x *a, int nt, float *out,
-                    size_t ldo) {
-    gemv_x8(1, n, w, ng, a, nt, out, ldo);
+void GEMV_X8_FN(int type, int n, const uint8_t *w, int ng, const le_block_q8_0x *a, int nt, float *out,
+                size_t ldo) {
+    switch (type) {
+    case LE_TYPE_Q4_0:
+        gemv_x8(0, 0, n, w, ng, a, nt, out, ldo);
+        break;
+    case LE_TYPE_Q4_1:
+        gemv_x8(0, 1, n, w, ng, a, nt, out, ldo);
+        break;
+    case LE_TYPE_Q5_0:
+        gemv_x8(1, 0, n, w, ng, a, nt, out, ldo);
+        break;
+    case LE_TYPE_Q5_1:
+        gemv_x8(1, 1, n, w, ng, a, nt, out, ldo);
+        break;
+    }
 }
 
 void GEMM_FN(le_codes codes, int n, const le_block_x8 *w, int np, int nrows, const le_block_q8_0x *a, int nt,

@@ -259,76 +259,75 @@ float le_vec_dot_q4_0_q8_0x_scalar(int n, const le_block_q4_0 *w, const le_block
 float le_vec_dot_q4_0_q8_0x_avx2(int n, const le_block_q4_0 *w, const le_block_q8_0x *a);
 float le_vec_dot_q4_0_q8_0x_vnni(int n, const le_block_q4_0 *w, const le_block_q8_0x *a);
 
-/* Q4_0 rows interleaved eight at a time for decode, in place of the eight rows' blocks (the
- * same 144 bytes): block b of rows 8g..8g+7. d[r] is row r's scale; qs[32c + 4r + i] is byte
- * 4c + i of row r's block (c = 0..3), so one 32-byte load holds four values of each of the eight
- * rows (low nibbles: values 4c..4c+3, high nibbles: 16 + 4c..) and one broadcast activation
- * word meets all eight rows in a single SDOT / vpdpbusd. llama.cpp repacks Q4_0 at load for
- * the same reason; this layout is ours. */
+/* The legacy 4- and 5-bit types with their rows interleaved eight at a time for decode, in
+ * place of the eight rows' blocks (the same bytes: 8 x 18, 20, 22, 24). Block b of rows
+ * 8g..8g+7: d[r] (and m[r]) are row r's scale (and minimum); qs[32c + 4r + i] is byte 4c + i
+ * of row r's block (c = 0..3), so one 32-byte load holds four values of each of the eight rows
+ * (low nibbles: values 4c..4c+3, high nibbles: 16 + 4c..) and one broadcast activation word
+ * meets all eight rows in a single SDOT / vpdpbusd. The fifth bits are regrouped so that a shift
+ * and a mask put them under the nibbles they belong to: bit 4h + c of qh[4r + i] is the fifth bit
+ * of value 16h + 4c + i of row r (h = 0, 1), i.e. byte k of qh lines up with byte k of every
+ * 32-byte qs chunk. llama.cpp repacks Q4_0 at load for the same reason; these layouts are ours. */
 typedef struct {
     uint16_t d[8];
     uint8_t qs[128];
 } le_block_q4_0x8;
 
-#ifndef __cplusplus
-_Static_assert(sizeof(le_block_q4_0x8) == 8 * sizeof(le_block_q4_0), "q4_0x8 is eight Q4_0 blocks");
-#endif
+typedef struct {
+    uint16_t d[8];
+    uint16_t m[8];
+    uint8_t qs[128];
+} le_block_q4_1x8;
 
-/* Eight Q4_0 rows (each row_bytes long, n values) to n / 32 interleaved blocks, and back. */
-void le_interleave_q4_0x8(const uint8_t *rows, size_t row_bytes, int n, le_block_q4_0x8 *out);
-void le_deinterleave_q4_0x8(const le_block_q4_0x8 *w, int n, uint8_t *rows, size_t row_bytes);
-
-/* out[t * ldo + 8g + r] = row 8g + r . token t for ng groups of interleaved rows (each n / 32
- * blocks, consecutive) and nt tokens of GEMM activations (each n / 32 blocks, consecutive). */
-void le_gemv_q4_0x8_scalar(int n, const le_block_q4_0x8 *w, int ng, const le_block_q8_0x *a, int nt, float *out,
-                           size_t ldo);
-void le_gemv_q4_0x8_avx2(int n, const le_block_q4_0x8 *w, int ng, const le_block_q8_0x *a, int nt, float *out,
-                         size_t ldo);
-void le_gemv_q4_0x8_vnni(int n, const le_block_q4_0x8 *w, int ng, const le_block_q8_0x *a, int nt, float *out,
-                         size_t ldo);
-void le_gemv_q4_0x8_neon(int n, const le_block_q4_0x8 *w, int ng, const le_block_q8_0x *a, int nt, float *out,
-                         size_t ldo);
-void le_gemv_q4_0x8_dotprod(int n, const le_block_q4_0x8 *w, int ng, const le_block_q8_0x *a, int nt, float *out,
-                            size_t ldo);
-
-/* One group of interleaved rows as a GEMM panel (what le_pack_x8 makes of the same eight rows
- * before interleaving, byte for byte). */
-void le_pack_x8_q4_0x8(const le_block_q4_0x8 *w, int n, le_block_x8 *out);
-
-/* Q5_0 rows interleaved eight at a time, in place of the eight rows' blocks (the same 176
- * bytes). d and qs as in le_block_q4_0x8 (qs holds the low four bits). The fifth bits are
- * regrouped so that a shift and a mask put them under the nibbles they belong to: bit 4h + c
- * of qh[4r + i] is the fifth bit of value 16h + 4c + i of row r (h = 0, 1; c = 0..3), i.e.
- * byte k of qh lines up with byte k of every 32-byte qs chunk. */
 typedef struct {
     uint16_t d[8];
     uint8_t qh[32];
     uint8_t qs[128];
 } le_block_q5_0x8;
 
+typedef struct {
+    uint16_t d[8];
+    uint16_t m[8];
+    uint8_t qh[32];
+    uint8_t qs[128];
+} le_block_q5_1x8;
+
 #ifndef __cplusplus
+_Static_assert(sizeof(le_block_q4_0x8) == 8 * sizeof(le_block_q4_0), "q4_0x8 is eight Q4_0 blocks");
+_Static_assert(sizeof(le_block_q4_1x8) == 8 * sizeof(le_block_q4_1), "q4_1x8 is eight Q4_1 blocks");
 _Static_assert(sizeof(le_block_q5_0x8) == 8 * sizeof(le_block_q5_0), "q5_0x8 is eight Q5_0 blocks");
+_Static_assert(sizeof(le_block_q5_1x8) == 8 * sizeof(le_block_q5_1), "q5_1x8 is eight Q5_1 blocks");
 #endif
 
-void le_interleave_q5_0x8(const uint8_t *rows, size_t row_bytes, int n, le_block_q5_0x8 *out);
-void le_deinterleave_q5_0x8(const le_block_q5_0x8 *w, int n, uint8_t *rows, size_t row_bytes);
-void le_pack_x8_q5_0x8(const le_block_q5_0x8 *w, int n, le_block_x8 *out);
+/* The functions below take the weight type by its GGUF id (LE_TYPE_Q4_0, _Q4_1, _Q5_0, _Q5_1)
+ * and the interleaved blocks as bytes. Bytes of one interleaved block of a type, 0 for a type
+ * that has no interleaved form. */
+int le_x8_block_bytes(int type);
 
-/* As le_gemv_q4_0x8_*, for interleaved Q5_0. */
-void le_gemv_q5_0x8_scalar(int n, const le_block_q5_0x8 *w, int ng, const le_block_q8_0x *a, int nt, float *out,
-                           size_t ldo);
-void le_gemv_q5_0x8_avx2(int n, const le_block_q5_0x8 *w, int ng, const le_block_q8_0x *a, int nt, float *out,
-                         size_t ldo);
-void le_gemv_q5_0x8_vnni(int n, const le_block_q5_0x8 *w, int ng, const le_block_q8_0x *a, int nt, float *out,
-                         size_t ldo);
-void le_gemv_q5_0x8_neon(int n, const le_block_q5_0x8 *w, int ng, const le_block_q8_0x *a, int nt, float *out,
-                         size_t ldo);
-void le_gemv_q5_0x8_dotprod(int n, const le_block_q5_0x8 *w, int ng, const le_block_q8_0x *a, int nt, float *out,
-                            size_t ldo);
+/* Eight rows (each row_bytes long, n values) to n / 32 interleaved blocks, and back. */
+void le_interleave_x8(int type, const uint8_t *rows, size_t row_bytes, int n, uint8_t *out);
+void le_deinterleave_x8(int type, const uint8_t *w, int n, uint8_t *rows, size_t row_bytes);
 
-/* A plain Q5_0 row against GEMM activations (the rows after an interleaved matrix's last group
- * of eight). */
-float le_vec_dot_q5_0_q8_0x_scalar(int n, const le_block_q5_0 *w, const le_block_q8_0x *a);
+/* One group of interleaved rows as a GEMM panel (what le_pack_x8 makes of the same eight rows
+ * before interleaving, byte for byte). */
+void le_pack_x8_interleaved(int type, const uint8_t *w, int n, le_block_x8 *out);
+
+/* out[t * ldo + 8g + r] = row 8g + r . token t for ng groups of interleaved rows (each n / 32
+ * blocks, consecutive) and nt tokens of GEMM activations (each n / 32 blocks, consecutive). */
+void le_gemv_x8_scalar(int type, int n, const uint8_t *w, int ng, const le_block_q8_0x *a, int nt, float *out,
+                       size_t ldo);
+void le_gemv_x8_avx2(int type, int n, const uint8_t *w, int ng, const le_block_q8_0x *a, int nt, float *out,
+                     size_t ldo);
+void le_gemv_x8_vnni(int type, int n, const uint8_t *w, int ng, const le_block_q8_0x *a, int nt, float *out,
+                     size_t ldo);
+void le_gemv_x8_neon(int type, int n, const uint8_t *w, int ng, const le_block_q8_0x *a, int nt, float *out,
+                     size_t ldo);
+void le_gemv_x8_dotprod(int type, int n, const uint8_t *w, int ng, const le_block_q8_0x *a, int nt, float *out,
+                        size_t ldo);
+
+/* A plain row of one of those types against GEMM activations (the rows after an interleaved
+ * matrix's last group of eight). */
+float le_vec_dot_legacy_q8_0x_scalar(int type, int n, const uint8_t *w, const le_block_q8_0x *a);
 
 /* Weight types the panels take, by their GGUF type id. */
 #define LE_TYPE_Q4_0 2

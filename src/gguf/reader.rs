@@ -48,7 +48,7 @@ pub enum Layout {
     #[default]
     Rows,
     /// Each run of eight rows interleaved for decode, in the kernels' block for the type
-    /// (`le_block_q4_0x8` for Q4_0, `le_block_q5_0x8` for Q5_0); the rows after the last
+    /// (`le_block_q4_0x8` for Q4_0 .. `le_block_q5_1x8` for Q5_1); the rows after the last
     /// multiple of eight stay plain.
     X8,
 }

@@ -348,171 +348,144 @@ pub unsafe fn gemm_x8(
     }
 }
 
-/// The C signature of an interleaved decode kernel (`le_gemv_q4_0x8_*`, `le_gemv_q5_0x8_*`).
-pub type GemvX8Fn<B> =
-    unsafe extern "C" fn(i32, *const B, i32, *const ffi::le_block_q8_0x, i32, *mut f32, usize);
-
-/// A block of eight rows interleaved for decode (`Layout::X8`): eight plain blocks' bytes,
-/// rearranged so one broadcast activation word meets all eight rows in one SDOT / vpdpbusd.
-pub trait Interleaved: bytemuck::Pod + Default {
-    /// Bytes of one plain block of the row type.
-    const PLAIN: usize;
-    /// The row type's name, for assertion messages.
-    const NAME: &'static str;
-    /// `le_interleave_*` (eight rows of `row_bytes` to `n / 32` blocks).
-    const INTERLEAVE: unsafe extern "C" fn(*const u8, usize, i32, *mut Self);
-    /// `le_deinterleave_*`.
-    const DEINTERLEAVE: unsafe extern "C" fn(*const Self, i32, *mut u8, usize);
-    /// `le_pack_x8_*`: a group as a GEMM panel.
-    const PACK: unsafe extern "C" fn(*const Self, i32, *mut ffi::le_block_x8);
-    /// The decode kernel of a GEMM instruction-set choice.
-    fn gemv(gemm: GemmIsa) -> GemvX8Fn<Self>;
-    /// A plain row (after the last group of eight) against the same activations.
-    fn tail_dot(gemm: GemmIsa, row: &[u8], a: &[ffi::le_block_q8_0x]) -> f32;
+/// Bytes of one interleaved block (eight rows' blocks) of `ty` in `Layout::X8`, or `None` for a
+/// type without that form (it exists for Q4_0, Q4_1, Q5_0 and Q5_1; see `le_block_q4_0x8`).
+pub fn x8_block_bytes(ty: crate::dtype::GgmlType) -> Option<usize> {
+    // SAFETY: a pure function of its argument.
+    let b = unsafe { ffi::le_x8_block_bytes(ty.id() as i32) };
+    (b > 0).then_some(b as usize)
 }
 
-impl Interleaved for ffi::le_block_q4_0x8 {
-    const PLAIN: usize = std::mem::size_of::<ffi::le_block_q4_0>();
-    const NAME: &'static str = "q4_0x8";
-    const INTERLEAVE: unsafe extern "C" fn(*const u8, usize, i32, *mut Self) =
-        ffi::le_interleave_q4_0x8;
-    const DEINTERLEAVE: unsafe extern "C" fn(*const Self, i32, *mut u8, usize) =
-        ffi::le_deinterleave_q4_0x8;
-    const PACK: unsafe extern "C" fn(*const Self, i32, *mut ffi::le_block_x8) =
-        ffi::le_pack_x8_q4_0x8;
-    fn gemv(gemm: GemmIsa) -> GemvX8Fn<Self> {
-        match gemm {
-            #[cfg(target_arch = "x86_64")]
-            GemmIsa::Avx2 => ffi::le_gemv_q4_0x8_avx2,
-            #[cfg(target_arch = "x86_64")]
-            GemmIsa::Vnni => ffi::le_gemv_q4_0x8_vnni,
-            #[cfg(target_arch = "aarch64")]
-            GemmIsa::Dotprod => ffi::le_gemv_q4_0x8_dotprod,
-            #[cfg(target_arch = "aarch64")]
-            GemmIsa::Neon => ffi::le_gemv_q4_0x8_neon,
-            _ => ffi::le_gemv_q4_0x8_scalar,
-        }
-    }
-    fn tail_dot(gemm: GemmIsa, row: &[u8], a: &[ffi::le_block_q8_0x]) -> f32 {
-        dot_q4_0_q8_0x(gemm, bytemuck::cast_slice(row), a)
-    }
+/// Bytes of one plain row of `n` values of an interleavable `ty`, after checking `n` and the
+/// block count of `x8_bytes` interleaved bytes.
+fn x8_shape(ty: crate::dtype::GgmlType, n: usize, x8_bytes: usize) -> usize {
+    let bb = x8_block_bytes(ty).unwrap_or_else(|| panic!("{ty} has no interleaved form"));
+    assert!(n.is_multiple_of(32), "{ty}x8: n must be a multiple of 32");
+    assert_eq!(x8_bytes, n / 32 * bb, "{ty}x8: blocks for n");
+    n / 32 * bb / 8
 }
 
-impl Interleaved for ffi::le_block_q5_0x8 {
-    const PLAIN: usize = std::mem::size_of::<ffi::le_block_q5_0>();
-    const NAME: &'static str = "q5_0x8";
-    const INTERLEAVE: unsafe extern "C" fn(*const u8, usize, i32, *mut Self) =
-        ffi::le_interleave_q5_0x8;
-    const DEINTERLEAVE: unsafe extern "C" fn(*const Self, i32, *mut u8, usize) =
-        ffi::le_deinterleave_q5_0x8;
-    const PACK: unsafe extern "C" fn(*const Self, i32, *mut ffi::le_block_x8) =
-        ffi::le_pack_x8_q5_0x8;
-    fn gemv(gemm: GemmIsa) -> GemvX8Fn<Self> {
-        match gemm {
-            #[cfg(target_arch = "x86_64")]
-            GemmIsa::Avx2 => ffi::le_gemv_q5_0x8_avx2,
-            #[cfg(target_arch = "x86_64")]
-            GemmIsa::Vnni => ffi::le_gemv_q5_0x8_vnni,
-            #[cfg(target_arch = "aarch64")]
-            GemmIsa::Dotprod => ffi::le_gemv_q5_0x8_dotprod,
-            #[cfg(target_arch = "aarch64")]
-            GemmIsa::Neon => ffi::le_gemv_q5_0x8_neon,
-            _ => ffi::le_gemv_q5_0x8_scalar,
-        }
+/// Interleaves eight rows of `ty` (`rows.len() == 8 * row_bytes`, `n` values each) into `out`
+/// (`n / 32` interleaved blocks).
+pub fn interleave_x8(ty: crate::dtype::GgmlType, rows: &[u8], n: usize, out: &mut [u8]) {
+    let row_bytes = x8_shape(ty, n, out.len());
+    assert_eq!(rows.len(), 8 * row_bytes, "interleave {ty}: rows length");
+    // SAFETY: eight rows of row_bytes in `rows`, n / 32 blocks in `out` (asserted); the C reads
+    // and writes bytes only (unaligned copies).
+    unsafe {
+        ffi::le_interleave_x8(
+            ty.id() as i32,
+            rows.as_ptr(),
+            row_bytes,
+            n as i32,
+            out.as_mut_ptr(),
+        )
     }
-    fn tail_dot(_gemm: GemmIsa, row: &[u8], a: &[ffi::le_block_q8_0x]) -> f32 {
-        let w: &[ffi::le_block_q5_0] = bytemuck::cast_slice(row);
-        assert_eq!(w.len(), a.len(), "dot_q5_0_q8_0x: lengths");
-        // SAFETY: both slices hold w.len() blocks (asserted). At most seven rows of a matrix
-        // take this path, so the scalar kernel is enough.
-        unsafe { ffi::le_vec_dot_q5_0_q8_0x_scalar((w.len() * 32) as i32, w.as_ptr(), a.as_ptr()) }
-    }
-}
-
-/// Interleaves eight rows (`rows.len() == 8 * row_bytes`, `n` values each) into `out`
-/// (`n / 32` blocks of `B`).
-pub fn interleave_x8<B: Interleaved>(rows: &[u8], n: usize, out: &mut [B]) {
-    let row_bytes = x8_shape::<B>(n, out.len());
-    assert_eq!(
-        rows.len(),
-        8 * row_bytes,
-        "interleave {}: rows length",
-        B::NAME
-    );
-    // SAFETY: eight rows of row_bytes in `rows`, n / 32 blocks in `out` (asserted). The C
-    // reads the rows as blocks whose u16 scale needs 2-byte alignment: GGUF tensor data is at
-    // least 32-aligned and callers pass whole rows of it.
-    unsafe { B::INTERLEAVE(rows.as_ptr(), row_bytes, n as i32, out.as_mut_ptr()) }
 }
 
 /// The inverse of [`interleave_x8`].
-pub fn deinterleave_x8<B: Interleaved>(w: &[B], n: usize, rows: &mut [u8]) {
-    let row_bytes = x8_shape::<B>(n, w.len());
-    assert_eq!(
-        rows.len(),
-        8 * row_bytes,
-        "deinterleave {}: rows length",
-        B::NAME
-    );
+pub fn deinterleave_x8(ty: crate::dtype::GgmlType, w: &[u8], n: usize, rows: &mut [u8]) {
+    let row_bytes = x8_shape(ty, n, w.len());
+    assert_eq!(rows.len(), 8 * row_bytes, "deinterleave {ty}: rows length");
     // SAFETY: as in interleave_x8, in the other direction.
-    unsafe { B::DEINTERLEAVE(w.as_ptr(), n as i32, rows.as_mut_ptr(), row_bytes) }
-}
-
-fn x8_shape<B: Interleaved>(n: usize, blocks: usize) -> usize {
-    assert!(
-        n.is_multiple_of(32),
-        "{}: n must be a multiple of 32",
-        B::NAME
-    );
-    assert_eq!(blocks, n / 32, "{}: blocks for n", B::NAME);
-    n / 32 * B::PLAIN
+    unsafe {
+        ffi::le_deinterleave_x8(
+            ty.id() as i32,
+            w.as_ptr(),
+            n as i32,
+            rows.as_mut_ptr(),
+            row_bytes,
+        )
+    }
 }
 
 /// One group of interleaved rows as a GEMM panel (byte for byte what [`pack_x8`] makes of the
 /// rows before interleaving).
-pub fn pack_x8_interleaved<B: Interleaved>(w: &[B], n: usize, out: &mut [ffi::le_block_x8]) {
-    x8_shape::<B>(n, w.len());
-    assert_eq!(out.len(), n / 32, "pack {}: panel length", B::NAME);
+pub fn pack_x8_interleaved(
+    ty: crate::dtype::GgmlType,
+    w: &[u8],
+    n: usize,
+    out: &mut [ffi::le_block_x8],
+) {
+    x8_shape(ty, n, w.len());
+    assert_eq!(out.len(), n / 32, "pack {ty}x8: panel length");
     // SAFETY: n / 32 blocks on both sides (asserted).
-    unsafe { B::PACK(w.as_ptr(), n as i32, out.as_mut_ptr()) }
+    unsafe { ffi::le_pack_x8_interleaved(ty.id() as i32, w.as_ptr(), n as i32, out.as_mut_ptr()) }
 }
 
-/// `out[t * ldo + r] = row r . token t` for the `8 * ng` interleaved rows in `w` (`ng` groups
-/// of `n / 32` blocks) and the `nt` tokens in `act`: the decode product.
+/// `out[t * ldo + r] = row r . token t` for the `8 * ng` interleaved rows of `ty` in `w` (`ng`
+/// groups of `n / 32` blocks) and the `nt` tokens in `act`: the decode product.
 ///
 /// # Safety
 /// `out` must be valid for writes at `t * ldo + r` for every `t < nt`, `r < 8 * ng`, and no
 /// other thread may access those elements during the call; `gemm` must be one of
 /// [`GemmIsa::available`].
-pub unsafe fn gemv_x8<B: Interleaved>(
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn gemv_x8(
     gemm: GemmIsa,
+    ty: crate::dtype::GgmlType,
     n: usize,
-    w: &[B],
+    w: &[u8],
     act: &[ffi::le_block_q8_0x],
     nt: usize,
     out: *mut f32,
     ldo: usize,
 ) {
-    assert!(n.is_multiple_of(32), "gemv {}: n", B::NAME);
-    let nb = n / 32;
+    let bb = x8_block_bytes(ty).unwrap_or_else(|| panic!("{ty} has no interleaved form"));
+    assert!(n.is_multiple_of(32), "gemv {ty}x8: n");
+    let group = n / 32 * bb;
     assert!(
-        nb > 0 && w.len().is_multiple_of(nb),
-        "gemv {}: whole groups",
-        B::NAME
+        group > 0 && w.len().is_multiple_of(group),
+        "gemv {ty}x8: whole groups"
     );
-    assert!(act.len() >= nt * nb, "gemv {}: activations", B::NAME);
-    let ng = w.len() / nb;
-    assert!(nt <= 1 || ldo >= 8 * ng, "gemv {}: ldo", B::NAME);
+    assert!(act.len() >= nt * (n / 32), "gemv {ty}x8: activations");
+    let ng = w.len() / group;
+    assert!(nt <= 1 || ldo >= 8 * ng, "gemv {ty}x8: ldo");
+    let (t, k, wp, g, a, m) = (
+        ty.id() as i32,
+        n as i32,
+        w.as_ptr(),
+        ng as i32,
+        act.as_ptr(),
+        nt as i32,
+    );
     // SAFETY: lengths asserted above; `out` per the caller's contract; the variant per `gemm`.
     unsafe {
-        B::gemv(gemm)(
-            n as i32,
-            w.as_ptr(),
-            ng as i32,
-            act.as_ptr(),
-            nt as i32,
-            out,
-            ldo,
+        match gemm {
+            #[cfg(target_arch = "x86_64")]
+            GemmIsa::Avx2 => ffi::le_gemv_x8_avx2(t, k, wp, g, a, m, out, ldo),
+            #[cfg(target_arch = "x86_64")]
+            GemmIsa::Vnni => ffi::le_gemv_x8_vnni(t, k, wp, g, a, m, out, ldo),
+            #[cfg(target_arch = "aarch64")]
+            GemmIsa::Dotprod => ffi::le_gemv_x8_dotprod(t, k, wp, g, a, m, out, ldo),
+            #[cfg(target_arch = "aarch64")]
+            GemmIsa::Neon => ffi::le_gemv_x8_neon(t, k, wp, g, a, m, out, ldo),
+            _ => ffi::le_gemv_x8_scalar(t, k, wp, g, a, m, out, ldo),
+        }
+    }
+}
+
+/// A plain row of an interleavable `ty` (one after a matrix's last group of eight) against the
+/// decode activations: Q4_0 through its SIMD dot, the others in scalar C (at most seven rows of
+/// a matrix take this path).
+pub fn x8_tail_dot(
+    gemm: GemmIsa,
+    ty: crate::dtype::GgmlType,
+    row: &[u8],
+    a: &[ffi::le_block_q8_0x],
+) -> f32 {
+    if ty == crate::dtype::GgmlType::Q4_0 {
+        return dot_q4_0_q8_0x(gemm, bytemuck::cast_slice(row), a);
+    }
+    let bb = x8_block_bytes(ty).unwrap_or_else(|| panic!("{ty} has no interleaved form"));
+    assert_eq!(row.len() * 8, a.len() * bb, "{ty} tail dot: lengths");
+    // SAFETY: the row holds a.len() plain blocks (asserted); byte reads only.
+    unsafe {
+        ffi::le_vec_dot_legacy_q8_0x_scalar(
+            ty.id() as i32,
+            (a.len() * 32) as i32,
+            row.as_ptr(),
+            a.as_ptr(),
         )
     }
 }

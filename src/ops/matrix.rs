@@ -109,12 +109,7 @@ impl<'a> Matrix<'a> {
             // Back to ggml's rows for the reference dequantizer (embedding lookups only).
             let mut rows = vec![0u8; 8 * rb];
             let group = &self.data[r / 8 * 8 * rb..(r / 8 + 1) * 8 * rb];
-            match self.ty {
-                GgmlType::Q4_0 => {
-                    deinterleave_group::<ffi::le_block_q4_0x8>(group, self.cols, &mut rows)
-                }
-                _ => deinterleave_group::<ffi::le_block_q5_0x8>(group, self.cols, &mut rows),
-            }
+            kernels::deinterleave_x8(self.ty, group, self.cols, &mut rows);
             let bytes = &rows[r % 8 * rb..(r % 8 + 1) * rb];
             crate::quant::dequantize(self.ty, bytes, out).expect("row length checked at load");
             return;
@@ -195,10 +190,7 @@ impl<'a> Matrix<'a> {
         let rows_of = |band: std::ops::Range<usize>| &self.data[band.start * rb..band.end * rb];
         let aligned = bytemuck::try_cast_slice::<u8, u16>(self.data).is_ok();
         if self.layout == Layout::X8 && n < GEMM_MIN_TOKENS {
-            match self.ty {
-                GgmlType::Q4_0 => self.gemv_x8::<ffi::le_block_q4_0x8>(x, n, out_ptr, pool),
-                _ => self.gemv_x8::<ffi::le_block_q5_0x8>(x, n, out_ptr, pool),
-            }
+            self.gemv_x8(x, n, out_ptr, pool);
             return;
         }
         // Types without a decode dot kernel of their own take the GEMM at any token count:
@@ -386,18 +378,7 @@ impl Matrix<'_> {
                     let panel = &mut panels[p * nb..(p + 1) * nb];
                     if self.layout == Layout::X8 && first + 8 <= self.rows / 8 * 8 {
                         let group = &self.data[first * rb..(first + 8) * rb];
-                        match self.ty {
-                            GgmlType::Q4_0 => kernels::pack_x8_interleaved::<ffi::le_block_q4_0x8>(
-                                bytemuck::cast_slice(group),
-                                cols,
-                                panel,
-                            ),
-                            _ => kernels::pack_x8_interleaved::<ffi::le_block_q5_0x8>(
-                                bytemuck::cast_slice(group),
-                                cols,
-                                panel,
-                            ),
-                        }
+                        kernels::pack_x8_interleaved(self.ty, group, cols, panel);
                         continue;
                     }
                     let packed = kernels::pack_x8(
@@ -433,13 +414,7 @@ impl Matrix<'_> {
 impl Matrix<'_> {
     /// Decode over interleaved rows: each thread takes a contiguous band of whole groups; rows
     /// past the last group of eight are plain and go through the row dot.
-    fn gemv_x8<B: kernels::Interleaved>(
-        &self,
-        x: &[f32],
-        n: usize,
-        out: Disjoint<f32>,
-        pool: &ThreadPool,
-    ) {
+    fn gemv_x8(&self, x: &[f32], n: usize, out: Disjoint<f32>, pool: &ThreadPool) {
         let (rows, cols, rb) = (self.rows, self.cols, self.row_bytes());
         let (nb, grouped) = (cols / 32, rows / 8 * 8);
         let mut act = vec![ffi::le_block_q8_0x::default(); n * nb];
@@ -450,18 +425,29 @@ impl Matrix<'_> {
         let body = |band: std::ops::Range<usize>| {
             let g1 = band.end.min(grouped);
             if band.start < g1 {
-                let w: &[B] = bytemuck::cast_slice(&self.data[band.start * rb..g1 * rb]);
+                let w = &self.data[band.start * rb..g1 * rb];
                 // SAFETY: `out` has n * rows elements; this thread alone writes rows band of
                 // each token (bands start at multiples of 16, so groups are whole).
                 unsafe {
-                    kernels::gemv_x8(gemm, cols, w, &act, n, out.get().add(band.start), rows)
+                    kernels::gemv_x8(
+                        gemm,
+                        self.ty,
+                        cols,
+                        w,
+                        &act,
+                        n,
+                        out.get().add(band.start),
+                        rows,
+                    )
                 };
             }
             for r in g1.max(band.start)..band.end {
                 let w = &self.data[r * rb..(r + 1) * rb];
                 for (t, a) in act.chunks_exact(nb).enumerate() {
                     // SAFETY: as above; row r is in this thread's band.
-                    unsafe { *out.get().add(t * rows + r) = B::tail_dot(gemm, w, a) };
+                    unsafe {
+                        *out.get().add(t * rows + r) = kernels::x8_tail_dot(gemm, self.ty, w, a)
+                    };
                 }
             }
         };
@@ -469,12 +455,7 @@ impl Matrix<'_> {
     }
 }
 
-/// Eight interleaved rows' bytes back to ggml's rows.
-fn deinterleave_group<B: kernels::Interleaved>(group: &[u8], cols: usize, rows: &mut [u8]) {
-    kernels::deinterleave_x8::<B>(bytemuck::cast_slice(group), cols, rows);
-}
-
-/// Rearranges a Q4_0 or Q5_0 matrix's rows in place into groups of eight interleaved rows for
+/// Rearranges a Q4_0, Q4_1, Q5_0 or Q5_1 matrix's rows in place into groups of eight interleaved rows for
 /// the decode kernels (the rows after the last multiple of eight stay plain) and marks its
 /// layout. Returns false, changing nothing, for any other tensor, or one of fewer than eight rows.
 pub fn interleave(info: &mut TensorInfo, data: &mut [u8]) -> bool {
@@ -497,15 +478,10 @@ pub fn interleave(info: &mut TensorInfo, data: &mut [u8]) -> bool {
 /// memory, then given `layout: Layout::X8`). False, changing nothing, when the type has no
 /// interleaved form or the bytes do not hold such rows, at least eight of them, 2-aligned.
 pub fn interleave_rows(ty: GgmlType, cols: usize, rows: usize, data: &mut [u8]) -> bool {
-    match ty {
-        GgmlType::Q4_0 => interleave_as::<ffi::le_block_q4_0x8>(cols, rows, data),
-        GgmlType::Q5_0 => interleave_as::<ffi::le_block_q5_0x8>(cols, rows, data),
-        _ => false,
-    }
-}
-
-fn interleave_as<B: kernels::Interleaved>(cols: usize, rows: usize, data: &mut [u8]) -> bool {
-    let rb = cols / 32 * B::PLAIN;
+    let Some(bb) = kernels::x8_block_bytes(ty) else {
+        return false;
+    };
+    let rb = cols / 32 * bb / 8;
     if !cols.is_multiple_of(32)
         || rows < 8
         || data.len() != rows * rb
@@ -513,10 +489,10 @@ fn interleave_as<B: kernels::Interleaved>(cols: usize, rows: usize, data: &mut [
     {
         return false;
     }
-    let mut group = vec![B::default(); cols / 32];
+    let mut group = vec![0u8; 8 * rb];
     for rows8 in data.chunks_exact_mut(8 * rb) {
-        kernels::interleave_x8(rows8, cols, &mut group);
-        rows8.copy_from_slice(bytemuck::cast_slice(&group));
+        kernels::interleave_x8(ty, rows8, cols, &mut group);
+        rows8.copy_from_slice(&group);
     }
     true
 }
@@ -694,7 +670,12 @@ mod tests {
 
     #[test]
     fn interleaved_rows_equal_the_plain_rows() {
-        for ty in [GgmlType::Q4_0, GgmlType::Q5_0] {
+        for ty in [
+            GgmlType::Q4_0,
+            GgmlType::Q4_1,
+            GgmlType::Q5_0,
+            GgmlType::Q5_1,
+        ] {
             interleaved_equals_plain(ty);
         }
     }

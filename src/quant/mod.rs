@@ -66,7 +66,6 @@ pod!(
     ffi::le_block_q8_K,
     ffi::le_block_q8_0x,
     ffi::le_block_q4_0x8,
-    ffi::le_block_q5_0x8,
     ffi::le_block_x8
 );
 

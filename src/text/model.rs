@@ -5,7 +5,6 @@ use std::path::PathBuf;
 
 use super::config::{Arch, TextConfig};
 use super::kv_cache::KvCache;
-use crate::dtype::GgmlType;
 use crate::gguf::{GgufError, GgufFile};
 use crate::kernels::Visible;
 use crate::ops::attention::attend_rows;
@@ -90,7 +89,7 @@ fn vector(f: &GgufFile, name: &str, len: usize) -> Result<Vec<f32>, TextError> {
     Ok(out)
 }
 
-/// Rearranges the text model's Q4_0 and Q5_0 weight matrices in `f` for the decode kernels (eight rows
+/// Rearranges the text model's Q4_0, Q4_1, Q5_0 and Q5_1 weight matrices in `f` for the decode kernels (eight rows
 /// interleaved, in the file's private pages; llama.cpp repacks at load for the same reason). The
 /// token embedding is left as it is unless it doubles as the output matrix, since a lookup
 /// touches only a few of its rows. Returns how many tensors were rearranged.
@@ -121,7 +120,7 @@ pub fn interleave_weights(f: &mut GgufFile, pool: &ThreadPool) -> Result<usize, 
                 .is_some_and(|m| MATRICES.contains(&m))
     };
     let work =
-        f.tensors_mut(|t| matches!(t.ty, GgmlType::Q4_0 | GgmlType::Q5_0) && wanted(&t.name))?;
+        f.tensors_mut(|t| crate::kernels::x8_block_bytes(t.ty).is_some() && wanted(&t.name))?;
     let done = std::sync::atomic::AtomicUsize::new(0);
     let queue = std::sync::Mutex::new(work);
     pool.for_chunks(queue.lock().map_or(0, |q| q.len()), 1, &|_| {
