@@ -381,22 +381,45 @@ void le_deinterleave_x8(int type, const uint8_t *w, int n, uint8_t *rows, size_t
     }
 }
 
-void le_pack_x8_interleaved(int type, const uint8_t *w, int n, le_block_x8 *out) {
-    int five, with_min;
-    if (!x8_kind(type, &five, &with_min)) {
-        return;
-    }
+/* The panel's code j (< 128) sits where the interleaved qs byte j does (low nibble; its high
+ * nibble is code 128 + j), and qh byte j % 32 holds both fifth bits of that byte at bits c and
+ * 4 + c (c = j / 32): one pass over the bytes, which the compiler vectorises. */
+static inline __attribute__((always_inline)) void pack_x8_kind(int five, int with_min, const uint8_t *w, int n,
+                                                               le_block_x8 *out) {
     const size_t bsize = 8 * plain_bytes(five, with_min);
     for (int b = 0; b < n / 32; b++) {
-        const uint8_t *x = w + (size_t)b * bsize;
+        const uint8_t *x = w + (size_t)b * bsize, *qs = x + bsize - 128, *qh = x + bsize - 160;
         for (int r = 0; r < 8; r++) {
             const float d = f16_to_f32(get16(x + 2 * r));
             out[b].s[0][r] = out[b].s[1][r] = d;
             out[b].o[r] = with_min ? f16_to_f32(get16(x + 16 + 2 * r)) : (five ? -16.0f : -8.0f) * d;
-            for (int v = 0; v < 32; v++) {
-                out[b].q[32 * (v / 4) + 4 * r + v % 4] = (int8_t)x8_code(five, x, bsize, r, v);
+        }
+        for (int c = 0; c < 4; c++) {
+            for (int k = 0; k < 32; k++) {
+                const uint8_t q = qs[32 * c + k];
+                const uint8_t lo5 = five ? (uint8_t)(((qh[k] >> c) & 1) << 4) : 0;
+                const uint8_t hi5 = five ? (uint8_t)(((qh[k] >> (4 + c)) & 1) << 4) : 0;
+                out[b].q[32 * c + k] = (int8_t)((q & 0x0f) | lo5);
+                out[b].q[128 + 32 * c + k] = (int8_t)((q >> 4) | hi5);
             }
         }
+    }
+}
+
+void le_pack_x8_interleaved(int type, const uint8_t *w, int n, le_block_x8 *out) {
+    switch (type) {
+    case LE_TYPE_Q4_0:
+        pack_x8_kind(0, 0, w, n, out);
+        break;
+    case LE_TYPE_Q4_1:
+        pack_x8_kind(0, 1, w, n, out);
+        break;
+    case LE_TYPE_Q5_0:
+        pack_x8_kind(1, 0, w, n, out);
+        break;
+    case LE_TYPE_Q5_1:
+        pack_x8_kind(1, 1, w, n, out);
+        break;
     }
 }
 
