@@ -7,6 +7,7 @@
 #include "llava_kernels.h"
 #include "q3k_scales.h"
 
+#include "half.h"
 #include "hsum_x86.h"
 
 /* Signed bytes x signed bytes summed in int32 lanes: maddubs needs one unsigned operand, so
@@ -60,13 +61,7 @@ static inline __m256 h16x8(int bf, const uint16_t *p) {
 }
 
 static inline float h16_1(int bf, uint16_t v) {
-    if (bf) {
-        const uint32_t u = (uint32_t)v << 16;
-        float f;
-        memcpy(&f, &u, sizeof f);
-        return f;
-    }
-    return _cvtsh_ss(v);
+    return bf ? bf16_to_f32(v) : _cvtsh_ss(v);
 }
 
 static inline float dot_h16(int bf, int n, const uint16_t *w, const float *a) {

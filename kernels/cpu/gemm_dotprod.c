@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "llava_kernels.h"
+#include "x8_kinds.h"
 
 #define TILE_TOKENS 4
 
@@ -92,7 +93,7 @@ static inline __attribute__((always_inline)) void tile(le_codes codes, int nb, c
 static inline __attribute__((always_inline)) void gemv_x8(int five, int with_min, int n, const uint8_t *w, int ng,
                                                           const le_block_q8_0x *a, int nt, float *out, size_t ldo) {
     const int nb = n / 32;
-    const size_t bsize = 8 * (18 + 2 * (size_t)with_min + 4 * (size_t)five);
+    const size_t bsize = 8 * X8_PLAIN_BYTES(five, with_min);
     const uint8x16_t low4 = vdupq_n_u8(0x0f), bit4 = vdupq_n_u8(0x10);
     const float offset = with_min ? -1.0f : (five ? 16.0f : 8.0f);
     for (int g = 0; g < ng; g++) {
@@ -145,20 +146,7 @@ static inline __attribute__((always_inline)) void gemv_x8(int five, int with_min
 
 void GEMV_X8_FN(int type, int n, const uint8_t *w, int ng, const le_block_q8_0x *a, int nt, float *out,
                 size_t ldo) {
-    switch (type) {
-    case LE_TYPE_Q4_0:
-        gemv_x8(0, 0, n, w, ng, a, nt, out, ldo);
-        break;
-    case LE_TYPE_Q4_1:
-        gemv_x8(0, 1, n, w, ng, a, nt, out, ldo);
-        break;
-    case LE_TYPE_Q5_0:
-        gemv_x8(1, 0, n, w, ng, a, nt, out, ldo);
-        break;
-    case LE_TYPE_Q5_1:
-        gemv_x8(1, 1, n, w, ng, a, nt, out, ldo);
-        break;
-    }
+    X8_DISPATCH(type, gemv_x8, n, w, ng, a, nt, out, ldo);
 }
 
 void GEMM_FN(le_codes codes, int n, const le_block_x8 *w, int np, int nrows, const le_block_q8_0x *a,

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "llava_kernels.h"
+#include "x8_kinds.h"
 #include "q3k_scales.h"
 
 #include "half.h"
@@ -298,7 +299,7 @@ static int x8_kind(int type, int *five, int *with_min) {
 }
 
 static inline size_t plain_bytes(int five, int with_min) {
-    return 18 + 2 * (size_t)with_min + 4 * (size_t)five;
+    return X8_PLAIN_BYTES(five, with_min);
 }
 
 int le_x8_block_bytes(int type) {
@@ -407,20 +408,7 @@ static inline __attribute__((always_inline)) void pack_x8_kind(int five, int wit
 }
 
 void le_pack_x8_interleaved(int type, const uint8_t *w, int n, le_block_x8 *out) {
-    switch (type) {
-    case LE_TYPE_Q4_0:
-        pack_x8_kind(0, 0, w, n, out);
-        break;
-    case LE_TYPE_Q4_1:
-        pack_x8_kind(0, 1, w, n, out);
-        break;
-    case LE_TYPE_Q5_0:
-        pack_x8_kind(1, 0, w, n, out);
-        break;
-    case LE_TYPE_Q5_1:
-        pack_x8_kind(1, 1, w, n, out);
-        break;
-    }
+    X8_DISPATCH(type, pack_x8_kind, w, n, out);
 }
 
 /* The scalar decode: the same sums as the SIMD drivers (integer code sums a block, scaled; the

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "llava_kernels.h"
+#include "x8_kinds.h"
 
 #ifdef LE_VNNI
 #define GEMM_FN le_gemm_x8_vnni
@@ -275,7 +276,7 @@ static inline __m256i q5_x8_isum(const uint8_t *xh, const uint8_t *xq, const int
 static inline __attribute__((always_inline)) void gemv_x8(int five, int with_min, int n, const uint8_t *w, int ng,
                                                           const le_block_q8_0x *a, int nt, float *out, size_t ldo) {
     const int nb = n / 32;
-    const size_t bsize = 8 * (18 + 2 * (size_t)with_min + 4 * (size_t)five);
+    const size_t bsize = 8 * X8_PLAIN_BYTES(five, with_min);
     for (int g = 0; g < ng; g++) {
         const uint8_t *x = w + (size_t)g * nb * bsize;
         for (int t = 0; t < nt; t++) {
@@ -311,20 +312,7 @@ static inline __attribute__((always_inline)) void gemv_x8(int five, int with_min
 
 void GEMV_X8_FN(int type, int n, const uint8_t *w, int ng, const le_block_q8_0x *a, int nt, float *out,
                 size_t ldo) {
-    switch (type) {
-    case LE_TYPE_Q4_0:
-        gemv_x8(0, 0, n, w, ng, a, nt, out, ldo);
-        break;
-    case LE_TYPE_Q4_1:
-        gemv_x8(0, 1, n, w, ng, a, nt, out, ldo);
-        break;
-    case LE_TYPE_Q5_0:
-        gemv_x8(1, 0, n, w, ng, a, nt, out, ldo);
-        break;
-    case LE_TYPE_Q5_1:
-        gemv_x8(1, 1, n, w, ng, a, nt, out, ldo);
-        break;
-    }
+    X8_DISPATCH(type, gemv_x8, n, w, ng, a, nt, out, ldo);
 }
 
 void GEMM_FN(le_codes codes, int n, const le_block_x8 *w, int np, int nrows, const le_block_q8_0x *a, int nt,

@@ -1,4 +1,4 @@
-/* Half-precision conversions in portable C, shared by the portable kernels. */
+/* Half-precision conversions in portable C, shared by the kernels (scalar paths and tails). */
 #ifndef LE_HALF_H
 #define LE_HALF_H
 
@@ -27,6 +27,14 @@ static inline float f16_to_f32(uint16_t h) {
     }
     float f;
     memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+/* bf16 is the top half of an f32. */
+static inline float bf16_to_f32(uint16_t v) {
+    const uint32_t u = (uint32_t)v << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
     return f;
 }
 

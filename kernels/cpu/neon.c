@@ -3,6 +3,7 @@
 #include <arm_neon.h>
 #include <string.h>
 
+#include "half.h"
 #include "llava_kernels.h"
 
 static inline float h2f(uint16_t h) {
@@ -57,13 +58,7 @@ static inline float32x4_t h16x4(int bf, const uint16_t *p) {
 }
 
 static inline float h16_1(int bf, uint16_t v) {
-    if (bf) {
-        const uint32_t u = (uint32_t)v << 16;
-        float f;
-        memcpy(&f, &u, sizeof f);
-        return f;
-    }
-    return h2f(v);
+    return bf ? bf16_to_f32(v) : h2f(v);
 }
 
 static inline float dot_h16(int bf, int n, const uint16_t *w, const float *a) {
@@ -133,7 +128,6 @@ void le_quantize_row_q8_0x_neon(const float *x, le_block_q8_0x *y, int n) {
 #endif
 
 #if defined(__aarch64__)
-#include <string.h>
 
 /* Four-byte dot products per lane without SDOT: widening multiplies, pairwise adds. The sums
  * are the same integers as SDOT's, so results equal the dotprod build's. */

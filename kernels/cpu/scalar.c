@@ -49,13 +49,6 @@ float le_vec_dot_q8_0_q8_0_scalar(int n, const le_block_q8_0 *w, const le_block_
     return sum;
 }
 
-static inline float bf16_to_f32(uint16_t v) {
-    const uint32_t u = (uint32_t)v << 16;
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
-}
-
 static inline float dot_h16(int bf, int n, const uint16_t *w, const float *a) {
     /* Eight partial sums, like the SIMD versions, so rounding differs only by order. */
     float acc[8] = {0};
