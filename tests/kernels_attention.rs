@@ -199,7 +199,7 @@ fn row_tiles_match_f64_softmax_causal_and_not() {
     use llava_edge::kernels::Visible;
     let mut rng = rand::rngs::StdRng::seed_from_u64(29);
     let mut checked = 0;
-    for hd in [8usize, 64, 72, 128] {
+    for hd in [6usize, 8, 20, 64, 72, 128] {
         for (nq, n_kv, causal) in [
             (1, 1, true),
             (4, 4, true),

@@ -34,6 +34,48 @@ static inline float load1(const void *p, int f16, size_t i) {
     return f16 ? _cvtsh_ss(((const uint16_t *)p)[i]) : ((const float *)p)[i];
 }
 
+/* hd values from p + off as f32, eight at a time. */
+static inline void row_f32(const void *p, int f16, size_t off, int hd, float *out) {
+    int d = 0;
+    for (; d + 8 <= hd; d += 8) {
+        _mm256_storeu_ps(out + d, load8(p, f16, off + d));
+    }
+    for (; d < hd; d++) {
+        out[d] = load1(p, f16, off + d);
+    }
+}
+
+/* blk[d * 8 + j] = rows[j][d]: 8x8 transposes in registers, the rest element by element. */
+static inline void transpose8(const float (*rows)[MAX_HEAD_DIM], int hd, float *blk) {
+    int d = 0;
+    for (; d + 8 <= hd; d += 8) {
+        __m256 r[8], t[8];
+        for (int j = 0; j < 8; j++) {
+            r[j] = _mm256_loadu_ps(rows[j] + d);
+        }
+        for (int j = 0; j < 8; j += 2) {
+            t[j] = _mm256_unpacklo_ps(r[j], r[j + 1]);
+            t[j + 1] = _mm256_unpackhi_ps(r[j], r[j + 1]);
+        }
+        for (int j = 0; j < 8; j += 4) {
+            r[j] = _mm256_shuffle_ps(t[j], t[j + 2], 0x44);
+            r[j + 1] = _mm256_shuffle_ps(t[j], t[j + 2], 0xee);
+            r[j + 2] = _mm256_shuffle_ps(t[j + 1], t[j + 3], 0x44);
+            r[j + 3] = _mm256_shuffle_ps(t[j + 1], t[j + 3], 0xee);
+        }
+        /* r[0..3] hold dims {0,4}, {1,5}, {2,6}, {3,7} of rows 0-3, r[4..7] of rows 4-7. */
+        for (int i = 0; i < 4; i++) {
+            _mm256_storeu_ps(blk + (size_t)(d + i) * 8, _mm256_permute2f128_ps(r[i], r[i + 4], 0x20));
+            _mm256_storeu_ps(blk + (size_t)(d + i + 4) * 8, _mm256_permute2f128_ps(r[i], r[i + 4], 0x31));
+        }
+    }
+    for (; d < hd; d++) {
+        for (int j = 0; j < 8; j++) {
+            blk[(size_t)d * 8 + j] = rows[j][d];
+        }
+    }
+}
+
 static float dot_qk(const float *q, const void *k, int f16, size_t off, int hd) {
     __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
     int i = 0;
@@ -114,6 +156,38 @@ static inline float32x4_t load4(const void *p, int f16, size_t i) {
 
 static inline float load1(const void *p, int f16, size_t i) {
     return f16 ? f16_to_f32(((const uint16_t *)p)[i]) : ((const float *)p)[i];
+}
+
+/* hd values from p + off as f32, four at a time. */
+static inline void row_f32(const void *p, int f16, size_t off, int hd, float *out) {
+    int d = 0;
+    for (; d + 4 <= hd; d += 4) {
+        vst1q_f32(out + d, load4(p, f16, off + d));
+    }
+    for (; d < hd; d++) {
+        out[d] = load1(p, f16, off + d);
+    }
+}
+
+/* blk[d * 8 + j] = rows[j][d]: 4x4 transposes in registers (two per four dimensions). */
+static inline void transpose8(const float (*rows)[MAX_HEAD_DIM], int hd, float *blk) {
+    int d = 0;
+    for (; d + 4 <= hd; d += 4) {
+        for (int h = 0; h < 2; h++) {
+            const float32x4_t r0 = vld1q_f32(rows[4 * h] + d), r1 = vld1q_f32(rows[4 * h + 1] + d);
+            const float32x4_t r2 = vld1q_f32(rows[4 * h + 2] + d), r3 = vld1q_f32(rows[4 * h + 3] + d);
+            const float32x4x2_t a = vtrnq_f32(r0, r1), b = vtrnq_f32(r2, r3);
+            vst1q_f32(blk + (size_t)d * 8 + 4 * h, vcombine_f32(vget_low_f32(a.val[0]), vget_low_f32(b.val[0])));
+            vst1q_f32(blk + (size_t)(d + 1) * 8 + 4 * h, vcombine_f32(vget_low_f32(a.val[1]), vget_low_f32(b.val[1])));
+            vst1q_f32(blk + (size_t)(d + 2) * 8 + 4 * h, vcombine_f32(vget_high_f32(a.val[0]), vget_high_f32(b.val[0])));
+            vst1q_f32(blk + (size_t)(d + 3) * 8 + 4 * h, vcombine_f32(vget_high_f32(a.val[1]), vget_high_f32(b.val[1])));
+        }
+    }
+    for (; d < hd; d++) {
+        for (int j = 0; j < 8; j++) {
+            blk[(size_t)d * 8 + j] = rows[j][d];
+        }
+    }
 }
 
 static float dot_qk(const float *q, const void *k, int f16, size_t off, int hd) {
@@ -239,14 +313,17 @@ static inline int row_kv(int i, int n_kv, int causal, int kv0) {
  * against one load advances eight scores: the QK^T part is then a small GEMM with no horizontal
  * sums. Positions from n up to the next multiple of 16 are zero. */
 static void pack_kt(int n, int hd, const void *k, int f16, size_t stride, float *kt) {
+    float rows[8][MAX_HEAD_DIM];
     for (int b = 0; b < (n + 15) / 16 * 2; b++) {
-        float *blk = kt + (size_t)b * hd * 8;
         for (int j = 0; j < 8; j++) {
             const int p = 8 * b + j;
-            for (int d = 0; d < hd; d++) {
-                blk[d * 8 + j] = p < n ? load1(k, f16, (size_t)p * stride + d) : 0.0f;
+            if (p < n) {
+                row_f32(k, f16, (size_t)p * stride, hd, rows[j]);
+            } else {
+                memset(rows[j], 0, (size_t)hd * sizeof(float));
             }
         }
+        transpose8((const float (*)[MAX_HEAD_DIM])rows, hd, kt + (size_t)b * hd * 8);
     }
 }
 
@@ -255,9 +332,7 @@ static void pack_kt(int n, int hd, const void *k, int f16, size_t stride, float 
  * evict each other; packed, they are one contiguous run. */
 static void pack_v(int n, int hd, const void *v, int f16, size_t stride, float *vp) {
     for (int p = 0; p < n; p++) {
-        for (int d = 0; d < hd; d++) {
-            vp[(size_t)p * hd + d] = load1(v, f16, (size_t)p * stride + d);
-        }
+        row_f32(v, f16, (size_t)p * stride, hd, vp + (size_t)p * hd);
     }
 }
 

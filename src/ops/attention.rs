@@ -54,7 +54,10 @@ pub fn attend_rows(
     head_dim: usize,
     out: &mut [f32],
 ) {
-    const ROWS: usize = 32;
+    // Query rows a task: each task packs (transposes, converts) every key and value its rows
+    // see, so larger tasks pack less often; 128 still leaves dozens of tasks a layer to share
+    // out (a 729-patch tile: 6 blocks x 16 heads; a 512-token prompt: 4 x 14).
+    const ROWS: usize = 128;
     let w = n_head * head_dim;
     assert_eq!(q.len(), n_rows * w, "attend_rows: query length");
     assert_eq!(out.len(), n_rows * w, "attend_rows: output length");
