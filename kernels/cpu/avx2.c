@@ -139,15 +139,13 @@ static inline int hsum_i32(__m256i v) {
  * sc[0..3] and m[0..3] are the low 6 bits of bytes 0..3 and 4..7; sc[4..7] and m[4..7] take
  * their low 4 bits from the nibbles of bytes 8..11 and their top 2 from bits 6..7 of bytes 0..3
  * and 4..7. */
-static inline void scales_mins_k4(const uint8_t *q, uint8_t sc[8], uint8_t m[8]) {
-    uint32_t u[3], s[2], mm[2];
+static inline void scales_mins_k4(const uint8_t *q, uint32_t s[2], uint32_t mm[2]) {
+    uint32_t u[3];
     memcpy(u, q, 12);
     s[0] = u[0] & 0x3f3f3f3fu;
     mm[0] = u[1] & 0x3f3f3f3fu;
     s[1] = (u[2] & 0x0f0f0f0fu) | (((u[0] >> 6) & 0x03030303u) << 4);
     mm[1] = ((u[2] >> 4) & 0x0f0f0f0fu) | (((u[1] >> 6) & 0x03030303u) << 4);
-    memcpy(sc, s, 8);
-    memcpy(m, mm, 8);
 }
 
 /* Q4_K and Q5_K share their super-block (d, dmin, 6-bit scales and mins, nibbles); Q5_K adds
@@ -164,12 +162,14 @@ static inline __attribute__((always_inline)) float dot_k45(int n, size_t stride,
 #define AT(p, b) ((const void *)((const uint8_t *)(p) + (size_t)(b) * stride))
     for (int b = 0; b < n / LE_QK_K; b++) {
         const uint8_t *qs = AT(qs0, b);
-        uint8_t sc[8], m[8];
-        scales_mins_k4(AT(scales0, b), sc, m);
+        /* Scales and mins stay in registers: bytes stored and read back as one wider load
+         * would stall on store forwarding every super-block. */
+        uint32_t sw[2], mw[2];
+        scales_mins_k4(AT(scales0, b), sw, mw);
         /* Mins against the sums of each 32 activations (pairs of the 16-sums). */
         const __m128i bs = _mm_hadd_epi16(_mm_loadu_si128((const __m128i *)a[b].bsums),
                                           _mm_loadu_si128((const __m128i *)(a[b].bsums + 8)));
-        const __m128i mins = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)m));
+        const __m128i mins = _mm_cvtepu8_epi16(_mm_set_epi32(0, 0, (int)mw[1], (int)mw[0]));
         const __m128i pm = _mm_madd_epi16(mins, bs);
         /* Shifting the 16-bit lanes right by 2 a step keeps each byte's bit 0 its own for the
          * seven shifts used (bits from the upper byte only reach bits 2..7 of the lower). */
@@ -187,8 +187,9 @@ static inline __attribute__((always_inline)) float dot_k45(int n, size_t stride,
             const __m256i y1 = _mm256_loadu_si256((const __m256i *)(a[b].qs + 64 * c + 32));
             /* Unsigned 4- or 5-bit x signed 8-bit pairs fit int16 (2 * 31 * 127); then scale and
              * widen. */
-            const __m256i p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, y0), _mm256_set1_epi16(sc[2 * c]));
-            const __m256i p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, y1), _mm256_set1_epi16(sc[2 * c + 1]));
+            const int s0 = (int)(sw[c / 2] >> (16 * (c % 2))) & 0xff, s1 = (int)(sw[c / 2] >> (16 * (c % 2) + 8)) & 0xff;
+            const __m256i p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, y0), _mm256_set1_epi16((short)s0));
+            const __m256i p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, y1), _mm256_set1_epi16((short)s1));
             iacc = _mm256_add_epi32(iacc, _mm256_add_epi32(p0, p1));
         }
         const float d = _cvtsh_ss(*(const uint16_t *)AT(d0, b)) * a[b].d;
@@ -227,9 +228,13 @@ float le_vec_dot_q3_K_q8_K_avx2(int n, const le_block_q3_K *w, const le_block_q8
     const __m256i three = _mm256_set1_epi8(3), one = _mm256_set1_epi8(1), four = _mm256_set1_epi8(4);
     __m256 acc = _mm256_setzero_ps();
     for (int b = 0; b < n / LE_QK_K; b++) {
-        int8_t sc[16];
-        q3_K_scales(w[b].scales, sc);
-        const __m256i s16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)sc));
+        /* The scales straight into a register (storing them as bytes and loading 16 back
+         * would stall on store forwarding every super-block). */
+        uint32_t aux[4];
+        q3_K_scale_words(w[b].scales, aux);
+        const __m128i sc = _mm_sub_epi8(_mm_set_epi32((int)aux[3], (int)aux[2], (int)aux[1], (int)aux[0]),
+                                        _mm_set1_epi8(32));
+        const __m256i s16 = _mm256_cvtepi8_epi16(sc);
         __m256i hb = _mm256_loadu_si256((const __m256i *)w[b].hmask);
         __m256i iacc0 = _mm256_setzero_si256(), iacc1 = _mm256_setzero_si256();
         for (int h = 0; h < 2; h++) {
