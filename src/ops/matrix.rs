@@ -196,18 +196,8 @@ impl<'a> Matrix<'a> {
         // Types without a decode dot kernel of their own take the GEMM at any token count:
         // packing eight rows into panels and running them is still several times faster than
         // dequantizing rows to f32.
-        let row_kernel = matches!(
-            self.ty,
-            GgmlType::Q4_0
-                | GgmlType::Q8_0
-                | GgmlType::Q5_0
-                | GgmlType::Q2_K
-                | GgmlType::Q3_K
-                | GgmlType::Q4_K
-                | GgmlType::Q5_K
-                | GgmlType::Q6_K
-        );
-        if (n >= GEMM_MIN_TOKENS || !row_kernel) && aligned {
+        let row = row_dot(self.ty);
+        if (n >= GEMM_MIN_TOKENS || row.is_none()) && aligned {
             if let Some(codes) = kernels::panel_codes(self.ty) {
                 self.gemm(codes, x, n, out_ptr, pool);
                 return;
@@ -220,38 +210,25 @@ impl<'a> Matrix<'a> {
             pool,
             put: &put,
         };
-        match self.ty {
-            // x86: unsigned nibbles against activations that carry their sums (fewer
-            // operations a block, and decode of Q4_0 is compute-bound there).
-            GgmlType::Q4_0 if aligned && isa == kernels::Isa::Avx2 => {
-                product.run(32, kernels::quantize_row_q8_0x, &|w, a| {
-                    kernels::dot_q4_0_q8_0x(gemm_isa, bytemuck::cast_slice(w), a)
-                })
+        if aligned {
+            match row {
+                // x86: unsigned nibbles against activations that carry their sums (fewer
+                // operations a block, and decode of Q4_0 is compute-bound there).
+                Some(_) if self.ty == GgmlType::Q4_0 && isa == kernels::Isa::Avx2 => {
+                    return product.run(32, kernels::quantize_row_q8_0x, &|w, a| {
+                        kernels::dot_q4_0_q8_0x(gemm_isa, bytemuck::cast_slice(w), a)
+                    });
+                }
+                Some(RowDot::Q8_0(dot)) => {
+                    return product.run(32, kernels::quantize_row_q8_0, &|w, a| dot(isa, w, a));
+                }
+                Some(RowDot::Q8K(dot)) => {
+                    return product.run(256, kernels::quantize_row_q8_K, &|w, a| dot(isa, w, a));
+                }
+                None => {}
             }
-            GgmlType::Q4_0 if aligned => product.run(32, kernels::quantize_row_q8_0, &|w, a| {
-                kernels::dot_q4_0_q8_0(isa, bytemuck::cast_slice(w), a)
-            }),
-            GgmlType::Q8_0 if aligned => product.run(32, kernels::quantize_row_q8_0, &|w, a| {
-                kernels::dot_q8_0_q8_0(isa, bytemuck::cast_slice(w), a)
-            }),
-            GgmlType::Q5_0 if aligned => product.run(32, kernels::quantize_row_q8_0, &|w, a| {
-                kernels::dot_q5_0_q8_0(isa, bytemuck::cast_slice(w), a)
-            }),
-            GgmlType::Q4_K if aligned => product.run(256, kernels::quantize_row_q8_K, &|w, a| {
-                kernels::dot_q4_K_q8_K(isa, bytemuck::cast_slice(w), a)
-            }),
-            GgmlType::Q6_K if aligned => product.run(256, kernels::quantize_row_q8_K, &|w, a| {
-                kernels::dot_q6_K_q8_K(isa, bytemuck::cast_slice(w), a)
-            }),
-            GgmlType::Q5_K if aligned => product.run(256, kernels::quantize_row_q8_K, &|w, a| {
-                kernels::dot_q5_K_q8_K(isa, bytemuck::cast_slice(w), a)
-            }),
-            GgmlType::Q3_K if aligned => product.run(256, kernels::quantize_row_q8_K, &|w, a| {
-                kernels::dot_q3_K_q8_K(isa, bytemuck::cast_slice(w), a)
-            }),
-            GgmlType::Q2_K if aligned => product.run(256, kernels::quantize_row_q8_K, &|w, a| {
-                kernels::dot_q2_K_q8_K(isa, bytemuck::cast_slice(w), a)
-            }),
+        }
+        match self.ty {
             GgmlType::F16 if aligned && n >= GEMM_MIN_TOKENS => {
                 // Prefill / vision: the tiled F16 GEMM, 64-row chunks handed out on demand.
                 let w: &[u16] = bytemuck::cast_slice(self.data);
@@ -332,6 +309,32 @@ pub fn matmul_stacked(
             at += m.rows;
         }
     }
+}
+
+/// A decode row kernel, by the activations it takes. [`row_dot`] is the one list of them: it
+/// both dispatches them and decides which types take the GEMM at one token instead.
+#[derive(Clone, Copy)]
+enum RowDot {
+    /// Against Q8_0 activations (blocks of 32).
+    Q8_0(fn(kernels::Isa, &[u8], &[ffi::le_block_q8_0]) -> f32),
+    /// Against Q8_K activations (blocks of 256).
+    Q8K(fn(kernels::Isa, &[u8], &[ffi::le_block_q8_K]) -> f32),
+}
+
+fn row_dot(ty: GgmlType) -> Option<RowDot> {
+    use bytemuck::cast_slice as c;
+    use kernels as k;
+    Some(match ty {
+        GgmlType::Q4_0 => RowDot::Q8_0(|i, w, a| k::dot_q4_0_q8_0(i, c(w), a)),
+        GgmlType::Q5_0 => RowDot::Q8_0(|i, w, a| k::dot_q5_0_q8_0(i, c(w), a)),
+        GgmlType::Q8_0 => RowDot::Q8_0(|i, w, a| k::dot_q8_0_q8_0(i, c(w), a)),
+        GgmlType::Q2_K => RowDot::Q8K(|i, w, a| k::dot_q2_K_q8_K(i, c(w), a)),
+        GgmlType::Q3_K => RowDot::Q8K(|i, w, a| k::dot_q3_K_q8_K(i, c(w), a)),
+        GgmlType::Q4_K => RowDot::Q8K(|i, w, a| k::dot_q4_K_q8_K(i, c(w), a)),
+        GgmlType::Q5_K => RowDot::Q8K(|i, w, a| k::dot_q5_K_q8_K(i, c(w), a)),
+        GgmlType::Q6_K => RowDot::Q8K(|i, w, a| k::dot_q6_K_q8_K(i, c(w), a)),
+        _ => return None,
+    })
 }
 
 /// From this many tokens on, products run as a GEMM over repacked panels; below it the row
