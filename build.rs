@@ -40,6 +40,7 @@ fn main() {
             "kernels/cpu/gemm_pack.c",
             "kernels/cpu/attention.c",
             "kernels/cpu/gemm_f16.c",
+            "kernels/cpu/gemm_bf16.c",
             "kernels/cpu/activation.c",
             "kernels/cpu/norm_rope.c",
         ],
@@ -82,6 +83,19 @@ fn main() {
             ]
             .concat();
             compile("le_vnni", &["kernels/cpu/gemm_x86.c"], &vnni);
+            // bfloat16 pairs (vdpbf16ps), for the opt-in bf16 vision products.
+            compile(
+                "le_bf16",
+                &["kernels/cpu/gemm_bf16.c"],
+                &[
+                    "-mavx512f",
+                    "-mavx512bw",
+                    "-mavx512vl",
+                    "-mavx512bf16",
+                    "-mf16c",
+                    "-DLE_BF16_AVX512",
+                ],
+            );
         }
         "aarch64" => {
             compile(

@@ -214,6 +214,7 @@ fn views<'a>(
             cols,
             data: w,
             layout,
+            bf16_products: false,
         })
         .collect()
 }
@@ -313,6 +314,7 @@ fn matmul(
         cols,
         data: &w,
         layout: llava_edge::gguf::Layout::Rows,
+        bf16_products: false,
     };
     let mut ours = vec![0f32; rows * n];
     let reps = o.reps.min(5);

@@ -26,6 +26,8 @@ pub struct BenchConfig {
     pub ttft_prompt: usize,
     /// Interleave Q4_0 weights at load for decode (`--no-repack` turns it off).
     pub repack: bool,
+    /// Vision products in bfloat16 pairs (`--vision-bf16`).
+    pub vision_bf16: bool,
 }
 
 /// Medians of one benchmark run.
@@ -114,7 +116,12 @@ pub fn run(
         Some(p) => Some(GgufFile::open(p).map_err(crate::vision::VisionError::from)?),
         None => None,
     };
-    let vision = vf.as_ref().map(VisionEncoder::load).transpose()?;
+    let mut vision = vf.as_ref().map(VisionEncoder::load).transpose()?;
+    if let Some(v) = vision.as_mut().filter(|_| cfg.vision_bf16) {
+        if !v.use_bf16_products() {
+            eprintln!("note: this CPU has no bfloat16 dot instruction; --vision-bf16 ignored");
+        }
+    }
     let load = t0.elapsed();
     let n_vocab = text.config.n_vocab as u64;
     // Token ids spread over the vocabulary, avoiding the special ids at the start.
@@ -325,6 +332,7 @@ mod tests {
             threads: 1,
             ttft_prompt: 4,
             repack: true,
+            vision_bf16: false,
         };
         let e = llama_cpp_speeds(
             std::path::Path::new("/nonexistent/llama.cpp"),

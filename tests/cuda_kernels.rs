@@ -98,6 +98,7 @@ fn quantized_matvecs_match_the_cpu() {
             cols,
             data: &w,
             layout: llava_edge::gguf::Layout::Rows,
+            bf16_products: false,
         };
         let pool = llava_edge::threadpool::ThreadPool::new(1);
         let mut want = vec![0f32; rows];

@@ -387,6 +387,124 @@ fn f16_gemm_matches_f64_math() {
 }
 
 #[test]
+fn bf16_gemm_matches_f64_math_on_rounded_inputs() {
+    use kernels::Bf16Isa;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(23);
+    let bf = |v: f32| half::bf16::from_f32(v).to_f64();
+    let mut checked = 0;
+    for (k, nrows, nt) in [
+        (1, 1, 1),
+        (7, 3, 2),
+        (64, 32, 12),
+        (72, 33, 13),
+        (1152, 40, 25),
+        (33, 5, 11),
+        (4096, 64, 12),
+    ] {
+        let w: Vec<u16> = random_values(&mut rng, k * nrows)
+            .iter()
+            .map(|&v| half::f16::from_f32(v).to_bits())
+            .collect();
+        let x = random_values(&mut rng, k * nt);
+        for isa in Bf16Isa::available() {
+            let ldo = nrows + 2;
+            let sentinel = f32::from_bits(0x7fc0_4321);
+            let mut out = vec![sentinel; nt * ldo];
+            let mut xp = vec![0u32; kernels::bf16_packed_tokens_len(k, nt)];
+            kernels::bf16_pack_tokens(isa, k, &x, nt, &mut xp);
+            let mut pack = vec![0u32; kernels::BF16_PANEL_ROWS * k.div_ceil(2)];
+            // SAFETY: `out` covers t * ldo + r for t < nt, r < nrows; this thread owns it.
+            unsafe {
+                kernels::gemm_bf16(isa, k, &w, nrows, &xp, nt, out.as_mut_ptr(), ldo, &mut pack)
+            };
+            for t in 0..nt {
+                for r in 0..nrows {
+                    // The exact product of the bf16-rounded inputs: only the f32 sums may differ.
+                    let (mut want, mut mag) = (0f64, 0f64);
+                    for i in 0..k {
+                        let wv = half::f16::from_bits(w[r * k + i]).to_f32();
+                        let p = bf(wv) * bf(x[t * k + i]);
+                        want += p;
+                        mag += p.abs();
+                    }
+                    let got = out[t * ldo + r] as f64;
+                    let bound = (k + 2) as f64 * f32::EPSILON as f64 * mag + 1e-30;
+                    assert!(
+                        (got - want).abs() <= bound,
+                        "{isa:?} k={k} t={t} r={r}: {got} vs {want}"
+                    );
+                    checked += 1;
+                }
+                for r in nrows..ldo {
+                    assert_eq!(
+                        out[t * ldo + r].to_bits(),
+                        sentinel.to_bits(),
+                        "{isa:?} wrote past the rows"
+                    );
+                }
+            }
+        }
+    }
+    println!("{checked} bf16 GEMM outputs checked");
+}
+
+#[test]
+fn bf16_token_packing_rounds_like_the_instruction() {
+    use kernels::Bf16Isa;
+    // Ties to even both ways, values that round up into the next binade, signed zeros,
+    // subnormals (flushed to signed zero), infinities and NaN.
+    let specials = [
+        1.0f32,
+        f32::from_bits(0x3f80_8000),
+        f32::from_bits(0x3f81_8000),
+        f32::from_bits(0x3f80_7fff),
+        f32::from_bits(0x3fff_ffff),
+        -0.0,
+        0.0,
+        f32::from_bits(0x0000_0001),
+        f32::from_bits(0x8040_0000),
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NAN,
+        f32::MAX,
+        1e-38,
+        -3.5e20,
+    ];
+    let mut rng = rand::rngs::StdRng::seed_from_u64(29);
+    let (k, nt) = (37, 14);
+    let mut x = random_values(&mut rng, k * nt);
+    for (i, v) in specials.iter().enumerate() {
+        x[i * 7 % (k * nt)] = *v;
+    }
+    let mut want = vec![0u32; kernels::bf16_packed_tokens_len(k, nt)];
+    kernels::bf16_pack_tokens(Bf16Isa::Scalar, k, &x, nt, &mut want);
+    // The scalar packing against half's rounding (which keeps subnormals and NaN payloads).
+    for t in 0..nt {
+        for i in 0..k {
+            let v = x[t * k + i];
+            let d = want[(t / 12 * k.div_ceil(2) + i / 2) * 12 + t % 12];
+            let got = if i % 2 == 0 {
+                d as u16
+            } else {
+                (d >> 16) as u16
+            };
+            if v.is_nan() {
+                assert!(half::bf16::from_bits(got).is_nan());
+            } else if v != 0.0 && v.abs() < f32::MIN_POSITIVE {
+                assert_eq!(got, if v < 0.0 { 0x8000 } else { 0 }, "subnormal {v:e}");
+            } else {
+                assert_eq!(got, half::bf16::from_f32(v).to_bits(), "{v:e}");
+            }
+        }
+    }
+    for isa in Bf16Isa::available() {
+        let mut got = vec![0u32; want.len()];
+        kernels::bf16_pack_tokens(isa, k, &x, nt, &mut got);
+        assert_eq!(got, want, "{isa:?} packing differs from the scalar one");
+    }
+}
+
+#[test]
 fn q4_0_decode_dot_with_summed_activations_matches_f64() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(23);
     for n in [32usize, 64, 96, 896, 4864] {

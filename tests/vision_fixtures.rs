@@ -3,10 +3,11 @@
 
 mod common;
 
-use common::hf_vision::write_mmproj_gguf;
+use common::hf_vision::{write_mmproj_gguf, write_mmproj_gguf_as};
 use common::npy::{fixtures_dir, read};
 use common::rel_err;
 use common::TempDir;
+use llava_edge::dtype::GgmlType;
 use llava_edge::gguf::GgufFile;
 use llava_edge::threadpool::ThreadPool;
 use llava_edge::vision::VisionEncoder;
@@ -72,4 +73,70 @@ fn encoders_and_projectors_match_transformers() {
         println!("{case}: worst relative error: features {worst_f:e}, projected {worst_p:e}");
     }
     assert!(tiles_checked > 50, "{tiles_checked} tiles");
+}
+
+/// F16 matrices (as llama.cpp writes an mmproj), run exactly and, where the CPU has a bfloat16
+/// dot, in bfloat16 pairs. The bounds come from the roundings, not from a run: one rounding to
+/// F16 is at most 2^-11 relative and to bf16 2^-9, a product of two bf16 values 2^-8; over a
+/// dot of random-sign terms that is about 2^-8 / sqrt(3) of the output's size each matmul, and
+/// the ~20 matmuls of a fixture add in quadrature to about 1%. Bounds: 2^-8 for F16 weights,
+/// 2^-5 for bf16 products (3x that estimate; a wrong layout or pair order gives ~100%).
+#[test]
+fn f16_encoders_match_transformers_exactly_and_in_bf16() {
+    let tmp = TempDir::new("vision-f16");
+    let pool = ThreadPool::new(2);
+    let bf16 = llava_edge::kernels::Bf16Isa::simd().is_some();
+    if !bf16 {
+        println!("no bfloat16 dot instruction on this CPU: the bf16 half of this test is skipped");
+    }
+    for case in ["llava15", "llava_next_mistral", "llava_ov"] {
+        let dir = fixtures_dir().join(case);
+        let path = tmp.path(&format!("{case}-mmproj-f16.gguf"));
+        write_mmproj_gguf_as(&dir, &path, GgmlType::F16);
+        let f = GgufFile::open(&path).unwrap();
+        let mut enc = VisionEncoder::load(&f).unwrap();
+        let s = enc.config.image_size;
+        let mut worst = [0f32; 2];
+        for (mode, bound) in [(0, 1.0 / 256.0), (1, 1.0 / 32.0)] {
+            if mode == 1 {
+                if !bf16 {
+                    break;
+                }
+                assert!(enc.use_bf16_products());
+            }
+            let mut checked = 0;
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let fx = entry.unwrap().path();
+                if !fx.join("pixel_values.npy").exists() || !fx.join("vision_features.npy").exists()
+                {
+                    continue;
+                }
+                let px = read(&fx.join("pixel_values.npy"));
+                let feats = read(&fx.join("vision_features.npy"));
+                let proj = read(&fx.join("projected_tiles.npy"));
+                let n_tiles = px.f32().len() / (3 * s * s);
+                let per_tile = feats.f32().len() / n_tiles;
+                // The first tile of each fixture: enough tokens for the GEMM paths.
+                let ours = enc.features(&px.f32()[..3 * s * s], &pool).unwrap();
+                let p = enc.project(&ours, &pool);
+                for (e, what) in [
+                    (rel_err(&ours, &feats.f32()[..per_tile]), "features"),
+                    (rel_err(&p, &proj.f32()[..p.len()]), "projected"),
+                ] {
+                    worst[mode] = worst[mode].max(e);
+                    assert!(
+                        e < bound,
+                        "{}: mode {mode}: {what} relative error {e:e}",
+                        fx.display()
+                    );
+                }
+                checked += 1;
+            }
+            assert!(checked > 0, "{case}: no image fixtures");
+        }
+        println!(
+            "{case}: worst relative error: F16 {:e}, bf16 products {:e}",
+            worst[0], worst[1]
+        );
+    }
 }

@@ -38,6 +38,20 @@ static inline float bf16_to_f32(uint16_t v) {
     return f;
 }
 
+/* Round to nearest even, as AVX512-BF16's vcvtneps2bf16: subnormal inputs become signed zero,
+ * NaNs stay NaN (quiet). */
+static inline uint16_t f32_to_bf16(float f) {
+    uint32_t x;
+    memcpy(&x, &f, sizeof x);
+    if ((x & 0x7f800000) == 0) {
+        return (uint16_t)((x >> 16) & 0x8000);
+    }
+    if ((x & 0x7fffffff) > 0x7f800000) {
+        return (uint16_t)((x >> 16) | 0x40);
+    }
+    return (uint16_t)((x + 0x7fff + ((x >> 16) & 1)) >> 16);
+}
+
 /* Round to nearest even, as F16C's _cvtss_sh(x, 0). */
 static inline uint16_t f32_to_f16(float f) {
     uint32_t x;

@@ -384,6 +384,20 @@ void le_gemm_f16_avx2(int k, const uint16_t *w, size_t ldw, int nrows, const flo
 void le_gemm_f16_neon(int k, const uint16_t *w, size_t ldw, int nrows, const float *x, size_t ldx, int nt,
                       float *out, size_t ldo, uint16_t *pack);
 
+/* The same product with bfloat16 pairs (vdpbf16ps): weights and activations rounded to bf16
+ * (nearest even, subnormals to zero), products summed in f32. Tokens are first packed by
+ * le_bf16_pack_tokens into tiles of LE_BF16_TILE_TOKENS: xp holds
+ * ceil(nt / 12) * ceil(k / 2) * 12 dwords. `pack` is scratch for LE_BF16_PANEL_ROWS * ceil(k / 2)
+ * dwords. The scalar build is the reference; the AVX512 one needs AVX512-BF16. */
+#define LE_BF16_PANEL_ROWS 32
+#define LE_BF16_TILE_TOKENS 12
+void le_bf16_pack_tokens_scalar(int k, int nt, const float *x, size_t ldx, uint32_t *xp);
+void le_bf16_pack_tokens_avx512(int k, int nt, const float *x, size_t ldx, uint32_t *xp);
+void le_gemm_bf16_scalar(int k, const uint16_t *w, size_t ldw, int nrows, const uint32_t *xp, int nt, float *out,
+                         size_t ldo, uint32_t *pack);
+void le_gemm_bf16_avx512(int k, const uint16_t *w, size_t ldw, int nrows, const uint32_t *xp, int nt, float *out,
+                         size_t ldo, uint32_t *pack);
+
 /* nq query rows of one head (row i at q + i * q_stride, its output at out + i * o_stride) over
  * the keys and values as le_attend_head takes them. Row i sees n_kv positions, or with causal
  * != 0 the first kv0 + i + 1 (kv0 + nq <= n_kv). scratch: 2 * (n + 15) / 16 * 16 * hd floats, n the

@@ -635,6 +635,110 @@ pub unsafe fn gemm_f16(
     }
 }
 
+/// Rows of an F16 weight matrix per packed panel of [`gemm_bf16`].
+pub const BF16_PANEL_ROWS: usize = ffi::LE_BF16_PANEL_ROWS as usize;
+/// Tokens per packed tile of [`bf16_pack_tokens`].
+pub const BF16_TILE_TOKENS: usize = ffi::LE_BF16_TILE_TOKENS as usize;
+
+/// The variants of the bfloat16-pair GEMM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bf16Isa {
+    /// Portable C, the reference (slow: it exists to check the SIMD one).
+    Scalar,
+    /// x86 AVX512-BF16 (`vdpbf16ps`).
+    Avx512,
+}
+
+impl Bf16Isa {
+    /// The SIMD variant when this CPU has one (and `LLAVA_EDGE_FORCE_SCALAR` is not set).
+    pub fn simd() -> Option<Bf16Isa> {
+        static HAS: OnceLock<bool> = OnceLock::new();
+        let has = *HAS.get_or_init(|| {
+            #[cfg(target_arch = "x86_64")]
+            {
+                is_x86_feature_detected!("avx512bf16")
+                    && is_x86_feature_detected!("avx512vl")
+                    && is_x86_feature_detected!("avx512bw")
+                    && is_x86_feature_detected!("f16c")
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            false
+        });
+        (has && isa() != Isa::Scalar).then_some(Bf16Isa::Avx512)
+    }
+
+    /// Every variant this CPU can run (for tests and benchmarks).
+    pub fn available() -> Vec<Bf16Isa> {
+        let mut v = vec![Bf16Isa::Scalar];
+        v.extend(Self::simd());
+        v
+    }
+}
+
+/// Dwords [`bf16_pack_tokens`] writes for `nt` tokens of `k` values.
+pub fn bf16_packed_tokens_len(k: usize, nt: usize) -> usize {
+    nt.div_ceil(BF16_TILE_TOKENS) * k.div_ceil(2) * BF16_TILE_TOKENS
+}
+
+/// The `nt` tokens of `k` floats in `x`, rounded to bf16 pairs in [`gemm_bf16`]'s tiles.
+pub fn bf16_pack_tokens(isa: Bf16Isa, k: usize, x: &[f32], nt: usize, xp: &mut [u32]) {
+    assert!(x.len() >= nt * k, "bf16_pack_tokens: activations");
+    assert!(
+        xp.len() >= bf16_packed_tokens_len(k, nt),
+        "bf16_pack_tokens: output"
+    );
+    let (kk, t, xs, out) = (k as i32, nt as i32, x.as_ptr(), xp.as_mut_ptr());
+    // SAFETY: lengths asserted; the SIMD variant only where the CPU has it (`Bf16Isa::simd`).
+    unsafe {
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            Bf16Isa::Avx512 => ffi::le_bf16_pack_tokens_avx512(kk, t, xs, k, out),
+            _ => ffi::le_bf16_pack_tokens_scalar(kk, t, xs, k, out),
+        }
+    }
+}
+
+/// `out[t * ldo + r] = w_r . x_t` in bfloat16 pairs for the `nrows` rows of `k` halves in `w`
+/// and the `nt` tokens packed by [`bf16_pack_tokens`] in `xp`; `pack` is scratch of
+/// `BF16_PANEL_ROWS * ceil(k / 2)` dwords.
+///
+/// # Safety
+/// `out` must be valid for writes at `t * ldo + r` for every `t < nt`, `r < nrows`, and no other
+/// thread may access those elements during the call.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn gemm_bf16(
+    isa: Bf16Isa,
+    k: usize,
+    w: &[u16],
+    nrows: usize,
+    xp: &[u32],
+    nt: usize,
+    out: *mut f32,
+    ldo: usize,
+    pack: &mut [u32],
+) {
+    assert!(w.len() >= nrows * k, "gemm_bf16: weights");
+    assert!(
+        xp.len() >= bf16_packed_tokens_len(k, nt),
+        "gemm_bf16: activations"
+    );
+    assert!(
+        pack.len() >= BF16_PANEL_ROWS * k.div_ceil(2),
+        "gemm_bf16: scratch"
+    );
+    assert!(nt <= 1 || ldo >= nrows, "gemm_bf16: ldo");
+    let (kk, wp, nr, xs, t) = (k as i32, w.as_ptr(), nrows as i32, xp.as_ptr(), nt as i32);
+    let pk = pack.as_mut_ptr();
+    // SAFETY: lengths asserted; `out` per the caller's contract; SIMD only where the CPU has it.
+    unsafe {
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            Bf16Isa::Avx512 => ffi::le_gemm_bf16_avx512(kk, wp, k, nr, xs, t, out, ldo, pk),
+            _ => ffi::le_gemm_bf16_scalar(kk, wp, k, nr, xs, t, out, ldo, pk),
+        }
+    }
+}
+
 /// Q4_0 weights against [`quantize_row_q8_0x`] activations (the x86 decode path), with the
 /// variant of `gemm` (the same instruction-set choice as the GEMM's).
 pub fn dot_q4_0_q8_0x(gemm: GemmIsa, w: &[ffi::le_block_q4_0], a: &[ffi::le_block_q8_0x]) -> f32 {

@@ -44,6 +44,10 @@ pub struct Matrix<'a> {
     pub data: &'a [u8],
     /// How the rows are arranged (interleaved Q4_0 keeps the same bytes per eight rows).
     pub layout: Layout,
+    /// F16 weights meet many-token inputs as bfloat16 pairs (`vdpbf16ps`, twice the f32 FMA
+    /// rate) on CPUs that have the instruction: PyTorch's torch.bfloat16 precision rather than
+    /// exact F16 weights against f32 inputs. Off unless asked for.
+    pub bf16_products: bool,
 }
 
 impl<'a> Matrix<'a> {
@@ -95,6 +99,7 @@ impl<'a> Matrix<'a> {
             cols,
             data: t.data,
             layout: t.info.layout,
+            bf16_products: false,
         })
     }
 
@@ -170,6 +175,7 @@ impl<'a> Matrix<'a> {
             cols: first.cols,
             data,
             layout: first.layout,
+            bf16_products: first.bf16_products,
         })
     }
 
@@ -228,6 +234,12 @@ impl<'a> Matrix<'a> {
                 None => {}
             }
         }
+        if self.ty == GgmlType::F16 && self.bf16_products && aligned && n >= GEMM_MIN_TOKENS {
+            if let Some(isa) = kernels::Bf16Isa::simd() {
+                self.gemm_bf16(isa, x, n, out_ptr, pool);
+                return;
+            }
+        }
         match self.ty {
             GgmlType::F16 if aligned && n >= GEMM_MIN_TOKENS => {
                 // Prefill / vision: the tiled F16 GEMM, 64-row chunks handed out on demand.
@@ -279,6 +291,54 @@ impl<'a> Matrix<'a> {
                 });
             }
         }
+    }
+
+    /// [`Matrix::matmul`] of F16 weights in bfloat16 pairs: the tokens rounded and packed once
+    /// (split over the threads by tiles), then 64-row chunks handed out on demand.
+    fn gemm_bf16(
+        &self,
+        isa: kernels::Bf16Isa,
+        x: &[f32],
+        n: usize,
+        out: Disjoint<f32>,
+        pool: &ThreadPool,
+    ) {
+        let (rows, cols) = (self.rows, self.cols);
+        let tile = kernels::BF16_TILE_TOKENS;
+        let tile_len = kernels::bf16_packed_tokens_len(cols, 1);
+        let mut xp = vec![0u32; kernels::bf16_packed_tokens_len(cols, n)];
+        let xp_ptr = Disjoint::new(&mut xp);
+        pool.for_ranges(n.div_ceil(tile), 1, &|tiles| {
+            let t0 = tiles.start * tile;
+            let nt = (tiles.end * tile).min(n) - t0;
+            // SAFETY: tiles are disjoint ranges of `xp`, which holds every tile of the n tokens.
+            let dst = unsafe {
+                std::slice::from_raw_parts_mut(
+                    xp_ptr.get().add(tiles.start * tile_len),
+                    tiles.len() * tile_len,
+                )
+            };
+            kernels::bf16_pack_tokens(isa, cols, &x[t0 * cols..(t0 + nt) * cols], nt, dst);
+        });
+        let w: &[u16] = bytemuck::cast_slice(self.data);
+        pool.for_chunks(rows, GEMM_CHUNK_ROWS, &|band| {
+            let mut pack = vec![0u32; kernels::BF16_PANEL_ROWS * cols.div_ceil(2)];
+            // SAFETY: `out` has n * rows elements; this thread alone writes columns band of each
+            // token's row.
+            unsafe {
+                kernels::gemm_bf16(
+                    isa,
+                    cols,
+                    &w[band.start * cols..band.end * cols],
+                    band.len(),
+                    &xp,
+                    n,
+                    out.get().add(band.start),
+                    rows,
+                    &mut pack,
+                )
+            };
+        });
     }
 }
 

@@ -326,6 +326,31 @@ impl<'a> VisionEncoder<'a> {
         })
     }
 
+    /// Runs the encoder's and projector's F16 products in bfloat16 pairs from now on
+    /// (see [`Matrix::bf16_products`]). Returns false, and changes nothing, when this CPU has no
+    /// bfloat16 dot instruction: emulating it would be slower than the F16 path.
+    pub fn use_bf16_products(&mut self) -> bool {
+        if crate::kernels::Bf16Isa::simd().is_none() {
+            return false;
+        }
+        let mut all: Vec<&mut Matrix<'a>> = vec![&mut self.patch];
+        for l in &mut self.layers {
+            all.extend([
+                &mut l.q.0,
+                &mut l.k.0,
+                &mut l.v.0,
+                &mut l.o.0,
+                &mut l.up.0,
+                &mut l.down.0,
+            ]);
+        }
+        all.extend(self.proj.iter_mut().map(|p| &mut p.0));
+        for m in all {
+            m.bf16_products = true;
+        }
+        true
+    }
+
     /// Selected encoder features `[tokens, n_embd]` of one tile: `pixels` is `[3, size, size]`,
     /// already normalised.
     pub fn features(&self, pixels: &[f32], pool: &ThreadPool) -> Result<Vec<f32>, VisionError> {

@@ -11,7 +11,14 @@ use llava_edge::vision::encoder::keys;
 use super::safetensors::read_f32;
 
 /// Writes `case_dir/hf`'s vision tower and projector to `out`.
+#[allow(dead_code)]
 pub fn write_mmproj_gguf(case_dir: &Path, out: &Path) {
+    write_mmproj_gguf_as(case_dir, out, GgmlType::F32)
+}
+
+/// [`write_mmproj_gguf`] with the matrices (2-D weights but the position embeddings) as `ty`,
+/// F32 or F16, the rest F32 as llama.cpp writes them.
+pub fn write_mmproj_gguf_as(case_dir: &Path, out: &Path, ty: GgmlType) {
     let case: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(case_dir.join("case.json")).unwrap())
             .unwrap();
@@ -164,13 +171,29 @@ pub fn write_mmproj_gguf(case_dir: &Path, out: &Path) {
             Value::U32(u("num_hidden_layers")),
         ),
     ];
+    let type_of = |n: &str, d: &[u64]| {
+        if d.iter().filter(|&&x| x > 1).count() >= 2
+            && n.ends_with(".weight")
+            && !n.contains("position")
+        {
+            ty
+        } else {
+            GgmlType::F32
+        }
+    };
     let specs: Vec<TensorSpec> = tensors
         .iter()
-        .map(|(n, d, _)| TensorSpec::new(n.clone(), d, GgmlType::F32))
+        .map(|(n, d, _)| TensorSpec::new(n.clone(), d, type_of(n, d)))
         .collect();
     let mut w = GgufWriter::create(out, &md, &specs).unwrap();
-    for (n, _, data) in &tensors {
-        let bytes: Vec<u8> = data.iter().flat_map(|x| x.to_le_bytes()).collect();
+    for (n, d, data) in &tensors {
+        let bytes: Vec<u8> = match type_of(n, d) {
+            GgmlType::F16 => data
+                .iter()
+                .flat_map(|&x| half::f16::from_f32(x).to_le_bytes())
+                .collect(),
+            _ => data.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        };
         w.write_tensor(n, &bytes).unwrap();
     }
     w.finish().unwrap();

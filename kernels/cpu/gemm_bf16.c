@@ -1,0 +1,185 @@
+/* F16 weights times f32 activations with bfloat16 products (opt-in for the vision encoder):
+ * both sides rounded to bf16 and multiplied a pair at a time into f32 sums, as PyTorch runs a
+ * model in torch.bfloat16. vdpbf16ps does two multiply-adds a lane where an FMA does one, so on
+ * CPUs with AVX512-BF16 the GEMM runs at up to twice the f32 FMA rate. Compiled twice by
+ * build.rs: portable (the reference, *_scalar) and -DLE_BF16_AVX512.
+ *
+ * Layouts (k values a row, p = k / 2 rounded up pairs; a dword holds value 2i in its low half):
+ * - weights are packed per call, 32 rows a panel: pack[i * 32 + r] = pair i of row r;
+ * - tokens are packed once per product, 12 a tile: xp[(tile * p + i) * 12 + t] = pair i of token
+ *   tile * 12 + t, tokens past nt zero. One pointer and constant offsets then feed a tile. */
+#include <stddef.h>
+#include <string.h>
+
+#include "llava_kernels.h"
+
+#include "half.h"
+
+#define PANEL_ROWS LE_BF16_PANEL_ROWS
+#define TILE_TOKENS LE_BF16_TILE_TOKENS
+
+static inline uint32_t pair_of(const uint16_t *w, int i, int k) {
+    const float b = 2 * i + 1 < k ? f16_to_f32(w[2 * i + 1]) : 0.0f;
+    return (uint32_t)f32_to_bf16(f16_to_f32(w[2 * i])) | (uint32_t)f32_to_bf16(b) << 16;
+}
+
+static inline uint32_t pair_of_f32(const float *x, int i, int k) {
+    return (uint32_t)f32_to_bf16(x[2 * i]) | (uint32_t)f32_to_bf16(2 * i + 1 < k ? x[2 * i + 1] : 0.0f) << 16;
+}
+
+#if defined(LE_BF16_AVX512) && (defined(__x86_64__) || defined(_M_X64))
+#include <immintrin.h>
+#define SUFFIX(name) name##_avx512
+
+/* Sixteen values of a row (fewer at its end, zero-filled) as eight bf16 pairs. */
+static inline __m256i pairs16_f16(const uint16_t *w, int n) {
+    const __m256i h = _mm256_maskz_loadu_epi16((__mmask16)((1u << n) - 1), w);
+    return (__m256i)_mm512_cvtneps_pbh(_mm512_cvtph_ps(h));
+}
+
+static inline __m256i pairs16_f32(const float *x, int n) {
+    return (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps((__mmask16)((1u << n) - 1), x));
+}
+
+static void pack_panel(int k, const uint16_t *w, size_t ldw, int nrows, uint32_t *pack) {
+    const int np = (k + 1) / 2;
+    for (int r = 0; r < PANEL_ROWS; r++) {
+        if (r >= nrows) {
+            for (int i = 0; i < np; i++) {
+                pack[(size_t)i * PANEL_ROWS + r] = 0;
+            }
+            continue;
+        }
+        const uint16_t *row = w + (size_t)r * ldw;
+        for (int c = 0; c < k; c += 16) {
+            uint32_t tmp[8];
+            _mm256_storeu_si256((__m256i *)tmp, pairs16_f16(row + c, k - c < 16 ? k - c : 16));
+            const int n = (k - c + 1) / 2 < 8 ? (k - c + 1) / 2 : 8;
+            for (int j = 0; j < n; j++) {
+                pack[(size_t)(c / 2 + j) * PANEL_ROWS + r] = tmp[j];
+            }
+        }
+    }
+}
+
+void le_bf16_pack_tokens_avx512(int k, int nt, const float *x, size_t ldx, uint32_t *xp) {
+    const int np = (k + 1) / 2;
+    for (int t0 = 0; t0 < nt; t0 += TILE_TOKENS) {
+        uint32_t *tile = xp + (size_t)(t0 / TILE_TOKENS) * np * TILE_TOKENS;
+        for (int t = 0; t < TILE_TOKENS; t++) {
+            if (t0 + t >= nt) {
+                for (int i = 0; i < np; i++) {
+                    tile[(size_t)i * TILE_TOKENS + t] = 0;
+                }
+                continue;
+            }
+            const float *row = x + (size_t)(t0 + t) * ldx;
+            for (int c = 0; c < k; c += 16) {
+                uint32_t tmp[8];
+                _mm256_storeu_si256((__m256i *)tmp, pairs16_f32(row + c, k - c < 16 ? k - c : 16));
+                const int n = (k - c + 1) / 2 < 8 ? (k - c + 1) / 2 : 8;
+                for (int j = 0; j < n; j++) {
+                    tile[(size_t)(c / 2 + j) * TILE_TOKENS + t] = tmp[j];
+                }
+            }
+        }
+    }
+}
+
+/* 32 rows x 12 tokens: 24 sums in registers; per pair two weight loads and twelve broadcasts
+ * feed 24 vdpbf16ps. Named accumulators, as GCC keeps them in registers that way. */
+#define DOT2(t)                                                                                                      \
+    do {                                                                                                             \
+        const __m512bh b = (__m512bh)_mm512_set1_epi32((int)xt[t]);                                                 \
+        c##t##a = _mm512_dpbf16_ps(c##t##a, w0, b);                                                                  \
+        c##t##b = _mm512_dpbf16_ps(c##t##b, w1, b);                                                                  \
+    } while (0)
+
+static void tile(int np, const uint32_t *pack, const uint32_t *xtile, int nt, float *out, size_t ldo, int rows) {
+    __m512 c0a = _mm512_setzero_ps(), c0b = c0a, c1a = c0a, c1b = c0a, c2a = c0a, c2b = c0a, c3a = c0a, c3b = c0a;
+    __m512 c4a = c0a, c4b = c0a, c5a = c0a, c5b = c0a, c6a = c0a, c6b = c0a, c7a = c0a, c7b = c0a;
+    __m512 c8a = c0a, c8b = c0a, c9a = c0a, c9b = c0a, c10a = c0a, c10b = c0a, c11a = c0a, c11b = c0a;
+    for (int i = 0; i < np; i++) {
+        const __m512bh w0 = (__m512bh)_mm512_loadu_si512(pack + (size_t)i * PANEL_ROWS);
+        const __m512bh w1 = (__m512bh)_mm512_loadu_si512(pack + (size_t)i * PANEL_ROWS + 16);
+        const uint32_t *xt = xtile + (size_t)i * TILE_TOKENS;
+        DOT2(0);
+        DOT2(1);
+        DOT2(2);
+        DOT2(3);
+        DOT2(4);
+        DOT2(5);
+        DOT2(6);
+        DOT2(7);
+        DOT2(8);
+        DOT2(9);
+        DOT2(10);
+        DOT2(11);
+    }
+    const __m512 res[TILE_TOKENS][2] = {{c0a, c0b}, {c1a, c1b}, {c2a, c2b},   {c3a, c3b},   {c4a, c4b},   {c5a, c5b},
+                                        {c6a, c6b}, {c7a, c7b}, {c8a, c8b}, {c9a, c9b}, {c10a, c10b}, {c11a, c11b}};
+    const __mmask16 lo = (__mmask16)(rows >= 16 ? 0xffff : (1u << rows) - 1);
+    const __mmask16 hi = (__mmask16)(rows >= 32 ? 0xffff : rows <= 16 ? 0 : (1u << (rows - 16)) - 1);
+    for (int t = 0; t < nt; t++) {
+        _mm512_mask_storeu_ps(out + (size_t)t * ldo, lo, res[t][0]);
+        _mm512_mask_storeu_ps(out + (size_t)t * ldo + 16, hi, res[t][1]);
+    }
+}
+#undef DOT2
+
+#elif !defined(LE_BF16_AVX512)
+#define SUFFIX(name) name##_scalar
+
+static void pack_panel(int k, const uint16_t *w, size_t ldw, int nrows, uint32_t *pack) {
+    const int np = (k + 1) / 2;
+    for (int r = 0; r < PANEL_ROWS; r++) {
+        for (int i = 0; i < np; i++) {
+            pack[(size_t)i * PANEL_ROWS + r] = r < nrows ? pair_of(w + (size_t)r * ldw, i, k) : 0;
+        }
+    }
+}
+
+void le_bf16_pack_tokens_scalar(int k, int nt, const float *x, size_t ldx, uint32_t *xp) {
+    const int np = (k + 1) / 2;
+    for (int t0 = 0; t0 < nt; t0 += TILE_TOKENS) {
+        uint32_t *tile = xp + (size_t)(t0 / TILE_TOKENS) * np * TILE_TOKENS;
+        for (int t = 0; t < TILE_TOKENS; t++) {
+            for (int i = 0; i < np; i++) {
+                tile[(size_t)i * TILE_TOKENS + t] = t0 + t < nt ? pair_of_f32(x + (size_t)(t0 + t) * ldx, i, k) : 0;
+            }
+        }
+    }
+}
+
+/* The instruction's order: the odd product, then the even one, each added with rounding (the
+ * products of two bf16 values are exact in f32). */
+static void tile(int np, const uint32_t *pack, const uint32_t *xtile, int nt, float *out, size_t ldo, int rows) {
+    for (int t = 0; t < nt; t++) {
+        for (int r = 0; r < rows && r < PANEL_ROWS; r++) {
+            float acc = 0.0f;
+            for (int i = 0; i < np; i++) {
+                const uint32_t w = pack[(size_t)i * PANEL_ROWS + r], x = xtile[(size_t)i * TILE_TOKENS + t];
+                acc += bf16_to_f32((uint16_t)(w >> 16)) * bf16_to_f32((uint16_t)(x >> 16));
+                acc += bf16_to_f32((uint16_t)w) * bf16_to_f32((uint16_t)x);
+            }
+            out[(size_t)t * ldo + r] = acc;
+        }
+    }
+}
+#endif
+
+#ifdef SUFFIX
+void SUFFIX(le_gemm_bf16)(int k, const uint16_t *w, size_t ldw, int nrows, const uint32_t *xp, int nt, float *out,
+                          size_t ldo, uint32_t *pack) {
+    const int np = (k + 1) / 2;
+    for (int p = 0; p < nrows; p += PANEL_ROWS) {
+        const int rows = nrows - p < PANEL_ROWS ? nrows - p : PANEL_ROWS;
+        pack_panel(k, w + (size_t)p * ldw, ldw, rows, pack);
+        for (int t0 = 0; t0 < nt; t0 += TILE_TOKENS) {
+            const int n = nt - t0 < TILE_TOKENS ? nt - t0 : TILE_TOKENS;
+            tile(np, pack, xp + (size_t)(t0 / TILE_TOKENS) * np * TILE_TOKENS, n, out + (size_t)t0 * ldo + p, ldo,
+                 rows);
+        }
+    }
+}
+#endif
