@@ -41,22 +41,43 @@ static inline __m256i pairs16_f32(const float *x, int n) {
     return (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps((__mmask16)((1u << n) - 1), x));
 }
 
+/* t[j] = dword j of each of r[0..7] (an 8x8 transpose of dwords). */
+static inline void transpose8x8(__m256 r[8]) {
+    __m256 t[8];
+    for (int j = 0; j < 8; j += 2) {
+        t[j] = _mm256_unpacklo_ps(r[j], r[j + 1]);
+        t[j + 1] = _mm256_unpackhi_ps(r[j], r[j + 1]);
+    }
+    for (int j = 0; j < 8; j += 4) {
+        r[j] = _mm256_shuffle_ps(t[j], t[j + 2], 0x44);
+        r[j + 1] = _mm256_shuffle_ps(t[j], t[j + 2], 0xee);
+        r[j + 2] = _mm256_shuffle_ps(t[j + 1], t[j + 3], 0x44);
+        r[j + 3] = _mm256_shuffle_ps(t[j + 1], t[j + 3], 0xee);
+    }
+    /* r[0..3] hold dwords {0,4}, {1,5}, {2,6}, {3,7} of rows 0-3, r[4..7] of rows 4-7. */
+    for (int i = 0; i < 4; i++) {
+        t[i] = _mm256_permute2f128_ps(r[i], r[i + 4], 0x20);
+        t[i + 4] = _mm256_permute2f128_ps(r[i], r[i + 4], 0x31);
+    }
+    for (int i = 0; i < 8; i++) {
+        r[i] = t[i];
+    }
+}
+
+/* Eight rows at a time: sixteen values of each become eight pairs, transposed in registers so
+ * every store fills 32 contiguous bytes of the panel (dword stores a row apart thrashed). */
 static void pack_panel(int k, const uint16_t *w, size_t ldw, int nrows, uint32_t *pack) {
-    const int np = (k + 1) / 2;
-    for (int r = 0; r < PANEL_ROWS; r++) {
-        if (r >= nrows) {
-            for (int i = 0; i < np; i++) {
-                pack[(size_t)i * PANEL_ROWS + r] = 0;
-            }
-            continue;
-        }
-        const uint16_t *row = w + (size_t)r * ldw;
+    for (int r0 = 0; r0 < PANEL_ROWS; r0 += 8) {
         for (int c = 0; c < k; c += 16) {
-            uint32_t tmp[8];
-            _mm256_storeu_si256((__m256i *)tmp, pairs16_f16(row + c, k - c < 16 ? k - c : 16));
-            const int n = (k - c + 1) / 2 < 8 ? (k - c + 1) / 2 : 8;
-            for (int j = 0; j < n; j++) {
-                pack[(size_t)(c / 2 + j) * PANEL_ROWS + r] = tmp[j];
+            const int n = k - c < 16 ? k - c : 16;
+            __m256 r[8];
+            for (int j = 0; j < 8; j++) {
+                r[j] = r0 + j < nrows ? _mm256_castsi256_ps(pairs16_f16(w + (size_t)(r0 + j) * ldw + c, n))
+                                      : _mm256_setzero_ps();
+            }
+            transpose8x8(r);
+            for (int j = 0; j < (n + 1) / 2; j++) {
+                _mm256_storeu_ps((float *)(pack + (size_t)(c / 2 + j) * PANEL_ROWS + r0), r[j]);
             }
         }
     }
