@@ -120,6 +120,12 @@ fn main() {
                 &["kernels/cpu/gemm_dotprod.c"],
                 &["-DLE_GEMM_PLAIN_NEON"],
             );
+            // bfloat16 pairs (BFDOT), for the opt-in bf16 vision products.
+            compile(
+                "le_bf16_neon",
+                &["kernels/cpu/gemm_bf16.c"],
+                &["-march=armv8.6-a+bf16", "-DLE_BF16_NEON"],
+            );
             compile(
                 "le_dotprod",
                 &["kernels/cpu/neon_dotprod.c", "kernels/cpu/gemm_dotprod.c"],

@@ -1,8 +1,9 @@
 /* F16 weights times f32 activations with bfloat16 products (opt-in for the vision encoder):
  * both sides rounded to bf16 and multiplied a pair at a time into f32 sums, as PyTorch runs a
  * model in torch.bfloat16. vdpbf16ps does two multiply-adds a lane where an FMA does one, so on
- * CPUs with AVX512-BF16 the GEMM runs at up to twice the f32 FMA rate. Compiled twice by
- * build.rs: portable (the reference, *_scalar) and -DLE_BF16_AVX512.
+ * CPUs with AVX512-BF16 the GEMM runs at up to twice the f32 FMA rate (BFDOT on Armv8.6 does
+ * the same with four lanes). Compiled by build.rs portable (the reference, *_scalar), with
+ * -DLE_BF16_AVX512 on x86-64 and with -DLE_BF16_NEON (armv8.6-a+bf16) on AArch64.
  *
  * Layouts (k values a row, p = k / 2 rounded up pairs; a dword holds value 2i in its low half):
  * - weights are packed per call, 32 rows a panel: pack[i * 32 + r] = pair i of row r;
@@ -148,7 +149,146 @@ static void tile(int np, const uint32_t *pack, const uint32_t *xtile, int nt, fl
 }
 #undef DOT2
 
-#elif !defined(LE_BF16_AVX512)
+#elif defined(LE_BF16_NEON) && defined(__aarch64__)
+#include <arm_neon.h>
+#define SUFFIX(name) name##_neon
+
+/* f32 bits to bf16 bits as f32_to_bf16 (integer arithmetic, so it matches the scalar rounding
+ * bit for bit whatever BFCVT does with subnormals). */
+static inline uint16x4_t bf16_bits4(uint32x4_t u) {
+    const uint32x4_t exp = vandq_u32(u, vdupq_n_u32(0x7f800000));
+    const uint32x4_t mag = vandq_u32(u, vdupq_n_u32(0x7fffffff));
+    const uint32x4_t rne =
+        vshrq_n_u32(vaddq_u32(u, vaddq_u32(vdupq_n_u32(0x7fff), vandq_u32(vshrq_n_u32(u, 16), vdupq_n_u32(1)))), 16);
+    const uint32x4_t nan = vorrq_u32(vshrq_n_u32(u, 16), vdupq_n_u32(0x40));
+    const uint32x4_t sign = vandq_u32(vshrq_n_u32(u, 16), vdupq_n_u32(0x8000));
+    uint32x4_t r = vbslq_u32(vcgtq_u32(mag, vdupq_n_u32(0x7f800000)), nan, rne);
+    r = vbslq_u32(vceqq_u32(exp, vdupq_n_u32(0)), sign, r);
+    return vmovn_u32(r);
+}
+
+/* Eight values (fewer at the end, zero-filled) as four bf16 pairs. */
+static inline uint32x4_t pairs8_f32(const float *x, int n) {
+    float tmp[8] = {0};
+    const float *p = x;
+    if (n < 8) {
+        memcpy(tmp, x, (size_t)n * sizeof(float));
+        p = tmp;
+    }
+    const uint16x8_t h = vcombine_u16(bf16_bits4(vreinterpretq_u32_f32(vld1q_f32(p))),
+                                      bf16_bits4(vreinterpretq_u32_f32(vld1q_f32(p + 4))));
+    return vreinterpretq_u32_u16(h);
+}
+
+static inline uint32x4_t pairs8_f16(const uint16_t *w, int n) {
+    uint16_t tmp[8] = {0};
+    const uint16_t *p = w;
+    if (n < 8) {
+        memcpy(tmp, w, (size_t)n * sizeof(uint16_t));
+        p = tmp;
+    }
+    const float16x8_t h = vreinterpretq_f16_u16(vld1q_u16(p));
+    const uint16x8_t b = vcombine_u16(bf16_bits4(vreinterpretq_u32_f32(vcvt_f32_f16(vget_low_f16(h)))),
+                                      bf16_bits4(vreinterpretq_u32_f32(vcvt_high_f32_f16(h))));
+    return vreinterpretq_u32_u16(b);
+}
+
+/* Four rows at a time: eight values of each become four pairs, a 4x4 dword transpose puts each
+ * pair's four rows in one store. */
+static void pack_panel(int k, const uint16_t *w, size_t ldw, int nrows, uint32_t *pack) {
+    for (int r0 = 0; r0 < PANEL_ROWS; r0 += 4) {
+        for (int c = 0; c < k; c += 8) {
+            const int n = k - c < 8 ? k - c : 8;
+            uint32x4_t r[4];
+            for (int j = 0; j < 4; j++) {
+                r[j] = r0 + j < nrows ? pairs8_f16(w + (size_t)(r0 + j) * ldw + c, n) : vdupq_n_u32(0);
+            }
+            const uint32x4_t t0 = vtrn1q_u32(r[0], r[1]), t1 = vtrn2q_u32(r[0], r[1]);
+            const uint32x4_t t2 = vtrn1q_u32(r[2], r[3]), t3 = vtrn2q_u32(r[2], r[3]);
+            const uint32x4_t o[4] = {
+                vreinterpretq_u32_u64(vtrn1q_u64(vreinterpretq_u64_u32(t0), vreinterpretq_u64_u32(t2))),
+                vreinterpretq_u32_u64(vtrn1q_u64(vreinterpretq_u64_u32(t1), vreinterpretq_u64_u32(t3))),
+                vreinterpretq_u32_u64(vtrn2q_u64(vreinterpretq_u64_u32(t0), vreinterpretq_u64_u32(t2))),
+                vreinterpretq_u32_u64(vtrn2q_u64(vreinterpretq_u64_u32(t1), vreinterpretq_u64_u32(t3)))};
+            for (int j = 0; j < (n + 1) / 2; j++) {
+                vst1q_u32(pack + (size_t)(c / 2 + j) * PANEL_ROWS + r0, o[j]);
+            }
+        }
+    }
+}
+
+void le_bf16_pack_tokens_neon(int k, int nt, const float *x, size_t ldx, uint32_t *xp) {
+    const int np = (k + 1) / 2;
+    for (int t0 = 0; t0 < nt; t0 += TILE_TOKENS) {
+        uint32_t *tile = xp + (size_t)(t0 / TILE_TOKENS) * np * TILE_TOKENS;
+        for (int t = 0; t < TILE_TOKENS; t++) {
+            if (t0 + t >= nt) {
+                for (int i = 0; i < np; i++) {
+                    tile[(size_t)i * TILE_TOKENS + t] = 0;
+                }
+                continue;
+            }
+            const float *row = x + (size_t)(t0 + t) * ldx;
+            for (int c = 0; c < k; c += 8) {
+                uint32_t tmp[4];
+                vst1q_u32(tmp, pairs8_f32(row + c, k - c < 8 ? k - c : 8));
+                const int n = (k - c + 1) / 2 < 4 ? (k - c + 1) / 2 : 4;
+                for (int j = 0; j < n; j++) {
+                    tile[(size_t)(c / 2 + j) * TILE_TOKENS + t] = tmp[j];
+                }
+            }
+        }
+    }
+}
+
+/* 8 rows x 12 tokens, four times across the panel: 24 sums, per pair two weight and three
+ * token registers feed 24 BFDOTs (a token pair picked by lane). */
+#define BFDOT3(a, w, x0, x1, x2, row)                                                                                \
+    do {                                                                                                             \
+        a[row][0] = vbfdotq_laneq_f32(a[row][0], w, x0, 0);                                                          \
+        a[row][1] = vbfdotq_laneq_f32(a[row][1], w, x0, 1);                                                          \
+        a[row][2] = vbfdotq_laneq_f32(a[row][2], w, x0, 2);                                                          \
+        a[row][3] = vbfdotq_laneq_f32(a[row][3], w, x0, 3);                                                          \
+        a[row][4] = vbfdotq_laneq_f32(a[row][4], w, x1, 0);                                                          \
+        a[row][5] = vbfdotq_laneq_f32(a[row][5], w, x1, 1);                                                          \
+        a[row][6] = vbfdotq_laneq_f32(a[row][6], w, x1, 2);                                                          \
+        a[row][7] = vbfdotq_laneq_f32(a[row][7], w, x1, 3);                                                          \
+        a[row][8] = vbfdotq_laneq_f32(a[row][8], w, x2, 0);                                                          \
+        a[row][9] = vbfdotq_laneq_f32(a[row][9], w, x2, 1);                                                          \
+        a[row][10] = vbfdotq_laneq_f32(a[row][10], w, x2, 2);                                                        \
+        a[row][11] = vbfdotq_laneq_f32(a[row][11], w, x2, 3);                                                        \
+    } while (0)
+
+static inline __attribute__((always_inline)) void tile(int np, const uint32_t *pack, const uint32_t *xtile, int nt,
+                                                       float *out, size_t ldo, int rows) {
+    for (int g = 0; g < PANEL_ROWS && g < rows; g += 8) {
+        float32x4_t a[2][TILE_TOKENS];
+        for (int h = 0; h < 2; h++) {
+            for (int t = 0; t < TILE_TOKENS; t++) {
+                a[h][t] = vdupq_n_f32(0.0f);
+            }
+        }
+        for (int i = 0; i < np; i++) {
+            const uint32_t *wp = pack + (size_t)i * PANEL_ROWS + g, *xt = xtile + (size_t)i * TILE_TOKENS;
+            const bfloat16x8_t w0 = vreinterpretq_bf16_u32(vld1q_u32(wp)), w1 = vreinterpretq_bf16_u32(vld1q_u32(wp + 4));
+            const bfloat16x8_t x0 = vreinterpretq_bf16_u32(vld1q_u32(xt));
+            const bfloat16x8_t x1 = vreinterpretq_bf16_u32(vld1q_u32(xt + 4));
+            const bfloat16x8_t x2 = vreinterpretq_bf16_u32(vld1q_u32(xt + 8));
+            BFDOT3(a, w0, x0, x1, x2, 0);
+            BFDOT3(a, w1, x0, x1, x2, 1);
+        }
+        const int n = rows - g < 8 ? rows - g : 8;
+        for (int t = 0; t < nt; t++) {
+            float tmp[8];
+            vst1q_f32(tmp, a[0][t]);
+            vst1q_f32(tmp + 4, a[1][t]);
+            memcpy(out + (size_t)t * ldo + g, tmp, (size_t)n * sizeof(float));
+        }
+    }
+}
+#undef BFDOT3
+
+#elif !defined(LE_BF16_AVX512) && !defined(LE_BF16_NEON)
 #define SUFFIX(name) name##_scalar
 
 static void pack_panel(int k, const uint16_t *w, size_t ldw, int nrows, uint32_t *pack) {

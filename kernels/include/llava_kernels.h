@@ -388,15 +388,19 @@ void le_gemm_f16_neon(int k, const uint16_t *w, size_t ldw, int nrows, const flo
  * (nearest even, subnormals to zero), products summed in f32. Tokens are first packed by
  * le_bf16_pack_tokens into tiles of LE_BF16_TILE_TOKENS: xp holds
  * ceil(nt / 12) * ceil(k / 2) * 12 dwords. `pack` is scratch for LE_BF16_PANEL_ROWS * ceil(k / 2)
- * dwords. The scalar build is the reference; the AVX512 one needs AVX512-BF16. */
+ * dwords. The scalar build is the reference; the AVX512 one needs AVX512-BF16, the NEON one
+ * Armv8.6 BF16 (BFDOT). */
 #define LE_BF16_PANEL_ROWS 32
 #define LE_BF16_TILE_TOKENS 12
 void le_bf16_pack_tokens_scalar(int k, int nt, const float *x, size_t ldx, uint32_t *xp);
 void le_bf16_pack_tokens_avx512(int k, int nt, const float *x, size_t ldx, uint32_t *xp);
+void le_bf16_pack_tokens_neon(int k, int nt, const float *x, size_t ldx, uint32_t *xp);
 void le_gemm_bf16_scalar(int k, const uint16_t *w, size_t ldw, int nrows, const uint32_t *xp, int nt, float *out,
                          size_t ldo, uint32_t *pack);
 void le_gemm_bf16_avx512(int k, const uint16_t *w, size_t ldw, int nrows, const uint32_t *xp, int nt, float *out,
                          size_t ldo, uint32_t *pack);
+void le_gemm_bf16_neon(int k, const uint16_t *w, size_t ldw, int nrows, const uint32_t *xp, int nt, float *out,
+                       size_t ldo, uint32_t *pack);
 
 /* nq query rows of one head (row i at q + i * q_stride, its output at out + i * o_stride) over
  * the keys and values as le_attend_head takes them. Row i sees n_kv positions, or with causal

@@ -647,6 +647,8 @@ pub enum Bf16Isa {
     Scalar,
     /// x86 AVX512-BF16 (`vdpbf16ps`).
     Avx512,
+    /// AArch64 Armv8.6 BF16 (`BFDOT`).
+    Neon,
 }
 
 impl Bf16Isa {
@@ -661,10 +663,19 @@ impl Bf16Isa {
                     && is_x86_feature_detected!("avx512bw")
                     && is_x86_feature_detected!("f16c")
             }
-            #[cfg(not(target_arch = "x86_64"))]
+            #[cfg(target_arch = "aarch64")]
+            {
+                std::arch::is_aarch64_feature_detected!("bf16")
+            }
+            #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
             false
         });
-        (has && isa() != Isa::Scalar).then_some(Bf16Isa::Avx512)
+        let simd = if cfg!(target_arch = "aarch64") {
+            Bf16Isa::Neon
+        } else {
+            Bf16Isa::Avx512
+        };
+        (has && isa() != Isa::Scalar).then_some(simd)
     }
 
     /// Every variant this CPU can run (for tests and benchmarks).
@@ -693,6 +704,8 @@ pub fn bf16_pack_tokens(isa: Bf16Isa, k: usize, x: &[f32], nt: usize, xp: &mut [
         match isa {
             #[cfg(target_arch = "x86_64")]
             Bf16Isa::Avx512 => ffi::le_bf16_pack_tokens_avx512(kk, t, xs, k, out),
+            #[cfg(target_arch = "aarch64")]
+            Bf16Isa::Neon => ffi::le_bf16_pack_tokens_neon(kk, t, xs, k, out),
             _ => ffi::le_bf16_pack_tokens_scalar(kk, t, xs, k, out),
         }
     }
@@ -734,6 +747,8 @@ pub unsafe fn gemm_bf16(
         match isa {
             #[cfg(target_arch = "x86_64")]
             Bf16Isa::Avx512 => ffi::le_gemm_bf16_avx512(kk, wp, k, nr, xs, t, out, ldo, pk),
+            #[cfg(target_arch = "aarch64")]
+            Bf16Isa::Neon => ffi::le_gemm_bf16_neon(kk, wp, k, nr, xs, t, out, ldo, pk),
             _ => ffi::le_gemm_bf16_scalar(kk, wp, k, nr, xs, t, out, ldo, pk),
         }
     }
