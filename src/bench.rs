@@ -72,6 +72,17 @@ pub fn peak_rss_mib() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+/// The largest peak resident set size among this process's finished children in MiB
+/// (`getrusage(RUSAGE_CHILDREN)`): llama.cpp's, when its tools were the only children.
+pub fn children_peak_rss_mib() -> f64 {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut u) } != 0 {
+        return 0.0;
+    }
+    u.ru_maxrss as f64 / 1024.0
+}
+
 /// A deterministic test picture (gradients and a disc) when no image is given.
 pub fn test_image(width: usize, height: usize) -> RgbImage {
     let mut data = Vec::with_capacity(width * height * 3);

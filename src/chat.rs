@@ -128,6 +128,24 @@ impl ChatTemplate {
     }
 }
 
+impl ChatTemplate {
+    /// The text that follows an answer when the user says `m` next: the answer's end-of-turn
+    /// marker, the user turn, the assistant's opening. Cut from a rendered three-message chat,
+    /// so it is always what [`ChatTemplate::render`] would give for the whole conversation.
+    pub fn next_turn(self, m: &Message) -> String {
+        const MARK: &str = "\u{1}answer\u{1}";
+        let answer = Message {
+            role: Role::Assistant,
+            images: 0,
+            videos: 0,
+            text: MARK.into(),
+        };
+        let full = self.render(None, &[user_turn("", 0), answer, m.clone()]);
+        let at = full.find(MARK).expect("render writes every message") + MARK.len();
+        full[at..].to_string()
+    }
+}
+
 impl fmt::Display for ChatTemplate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())

@@ -86,9 +86,14 @@ struct RunArgs {
     /// Frames sampled uniformly from the video at most.
     #[arg(long = "max-frames", default_value_t = 16)]
     max_frames: usize,
-    /// The prompt.
+    /// The prompt (with --interactive, the first turn's; read from stdin when absent).
     #[arg(short = 'p', long)]
-    prompt: String,
+    prompt: Option<String>,
+    /// Keep chatting: after each answer read the next turn from stdin (`/image PATH` attaches
+    /// an image to the next turn, `/quit` or end of input stops). Earlier turns and their images
+    /// stay in the KV cache, so each turn encodes and prefills only what it adds.
+    #[arg(short = 'i', long)]
+    interactive: bool,
     /// A system prompt.
     #[arg(long)]
     system: Option<String>,
@@ -148,7 +153,7 @@ struct RunArgs {
 fn run_prompt(a: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     use llava_edge::chat::ChatTemplate;
     use llava_edge::gguf::GgufFile;
-    use llava_edge::pipeline::{Pipeline, Request};
+    use llava_edge::pipeline::{Conversation, Pipeline, Request};
     use llava_edge::sampling::{Sampler, SamplerConfig};
     use llava_edge::text::{KvType, TextModel};
     use llava_edge::threadpool::ThreadPool;
@@ -208,15 +213,6 @@ fn run_prompt(a: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         pool,
     };
     let load_ms = t0.elapsed().as_secs_f64() * 1e3;
-    let req = Request {
-        prompt: a.prompt,
-        images: a.image,
-        video: a.video,
-        max_frames: a.max_frames,
-        system: a.system,
-        n_predict: a.n_predict,
-        stop: a.stop,
-    };
     let mut cache = p.text.new_cache(a.ctx_size, kv);
     let mut sampler = Sampler::new(SamplerConfig {
         temp: a.temp,
@@ -227,14 +223,89 @@ fn run_prompt(a: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         repeat_last_n: 64,
         seed: a.seed,
     });
-    let mut stdout = std::io::stdout();
-    let stream = !a.json;
-    let (reply, t) = p.generate(&req, &mut cache, &mut sampler, |piece| {
-        if stream {
-            let _ = stdout.write_all(piece.as_bytes());
-            let _ = stdout.flush();
+    if a.prompt.is_none() && !a.interactive {
+        return Err("a prompt (-p) is needed, or --interactive to read turns from stdin".into());
+    }
+    let mut conv = Conversation::default();
+    let (mut first, mut images, mut video) = (a.prompt.clone(), a.image.clone(), a.video.clone());
+    let mut stdin = std::io::stdin().lock();
+    loop {
+        let prompt = match first.take() {
+            Some(p) => p,
+            None => match read_turn(&mut stdin, &mut images)? {
+                Some(p) => p,
+                None => break,
+            },
+        };
+        let req = Request {
+            prompt,
+            images: std::mem::take(&mut images),
+            video: video.take(),
+            max_frames: a.max_frames,
+            system: a.system.clone(),
+            n_predict: a.n_predict,
+            stop: a.stop.clone(),
+        };
+        let mut stdout = std::io::stdout();
+        let stream = !a.json;
+        let turn = p.chat(&mut conv, &req, &mut cache, &mut sampler, |piece| {
+            if stream {
+                let _ = stdout.write_all(piece.as_bytes());
+                let _ = stdout.flush();
+            }
+        });
+        match turn {
+            Ok((reply, t)) => report(&a, &p, &reply, &t, (conv.turns == 1).then_some(load_ms))?,
+            // A bad image or a turn that does not fit leaves the conversation as it was.
+            Err(e) if a.interactive => eprintln!("error: {e}"),
+            Err(e) => return Err(e.into()),
         }
-    })?;
+        if !a.interactive {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// The next user turn from `input`: `/image PATH` lines queue images for it; `None` at the end
+/// of input or on `/quit`.
+fn read_turn(
+    input: &mut impl std::io::BufRead,
+    images: &mut Vec<PathBuf>,
+) -> Result<Option<String>, Box<dyn std::error::Error>> {
+    loop {
+        eprint!("\n> ");
+        let mut line = String::new();
+        if input.read_line(&mut line)? == 0 {
+            return Ok(None);
+        }
+        let line = line.trim();
+        if let Some(path) = line.strip_prefix("/image ") {
+            let path = PathBuf::from(path.trim());
+            if path.is_file() {
+                eprintln!("(image {} attached to the next turn)", path.display());
+                images.push(path);
+            } else {
+                eprintln!("error: {}: no such file", path.display());
+            }
+            continue;
+        }
+        match line {
+            "/quit" | "/exit" => return Ok(None),
+            "" => continue,
+            text => return Ok(Some(text.to_string())),
+        }
+    }
+}
+
+/// One turn's timings (and, with --json, the reply) as `run` prints them.
+fn report<T: llava_edge::pipeline::Tokenize>(
+    a: &RunArgs,
+    p: &llava_edge::pipeline::Pipeline<'_, T>,
+    reply: &str,
+    t: &llava_edge::pipeline::Timings,
+    load_ms: Option<f64>,
+) -> Result<(), Box<dyn std::error::Error>> {
     let secs = |d: std::time::Duration| d.as_secs_f64();
     let per_s = |n: usize, d: std::time::Duration| {
         if secs(d) > 0.0 {
@@ -266,7 +337,8 @@ fn run_prompt(a: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
             eprintln!("chat template: {}", p.template.name());
         }
         eprintln!(
-            "load {load_ms:.0} ms | image encode {:.0} ms | prefill {} tokens, {:.1} tok/s | decode {} tokens, {:.1} tok/s | first token {:.0} ms",
+            "{}image encode {:.0} ms | prefill {} tokens, {:.1} tok/s | decode {} tokens, {:.1} tok/s | first token {:.0} ms",
+            load_ms.map_or(String::new(), |l| format!("load {l:.0} ms | ")),
             secs(t.image_encode) * 1e3,
             t.prompt_tokens,
             per_s(t.prompt_tokens, t.prefill),
@@ -383,10 +455,23 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                     println!("{:<12} {oe:>12.0} {le:>12.0} {:>8.2}", "encode ms", le / oe);
                     println!("{:<12} {ot:>12.0} {lt:>12.0} {:>8.2}", "ttft ms", lt / ot);
                 }
+                // Both peaks span every run above: ours this process's, llama.cpp's its
+                // largest child's.
+                let (orss, lrss) = (bench::peak_rss_mib(), bench::children_peak_rss_mib());
                 println!(
-                    "(tok/s: ratio ours/llama.cpp; ms: ratio llama.cpp/ours, so above 1 is faster \
-                     either way; medians of {} alternating runs, {threads} threads)",
-                    repeat.max(1)
+                    "{:<12} {orss:>12.0} {lrss:>12.0} {:>8.2}",
+                    "peak RSS MiB",
+                    lrss / orss
+                );
+                println!(
+                    "(tok/s: ratio ours/llama.cpp; ms and MiB: ratio llama.cpp/ours, so above 1 is \
+                     better either way; medians of {} alternating runs, {threads} threads{})",
+                    repeat.max(1),
+                    if vision_bf16 {
+                        "; our vision products in bf16 (--vision-bf16), llama.cpp's in f16"
+                    } else {
+                        ""
+                    }
                 );
                 return Ok(());
             }

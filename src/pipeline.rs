@@ -89,6 +89,19 @@ pub struct Timings {
     pub tokens: Vec<u32>,
 }
 
+/// What a multi-turn chat keeps between turns besides its KV cache.
+#[derive(Clone, Debug, Default)]
+pub struct Conversation {
+    /// Turns answered so far.
+    pub turns: usize,
+    /// Token ids so far (media rows as stand-ins), for the repetition penalty.
+    history: Vec<u32>,
+    /// The last answer's final token when it was sampled but not evaluated.
+    unfed: Vec<u32>,
+    /// Cache positions after the last turn (to refuse another conversation's cache).
+    in_cache: usize,
+}
+
 /// A loaded model pair, ready for requests.
 pub struct Pipeline<'a, T: Tokenize> {
     /// The language model.
@@ -151,6 +164,18 @@ impl<'a, T: Tokenize> Pipeline<'a, T> {
         req: &Request,
         t: &mut Timings,
     ) -> Result<(Vec<u32>, Vec<f32>), PipelineError> {
+        self.turn_embeddings(req, true, t)
+    }
+
+    /// [`Pipeline::prompt_embeddings`] of a conversation's first turn (`first_turn`: system
+    /// prompt, BOS), or of a later one: only the text that follows the previous answer (its
+    /// end-of-turn marker, the new user turn, the assistant's opening).
+    pub fn turn_embeddings(
+        &self,
+        req: &Request,
+        first_turn: bool,
+        t: &mut Timings,
+    ) -> Result<(Vec<u32>, Vec<f32>), PipelineError> {
         let placeholders = req.prompt.matches("<image>").count();
         if placeholders != 0 && placeholders != req.images.len() {
             return Err(PipelineError::Request(format!(
@@ -169,7 +194,11 @@ impl<'a, T: Tokenize> Pipeline<'a, T> {
             videos: usize::from(req.video.is_some() && !req.prompt.contains("<video>")),
             text: req.prompt.clone(),
         };
-        let rendered = self.template.render(req.system.as_deref(), &[msg]);
+        let rendered = if first_turn {
+            self.template.render(req.system.as_deref(), &[msg])
+        } else {
+            self.template.next_turn(&msg)
+        };
         let onevision_multi = req.images.len() > 1
             && self
                 .vision
@@ -181,7 +210,7 @@ impl<'a, T: Tokenize> Pipeline<'a, T> {
         let mut images = req.images.iter();
         let mut video = req.video.as_ref();
         let mut rest = rendered.as_str();
-        let mut first = true;
+        let mut first = first_turn;
         loop {
             let next = ["<image>", "<video>"]
                 .into_iter()
@@ -248,12 +277,49 @@ impl<'a, T: Tokenize> Pipeline<'a, T> {
         req: &Request,
         cache: &mut KvCache,
         sampler: &mut Sampler,
+        on_text: impl FnMut(&str),
+    ) -> Result<(String, Timings), PipelineError> {
+        self.chat(&mut Conversation::default(), req, cache, sampler, on_text)
+    }
+
+    /// The next turn of `conv`, whose earlier turns are in `cache`: only this turn's text and
+    /// media are encoded and prefilled (images of earlier turns are neither encoded nor
+    /// evaluated again). The first turn of a conversation is [`Pipeline::generate`]; later
+    /// turns' system prompts are ignored (the template places it once).
+    pub fn chat(
+        &self,
+        conv: &mut Conversation,
+        req: &Request,
+        cache: &mut KvCache,
+        sampler: &mut Sampler,
         mut on_text: impl FnMut(&str),
     ) -> Result<(String, Timings), PipelineError> {
         let t0 = Instant::now();
         let mut t = Timings::default();
-        let (mut history, rows) = self.prompt_embeddings(req, &mut t)?;
-        t.prompt = history.clone();
+        if conv.turns > 0 && cache.len() != conv.in_cache {
+            return Err(PipelineError::Request(format!(
+                "the cache holds {} positions, the conversation {}: not this conversation's cache",
+                cache.len(),
+                conv.in_cache
+            )));
+        }
+        let (seq, turn_rows) = self.turn_embeddings(req, conv.turns == 0, &mut t)?;
+        // The previous answer's last token was sampled but never evaluated.
+        let mut rows = self.text.embed(&conv.unfed)?;
+        rows.extend(turn_rows);
+        // A turn that does not fit fails before it touches the conversation.
+        let needed = cache.len() + rows.len() / self.text.config.n_embd;
+        if needed > cache.n_ctx() {
+            return Err(crate::text::TextError::ContextFull {
+                needed,
+                n_ctx: cache.n_ctx(),
+            }
+            .into());
+        }
+        let mut history = std::mem::take(&mut conv.history);
+        history.append(&mut conv.unfed);
+        history.extend_from_slice(&seq);
+        t.prompt = seq;
         let start = Instant::now();
         let mut logits = self.text.forward(rows, cache, Logits::Last, &self.pool)?;
         t.prefill = start.elapsed();
@@ -279,15 +345,21 @@ impl<'a, T: Tokenize> Pipeline<'a, T> {
                 .iter()
                 .any(|s| !s.is_empty() && out.ends_with(s.as_str()))
             {
+                conv.unfed.push(id);
                 break;
             }
             if i + 1 < req.n_predict {
                 logits =
                     self.text
                         .forward(self.text.embed(&[id])?, cache, Logits::Last, &self.pool)?;
+            } else {
+                conv.unfed.push(id);
             }
         }
         t.decode = start.elapsed();
+        conv.turns += 1;
+        conv.in_cache = cache.len();
+        conv.history = history;
         Ok((out, t))
     }
 }

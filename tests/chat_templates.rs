@@ -95,3 +95,49 @@ fn multi_turn_and_names() {
     }
     assert_eq!(ChatTemplate::detect("{{ bos_token }}{{ messages }}"), None);
 }
+
+/// A later turn's text (`next_turn`) continues the first turn's prompt plus the answer exactly as
+/// rendering the whole conversation would, so a chat can keep its KV cache between turns.
+#[test]
+fn next_turn_continues_the_rendered_conversation() {
+    for template in ChatTemplate::ALL {
+        for system in [None, Some("Be brief.")] {
+            let u1 = Message {
+                role: Role::User,
+                images: 1,
+                videos: 0,
+                text: "What is this?".into(),
+            };
+            let a1 = Message {
+                role: Role::Assistant,
+                images: 0,
+                videos: 0,
+                text: "A cat.".into(),
+            };
+            let u2 = Message {
+                role: Role::User,
+                images: 1,
+                videos: 0,
+                text: "And this one?".into(),
+            };
+            let first = template.render(system, std::slice::from_ref(&u1));
+            let whole = template.render(system, &[u1, a1, u2.clone()]);
+            let next = template.next_turn(&u2);
+            // The answer follows the first prompt directly or after the one space the model
+            // generates at the start of its answer.
+            let continued = [
+                format!("{first}A cat.{next}"),
+                format!("{first} A cat.{next}"),
+            ];
+            assert!(
+                continued.contains(&whole),
+                "{template}: {whole:?} is not {first:?} + answer + {next:?}"
+            );
+            assert_eq!(next.matches("<image>").count(), 1, "{template}");
+            assert!(
+                !next.contains("Be brief."),
+                "{template}: system prompt repeated"
+            );
+        }
+    }
+}

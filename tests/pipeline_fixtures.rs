@@ -221,3 +221,121 @@ fn quantized_files_keep_the_reference_tokens_while_margins_allow() {
     );
     println!("{steps_checked} greedy steps checked");
 }
+
+/// A second turn that keeps the first in the KV cache answers exactly as one prefill of the
+/// whole conversation (first prompt, the first answer's tokens, the second turn) from an empty
+/// cache, and encodes only its own image.
+#[test]
+fn a_second_turn_reuses_the_first_from_the_cache() {
+    use llava_edge::pipeline::Conversation;
+    use llava_edge::text::Logits;
+    let tmp = TempDir::new("pipeline-chat");
+    let mut generated = 0;
+    for case in ["llava15", "llava_next_mistral", "llava_ov"] {
+        let dir = fixtures_dir().join(case);
+        let (tp, vp) = (
+            tmp.path(&format!("{case}.gguf")),
+            tmp.path(&format!("{case}-mm.gguf")),
+        );
+        convert(&dir.join("hf"), &tp, &vp, OutType::F32, false).unwrap();
+        let (tf, vf) = (GgufFile::open(&tp).unwrap(), GgufFile::open(&vp).unwrap());
+        let p = Pipeline {
+            text: TextModel::load(&tf).unwrap(),
+            vision: Some(VisionEncoder::load(&vf).unwrap()),
+            tokenizer: Tokenizer::from_gguf(&tf).unwrap(),
+            template: ChatTemplate::detect(tf.get_str("tokenizer.chat_template").unwrap()).unwrap(),
+            pool: ThreadPool::new(2),
+        };
+        let image = |name: &str| fixtures_dir().join("images").join(name);
+        let turn = |prompt: &str, img: &str| Request {
+            prompt: prompt.into(),
+            images: vec![image(img)],
+            video: None,
+            max_frames: 16,
+            system: None,
+            n_predict: 4,
+            stop: vec![],
+        };
+        let (r1, r2) = (
+            turn(QUESTIONS[1], "sq180.png"),
+            turn("And this one?", "wide260x120.png"),
+        );
+        let greedy = || {
+            Sampler::new(SamplerConfig {
+                temp: 0.0,
+                ..SamplerConfig::default()
+            })
+        };
+        let mut cache = p.text.new_cache(2048, KvType::F32);
+        let mut conv = Conversation::default();
+        let (_, t1) = p
+            .chat(&mut conv, &r1, &mut cache, &mut greedy(), |_| {})
+            .unwrap();
+        let (_, t2) = p
+            .chat(&mut conv, &r2, &mut cache, &mut greedy(), |_| {})
+            .unwrap();
+        assert_eq!(t1.image_tokens.len(), 1);
+        assert_eq!(
+            t2.image_tokens.len(),
+            1,
+            "{case}: the second turn encodes its image only"
+        );
+        assert_eq!(conv.turns, 2);
+
+        // The same conversation in one prefill.
+        let mut t = Default::default();
+        let mut rows = p.prompt_embeddings(&r1, &mut t).unwrap().1;
+        rows.extend(p.text.embed(&t1.tokens).unwrap());
+        rows.extend(p.turn_embeddings(&r2, false, &mut t).unwrap().1);
+        let mut fresh = p.text.new_cache(2048, KvType::F32);
+        let mut logits = p
+            .text
+            .forward(rows, &mut fresh, Logits::Last, &p.pool)
+            .unwrap();
+        // Greedy from there as `chat` decodes: up to n_predict tokens or an end-of-generation one.
+        let mut want = Vec::new();
+        for _ in 0..r2.n_predict {
+            let id = llava_edge::ops::argmax(&logits) as u32;
+            if p.tokenizer.is_eog(id) {
+                break;
+            }
+            want.push(id);
+            logits = p
+                .text
+                .forward(
+                    p.text.embed(&[id]).unwrap(),
+                    &mut fresh,
+                    Logits::Last,
+                    &p.pool,
+                )
+                .unwrap();
+        }
+        generated += want.len();
+        assert_eq!(t2.tokens, want, "{case}: second turn");
+
+        // Another cache is refused, and the conversation survives the refusal.
+        let mut other = p.text.new_cache(2048, KvType::F32);
+        let e = p
+            .chat(&mut conv, &r2, &mut other, &mut greedy(), |_| {})
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("not this conversation's cache"),
+            "{e}"
+        );
+        // A turn too long for the context fails before it changes anything.
+        let mut small = p.text.new_cache(t1.prompt_tokens + 8, KvType::F32);
+        let mut conv = Conversation::default();
+        p.chat(&mut conv, &r1, &mut small, &mut greedy(), |_| {})
+            .unwrap();
+        let used = small.len();
+        let e = p
+            .chat(&mut conv, &r2, &mut small, &mut greedy(), |_| {})
+            .unwrap_err();
+        assert!(e.to_string().contains("context"), "{e}");
+        assert_eq!((conv.turns, small.len()), (1, used));
+    }
+    assert!(
+        generated > 0,
+        "no second turn generated anything: nothing was compared"
+    );
+}
