@@ -47,6 +47,12 @@ pub struct BenchResult {
     pub ttft_ms: Option<f64>,
     /// Peak resident memory of the process, MiB.
     pub peak_rss_mib: f64,
+    /// Weight bytes one decode step reads (every matrix once), MiB.
+    pub decode_mib_per_token: f64,
+    /// The rate this run's threads read those weights at, GB/s (best of 3 passes).
+    pub read_gbs: f64,
+    /// Decode's memory bound: `read_gbs` over the bytes a token reads, tokens per second.
+    pub decode_bound_tok_s: f64,
     /// Threads used.
     pub threads: usize,
     /// Prompt and generation lengths measured.
@@ -81,6 +87,47 @@ pub fn children_peak_rss_mib() -> f64 {
         return 0.0;
     }
     u.ru_maxrss as f64 / 1024.0
+}
+
+/// The tensors one decode step reads, as slices of the mapped file: all of them but the token
+/// embedding table, which a step reads whole only when it is also the output matrix (tied).
+pub fn decode_weights(f: &GgufFile) -> Vec<&[u8]> {
+    let tied = f.tensor_info("output.weight").is_none();
+    f.tensors()
+        .iter()
+        .filter(|t| tied || t.name != "token_embd.weight")
+        .map(|t| f.view(t).data)
+        .collect()
+}
+
+/// The rate `pool`'s threads read all of `parts` at, GB/s: the best of `reps` passes, 1 MiB
+/// chunks handed out on demand as the decode products are.
+pub fn read_rate_gbs(parts: &[&[u8]], pool: &ThreadPool, reps: usize) -> f64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    const CHUNK: usize = 1 << 20;
+    let chunks: Vec<&[u8]> = parts.iter().flat_map(|p| p.chunks(CHUNK)).collect();
+    let total: usize = chunks.iter().map(|c| c.len() / 64 * 64).sum();
+    let sink = AtomicU64::new(0);
+    let mut best = f64::MAX;
+    for _ in 0..reps.max(1) {
+        let t = Instant::now();
+        pool.for_chunks(chunks.len(), 4, &|r| {
+            let mut acc = [0u64; 8];
+            for c in &chunks[r] {
+                for line in c.chunks_exact(64) {
+                    for (k, a) in acc.iter_mut().enumerate() {
+                        let w = u64::from_le_bytes(line[8 * k..8 * k + 8].try_into().unwrap());
+                        *a = a.wrapping_add(w);
+                    }
+                }
+            }
+            let sum = acc.iter().fold(0u64, |x, &y| x.wrapping_add(y));
+            sink.fetch_add(sum, Ordering::Relaxed);
+        });
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    std::hint::black_box(sink.load(Ordering::Relaxed));
+    total as f64 / best.max(1e-9) / 1e9
 }
 
 /// A deterministic test picture (gradients and a disc) when no image is given.
@@ -127,6 +174,12 @@ pub fn run(
         Some(p) => Some(GgufFile::open(p).map_err(crate::vision::VisionError::from)?),
         None => None,
     };
+    // Pages in at load, as llama.cpp reads its weights at load: the first prefill and encode
+    // then measure compute, not page faults.
+    tf.populate();
+    if let Some(f) = &vf {
+        f.populate();
+    }
     let mut vision = vf.as_ref().map(VisionEncoder::load).transpose()?;
     if let Some(v) = vision.as_mut().filter(|_| cfg.vision_bf16) {
         if !v.use_bf16_products() {
@@ -185,6 +238,11 @@ pub fn run(
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     let pp_m = median(pp);
     let tg_m = median(tg);
+    // The weights a decode step streams, read as fast as these threads can: the bound decode
+    // approaches when it is memory-bound.
+    let weights = decode_weights(&tf);
+    let bytes: usize = weights.iter().map(|w| w.len()).sum();
+    let read_gbs = read_rate_gbs(&weights, &pool, 3);
     Ok(BenchResult {
         load_ms: ms(load),
         image_encode_ms: (!enc.is_empty()).then(|| ms(median(enc))),
@@ -193,6 +251,9 @@ pub fn run(
         decode_tok_s: cfg.n_gen as f64 / tg_m.as_secs_f64().max(1e-9),
         ttft_ms: (!ttft.is_empty()).then(|| ms(median(ttft))),
         peak_rss_mib: peak_rss_mib(),
+        decode_mib_per_token: bytes as f64 / (1024.0 * 1024.0),
+        read_gbs,
+        decode_bound_tok_s: read_gbs * 1e9 / bytes.max(1) as f64,
         threads: pool.threads(),
         n_prompt: cfg.n_prompt,
         n_gen: cfg.n_gen,

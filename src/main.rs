@@ -173,9 +173,14 @@ fn run_prompt(a: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
             eprintln!("note: Q4_0 weights kept as mapped ({e}); --no-repack skips the attempt");
         }
     }
+    // Weights paged in at load, so the first request's time to first token is compute.
+    tf.populate();
     let text = TextModel::load(&tf)?;
     let tokenizer = Tokenizer::from_gguf(&tf)?;
     let vf = a.mmproj.as_deref().map(GgufFile::open).transpose()?;
+    if let Some(f) = &vf {
+        f.populate();
+    }
     let mut vision = vf.as_ref().map(VisionEncoder::load).transpose()?;
     if let Some(v) = vision.as_mut() {
         v.pad_square = a.pad_square;
@@ -384,10 +389,13 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                     repeat: 1,
                     ..cfg.clone()
                 };
-                let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+                let (mut ours, mut theirs, mut bounds) = (Vec::new(), Vec::new(), Vec::new());
+                let mut mib_per_token = 0.0;
                 for _ in 0..repeat.max(1) {
                     let r = bench::run(&model, None, None, &one)?;
                     ours.push((r.prefill_tok_s, r.decode_tok_s));
+                    bounds.push((r.decode_bound_tok_s, r.read_gbs));
+                    mib_per_token = r.decode_mib_per_token;
                     theirs.push(bench::llama_cpp_speeds(&dir, &model, &one)?);
                 }
                 let med = |v: &[(f64, f64)], f: fn(&(f64, f64)) -> f64| {
@@ -455,6 +463,14 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                     println!("{:<12} {oe:>12.0} {le:>12.0} {:>8.2}", "encode ms", le / oe);
                     println!("{:<12} {ot:>12.0} {lt:>12.0} {:>8.2}", "ttft ms", lt / ot);
                 }
+                let (bound, gbs) = (med(&bounds, |x| x.0), med(&bounds, |x| x.1));
+                println!(
+                    "{:<12} {:>11.0}% {:>11.0}%   (of {bound:.1} tok/s: {mib_per_token:.1} MiB a token at \
+                     {gbs:.1} GB/s)",
+                    format!("tg{n_gen} bound"),
+                    100.0 * otg / bound,
+                    100.0 * ltg / bound
+                );
                 // Both peaks span every run above: ours this process's, llama.cpp's its
                 // largest child's.
                 let (orss, lrss) = (bench::peak_rss_mib(), bench::children_peak_rss_mib());
@@ -486,7 +502,15 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                     println!("image encode     {e:.0} ms ({n} tokens)");
                 }
                 println!("prefill pp{:<5}  {:.2} tok/s", r.n_prompt, r.prefill_tok_s);
-                println!("decode  tg{:<5}  {:.2} tok/s", r.n_gen, r.decode_tok_s);
+                println!(
+                    "decode  tg{:<5}  {:.2} tok/s ({:.0}% of the memory bound: {:.1} MiB a token \
+                     at {:.1} GB/s read by these threads)",
+                    r.n_gen,
+                    r.decode_tok_s,
+                    100.0 * r.decode_tok_s / r.decode_bound_tok_s,
+                    r.decode_mib_per_token,
+                    r.read_gbs
+                );
                 if let Some(t) = r.ttft_ms {
                     println!(
                         "first token      {t:.0} ms (image + {} prompt tokens)",
