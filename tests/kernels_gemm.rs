@@ -326,6 +326,44 @@ fn simd_activation_quantizers_write_the_scalar_bytes() {
     println!("{blocks} blocks byte-identical ({isa:?} vs scalar)");
 }
 
+/// Checks a GEMM's `out` (`nt` rows of `ldo`, the first `nrows` of each written) against the
+/// f64 sums of `product(r, t, i)` over `k`, within the error of `k + 2` f32 additions, and that
+/// the columns past `nrows` still hold the NaN sentinel. Returns the outputs checked.
+fn check_products(
+    label: &str,
+    out: &[f32],
+    (k, nrows, nt, ldo): (usize, usize, usize, usize),
+    product: impl Fn(usize, usize, usize) -> f64,
+) -> usize {
+    for t in 0..nt {
+        for r in 0..nrows {
+            let (mut want, mut mag) = (0f64, 0f64);
+            for i in 0..k {
+                let p = product(r, t, i);
+                want += p;
+                mag += p.abs();
+            }
+            let got = out[t * ldo + r] as f64;
+            let bound = (k + 2) as f64 * f32::EPSILON as f64 * mag + 1e-30;
+            assert!(
+                (got - want).abs() <= bound,
+                "{label} k={k} t={t} r={r}: {got} vs {want}"
+            );
+        }
+        for r in nrows..ldo {
+            assert_eq!(
+                out[t * ldo + r].to_bits(),
+                GEMM_SENTINEL.to_bits(),
+                "{label} wrote past the rows"
+            );
+        }
+    }
+    nt * nrows
+}
+
+/// What the GEMM tests fill their outputs with, to see what was written.
+const GEMM_SENTINEL: f32 = f32::from_bits(0x7fc0_4321);
+
 #[test]
 fn f16_gemm_matches_f64_math() {
     use llava_edge::kernels::Isa;
@@ -350,37 +388,15 @@ fn f16_gemm_matches_f64_math() {
         let x = random_values(&mut rng, k * nt);
         for &isa in &isas {
             let ldo = nrows + 2;
-            let sentinel = f32::from_bits(0x7fc0_4321);
-            let mut out = vec![sentinel; nt * ldo];
+            let mut out = vec![GEMM_SENTINEL; nt * ldo];
             let mut pack = vec![0u16; kernels::F16_PANEL_ROWS * k];
             // SAFETY: `out` covers t * ldo + r for t < nt, r < nrows; this thread owns it.
             unsafe {
                 kernels::gemm_f16(isa, k, &w, nrows, &x, nt, out.as_mut_ptr(), ldo, &mut pack)
             };
-            for t in 0..nt {
-                for r in 0..nrows {
-                    let (mut want, mut mag) = (0f64, 0f64);
-                    for i in 0..k {
-                        let p = half::f16::from_bits(w[r * k + i]).to_f64() * x[t * k + i] as f64;
-                        want += p;
-                        mag += p.abs();
-                    }
-                    let got = out[t * ldo + r] as f64;
-                    let bound = (k + 2) as f64 * f32::EPSILON as f64 * mag + 1e-30;
-                    assert!(
-                        (got - want).abs() <= bound,
-                        "{isa:?} k={k} t={t} r={r}: {got} vs {want}"
-                    );
-                    checked += 1;
-                }
-                for r in nrows..ldo {
-                    assert_eq!(
-                        out[t * ldo + r].to_bits(),
-                        sentinel.to_bits(),
-                        "{isa:?} wrote past the rows"
-                    );
-                }
-            }
+            checked += check_products(&format!("{isa:?}"), &out, (k, nrows, nt, ldo), |r, t, i| {
+                half::f16::from_bits(w[r * k + i]).to_f64() * x[t * k + i] as f64
+            });
         }
     }
     println!("{checked} F16 GEMM outputs checked");
@@ -408,8 +424,7 @@ fn bf16_gemm_matches_f64_math_on_rounded_inputs() {
         let x = random_values(&mut rng, k * nt);
         for isa in Bf16Isa::available() {
             let ldo = nrows + 2;
-            let sentinel = f32::from_bits(0x7fc0_4321);
-            let mut out = vec![sentinel; nt * ldo];
+            let mut out = vec![GEMM_SENTINEL; nt * ldo];
             let mut xp = vec![0u32; kernels::bf16_packed_tokens_len(k, nt)];
             kernels::bf16_pack_tokens(isa, k, &x, nt, &mut xp);
             let mut pack = vec![0u32; kernels::BF16_PANEL_ROWS * k.div_ceil(2)];
@@ -417,32 +432,10 @@ fn bf16_gemm_matches_f64_math_on_rounded_inputs() {
             unsafe {
                 kernels::gemm_bf16(isa, k, &w, nrows, &xp, nt, out.as_mut_ptr(), ldo, &mut pack)
             };
-            for t in 0..nt {
-                for r in 0..nrows {
-                    // The exact product of the bf16-rounded inputs: only the f32 sums may differ.
-                    let (mut want, mut mag) = (0f64, 0f64);
-                    for i in 0..k {
-                        let wv = half::f16::from_bits(w[r * k + i]).to_f32();
-                        let p = bf(wv) * bf(x[t * k + i]);
-                        want += p;
-                        mag += p.abs();
-                    }
-                    let got = out[t * ldo + r] as f64;
-                    let bound = (k + 2) as f64 * f32::EPSILON as f64 * mag + 1e-30;
-                    assert!(
-                        (got - want).abs() <= bound,
-                        "{isa:?} k={k} t={t} r={r}: {got} vs {want}"
-                    );
-                    checked += 1;
-                }
-                for r in nrows..ldo {
-                    assert_eq!(
-                        out[t * ldo + r].to_bits(),
-                        sentinel.to_bits(),
-                        "{isa:?} wrote past the rows"
-                    );
-                }
-            }
+            // The exact products of the bf16-rounded inputs: only the f32 sums may differ.
+            checked += check_products(&format!("{isa:?}"), &out, (k, nrows, nt, ldo), |r, t, i| {
+                bf(half::f16::from_bits(w[r * k + i]).to_f32()) * bf(x[t * k + i])
+            });
         }
     }
     println!("{checked} bf16 GEMM outputs checked");

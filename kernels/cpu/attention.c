@@ -22,6 +22,7 @@
 #include "vexp.h"
 
 #include "hsum_x86.h"
+#include "transpose_x86.h"
 
 static inline __m256 load8(const void *p, int f16, size_t i) {
     if (f16) {
@@ -49,24 +50,13 @@ static inline void row_f32(const void *p, int f16, size_t off, int hd, float *ou
 static inline void transpose8(const float (*rows)[MAX_HEAD_DIM], int hd, float *blk) {
     int d = 0;
     for (; d + 8 <= hd; d += 8) {
-        __m256 r[8], t[8];
+        __m256 r[8];
         for (int j = 0; j < 8; j++) {
             r[j] = _mm256_loadu_ps(rows[j] + d);
         }
-        for (int j = 0; j < 8; j += 2) {
-            t[j] = _mm256_unpacklo_ps(r[j], r[j + 1]);
-            t[j + 1] = _mm256_unpackhi_ps(r[j], r[j + 1]);
-        }
-        for (int j = 0; j < 8; j += 4) {
-            r[j] = _mm256_shuffle_ps(t[j], t[j + 2], 0x44);
-            r[j + 1] = _mm256_shuffle_ps(t[j], t[j + 2], 0xee);
-            r[j + 2] = _mm256_shuffle_ps(t[j + 1], t[j + 3], 0x44);
-            r[j + 3] = _mm256_shuffle_ps(t[j + 1], t[j + 3], 0xee);
-        }
-        /* r[0..3] hold dims {0,4}, {1,5}, {2,6}, {3,7} of rows 0-3, r[4..7] of rows 4-7. */
-        for (int i = 0; i < 4; i++) {
-            _mm256_storeu_ps(blk + (size_t)(d + i) * 8, _mm256_permute2f128_ps(r[i], r[i + 4], 0x20));
-            _mm256_storeu_ps(blk + (size_t)(d + i + 4) * 8, _mm256_permute2f128_ps(r[i], r[i + 4], 0x31));
+        le_transpose8x8_ps(r);
+        for (int i = 0; i < 8; i++) {
+            _mm256_storeu_ps(blk + (size_t)(d + i) * 8, r[i]);
         }
     }
     for (; d < hd; d++) {

@@ -32,6 +32,8 @@ static inline uint32_t pair_of_f32(const float *x, int i, int k) {
 #include <immintrin.h>
 #define SUFFIX(name) name##_avx512
 
+#include "transpose_x86.h"
+
 /* Sixteen values of a row (fewer at its end, zero-filled) as eight bf16 pairs. */
 static inline __m256i pairs16_f16(const uint16_t *w, int n) {
     const __m256i h = _mm256_maskz_loadu_epi16((__mmask16)((1u << n) - 1), w);
@@ -40,29 +42,6 @@ static inline __m256i pairs16_f16(const uint16_t *w, int n) {
 
 static inline __m256i pairs16_f32(const float *x, int n) {
     return (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps((__mmask16)((1u << n) - 1), x));
-}
-
-/* t[j] = dword j of each of r[0..7] (an 8x8 transpose of dwords). */
-static inline void transpose8x8(__m256 r[8]) {
-    __m256 t[8];
-    for (int j = 0; j < 8; j += 2) {
-        t[j] = _mm256_unpacklo_ps(r[j], r[j + 1]);
-        t[j + 1] = _mm256_unpackhi_ps(r[j], r[j + 1]);
-    }
-    for (int j = 0; j < 8; j += 4) {
-        r[j] = _mm256_shuffle_ps(t[j], t[j + 2], 0x44);
-        r[j + 1] = _mm256_shuffle_ps(t[j], t[j + 2], 0xee);
-        r[j + 2] = _mm256_shuffle_ps(t[j + 1], t[j + 3], 0x44);
-        r[j + 3] = _mm256_shuffle_ps(t[j + 1], t[j + 3], 0xee);
-    }
-    /* r[0..3] hold dwords {0,4}, {1,5}, {2,6}, {3,7} of rows 0-3, r[4..7] of rows 4-7. */
-    for (int i = 0; i < 4; i++) {
-        t[i] = _mm256_permute2f128_ps(r[i], r[i + 4], 0x20);
-        t[i + 4] = _mm256_permute2f128_ps(r[i], r[i + 4], 0x31);
-    }
-    for (int i = 0; i < 8; i++) {
-        r[i] = t[i];
-    }
 }
 
 /* Eight rows at a time: sixteen values of each become eight pairs, transposed in registers so
@@ -76,7 +55,7 @@ static void pack_panel(int k, const uint16_t *w, size_t ldw, int nrows, uint32_t
                 r[j] = r0 + j < nrows ? _mm256_castsi256_ps(pairs16_f16(w + (size_t)(r0 + j) * ldw + c, n))
                                       : _mm256_setzero_ps();
             }
-            transpose8x8(r);
+            le_transpose8x8_ps(r);
             for (int j = 0; j < (n + 1) / 2; j++) {
                 _mm256_storeu_ps((float *)(pack + (size_t)(c / 2 + j) * PANEL_ROWS + r0), r[j]);
             }
@@ -84,28 +63,10 @@ static void pack_panel(int k, const uint16_t *w, size_t ldw, int nrows, uint32_t
     }
 }
 
-void le_bf16_pack_tokens_avx512(int k, int nt, const float *x, size_t ldx, uint32_t *xp) {
-    const int np = (k + 1) / 2;
-    for (int t0 = 0; t0 < nt; t0 += TILE_TOKENS) {
-        uint32_t *tile = xp + (size_t)(t0 / TILE_TOKENS) * np * TILE_TOKENS;
-        for (int t = 0; t < TILE_TOKENS; t++) {
-            if (t0 + t >= nt) {
-                for (int i = 0; i < np; i++) {
-                    tile[(size_t)i * TILE_TOKENS + t] = 0;
-                }
-                continue;
-            }
-            const float *row = x + (size_t)(t0 + t) * ldx;
-            for (int c = 0; c < k; c += 16) {
-                uint32_t tmp[8];
-                _mm256_storeu_si256((__m256i *)tmp, pairs16_f32(row + c, k - c < 16 ? k - c : 16));
-                const int n = (k - c + 1) / 2 < 8 ? (k - c + 1) / 2 : 8;
-                for (int j = 0; j < n; j++) {
-                    tile[(size_t)(c / 2 + j) * TILE_TOKENS + t] = tmp[j];
-                }
-            }
-        }
-    }
+/* Sixteen values of a token (fewer at its end) as bf16 pairs, for pack_tokens. */
+#define TOKEN_CHUNK 16
+static inline void token_pairs(const float *x, int n, uint32_t *out) {
+    _mm256_storeu_si256((__m256i *)out, pairs16_f32(x, n));
 }
 
 /* 32 rows x 12 tokens: 24 sums in registers; per pair two weight loads and twelve broadcasts
@@ -217,28 +178,9 @@ static void pack_panel(int k, const uint16_t *w, size_t ldw, int nrows, uint32_t
     }
 }
 
-void le_bf16_pack_tokens_neon(int k, int nt, const float *x, size_t ldx, uint32_t *xp) {
-    const int np = (k + 1) / 2;
-    for (int t0 = 0; t0 < nt; t0 += TILE_TOKENS) {
-        uint32_t *tile = xp + (size_t)(t0 / TILE_TOKENS) * np * TILE_TOKENS;
-        for (int t = 0; t < TILE_TOKENS; t++) {
-            if (t0 + t >= nt) {
-                for (int i = 0; i < np; i++) {
-                    tile[(size_t)i * TILE_TOKENS + t] = 0;
-                }
-                continue;
-            }
-            const float *row = x + (size_t)(t0 + t) * ldx;
-            for (int c = 0; c < k; c += 8) {
-                uint32_t tmp[4];
-                vst1q_u32(tmp, pairs8_f32(row + c, k - c < 8 ? k - c : 8));
-                const int n = (k - c + 1) / 2 < 4 ? (k - c + 1) / 2 : 4;
-                for (int j = 0; j < n; j++) {
-                    tile[(size_t)(c / 2 + j) * TILE_TOKENS + t] = tmp[j];
-                }
-            }
-        }
-    }
+#define TOKEN_CHUNK 8
+static inline void token_pairs(const float *x, int n, uint32_t *out) {
+    vst1q_u32(out, pairs8_f32(x, n));
 }
 
 /* 8 rows x 12 tokens, four times across the panel: 24 sums, per pair two weight and three
@@ -300,16 +242,9 @@ static void pack_panel(int k, const uint16_t *w, size_t ldw, int nrows, uint32_t
     }
 }
 
-void le_bf16_pack_tokens_scalar(int k, int nt, const float *x, size_t ldx, uint32_t *xp) {
-    const int np = (k + 1) / 2;
-    for (int t0 = 0; t0 < nt; t0 += TILE_TOKENS) {
-        uint32_t *tile = xp + (size_t)(t0 / TILE_TOKENS) * np * TILE_TOKENS;
-        for (int t = 0; t < TILE_TOKENS; t++) {
-            for (int i = 0; i < np; i++) {
-                tile[(size_t)i * TILE_TOKENS + t] = t0 + t < nt ? pair_of_f32(x + (size_t)(t0 + t) * ldx, i, k) : 0;
-            }
-        }
-    }
+#define TOKEN_CHUNK 2
+static inline void token_pairs(const float *x, int n, uint32_t *out) {
+    out[0] = pair_of_f32(x, 0, n);
 }
 
 /* The instruction's order: the odd product, then the even one, each added with rounding (the
@@ -330,6 +265,32 @@ static void tile(int np, const uint32_t *pack, const uint32_t *xtile, int nt, fl
 #endif
 
 #ifdef SUFFIX
+/* Each token's values TOKEN_CHUNK at a time into pairs (the build's conversion), then spread
+ * a tile's width apart; tokens past nt are zero. */
+void SUFFIX(le_bf16_pack_tokens)(int k, int nt, const float *x, size_t ldx, uint32_t *xp) {
+    const int np = (k + 1) / 2;
+    for (int t0 = 0; t0 < nt; t0 += TILE_TOKENS) {
+        uint32_t *tile = xp + (size_t)(t0 / TILE_TOKENS) * np * TILE_TOKENS;
+        for (int t = 0; t < TILE_TOKENS; t++) {
+            if (t0 + t >= nt) {
+                for (int i = 0; i < np; i++) {
+                    tile[(size_t)i * TILE_TOKENS + t] = 0;
+                }
+                continue;
+            }
+            const float *row = x + (size_t)(t0 + t) * ldx;
+            for (int c = 0; c < k; c += TOKEN_CHUNK) {
+                uint32_t tmp[TOKEN_CHUNK / 2];
+                token_pairs(row + c, k - c < TOKEN_CHUNK ? k - c : TOKEN_CHUNK, tmp);
+                const int n = (k - c + 1) / 2 < TOKEN_CHUNK / 2 ? (k - c + 1) / 2 : TOKEN_CHUNK / 2;
+                for (int j = 0; j < n; j++) {
+                    tile[(size_t)(c / 2 + j) * TILE_TOKENS + t] = tmp[j];
+                }
+            }
+        }
+    }
+}
+
 void SUFFIX(le_gemm_bf16)(int k, const uint16_t *w, size_t ldw, int nrows, const uint32_t *xp, int nt, float *out,
                           size_t ldo, uint32_t *pack) {
     const int np = (k + 1) / 2;
