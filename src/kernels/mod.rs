@@ -888,6 +888,10 @@ pub enum Visible {
     },
 }
 
+/// Query rows of one tile in `le_attend_rows_*` (`QROWS` in attention.c); fewer rows skip the
+/// packed scratch.
+const ATTEND_TILE_ROWS: usize = 4;
+
 /// `nq` query rows of one head: row i's `hd` values at `q[i * q_stride..]`, its output at
 /// `out[i * o_stride..]`, keys and values as [`attend_head`] takes them (`n_kv` positions).
 #[allow(clippy::too_many_arguments)]
@@ -932,8 +936,12 @@ pub fn attend_rows(
     );
     let ((kp, kf16), (vp, vf16)) = (k.ptr(), v.ptr());
     assert_eq!(kf16, vf16, "attend_rows: keys and values of one type");
-    // Keys transposed and values packed (see le_attend_rows_*).
-    scratch.resize(2 * n_kv.div_ceil(16) * 16 * hd, 0.0);
+    // Keys transposed and values packed (see le_attend_rows_*), only for whole tiles of rows:
+    // fewer rows (decode) read the cache in place, and sizing the scratch anyway cost a
+    // 260 KiB memset per thread and layer at a 512-position cache (2.5% of a decode profile).
+    if nq >= ATTEND_TILE_ROWS {
+        scratch.resize(2 * n_kv.div_ceil(16) * 16 * hd, 0.0);
+    }
     let s = scratch.as_mut_ptr();
     let (n, d, qp, op) = (nq as i32, hd as i32, q.as_ptr(), out.as_mut_ptr());
     type RowsFn = unsafe extern "C" fn(
@@ -961,7 +969,8 @@ pub fn attend_rows(
         _ => ffi::le_attend_rows_scalar,
     };
     // SAFETY: reads stay within the asserted lengths of q, k and v; writes within out's; the
-    // scratch holds the packed keys of up to n_kv positions; SIMD only where `isa` says so.
+    // scratch holds the packed keys and values of n_kv positions whenever nq reaches a tile (the
+    // C code packs only then); SIMD only where `isa` says so.
     let rc = unsafe {
         f(
             n,
