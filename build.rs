@@ -71,6 +71,13 @@ fn main() {
                 ]
                 .concat(),
             );
+            // The F16 GEMM on 512-bit registers (Intel cores with two 512-bit FMA ports run it
+            // at twice the AVX2 tile's rate; Zen 4 at the same rate with half the instructions).
+            compile(
+                "le_f16_avx512",
+                &["kernels/cpu/gemm_f16.c"],
+                &["-mavx512f", "-mfma", "-mf16c", "-DLE_F16_AVX512"],
+            );
             // The same GEMM source again, with vpdpbusd (AVX512-VNNI on 256-bit registers).
             let vnni = [
                 &avx2[..],

@@ -366,12 +366,8 @@ const GEMM_SENTINEL: f32 = f32::from_bits(0x7fc0_4321);
 
 #[test]
 fn f16_gemm_matches_f64_math() {
-    use llava_edge::kernels::Isa;
     let mut rng = rand::rngs::StdRng::seed_from_u64(19);
-    let mut isas = vec![Isa::Scalar];
-    if kernels::detect() != Isa::Scalar {
-        isas.push(kernels::detect());
-    }
+    let isas = kernels::F16Gemm::available();
     let mut checked = 0;
     for (k, nrows, nt) in [
         (1, 1, 1),
@@ -380,12 +376,15 @@ fn f16_gemm_matches_f64_math() {
         (72, 17, 7),
         (1152, 40, 13),
         (33, 5, 12),
+        (64, 33, 17),
+        (96, 64, 9),
     ] {
         let w: Vec<u16> = random_values(&mut rng, k * nrows)
             .iter()
             .map(|&v| half::f16::from_f32(v).to_bits())
             .collect();
         let x = random_values(&mut rng, k * nt);
+        let mut simd_out: Option<(kernels::F16Gemm, Vec<f32>)> = None;
         for &isa in &isas {
             let ldo = nrows + 2;
             let mut out = vec![GEMM_SENTINEL; nt * ldo];
@@ -397,9 +396,24 @@ fn f16_gemm_matches_f64_math() {
             checked += check_products(&format!("{isa:?}"), &out, (k, nrows, nt, ldo), |r, t, i| {
                 half::f16::from_bits(w[r * k + i]).to_f64() * x[t * k + i] as f64
             });
+            // The SIMD builds fuse each multiply-add in the same order: the same bits.
+            if isa != kernels::F16Gemm::Scalar {
+                match &simd_out {
+                    None => simd_out = Some((isa, out)),
+                    Some((first, want)) => {
+                        for (i, (a, b)) in out.iter().zip(want).enumerate() {
+                            assert_eq!(
+                                a.to_bits(),
+                                b.to_bits(),
+                                "{isa:?} and {first:?} differ at {i} (k {k}, {nrows} rows, {nt} tokens)"
+                            );
+                        }
+                    }
+                }
+            }
         }
     }
-    println!("{checked} F16 GEMM outputs checked");
+    println!("{checked} F16 GEMM outputs checked over {isas:?}");
 }
 
 #[test]

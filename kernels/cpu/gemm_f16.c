@@ -1,10 +1,12 @@
-/* GEMM for F16 weights and f32 activations (the vision encoder's matrices), compiled three
- * times by build.rs: portable (le_gemm_f16_scalar), AVX2+FMA+F16C (-DLE_F16_AVX2) and AArch64
- * NEON (-DLE_F16_NEON). Sixteen weight rows are repacked k-major (w[k][16], still f16) into the
- * caller's buffer, then each tile of 6 tokens x 16 rows keeps its 96 sums in registers while k
- * runs: per k, two (AVX2) or four (NEON) weight vectors are widened and meet six broadcast
- * activations in twelve (twenty-four) FMAs, so loads and conversions are amortised over the
- * tile rather than paid per product as in a dot-product loop. */
+/* GEMM for F16 weights and f32 activations (the vision encoder's matrices), compiled four
+ * times by build.rs: portable (le_gemm_f16_scalar), AVX2+FMA+F16C (-DLE_F16_AVX2), AVX-512
+ * (-DLE_F16_AVX512) and AArch64 NEON (-DLE_F16_NEON). A panel of weight rows (16; 32 for
+ * AVX-512) is repacked k-major (w[k][rows], still f16) into the caller's buffer, then each tile
+ * of tokens x panel rows keeps its sums in registers while k runs: per k, the panel's weight
+ * vectors are widened once and meet the tile's broadcast activations in FMAs, so loads and
+ * conversions are amortised over the tile rather than paid per product as in a dot-product loop.
+ * Every build adds each output's k products in order with one fused multiply-add each, so the
+ * SIMD builds agree bit for bit (the scalar reference rounds the product apart). */
 #include <stddef.h>
 #include <string.h>
 
@@ -12,8 +14,16 @@
 
 #include "half.h"
 
+#if defined(LE_F16_AVX512)
+#define PANEL_ROWS 32 /* two zmm of rows: sixteen accumulators for eight tokens */
+#define TILE_TOKENS 8
+#else
 #define PANEL_ROWS 16
 #define TILE_TOKENS 6
+#endif
+#if PANEL_ROWS > LE_F16_PACK_ROWS
+#error "the caller's pack scratch holds LE_F16_PACK_ROWS rows"
+#endif
 
 /* w (nrows rows of k halves, ldw apart) to pack[k][16], rows past nrows zero. */
 static void pack_panel(int k, const uint16_t *w, size_t ldw, int nrows, uint16_t *pack) {
@@ -78,6 +88,60 @@ static void tile(int k, const uint16_t *pack, const float *x, size_t ldx, int nt
     }
 }
 
+#elif defined(LE_F16_AVX512) && (defined(__x86_64__) || defined(_M_X64))
+#include <immintrin.h>
+#define GEMM_F16_FN le_gemm_f16_avx512
+
+/* Eight tokens x 32 rows in sixteen named zmm accumulators (512-bit FMAs: twice the AVX2 tile's
+ * work an instruction, and where a core has two 512-bit FMA ports, twice its peak); a short
+ * tile repeats its last token and drops those results. */
+static void tile(int k, const uint16_t *pack, const float *x, size_t ldx, int nt, float *out, size_t ldo, int rows) {
+    const float *x0 = x, *x1 = x + (nt > 1 ? 1 : 0) * ldx, *x2 = x + (nt > 2 ? 2 : nt - 1) * ldx;
+    const float *x3 = x + (nt > 3 ? 3 : nt - 1) * ldx, *x4 = x + (nt > 4 ? 4 : nt - 1) * ldx;
+    const float *x5 = x + (nt > 5 ? 5 : nt - 1) * ldx, *x6 = x + (nt > 6 ? 6 : nt - 1) * ldx;
+    const float *x7 = x + (nt > 7 ? 7 : nt - 1) * ldx;
+    __m512 c00 = _mm512_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
+    __m512 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+    __m512 c60 = c00, c61 = c00, c70 = c00, c71 = c00;
+    for (int i = 0; i < k; i++) {
+        const uint16_t *pw = pack + (size_t)i * PANEL_ROWS;
+        const __m512 w0 = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)pw));
+        const __m512 w1 = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(pw + 16)));
+        __m512 b = _mm512_set1_ps(x0[i]);
+        c00 = _mm512_fmadd_ps(w0, b, c00);
+        c01 = _mm512_fmadd_ps(w1, b, c01);
+        b = _mm512_set1_ps(x1[i]);
+        c10 = _mm512_fmadd_ps(w0, b, c10);
+        c11 = _mm512_fmadd_ps(w1, b, c11);
+        b = _mm512_set1_ps(x2[i]);
+        c20 = _mm512_fmadd_ps(w0, b, c20);
+        c21 = _mm512_fmadd_ps(w1, b, c21);
+        b = _mm512_set1_ps(x3[i]);
+        c30 = _mm512_fmadd_ps(w0, b, c30);
+        c31 = _mm512_fmadd_ps(w1, b, c31);
+        b = _mm512_set1_ps(x4[i]);
+        c40 = _mm512_fmadd_ps(w0, b, c40);
+        c41 = _mm512_fmadd_ps(w1, b, c41);
+        b = _mm512_set1_ps(x5[i]);
+        c50 = _mm512_fmadd_ps(w0, b, c50);
+        c51 = _mm512_fmadd_ps(w1, b, c51);
+        b = _mm512_set1_ps(x6[i]);
+        c60 = _mm512_fmadd_ps(w0, b, c60);
+        c61 = _mm512_fmadd_ps(w1, b, c61);
+        b = _mm512_set1_ps(x7[i]);
+        c70 = _mm512_fmadd_ps(w0, b, c70);
+        c71 = _mm512_fmadd_ps(w1, b, c71);
+    }
+    const __m512 res[TILE_TOKENS][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31},
+                                        {c40, c41}, {c50, c51}, {c60, c61}, {c70, c71}};
+    for (int t = 0; t < nt; t++) {
+        float tmp[PANEL_ROWS];
+        _mm512_storeu_ps(tmp, res[t][0]);
+        _mm512_storeu_ps(tmp + 16, res[t][1]);
+        store_rows(out + (size_t)t * ldo, tmp, rows);
+    }
+}
+
 #elif defined(LE_F16_NEON) && defined(__aarch64__)
 #include <arm_neon.h>
 #define GEMM_F16_FN le_gemm_f16_neon
@@ -111,7 +175,7 @@ static inline __attribute__((always_inline)) void tile(int k, const uint16_t *pa
     }
 }
 
-#elif !defined(LE_F16_AVX2) && !defined(LE_F16_NEON)
+#elif !defined(LE_F16_AVX2) && !defined(LE_F16_AVX512) && !defined(LE_F16_NEON)
 #define GEMM_F16_FN le_gemm_f16_scalar
 
 static inline void tile(int k, const uint16_t *pack, const float *x, size_t ldx, int nt, float *out, size_t ldo,
@@ -139,6 +203,14 @@ void GEMM_F16_FN(int k, const uint16_t *w, size_t ldw, int nrows, const float *x
             const float *xt = x + (size_t)t0 * ldx;
             float *o = out + (size_t)t0 * ldo + p;
             switch (n) {
+#if TILE_TOKENS == 8
+            case 8:
+                tile(k, pack, xt, ldx, 8, o, ldo, rows);
+                break;
+            case 7:
+                tile(k, pack, xt, ldx, 7, o, ldo, rows);
+                break;
+#endif
             case 6:
                 tile(k, pack, xt, ldx, 6, o, ldo, rows);
                 break;

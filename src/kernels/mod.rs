@@ -594,18 +594,75 @@ pub fn attend_head(
     debug_assert_eq!(rc, 0);
 }
 
-/// Rows of an F16 weight matrix per packed panel of [`gemm_f16`].
-pub const F16_PANEL_ROWS: usize = 16;
+/// Rows of an F16 weight matrix per packed panel of [`gemm_f16`] (the largest of any build): its
+/// scratch holds `F16_PANEL_ROWS * k` halves.
+pub const F16_PANEL_ROWS: usize = ffi::LE_F16_PACK_ROWS as usize;
+
+/// The builds of the F16 GEMM. The SIMD ones add each output's products in order with one
+/// fused multiply-add each, so they agree bit for bit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum F16Gemm {
+    /// Portable C, the reference.
+    Scalar,
+    /// x86 AVX2 + FMA + F16C (16 rows x 6 tokens).
+    Avx2,
+    /// x86 AVX-512F (32 rows x 8 tokens).
+    Avx512,
+    /// AArch64 NEON.
+    Neon,
+}
+
+/// Whether this x86 CPU has AVX-512F (with the AVX2 set the other kernels need).
+fn has_avx512f() -> bool {
+    static AVX512: OnceLock<bool> = OnceLock::new();
+    *AVX512.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            is_x86_feature_detected!("avx512f")
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        false
+    })
+}
+
+impl F16Gemm {
+    /// The fastest build for `isa` on this CPU.
+    pub fn for_isa(isa: Isa) -> F16Gemm {
+        match isa {
+            Isa::Avx2 if has_avx512f() => F16Gemm::Avx512,
+            Isa::Avx2 => F16Gemm::Avx2,
+            Isa::Neon | Isa::NeonDotprod => F16Gemm::Neon,
+            _ => F16Gemm::Scalar,
+        }
+    }
+
+    /// Every build this CPU can run (for tests and benchmarks).
+    pub fn available() -> Vec<F16Gemm> {
+        let mut v = vec![F16Gemm::Scalar];
+        match detect() {
+            Isa::Avx2 => {
+                v.push(F16Gemm::Avx2);
+                if has_avx512f() {
+                    v.push(F16Gemm::Avx512);
+                }
+            }
+            Isa::Neon | Isa::NeonDotprod => v.push(F16Gemm::Neon),
+            _ => {}
+        }
+        v
+    }
+}
 
 /// `out[t * ldo + r] = w_r . x_t` for the `nrows` rows of `k` halves in `w` (`ldw` apart) and
-/// the `nt` tokens of `k` floats in `x`; `pack` is scratch of `16 * k` halves.
+/// the `nt` tokens of `k` floats in `x`; `pack` is scratch of `F16_PANEL_ROWS * k` halves.
 ///
 /// # Safety
 /// `out` must be valid for writes at `t * ldo + r` for every `t < nt`, `r < nrows`, and no other
-/// thread may access those elements during the call.
+/// thread may access those elements during the call; `build` must be one of
+/// [`F16Gemm::available`].
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn gemm_f16(
-    isa: Isa,
+    build: F16Gemm,
     k: usize,
     w: &[u16],
     nrows: usize,
@@ -621,15 +678,15 @@ pub unsafe fn gemm_f16(
     assert!(nt <= 1 || ldo >= nrows, "gemm_f16: ldo");
     let (kk, wp, nr, xp, t) = (k as i32, w.as_ptr(), nrows as i32, x.as_ptr(), nt as i32);
     let pk = pack.as_mut_ptr();
-    // SAFETY: lengths asserted; `out` per the caller's contract; SIMD only where `isa` says so.
+    // SAFETY: lengths asserted; `out` and `build` per the caller's contract.
     unsafe {
-        match isa {
+        match build {
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => ffi::le_gemm_f16_avx2(kk, wp, k, nr, xp, k, t, out, ldo, pk),
+            F16Gemm::Avx2 => ffi::le_gemm_f16_avx2(kk, wp, k, nr, xp, k, t, out, ldo, pk),
+            #[cfg(target_arch = "x86_64")]
+            F16Gemm::Avx512 => ffi::le_gemm_f16_avx512(kk, wp, k, nr, xp, k, t, out, ldo, pk),
             #[cfg(target_arch = "aarch64")]
-            Isa::Neon | Isa::NeonDotprod => {
-                ffi::le_gemm_f16_neon(kk, wp, k, nr, xp, k, t, out, ldo, pk)
-            }
+            F16Gemm::Neon => ffi::le_gemm_f16_neon(kk, wp, k, nr, xp, k, t, out, ldo, pk),
             _ => ffi::le_gemm_f16_scalar(kk, wp, k, nr, xp, k, t, out, ldo, pk),
         }
     }
