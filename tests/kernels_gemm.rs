@@ -378,6 +378,7 @@ fn f16_gemm_matches_f64_math() {
         (33, 5, 12),
         (64, 33, 17),
         (96, 64, 9),
+        (37, 32, 9),
     ] {
         let w: Vec<u16> = random_values(&mut rng, k * nrows)
             .iter()

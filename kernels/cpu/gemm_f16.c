@@ -25,8 +25,54 @@
 #error "the caller's pack scratch holds LE_F16_PACK_ROWS rows"
 #endif
 
-/* w (nrows rows of k halves, ldw apart) to pack[k][16], rows past nrows zero. */
+#if (defined(LE_F16_AVX2) || defined(LE_F16_AVX512)) && (defined(__x86_64__) || defined(_M_X64))
+#include <immintrin.h>
+
+/* Eight rows x eight halves (w rows ldw apart, from column i) transposed to pack[i + j][r0 + r]:
+ * three rounds of SSE2 interleaves instead of 64 scalar moves. */
+static inline void transpose8x8_u16(const uint16_t *w, size_t ldw, uint16_t *pack, int r0) {
+    __m128i a[8], t[8], u[8];
+    for (int r = 0; r < 8; r++) {
+        a[r] = _mm_loadu_si128((const __m128i *)(w + (size_t)r * ldw));
+    }
+    for (int r = 0; r < 8; r += 2) {
+        t[r] = _mm_unpacklo_epi16(a[r], a[r + 1]);
+        t[r + 1] = _mm_unpackhi_epi16(a[r], a[r + 1]);
+    }
+    for (int h = 0; h < 8; h += 4) {
+        u[h] = _mm_unpacklo_epi32(t[h], t[h + 2]);
+        u[h + 1] = _mm_unpackhi_epi32(t[h], t[h + 2]);
+        u[h + 2] = _mm_unpacklo_epi32(t[h + 1], t[h + 3]);
+        u[h + 3] = _mm_unpackhi_epi32(t[h + 1], t[h + 3]);
+    }
+    for (int j = 0; j < 4; j++) {
+        _mm_storeu_si128((__m128i *)(pack + (size_t)(2 * j) * PANEL_ROWS + r0), _mm_unpacklo_epi64(u[j], u[j + 4]));
+        _mm_storeu_si128((__m128i *)(pack + (size_t)(2 * j + 1) * PANEL_ROWS + r0), _mm_unpackhi_epi64(u[j], u[j + 4]));
+    }
+}
+#define HAVE_TRANSPOSE8X8_U16
+#endif
+
+/* w (nrows rows of k halves, ldw apart) to pack[k][PANEL_ROWS], rows past nrows zero. */
 static void pack_panel(int k, const uint16_t *w, size_t ldw, int nrows, uint16_t *pack) {
+#ifdef HAVE_TRANSPOSE8X8_U16
+    /* A whole panel (all but a matrix's last) eight columns at a time: the scalar loop was 5.5%
+     * of a SigLIP encode. */
+    if (nrows == PANEL_ROWS) {
+        int i = 0;
+        for (; i + 8 <= k; i += 8) {
+            for (int r0 = 0; r0 < PANEL_ROWS; r0 += 8) {
+                transpose8x8_u16(w + (size_t)r0 * ldw + i, ldw, pack + (size_t)i * PANEL_ROWS, r0);
+            }
+        }
+        for (; i < k; i++) {
+            for (int r = 0; r < PANEL_ROWS; r++) {
+                pack[(size_t)i * PANEL_ROWS + r] = w[(size_t)r * ldw + i];
+            }
+        }
+        return;
+    }
+#endif
     for (int r = 0; r < PANEL_ROWS; r++) {
         if (r < nrows) {
             const uint16_t *row = w + (size_t)r * ldw;
@@ -46,7 +92,6 @@ static inline void store_rows(float *out, const float *acc, int rows) {
 }
 
 #if defined(LE_F16_AVX2) && (defined(__x86_64__) || defined(_M_X64))
-#include <immintrin.h>
 #define GEMM_F16_FN le_gemm_f16_avx2
 
 /* Always six tokens, in named registers (GCC spills an array of accumulators to the stack on
@@ -89,7 +134,6 @@ static void tile(int k, const uint16_t *pack, const float *x, size_t ldx, int nt
 }
 
 #elif defined(LE_F16_AVX512) && (defined(__x86_64__) || defined(_M_X64))
-#include <immintrin.h>
 #define GEMM_F16_FN le_gemm_f16_avx512
 
 /* Eight tokens x 32 rows in sixteen named zmm accumulators (512-bit FMAs: twice the AVX2 tile's
