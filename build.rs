@@ -78,6 +78,16 @@ fn main() {
                 &["kernels/cpu/gemm_f16.c"],
                 &["-mavx512f", "-mfma", "-mf16c", "-DLE_F16_AVX512"],
             );
+            // Attention's row tiles, eight rows on 512-bit registers (the AVX2 source again).
+            compile(
+                "le_attn_avx512",
+                &["kernels/cpu/attention.c"],
+                &[
+                    &avx2[..],
+                    &["-mavx512f", "-DLE_ATTN_AVX2", "-DLE_ATTN_AVX512"],
+                ]
+                .concat(),
+            );
             // The same GEMM source again, with vpdpbusd (AVX512-VNNI on 256-bit registers).
             let vnni = [
                 &avx2[..],

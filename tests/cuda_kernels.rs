@@ -152,7 +152,7 @@ fn gemm_norm_activation_attention_and_shrink_match_the_cpu() {
     let mut pack = vec![0u16; kernels::F16_PANEL_ROWS * cols];
     unsafe {
         kernels::gemm_f16(
-            kernels::F16Gemm::Scalar,
+            kernels::FloatIsa::Scalar,
             cols,
             &w,
             rows,

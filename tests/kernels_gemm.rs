@@ -367,7 +367,7 @@ const GEMM_SENTINEL: f32 = f32::from_bits(0x7fc0_4321);
 #[test]
 fn f16_gemm_matches_f64_math() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(19);
-    let isas = kernels::F16Gemm::available();
+    let isas = kernels::FloatIsa::available();
     let mut checked = 0;
     for (k, nrows, nt) in [
         (1, 1, 1),
@@ -385,7 +385,7 @@ fn f16_gemm_matches_f64_math() {
             .map(|&v| half::f16::from_f32(v).to_bits())
             .collect();
         let x = random_values(&mut rng, k * nt);
-        let mut simd_out: Option<(kernels::F16Gemm, Vec<f32>)> = None;
+        let mut simd_out: Option<(kernels::FloatIsa, Vec<f32>)> = None;
         for &isa in &isas {
             let ldo = nrows + 2;
             let mut out = vec![GEMM_SENTINEL; nt * ldo];
@@ -398,7 +398,7 @@ fn f16_gemm_matches_f64_math() {
                 half::f16::from_bits(w[r * k + i]).to_f64() * x[t * k + i] as f64
             });
             // The SIMD builds fuse each multiply-add in the same order: the same bits.
-            if isa != kernels::F16Gemm::Scalar {
+            if isa != kernels::FloatIsa::Scalar {
                 match &simd_out {
                     None => simd_out = Some((isa, out)),
                     Some((first, want)) => {

@@ -2,7 +2,7 @@
  * place from the cache (f32, or f16 bits converted as they are read), the softmax computed online
  * a block of positions at a time so no score row is stored. Compiled three times by build.rs:
  * portable (le_attend_head_scalar), with AVX2+FMA+F16C (-DLE_ATTN_AVX2) and for AArch64 NEON
- * (-DLE_ATTN_NEON). */
+ * (-DLE_ATTN_NEON); the AVX2 source again with AVX-512F (-DLE_ATTN_AVX512) for 8-row tiles. */
 #include <math.h>
 #include <stddef.h>
 #include <string.h>
@@ -15,10 +15,22 @@
 #define BLOCK 32
 /* The largest head the kernels take (stack accumulator). */
 #define MAX_HEAD_DIM 256
+/* Positions a row of pack_kt's transposed key blocks holds: one vector of scores in the tile. */
+#ifdef LE_ATTN_AVX512
+#define KT_WIDTH 16
+#else
+#define KT_WIDTH 8
+#endif
 
 #if defined(LE_ATTN_AVX2) && (defined(__x86_64__) || defined(_M_X64))
 #include <immintrin.h>
+#ifdef LE_ATTN_AVX512
+/* This build exports only its row tiles; the AVX2 build exports the one-row kernel. */
+#define ATTEND_FN attend_head_avx512
+#define ATTEND_SCOPE static
+#else
 #define ATTEND_FN le_attend_head_avx2
+#endif
 #include "vexp.h"
 
 #include "hsum_x86.h"
@@ -46,7 +58,7 @@ static inline void row_f32(const void *p, int f16, size_t off, int hd, float *ou
     }
 }
 
-/* blk[d * 8 + j] = rows[j][d]: 8x8 transposes in registers, the rest element by element. */
+/* blk[d * KT_WIDTH + j] = rows[j][d]: 8x8 transposes in registers, the rest element by element. */
 static inline void transpose8(const float (*rows)[MAX_HEAD_DIM], int hd, float *blk) {
     int d = 0;
     for (; d + 8 <= hd; d += 8) {
@@ -56,12 +68,12 @@ static inline void transpose8(const float (*rows)[MAX_HEAD_DIM], int hd, float *
         }
         le_transpose8x8_ps(r);
         for (int i = 0; i < 8; i++) {
-            _mm256_storeu_ps(blk + (size_t)(d + i) * 8, r[i]);
+            _mm256_storeu_ps(blk + (size_t)(d + i) * KT_WIDTH, r[i]);
         }
     }
     for (; d < hd; d++) {
         for (int j = 0; j < 8; j++) {
-            blk[(size_t)d * 8 + j] = rows[j][d];
+            blk[(size_t)d * KT_WIDTH + j] = rows[j][d];
         }
     }
 }
@@ -256,7 +268,10 @@ static void accumulate_v(float *o, float c, const float *w, int n, const void *v
 #endif
 
 #ifdef ATTEND_FN
-int ATTEND_FN(int n_kv, int hd, const float *q, const void *k, const void *v, int f16, size_t stride, float scale,
+#ifndef ATTEND_SCOPE
+#define ATTEND_SCOPE
+#endif
+ATTEND_SCOPE int ATTEND_FN(int n_kv, int hd, const float *q, const void *k, const void *v, int f16, size_t stride, float scale,
               float *out) {
     if (hd <= 0 || hd > MAX_HEAD_DIM) {
         return -1;
@@ -299,11 +314,12 @@ static inline int row_kv(int i, int n_kv, int causal, int kv0) {
 }
 
 #if defined(LE_ATTN_AVX2) || defined(LE_ATTN_NEON)
-/* Keys transposed into blocks of 8 positions, kt[b][d][8] (f32), so a query value broadcast
- * against one load advances eight scores: the QK^T part is then a small GEMM with no horizontal
- * sums. Positions from n up to the next multiple of 16 are zero. */
+/* Keys transposed into blocks of KT_WIDTH positions, kt[b][d][KT_WIDTH] (f32), so a query value
+ * broadcast against one load advances a vector of scores: the QK^T part is then a small GEMM
+ * with no horizontal sums. Positions from n up to the next multiple of 16 are zero. */
 static void pack_kt(int n, int hd, const void *k, int f16, size_t stride, float *kt) {
     float rows[8][MAX_HEAD_DIM];
+    const int halves = KT_WIDTH / 8; /* eight-position transposes a block */
     for (int b = 0; b < (n + 15) / 16 * 2; b++) {
         for (int j = 0; j < 8; j++) {
             const int p = 8 * b + j;
@@ -313,7 +329,8 @@ static void pack_kt(int n, int hd, const void *k, int f16, size_t stride, float 
                 memset(rows[j], 0, (size_t)hd * sizeof(float));
             }
         }
-        transpose8((const float (*)[MAX_HEAD_DIM])rows, hd, kt + (size_t)b * hd * 8);
+        transpose8((const float (*)[MAX_HEAD_DIM])rows, hd,
+                   kt + (size_t)(b / halves) * hd * KT_WIDTH + (size_t)(b % halves) * 8);
     }
 }
 
@@ -329,9 +346,15 @@ static void pack_v(int n, int hd, const void *v, int f16, size_t stride, float *
 #endif
 
 #if defined(LE_ATTN_AVX2) && (defined(__x86_64__) || defined(_M_X64))
+#ifdef LE_ATTN_AVX512
+#define ROWS_FN le_attend_rows_avx512
+#define KEYS 32  /* positions per block: two zmm of scores a row */
+#define QROWS 8 /* query rows per tile */
+#else
 #define ROWS_FN le_attend_rows_avx2
-#define KEYS 16 /* positions per block: two vectors of scores a row */
-#define QROWS 4 /* query rows per tile */
+#define KEYS 16 /* two ymm of scores a row */
+#define QROWS 4
+#endif
 
 static inline float hmax8(__m256 v) {
     __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -340,6 +363,7 @@ static inline float hmax8(__m256 v) {
     return _mm_cvtss_f32(m);
 }
 
+#ifndef LE_ATTN_AVX512
 /* Four query rows against every key block they see: scores of 16 positions in registers,
  * online softmax per row, then the 16 value rows accumulated into the four outputs 16
  * dimensions at a time (each value load serves four rows). */
@@ -451,6 +475,143 @@ static void tile4(int hd, const float *const qr[QROWS], const int lim[QROWS], co
         }
     }
 }
+#define RUN_TILE(hd, qr, lim, kt, vp, scale, o) tile4(hd, qr, lim, kt, vp, 0, (size_t)(hd), scale, o)
+
+#else
+static inline __mmask16 lanes(int n) {
+    return n >= 16 ? (__mmask16)0xffff : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1);
+}
+
+/* o_i[d0..d0 + 16 * nv) = o_i * c_i + sum_j p_ij v_j for the tile's rows, lanes past `left`
+ * masked off; each value load serves eight rows. */
+static inline __attribute__((always_inline)) void pv_stripe(int nv, int left, int hd, int nk, const float *vp,
+                                                            const float (*p)[KEYS], const float *c,
+                                                            float *const o[QROWS], int d0) {
+    const __mmask16 ma = lanes(left), mb = lanes(left - 16);
+    __m512 acc[QROWS][2];
+    for (int i = 0; i < QROWS; i++) {
+        const __m512 ci = _mm512_set1_ps(c[i]);
+        acc[i][0] = _mm512_mul_ps(_mm512_maskz_loadu_ps(ma, o[i] + d0), ci);
+        if (nv == 2) {
+            acc[i][1] = _mm512_mul_ps(_mm512_maskz_loadu_ps(mb, o[i] + d0 + 16), ci);
+        }
+    }
+    for (int j = 0; j < nk; j++) {
+        const float *vr = vp + (size_t)j * hd + d0;
+        const __m512 va = _mm512_maskz_loadu_ps(ma, vr);
+        const __m512 vb = nv == 2 ? _mm512_maskz_loadu_ps(mb, vr + 16) : va;
+        for (int i = 0; i < QROWS; i++) {
+            const __m512 w = _mm512_set1_ps(p[i][j]);
+            acc[i][0] = _mm512_fmadd_ps(w, va, acc[i][0]);
+            if (nv == 2) {
+                acc[i][1] = _mm512_fmadd_ps(w, vb, acc[i][1]);
+            }
+        }
+    }
+    for (int i = 0; i < QROWS; i++) {
+        _mm512_mask_storeu_ps(o[i] + d0, ma, acc[i][0]);
+        if (nv == 2) {
+            _mm512_mask_storeu_ps(o[i] + d0 + 16, mb, acc[i][1]);
+        }
+    }
+}
+
+/* Eight query rows against every 32-position key block they see, on 512-bit registers: the
+ * scores a row are two zmm (sixteen accumulators while d runs, each broadcast query value
+ * serving two FMAs), the online softmax runs on thirty-two lanes a row (one scalar exp and two
+ * reductions a row per 32 positions), and the values (packed f32, hd apart) go into the outputs
+ * 32 dimensions at a time, then a last stripe of 16 or 32 under lane masks. */
+static void tile8(int hd, const float *const qr[QROWS], const int lim[QROWS], const float *kt, const float *vp,
+                  float scale, float *const o[QROWS]) {
+    float m[QROWS], l[QROWS];
+    int n = 0;
+    for (int i = 0; i < QROWS; i++) {
+        m[i] = -INFINITY;
+        l[i] = 0.0f;
+        memset(o[i], 0, (size_t)hd * sizeof(float));
+        n = lim[i] > n ? lim[i] : n;
+    }
+    float p[QROWS][KEYS] __attribute__((aligned(64)));
+    const __m512 ninf = _mm512_set1_ps(-INFINITY), vscale = _mm512_set1_ps(scale);
+    for (int p0 = 0; p0 < n; p0 += KEYS) {
+        /* pack_kt's blocks are 16 positions; a second one exists only below n rounded up to 16. */
+        const float *k0 = kt + (size_t)(p0 / 16) * hd * 16, *k1 = k0 + (size_t)hd * 16;
+        const int nk = n - p0 < KEYS ? n - p0 : KEYS;
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+        __m512 b0 = a0, b1 = a0, b2 = a0, b3 = a0, b4 = a0, b5 = a0, b6 = a0, b7 = a0;
+#define QK1(r) a##r = _mm512_fmadd_ps(_mm512_set1_ps(qr[r][d]), ka, a##r)
+#define QK2(r)                                                                                                         \
+    do {                                                                                                               \
+        const __m512 x = _mm512_set1_ps(qr[r][d]);                                                                     \
+        a##r = _mm512_fmadd_ps(x, ka, a##r);                                                                           \
+        b##r = _mm512_fmadd_ps(x, kb, b##r);                                                                           \
+    } while (0)
+        if (nk > 16) {
+            for (int d = 0; d < hd; d++) {
+                const __m512 ka = _mm512_loadu_ps(k0 + (size_t)d * 16), kb = _mm512_loadu_ps(k1 + (size_t)d * 16);
+                QK2(0);
+                QK2(1);
+                QK2(2);
+                QK2(3);
+                QK2(4);
+                QK2(5);
+                QK2(6);
+                QK2(7);
+            }
+        } else {
+            for (int d = 0; d < hd; d++) {
+                const __m512 ka = _mm512_loadu_ps(k0 + (size_t)d * 16);
+                QK1(0);
+                QK1(1);
+                QK1(2);
+                QK1(3);
+                QK1(4);
+                QK1(5);
+                QK1(6);
+                QK1(7);
+            }
+        }
+#undef QK1
+#undef QK2
+        const __m512 sa[QROWS] = {a0, a1, a2, a3, a4, a5, a6, a7}, sb[QROWS] = {b0, b1, b2, b3, b4, b5, b6, b7};
+        float c[QROWS];
+        for (int i = 0; i < QROWS; i++) {
+            /* Scores past the row's limit (causal mask, or the end of the keys) are -inf. */
+            const int room = lim[i] - p0;
+            const __m512 xa = _mm512_mask_mul_ps(ninf, lanes(room), sa[i], vscale);
+            const __m512 xb = _mm512_mask_mul_ps(ninf, lanes(room - 16), sb[i], vscale);
+            const float bm = _mm512_reduce_max_ps(_mm512_max_ps(xa, xb));
+            const float nm = bm > m[i] ? bm : m[i];
+            /* Block 0 always holds position 0, which every row sees: nm is finite from then on. */
+            c[i] = m[i] == -INFINITY ? 0.0f : expf(m[i] - nm);
+            m[i] = nm;
+            const __m512 vm = _mm512_set1_ps(nm);
+            const __m512 ea = le_exp_neg_avx512(_mm512_sub_ps(xa, vm));
+            const __m512 eb = le_exp_neg_avx512(_mm512_sub_ps(xb, vm));
+            _mm512_store_ps(p[i], ea);
+            _mm512_store_ps(p[i] + 16, eb);
+            l[i] = l[i] * c[i] + _mm512_reduce_add_ps(_mm512_add_ps(ea, eb));
+        }
+        const float *vb = vp + (size_t)p0 * hd;
+        int d0 = 0;
+        for (; d0 + 32 <= hd; d0 += 32) {
+            pv_stripe(2, 32, hd, nk, vb, (const float (*)[KEYS])p, c, o, d0);
+        }
+        if (hd - d0 > 16) {
+            pv_stripe(2, hd - d0, hd, nk, vb, (const float (*)[KEYS])p, c, o, d0);
+        } else if (hd - d0 > 0) {
+            pv_stripe(1, hd - d0, hd, nk, vb, (const float (*)[KEYS])p, c, o, d0);
+        }
+    }
+    for (int i = 0; i < QROWS; i++) {
+        const float inv = 1.0f / l[i];
+        for (int d = 0; d < hd; d++) {
+            o[i][d] *= inv;
+        }
+    }
+}
+#define RUN_TILE(hd, qr, lim, kt, vp, scale, o) tile8(hd, qr, lim, kt, vp, scale, o)
+#endif
 
 #endif
 
@@ -552,10 +713,11 @@ static void tile4(int hd, const float *const qr[QROWS], const int lim[QROWS], co
         }
     }
 }
+#define RUN_TILE(hd, qr, lim, kt, vp, scale, o) tile4(hd, qr, lim, kt, vp, 0, (size_t)(hd), scale, o)
 
 #endif
 
-/* Both tiled builds: whole tiles of four rows, then the rest row by row. */
+/* The tiled builds: whole tiles of QROWS rows, then the rest row by row. */
 #ifdef ROWS_FN
 int ROWS_FN(int nq, int hd, const float *q, size_t q_stride, const void *k, const void *v, int f16, size_t stride,
             int n_kv, int causal, int kv0, float scale, float *out, size_t o_stride, float *scratch) {
@@ -579,7 +741,7 @@ int ROWS_FN(int nq, int hd, const float *q, size_t q_stride, const void *k, cons
                 o[r] = out + (size_t)(i + r) * o_stride;
                 lim[r] = row_kv(i + r, n_kv, causal, kv0);
             }
-            tile4(hd, qr, lim, scratch, vp, 0, (size_t)hd, scale, o);
+            RUN_TILE(hd, qr, lim, scratch, vp, scale, o);
         }
     }
     for (; i < nq; i++) {

@@ -416,6 +416,9 @@ int le_attend_rows_scalar(int nq, int hd, const float *q, size_t q_stride, const
 int le_attend_rows_avx2(int nq, int hd, const float *q, size_t q_stride, const void *k, const void *v, int f16,
                         size_t stride, int n_kv, int causal, int kv0, float scale, float *out, size_t o_stride,
                         float *scratch);
+int le_attend_rows_avx512(int nq, int hd, const float *q, size_t q_stride, const void *k, const void *v, int f16,
+                        size_t stride, int n_kv, int causal, int kv0, float scale, float *out, size_t o_stride,
+                        float *scratch);
 int le_attend_rows_neon(int nq, int hd, const float *q, size_t q_stride, const void *k, const void *v, int f16,
                         size_t stride, int n_kv, int causal, int kv0, float scale, float *out, size_t o_stride,
                         float *scratch);

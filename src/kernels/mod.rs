@@ -598,15 +598,16 @@ pub fn attend_head(
 /// scratch holds `F16_PANEL_ROWS * k` halves.
 pub const F16_PANEL_ROWS: usize = ffi::LE_F16_PACK_ROWS as usize;
 
-/// The builds of the F16 GEMM. The SIMD ones add each output's products in order with one
-/// fused multiply-add each, so they agree bit for bit.
+/// The builds of the float kernels that have a 512-bit form: the F16 GEMM (whose SIMD builds add
+/// each output's products in order with one fused multiply-add each, so they agree bit for bit)
+/// and attention's row tiles.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum F16Gemm {
+pub enum FloatIsa {
     /// Portable C, the reference.
     Scalar,
-    /// x86 AVX2 + FMA + F16C (16 rows x 6 tokens).
+    /// x86 AVX2 + FMA + F16C (GEMM tiles of 16 rows x 6 tokens, attention tiles of 4 rows).
     Avx2,
-    /// x86 AVX-512F (32 rows x 8 tokens).
+    /// x86 AVX-512F (GEMM tiles of 32 rows x 8 tokens, attention tiles of 8 rows).
     Avx512,
     /// AArch64 NEON.
     Neon,
@@ -625,28 +626,28 @@ fn has_avx512f() -> bool {
     })
 }
 
-impl F16Gemm {
+impl FloatIsa {
     /// The fastest build for `isa` on this CPU.
-    pub fn for_isa(isa: Isa) -> F16Gemm {
+    pub fn for_isa(isa: Isa) -> FloatIsa {
         match isa {
-            Isa::Avx2 if has_avx512f() => F16Gemm::Avx512,
-            Isa::Avx2 => F16Gemm::Avx2,
-            Isa::Neon | Isa::NeonDotprod => F16Gemm::Neon,
-            _ => F16Gemm::Scalar,
+            Isa::Avx2 if has_avx512f() => FloatIsa::Avx512,
+            Isa::Avx2 => FloatIsa::Avx2,
+            Isa::Neon | Isa::NeonDotprod => FloatIsa::Neon,
+            _ => FloatIsa::Scalar,
         }
     }
 
     /// Every build this CPU can run (for tests and benchmarks).
-    pub fn available() -> Vec<F16Gemm> {
-        let mut v = vec![F16Gemm::Scalar];
+    pub fn available() -> Vec<FloatIsa> {
+        let mut v = vec![FloatIsa::Scalar];
         match detect() {
             Isa::Avx2 => {
-                v.push(F16Gemm::Avx2);
+                v.push(FloatIsa::Avx2);
                 if has_avx512f() {
-                    v.push(F16Gemm::Avx512);
+                    v.push(FloatIsa::Avx512);
                 }
             }
-            Isa::Neon | Isa::NeonDotprod => v.push(F16Gemm::Neon),
+            Isa::Neon | Isa::NeonDotprod => v.push(FloatIsa::Neon),
             _ => {}
         }
         v
@@ -659,10 +660,10 @@ impl F16Gemm {
 /// # Safety
 /// `out` must be valid for writes at `t * ldo + r` for every `t < nt`, `r < nrows`, and no other
 /// thread may access those elements during the call; `build` must be one of
-/// [`F16Gemm::available`].
+/// [`FloatIsa::available`].
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn gemm_f16(
-    build: F16Gemm,
+    build: FloatIsa,
     k: usize,
     w: &[u16],
     nrows: usize,
@@ -682,11 +683,11 @@ pub unsafe fn gemm_f16(
     unsafe {
         match build {
             #[cfg(target_arch = "x86_64")]
-            F16Gemm::Avx2 => ffi::le_gemm_f16_avx2(kk, wp, k, nr, xp, k, t, out, ldo, pk),
+            FloatIsa::Avx2 => ffi::le_gemm_f16_avx2(kk, wp, k, nr, xp, k, t, out, ldo, pk),
             #[cfg(target_arch = "x86_64")]
-            F16Gemm::Avx512 => ffi::le_gemm_f16_avx512(kk, wp, k, nr, xp, k, t, out, ldo, pk),
+            FloatIsa::Avx512 => ffi::le_gemm_f16_avx512(kk, wp, k, nr, xp, k, t, out, ldo, pk),
             #[cfg(target_arch = "aarch64")]
-            F16Gemm::Neon => ffi::le_gemm_f16_neon(kk, wp, k, nr, xp, k, t, out, ldo, pk),
+            FloatIsa::Neon => ffi::le_gemm_f16_neon(kk, wp, k, nr, xp, k, t, out, ldo, pk),
             _ => ffi::le_gemm_f16_scalar(kk, wp, k, nr, xp, k, t, out, ldo, pk),
         }
     }
@@ -945,15 +946,15 @@ pub enum Visible {
     },
 }
 
-/// Query rows of one tile in `le_attend_rows_*` (`QROWS` in attention.c); fewer rows skip the
-/// packed scratch.
+/// Query rows of the smallest tile of `le_attend_rows_*` (`QROWS` in attention.c: 4, or 8 for
+/// AVX-512); fewer rows skip the packed scratch.
 const ATTEND_TILE_ROWS: usize = 4;
 
 /// `nq` query rows of one head: row i's `hd` values at `q[i * q_stride..]`, its output at
 /// `out[i * o_stride..]`, keys and values as [`attend_head`] takes them (`n_kv` positions).
 #[allow(clippy::too_many_arguments)]
 pub fn attend_rows(
-    isa: Isa,
+    isa: FloatIsa,
     nq: usize,
     hd: usize,
     q: &[f32],
@@ -1020,9 +1021,11 @@ pub fn attend_rows(
     ) -> i32;
     let f: RowsFn = match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => ffi::le_attend_rows_avx2,
+        FloatIsa::Avx2 => ffi::le_attend_rows_avx2,
+        #[cfg(target_arch = "x86_64")]
+        FloatIsa::Avx512 => ffi::le_attend_rows_avx512,
         #[cfg(target_arch = "aarch64")]
-        Isa::Neon | Isa::NeonDotprod => ffi::le_attend_rows_neon,
+        FloatIsa::Neon => ffi::le_attend_rows_neon,
         _ => ffi::le_attend_rows_scalar,
     };
     // SAFETY: reads stay within the asserted lengths of q, k and v; writes within out's; the

@@ -66,7 +66,7 @@ pub fn attend_rows(
     }
     let (group, stride) = (n_head / n_kv_head, n_kv_head * head_dim);
     let scale = 1.0 / (head_dim as f32).sqrt();
-    let isa = kernels::isa();
+    let isa = kernels::FloatIsa::for_isa(kernels::isa());
     let blocks = n_rows.div_ceil(ROWS);
     let base = Disjoint::new(out);
     let len = out.len();

@@ -244,7 +244,7 @@ impl<'a> Matrix<'a> {
             GgmlType::F16 if aligned && n >= GEMM_MIN_TOKENS => {
                 // Prefill / vision: the tiled F16 GEMM, 64-row chunks handed out on demand.
                 let w: &[u16] = bytemuck::cast_slice(self.data);
-                let build = kernels::F16Gemm::for_isa(isa);
+                let build = kernels::FloatIsa::for_isa(isa);
                 pool.for_chunks(rows, GEMM_CHUNK_ROWS, &|band| {
                     let mut pack = vec![0u16; kernels::F16_PANEL_ROWS * cols];
                     // SAFETY: `out` has n * rows elements; this thread alone writes columns
