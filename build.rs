@@ -31,6 +31,7 @@ fn main() {
     println!("cargo:rerun-if-changed=kernels/cpu/vexp.h");
     println!("cargo:rerun-if-changed=kernels/cpu/gemm_tiles.h");
     println!("cargo:rerun-if-changed=kernels/cpu/hsum_x86.h");
+    println!("cargo:rerun-if-changed=kernels/cpu/prefetch_x86.h");
     println!("cargo:rerun-if-changed=kernels/cpu/transpose_x86.h");
     println!("cargo:rerun-if-changed=kernels/cpu/q3k_scales.h");
     println!("cargo:rerun-if-changed=kernels/cpu/x8_kinds.h");

@@ -9,6 +9,7 @@
 
 #include "half.h"
 #include "hsum_x86.h"
+#include "prefetch_x86.h"
 
 /* Signed bytes x signed bytes summed in int32 lanes: maddubs needs one unsigned operand, so
  * move x's sign onto y (|x| * sign(x)*y = x*y). */
@@ -34,6 +35,7 @@ float le_vec_dot_q4_0_q8_0_avx2(int n, const le_block_q4_0 *w, const le_block_q8
     const int nb = n / LE_QK4_0;
     int b = 0;
     for (; b + 2 <= nb; b += 2) {
+        le_prefetch_ahead(w + b, 2 * sizeof *w);
         acc0 = q4_0_block(w + b, a + b, acc0);
         acc1 = q4_0_block(w + b + 1, a + b + 1, acc1);
     }
@@ -46,6 +48,7 @@ float le_vec_dot_q4_0_q8_0_avx2(int n, const le_block_q4_0 *w, const le_block_q8
 float le_vec_dot_q8_0_q8_0_avx2(int n, const le_block_q8_0 *w, const le_block_q8_0 *a) {
     __m256 acc = _mm256_setzero_ps();
     for (int b = 0; b < n / LE_QK8_0; b++) {
+        le_prefetch_ahead(w + b, sizeof *w);
         const __m256i x = _mm256_loadu_si256((const __m256i *)w[b].qs);
         const __m256i y = _mm256_loadu_si256((const __m256i *)a[b].qs);
         const __m256 d = _mm256_set1_ps(_cvtsh_ss(w[b].d) * _cvtsh_ss(a[b].d));
@@ -69,6 +72,9 @@ static inline float dot_h16(int bf, int n, const uint16_t *w, const float *a) {
     int i = 0;
     /* Two accumulators hide the FMA latency. */
     for (; i + 16 <= n; i += 16) {
+        if (i % 32 == 0) {
+            le_prefetch_ahead(w + i, 64);
+        }
         acc0 = _mm256_fmadd_ps(h16x8(bf, w + i), _mm256_loadu_ps(a + i), acc0);
         acc1 = _mm256_fmadd_ps(h16x8(bf, w + i + 8), _mm256_loadu_ps(a + i + 8), acc1);
     }
@@ -119,6 +125,7 @@ float le_vec_dot_q5_0_q8_0_avx2(int n, const le_block_q5_0 *w, const le_block_q8
     const int nb = n / LE_QK5_0;
     int b = 0;
     for (; b + 2 <= nb; b += 2) {
+        le_prefetch_ahead(w + b, 2 * sizeof *w);
         acc0 = q5_0_block(w + b, a + b, acc0);
         acc1 = q5_0_block(w + b + 1, a + b + 1, acc1);
     }
@@ -161,6 +168,7 @@ static inline __attribute__((always_inline)) float dot_k45(int n, size_t stride,
 /* Field p of super-block b (the fields of block 0 are passed in; blocks are stride apart). */
 #define AT(p, b) ((const void *)((const uint8_t *)(p) + (size_t)(b) * stride))
     for (int b = 0; b < n / LE_QK_K; b++) {
+        le_prefetch_ahead(AT(qs0, b), (int)stride);
         const uint8_t *qs = AT(qs0, b);
         /* Scales and mins stay in registers: bytes stored and read back as one wider load
          * would stall on store forwarding every super-block. */
@@ -228,6 +236,7 @@ float le_vec_dot_q3_K_q8_K_avx2(int n, const le_block_q3_K *w, const le_block_q8
     const __m256i three = _mm256_set1_epi8(3), one = _mm256_set1_epi8(1), four = _mm256_set1_epi8(4);
     __m256 acc = _mm256_setzero_ps();
     for (int b = 0; b < n / LE_QK_K; b++) {
+        le_prefetch_ahead(w + b, sizeof *w);
         /* The scales straight into a register (storing them as bytes and loading 16 back
          * would stall on store forwarding every super-block). */
         uint32_t aux[4];
@@ -273,6 +282,7 @@ float le_vec_dot_q2_K_q8_K_avx2(int n, const le_block_q2_K *w, const le_block_q8
     const __m128i low4 = _mm_set1_epi8(0x0f);
     __m256 acc = _mm256_setzero_ps();
     for (int b = 0; b < n / LE_QK_K; b++) {
+        le_prefetch_ahead(w + b, sizeof *w);
         const __m128i sm = _mm_loadu_si128((const __m128i *)w[b].scales);
         const __m256i s16 = _mm256_cvtepu8_epi16(_mm_and_si128(sm, low4));
         const __m256i m16 = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sm, 4), low4));
@@ -306,6 +316,7 @@ float le_vec_dot_q6_K_q8_K_avx2(int n, const le_block_q6_K *w, const le_block_q8
     const __m256i low4 = _mm256_set1_epi8(0x0f), two = _mm256_set1_epi8(3), k32 = _mm256_set1_epi8(32);
     __m256 vacc = _mm256_setzero_ps();
     for (int b = 0; b < n / LE_QK_K; b++) {
+        le_prefetch_ahead(w + b, sizeof *w);
         __m256i acc = _mm256_setzero_si256();
         for (int h = 0; h < 2; h++) {
             const uint8_t *ql = w[b].ql + 64 * h, *qhp = w[b].qh + 32 * h;

@@ -10,6 +10,7 @@
 
 #include "llava_kernels.h"
 #include "x8_kinds.h"
+#include "prefetch_x86.h"
 
 #ifdef LE_VNNI
 #define GEMM_FN le_gemm_x8_vnni
@@ -286,6 +287,7 @@ static inline __attribute__((always_inline)) void gemv_x8(int five, int with_min
 #define X8_BLOCK(acc, off, i)                                                                                          \
     do {                                                                                                               \
         const uint8_t *xb = x + (size_t)(i) * bsize;                                                                   \
+        le_prefetch_ahead(xb, (int)bsize);                                                                             \
         const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)xb));                                        \
         const __m256i s = five ? q5_x8_isum(xb + bsize - 160, xb + bsize - 128, y[i].qs)                               \
                                : q4_x8_isum(xb + bsize - 128, y[i].qs);                                                \
