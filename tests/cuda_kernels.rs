@@ -149,7 +149,7 @@ fn gemm_norm_activation_attention_and_shrink_match_the_cpu() {
         .collect();
     let x = values(&mut rng, cols * tokens);
     let mut want = vec![0f32; rows * tokens];
-    let mut pack = vec![0u16; kernels::F16_PANEL_ROWS * cols];
+    let mut pack = vec![0f32; kernels::F16_PACK_PER_K * cols];
     unsafe {
         kernels::gemm_f16(
             kernels::FloatIsa::Scalar,

@@ -389,7 +389,7 @@ fn f16_gemm_matches_f64_math() {
         for &isa in &isas {
             let ldo = nrows + 2;
             let mut out = vec![GEMM_SENTINEL; nt * ldo];
-            let mut pack = vec![0u16; kernels::F16_PANEL_ROWS * k];
+            let mut pack = vec![0f32; kernels::F16_PACK_PER_K * k];
             // SAFETY: `out` covers t * ldo + r for t < nt, r < nrows; this thread owns it.
             unsafe {
                 kernels::gemm_f16(isa, k, &w, nrows, &x, nt, out.as_mut_ptr(), ldo, &mut pack)

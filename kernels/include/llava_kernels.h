@@ -376,16 +376,16 @@ int le_attend_head_neon(int n_kv, int hd, const float *q, const void *k, const v
 
 /* F16 weights times f32 activations for many tokens (the vision encoder): out[t * ldo + r] =
  * w_r . x_t for nrows rows of k halves (ldw apart) and nt tokens of k floats (ldx apart).
- * `pack` is scratch for LE_F16_PACK_ROWS * k halves (the largest panel of any build). */
-#define LE_F16_PACK_ROWS 32
+ * `pack` is scratch for LE_F16_PACK_FLOATS * k floats (the largest panel of any build). */
+#define LE_F16_PACK_FLOATS 32
 void le_gemm_f16_scalar(int k, const uint16_t *w, size_t ldw, int nrows, const float *x, size_t ldx, int nt,
-                        float *out, size_t ldo, uint16_t *pack);
+                        float *out, size_t ldo, float *pack);
 void le_gemm_f16_avx2(int k, const uint16_t *w, size_t ldw, int nrows, const float *x, size_t ldx, int nt,
-                      float *out, size_t ldo, uint16_t *pack);
+                      float *out, size_t ldo, float *pack);
 void le_gemm_f16_avx512(int k, const uint16_t *w, size_t ldw, int nrows, const float *x, size_t ldx, int nt,
-                        float *out, size_t ldo, uint16_t *pack);
+                        float *out, size_t ldo, float *pack);
 void le_gemm_f16_neon(int k, const uint16_t *w, size_t ldw, int nrows, const float *x, size_t ldx, int nt,
-                      float *out, size_t ldo, uint16_t *pack);
+                      float *out, size_t ldo, float *pack);
 
 /* The same product with bfloat16 pairs (vdpbf16ps): weights and activations rounded to bf16
  * (nearest even, subnormals to zero), products summed in f32. Tokens are first packed by

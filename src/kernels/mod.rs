@@ -594,9 +594,8 @@ pub fn attend_head(
     debug_assert_eq!(rc, 0);
 }
 
-/// Rows of an F16 weight matrix per packed panel of [`gemm_f16`] (the largest of any build): its
-/// scratch holds `F16_PANEL_ROWS * k` halves.
-pub const F16_PANEL_ROWS: usize = ffi::LE_F16_PACK_ROWS as usize;
+/// Floats of [`gemm_f16`]'s packing scratch per unit of `k` (the largest panel of any build).
+pub const F16_PACK_PER_K: usize = ffi::LE_F16_PACK_FLOATS as usize;
 
 /// The builds of the float kernels that have a 512-bit form: the F16 GEMM (whose SIMD builds add
 /// each output's products in order with one fused multiply-add each, so they agree bit for bit)
@@ -655,7 +654,7 @@ impl FloatIsa {
 }
 
 /// `out[t * ldo + r] = w_r . x_t` for the `nrows` rows of `k` halves in `w` (`ldw` apart) and
-/// the `nt` tokens of `k` floats in `x`; `pack` is scratch of `F16_PANEL_ROWS * k` halves.
+/// the `nt` tokens of `k` floats in `x`; `pack` is scratch of `F16_PACK_PER_K * k` floats.
 ///
 /// # Safety
 /// `out` must be valid for writes at `t * ldo + r` for every `t < nt`, `r < nrows`, and no other
@@ -671,11 +670,11 @@ pub unsafe fn gemm_f16(
     nt: usize,
     out: *mut f32,
     ldo: usize,
-    pack: &mut [u16],
+    pack: &mut [f32],
 ) {
     assert!(w.len() >= nrows * k, "gemm_f16: weights");
     assert!(x.len() >= nt * k, "gemm_f16: activations");
-    assert!(pack.len() >= F16_PANEL_ROWS * k, "gemm_f16: scratch");
+    assert!(pack.len() >= F16_PACK_PER_K * k, "gemm_f16: scratch");
     assert!(nt <= 1 || ldo >= nrows, "gemm_f16: ldo");
     let (kk, wp, nr, xp, t) = (k as i32, w.as_ptr(), nrows as i32, x.as_ptr(), nt as i32);
     let pk = pack.as_mut_ptr();

@@ -246,7 +246,7 @@ impl<'a> Matrix<'a> {
                 let w: &[u16] = bytemuck::cast_slice(self.data);
                 let build = kernels::FloatIsa::for_isa(isa);
                 pool.for_chunks(rows, GEMM_CHUNK_ROWS, &|band| {
-                    let mut pack = vec![0u16; kernels::F16_PANEL_ROWS * cols];
+                    let mut pack = vec![0f32; kernels::F16_PACK_PER_K * cols];
                     // SAFETY: `out` has n * rows elements; this thread alone writes columns
                     // band of each token's row.
                     unsafe {
