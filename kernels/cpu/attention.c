@@ -334,6 +334,29 @@ static void pack_kt(int n, int hd, const void *k, int f16, size_t stride, float 
     }
 }
 
+/* A tile's rows start with no mass (m = -inf, l = 0, o = 0); the positions it visits are the
+ * most any row sees. */
+static inline int tile_begin(int rows, int hd, const int *lim, float *m, float *l, float *const *o) {
+    int n = 0;
+    for (int i = 0; i < rows; i++) {
+        m[i] = -INFINITY;
+        l[i] = 0.0f;
+        memset(o[i], 0, (size_t)hd * sizeof(float));
+        n = lim[i] > n ? lim[i] : n;
+    }
+    return n;
+}
+
+/* Each row's weighted sum divided by its softmax denominator. */
+static inline void tile_end(int rows, int hd, const float *l, float *const *o) {
+    for (int i = 0; i < rows; i++) {
+        const float inv = 1.0f / l[i];
+        for (int d = 0; d < hd; d++) {
+            o[i][d] *= inv;
+        }
+    }
+}
+
 /* The values every row sees, as f32 rows of hd back to back. In place the rows lie a head
  * stride apart (several KiB), so the sixteen a tile reads fall into the same few L1 sets and
  * evict each other; packed, they are one contiguous run. */
@@ -370,15 +393,7 @@ static inline float hmax8(__m256 v) {
 static void tile4(int hd, const float *const qr[QROWS], const int lim[QROWS], const float *kt, const void *v, int f16,
                   size_t stride, float scale, float *const o[QROWS]) {
     float m[QROWS], l[QROWS];
-    for (int i = 0; i < QROWS; i++) {
-        m[i] = -INFINITY;
-        l[i] = 0.0f;
-        memset(o[i], 0, (size_t)hd * sizeof(float));
-    }
-    int n = 0;
-    for (int i = 0; i < QROWS; i++) {
-        n = lim[i] > n ? lim[i] : n;
-    }
+    const int n = tile_begin(QROWS, hd, lim, m, l, o);
     float p[QROWS][KEYS];
     for (int p0 = 0; p0 < n; p0 += KEYS) {
         const float *k0 = kt + (size_t)(p0 / 8) * hd * 8, *k1 = k0 + (size_t)hd * 8;
@@ -468,12 +483,7 @@ static void tile4(int hd, const float *const qr[QROWS], const int lim[QROWS], co
             }
         }
     }
-    for (int i = 0; i < QROWS; i++) {
-        const float inv = 1.0f / l[i];
-        for (int d = 0; d < hd; d++) {
-            o[i][d] *= inv;
-        }
-    }
+    tile_end(QROWS, hd, l, o);
 }
 #define RUN_TILE(hd, qr, lim, kt, vp, scale, o) tile4(hd, qr, lim, kt, vp, 0, (size_t)(hd), scale, o)
 
@@ -524,13 +534,7 @@ static inline __attribute__((always_inline)) void pv_stripe(int nv, int left, in
 static void tile8(int hd, const float *const qr[QROWS], const int lim[QROWS], const float *kt, const float *vp,
                   float scale, float *const o[QROWS]) {
     float m[QROWS], l[QROWS];
-    int n = 0;
-    for (int i = 0; i < QROWS; i++) {
-        m[i] = -INFINITY;
-        l[i] = 0.0f;
-        memset(o[i], 0, (size_t)hd * sizeof(float));
-        n = lim[i] > n ? lim[i] : n;
-    }
+    const int n = tile_begin(QROWS, hd, lim, m, l, o);
     float p[QROWS][KEYS] __attribute__((aligned(64)));
     const __m512 ninf = _mm512_set1_ps(-INFINITY), vscale = _mm512_set1_ps(scale);
     for (int p0 = 0; p0 < n; p0 += KEYS) {
@@ -603,12 +607,7 @@ static void tile8(int hd, const float *const qr[QROWS], const int lim[QROWS], co
             pv_stripe(1, hd - d0, hd, nk, vb, (const float (*)[KEYS])p, c, o, d0);
         }
     }
-    for (int i = 0; i < QROWS; i++) {
-        const float inv = 1.0f / l[i];
-        for (int d = 0; d < hd; d++) {
-            o[i][d] *= inv;
-        }
-    }
+    tile_end(QROWS, hd, l, o);
 }
 #define RUN_TILE(hd, qr, lim, kt, vp, scale, o) tile8(hd, qr, lim, kt, vp, scale, o)
 #endif
@@ -625,13 +624,7 @@ static void tile8(int hd, const float *const qr[QROWS], const int lim[QROWS], co
 static void tile4(int hd, const float *const qr[QROWS], const int lim[QROWS], const float *kt,
                        const void *v, int f16, size_t stride, float scale, float *const o[QROWS]) {
     float m[QROWS], l[QROWS];
-    int n = 0;
-    for (int i = 0; i < QROWS; i++) {
-        m[i] = -INFINITY;
-        l[i] = 0.0f;
-        memset(o[i], 0, (size_t)hd * sizeof(float));
-        n = lim[i] > n ? lim[i] : n;
-    }
+    const int n = tile_begin(QROWS, hd, lim, m, l, o);
     float p[QROWS][KEYS];
     for (int p0 = 0; p0 < n; p0 += KEYS) {
         const float *k0 = kt + (size_t)(p0 / 8) * hd * 8, *k1 = k0 + (size_t)hd * 8;
@@ -706,12 +699,7 @@ static void tile4(int hd, const float *const qr[QROWS], const int lim[QROWS], co
             }
         }
     }
-    for (int i = 0; i < QROWS; i++) {
-        const float inv = 1.0f / l[i];
-        for (int d = 0; d < hd; d++) {
-            o[i][d] *= inv;
-        }
-    }
+    tile_end(QROWS, hd, l, o);
 }
 #define RUN_TILE(hd, qr, lim, kt, vp, scale, o) tile4(hd, qr, lim, kt, vp, 0, (size_t)(hd), scale, o)
 
