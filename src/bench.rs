@@ -115,13 +115,17 @@ pub fn read_rate_gbs(parts: &[&[u8]], pool: &ThreadPool, reps: usize) -> f64 {
             let mut acc = [0u64; 8];
             for c in &chunks[r] {
                 for line in c.chunks_exact(64) {
-                    // The decode kernels prefetch this far ahead (prefetch_x86.h): the bound
-                    // they are held to is read the same way.
+                    // The decode kernels prefetch this far ahead: the bound they are held to
+                    // is read the same way.
                     #[cfg(target_arch = "x86_64")]
                     // SAFETY: a prefetch is a hint; it never faults, even past the mapping.
                     unsafe {
                         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-                        _mm_prefetch::<_MM_HINT_T0>(line.as_ptr().wrapping_add(4096).cast());
+                        _mm_prefetch::<_MM_HINT_T0>(
+                            line.as_ptr()
+                                .wrapping_add(crate::kernels::PREFETCH_AHEAD)
+                                .cast(),
+                        );
                     }
                     for (k, a) in acc.iter_mut().enumerate() {
                         let w = u64::from_le_bytes(line[8 * k..8 * k + 8].try_into().unwrap());

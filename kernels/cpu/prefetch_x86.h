@@ -6,7 +6,7 @@
 #ifndef LE_PREFETCH_X86_H
 #define LE_PREFETCH_X86_H
 
-#define LE_PREFETCH_AHEAD 4096
+#include "llava_kernels.h" /* LE_PREFETCH_AHEAD, shared with the bench's read-rate bound */
 
 /* The lines of [p, p + bytes) one LE_PREFETCH_AHEAD further on. */
 static inline void le_prefetch_ahead(const void *p, int bytes) {

@@ -374,6 +374,10 @@ int le_attend_head_avx2(int n_kv, int hd, const float *q, const void *k, const v
 int le_attend_head_neon(int n_kv, int hd, const float *q, const void *k, const void *v, int f16, size_t stride,
                         float scale, float *out);
 
+/* Bytes ahead of the weight being read that the x86 decode products prefetch (see
+ * cpu/prefetch_x86.h); the bench reads its bandwidth bound the same way. */
+#define LE_PREFETCH_AHEAD 4096
+
 /* F16 weights times f32 activations for many tokens (the vision encoder): out[t * ldo + r] =
  * w_r . x_t for nrows rows of k halves (ldw apart) and nt tokens of k floats (ldx apart).
  * `pack` is scratch for LE_F16_PACK_FLOATS * k floats (the largest panel of any build). */

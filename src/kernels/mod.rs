@@ -594,6 +594,9 @@ pub fn attend_head(
     debug_assert_eq!(rc, 0);
 }
 
+/// Bytes ahead of the weight being read that the x86 decode products prefetch.
+pub const PREFETCH_AHEAD: usize = ffi::LE_PREFETCH_AHEAD as usize;
+
 /// Floats of [`gemm_f16`]'s packing scratch per unit of `k` (the largest panel of any build).
 pub const F16_PACK_PER_K: usize = ffi::LE_F16_PACK_FLOATS as usize;
 
