@@ -430,6 +430,7 @@ fn main() {
         (GgmlType::Q4_0, "qwen2-0.5b ffn_up", 4864, 896),
         (GgmlType::Q5_0, "qwen2-0.5b ffn_up", 4864, 896),
         (GgmlType::Q8_0, "qwen2-0.5b ffn_up", 4864, 896),
+        (GgmlType::Q8_0, "qwen2-0.5b tied output", 151936, 896),
         (GgmlType::Q4_0, "llama-7b ffn_up", 11008, 4096),
         (GgmlType::Q4_K, "llama-7b ffn_up", 11008, 4096),
         (GgmlType::Q6_K, "llama-7b ffn_down", 4096, 11008),
