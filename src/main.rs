@@ -53,8 +53,9 @@ enum Command {
         /// the same file and threads, alternating with ours, and print the ratios.
         #[arg(long = "vs-llama-cpp")]
         vs_llama_cpp: Option<PathBuf>,
-        /// Keep Q4_0 weights exactly as mapped from the file (no interleaving at load: less load
-        /// time and shared page-cache memory, slower decode). llama.cpp's --no-repack.
+        /// Keep the legacy weights (Q4_0 .. Q8_0) exactly as mapped from the file (no interleaving
+        /// at load: less load time and shared page-cache memory, slower decode). llama.cpp's
+        /// --no-repack.
         #[arg(long = "no-repack")]
         no_repack: bool,
         /// Run the vision encoder's F16 products in bfloat16 pairs where the CPU has a bfloat16
@@ -139,8 +140,9 @@ struct RunArgs {
     /// Print each image's token count and other details to stderr.
     #[arg(short = 'v', long)]
     verbose: bool,
-    /// Keep Q4_0 weights exactly as mapped from the file (no interleaving at load: less load
-    /// time and shared page-cache memory, slower decode). llama.cpp's --no-repack.
+    /// Keep the legacy weights (Q4_0 .. Q8_0) exactly as mapped from the file (no interleaving
+    /// at load: less load time and shared page-cache memory, slower decode). llama.cpp's
+    /// --no-repack.
     #[arg(long = "no-repack")]
     no_repack: bool,
     /// Run the vision encoder's F16 products in bfloat16 pairs where the CPU has a bfloat16

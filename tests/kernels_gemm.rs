@@ -552,6 +552,7 @@ fn interleaved_decode_matches_f64_math() {
         (GgmlType::Q4_1, 18),
         (GgmlType::Q5_0, 19),
         (GgmlType::Q5_1, 20),
+        (GgmlType::Q8_0, 21),
     ] {
         interleaved_decode(ty, seed);
     }

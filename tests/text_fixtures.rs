@@ -195,13 +195,16 @@ fn quantized_text_weights_stay_close() {
             quantize_file(&f32_path, &q_path, &opts).unwrap();
             let f = GgufFile::open(&q_path).unwrap();
             let model = TextModel::load(&f).unwrap();
-            // The legacy 4/5-bit types again with rows interleaved for decode, as `run` loads them: the
+            // The legacy types again with rows interleaved for decode, as `run` loads them: the
             // same weights, so only the order of float sums may differ from the plain file's.
             let mut fi = GgufFile::open(&q_path).unwrap();
             let interleaved = llava_edge::text::interleave_weights(&mut fi, &pool).unwrap();
             assert_eq!(
                 interleaved > 0,
-                matches!(mix, Mix::Q4_0 | Mix::Q4_1 | Mix::Q5_0 | Mix::Q5_1),
+                matches!(
+                    mix,
+                    Mix::Q4_0 | Mix::Q4_1 | Mix::Q5_0 | Mix::Q5_1 | Mix::Q8_0
+                ),
                 "{case} {mix}"
             );
             let model_i = TextModel::load(&fi).unwrap();

@@ -144,8 +144,49 @@ static inline __attribute__((always_inline)) void gemv_x8(int five, int with_min
     }
 }
 
+/* Decode over interleaved Q8_0 rows (le_block_q8_0x8): the signed codes meet SDOT as they are,
+ * so there is no offset; chunk c's half h is four values (4c..4c+3) of rows 4h..4h+3. */
+static void gemv_q8_0x8(int n, const uint8_t *w, int ng, const le_block_q8_0x *a, int nt, float *out, size_t ldo) {
+    const int nb = n / 32;
+    const size_t bsize = sizeof(le_block_q8_0x8);
+    for (int g = 0; g < ng; g++) {
+        const uint8_t *x = w + (size_t)g * nb * bsize;
+        for (int t = 0; t < nt; t++) {
+            const le_block_q8_0x *y = a + (size_t)t * nb;
+            float32x4_t acc[2] = {vdupq_n_f32(0.0f), vdupq_n_f32(0.0f)};
+            for (int b = 0; b < nb; b++) {
+                const uint8_t *xb = x + (size_t)b * bsize;
+                const int8x16_t a0 = vld1q_s8(y[b].qs), a1 = vld1q_s8(y[b].qs + 16);
+                for (int h = 0; h < 2; h++) {
+                    const int8_t *q = (const int8_t *)(xb + 16 + 16 * h);
+                    int32x4_t s0 = vdupq_n_s32(0), s1 = vdupq_n_s32(0);
+                    s0 = LANE_DOT(s0, vld1q_s8(q), a0, 0);
+                    s1 = LANE_DOT(s1, vld1q_s8(q + 128), a1, 0);
+                    s0 = LANE_DOT(s0, vld1q_s8(q + 32), a0, 1);
+                    s1 = LANE_DOT(s1, vld1q_s8(q + 160), a1, 1);
+                    s0 = LANE_DOT(s0, vld1q_s8(q + 64), a0, 2);
+                    s1 = LANE_DOT(s1, vld1q_s8(q + 192), a1, 2);
+                    s0 = LANE_DOT(s0, vld1q_s8(q + 96), a0, 3);
+                    s1 = LANE_DOT(s1, vld1q_s8(q + 224), a1, 3);
+                    uint16_t dh[4];
+                    memcpy(dh, xb + 8 * h, sizeof dh);
+                    const float32x4_t d = vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(dh)));
+                    acc[h] = vfmaq_f32(acc[h], vcvtq_f32_s32(vaddq_s32(s0, s1)), vmulq_n_f32(d, y[b].d));
+                }
+            }
+            float *o = out + (size_t)t * ldo + 8 * g;
+            vst1q_f32(o, acc[0]);
+            vst1q_f32(o + 4, acc[1]);
+        }
+    }
+}
+
 void GEMV_X8_FN(int type, int n, const uint8_t *w, int ng, const le_block_q8_0x *a, int nt, float *out,
                 size_t ldo) {
+    if (type == LE_TYPE_Q8_0) {
+        gemv_q8_0x8(n, w, ng, a, nt, out, ldo);
+        return;
+    }
     X8_DISPATCH(type, gemv_x8, n, w, ng, a, nt, out, ldo);
 }
 

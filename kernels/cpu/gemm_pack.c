@@ -304,7 +304,37 @@ static inline size_t plain_bytes(int five, int with_min) {
 
 int le_x8_block_bytes(int type) {
     int five, with_min;
+    if (type == LE_TYPE_Q8_0) {
+        return (int)sizeof(le_block_q8_0x8);
+    }
     return x8_kind(type, &five, &with_min) ? 8 * (int)plain_bytes(five, with_min) : 0;
+}
+
+/* Q8_0 is interleaved apart from the four nibble kinds: whole signed bytes, no qh, no offset. */
+static void interleave_q8_0(const uint8_t *rows, size_t row_bytes, int n, uint8_t *out) {
+    for (int b = 0; b < n / 32; b++) {
+        uint8_t *o = out + (size_t)b * sizeof(le_block_q8_0x8);
+        for (int r = 0; r < 8; r++) {
+            const uint8_t *x = rows + (size_t)r * row_bytes + (size_t)b * sizeof(le_block_q8_0);
+            memcpy(o + 2 * r, x, 2);
+            for (int c = 0; c < 8; c++) {
+                memcpy(o + 16 + 32 * c + 4 * r, x + 2 + 4 * c, 4);
+            }
+        }
+    }
+}
+
+static void deinterleave_q8_0(const uint8_t *w, int n, uint8_t *rows, size_t row_bytes) {
+    for (int b = 0; b < n / 32; b++) {
+        const uint8_t *x = w + (size_t)b * sizeof(le_block_q8_0x8);
+        for (int r = 0; r < 8; r++) {
+            uint8_t *o = rows + (size_t)r * row_bytes + (size_t)b * sizeof(le_block_q8_0);
+            memcpy(o, x + 2 * r, 2);
+            for (int c = 0; c < 8; c++) {
+                memcpy(o + 2 + 4 * c, x + 16 + 32 * c + 4 * r, 4);
+            }
+        }
+    }
 }
 
 static inline uint16_t get16(const uint8_t *p) {
@@ -323,6 +353,10 @@ static inline int x8_code(int five, const uint8_t *x, size_t bsize, int r, int v
 
 void le_interleave_x8(int type, const uint8_t *rows, size_t row_bytes, int n, uint8_t *out) {
     int five, with_min;
+    if (type == LE_TYPE_Q8_0) {
+        interleave_q8_0(rows, row_bytes, n, out);
+        return;
+    }
     if (!x8_kind(type, &five, &with_min)) {
         return;
     }
@@ -355,6 +389,10 @@ void le_interleave_x8(int type, const uint8_t *rows, size_t row_bytes, int n, ui
 
 void le_deinterleave_x8(int type, const uint8_t *w, int n, uint8_t *rows, size_t row_bytes) {
     int five, with_min;
+    if (type == LE_TYPE_Q8_0) {
+        deinterleave_q8_0(w, n, rows, row_bytes);
+        return;
+    }
     if (!x8_kind(type, &five, &with_min)) {
         return;
     }
@@ -408,6 +446,17 @@ static inline __attribute__((always_inline)) void pack_x8_kind(int five, int wit
 }
 
 void le_pack_x8_interleaved(int type, const uint8_t *w, int n, le_block_x8 *out) {
+    if (type == LE_TYPE_Q8_0) {
+        for (int b = 0; b < n / 32; b++) {
+            const uint8_t *x = w + (size_t)b * sizeof(le_block_q8_0x8);
+            for (int r = 0; r < 8; r++) {
+                out[b].s[0][r] = out[b].s[1][r] = f16_to_f32(get16(x + 2 * r));
+                out[b].o[r] = 0.0f;
+            }
+            memcpy(out[b].q, x + 16, sizeof out[b].q);
+        }
+        return;
+    }
     X8_DISPATCH(type, pack_x8_kind, w, n, out);
 }
 
@@ -416,10 +465,30 @@ void le_pack_x8_interleaved(int type, const uint8_t *w, int n, le_block_x8 *out)
 void le_gemv_x8_scalar(int type, int n, const uint8_t *w, int ng, const le_block_q8_0x *a, int nt, float *out,
                        size_t ldo) {
     int five, with_min;
+    const int nb = n / 32;
+    if (type == LE_TYPE_Q8_0) {
+        for (int g = 0; g < ng; g++) {
+            for (int t = 0; t < nt; t++) {
+                float acc[8] = {0};
+                for (int b = 0; b < nb; b++) {
+                    const uint8_t *xb = w + ((size_t)g * nb + b) * sizeof(le_block_q8_0x8);
+                    const le_block_q8_0x *y = a + (size_t)t * nb + b;
+                    for (int r = 0; r < 8; r++) {
+                        int s = 0;
+                        for (int v = 0; v < 32; v++) {
+                            s += (int8_t)xb[16 + 32 * (v / 4) + 4 * r + v % 4] * y->qs[v];
+                        }
+                        acc[r] += f16_to_f32(get16(xb + 2 * r)) * y->d * (float)s;
+                    }
+                }
+                memcpy(out + (size_t)t * ldo + 8 * g, acc, sizeof acc);
+            }
+        }
+        return;
+    }
     if (!x8_kind(type, &five, &with_min)) {
         return;
     }
-    const int nb = n / 32;
     const size_t bsize = 8 * plain_bytes(five, with_min);
     const float offset = with_min ? -1.0f : (five ? 16.0f : 8.0f);
     for (int g = 0; g < ng; g++) {
@@ -447,6 +516,18 @@ void le_gemv_x8_scalar(int type, int n, const uint8_t *w, int ng, const le_block
 
 float le_vec_dot_legacy_q8_0x_scalar(int type, int n, const uint8_t *w, const le_block_q8_0x *a) {
     int five, with_min;
+    if (type == LE_TYPE_Q8_0) {
+        float sum = 0.0f;
+        for (int b = 0; b < n / 32; b++) {
+            const uint8_t *x = w + (size_t)b * sizeof(le_block_q8_0);
+            int isum = 0;
+            for (int j = 0; j < 32; j++) {
+                isum += (int8_t)x[2 + j] * a[b].qs[j];
+            }
+            sum += (float)isum * (f16_to_f32(get16(x)) * a[b].d);
+        }
+        return sum;
+    }
     if (!x8_kind(type, &five, &with_min)) {
         return 0.0f;
     }

@@ -292,14 +292,24 @@ typedef struct {
     uint8_t qs[128];
 } le_block_q5_1x8;
 
+/* Q8_0 interleaved the same way, with all eight 4-byte chunks of each row: qs[32c + 4r + i] is
+ * code 4c + i of row r (c = 0..7), the order of a GEMM panel's codes, so packing is a copy. The
+ * codes stay as the file has them (signed); the x86 VNNI decode flips their sign bit to meet
+ * vpdpbusd's unsigned operand and takes 128 * d * dsum off once at the end, as Q4_0 takes 8. */
+typedef struct {
+    uint16_t d[8];
+    int8_t qs[256];
+} le_block_q8_0x8;
+
 #ifndef __cplusplus
+_Static_assert(sizeof(le_block_q8_0x8) == 8 * sizeof(le_block_q8_0), "q8_0x8 is eight Q8_0 blocks");
 _Static_assert(sizeof(le_block_q4_0x8) == 8 * sizeof(le_block_q4_0), "q4_0x8 is eight Q4_0 blocks");
 _Static_assert(sizeof(le_block_q4_1x8) == 8 * sizeof(le_block_q4_1), "q4_1x8 is eight Q4_1 blocks");
 _Static_assert(sizeof(le_block_q5_0x8) == 8 * sizeof(le_block_q5_0), "q5_0x8 is eight Q5_0 blocks");
 _Static_assert(sizeof(le_block_q5_1x8) == 8 * sizeof(le_block_q5_1), "q5_1x8 is eight Q5_1 blocks");
 #endif
 
-/* The functions below take the weight type by its GGUF id (LE_TYPE_Q4_0, _Q4_1, _Q5_0, _Q5_1)
+/* The functions below take the weight type by its GGUF id (LE_TYPE_Q4_0, _Q4_1, _Q5_0, _Q5_1, _Q8_0)
  * and the interleaved blocks as bytes. Bytes of one interleaved block of a type, 0 for a type
  * that has no interleaved form. */
 int le_x8_block_bytes(int type);

@@ -349,7 +349,7 @@ pub unsafe fn gemm_x8(
 }
 
 /// Bytes of one interleaved block (eight rows' blocks) of `ty` in `Layout::X8`, or `None` for a
-/// type without that form (it exists for Q4_0, Q4_1, Q5_0 and Q5_1; see `le_block_q4_0x8`).
+/// type without that form (it exists for Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0; see `le_block_q4_0x8`).
 pub fn x8_block_bytes(ty: crate::dtype::GgmlType) -> Option<usize> {
     // SAFETY: a pure function of its argument.
     let b = unsafe { ffi::le_x8_block_bytes(ty.id() as i32) };

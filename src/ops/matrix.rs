@@ -519,7 +519,7 @@ impl Matrix<'_> {
     }
 }
 
-/// Rearranges a Q4_0, Q4_1, Q5_0 or Q5_1 matrix's rows in place into groups of eight interleaved rows for
+/// Rearranges a Q4_0, Q4_1, Q5_0, Q5_1 or Q8_0 matrix's rows in place into groups of eight interleaved rows for
 /// the decode kernels (the rows after the last multiple of eight stay plain) and marks its
 /// layout. Returns false, changing nothing, for any other tensor, or one of fewer than eight rows.
 pub fn interleave(info: &mut TensorInfo, data: &mut [u8]) -> bool {
@@ -739,6 +739,7 @@ mod tests {
             GgmlType::Q4_1,
             GgmlType::Q5_0,
             GgmlType::Q5_1,
+            GgmlType::Q8_0,
         ] {
             interleaved_equals_plain(ty);
         }
@@ -753,7 +754,7 @@ mod tests {
         let specs = [
             TensorSpec::new("w", &[cols as u64, rows as u64], ty),
             TensorSpec::new("small", &[cols as u64, 7], ty),
-            TensorSpec::new("other", &[cols as u64, 8], GgmlType::Q8_0),
+            TensorSpec::new("other", &[cols as u64, 8], GgmlType::F16),
         ];
         write_random(&path, &specs, 7);
         let plain = GgufFile::open(&path).unwrap();
