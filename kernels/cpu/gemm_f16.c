@@ -15,8 +15,7 @@
 #include "half.h"
 
 #if defined(LE_F16_AVX512)
-#define PANEL_ROWS 32 /* two zmm of rows: sixteen accumulators for eight tokens */
-#define TILE_TOKENS 8
+#define PANEL_ROWS 32 /* two zmm of rows: 24 accumulators for twelve packed tokens */
 /* The panel is widened to f32 as it is packed: on Intel cores a 512-bit vcvtph2ps takes both
  * FMA ports for a cycle, so widening in the tile cost a fifth of its FMA slots. */
 typedef float panel_t;
@@ -156,54 +155,62 @@ static void tile(int k, const uint16_t *pack, const float *x, size_t ldx, int nt
 }
 
 #elif defined(LE_F16_AVX512) && (defined(__x86_64__) || defined(_M_X64))
-#define GEMM_F16_FN le_gemm_f16_avx512
 
-/* Eight tokens x 32 rows in sixteen named zmm accumulators (512-bit FMAs: twice the AVX2 tile's
- * work an instruction, and where a core has two 512-bit FMA ports, twice its peak); a short
- * tile repeats its last token and drops those results. */
-static void tile(int k, const float *pack, const float *x, size_t ldx, int nt, float *out, size_t ldo, int rows) {
-    const float *x0 = x, *x1 = x + (nt > 1 ? 1 : 0) * ldx, *x2 = x + (nt > 2 ? 2 : nt - 1) * ldx;
-    const float *x3 = x + (nt > 3 ? 3 : nt - 1) * ldx, *x4 = x + (nt > 4 ? 4 : nt - 1) * ldx;
-    const float *x5 = x + (nt > 5 ? 5 : nt - 1) * ldx, *x6 = x + (nt > 6 ? 6 : nt - 1) * ldx;
-    const float *x7 = x + (nt > 7 ? 7 : nt - 1) * ldx;
-    __m512 c00 = _mm512_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
-    __m512 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
-    __m512 c60 = c00, c61 = c00, c70 = c00, c71 = c00;
+/* 32 rows x 12 tokens: 24 sums in named zmm registers (GCC keeps them in registers that way);
+ * per k, two panel loads and twelve broadcasts from the packed tokens (one pointer, constant
+ * offsets: le_f16_pack_tokens) feed 24 FMAs. The eight-token tile on strided token rows this
+ * replaces spent ten loads from nine streams on sixteen FMAs. */
+#define FMA2(t)                                                                                                      \
+    do {                                                                                                             \
+        const __m512 b = _mm512_set1_ps(xt[t]);                                                                      \
+        c##t##a = _mm512_fmadd_ps(w0, b, c##t##a);                                                                   \
+        c##t##b = _mm512_fmadd_ps(w1, b, c##t##b);                                                                   \
+    } while (0)
+
+static void tile(int k, const float *pack, const float *xtile, int nt, float *out, size_t ldo, int rows) {
+    __m512 c0a = _mm512_setzero_ps(), c0b = c0a, c1a = c0a, c1b = c0a, c2a = c0a, c2b = c0a, c3a = c0a, c3b = c0a;
+    __m512 c4a = c0a, c4b = c0a, c5a = c0a, c5b = c0a, c6a = c0a, c6b = c0a, c7a = c0a, c7b = c0a;
+    __m512 c8a = c0a, c8b = c0a, c9a = c0a, c9b = c0a, c10a = c0a, c10b = c0a, c11a = c0a, c11b = c0a;
     for (int i = 0; i < k; i++) {
-        const float *pw = pack + (size_t)i * PANEL_ROWS;
-        const __m512 w0 = _mm512_loadu_ps(pw), w1 = _mm512_loadu_ps(pw + 16);
-        __m512 b = _mm512_set1_ps(x0[i]);
-        c00 = _mm512_fmadd_ps(w0, b, c00);
-        c01 = _mm512_fmadd_ps(w1, b, c01);
-        b = _mm512_set1_ps(x1[i]);
-        c10 = _mm512_fmadd_ps(w0, b, c10);
-        c11 = _mm512_fmadd_ps(w1, b, c11);
-        b = _mm512_set1_ps(x2[i]);
-        c20 = _mm512_fmadd_ps(w0, b, c20);
-        c21 = _mm512_fmadd_ps(w1, b, c21);
-        b = _mm512_set1_ps(x3[i]);
-        c30 = _mm512_fmadd_ps(w0, b, c30);
-        c31 = _mm512_fmadd_ps(w1, b, c31);
-        b = _mm512_set1_ps(x4[i]);
-        c40 = _mm512_fmadd_ps(w0, b, c40);
-        c41 = _mm512_fmadd_ps(w1, b, c41);
-        b = _mm512_set1_ps(x5[i]);
-        c50 = _mm512_fmadd_ps(w0, b, c50);
-        c51 = _mm512_fmadd_ps(w1, b, c51);
-        b = _mm512_set1_ps(x6[i]);
-        c60 = _mm512_fmadd_ps(w0, b, c60);
-        c61 = _mm512_fmadd_ps(w1, b, c61);
-        b = _mm512_set1_ps(x7[i]);
-        c70 = _mm512_fmadd_ps(w0, b, c70);
-        c71 = _mm512_fmadd_ps(w1, b, c71);
+        const __m512 w0 = _mm512_loadu_ps(pack + (size_t)i * PANEL_ROWS);
+        const __m512 w1 = _mm512_loadu_ps(pack + (size_t)i * PANEL_ROWS + 16);
+        const float *xt = xtile + (size_t)i * LE_F16_TILE_TOKENS;
+        FMA2(0);
+        FMA2(1);
+        FMA2(2);
+        FMA2(3);
+        FMA2(4);
+        FMA2(5);
+        FMA2(6);
+        FMA2(7);
+        FMA2(8);
+        FMA2(9);
+        FMA2(10);
+        FMA2(11);
     }
-    const __m512 res[TILE_TOKENS][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31},
-                                        {c40, c41}, {c50, c51}, {c60, c61}, {c70, c71}};
+    const __m512 res[LE_F16_TILE_TOKENS][2] = {{c0a, c0b}, {c1a, c1b}, {c2a, c2b}, {c3a, c3b},
+                                               {c4a, c4b}, {c5a, c5b}, {c6a, c6b}, {c7a, c7b},
+                                               {c8a, c8b}, {c9a, c9b}, {c10a, c10b}, {c11a, c11b}};
+    const __mmask16 lo = (__mmask16)(rows >= 16 ? 0xffff : (1u << rows) - 1);
+    const __mmask16 hi = (__mmask16)(rows >= 32 ? 0xffff : rows <= 16 ? 0 : (1u << (rows - 16)) - 1);
     for (int t = 0; t < nt; t++) {
-        float tmp[PANEL_ROWS];
-        _mm512_storeu_ps(tmp, res[t][0]);
-        _mm512_storeu_ps(tmp + 16, res[t][1]);
-        store_rows(out + (size_t)t * ldo, tmp, rows);
+        _mm512_mask_storeu_ps(out + (size_t)t * ldo, lo, res[t][0]);
+        _mm512_mask_storeu_ps(out + (size_t)t * ldo + 16, hi, res[t][1]);
+    }
+}
+#undef FMA2
+
+void le_gemm_f16_packed_avx512(int k, const uint16_t *w, size_t ldw, int nrows, const float *xp, int nt, float *out,
+                               size_t ldo, float *scratch) {
+    float *pack = scratch;
+    for (int p = 0; p < nrows; p += PANEL_ROWS) {
+        const int rows = nrows - p < PANEL_ROWS ? nrows - p : PANEL_ROWS;
+        pack_panel(k, w + (size_t)p * ldw, ldw, rows, pack);
+        for (int t0 = 0; t0 < nt; t0 += LE_F16_TILE_TOKENS) {
+            const int n = nt - t0 < LE_F16_TILE_TOKENS ? nt - t0 : LE_F16_TILE_TOKENS;
+            tile(k, pack, xp + (size_t)(t0 / LE_F16_TILE_TOKENS) * k * LE_F16_TILE_TOKENS, n,
+                 out + (size_t)t0 * ldo + p, ldo, rows);
+        }
     }
 }
 
@@ -243,6 +250,18 @@ static inline __attribute__((always_inline)) void tile(int k, const uint16_t *pa
 #elif !defined(LE_F16_AVX2) && !defined(LE_F16_AVX512) && !defined(LE_F16_NEON)
 #define GEMM_F16_FN le_gemm_f16_scalar
 
+void le_f16_pack_tokens(int k, int nt, const float *x, size_t ldx, float *xp) {
+    for (int t0 = 0; t0 < nt; t0 += LE_F16_TILE_TOKENS) {
+        float *tile = xp + (size_t)(t0 / LE_F16_TILE_TOKENS) * k * LE_F16_TILE_TOKENS;
+        for (int t = 0; t < LE_F16_TILE_TOKENS; t++) {
+            const float *row = t0 + t < nt ? x + (size_t)(t0 + t) * ldx : NULL;
+            for (int i = 0; i < k; i++) {
+                tile[(size_t)i * LE_F16_TILE_TOKENS + t] = row ? row[i] : 0.0f;
+            }
+        }
+    }
+}
+
 static inline void tile(int k, const uint16_t *pack, const float *x, size_t ldx, int nt, float *out, size_t ldo,
                         int rows) {
     for (int t = 0; t < nt; t++) {
@@ -269,14 +288,6 @@ void GEMM_F16_FN(int k, const uint16_t *w, size_t ldw, int nrows, const float *x
             const float *xt = x + (size_t)t0 * ldx;
             float *o = out + (size_t)t0 * ldo + p;
             switch (n) {
-#if TILE_TOKENS == 8
-            case 8:
-                tile(k, pack, xt, ldx, 8, o, ldo, rows);
-                break;
-            case 7:
-                tile(k, pack, xt, ldx, 7, o, ldo, rows);
-                break;
-#endif
             case 6:
                 tile(k, pack, xt, ldx, 6, o, ldo, rows);
                 break;

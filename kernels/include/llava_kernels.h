@@ -396,10 +396,17 @@ void le_gemm_f16_scalar(int k, const uint16_t *w, size_t ldw, int nrows, const f
                         float *out, size_t ldo, float *pack);
 void le_gemm_f16_avx2(int k, const uint16_t *w, size_t ldw, int nrows, const float *x, size_t ldx, int nt,
                       float *out, size_t ldo, float *pack);
-void le_gemm_f16_avx512(int k, const uint16_t *w, size_t ldw, int nrows, const float *x, size_t ldx, int nt,
-                        float *out, size_t ldo, float *pack);
 void le_gemm_f16_neon(int k, const uint16_t *w, size_t ldw, int nrows, const float *x, size_t ldx, int nt,
                       float *out, size_t ldo, float *pack);
+
+/* The AVX-512 build takes its tokens packed once per product, LE_F16_TILE_TOKENS a tile:
+ * xp[(tile * k + i) * LE_F16_TILE_TOKENS + t] = value i of token tile * LE_F16_TILE_TOKENS + t,
+ * tokens past nt zero (le_f16_pack_tokens; xp holds ceil(nt / 12) * 12 * k floats). Its sums
+ * are the other SIMD builds' bit for bit. */
+#define LE_F16_TILE_TOKENS 12
+void le_f16_pack_tokens(int k, int nt, const float *x, size_t ldx, float *xp);
+void le_gemm_f16_packed_avx512(int k, const uint16_t *w, size_t ldw, int nrows, const float *xp, int nt, float *out,
+                               size_t ldo, float *pack);
 
 /* The same product with bfloat16 pairs (vdpbf16ps): weights and activations rounded to bf16
  * (nearest even, subnormals to zero), products summed in f32. Tokens are first packed by

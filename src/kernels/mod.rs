@@ -609,7 +609,7 @@ pub enum FloatIsa {
     Scalar,
     /// x86 AVX2 + FMA + F16C (GEMM tiles of 16 rows x 6 tokens, attention tiles of 4 rows).
     Avx2,
-    /// x86 AVX-512F (GEMM tiles of 32 rows x 8 tokens, attention tiles of 8 rows).
+    /// x86 AVX-512F (GEMM tiles of 32 rows x 12 packed tokens, attention tiles of 8 rows).
     Avx512,
     /// AArch64 NEON.
     Neon,
@@ -687,11 +687,77 @@ pub unsafe fn gemm_f16(
             #[cfg(target_arch = "x86_64")]
             FloatIsa::Avx2 => ffi::le_gemm_f16_avx2(kk, wp, k, nr, xp, k, t, out, ldo, pk),
             #[cfg(target_arch = "x86_64")]
-            FloatIsa::Avx512 => ffi::le_gemm_f16_avx512(kk, wp, k, nr, xp, k, t, out, ldo, pk),
+            FloatIsa::Avx512 => {
+                let mut packed = vec![0f32; f16_packed_tokens_len(k, nt)];
+                f16_pack_tokens(k, &x[..nt * k], nt, &mut packed);
+                ffi::le_gemm_f16_packed_avx512(kk, wp, k, nr, packed.as_ptr(), t, out, ldo, pk)
+            }
             #[cfg(target_arch = "aarch64")]
             FloatIsa::Neon => ffi::le_gemm_f16_neon(kk, wp, k, nr, xp, k, t, out, ldo, pk),
             _ => ffi::le_gemm_f16_scalar(kk, wp, k, nr, xp, k, t, out, ldo, pk),
         }
+    }
+}
+
+/// Tokens per packed tile of [`f16_pack_tokens`] (the AVX-512 F16 GEMM's tile width).
+pub const F16_TILE_TOKENS: usize = ffi::LE_F16_TILE_TOKENS as usize;
+
+/// Floats [`f16_pack_tokens`] writes for `nt` tokens of `k` values (whole tiles).
+pub fn f16_packed_tokens_len(k: usize, nt: usize) -> usize {
+    nt.div_ceil(F16_TILE_TOKENS) * F16_TILE_TOKENS * k
+}
+
+/// The `nt` tokens of `k` values in `x` as the AVX-512 F16 GEMM reads them: tiles of
+/// [`F16_TILE_TOKENS`], value-major within a tile, missing tokens zero. A product's tokens may be
+/// packed in parts that start at whole tiles.
+pub fn f16_pack_tokens(k: usize, x: &[f32], nt: usize, xp: &mut [f32]) {
+    assert_eq!(x.len(), nt * k, "f16_pack_tokens: activations");
+    assert_eq!(
+        xp.len(),
+        f16_packed_tokens_len(k, nt),
+        "f16_pack_tokens: packed length"
+    );
+    // SAFETY: nt tokens of k floats in, whole tiles out (asserted).
+    unsafe { ffi::le_f16_pack_tokens(k as i32, nt as i32, x.as_ptr(), k, xp.as_mut_ptr()) }
+}
+
+/// [`gemm_f16`] of the AVX-512 build on tokens packed by [`f16_pack_tokens`] (once per product,
+/// however many row bands the threads take).
+///
+/// # Safety
+/// As [`gemm_f16`]; the CPU must have AVX-512F ([`FloatIsa::Avx512`] available).
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn gemm_f16_packed(
+    k: usize,
+    w: &[u16],
+    nrows: usize,
+    xp: &[f32],
+    nt: usize,
+    out: *mut f32,
+    ldo: usize,
+    pack: &mut [f32],
+) {
+    assert!(w.len() >= nrows * k, "gemm_f16_packed: weights");
+    assert!(
+        xp.len() >= f16_packed_tokens_len(k, nt),
+        "gemm_f16_packed: tokens"
+    );
+    assert!(pack.len() >= F16_PACK_PER_K * k, "gemm_f16_packed: scratch");
+    assert!(nt <= 1 || ldo >= nrows, "gemm_f16_packed: ldo");
+    // SAFETY: lengths asserted; `out` and the CPU per the caller's contract.
+    unsafe {
+        ffi::le_gemm_f16_packed_avx512(
+            k as i32,
+            w.as_ptr(),
+            k,
+            nrows as i32,
+            xp.as_ptr(),
+            nt as i32,
+            out,
+            ldo,
+            pack.as_mut_ptr(),
+        )
     }
 }
 

@@ -245,6 +245,11 @@ impl<'a> Matrix<'a> {
                 // Prefill / vision: the tiled F16 GEMM, 64-row chunks handed out on demand.
                 let w: &[u16] = bytemuck::cast_slice(self.data);
                 let build = kernels::FloatIsa::for_isa(isa);
+                #[cfg(target_arch = "x86_64")]
+                if build == kernels::FloatIsa::Avx512 {
+                    self.gemm_f16_packed(x, n, out_ptr, pool);
+                    return;
+                }
                 pool.for_chunks(rows, GEMM_CHUNK_ROWS, &|band| {
                     let mut pack = vec![0f32; kernels::F16_PACK_PER_K * cols];
                     // SAFETY: `out` has n * rows elements; this thread alone writes columns
@@ -292,6 +297,47 @@ impl<'a> Matrix<'a> {
                 });
             }
         }
+    }
+
+    /// [`Matrix::matmul`] of F16 weights on AVX-512: the tokens packed once (split over the
+    /// threads by tiles), then 64-row chunks handed out on demand.
+    #[cfg(target_arch = "x86_64")]
+    fn gemm_f16_packed(&self, x: &[f32], n: usize, out: Disjoint<f32>, pool: &ThreadPool) {
+        let (rows, cols) = (self.rows, self.cols);
+        let tile = kernels::F16_TILE_TOKENS;
+        let tile_len = kernels::f16_packed_tokens_len(cols, 1);
+        let mut xp = vec![0f32; kernels::f16_packed_tokens_len(cols, n)];
+        let xp_ptr = Disjoint::new(&mut xp);
+        pool.for_ranges(n.div_ceil(tile), 1, &|tiles| {
+            let t0 = tiles.start * tile;
+            let nt = (tiles.end * tile).min(n) - t0;
+            // SAFETY: tiles are disjoint ranges of `xp`, which holds every tile of the n tokens.
+            let dst = unsafe {
+                std::slice::from_raw_parts_mut(
+                    xp_ptr.get().add(tiles.start * tile_len),
+                    tiles.len() * tile_len,
+                )
+            };
+            kernels::f16_pack_tokens(cols, &x[t0 * cols..(t0 + nt) * cols], nt, dst);
+        });
+        let w: &[u16] = bytemuck::cast_slice(self.data);
+        pool.for_chunks(rows, GEMM_CHUNK_ROWS, &|band| {
+            let mut pack = vec![0f32; kernels::F16_PACK_PER_K * cols];
+            // SAFETY: `out` has n * rows elements; this thread alone writes columns band of each
+            // token's row; AVX-512F was detected (FloatIsa::Avx512).
+            unsafe {
+                kernels::gemm_f16_packed(
+                    cols,
+                    &w[band.start * cols..band.end * cols],
+                    band.len(),
+                    &xp,
+                    n,
+                    out.get().add(band.start),
+                    rows,
+                    &mut pack,
+                )
+            };
+        });
     }
 
     /// [`Matrix::matmul`] of F16 weights in bfloat16 pairs: the tokens rounded and packed once
