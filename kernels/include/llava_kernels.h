@@ -401,10 +401,10 @@ void le_gemm_f16_neon(int k, const uint16_t *w, size_t ldw, int nrows, const flo
 
 /* The AVX-512 build takes its tokens packed once per product, LE_F16_TILE_TOKENS a tile:
  * xp[(tile * k + i) * LE_F16_TILE_TOKENS + t] = value i of token tile * LE_F16_TILE_TOKENS + t,
- * tokens past nt zero (le_f16_pack_tokens; xp holds ceil(nt / 12) * 12 * k floats). Its sums
+ * tokens past nt zero (le_f16_pack_tokens_avx512; xp holds ceil(nt / 12) * 12 * k floats). Its sums
  * are the other SIMD builds' bit for bit. */
 #define LE_F16_TILE_TOKENS 12
-void le_f16_pack_tokens(int k, int nt, const float *x, size_t ldx, float *xp);
+void le_f16_pack_tokens_avx512(int k, int nt, const float *x, size_t ldx, float *xp);
 void le_gemm_f16_packed_avx512(int k, const uint16_t *w, size_t ldw, int nrows, const float *xp, int nt, float *out,
                                size_t ldo, float *pack);
 

@@ -709,16 +709,18 @@ pub fn f16_packed_tokens_len(k: usize, nt: usize) -> usize {
 
 /// The `nt` tokens of `k` values in `x` as the AVX-512 F16 GEMM reads them: tiles of
 /// [`F16_TILE_TOKENS`], value-major within a tile, missing tokens zero. A product's tokens may be
-/// packed in parts that start at whole tiles.
+/// packed in parts that start at whole tiles. Panics on a CPU without AVX-512F.
+#[cfg(target_arch = "x86_64")]
 pub fn f16_pack_tokens(k: usize, x: &[f32], nt: usize, xp: &mut [f32]) {
+    assert!(has_avx512f(), "f16_pack_tokens: needs AVX-512F");
     assert_eq!(x.len(), nt * k, "f16_pack_tokens: activations");
     assert_eq!(
         xp.len(),
         f16_packed_tokens_len(k, nt),
         "f16_pack_tokens: packed length"
     );
-    // SAFETY: nt tokens of k floats in, whole tiles out (asserted).
-    unsafe { ffi::le_f16_pack_tokens(k as i32, nt as i32, x.as_ptr(), k, xp.as_mut_ptr()) }
+    // SAFETY: nt tokens of k floats in, whole tiles out, AVX-512F present (asserted).
+    unsafe { ffi::le_f16_pack_tokens_avx512(k as i32, nt as i32, x.as_ptr(), k, xp.as_mut_ptr()) }
 }
 
 /// [`gemm_f16`] of the AVX-512 build on tokens packed by [`f16_pack_tokens`] (once per product,
