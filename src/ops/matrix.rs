@@ -306,21 +306,15 @@ impl<'a> Matrix<'a> {
     fn gemm_f16_packed(&self, x: &[f32], n: usize, out: Disjoint<f32>, pool: &ThreadPool) {
         let (rows, cols) = (self.rows, self.cols);
         let tile = kernels::F16_TILE_TOKENS;
-        let tile_len = kernels::f16_packed_tokens_len(cols, 1);
-        let mut xp = vec![0f32; kernels::f16_packed_tokens_len(cols, n)];
-        let xp_ptr = Disjoint::new(&mut xp);
-        pool.for_ranges(n.div_ceil(tile), 1, &|tiles| {
-            let t0 = tiles.start * tile;
-            let nt = (tiles.end * tile).min(n) - t0;
-            // SAFETY: tiles are disjoint ranges of `xp`, which holds every tile of the n tokens.
-            let dst = unsafe {
-                std::slice::from_raw_parts_mut(
-                    xp_ptr.get().add(tiles.start * tile_len),
-                    tiles.len() * tile_len,
-                )
-            };
-            kernels::f16_pack_tokens(cols, &x[t0 * cols..(t0 + nt) * cols], nt, dst);
-        });
+        let xp = pack_tokens(
+            pool,
+            x,
+            n,
+            cols,
+            tile,
+            kernels::f16_packed_tokens_len,
+            |x, nt, dst| kernels::f16_pack_tokens(cols, x, nt, dst),
+        );
         let w: &[u16] = bytemuck::cast_slice(self.data);
         pool.for_chunks(rows, GEMM_CHUNK_ROWS, &|band| {
             with_panel_scratch(kernels::F16_PACK_PER_K * cols, |pack| {
@@ -354,21 +348,15 @@ impl<'a> Matrix<'a> {
     ) {
         let (rows, cols) = (self.rows, self.cols);
         let tile = kernels::BF16_TILE_TOKENS;
-        let tile_len = kernels::bf16_packed_tokens_len(cols, 1);
-        let mut xp = vec![0u32; kernels::bf16_packed_tokens_len(cols, n)];
-        let xp_ptr = Disjoint::new(&mut xp);
-        pool.for_ranges(n.div_ceil(tile), 1, &|tiles| {
-            let t0 = tiles.start * tile;
-            let nt = (tiles.end * tile).min(n) - t0;
-            // SAFETY: tiles are disjoint ranges of `xp`, which holds every tile of the n tokens.
-            let dst = unsafe {
-                std::slice::from_raw_parts_mut(
-                    xp_ptr.get().add(tiles.start * tile_len),
-                    tiles.len() * tile_len,
-                )
-            };
-            kernels::bf16_pack_tokens(isa, cols, &x[t0 * cols..(t0 + nt) * cols], nt, dst);
-        });
+        let xp = pack_tokens(
+            pool,
+            x,
+            n,
+            cols,
+            tile,
+            kernels::bf16_packed_tokens_len,
+            |x, nt, dst| kernels::bf16_pack_tokens(isa, cols, x, nt, dst),
+        );
         let w: &[u16] = bytemuck::cast_slice(self.data);
         pool.for_chunks(rows, GEMM_CHUNK_ROWS, &|band| {
             let mut pack = vec![0u32; kernels::BF16_PANEL_ROWS * cols.div_ceil(2)];
@@ -462,6 +450,35 @@ fn with_panel_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
         }
         f(&mut v[..len])
     })
+}
+
+/// The `n` tokens of `cols` values in `x` packed once for a GEMM's tiles of `tile` tokens
+/// (`len(cols, nt)` elements for nt tokens, whole tiles), the tiles split over the threads.
+fn pack_tokens<T: Copy + Default + Send + Sync>(
+    pool: &ThreadPool,
+    x: &[f32],
+    n: usize,
+    cols: usize,
+    tile: usize,
+    len: fn(usize, usize) -> usize,
+    pack: impl Fn(&[f32], usize, &mut [T]) + Sync,
+) -> Vec<T> {
+    let tile_len = len(cols, 1);
+    let mut xp = vec![T::default(); len(cols, n)];
+    let xp_ptr = Disjoint::new(&mut xp);
+    pool.for_ranges(n.div_ceil(tile), 1, &|tiles| {
+        let t0 = tiles.start * tile;
+        let nt = (tiles.end * tile).min(n) - t0;
+        // SAFETY: tiles are disjoint ranges of `xp`, which holds every tile of the n tokens.
+        let dst = unsafe {
+            std::slice::from_raw_parts_mut(
+                xp_ptr.get().add(tiles.start * tile_len),
+                tiles.len() * tile_len,
+            )
+        };
+        pack(&x[t0 * cols..(t0 + nt) * cols], nt, dst);
+    });
+    xp
 }
 
 /// From this many tokens on, products run as a GEMM over repacked panels; below it the row
