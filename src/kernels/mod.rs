@@ -658,6 +658,8 @@ impl FloatIsa {
 
 /// `out[t * ldo + r] = w_r . x_t` for the `nrows` rows of `k` halves in `w` (`ldw` apart) and
 /// the `nt` tokens of `k` floats in `x`; `pack` is scratch of `F16_PACK_PER_K * k` floats.
+/// The AVX-512 build packs the tokens on each call; a product split over threads packs them once
+/// and calls [`gemm_f16_packed`] (as `Matrix::matmul` does).
 ///
 /// # Safety
 /// `out` must be valid for writes at `t * ldo + r` for every `t < nt`, `r < nrows`, and no other

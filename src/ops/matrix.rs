@@ -359,22 +359,23 @@ impl<'a> Matrix<'a> {
         );
         let w: &[u16] = bytemuck::cast_slice(self.data);
         pool.for_chunks(rows, GEMM_CHUNK_ROWS, &|band| {
-            let mut pack = vec![0u32; kernels::BF16_PANEL_ROWS * cols.div_ceil(2)];
-            // SAFETY: `out` has n * rows elements; this thread alone writes columns band of each
-            // token's row.
-            unsafe {
-                kernels::gemm_bf16(
-                    isa,
-                    cols,
-                    &w[band.start * cols..band.end * cols],
-                    band.len(),
-                    &xp,
-                    n,
-                    out.get().add(band.start),
-                    rows,
-                    &mut pack,
-                )
-            };
+            with_panel_scratch(kernels::BF16_PANEL_ROWS * cols.div_ceil(2), |pack| {
+                // SAFETY: `out` has n * rows elements; this thread alone writes columns band of
+                // each token's row.
+                unsafe {
+                    kernels::gemm_bf16(
+                        isa,
+                        cols,
+                        &w[band.start * cols..band.end * cols],
+                        band.len(),
+                        &xp,
+                        n,
+                        out.get().add(band.start),
+                        rows,
+                        pack,
+                    )
+                }
+            });
         });
     }
 }
@@ -436,19 +437,22 @@ fn row_dot(ty: GgmlType) -> Option<RowDot> {
 
 thread_local! {
     /// Each thread's GEMM panel scratch, kept between products: a fresh zeroed vector per
-    /// 64-row chunk (up to 551 KiB for SigLIP's fc2) was 2% of an encode in memset and page
-    /// faults. The packers overwrite what they use, so it is never cleared.
+    /// 64-row chunk (up to 551 KiB for SigLIP's fc2) cost memset and page faults in every
+    /// product. The packers overwrite what they use, so it is never cleared. f32 storage serves
+    /// every panel element type (4-byte aligned, sizes a multiple of 4).
     static PANEL_SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Runs `f` on this thread's panel scratch of at least `len` floats.
-fn with_panel_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+/// Runs `f` on this thread's panel scratch of `len` elements of `T`.
+fn with_panel_scratch<T: bytemuck::Pod, R>(len: usize, f: impl FnOnce(&mut [T]) -> R) -> R {
+    const { assert!(std::mem::size_of::<T>().is_multiple_of(4) && std::mem::align_of::<T>() <= 4) };
+    let floats = len * std::mem::size_of::<T>() / 4;
     PANEL_SCRATCH.with(|cell| {
         let mut v = cell.borrow_mut();
-        if v.len() < len {
-            v.resize(len, 0.0);
+        if v.len() < floats {
+            v.resize(floats, 0.0);
         }
-        f(&mut v[..len])
+        f(bytemuck::cast_slice_mut(&mut v[..floats]))
     })
 }
 
@@ -500,7 +504,7 @@ impl Matrix<'_> {
         out: Disjoint<f32>,
         pool: &ThreadPool,
     ) {
-        let (rows, cols, rb) = (self.rows, self.cols, self.row_bytes());
+        let (rows, cols) = (self.rows, self.cols);
         let nb = cols / 32;
         let mut act = vec![crate::ffi::le_block_q8_0x::default(); n * nb];
         let act_ptr = Disjoint::new(&mut act);
@@ -514,47 +518,64 @@ impl Matrix<'_> {
             };
             kernels::quantize_row_q8_0x(&x[tokens.start * cols..tokens.end * cols], dst);
         });
-        let gemm = kernels::GemmIsa::for_isa(kernels::isa());
         pool.for_chunks(rows, GEMM_CHUNK_ROWS, &|band| {
-            let mut panels = vec![crate::ffi::le_block_x8::default(); GEMM_CHUNK_ROWS / 8 * nb];
-            let mut r0 = band.start;
-            while r0 < band.end {
-                let r1 = (r0 + GEMM_CHUNK_ROWS).min(band.end);
-                for (p, first) in (r0..r1).step_by(8).enumerate() {
-                    let last = (first + 8).min(r1);
-                    let panel = &mut panels[p * nb..(p + 1) * nb];
-                    if self.layout == Layout::X8 && first + 8 <= self.rows / 8 * 8 {
-                        let group = &self.data[first * rb..(first + 8) * rb];
-                        kernels::pack_x8_interleaved(self.ty, group, cols, panel);
-                        continue;
-                    }
-                    let packed = kernels::pack_x8(
-                        self.ty,
-                        &self.data[first * rb..last * rb],
-                        last - first,
-                        cols,
-                        panel,
-                    );
-                    debug_assert!(packed, "panel_codes said {} packs", self.ty);
-                }
-                // SAFETY: `out` has n * rows elements; this thread alone writes the columns
-                // r0..r1 of each token's row (its band), at t * rows + r.
-                unsafe {
-                    kernels::gemm_x8(
-                        gemm,
-                        codes,
-                        cols,
-                        &panels,
-                        r1 - r0,
-                        &act,
-                        n,
-                        out.get().add(r0),
-                        rows,
-                    )
-                };
-                r0 = r1;
-            }
+            with_panel_scratch(GEMM_CHUNK_ROWS / 8 * nb, |panels| {
+                self.gemm_band(codes, band, panels, &act, n, out)
+            });
         });
+    }
+
+    /// One thread's rows of [`Matrix::gemm`]: packed 64 at a time into `panels`, then run
+    /// against every token.
+    fn gemm_band(
+        &self,
+        codes: crate::ffi::le_codes,
+        band: std::ops::Range<usize>,
+        panels: &mut [crate::ffi::le_block_x8],
+        act: &[crate::ffi::le_block_q8_0x],
+        n: usize,
+        out: Disjoint<f32>,
+    ) {
+        let (rows, cols, rb) = (self.rows, self.cols, self.row_bytes());
+        let nb = cols / 32;
+        let gemm = kernels::GemmIsa::for_isa(kernels::isa());
+        let mut r0 = band.start;
+        while r0 < band.end {
+            let r1 = (r0 + GEMM_CHUNK_ROWS).min(band.end);
+            for (p, first) in (r0..r1).step_by(8).enumerate() {
+                let last = (first + 8).min(r1);
+                let panel = &mut panels[p * nb..(p + 1) * nb];
+                if self.layout == Layout::X8 && first + 8 <= self.rows / 8 * 8 {
+                    let group = &self.data[first * rb..(first + 8) * rb];
+                    kernels::pack_x8_interleaved(self.ty, group, cols, panel);
+                    continue;
+                }
+                let packed = kernels::pack_x8(
+                    self.ty,
+                    &self.data[first * rb..last * rb],
+                    last - first,
+                    cols,
+                    panel,
+                );
+                debug_assert!(packed, "panel_codes said {} packs", self.ty);
+            }
+            // SAFETY: `out` has n * rows elements; this thread alone writes the columns
+            // r0..r1 of each token's row (its band), at t * rows + r.
+            unsafe {
+                kernels::gemm_x8(
+                    gemm,
+                    codes,
+                    cols,
+                    panels,
+                    r1 - r0,
+                    act,
+                    n,
+                    out.get().add(r0),
+                    rows,
+                )
+            };
+            r0 = r1;
+        }
     }
 }
 
