@@ -184,8 +184,48 @@ impl<'a> Matrix<'a> {
     /// weights meet activations quantized to Q8_0 (as llama.cpp does) in the integer kernels;
     /// F16 weights use the F16 kernel; other types are dequantized a row at a time.
     pub fn matmul(&self, x: &[f32], n: usize, out: &mut [f32], pool: &ThreadPool) {
+        self.product(x, n, out, None, pool);
+    }
+
+    /// [`Matrix::matmul`] plus `bias` (`rows` values) on every output row: added by the GEMMs
+    /// to each band of rows while it is still in cache, by one parallel pass after the others.
+    pub fn matmul_bias(
+        &self,
+        x: &[f32],
+        n: usize,
+        out: &mut [f32],
+        bias: &[f32],
+        pool: &ThreadPool,
+    ) {
+        assert_eq!(bias.len(), self.rows, "{}: bias length", self.name);
+        self.product(x, n, out, Some(bias), pool);
+    }
+
+    fn product(
+        &self,
+        x: &[f32],
+        n: usize,
+        out: &mut [f32],
+        bias: Option<&[f32]>,
+        pool: &ThreadPool,
+    ) {
         assert_eq!(x.len(), n * self.cols, "{}: input length", self.name);
         assert_eq!(out.len(), n * self.rows, "{}: output length", self.name);
+        let banded = self.banded_product(x, n, out, bias, pool);
+        if let (false, Some(b)) = (banded, bias) {
+            add_bias_rows(out, b, pool);
+        }
+    }
+
+    /// Runs the product; true when it also added `bias` (the GEMMs, band by band).
+    fn banded_product(
+        &self,
+        x: &[f32],
+        n: usize,
+        out: &mut [f32],
+        bias: Option<&[f32]>,
+        pool: &ThreadPool,
+    ) -> bool {
         let out_ptr = Disjoint::new(out);
         let (rows, cols, rb) = (self.rows, self.cols, self.row_bytes());
         let isa = kernels::isa();
@@ -197,7 +237,7 @@ impl<'a> Matrix<'a> {
         let aligned = bytemuck::try_cast_slice::<u8, u16>(self.data).is_ok();
         if self.layout == Layout::X8 && n < GEMM_MIN_TOKENS {
             self.gemv_x8(x, n, out_ptr, pool);
-            return;
+            return false;
         }
         // Types without a decode dot kernel of their own take the GEMM at any token count:
         // packing eight rows into panels and running them is still several times faster than
@@ -205,8 +245,8 @@ impl<'a> Matrix<'a> {
         let row = row_dot(self.ty);
         if (n >= GEMM_MIN_TOKENS || row.is_none()) && aligned {
             if let Some(codes) = kernels::panel_codes(self.ty) {
-                self.gemm(codes, x, n, out_ptr, pool);
-                return;
+                self.gemm(codes, x, n, out_ptr, bias, pool);
+                return true;
             }
         }
         let product = QuantizedProduct {
@@ -221,23 +261,26 @@ impl<'a> Matrix<'a> {
                 // x86: unsigned nibbles against activations that carry their sums (fewer
                 // operations a block, and decode of Q4_0 is compute-bound there).
                 Some(_) if self.ty == GgmlType::Q4_0 && isa == kernels::Isa::Avx2 => {
-                    return product.run(32, kernels::quantize_row_q8_0x, &|w, a| {
+                    product.run(32, kernels::quantize_row_q8_0x, &|w, a| {
                         kernels::dot_q4_0_q8_0x(gemm_isa, bytemuck::cast_slice(w), a)
                     });
+                    return false;
                 }
                 Some(RowDot::Q8_0(dot)) => {
-                    return product.run(32, kernels::quantize_row_q8_0, &|w, a| dot(isa, w, a));
+                    product.run(32, kernels::quantize_row_q8_0, &|w, a| dot(isa, w, a));
+                    return false;
                 }
                 Some(RowDot::Q8K(dot)) => {
-                    return product.run(256, kernels::quantize_row_q8_K, &|w, a| dot(isa, w, a));
+                    product.run(256, kernels::quantize_row_q8_K, &|w, a| dot(isa, w, a));
+                    return false;
                 }
                 None => {}
             }
         }
         if self.ty == GgmlType::F16 && self.bf16_products && aligned && n >= GEMM_MIN_TOKENS {
             if let Some(isa) = kernels::Bf16Isa::simd() {
-                self.gemm_bf16(isa, x, n, out_ptr, pool);
-                return;
+                self.gemm_bf16(isa, x, n, out_ptr, bias, pool);
+                return true;
             }
         }
         match self.ty {
@@ -247,8 +290,8 @@ impl<'a> Matrix<'a> {
                 let build = kernels::FloatIsa::for_isa(isa);
                 #[cfg(target_arch = "x86_64")]
                 if build == kernels::FloatIsa::Avx512 {
-                    self.gemm_f16_packed(x, n, out_ptr, pool);
-                    return;
+                    self.gemm_f16_packed(x, n, out_ptr, bias, pool);
+                    return true;
                 }
                 pool.for_chunks(rows, GEMM_CHUNK_ROWS, &|band| {
                     with_panel_scratch(kernels::F16_PACK_PER_K * cols, |pack| {
@@ -265,10 +308,12 @@ impl<'a> Matrix<'a> {
                                 out_ptr.get().add(band.start),
                                 rows,
                                 pack,
-                            )
+                            );
+                            add_bias_band(out_ptr, rows, n, band, bias);
                         }
                     });
                 });
+                true
             }
             GgmlType::F16 | GgmlType::BF16 if aligned => {
                 let dot = if self.ty == GgmlType::F16 {
@@ -285,6 +330,7 @@ impl<'a> Matrix<'a> {
                         }
                     }
                 });
+                false
             }
             _ => {
                 pool.for_ranges(rows, 16, &|band| {
@@ -296,6 +342,7 @@ impl<'a> Matrix<'a> {
                         }
                     }
                 });
+                false
             }
         }
     }
@@ -303,7 +350,14 @@ impl<'a> Matrix<'a> {
     /// [`Matrix::matmul`] of F16 weights on AVX-512: the tokens packed once (split over the
     /// threads by tiles), then 64-row chunks handed out on demand.
     #[cfg(target_arch = "x86_64")]
-    fn gemm_f16_packed(&self, x: &[f32], n: usize, out: Disjoint<f32>, pool: &ThreadPool) {
+    fn gemm_f16_packed(
+        &self,
+        x: &[f32],
+        n: usize,
+        out: Disjoint<f32>,
+        bias: Option<&[f32]>,
+        pool: &ThreadPool,
+    ) {
         let (rows, cols) = (self.rows, self.cols);
         let tile = kernels::F16_TILE_TOKENS;
         let xp = pack_tokens(
@@ -330,7 +384,8 @@ impl<'a> Matrix<'a> {
                         out.get().add(band.start),
                         rows,
                         pack,
-                    )
+                    );
+                    add_bias_band(out, rows, n, band, bias);
                 }
             });
         });
@@ -344,6 +399,7 @@ impl<'a> Matrix<'a> {
         x: &[f32],
         n: usize,
         out: Disjoint<f32>,
+        bias: Option<&[f32]>,
         pool: &ThreadPool,
     ) {
         let (rows, cols) = (self.rows, self.cols);
@@ -373,7 +429,8 @@ impl<'a> Matrix<'a> {
                         out.get().add(band.start),
                         rows,
                         pack,
-                    )
+                    );
+                    add_bias_band(out, rows, n, band, bias);
                 }
             });
         });
@@ -485,6 +542,45 @@ fn pack_tokens<T: Copy + Default + Send + Sync>(
     xp
 }
 
+/// Adds `bias[band]` to columns `band` of each of the `n` rows (`rows` wide) behind `out`.
+///
+/// # Safety
+/// `out` holds n * rows values and no other thread touches those columns meanwhile.
+unsafe fn add_bias_band(
+    out: Disjoint<f32>,
+    rows: usize,
+    n: usize,
+    band: std::ops::Range<usize>,
+    bias: Option<&[f32]>,
+) {
+    let Some(bias) = bias else { return };
+    let b = &bias[band.clone()];
+    for t in 0..n {
+        let row = std::slice::from_raw_parts_mut(out.get().add(t * rows + band.start), b.len());
+        for (o, v) in row.iter_mut().zip(b) {
+            *o += v;
+        }
+    }
+}
+
+/// Adds `bias` to every row of `out`, the rows shared out to the pool's threads.
+fn add_bias_rows(out: &mut [f32], bias: &[f32], pool: &ThreadPool) {
+    let n = out.len() / bias.len();
+    let base = Disjoint::new(out);
+    let w = bias.len();
+    pool.for_ranges(n, 1, &|tokens| {
+        // SAFETY: `out` holds n rows of w values and each range of whole rows goes to one thread.
+        let rows = unsafe {
+            std::slice::from_raw_parts_mut(base.get().add(tokens.start * w), tokens.len() * w)
+        };
+        for row in rows.chunks_exact_mut(w) {
+            for (o, v) in row.iter_mut().zip(bias) {
+                *o += v;
+            }
+        }
+    });
+}
+
 /// From this many tokens on, products run as a GEMM over repacked panels; below it the row
 /// kernels win (packing costs about as much as a few passes over the weights).
 const GEMM_MIN_TOKENS: usize = 4;
@@ -502,6 +598,7 @@ impl Matrix<'_> {
         x: &[f32],
         n: usize,
         out: Disjoint<f32>,
+        bias: Option<&[f32]>,
         pool: &ThreadPool,
     ) {
         let (rows, cols) = (self.rows, self.cols);
@@ -520,7 +617,9 @@ impl Matrix<'_> {
         });
         pool.for_chunks(rows, GEMM_CHUNK_ROWS, &|band| {
             with_panel_scratch(GEMM_CHUNK_ROWS / 8 * nb, |panels| {
-                self.gemm_band(codes, band, panels, &act, n, out)
+                self.gemm_band(codes, band.clone(), panels, &act, n, out);
+                // SAFETY: gemm_band wrote columns band of every token's row, this thread's own.
+                unsafe { add_bias_band(out, rows, n, band, bias) };
             });
         });
     }
@@ -832,6 +931,44 @@ mod tests {
                 &mut scratch,
             );
             assert_eq!(got, want, "n = {n}");
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn biased_products_add_the_bias_on_every_path() {
+        let dir = std::env::temp_dir().join(format!("le-bias-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("m.gguf");
+        // 200 rows: several 64-row GEMM chunks and a short last one.
+        let (cols, rows) = (256usize, 200usize);
+        let types = [
+            GgmlType::F16,
+            GgmlType::F32,
+            GgmlType::Q8_0,
+            GgmlType::Q4_0,
+            GgmlType::Q4_K,
+        ];
+        let specs: Vec<TensorSpec> = types
+            .iter()
+            .map(|ty| TensorSpec::new(ty.to_string(), &[cols as u64, rows as u64], *ty))
+            .collect();
+        write_random(&path, &specs, 3);
+        let f = GgufFile::open(&path).unwrap();
+        let bias: Vec<f32> = (0..rows).map(|r| (r % 13) as f32 * 0.25 - 1.5).collect();
+        let pool = ThreadPool::new(2);
+        for ty in types {
+            let m = Matrix::new(f.tensor(&ty.to_string()).unwrap(), cols, rows).unwrap();
+            // One token (row kernels), three (below the GEMM), 37 (GEMM tiles and a tail).
+            for n in [1usize, 3, 37] {
+                let x: Vec<f32> = (0..n * cols).map(|i| ((i * 5) % 9) as f32 - 4.0).collect();
+                let (mut plain, mut got) = (vec![0f32; n * rows], vec![0f32; n * rows]);
+                m.matmul(&x, n, &mut plain, &pool);
+                m.matmul_bias(&x, n, &mut got, &bias, &pool);
+                for (i, (g, p)) in got.iter().zip(&plain).enumerate() {
+                    assert_eq!(*g, p + bias[i % rows], "{ty} n = {n}: out[{i}]");
+                }
+            }
         }
         let _ = std::fs::remove_dir_all(dir);
     }

@@ -7,7 +7,7 @@ use crate::gguf::{GgufError, GgufFile};
 use crate::kernels::{KvRef, Visible};
 use crate::ops::activation::{gelu_erf, gelu_tanh, quick_gelu};
 use crate::ops::attention::attend_rows;
-use crate::ops::norm::layer_norm_rows;
+use crate::ops::norm::{add_rows, layer_norm_rows, residual_layer_norm_rows};
 use crate::ops::{add_assign, Matrix, OpError};
 use crate::threadpool::ThreadPool;
 
@@ -381,11 +381,11 @@ impl<'a> VisionEncoder<'a> {
         if let Some(class) = &self.class {
             x[..d].copy_from_slice(class);
         }
-        self.patch.matmul(&patches, g * g, &mut x[cls * d..], th);
-        if let Some(b) = &self.patch_bias {
-            for row in x[cls * d..].chunks_exact_mut(d) {
-                add_assign(row, b);
-            }
+        match &self.patch_bias {
+            Some(b) => self
+                .patch
+                .matmul_bias(&patches, g * g, &mut x[cls * d..], b, th),
+            None => self.patch.matmul(&patches, g * g, &mut x[cls * d..], th),
         }
         add_assign(&mut x, &self.pos);
         if let Some((w, b)) = &self.pre_ln {
@@ -402,15 +402,13 @@ impl<'a> VisionEncoder<'a> {
         let mut ff = vec![0f32; n * c.n_ff];
         let hd = d / c.n_head;
         let linear = |(m, b): &(Matrix, Vec<f32>), x: &[f32], rows: usize, out: &mut [f32]| {
-            m.matmul(x, rows, out, th);
-            for row in out.chunks_exact_mut(m.rows) {
-                add_assign(row, b);
-            }
+            m.matmul_bias(x, rows, out, b, th)
         };
+        // Whether h holds the last MLP's output, still to be added to x.
+        let mut pending = false;
         for l in &self.layers {
             // x += attn(ln1(x)), every token attending to every token.
-            h.copy_from_slice(&x);
-            layer_norm_rows(th, &mut h, &l.ln1.0, &l.ln1.1, c.eps);
+            residual_layer_norm_rows(th, &mut x, &mut h, pending, &l.ln1.0, &l.ln1.1, c.eps);
             linear(&l.q, &h, n, &mut q);
             linear(&l.k, &h, n, &mut k);
             linear(&l.v, &h, n, &mut v);
@@ -428,14 +426,15 @@ impl<'a> VisionEncoder<'a> {
                 &mut attn,
             );
             linear(&l.o, &attn, n, &mut h);
-            add_assign(&mut x, &h);
             // x += down(act(up(ln2(x)))).
-            h.copy_from_slice(&x);
-            layer_norm_rows(th, &mut h, &l.ln2.0, &l.ln2.1, c.eps);
+            residual_layer_norm_rows(th, &mut x, &mut h, true, &l.ln2.0, &l.ln2.1, c.eps);
             linear(&l.up, &h, n, &mut ff);
             c.act.apply(&mut ff, th);
             linear(&l.down, &ff, n, &mut h);
-            add_assign(&mut x, &h);
+            pending = true;
+        }
+        if pending {
+            add_rows(th, &mut x, &h, d);
         }
         if c.drop_cls && cls == 1 {
             x.drain(..d);
@@ -458,10 +457,7 @@ impl<'a> VisionEncoder<'a> {
                 gelu_erf(&mut x, pool);
             }
             let mut out = vec![0f32; n * m.rows];
-            m.matmul(&x, n, &mut out, pool);
-            for row in out.chunks_exact_mut(m.rows) {
-                add_assign(row, b);
-            }
+            m.matmul_bias(&x, n, &mut out, b, pool);
             x = out;
         }
         x
