@@ -456,10 +456,6 @@ fn main() {
         (GgmlType::F16, "clip-l fc1 x577", 4096, 1024, 577),
         (GgmlType::F16, "clip-l fc2 x577", 1024, 4096, 577),
         (GgmlType::F16, "clip-l attn_q x577", 1024, 1024, 577),
-        (GgmlType::F16, "k256 x577", 4096, 256, 577),
-        (GgmlType::F16, "k128 x577", 4096, 128, 577),
-        (GgmlType::F16, "k256 x120", 4096, 256, 120),
-        (GgmlType::F16, "k1024 x120", 4096, 1024, 120),
         (GgmlType::Q8_0, "siglip fc1 x729", 4304, 1152, 729),
     ] {
         if wants("matmul") {
