@@ -290,7 +290,16 @@ impl<'a> Matrix<'a> {
                 let build = kernels::FloatIsa::for_isa(isa);
                 #[cfg(target_arch = "x86_64")]
                 if build == kernels::FloatIsa::Avx512 {
-                    self.gemm_f16_packed(x, n, out_ptr, bias, pool);
+                    gemm_f16_packed(
+                        &[F16Part {
+                            m: self,
+                            out: out_ptr,
+                            bias,
+                        }],
+                        x,
+                        n,
+                        pool,
+                    );
                     return true;
                 }
                 pool.for_chunks(rows, GEMM_CHUNK_ROWS, &|band| {
@@ -347,50 +356,6 @@ impl<'a> Matrix<'a> {
         }
     }
 
-    /// [`Matrix::matmul`] of F16 weights on AVX-512: the tokens packed once (split over the
-    /// threads by tiles), then 64-row chunks handed out on demand.
-    #[cfg(target_arch = "x86_64")]
-    fn gemm_f16_packed(
-        &self,
-        x: &[f32],
-        n: usize,
-        out: Disjoint<f32>,
-        bias: Option<&[f32]>,
-        pool: &ThreadPool,
-    ) {
-        let (rows, cols) = (self.rows, self.cols);
-        let tile = kernels::F16_TILE_TOKENS;
-        let xp = pack_tokens(
-            pool,
-            x,
-            n,
-            cols,
-            tile,
-            kernels::f16_packed_tokens_len,
-            |x, nt, dst| kernels::f16_pack_tokens(cols, x, nt, dst),
-        );
-        let w: &[u16] = bytemuck::cast_slice(self.data);
-        pool.for_chunks(rows, GEMM_CHUNK_ROWS, &|band| {
-            with_panel_scratch(kernels::F16_PACK_PER_K * cols, |pack| {
-                // SAFETY: `out` has n * rows elements; this thread alone writes columns band of
-                // each token's row; AVX-512F was detected (FloatIsa::Avx512).
-                unsafe {
-                    kernels::gemm_f16_packed(
-                        cols,
-                        &w[band.start * cols..band.end * cols],
-                        band.len(),
-                        &xp,
-                        n,
-                        out.get().add(band.start),
-                        rows,
-                        pack,
-                    );
-                    add_bias_band(out, rows, n, band, bias);
-                }
-            });
-        });
-    }
-
     /// [`Matrix::matmul`] of F16 weights in bfloat16 pairs: the tokens rounded and packed once
     /// (split over the threads by tiles), then 64-row chunks handed out on demand.
     fn gemm_bf16(
@@ -435,6 +400,107 @@ impl<'a> Matrix<'a> {
             });
         });
     }
+}
+
+/// `outs[i] = ms[i] x + biases[i]` for matrices with the same input (a vision layer's Q, K and
+/// V): on AVX-512 with F16 weights the tokens are packed once and every matrix's row chunks
+/// share one pass of the pool, else one [`Matrix::matmul_bias`] each.
+pub fn matmul_bias_sharing_input(
+    ms: &[&Matrix<'_>],
+    biases: &[&[f32]],
+    x: &[f32],
+    n: usize,
+    outs: &mut [&mut [f32]],
+    pool: &ThreadPool,
+) {
+    assert!(ms.len() == biases.len() && ms.len() == outs.len());
+    #[cfg(target_arch = "x86_64")]
+    {
+        let fused = ms.iter().all(|m| {
+            m.ty == GgmlType::F16
+                && !m.bf16_products
+                && m.cols == ms[0].cols
+                && bytemuck::try_cast_slice::<u8, u16>(m.data).is_ok()
+        }) && n >= GEMM_MIN_TOKENS
+            && kernels::FloatIsa::for_isa(kernels::isa()) == kernels::FloatIsa::Avx512;
+        if fused {
+            let mut parts = Vec::with_capacity(ms.len());
+            for ((m, b), out) in ms.iter().zip(biases).zip(outs.iter_mut()) {
+                assert_eq!(x.len(), n * m.cols, "{}: input length", m.name);
+                assert_eq!(out.len(), n * m.rows, "{}: output length", m.name);
+                assert_eq!(b.len(), m.rows, "{}: bias length", m.name);
+                parts.push(F16Part {
+                    m,
+                    out: Disjoint::new(out),
+                    bias: Some(b),
+                });
+            }
+            gemm_f16_packed(&parts, x, n, pool);
+            return;
+        }
+    }
+    for ((m, b), out) in ms.iter().zip(biases).zip(outs.iter_mut()) {
+        m.matmul_bias(x, n, out, b, pool);
+    }
+}
+
+/// One product of [`gemm_f16_packed`]: F16 weights, where their outputs go (`n * m.rows`
+/// values), the bias to add.
+#[cfg(target_arch = "x86_64")]
+struct F16Part<'p> {
+    m: &'p Matrix<'p>,
+    out: Disjoint<f32>,
+    bias: Option<&'p [f32]>,
+}
+
+/// Weight rows of an F16 chunk on AVX-512: one 32-row panel, so the last chunks of a product
+/// leave a thread waiting for at most one panel's tiles.
+#[cfg(target_arch = "x86_64")]
+const F16_CHUNK_ROWS: usize = 32;
+
+/// F16 products with the same input on AVX-512: the tokens packed once (split over the threads
+/// by tiles), then every product's 32-row chunks handed out on demand in one pass of the pool.
+#[cfg(target_arch = "x86_64")]
+fn gemm_f16_packed(parts: &[F16Part<'_>], x: &[f32], n: usize, pool: &ThreadPool) {
+    let cols = parts[0].m.cols;
+    let xp = pack_tokens(
+        pool,
+        x,
+        n,
+        cols,
+        kernels::F16_TILE_TOKENS,
+        kernels::f16_packed_tokens_len,
+        |x, nt, dst| kernels::f16_pack_tokens(cols, x, nt, dst),
+    );
+    let chunks: Vec<(usize, usize)> = parts
+        .iter()
+        .enumerate()
+        .flat_map(|(i, p)| (0..p.m.rows).step_by(F16_CHUNK_ROWS).map(move |r| (i, r)))
+        .collect();
+    pool.for_chunks(chunks.len(), 1, &|items| {
+        with_panel_scratch(kernels::F16_PACK_PER_K * cols, |pack| {
+            for &(i, r0) in &chunks[items] {
+                let F16Part { m, out, bias } = &parts[i];
+                let band = r0..(r0 + F16_CHUNK_ROWS).min(m.rows);
+                let w: &[u16] = bytemuck::cast_slice(m.data);
+                // SAFETY: `out` has n * m.rows elements; this thread alone writes columns band
+                // of each token's row; AVX-512F was detected (FloatIsa::Avx512).
+                unsafe {
+                    kernels::gemm_f16_packed(
+                        cols,
+                        &w[band.start * cols..band.end * cols],
+                        band.len(),
+                        &xp,
+                        n,
+                        out.get().add(band.start),
+                        m.rows,
+                        pack,
+                    );
+                    add_bias_band(*out, m.rows, n, band, *bias);
+                }
+            }
+        });
+    });
 }
 
 /// `outs[i] = ms[i] x` for matrices with the same input: one product over `stacked` (one pass of
@@ -969,6 +1035,55 @@ mod tests {
                     assert_eq!(*g, p + bias[i % rows], "{ty} n = {n}: out[{i}]");
                 }
             }
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn products_sharing_an_input_equal_separate_ones() {
+        let dir = std::env::temp_dir().join(format!("le-sharing-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("m.gguf");
+        // Rows that are and are not multiples of a 32-row chunk.
+        let (cols, rows) = (160usize, [200usize, 64, 40]);
+        let specs: Vec<TensorSpec> = rows
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                TensorSpec::new(format!("m{i}"), &[cols as u64, *r as u64], GgmlType::F16)
+            })
+            .collect();
+        write_random(&path, &specs, 5);
+        let f = GgufFile::open(&path).unwrap();
+        let ms: Vec<Matrix> = (0..3)
+            .map(|i| Matrix::new(f.tensor(&format!("m{i}")).unwrap(), cols, rows[i]).unwrap())
+            .collect();
+        let biases: Vec<Vec<f32>> = rows
+            .iter()
+            .map(|&r| (0..r).map(|i| (i % 7) as f32 - 3.0).collect())
+            .collect();
+        let pool = ThreadPool::new(2);
+        for n in [2usize, 37] {
+            let x: Vec<f32> = (0..n * cols)
+                .map(|i| ((i * 3) % 13) as f32 * 0.5 - 3.0)
+                .collect();
+            let mut want: Vec<Vec<f32>> = rows.iter().map(|r| vec![0f32; n * r]).collect();
+            for ((m, b), out) in ms.iter().zip(&biases).zip(want.iter_mut()) {
+                m.matmul_bias(&x, n, out, b, &pool);
+            }
+            let mut got: Vec<Vec<f32>> = rows.iter().map(|r| vec![0f32; n * r]).collect();
+            let [g0, g1, g2] = &mut got[..] else {
+                unreachable!()
+            };
+            matmul_bias_sharing_input(
+                &[&ms[0], &ms[1], &ms[2]],
+                &[&biases[0], &biases[1], &biases[2]],
+                &x,
+                n,
+                &mut [g0, g1, g2],
+                &pool,
+            );
+            assert_eq!(got, want, "n = {n}");
         }
         let _ = std::fs::remove_dir_all(dir);
     }

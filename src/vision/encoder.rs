@@ -7,6 +7,7 @@ use crate::gguf::{GgufError, GgufFile};
 use crate::kernels::{KvRef, Visible};
 use crate::ops::activation::{gelu_erf, gelu_tanh, quick_gelu};
 use crate::ops::attention::attend_rows;
+use crate::ops::matrix::matmul_bias_sharing_input;
 use crate::ops::norm::{add_rows, layer_norm_rows, residual_layer_norm_rows};
 use crate::ops::{add_assign, Matrix, OpError};
 use crate::threadpool::ThreadPool;
@@ -409,9 +410,14 @@ impl<'a> VisionEncoder<'a> {
         for l in &self.layers {
             // x += attn(ln1(x)), every token attending to every token.
             residual_layer_norm_rows(th, &mut x, &mut h, pending, &l.ln1.0, &l.ln1.1, c.eps);
-            linear(&l.q, &h, n, &mut q);
-            linear(&l.k, &h, n, &mut k);
-            linear(&l.v, &h, n, &mut v);
+            matmul_bias_sharing_input(
+                &[&l.q.0, &l.k.0, &l.v.0],
+                &[&l.q.1, &l.k.1, &l.v.1],
+                &h,
+                n,
+                &mut [&mut q, &mut k, &mut v],
+                th,
+            );
             attend_rows(
                 th,
                 &q,
