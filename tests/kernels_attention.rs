@@ -211,6 +211,11 @@ fn row_tiles_match_f64_softmax_causal_and_not() {
             (8, 8, true),
             (19, 40, true),
             (45, 45, false),
+            // ViT-sized rows (whole score rows in the AVX-512 tile) and rows past its 1024
+            // (online softmax); causal rows that cross 1024 inside a tile.
+            (16, 600, false),
+            (9, 1100, false),
+            (12, 1030, true),
         ] {
             let stride = 2 * hd; // two heads a position; the second is under test
             let qs = 3 * hd; // query rows wider than a head, as in a model

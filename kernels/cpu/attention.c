@@ -526,6 +526,129 @@ static inline __attribute__((always_inline)) void pv_stripe(int nv, int left, in
     }
 }
 
+/* One query value of row r against the key vector(s) of a block: the scores' FMAs. */
+#define QK1(r) a##r = _mm512_fmadd_ps(_mm512_set1_ps(qr[r][d]), ka, a##r)
+#define QK2(r)                                                                                                         \
+    do {                                                                                                               \
+        const __m512 x = _mm512_set1_ps(qr[r][d]);                                                                     \
+        a##r = _mm512_fmadd_ps(x, ka, a##r);                                                                           \
+        b##r = _mm512_fmadd_ps(x, kb, b##r);                                                                           \
+    } while (0)
+
+/* Positions up to which tile8 stores its rows' whole score rows (8 x 1024 floats, 32 KiB of
+ * stack) and takes the softmax in two plain passes: a ViT tile (577 or 729 patches) then pays one
+ * max and one sum a row instead of per block, and the values go into eight rows' outputs that
+ * stay in registers over every position instead of being rescaled and reloaded per block. */
+#define FULL_MAX 1024
+/* Score rows lie this many floats apart: 1024 + 16, so the eight rows' entries for one position
+ * do not all fall into one L1 set. */
+#define FULL_STRIDE (FULL_MAX + 16)
+
+/* o_i[d0..d0 + 16 * nv) = (sum_j p_ij v_j) / l_i for the tile's rows over positions 0..n, lanes
+ * past `left` masked off; each value load serves eight rows. */
+static inline __attribute__((always_inline)) void pv_full_stripe(int nv, int left, int hd, int n, const float *vp,
+                                                                 const float *p, const float *inv_l,
+                                                                 float *const o[QROWS], int d0) {
+    const __mmask16 ma = lanes(left), mb = lanes(left - 16);
+    __m512 acc[QROWS][2];
+    for (int i = 0; i < QROWS; i++) {
+        acc[i][0] = _mm512_setzero_ps();
+        acc[i][1] = _mm512_setzero_ps();
+    }
+    for (int j = 0; j < n; j++) {
+        const float *vr = vp + (size_t)j * hd + d0;
+        const __m512 va = _mm512_maskz_loadu_ps(ma, vr);
+        const __m512 vb = nv == 2 ? _mm512_maskz_loadu_ps(mb, vr + 16) : va;
+        for (int i = 0; i < QROWS; i++) {
+            const __m512 w = _mm512_set1_ps(p[(size_t)i * FULL_STRIDE + j]);
+            acc[i][0] = _mm512_fmadd_ps(w, va, acc[i][0]);
+            if (nv == 2) {
+                acc[i][1] = _mm512_fmadd_ps(w, vb, acc[i][1]);
+            }
+        }
+    }
+    for (int i = 0; i < QROWS; i++) {
+        const __m512 s = _mm512_set1_ps(inv_l[i]);
+        _mm512_mask_storeu_ps(o[i] + d0, ma, _mm512_mul_ps(acc[i][0], s));
+        if (nv == 2) {
+            _mm512_mask_storeu_ps(o[i] + d0 + 16, mb, _mm512_mul_ps(acc[i][1], s));
+        }
+    }
+}
+
+/* tile8 for rows that see at most FULL_MAX positions: scores of every position first (the same
+ * register tile as tile8's blocks), then each row's max, exponentials and sum, then the values. */
+static void tile8_full(int hd, int n, const int lim[QROWS], const float *const qr[QROWS], const float *kt,
+                       const float *vp, float scale, float *const o[QROWS]) {
+    float p[QROWS * FULL_STRIDE] __attribute__((aligned(64)));
+    const __m512 ninf = _mm512_set1_ps(-INFINITY), vscale = _mm512_set1_ps(scale);
+    const int n_pad = (n + KEYS - 1) / KEYS * KEYS;
+    for (int p0 = 0; p0 < n; p0 += KEYS) {
+        const float *k0 = kt + (size_t)(p0 / 16) * hd * 16, *k1 = k0 + (size_t)hd * 16;
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+        __m512 b0 = a0, b1 = a0, b2 = a0, b3 = a0, b4 = a0, b5 = a0, b6 = a0, b7 = a0;
+        if (n - p0 > 16) {
+            for (int d = 0; d < hd; d++) {
+                const __m512 ka = _mm512_loadu_ps(k0 + (size_t)d * 16), kb = _mm512_loadu_ps(k1 + (size_t)d * 16);
+                QK2(0);
+                QK2(1);
+                QK2(2);
+                QK2(3);
+                QK2(4);
+                QK2(5);
+                QK2(6);
+                QK2(7);
+            }
+        } else {
+            for (int d = 0; d < hd; d++) {
+                const __m512 ka = _mm512_loadu_ps(k0 + (size_t)d * 16);
+                QK1(0);
+                QK1(1);
+                QK1(2);
+                QK1(3);
+                QK1(4);
+                QK1(5);
+                QK1(6);
+                QK1(7);
+            }
+        }
+        const __m512 sa[QROWS] = {a0, a1, a2, a3, a4, a5, a6, a7}, sb[QROWS] = {b0, b1, b2, b3, b4, b5, b6, b7};
+        for (int i = 0; i < QROWS; i++) {
+            /* Scores past the row's limit (causal mask, or the end of the keys) are -inf. */
+            const int room = lim[i] - p0;
+            _mm512_store_ps(p + (size_t)i * FULL_STRIDE + p0, _mm512_mask_mul_ps(ninf, lanes(room), sa[i], vscale));
+            _mm512_store_ps(p + (size_t)i * FULL_STRIDE + p0 + 16,
+                            _mm512_mask_mul_ps(ninf, lanes(room - 16), sb[i], vscale));
+        }
+    }
+    float inv_l[QROWS];
+    for (int i = 0; i < QROWS; i++) {
+        float *row = p + (size_t)i * FULL_STRIDE;
+        __m512 mx = ninf;
+        for (int j = 0; j < n_pad; j += 16) {
+            mx = _mm512_max_ps(mx, _mm512_load_ps(row + j));
+        }
+        /* Position 0 is seen by every row, so the max is finite. */
+        const __m512 vm = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
+        __m512 sum = _mm512_setzero_ps();
+        for (int j = 0; j < n_pad; j += 16) {
+            const __m512 e = le_exp_neg_avx512(_mm512_sub_ps(_mm512_load_ps(row + j), vm));
+            _mm512_store_ps(row + j, e);
+            sum = _mm512_add_ps(sum, e);
+        }
+        inv_l[i] = 1.0f / _mm512_reduce_add_ps(sum);
+    }
+    int d0 = 0;
+    for (; d0 + 32 <= hd; d0 += 32) {
+        pv_full_stripe(2, 32, hd, n, vp, p, inv_l, o, d0);
+    }
+    if (hd - d0 > 16) {
+        pv_full_stripe(2, hd - d0, hd, n, vp, p, inv_l, o, d0);
+    } else if (hd - d0 > 0) {
+        pv_full_stripe(1, hd - d0, hd, n, vp, p, inv_l, o, d0);
+    }
+}
+
 /* Eight query rows against every 32-position key block they see, on 512-bit registers: the
  * scores a row are two zmm (sixteen accumulators while d runs, each broadcast query value
  * serving two FMAs), the online softmax runs on thirty-two lanes a row (one scalar exp and two
@@ -533,6 +656,14 @@ static inline __attribute__((always_inline)) void pv_stripe(int nv, int left, in
  * 32 dimensions at a time, then a last stripe of 16 or 32 under lane masks. */
 static void tile8(int hd, const float *const qr[QROWS], const int lim[QROWS], const float *kt, const float *vp,
                   float scale, float *const o[QROWS]) {
+    int n_max = 0;
+    for (int i = 0; i < QROWS; i++) {
+        n_max = lim[i] > n_max ? lim[i] : n_max;
+    }
+    if (n_max <= FULL_MAX) {
+        tile8_full(hd, n_max, lim, qr, kt, vp, scale, o);
+        return;
+    }
     float m[QROWS], l[QROWS];
     const int n = tile_begin(QROWS, hd, lim, m, l, o);
     float p[QROWS][KEYS] __attribute__((aligned(64)));
@@ -543,13 +674,6 @@ static void tile8(int hd, const float *const qr[QROWS], const int lim[QROWS], co
         const int nk = n - p0 < KEYS ? n - p0 : KEYS;
         __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
         __m512 b0 = a0, b1 = a0, b2 = a0, b3 = a0, b4 = a0, b5 = a0, b6 = a0, b7 = a0;
-#define QK1(r) a##r = _mm512_fmadd_ps(_mm512_set1_ps(qr[r][d]), ka, a##r)
-#define QK2(r)                                                                                                         \
-    do {                                                                                                               \
-        const __m512 x = _mm512_set1_ps(qr[r][d]);                                                                     \
-        a##r = _mm512_fmadd_ps(x, ka, a##r);                                                                           \
-        b##r = _mm512_fmadd_ps(x, kb, b##r);                                                                           \
-    } while (0)
         if (nk > 16) {
             for (int d = 0; d < hd; d++) {
                 const __m512 ka = _mm512_loadu_ps(k0 + (size_t)d * 16), kb = _mm512_loadu_ps(k1 + (size_t)d * 16);
@@ -575,8 +699,6 @@ static void tile8(int hd, const float *const qr[QROWS], const int lim[QROWS], co
                 QK1(7);
             }
         }
-#undef QK1
-#undef QK2
         const __m512 sa[QROWS] = {a0, a1, a2, a3, a4, a5, a6, a7}, sb[QROWS] = {b0, b1, b2, b3, b4, b5, b6, b7};
         float c[QROWS];
         for (int i = 0; i < QROWS; i++) {
@@ -610,6 +732,8 @@ static void tile8(int hd, const float *const qr[QROWS], const int lim[QROWS], co
     tile_end(QROWS, hd, l, o);
 }
 #define RUN_TILE(hd, qr, lim, kt, vp, scale, o) tile8(hd, qr, lim, kt, vp, scale, o)
+#undef QK1
+#undef QK2
 #endif
 
 #endif
