@@ -167,7 +167,8 @@ static void tile(int k, const uint16_t *pack, const float *x, size_t ldx, int nt
         c##t##b = _mm512_fmadd_ps(w1, b, c##t##b);                                                                   \
     } while (0)
 
-static void tile(int k, const float *pack, const float *xtile, int nt, float *out, size_t ldo, int rows) {
+static void tile(int k, const float *pack, const float *xtile, int nt, float *out, size_t ldo, int rows,
+                 const float *bias) {
     __m512 c0a = _mm512_setzero_ps(), c0b = c0a, c1a = c0a, c1b = c0a, c2a = c0a, c2b = c0a, c3a = c0a, c3b = c0a;
     __m512 c4a = c0a, c4b = c0a, c5a = c0a, c5b = c0a, c6a = c0a, c6b = c0a, c7a = c0a, c7b = c0a;
     __m512 c8a = c0a, c8b = c0a, c9a = c0a, c9b = c0a, c10a = c0a, c10b = c0a, c11a = c0a, c11b = c0a;
@@ -193,9 +194,13 @@ static void tile(int k, const float *pack, const float *xtile, int nt, float *ou
                                                {c8a, c8b}, {c9a, c9b}, {c10a, c10b}, {c11a, c11b}};
     const __mmask16 lo = (__mmask16)(rows >= 16 ? 0xffff : (1u << rows) - 1);
     const __mmask16 hi = (__mmask16)(rows >= 32 ? 0xffff : rows <= 16 ? 0 : (1u << (rows - 16)) - 1);
+    /* The bias joins as the sums are stored: adding it in a pass of its own cost 1.8% of a
+     * CLIP-L encode (strided rows of outputs written twice). */
+    const __m512 b0 = bias ? _mm512_maskz_loadu_ps(lo, bias) : _mm512_setzero_ps();
+    const __m512 b1 = bias ? _mm512_maskz_loadu_ps(hi, bias + 16) : _mm512_setzero_ps();
     for (int t = 0; t < nt; t++) {
-        _mm512_mask_storeu_ps(out + (size_t)t * ldo, lo, res[t][0]);
-        _mm512_mask_storeu_ps(out + (size_t)t * ldo + 16, hi, res[t][1]);
+        _mm512_mask_storeu_ps(out + (size_t)t * ldo, lo, _mm512_add_ps(res[t][0], b0));
+        _mm512_mask_storeu_ps(out + (size_t)t * ldo + 16, hi, _mm512_add_ps(res[t][1], b1));
     }
 }
 #undef FMA2
@@ -241,7 +246,7 @@ void le_f16_pack_tokens_avx512(int k, int nt, const float *x, size_t ldx, float 
 }
 
 void le_gemm_f16_packed_avx512(int k, const uint16_t *w, size_t ldw, int nrows, const float *xp, int nt, float *out,
-                               size_t ldo, float *scratch) {
+                               size_t ldo, float *scratch, const float *bias) {
     float *pack = scratch;
     for (int p = 0; p < nrows; p += PANEL_ROWS) {
         const int rows = nrows - p < PANEL_ROWS ? nrows - p : PANEL_ROWS;
@@ -249,7 +254,7 @@ void le_gemm_f16_packed_avx512(int k, const uint16_t *w, size_t ldw, int nrows, 
         for (int t0 = 0; t0 < nt; t0 += LE_F16_TILE_TOKENS) {
             const int n = nt - t0 < LE_F16_TILE_TOKENS ? nt - t0 : LE_F16_TILE_TOKENS;
             tile(k, pack, xp + (size_t)(t0 / LE_F16_TILE_TOKENS) * k * LE_F16_TILE_TOKENS, n,
-                 out + (size_t)t0 * ldo + p, ldo, rows);
+                 out + (size_t)t0 * ldo + p, ldo, rows, bias ? bias + p : NULL);
         }
     }
 }

@@ -406,7 +406,7 @@ void le_gemm_f16_neon(int k, const uint16_t *w, size_t ldw, int nrows, const flo
 #define LE_F16_TILE_TOKENS 12
 void le_f16_pack_tokens_avx512(int k, int nt, const float *x, size_t ldx, float *xp);
 void le_gemm_f16_packed_avx512(int k, const uint16_t *w, size_t ldw, int nrows, const float *xp, int nt, float *out,
-                               size_t ldo, float *pack);
+                               size_t ldo, float *pack, const float *bias);
 
 /* The same product with bfloat16 pairs (vdpbf16ps): weights and activations rounded to bf16
  * (nearest even, subnormals to zero), products summed in f32. Tokens are first packed by

@@ -692,7 +692,18 @@ pub unsafe fn gemm_f16(
             FloatIsa::Avx512 => {
                 let mut packed = vec![0f32; f16_packed_tokens_len(k, nt)];
                 f16_pack_tokens(k, &x[..nt * k], nt, &mut packed);
-                ffi::le_gemm_f16_packed_avx512(kk, wp, k, nr, packed.as_ptr(), t, out, ldo, pk)
+                ffi::le_gemm_f16_packed_avx512(
+                    kk,
+                    wp,
+                    k,
+                    nr,
+                    packed.as_ptr(),
+                    t,
+                    out,
+                    ldo,
+                    pk,
+                    std::ptr::null(),
+                )
             }
             #[cfg(target_arch = "aarch64")]
             FloatIsa::Neon => ffi::le_gemm_f16_neon(kk, wp, k, nr, xp, k, t, out, ldo, pk),
@@ -726,7 +737,7 @@ pub fn f16_pack_tokens(k: usize, x: &[f32], nt: usize, xp: &mut [f32]) {
 }
 
 /// [`gemm_f16`] of the AVX-512 build on tokens packed by [`f16_pack_tokens`] (once per product,
-/// however many row bands the threads take).
+/// however many row bands the threads take), plus `bias[r]` on each output row r when given.
 ///
 /// # Safety
 /// As [`gemm_f16`]; the CPU must have AVX-512F ([`FloatIsa::Avx512`] available).
@@ -741,8 +752,13 @@ pub unsafe fn gemm_f16_packed(
     out: *mut f32,
     ldo: usize,
     pack: &mut [f32],
+    bias: Option<&[f32]>,
 ) {
     assert!(w.len() >= nrows * k, "gemm_f16_packed: weights");
+    assert!(
+        bias.is_none_or(|b| b.len() >= nrows),
+        "gemm_f16_packed: bias"
+    );
     assert!(
         xp.len() >= f16_packed_tokens_len(k, nt),
         "gemm_f16_packed: tokens"
@@ -761,6 +777,7 @@ pub unsafe fn gemm_f16_packed(
             out,
             ldo,
             pack.as_mut_ptr(),
+            bias.map_or(std::ptr::null(), |b| b.as_ptr()),
         )
     }
 }

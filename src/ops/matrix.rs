@@ -367,17 +367,27 @@ impl<'a> Matrix<'a> {
         bias: Option<&[f32]>,
         pool: &ThreadPool,
     ) {
-        let (rows, cols) = (self.rows, self.cols);
+        let cols = self.cols;
         let tile = kernels::BF16_TILE_TOKENS;
-        let xp = pack_tokens(
-            pool,
-            x,
-            n,
-            cols,
-            tile,
-            kernels::bf16_packed_tokens_len,
-            |x, nt, dst| kernels::bf16_pack_tokens(isa, cols, x, nt, dst),
-        );
+        let pack =
+            |x: &[f32], nt, dst: &mut [u32]| kernels::bf16_pack_tokens(isa, cols, x, nt, dst);
+        let len = kernels::bf16_packed_tokens_len;
+        with_packed_tokens(pool, x, n, cols, tile, len, pack, |xp| {
+            self.gemm_bf16_tokens(isa, xp, n, out, bias, pool)
+        });
+    }
+
+    /// [`Matrix::gemm_bf16`] on its packed tokens.
+    fn gemm_bf16_tokens(
+        &self,
+        isa: kernels::Bf16Isa,
+        xp: &[u32],
+        n: usize,
+        out: Disjoint<f32>,
+        bias: Option<&[f32]>,
+        pool: &ThreadPool,
+    ) {
+        let (rows, cols) = (self.rows, self.cols);
         let w: &[u16] = bytemuck::cast_slice(self.data);
         pool.for_chunks(rows, GEMM_CHUNK_ROWS, &|band| {
             with_panel_scratch(kernels::BF16_PANEL_ROWS * cols.div_ceil(2), |pack| {
@@ -389,7 +399,7 @@ impl<'a> Matrix<'a> {
                         cols,
                         &w[band.start * cols..band.end * cols],
                         band.len(),
-                        &xp,
+                        xp,
                         n,
                         out.get().add(band.start),
                         rows,
@@ -463,15 +473,17 @@ const F16_CHUNK_ROWS: usize = 32;
 #[cfg(target_arch = "x86_64")]
 fn gemm_f16_packed(parts: &[F16Part<'_>], x: &[f32], n: usize, pool: &ThreadPool) {
     let cols = parts[0].m.cols;
-    let xp = pack_tokens(
-        pool,
-        x,
-        n,
-        cols,
-        kernels::F16_TILE_TOKENS,
-        kernels::f16_packed_tokens_len,
-        |x, nt, dst| kernels::f16_pack_tokens(cols, x, nt, dst),
-    );
+    let pack = |x: &[f32], nt, dst: &mut [f32]| kernels::f16_pack_tokens(cols, x, nt, dst);
+    let (tile, len) = (kernels::F16_TILE_TOKENS, kernels::f16_packed_tokens_len);
+    with_packed_tokens(pool, x, n, cols, tile, len, pack, |xp| {
+        gemm_f16_tokens(parts, xp, n, pool)
+    });
+}
+
+/// [`gemm_f16_packed`] on its packed tokens.
+#[cfg(target_arch = "x86_64")]
+fn gemm_f16_tokens(parts: &[F16Part<'_>], xp: &[f32], n: usize, pool: &ThreadPool) {
+    let cols = parts[0].m.cols;
     let chunks: Vec<(usize, usize)> = parts
         .iter()
         .enumerate()
@@ -490,13 +502,13 @@ fn gemm_f16_packed(parts: &[F16Part<'_>], x: &[f32], n: usize, pool: &ThreadPool
                         cols,
                         &w[band.start * cols..band.end * cols],
                         band.len(),
-                        &xp,
+                        xp,
                         n,
                         out.get().add(band.start),
                         m.rows,
                         pack,
+                        bias.map(|b| &b[band]),
                     );
-                    add_bias_band(*out, m.rows, n, band, *bias);
                 }
             }
         });
@@ -564,13 +576,25 @@ thread_local! {
     /// product. The packers overwrite what they use, so it is never cleared. f32 storage serves
     /// every panel element type (4-byte aligned, sizes a multiple of 4).
     static PANEL_SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// The calling thread's packed tokens of the F16 and bf16 GEMMs.
+    static TOKEN_SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Runs `f` on this thread's panel scratch of `len` elements of `T`.
 fn with_panel_scratch<T: bytemuck::Pod, R>(len: usize, f: impl FnOnce(&mut [T]) -> R) -> R {
+    with_scratch(&PANEL_SCRATCH, len, f)
+}
+
+/// Runs `f` on `len` elements of `T` of this thread's buffer `key`, grown as needed, never
+/// cleared.
+fn with_scratch<T: bytemuck::Pod, R>(
+    key: &'static std::thread::LocalKey<std::cell::RefCell<Vec<f32>>>,
+    len: usize,
+    f: impl FnOnce(&mut [T]) -> R,
+) -> R {
     const { assert!(std::mem::size_of::<T>().is_multiple_of(4) && std::mem::align_of::<T>() <= 4) };
     let floats = len * std::mem::size_of::<T>() / 4;
-    PANEL_SCRATCH.with(|cell| {
+    key.with(|cell| {
         let mut v = cell.borrow_mut();
         if v.len() < floats {
             v.resize(floats, 0.0);
@@ -580,8 +604,11 @@ fn with_panel_scratch<T: bytemuck::Pod, R>(len: usize, f: impl FnOnce(&mut [T]) 
 }
 
 /// The `n` tokens of `cols` values in `x` packed once for a GEMM's tiles of `tile` tokens
-/// (`len(cols, nt)` elements for nt tokens, whole tiles), the tiles split over the threads.
-fn pack_tokens<T: Copy + Default + Send + Sync>(
+/// (`len(cols, nt)` elements for nt tokens, whole tiles), the tiles split over the threads, then
+/// `f` on them. The buffer is the calling thread's, kept between products: a fresh zeroed one
+/// (2.4-9.4 MiB for a CLIP-L tile) cost a memset and page faults in every product.
+#[allow(clippy::too_many_arguments)]
+fn with_packed_tokens<T: bytemuck::Pod + Send + Sync, R>(
     pool: &ThreadPool,
     x: &[f32],
     n: usize,
@@ -589,23 +616,26 @@ fn pack_tokens<T: Copy + Default + Send + Sync>(
     tile: usize,
     len: fn(usize, usize) -> usize,
     pack: impl Fn(&[f32], usize, &mut [T]) + Sync,
-) -> Vec<T> {
+    f: impl FnOnce(&[T]) -> R,
+) -> R {
     let tile_len = len(cols, 1);
-    let mut xp = vec![T::default(); len(cols, n)];
-    let xp_ptr = Disjoint::new(&mut xp);
-    pool.for_ranges(n.div_ceil(tile), 1, &|tiles| {
-        let t0 = tiles.start * tile;
-        let nt = (tiles.end * tile).min(n) - t0;
-        // SAFETY: tiles are disjoint ranges of `xp`, which holds every tile of the n tokens.
-        let dst = unsafe {
-            std::slice::from_raw_parts_mut(
-                xp_ptr.get().add(tiles.start * tile_len),
-                tiles.len() * tile_len,
-            )
-        };
-        pack(&x[t0 * cols..(t0 + nt) * cols], nt, dst);
-    });
-    xp
+    with_scratch(&TOKEN_SCRATCH, len(cols, n), |xp: &mut [T]| {
+        let xp_ptr = Disjoint::new(xp);
+        pool.for_ranges(n.div_ceil(tile), 1, &|tiles| {
+            let t0 = tiles.start * tile;
+            let nt = (tiles.end * tile).min(n) - t0;
+            // SAFETY: tiles are disjoint ranges of `xp`, which holds every tile of the n tokens.
+            let dst = unsafe {
+                std::slice::from_raw_parts_mut(
+                    xp_ptr.get().add(tiles.start * tile_len),
+                    tiles.len() * tile_len,
+                )
+            };
+            // The packers write every element of their tiles, padding included.
+            pack(&x[t0 * cols..(t0 + nt) * cols], nt, dst);
+        });
+        f(xp)
+    })
 }
 
 /// Adds `bias[band]` to columns `band` of each of the `n` rows (`rows` wide) behind `out`.
