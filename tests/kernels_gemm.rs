@@ -199,7 +199,7 @@ fn every_gemm_variant_matches_f64_math() {
             &[32, 160, 896]
         };
         for &n in lengths {
-            for (nrows, nt) in [(1, 1), (5, 2), (8, 4), (13, 5), (24, 9), (17, 3)] {
+            for (nrows, nt) in [(1, 1), (5, 2), (8, 4), (13, 5), (24, 9), (17, 3), (40, 16)] {
                 let c = make_case(&mut rng, ty, n, nrows, nt);
                 let (want, mag) = reference(&c);
                 // Exact integer block sums; each block adds two or three rounded f32 terms.

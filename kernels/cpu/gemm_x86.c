@@ -153,6 +153,109 @@ static inline __attribute__((always_inline)) void tile(le_codes codes, int nb, c
 
 #include "gemm_tiles.h"
 
+#ifdef LE_VNNI
+/* Two panels (sixteen rows) on 512-bit registers for unsigned codes (U4, U5: the Q4 and Q5
+ * types): per block and token, eight vpdpbusd advance sixteen rows instead of eight, so the
+ * broadcasts, the int32 -> f32 conversion and the scale FMAs, which the 256-bit tile pays per
+ * eight rows, are paid per sixteen. Lanes 0..7 are panel p's rows, 8..15 panel p + 1's, which
+ * are the next eight rows of the matrix, so a token's sixteen sums store contiguously. */
+static inline __m512i join256(const int8_t *lo, const int8_t *hi) {
+    return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)lo)),
+                              _mm256_loadu_si256((const __m256i *)hi), 1);
+}
+
+static inline __m512 join8f(const float *lo, const float *hi) {
+    return _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castpd256_pd512(_mm256_castps_pd(_mm256_loadu_ps(lo))),
+                                               _mm256_castps_pd(_mm256_loadu_ps(hi)), 1));
+}
+
+static inline __m512i bcast4z(const int8_t *p) {
+    int v;
+    memcpy(&v, p, sizeof v);
+    return _mm512_set1_epi32(v);
+}
+
+static inline __attribute__((always_inline)) void tile16(int nb, const le_block_x8 *w0, const le_block_x8 *w1,
+                                                         const le_block_q8_0x *a, int nt, float *out, size_t ldo,
+                                                         int rows) {
+    __m512 acc[TILE_TOKENS];
+    for (int t = 0; t < nt; t++) {
+        acc[t] = _mm512_setzero_ps();
+    }
+    for (int b = 0; b < nb; b++) {
+        const le_block_x8 *x0 = w0 + b, *x1 = w1 + b;
+        __m512i wq[8];
+        for (int c = 0; c < 8; c++) {
+            wq[c] = join256(x0->q + 32 * c, x1->q + 32 * c);
+        }
+        const __m512 s = join8f(x0->s[0], x1->s[0]), o = join8f(x0->o, x1->o);
+        for (int t = 0; t < nt; t++) {
+            const le_block_q8_0x *y = a + (size_t)t * nb + b;
+            __m512i s0 = _mm512_setzero_si512(), s1 = _mm512_setzero_si512();
+            for (int c = 0; c < 8; c += 2) {
+                s0 = _mm512_dpbusd_epi32(s0, wq[c], bcast4z(y->qs + 4 * c));
+                s1 = _mm512_dpbusd_epi32(s1, wq[c + 1], bcast4z(y->qs + 4 * c + 4));
+            }
+            const __m512 isum = _mm512_cvtepi32_ps(_mm512_add_epi32(s0, s1));
+            acc[t] = _mm512_fmadd_ps(isum, _mm512_mul_ps(s, _mm512_set1_ps(y->d)), acc[t]);
+            acc[t] = _mm512_fmadd_ps(o, _mm512_set1_ps(y->dsum), acc[t]);
+        }
+    }
+    const __mmask16 keep = (__mmask16)(rows >= 16 ? 0xffff : (1u << rows) - 1);
+    for (int t = 0; t < nt; t++) {
+        _mm512_mask_storeu_ps(out + (size_t)t * ldo, keep, acc[t]);
+    }
+}
+
+/* gemm() of gemm_tiles.h for unsigned codes: pairs of panels through tile16, a last odd panel
+ * through the 256-bit tile. */
+static inline __attribute__((always_inline)) void gemm_u16(le_codes codes, int nb, const le_block_x8 *w, int np,
+                                                           int nrows, const le_block_q8_0x *a, int nt, float *out,
+                                                           size_t ldo) {
+    for (int t0 = 0; t0 < nt; t0 += TILE_TOKENS) {
+        const int k = nt - t0 < TILE_TOKENS ? nt - t0 : TILE_TOKENS;
+        const le_block_q8_0x *at = a + (size_t)t0 * nb;
+        int p = 0;
+        for (; p + 2 <= np; p += 2) {
+            const le_block_x8 *w0 = w + (size_t)p * nb, *w1 = w0 + nb;
+            float *o = out + (size_t)t0 * ldo + 8 * p;
+            const int rows = nrows - 8 * p;
+            switch (k) {
+            case 8:
+                tile16(nb, w0, w1, at, 8, o, ldo, rows);
+                break;
+            case 7:
+                tile16(nb, w0, w1, at, 7, o, ldo, rows);
+                break;
+            case 6:
+                tile16(nb, w0, w1, at, 6, o, ldo, rows);
+                break;
+            case 5:
+                tile16(nb, w0, w1, at, 5, o, ldo, rows);
+                break;
+            case 4:
+                tile16(nb, w0, w1, at, 4, o, ldo, rows);
+                break;
+            case 3:
+                tile16(nb, w0, w1, at, 3, o, ldo, rows);
+                break;
+            case 2:
+                tile16(nb, w0, w1, at, 2, o, ldo, rows);
+                break;
+            default:
+                tile16(nb, w0, w1, at, 1, o, ldo, rows);
+                break;
+            }
+        }
+        if (p < np) {
+            /* The odd panel: the whole tile loop on it alone, tokens t0.. of this tile. */
+            gemm(codes, nb, w + (size_t)p * nb, 1, nrows - 8 * p, at, k, out + (size_t)t0 * ldo + 8 * p, ldo);
+        }
+    }
+}
+#endif
+
+
 /* Unsigned bytes x signed bytes, summed four at a time into int32 lanes. */
 static inline __m256i dot_u8s8(__m256i x, __m256i y) {
 #ifdef LE_VNNI
@@ -401,12 +504,21 @@ void GEMM_FN(le_codes codes, int n, const le_block_x8 *w, int np, int nrows, con
              float *out, size_t ldo) {
     const int nb = n / 32;
     switch (codes) {
+#ifdef LE_VNNI
+    case LE_CODES_U4:
+        gemm_u16(LE_CODES_U4, nb, w, np, nrows, a, nt, out, ldo);
+        break;
+    case LE_CODES_U5:
+        gemm_u16(LE_CODES_U5, nb, w, np, nrows, a, nt, out, ldo);
+        break;
+#else
     case LE_CODES_U4:
         gemm(LE_CODES_U4, nb, w, np, nrows, a, nt, out, ldo);
         break;
     case LE_CODES_U5:
         gemm(LE_CODES_U5, nb, w, np, nrows, a, nt, out, ldo);
         break;
+#endif
     case LE_CODES_S6:
         gemm(LE_CODES_S6, nb, w, np, nrows, a, nt, out, ldo);
         break;
