@@ -476,6 +476,18 @@ fn main() {
         true,
         true,
     );
+    // A OneVision image prompt's prefill: five SigLIP tiles' rows and the text, causal.
+    attention(
+        &o,
+        &pool,
+        &mut rng,
+        "qwen2 3072 causal",
+        3072,
+        14,
+        64,
+        true,
+        true,
+    );
     attention(
         &o,
         &pool,

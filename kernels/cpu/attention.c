@@ -485,45 +485,15 @@ static void tile4(int hd, const float *const qr[QROWS], const int lim[QROWS], co
     }
     tile_end(QROWS, hd, l, o);
 }
-#define RUN_TILE(hd, qr, lim, kt, vp, scale, o) tile4(hd, qr, lim, kt, vp, 0, (size_t)(hd), scale, o)
+#define RUN_TILE(hd, qr, lim, kt, vp, scale, o, sp)                                                                  \
+    do {                                                                                                               \
+        (void)(sp); /* the flash tile keeps no score rows */                                                           \
+        tile4(hd, qr, lim, kt, vp, 0, (size_t)(hd), scale, o);                                                         \
+    } while (0)
 
 #else
 static inline __mmask16 lanes(int n) {
     return n >= 16 ? (__mmask16)0xffff : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1);
-}
-
-/* o_i[d0..d0 + 16 * nv) = o_i * c_i + sum_j p_ij v_j for the tile's rows, lanes past `left`
- * masked off; each value load serves eight rows. */
-static inline __attribute__((always_inline)) void pv_stripe(int nv, int left, int hd, int nk, const float *vp,
-                                                            const float (*p)[KEYS], const float *c,
-                                                            float *const o[QROWS], int d0) {
-    const __mmask16 ma = lanes(left), mb = lanes(left - 16);
-    __m512 acc[QROWS][2];
-    for (int i = 0; i < QROWS; i++) {
-        const __m512 ci = _mm512_set1_ps(c[i]);
-        acc[i][0] = _mm512_mul_ps(_mm512_maskz_loadu_ps(ma, o[i] + d0), ci);
-        if (nv == 2) {
-            acc[i][1] = _mm512_mul_ps(_mm512_maskz_loadu_ps(mb, o[i] + d0 + 16), ci);
-        }
-    }
-    for (int j = 0; j < nk; j++) {
-        const float *vr = vp + (size_t)j * hd + d0;
-        const __m512 va = _mm512_maskz_loadu_ps(ma, vr);
-        const __m512 vb = nv == 2 ? _mm512_maskz_loadu_ps(mb, vr + 16) : va;
-        for (int i = 0; i < QROWS; i++) {
-            const __m512 w = _mm512_set1_ps(p[i][j]);
-            acc[i][0] = _mm512_fmadd_ps(w, va, acc[i][0]);
-            if (nv == 2) {
-                acc[i][1] = _mm512_fmadd_ps(w, vb, acc[i][1]);
-            }
-        }
-    }
-    for (int i = 0; i < QROWS; i++) {
-        _mm512_mask_storeu_ps(o[i] + d0, ma, acc[i][0]);
-        if (nv == 2) {
-            _mm512_mask_storeu_ps(o[i] + d0 + 16, mb, acc[i][1]);
-        }
-    }
 }
 
 /* One query value of row r against the key vector(s) of a block: the scores' FMAs. */
@@ -535,20 +505,18 @@ static inline __attribute__((always_inline)) void pv_stripe(int nv, int left, in
         b##r = _mm512_fmadd_ps(x, kb, b##r);                                                                           \
     } while (0)
 
-/* Positions up to which tile8 stores its rows' whole score rows (8 x 1024 floats, 32 KiB of
- * stack) and takes the softmax in two plain passes: a ViT tile (577 or 729 patches) then pays one
- * max and one sum a row instead of per block, and the values go into eight rows' outputs that
- * stay in registers over every position instead of being rescaled and reloaded per block. */
-#define FULL_MAX 1024
-/* Score rows lie this many floats apart: 1024 + 16, so the eight rows' entries for one position
- * do not all fall into one L1 set. */
-#define FULL_STRIDE (FULL_MAX + 16)
+/* Score rows of the AVX-512 tile lie n rounded up to 32, plus 16, floats apart: never a
+ * multiple of 4 KiB, so the eight rows' entries for one position do not all fall into one L1
+ * set. */
+static inline size_t score_stride(int n) {
+    return (size_t)(n + KEYS - 1) / KEYS * KEYS + 16;
+}
 
 /* o_i[d0..d0 + 16 * nv) = (sum_j p_ij v_j) / l_i for the tile's rows over positions 0..n, lanes
  * past `left` masked off; each value load serves eight rows. */
-static inline __attribute__((always_inline)) void pv_full_stripe(int nv, int left, int hd, int n, const float *vp,
-                                                                 const float *p, const float *inv_l,
-                                                                 float *const o[QROWS], int d0) {
+static inline __attribute__((always_inline)) void pv_stripe(int nv, int left, int hd, int n, const float *vp,
+                                                            const float *p, size_t ps, const float *inv_l,
+                                                            float *const o[QROWS], int d0) {
     const __mmask16 ma = lanes(left), mb = lanes(left - 16);
     __m512 acc[QROWS][2];
     for (int i = 0; i < QROWS; i++) {
@@ -560,7 +528,7 @@ static inline __attribute__((always_inline)) void pv_full_stripe(int nv, int lef
         const __m512 va = _mm512_maskz_loadu_ps(ma, vr);
         const __m512 vb = nv == 2 ? _mm512_maskz_loadu_ps(mb, vr + 16) : va;
         for (int i = 0; i < QROWS; i++) {
-            const __m512 w = _mm512_set1_ps(p[(size_t)i * FULL_STRIDE + j]);
+            const __m512 w = _mm512_set1_ps(p[(size_t)i * ps + j]);
             acc[i][0] = _mm512_fmadd_ps(w, va, acc[i][0]);
             if (nv == 2) {
                 acc[i][1] = _mm512_fmadd_ps(w, vb, acc[i][1]);
@@ -576,11 +544,22 @@ static inline __attribute__((always_inline)) void pv_full_stripe(int nv, int lef
     }
 }
 
-/* tile8 for rows that see at most FULL_MAX positions: scores of every position first (the same
- * register tile as tile8's blocks), then each row's max, exponentials and sum, then the values. */
-static void tile8_full(int hd, int n, const int lim[QROWS], const float *const qr[QROWS], const float *kt,
-                       const float *vp, float scale, float *const o[QROWS]) {
-    float p[QROWS * FULL_STRIDE] __attribute__((aligned(64)));
+/* Eight query rows against every position they see, on 512-bit registers, softmax in two plain
+ * passes over whole score rows kept in `p` (QROWS * score_stride(n) floats of scratch). First
+ * the scores, 32 positions at a time: two zmm a row (sixteen accumulators while d runs, each
+ * broadcast query value serving two FMAs). Then each row's max, exponentials and sum: one max
+ * and one sum a row, where an online softmax pays them, and a rescale of the outputs, per
+ * block (a CLIP-L tile: 134 -> 166 GFLOP/s). Then the values (packed f32, hd apart) go into
+ * the eight rows' outputs 32 dimensions at a time, the sums in registers over every position,
+ * then a last stripe of 16 or 32 under lane masks. Rows past their limit (a causal mask) see
+ * -inf scores, so zero weights. */
+static void tile8(int hd, const float *const qr[QROWS], const int lim[QROWS], const float *kt, const float *vp,
+                  float scale, float *const o[QROWS], float *p) {
+    int n = 0;
+    for (int i = 0; i < QROWS; i++) {
+        n = lim[i] > n ? lim[i] : n;
+    }
+    const size_t ps = score_stride(n);
     const __m512 ninf = _mm512_set1_ps(-INFINITY), vscale = _mm512_set1_ps(scale);
     const int n_pad = (n + KEYS - 1) / KEYS * KEYS;
     for (int p0 = 0; p0 < n; p0 += KEYS) {
@@ -616,122 +595,40 @@ static void tile8_full(int hd, int n, const int lim[QROWS], const float *const q
         for (int i = 0; i < QROWS; i++) {
             /* Scores past the row's limit (causal mask, or the end of the keys) are -inf. */
             const int room = lim[i] - p0;
-            _mm512_store_ps(p + (size_t)i * FULL_STRIDE + p0, _mm512_mask_mul_ps(ninf, lanes(room), sa[i], vscale));
-            _mm512_store_ps(p + (size_t)i * FULL_STRIDE + p0 + 16,
+            _mm512_storeu_ps(p + (size_t)i * ps + p0, _mm512_mask_mul_ps(ninf, lanes(room), sa[i], vscale));
+            _mm512_storeu_ps(p + (size_t)i * ps + p0 + 16,
                             _mm512_mask_mul_ps(ninf, lanes(room - 16), sb[i], vscale));
         }
     }
     float inv_l[QROWS];
     for (int i = 0; i < QROWS; i++) {
-        float *row = p + (size_t)i * FULL_STRIDE;
+        float *row = p + (size_t)i * ps;
         __m512 mx = ninf;
         for (int j = 0; j < n_pad; j += 16) {
-            mx = _mm512_max_ps(mx, _mm512_load_ps(row + j));
+            mx = _mm512_max_ps(mx, _mm512_loadu_ps(row + j));
         }
         /* Position 0 is seen by every row, so the max is finite. */
         const __m512 vm = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
         __m512 sum = _mm512_setzero_ps();
         for (int j = 0; j < n_pad; j += 16) {
-            const __m512 e = le_exp_neg_avx512(_mm512_sub_ps(_mm512_load_ps(row + j), vm));
-            _mm512_store_ps(row + j, e);
+            const __m512 e = le_exp_neg_avx512(_mm512_sub_ps(_mm512_loadu_ps(row + j), vm));
+            _mm512_storeu_ps(row + j, e);
             sum = _mm512_add_ps(sum, e);
         }
         inv_l[i] = 1.0f / _mm512_reduce_add_ps(sum);
     }
     int d0 = 0;
     for (; d0 + 32 <= hd; d0 += 32) {
-        pv_full_stripe(2, 32, hd, n, vp, p, inv_l, o, d0);
+        pv_stripe(2, 32, hd, n, vp, p, ps, inv_l, o, d0);
     }
     if (hd - d0 > 16) {
-        pv_full_stripe(2, hd - d0, hd, n, vp, p, inv_l, o, d0);
+        pv_stripe(2, hd - d0, hd, n, vp, p, ps, inv_l, o, d0);
     } else if (hd - d0 > 0) {
-        pv_full_stripe(1, hd - d0, hd, n, vp, p, inv_l, o, d0);
+        pv_stripe(1, hd - d0, hd, n, vp, p, ps, inv_l, o, d0);
     }
 }
 
-/* Eight query rows against every 32-position key block they see, on 512-bit registers: the
- * scores a row are two zmm (sixteen accumulators while d runs, each broadcast query value
- * serving two FMAs), the online softmax runs on thirty-two lanes a row (one scalar exp and two
- * reductions a row per 32 positions), and the values (packed f32, hd apart) go into the outputs
- * 32 dimensions at a time, then a last stripe of 16 or 32 under lane masks. */
-static void tile8(int hd, const float *const qr[QROWS], const int lim[QROWS], const float *kt, const float *vp,
-                  float scale, float *const o[QROWS]) {
-    int n_max = 0;
-    for (int i = 0; i < QROWS; i++) {
-        n_max = lim[i] > n_max ? lim[i] : n_max;
-    }
-    if (n_max <= FULL_MAX) {
-        tile8_full(hd, n_max, lim, qr, kt, vp, scale, o);
-        return;
-    }
-    float m[QROWS], l[QROWS];
-    const int n = tile_begin(QROWS, hd, lim, m, l, o);
-    float p[QROWS][KEYS] __attribute__((aligned(64)));
-    const __m512 ninf = _mm512_set1_ps(-INFINITY), vscale = _mm512_set1_ps(scale);
-    for (int p0 = 0; p0 < n; p0 += KEYS) {
-        /* pack_kt's blocks are 16 positions; a second one exists only below n rounded up to 16. */
-        const float *k0 = kt + (size_t)(p0 / 16) * hd * 16, *k1 = k0 + (size_t)hd * 16;
-        const int nk = n - p0 < KEYS ? n - p0 : KEYS;
-        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
-        __m512 b0 = a0, b1 = a0, b2 = a0, b3 = a0, b4 = a0, b5 = a0, b6 = a0, b7 = a0;
-        if (nk > 16) {
-            for (int d = 0; d < hd; d++) {
-                const __m512 ka = _mm512_loadu_ps(k0 + (size_t)d * 16), kb = _mm512_loadu_ps(k1 + (size_t)d * 16);
-                QK2(0);
-                QK2(1);
-                QK2(2);
-                QK2(3);
-                QK2(4);
-                QK2(5);
-                QK2(6);
-                QK2(7);
-            }
-        } else {
-            for (int d = 0; d < hd; d++) {
-                const __m512 ka = _mm512_loadu_ps(k0 + (size_t)d * 16);
-                QK1(0);
-                QK1(1);
-                QK1(2);
-                QK1(3);
-                QK1(4);
-                QK1(5);
-                QK1(6);
-                QK1(7);
-            }
-        }
-        const __m512 sa[QROWS] = {a0, a1, a2, a3, a4, a5, a6, a7}, sb[QROWS] = {b0, b1, b2, b3, b4, b5, b6, b7};
-        float c[QROWS];
-        for (int i = 0; i < QROWS; i++) {
-            /* Scores past the row's limit (causal mask, or the end of the keys) are -inf. */
-            const int room = lim[i] - p0;
-            const __m512 xa = _mm512_mask_mul_ps(ninf, lanes(room), sa[i], vscale);
-            const __m512 xb = _mm512_mask_mul_ps(ninf, lanes(room - 16), sb[i], vscale);
-            const float bm = _mm512_reduce_max_ps(_mm512_max_ps(xa, xb));
-            const float nm = bm > m[i] ? bm : m[i];
-            /* Block 0 always holds position 0, which every row sees: nm is finite from then on. */
-            c[i] = m[i] == -INFINITY ? 0.0f : expf(m[i] - nm);
-            m[i] = nm;
-            const __m512 vm = _mm512_set1_ps(nm);
-            const __m512 ea = le_exp_neg_avx512(_mm512_sub_ps(xa, vm));
-            const __m512 eb = le_exp_neg_avx512(_mm512_sub_ps(xb, vm));
-            _mm512_store_ps(p[i], ea);
-            _mm512_store_ps(p[i] + 16, eb);
-            l[i] = l[i] * c[i] + _mm512_reduce_add_ps(_mm512_add_ps(ea, eb));
-        }
-        const float *vb = vp + (size_t)p0 * hd;
-        int d0 = 0;
-        for (; d0 + 32 <= hd; d0 += 32) {
-            pv_stripe(2, 32, hd, nk, vb, (const float (*)[KEYS])p, c, o, d0);
-        }
-        if (hd - d0 > 16) {
-            pv_stripe(2, hd - d0, hd, nk, vb, (const float (*)[KEYS])p, c, o, d0);
-        } else if (hd - d0 > 0) {
-            pv_stripe(1, hd - d0, hd, nk, vb, (const float (*)[KEYS])p, c, o, d0);
-        }
-    }
-    tile_end(QROWS, hd, l, o);
-}
-#define RUN_TILE(hd, qr, lim, kt, vp, scale, o) tile8(hd, qr, lim, kt, vp, scale, o)
+#define RUN_TILE(hd, qr, lim, kt, vp, scale, o, sp) tile8(hd, qr, lim, kt, vp, scale, o, sp)
 #undef QK1
 #undef QK2
 #endif
@@ -825,7 +722,11 @@ static void tile4(int hd, const float *const qr[QROWS], const int lim[QROWS], co
     }
     tile_end(QROWS, hd, l, o);
 }
-#define RUN_TILE(hd, qr, lim, kt, vp, scale, o) tile4(hd, qr, lim, kt, vp, 0, (size_t)(hd), scale, o)
+#define RUN_TILE(hd, qr, lim, kt, vp, scale, o, sp)                                                                  \
+    do {                                                                                                               \
+        (void)(sp); /* the flash tile keeps no score rows */                                                           \
+        tile4(hd, qr, lim, kt, vp, 0, (size_t)(hd), scale, o);                                                         \
+    } while (0)
 
 #endif
 
@@ -842,6 +743,7 @@ int ROWS_FN(int nq, int hd, const float *q, size_t q_stride, const void *k, cons
          * all of them. */
         const int n_need = causal ? kv0 + nq : n_kv;
         float *vp = scratch + (size_t)(n_need + 15) / 16 * 16 * hd;
+        float *sp = vp + (size_t)(n_need + 15) / 16 * 16 * hd; /* the AVX-512 tile's score rows */
         pack_kt(n_need, hd, k, f16, stride, scratch);
         pack_v(n_need, hd, v, f16, stride, vp);
         for (; i + QROWS <= nq; i += QROWS) {
@@ -853,7 +755,7 @@ int ROWS_FN(int nq, int hd, const float *q, size_t q_stride, const void *k, cons
                 o[r] = out + (size_t)(i + r) * o_stride;
                 lim[r] = row_kv(i + r, n_kv, causal, kv0);
             }
-            RUN_TILE(hd, qr, lim, scratch, vp, scale, o);
+            RUN_TILE(hd, qr, lim, scratch, vp, scale, o, sp);
         }
     }
     for (; i < nq; i++) {

@@ -1087,7 +1087,11 @@ pub fn attend_rows(
     // fewer rows (decode) read the cache in place, and sizing the scratch anyway cost a
     // 260 KiB memset per thread and layer at a 512-position cache (2.5% of a decode profile).
     if nq >= ATTEND_TILE_ROWS {
-        scratch.resize(2 * n_kv.div_ceil(16) * 16 * hd, 0.0);
+        // Transposed keys, packed values, and the AVX-512 tile's eight score rows.
+        scratch.resize(
+            2 * n_kv.div_ceil(16) * 16 * hd + 8 * (n_kv.div_ceil(32) * 32 + 16),
+            0.0,
+        );
     }
     let s = scratch.as_mut_ptr();
     let (n, d, qp, op) = (nq as i32, hd as i32, q.as_ptr(), out.as_mut_ptr());
