@@ -386,7 +386,10 @@ static inline __attribute__((always_inline)) void gemv_x8(int five, int with_min
                                                           const le_block_q8_0x *a, int nt, float *out, size_t ldo) {
     const int nb = n / 32;
     const size_t bsize = 8 * X8_PLAIN_BYTES(five, with_min);
-    for (int g = 0; g < ng; g++) {
+    const int half = (ng + 1) / 2;
+    for (int i = 0; i < ng; i++) {
+        /* Two streams a thread: groups from the first and the second half alternately. */
+        const int g = (i & 1) ? half + i / 2 : i / 2;
         const uint8_t *x = w + (size_t)g * nb * bsize;
         for (int t = 0; t < nt; t++) {
             const le_block_q8_0x *y = a + (size_t)t * nb;
@@ -456,7 +459,9 @@ static inline __m256i q8_x8_isum(const uint8_t *xq, const int8_t *qs) {
 static void gemv_q8_0x8(int n, const uint8_t *w, int ng, const le_block_q8_0x *a, int nt, float *out, size_t ldo) {
     const int nb = n / 32;
     const size_t bsize = sizeof(le_block_q8_0x8);
-    for (int g = 0; g < ng; g++) {
+    const int half = (ng + 1) / 2;
+    for (int i = 0; i < ng; i++) {
+        const int g = (i & 1) ? half + i / 2 : i / 2; /* two streams, as gemv_x8 */
         const uint8_t *x = w + (size_t)g * nb * bsize;
         for (int t = 0; t < nt; t++) {
             const le_block_q8_0x *y = a + (size_t)t * nb;
