@@ -220,32 +220,9 @@ static inline __attribute__((always_inline)) void gemm_u16(le_codes codes, int n
             const le_block_x8 *w0 = w + (size_t)p * nb, *w1 = w0 + nb;
             float *o = out + (size_t)t0 * ldo + 8 * p;
             const int rows = nrows - 8 * p;
-            switch (k) {
-            case 8:
-                tile16(nb, w0, w1, at, 8, o, ldo, rows);
-                break;
-            case 7:
-                tile16(nb, w0, w1, at, 7, o, ldo, rows);
-                break;
-            case 6:
-                tile16(nb, w0, w1, at, 6, o, ldo, rows);
-                break;
-            case 5:
-                tile16(nb, w0, w1, at, 5, o, ldo, rows);
-                break;
-            case 4:
-                tile16(nb, w0, w1, at, 4, o, ldo, rows);
-                break;
-            case 3:
-                tile16(nb, w0, w1, at, 3, o, ldo, rows);
-                break;
-            case 2:
-                tile16(nb, w0, w1, at, 2, o, ldo, rows);
-                break;
-            default:
-                tile16(nb, w0, w1, at, 1, o, ldo, rows);
-                break;
-            }
+#define CALL16(n) tile16(nb, w0, w1, at, n, o, ldo, rows)
+            LE_TILE_SWITCH(k, CALL16)
+#undef CALL16
         }
         if (p < np) {
             /* The odd panel: the whole tile loop on it alone, tokens t0.. of this tile. */
@@ -508,22 +485,18 @@ void GEMV_X8_FN(int type, int n, const uint8_t *w, int ng, const le_block_q8_0x 
 void GEMM_FN(le_codes codes, int n, const le_block_x8 *w, int np, int nrows, const le_block_q8_0x *a, int nt,
              float *out, size_t ldo) {
     const int nb = n / 32;
-    switch (codes) {
 #ifdef LE_VNNI
-    case LE_CODES_U4:
-        gemm_u16(LE_CODES_U4, nb, w, np, nrows, a, nt, out, ldo);
-        break;
-    case LE_CODES_U5:
-        gemm_u16(LE_CODES_U5, nb, w, np, nrows, a, nt, out, ldo);
-        break;
+#define GEMM_UNSIGNED gemm_u16
 #else
+#define GEMM_UNSIGNED gemm
+#endif
+    switch (codes) {
     case LE_CODES_U4:
-        gemm(LE_CODES_U4, nb, w, np, nrows, a, nt, out, ldo);
+        GEMM_UNSIGNED(LE_CODES_U4, nb, w, np, nrows, a, nt, out, ldo);
         break;
     case LE_CODES_U5:
-        gemm(LE_CODES_U5, nb, w, np, nrows, a, nt, out, ldo);
+        GEMM_UNSIGNED(LE_CODES_U5, nb, w, np, nrows, a, nt, out, ldo);
         break;
-#endif
     case LE_CODES_S6:
         gemm(LE_CODES_S6, nb, w, np, nrows, a, nt, out, ldo);
         break;

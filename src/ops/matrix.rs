@@ -922,6 +922,17 @@ mod tests {
     use super::*;
     use crate::gguf::{GgufFile, GgufWriter, TensorSpec};
 
+    /// `m.gguf` of [`write_random`] in a fresh temporary folder named for `tag`: the folder
+    /// (for the caller to remove) and the file, open.
+    fn random_file(tag: &str, specs: &[TensorSpec], seed: u32) -> (std::path::PathBuf, GgufFile) {
+        let dir = std::env::temp_dir().join(format!("le-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("m.gguf");
+        write_random(&path, specs, seed);
+        let f = GgufFile::open(&path).unwrap();
+        (dir, f)
+    }
+
     /// A GGUF file of `specs`, each tensor uniform in [-0.5, 0.5) from an LCG seeded with
     /// `seed`, quantized to its type.
     fn write_random(path: &std::path::Path, specs: &[TensorSpec], mut seed: u32) {
@@ -983,9 +994,6 @@ mod tests {
 
     #[test]
     fn stacked_products_equal_separate_ones() {
-        let dir = std::env::temp_dir().join(format!("le-stacked-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("m.gguf");
         // q, k, v back to back; a matrix of another type; one after a gap of a vector.
         let (cols, rows) = (64usize, [24usize, 8, 8]);
         let mut specs: Vec<TensorSpec> = ["q", "k", "v"]
@@ -996,8 +1004,7 @@ mod tests {
         specs.push(TensorSpec::new("f", &[cols as u64, 8], GgmlType::F32));
         specs.push(TensorSpec::new("gap", &[32], GgmlType::F32));
         specs.push(TensorSpec::new("late", &[cols as u64, 8], GgmlType::Q8_0));
-        write_random(&path, &specs, 1);
-        let f = GgufFile::open(&path).unwrap();
+        let (dir, f) = random_file("stacked", &specs, 1);
         let m = |name: &str, r: usize| Matrix::new(f.tensor(name).unwrap(), cols, r).unwrap();
         let (q, k, v) = (m("q", 24), m("k", 8), m("v", 8));
         let all = Matrix::stacked(&[q, k, v]).expect("adjacent, one type");
@@ -1033,9 +1040,6 @@ mod tests {
 
     #[test]
     fn biased_products_add_the_bias_on_every_path() {
-        let dir = std::env::temp_dir().join(format!("le-bias-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("m.gguf");
         // 200 rows: several 64-row GEMM chunks and a short last one.
         let (cols, rows) = (256usize, 200usize);
         let types = [
@@ -1049,8 +1053,7 @@ mod tests {
             .iter()
             .map(|ty| TensorSpec::new(ty.to_string(), &[cols as u64, rows as u64], *ty))
             .collect();
-        write_random(&path, &specs, 3);
-        let f = GgufFile::open(&path).unwrap();
+        let (dir, f) = random_file("bias", &specs, 3);
         let bias: Vec<f32> = (0..rows).map(|r| (r % 13) as f32 * 0.25 - 1.5).collect();
         let pool = ThreadPool::new(2);
         for ty in types {
@@ -1071,9 +1074,6 @@ mod tests {
 
     #[test]
     fn products_sharing_an_input_equal_separate_ones() {
-        let dir = std::env::temp_dir().join(format!("le-sharing-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("m.gguf");
         // Rows that are and are not multiples of a 32-row chunk.
         let (cols, rows) = (160usize, [200usize, 64, 40]);
         let specs: Vec<TensorSpec> = rows
@@ -1083,8 +1083,7 @@ mod tests {
                 TensorSpec::new(format!("m{i}"), &[cols as u64, *r as u64], GgmlType::F16)
             })
             .collect();
-        write_random(&path, &specs, 5);
-        let f = GgufFile::open(&path).unwrap();
+        let (dir, f) = random_file("sharing", &specs, 5);
         let ms: Vec<Matrix> = (0..3)
             .map(|i| Matrix::new(f.tensor(&format!("m{i}")).unwrap(), cols, rows[i]).unwrap())
             .collect();
