@@ -145,7 +145,8 @@ static void test_gemm_f16(void) {
     const int shapes[][3] = {{1, 1, 1}, {72, 17, 7}, {64, 16, 6}, {300, 35, 13}};
     for (size_t si = 0; si < sizeof shapes / sizeof *shapes; si++) {
         const int k = shapes[si][0], nrows = shapes[si][1], nt = shapes[si][2];
-        uint16_t *w = malloc(2 * (size_t)k * nrows), *pack = malloc(2 * 16 * (size_t)k);
+        uint16_t *w = malloc(2 * (size_t)k * nrows);
+        float *pack = malloc(sizeof *pack * LE_F16_PACK_FLOATS * (size_t)k);
         float *x = malloc(sizeof *x * k * nt), *want = malloc(sizeof *want * nt * nrows), *got = malloc(sizeof *got * nt * nrows);
         for (int i = 0; i < k * nrows; i++) w[i] = half_bits((frand() > 0 ? 1.0f : -1.0f) * (0.25f + fabsf(frand())));
         for (int i = 0; i < k * nt; i++) x[i] = frand();
