@@ -586,7 +586,8 @@ fn with_panel_scratch<T: bytemuck::Pod, R>(len: usize, f: impl FnOnce(&mut [T]) 
 }
 
 /// Runs `f` on `len` elements of `T` of this thread's buffer `key`, grown as needed, never
-/// cleared.
+/// cleared. Not re-entrant: `f` must not ask for the same buffer on this thread (it would
+/// panic, as the RefCell is borrowed).
 fn with_scratch<T: bytemuck::Pod, R>(
     key: &'static std::thread::LocalKey<std::cell::RefCell<Vec<f32>>>,
     len: usize,

@@ -405,11 +405,10 @@ impl<'a> VisionEncoder<'a> {
         let linear = |(m, b): &(Matrix, Vec<f32>), x: &[f32], rows: usize, out: &mut [f32]| {
             m.matmul_bias(x, rows, out, b, th)
         };
-        // Whether h holds the last MLP's output, still to be added to x.
-        let mut pending = false;
-        for l in &self.layers {
-            // x += attn(ln1(x)), every token attending to every token.
-            residual_layer_norm_rows(th, &mut x, &mut h, pending, &l.ln1.0, &l.ln1.1, c.eps);
+        for (i, l) in self.layers.iter().enumerate() {
+            // x += attn(ln1(x)), every token attending to every token; from the second layer on
+            // h still holds the last layer's MLP output, which joins x first.
+            residual_layer_norm_rows(th, &mut x, &mut h, i > 0, &l.ln1.0, &l.ln1.1, c.eps);
             matmul_bias_sharing_input(
                 &[&l.q.0, &l.k.0, &l.v.0],
                 &[&l.q.1, &l.k.1, &l.v.1],
@@ -437,9 +436,8 @@ impl<'a> VisionEncoder<'a> {
             linear(&l.up, &h, n, &mut ff);
             c.act.apply(&mut ff, th);
             linear(&l.down, &ff, n, &mut h);
-            pending = true;
         }
-        if pending {
+        if !self.layers.is_empty() {
             add_rows(th, &mut x, &h, d);
         }
         if c.drop_cls && cls == 1 {
