@@ -400,75 +400,6 @@ static inline __attribute__((always_inline)) void gemv_x8(int five, int with_min
     }
 }
 
-#ifdef LE_VNNI
-/* q4_x8_isum for two groups at once on 512-bit registers: lanes 0..7 are the first group's
- * rows, 8..15 the second's. */
-static inline __m512i q4_x16_isum(const uint8_t *xq0, const uint8_t *xq1, const int8_t *qs) {
-    const __m512i low4 = _mm512_set1_epi8(0x0f), high4 = _mm512_set1_epi8((char)0xf0);
-    __m512i s0 = _mm512_setzero_si512(), s1 = _mm512_setzero_si512();
-    for (int c = 0; c < 4; c++) {
-        const __m512i v = join256((const int8_t *)xq0 + 32 * c, (const int8_t *)xq1 + 32 * c);
-        s0 = _mm512_dpbusd_epi32(s0, _mm512_and_si512(v, low4), bcast4z(qs + 4 * c));
-        s1 = _mm512_dpbusd_epi32(s1, _mm512_and_si512(v, high4), bcast4z(qs + 16 + 4 * c));
-    }
-    return _mm512_add_epi32(s0, _mm512_srai_epi32(s1, 4));
-}
-
-static inline __m512 halves16(const uint8_t *p0, const uint8_t *p1) {
-    return _mm512_cvtph_ps(_mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)p0)),
-                                                   _mm_loadu_si128((const __m128i *)p1), 1));
-}
-
-/* gemv_x8 of Q4_0 / Q4_1 on 512-bit registers: the two groups a thread reads at a time (its two
- * streams) share each instruction, so the activation broadcasts, conversions and FMAs are paid
- * once per sixteen rows. Same arithmetic per lane as gemv_x8; an odd last group goes there. */
-static inline __attribute__((always_inline)) void gemv_x16(int with_min, int n, const uint8_t *w, int ng,
-                                                           const le_block_q8_0x *a, int nt, float *out, size_t ldo) {
-    const int nb = n / 32;
-    const size_t bsize = 8 * X8_PLAIN_BYTES(0, with_min);
-    const int half = (ng + 1) / 2;
-    for (int j = 0; j < ng / 2; j++) {
-        const int g0 = j, g1 = half + j;
-        const uint8_t *x0 = w + (size_t)g0 * nb * bsize, *x1 = w + (size_t)g1 * nb * bsize;
-        for (int t = 0; t < nt; t++) {
-            const le_block_q8_0x *y = a + (size_t)t * nb;
-            __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
-            __m512 off0 = _mm512_setzero_ps(), off1 = _mm512_setzero_ps();
-#define X16_BLOCK(acc, off, i)                                                                                         \
-    do {                                                                                                               \
-        const uint8_t *xb0 = x0 + (size_t)(i) * bsize, *xb1 = x1 + (size_t)(i) * bsize;                                \
-        le_prefetch_ahead(xb0, (int)bsize);                                                                            \
-        le_prefetch_ahead(xb1, (int)bsize);                                                                            \
-        const __m512 d = halves16(xb0, xb1);                                                                           \
-        const __m512i s = q4_x16_isum(xb0 + bsize - 128, xb1 + bsize - 128, y[i].qs);                                  \
-        const __m512 o = with_min ? halves16(xb0 + 16, xb1 + 16) : d;                                                  \
-        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(d, _mm512_set1_ps(y[i].d)), acc);                   \
-        off = _mm512_fmadd_ps(o, _mm512_set1_ps(y[i].dsum), off);                                                      \
-    } while (0)
-            int b = 0;
-            for (; b + 2 <= nb; b += 2) {
-                X16_BLOCK(acc0, off0, b);
-                X16_BLOCK(acc1, off1, b + 1);
-            }
-            if (b < nb) {
-                X16_BLOCK(acc0, off0, b);
-            }
-#undef X16_BLOCK
-            const float offset = with_min ? -1.0f : 8.0f;
-            const __m512 r = _mm512_fnmadd_ps(_mm512_set1_ps(offset), _mm512_add_ps(off0, off1),
-                                              _mm512_add_ps(acc0, acc1));
-            _mm256_storeu_ps(out + (size_t)t * ldo + 8 * g0, _mm512_castps512_ps256(r));
-            _mm256_storeu_ps(out + (size_t)t * ldo + 8 * g1,
-                             _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(r), 1)));
-        }
-    }
-    if (ng % 2 == 1) {
-        const int g = half - 1;
-        gemv_x8(0, with_min, n, w + (size_t)g * nb * bsize, 1, a, nt, out + 8 * g, ldo);
-    }
-}
-#endif
-
 /* Block b of eight interleaved Q8_0 rows (le_block_q8_0x8) against one token's block: per-row
  * int32 sums. VNNI takes the weights as unsigned bytes with the sign bit flipped (w + 128; the
  * caller takes 128 * d * dsum off); AVX2 moves their sign onto the activations (|w| * sign(a, w):
@@ -542,23 +473,138 @@ static void gemv_q8_0x8(int n, const uint8_t *w, int ng, const le_block_q8_0x *a
     }
 }
 
+#ifdef LE_VNNI
+/* The isums of two groups at once on 512-bit registers: lanes 0..7 are the first group's rows,
+ * 8..15 the second's; per lane the arithmetic of q4_x8_isum, q5_x8_isum and q8_x8_isum. */
+static inline __m512i q4_x16_isum(const uint8_t *xq0, const uint8_t *xq1, const int8_t *qs) {
+    const __m512i low4 = _mm512_set1_epi8(0x0f), high4 = _mm512_set1_epi8((char)0xf0);
+    __m512i s0 = _mm512_setzero_si512(), s1 = _mm512_setzero_si512();
+    for (int c = 0; c < 4; c++) {
+        const __m512i v = join256((const int8_t *)xq0 + 32 * c, (const int8_t *)xq1 + 32 * c);
+        s0 = _mm512_dpbusd_epi32(s0, _mm512_and_si512(v, low4), bcast4z(qs + 4 * c));
+        s1 = _mm512_dpbusd_epi32(s1, _mm512_and_si512(v, high4), bcast4z(qs + 16 + 4 * c));
+    }
+    return _mm512_add_epi32(s0, _mm512_srai_epi32(s1, 4));
+}
+
+static inline __m512i q5_x16_isum(const uint8_t *xh0, const uint8_t *xh1, const uint8_t *xq0, const uint8_t *xq1,
+                                  const int8_t *qs) {
+    const __m512i low4 = _mm512_set1_epi8(0x0f), bit4 = _mm512_set1_epi8(0x10);
+    const __m512i h = join256((const int8_t *)xh0, (const int8_t *)xh1);
+    __m512i s0 = _mm512_setzero_si512(), s1 = _mm512_setzero_si512();
+    for (int c = 0; c < 4; c++) {
+        const __m512i v = join256((const int8_t *)xq0 + 32 * c, (const int8_t *)xq1 + 32 * c);
+        const __m512i lo = _mm512_or_si512(_mm512_and_si512(v, low4),
+                                           _mm512_and_si512(_mm512_slli_epi16(h, 4 - c), bit4));
+        const __m512i hi = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(v, 4), low4),
+                                           _mm512_and_si512(_mm512_srli_epi16(h, c), bit4));
+        s0 = _mm512_dpbusd_epi32(s0, lo, bcast4z(qs + 4 * c));
+        s1 = _mm512_dpbusd_epi32(s1, hi, bcast4z(qs + 16 + 4 * c));
+    }
+    return _mm512_add_epi32(s0, s1);
+}
+
+static inline __m512i q8_x16_isum(const uint8_t *xq0, const uint8_t *xq1, const int8_t *qs) {
+    const __m512i flip = _mm512_set1_epi8((char)0x80);
+    __m512i s0 = _mm512_setzero_si512(), s1 = _mm512_setzero_si512();
+    for (int c = 0; c < 8; c += 2) {
+        const __m512i v0 = join256((const int8_t *)xq0 + 32 * c, (const int8_t *)xq1 + 32 * c);
+        const __m512i v1 = join256((const int8_t *)xq0 + 32 * c + 32, (const int8_t *)xq1 + 32 * c + 32);
+        s0 = _mm512_dpbusd_epi32(s0, _mm512_xor_si512(v0, flip), bcast4z(qs + 4 * c));
+        s1 = _mm512_dpbusd_epi32(s1, _mm512_xor_si512(v1, flip), bcast4z(qs + 4 * c + 4));
+    }
+    return _mm512_add_epi32(s0, s1);
+}
+
+static inline __m512 halves16(const uint8_t *p0, const uint8_t *p1) {
+    return _mm512_cvtph_ps(_mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)p0)),
+                                                   _mm_loadu_si128((const __m128i *)p1), 1));
+}
+
+/* gemv_x8 and gemv_q8_0x8 on 512-bit registers: the two groups a thread reads at a time (its
+ * two streams) share each instruction, so the activation broadcasts, conversions and FMAs are
+ * paid once per sixteen rows. q8 selects Q8_0 (five and with_min unused); an odd last group
+ * takes the 256-bit loop. Per lane the arithmetic of the 256-bit loops, so results are equal. */
+static inline __attribute__((always_inline)) void gemv_x16(int q8, int five, int with_min, int n, const uint8_t *w,
+                                                           int ng, const le_block_q8_0x *a, int nt, float *out,
+                                                           size_t ldo) {
+    const int nb = n / 32;
+    const size_t bsize = q8 ? sizeof(le_block_q8_0x8) : 8 * X8_PLAIN_BYTES(five, with_min);
+    const int half = (ng + 1) / 2;
+    for (int j = 0; j < ng / 2; j++) {
+        const int g0 = j, g1 = half + j;
+        const uint8_t *x0 = w + (size_t)g0 * nb * bsize, *x1 = w + (size_t)g1 * nb * bsize;
+        for (int t = 0; t < nt; t++) {
+            const le_block_q8_0x *y = a + (size_t)t * nb;
+            __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+            __m512 off0 = _mm512_setzero_ps(), off1 = _mm512_setzero_ps();
+#define X16_ISUM(xb0, xb1, qs)                                                                                         \
+    (q8     ? q8_x16_isum((xb0) + 16, (xb1) + 16, (qs))                                                                \
+     : five ? q5_x16_isum((xb0) + bsize - 160, (xb1) + bsize - 160, (xb0) + bsize - 128, (xb1) + bsize - 128, (qs))    \
+            : q4_x16_isum((xb0) + bsize - 128, (xb1) + bsize - 128, (qs)))
+#define X16_BLOCK(acc, off, i)                                                                                         \
+    do {                                                                                                               \
+        const uint8_t *xb0 = x0 + (size_t)(i) * bsize, *xb1 = x1 + (size_t)(i) * bsize;                                \
+        le_prefetch_ahead(xb0, (int)bsize);                                                                            \
+        le_prefetch_ahead(xb1, (int)bsize);                                                                            \
+        const __m512 d = halves16(xb0, xb1);                                                                           \
+        const __m512i s = X16_ISUM(xb0, xb1, y[i].qs);                                                                 \
+        const __m512 o = (with_min && !q8) ? halves16(xb0 + 16, xb1 + 16) : d;                                         \
+        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(d, _mm512_set1_ps(y[i].d)), acc);                   \
+        off = _mm512_fmadd_ps(o, _mm512_set1_ps(y[i].dsum), off);                                                      \
+    } while (0)
+            int b = 0;
+            for (; b + 2 <= nb; b += 2) {
+                X16_BLOCK(acc0, off0, b);
+                X16_BLOCK(acc1, off1, b + 1);
+            }
+            if (b < nb) {
+                X16_BLOCK(acc0, off0, b);
+            }
+#undef X16_BLOCK
+#undef X16_ISUM
+            /* Q8_0's codes were read as w + 128, the legacy kinds' as unsigned codes. */
+            const float offset = q8 ? 128.0f : with_min ? -1.0f : (five ? 16.0f : 8.0f);
+            const __m512 r = _mm512_fnmadd_ps(_mm512_set1_ps(offset), _mm512_add_ps(off0, off1),
+                                              _mm512_add_ps(acc0, acc1));
+            _mm256_storeu_ps(out + (size_t)t * ldo + 8 * g0, _mm512_castps512_ps256(r));
+            _mm256_storeu_ps(out + (size_t)t * ldo + 8 * g1,
+                             _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(r), 1)));
+        }
+    }
+    if (ng % 2 == 1) {
+        const int g = half - 1;
+        if (q8) {
+            gemv_q8_0x8(n, w + (size_t)g * nb * bsize, 1, a, nt, out + 8 * g, ldo);
+        } else {
+            gemv_x8(five, with_min, n, w + (size_t)g * nb * bsize, 1, a, nt, out + 8 * g, ldo);
+        }
+    }
+}
+
+/* X8_DISPATCH's body signature for the legacy kinds. */
+static inline __attribute__((always_inline)) void gemv_x16_legacy(int five, int with_min, int n, const uint8_t *w,
+                                                                  int ng, const le_block_q8_0x *a, int nt,
+                                                                  float *out, size_t ldo) {
+    gemv_x16(0, five, with_min, n, w, ng, a, nt, out, ldo);
+}
+#endif
+
 void GEMV_X8_FN(int type, int n, const uint8_t *w, int ng, const le_block_q8_0x *a, int nt, float *out,
                 size_t ldo) {
+#ifdef LE_VNNI
+    if (type == LE_TYPE_Q8_0) {
+        gemv_x16(1, 0, 0, n, w, ng, a, nt, out, ldo);
+        return;
+    }
+    X8_DISPATCH(type, gemv_x16_legacy, n, w, ng, a, nt, out, ldo);
+#else
     if (type == LE_TYPE_Q8_0) {
         gemv_q8_0x8(n, w, ng, a, nt, out, ldo);
         return;
     }
-#ifdef LE_VNNI
-    if (type == LE_TYPE_Q4_0 || type == LE_TYPE_Q4_1) {
-        if (type == LE_TYPE_Q4_0) {
-            gemv_x16(0, n, w, ng, a, nt, out, ldo);
-        } else {
-            gemv_x16(1, n, w, ng, a, nt, out, ldo);
-        }
-        return;
-    }
-#endif
     X8_DISPATCH(type, gemv_x8, n, w, ng, a, nt, out, ldo);
+#endif
 }
 
 void GEMM_FN(le_codes codes, int n, const le_block_x8 *w, int np, int nrows, const le_block_q8_0x *a, int nt,
