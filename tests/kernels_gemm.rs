@@ -553,6 +553,7 @@ fn interleaved_decode_matches_f64_math() {
         (GgmlType::Q5_0, 19),
         (GgmlType::Q5_1, 20),
         (GgmlType::Q8_0, 21),
+        (GgmlType::Q4_K, 22),
     ] {
         interleaved_decode(ty, seed);
     }
@@ -562,7 +563,13 @@ fn interleaved_decode(ty: GgmlType, seed: u64) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let variants = GemmIsa::available();
     let mut checked = 0;
-    for &n in &[32usize, 160, 896] {
+    // Q4_K's blocks are 256 values: one, three and nineteen (Qwen2's ffn_down) of them.
+    let lengths: &[usize] = if ty.block_size() == 256 {
+        &[256, 768, 4864]
+    } else {
+        &[32, 160, 896]
+    };
+    for &n in lengths {
         for (nrows, nt) in [(8, 1), (24, 1), (16, 3), (40, 2)] {
             let c = make_case(&mut rng, ty, n, nrows, nt);
             let (nb, row_bytes) = (n / 32, c.weights.len() / nrows);

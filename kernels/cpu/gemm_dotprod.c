@@ -7,6 +7,7 @@
  * each lane's four-byte dot product is made of widening multiplies and pairwise adds. */
 #if defined(__aarch64__)
 #include <arm_neon.h>
+#include <stddef.h>
 #include <string.h>
 
 #include "llava_kernels.h"
@@ -181,10 +182,91 @@ static void gemv_q8_0x8(int n, const uint8_t *w, int ng, const le_block_q8_0x *a
     }
 }
 
+/* Decode over interleaved Q4_K rows (le_block_q4_Kx8): as gemv_x8 per 32-value sub-block, the
+ * integer sums scaled by the sub-block's 6-bit scale in float and its minimum meeting the
+ * activation block's dsum; the scales of all eight rows unpack from 8-byte rows of bytes. */
+static inline float32x4_t u8_quarter_f32(uint8x16_t v, int h8, int h4) {
+    const uint16x8_t w = h8 ? vmovl_u8(vget_high_u8(v)) : vmovl_u8(vget_low_u8(v));
+    return vcvtq_f32_u32(h4 ? vmovl_u16(vget_high_u16(w)) : vmovl_u16(vget_low_u16(w)));
+}
+
+static void gemv_q4_Kx8(int n, const uint8_t *w, int ng, const le_block_q8_0x *a, int nt, float *out, size_t ldo) {
+    const int nsb = n / 256, nb = n / 32;
+    const size_t bsize = sizeof(le_block_q4_Kx8);
+    const uint8x16_t low4 = vdupq_n_u8(0x0f), m63 = vdupq_n_u8(63), m30 = vdupq_n_u8(0x30);
+    for (int g = 0; g < ng; g++) {
+        const uint8_t *x = w + (size_t)g * nsb * bsize;
+        for (int t = 0; t < nt; t++) {
+            const le_block_q8_0x *y = a + (size_t)t * nb;
+            float32x4_t acc[2] = {vdupq_n_f32(0.0f), vdupq_n_f32(0.0f)};
+            float32x4_t accm[2] = {vdupq_n_f32(0.0f), vdupq_n_f32(0.0f)};
+            for (int b = 0; b < nsb; b++) {
+                const uint8_t *xb = x + (size_t)b * bsize, *sq = xb + offsetof(le_block_q4_Kx8, scales);
+                const uint8x16_t v0 = vld1q_u8(sq), v1 = vld1q_u8(sq + 16), v2 = vld1q_u8(sq + 32);
+                const uint8x16_t v3 = vld1q_u8(sq + 48), v4 = vld1q_u8(sq + 64), v5 = vld1q_u8(sq + 80);
+#define TOP2(v) vandq_u8(vshrq_n_u8((v), 2), m30)
+                /* sc[k] holds sub-blocks 2k (low eight bytes) and 2k + 1 of all eight rows. */
+                const uint8x16_t sc[4] = {vandq_u8(v0, m63), vandq_u8(v1, m63),
+                                          vorrq_u8(vandq_u8(v4, low4), TOP2(v0)),
+                                          vorrq_u8(vandq_u8(v5, low4), TOP2(v1))};
+                const uint8x16_t mn[4] = {vandq_u8(v2, m63), vandq_u8(v3, m63),
+                                          vorrq_u8(vshrq_n_u8(v4, 4), TOP2(v2)),
+                                          vorrq_u8(vshrq_n_u8(v5, 4), TOP2(v3))};
+#undef TOP2
+                const le_block_q8_0x *yb = y + 8 * b;
+                float32x4_t s[2] = {vdupq_n_f32(0.0f), vdupq_n_f32(0.0f)};
+                float32x4_t mins[2] = {vdupq_n_f32(0.0f), vdupq_n_f32(0.0f)};
+                for (int c = 0; c < 4; c++) {
+                    const le_block_q8_0x *ylo = yb + 2 * c, *yhi = yb + 2 * c + 1;
+                    const int8x16_t a0 = vld1q_s8(ylo->qs), a1 = vld1q_s8(ylo->qs + 16);
+                    const int8x16_t b0 = vld1q_s8(yhi->qs), b1 = vld1q_s8(yhi->qs + 16);
+                    for (int h = 0; h < 2; h++) {
+                        const uint8_t *q = xb + offsetof(le_block_q4_Kx8, qs) + 256 * c + 16 * h;
+                        int32x4_t lo = vdupq_n_s32(0), hi = vdupq_n_s32(0);
+#define PIECE(p, av, bv, lane)                                                                                         \
+    do {                                                                                                               \
+        const uint8x16_t v = vld1q_u8(q + 32 * (p));                                                                   \
+        lo = LANE_DOT(lo, vreinterpretq_s8_u8(vandq_u8(v, low4)), av, lane);                                           \
+        hi = LANE_DOT(hi, vreinterpretq_s8_u8(vshrq_n_u8(v, 4)), bv, lane);                                            \
+    } while (0)
+                        PIECE(0, a0, b0, 0);
+                        PIECE(1, a0, b0, 1);
+                        PIECE(2, a0, b0, 2);
+                        PIECE(3, a0, b0, 3);
+                        PIECE(4, a1, b1, 0);
+                        PIECE(5, a1, b1, 1);
+                        PIECE(6, a1, b1, 2);
+                        PIECE(7, a1, b1, 3);
+#undef PIECE
+                        s[h] = vfmaq_f32(s[h], vcvtq_f32_s32(lo), vmulq_n_f32(u8_quarter_f32(sc[c], 0, h), ylo->d));
+                        s[h] = vfmaq_f32(s[h], vcvtq_f32_s32(hi), vmulq_n_f32(u8_quarter_f32(sc[c], 1, h), yhi->d));
+                        mins[h] = vfmaq_n_f32(mins[h], u8_quarter_f32(mn[c], 0, h), ylo->dsum);
+                        mins[h] = vfmaq_n_f32(mins[h], u8_quarter_f32(mn[c], 1, h), yhi->dsum);
+                    }
+                }
+                for (int h = 0; h < 2; h++) {
+                    uint16_t dh[4];
+                    memcpy(dh, xb + 8 * h, sizeof dh);
+                    acc[h] = vfmaq_f32(acc[h], vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(dh))), s[h]);
+                    memcpy(dh, xb + offsetof(le_block_q4_Kx8, dmin) + 8 * h, sizeof dh);
+                    accm[h] = vfmaq_f32(accm[h], vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(dh))), mins[h]);
+                }
+            }
+            float *o = out + (size_t)t * ldo + 8 * g;
+            vst1q_f32(o, vsubq_f32(acc[0], accm[0]));
+            vst1q_f32(o + 4, vsubq_f32(acc[1], accm[1]));
+        }
+    }
+}
+
 void GEMV_X8_FN(int type, int n, const uint8_t *w, int ng, const le_block_q8_0x *a, int nt, float *out,
                 size_t ldo) {
     if (type == LE_TYPE_Q8_0) {
         gemv_q8_0x8(n, w, ng, a, nt, out, ldo);
+        return;
+    }
+    if (type == LE_TYPE_Q4_K) {
+        gemv_q4_Kx8(n, w, ng, a, nt, out, ldo);
         return;
     }
     X8_DISPATCH(type, gemv_x8, n, w, ng, a, nt, out, ldo);

@@ -307,6 +307,9 @@ int le_x8_block_bytes(int type) {
     if (type == LE_TYPE_Q8_0) {
         return (int)sizeof(le_block_q8_0x8);
     }
+    if (type == LE_TYPE_Q4_K) {
+        return (int)sizeof(le_block_q4_Kx8) / 8;
+    }
     return x8_kind(type, &five, &with_min) ? 8 * (int)plain_bytes(five, with_min) : 0;
 }
 
@@ -343,6 +346,65 @@ static inline uint16_t get16(const uint8_t *p) {
     return v;
 }
 
+/* Q4_K (le_block_q4_Kx8): byte offsets of its parts in an interleaved and a plain block. */
+#define Q4KX8_DMIN 16
+#define Q4KX8_SCALES 32
+#define Q4KX8_QS 128
+#define Q4K_SCALES 4
+#define Q4K_QS 16
+
+static void interleave_q4_K(const uint8_t *rows, size_t row_bytes, int n, uint8_t *out) {
+    for (int b = 0; b < n / 256; b++) {
+        uint8_t *o = out + (size_t)b * sizeof(le_block_q4_Kx8);
+        for (int r = 0; r < 8; r++) {
+            const uint8_t *x = rows + (size_t)r * row_bytes + (size_t)b * sizeof(le_block_q4_K);
+            memcpy(o + 2 * r, x, 2);
+            memcpy(o + Q4KX8_DMIN + 2 * r, x + 2, 2);
+            for (int k = 0; k < 12; k++) {
+                o[Q4KX8_SCALES + 8 * k + r] = x[Q4K_SCALES + k];
+            }
+            for (int c = 0; c < 4; c++) {
+                for (int p = 0; p < 8; p++) {
+                    memcpy(o + Q4KX8_QS + 256 * c + 32 * p + 4 * r, x + Q4K_QS + 32 * c + 4 * p, 4);
+                }
+            }
+        }
+    }
+}
+
+static void deinterleave_q4_K(const uint8_t *w, int n, uint8_t *rows, size_t row_bytes) {
+    for (int b = 0; b < n / 256; b++) {
+        const uint8_t *x = w + (size_t)b * sizeof(le_block_q4_Kx8);
+        for (int r = 0; r < 8; r++) {
+            uint8_t *o = rows + (size_t)r * row_bytes + (size_t)b * sizeof(le_block_q4_K);
+            memcpy(o, x + 2 * r, 2);
+            memcpy(o + 2, x + Q4KX8_DMIN + 2 * r, 2);
+            for (int k = 0; k < 12; k++) {
+                o[Q4K_SCALES + k] = x[Q4KX8_SCALES + 8 * k + r];
+            }
+            for (int c = 0; c < 4; c++) {
+                for (int p = 0; p < 8; p++) {
+                    memcpy(o + Q4K_QS + 32 * c + 4 * p, x + Q4KX8_QS + 256 * c + 32 * p + 4 * r, 4);
+                }
+            }
+        }
+    }
+}
+
+/* Row r's twelve packed scale bytes of an interleaved Q4_K block. */
+static inline void q4_Kx8_scales(const uint8_t *x, int r, uint8_t q[12]) {
+    for (int k = 0; k < 12; k++) {
+        q[k] = x[Q4KX8_SCALES + 8 * k + r];
+    }
+}
+
+/* Value v (0..255) of row r of an interleaved Q4_K block (0..15). */
+static inline int q4_Kx8_code(const uint8_t *x, int r, int v) {
+    const int c = v / 64, high = (v % 64) / 32, l = v % 32;
+    const uint8_t q = x[Q4KX8_QS + 256 * c + 32 * (l / 4) + 4 * r + l % 4];
+    return high ? q >> 4 : q & 0x0f;
+}
+
 /* Value v (0..31) of row r of an interleaved block, as the unsigned code the kernels use. */
 static inline int x8_code(int five, const uint8_t *x, size_t bsize, int r, int v) {
     const int h = v / 16, c = (v % 16) / 4, i = v % 4;
@@ -355,6 +417,10 @@ void le_interleave_x8(int type, const uint8_t *rows, size_t row_bytes, int n, ui
     int five, with_min;
     if (type == LE_TYPE_Q8_0) {
         interleave_q8_0(rows, row_bytes, n, out);
+        return;
+    }
+    if (type == LE_TYPE_Q4_K) {
+        interleave_q4_K(rows, row_bytes, n, out);
         return;
     }
     if (!x8_kind(type, &five, &with_min)) {
@@ -391,6 +457,10 @@ void le_deinterleave_x8(int type, const uint8_t *w, int n, uint8_t *rows, size_t
     int five, with_min;
     if (type == LE_TYPE_Q8_0) {
         deinterleave_q8_0(w, n, rows, row_bytes);
+        return;
+    }
+    if (type == LE_TYPE_Q4_K) {
+        deinterleave_q4_K(w, n, rows, row_bytes);
         return;
     }
     if (!x8_kind(type, &five, &with_min)) {
@@ -457,6 +527,15 @@ void le_pack_x8_interleaved(int type, const uint8_t *w, int n, le_block_x8 *out)
         }
         return;
     }
+    if (type == LE_TYPE_Q4_K) {
+        /* Prefill only: back to plain rows a super-block at a time, then as le_pack_x8. */
+        uint8_t plain[8 * sizeof(le_block_q4_K)];
+        for (int b = 0; b < n / 256; b++) {
+            deinterleave_q4_K(w + (size_t)b * sizeof(le_block_q4_Kx8), 256, plain, sizeof(le_block_q4_K));
+            le_pack_x8(type, plain, sizeof(le_block_q4_K), 8, 256, out + 8 * b);
+        }
+        return;
+    }
     X8_DISPATCH(type, pack_x8_kind, w, n, out);
 }
 
@@ -479,6 +558,35 @@ void le_gemv_x8_scalar(int type, int n, const uint8_t *w, int ng, const le_block
                             s += (int8_t)xb[16 + 32 * (v / 4) + 4 * r + v % 4] * y->qs[v];
                         }
                         acc[r] += f16_to_f32(get16(xb + 2 * r)) * y->d * (float)s;
+                    }
+                }
+                memcpy(out + (size_t)t * ldo + 8 * g, acc, sizeof acc);
+            }
+        }
+        return;
+    }
+    if (type == LE_TYPE_Q4_K) {
+        /* Per 32-value sub-block j: d * sc_j * isum * d_a - dmin * m_j * dsum_a. */
+        const int nsb = n / 256;
+        for (int g = 0; g < ng; g++) {
+            for (int t = 0; t < nt; t++) {
+                float acc[8] = {0};
+                for (int b = 0; b < nsb; b++) {
+                    const uint8_t *x = w + ((size_t)g * nsb + b) * sizeof(le_block_q4_Kx8);
+                    for (int r = 0; r < 8; r++) {
+                        uint8_t q[12];
+                        q4_Kx8_scales(x, r, q);
+                        const float d = f16_to_f32(get16(x + 2 * r));
+                        const float dmin = f16_to_f32(get16(x + Q4KX8_DMIN + 2 * r));
+                        for (int j = 0; j < 8; j++) {
+                            const le_block_q8_0x *y = a + (size_t)t * nb + 8 * b + j;
+                            int sc, m, isum = 0;
+                            scale_min_k4(j, q, &sc, &m);
+                            for (int l = 0; l < 32; l++) {
+                                isum += q4_Kx8_code(x, r, 32 * j + l) * y->qs[l];
+                            }
+                            acc[r] += d * (float)sc * y->d * (float)isum - dmin * (float)m * y->dsum;
+                        }
                     }
                 }
                 memcpy(out + (size_t)t * ldo + 8 * g, acc, sizeof acc);
@@ -525,6 +633,21 @@ float le_vec_dot_legacy_q8_0x_scalar(int type, int n, const uint8_t *w, const le
                 isum += (int8_t)x[2 + j] * a[b].qs[j];
             }
             sum += (float)isum * (f16_to_f32(get16(x)) * a[b].d);
+        }
+        return sum;
+    }
+    if (type == LE_TYPE_Q4_K) {
+        float sum = 0.0f;
+        for (int b = 0; b < n / 32; b++) {
+            const le_block_q4_K *x = (const le_block_q4_K *)w + b / 8;
+            const int j = b % 8;
+            int sc, m, isum = 0;
+            scale_min_k4(j, x->scales, &sc, &m);
+            for (int l = 0; l < 32; l++) {
+                const uint8_t q = x->qs[32 * (j / 2) + l];
+                isum += ((j % 2) ? q >> 4 : q & 0x0f) * a[b].qs[l];
+            }
+            sum += f16_to_f32(x->d) * (float)sc * a[b].d * (float)isum - f16_to_f32(x->dmin) * (float)m * a[b].dsum;
         }
         return sum;
     }

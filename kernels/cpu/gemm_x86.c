@@ -6,6 +6,7 @@
  * time. Called only after run-time detection. */
 #if defined(__x86_64__) || defined(_M_X64)
 #include <immintrin.h>
+#include <stddef.h>
 #include <string.h>
 
 #include "llava_kernels.h"
@@ -473,6 +474,106 @@ static void gemv_q8_0x8(int n, const uint8_t *w, int ng, const le_block_q8_0x *a
     }
 }
 
+/* The eight sub-blocks' 6-bit scales and minimums of an interleaved Q4_K block's eight rows
+ * (le_block_q4_Kx8), as floats with lanes = rows: llama.cpp's get_scale_min_k4 on sixteen
+ * bytes (two scale bytes of all eight rows) at a time. */
+static inline void q4_Kx8_scales(const uint8_t *scales, __m256 sc[8], __m256 m[8]) {
+    const __m128i v0 = _mm_loadu_si128((const __m128i *)scales), v1 = _mm_loadu_si128((const __m128i *)(scales + 16));
+    const __m128i v2 = _mm_loadu_si128((const __m128i *)(scales + 32));
+    const __m128i v3 = _mm_loadu_si128((const __m128i *)(scales + 48));
+    const __m128i v4 = _mm_loadu_si128((const __m128i *)(scales + 64));
+    const __m128i v5 = _mm_loadu_si128((const __m128i *)(scales + 80));
+    const __m128i m63 = _mm_set1_epi8(63), m0f = _mm_set1_epi8(0x0f), m30 = _mm_set1_epi8(0x30);
+#define TOP2(v) _mm_and_si128(_mm_srli_epi16((v), 2), m30)
+    const __m128i s[4] = {_mm_and_si128(v0, m63), _mm_and_si128(v1, m63),
+                          _mm_or_si128(_mm_and_si128(v4, m0f), TOP2(v0)),
+                          _mm_or_si128(_mm_and_si128(v5, m0f), TOP2(v1))};
+    const __m128i mm[4] = {_mm_and_si128(v2, m63), _mm_and_si128(v3, m63),
+                           _mm_or_si128(_mm_and_si128(_mm_srli_epi16(v4, 4), m0f), TOP2(v2)),
+                           _mm_or_si128(_mm_and_si128(_mm_srli_epi16(v5, 4), m0f), TOP2(v3))};
+#undef TOP2
+    for (int k = 0; k < 4; k++) {
+        sc[2 * k] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(s[k]));
+        sc[2 * k + 1] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(s[k], 8)));
+        m[2 * k] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(mm[k]));
+        m[2 * k + 1] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(mm[k], 8)));
+    }
+}
+
+/* Sub-blocks 2c and 2c + 1 of an interleaved Q4_K block against their activation blocks: the
+ * eight 32-byte loads at q are four bytes of every row, low nibbles for ya, high for yb. */
+static inline void q4_Kx8_isums(const uint8_t *q, const int8_t *ya, const int8_t *yb, __m256i *lo, __m256i *hi) {
+    const __m256i low4 = _mm256_set1_epi8(0x0f);
+#ifdef LE_VNNI
+    const __m256i high4 = _mm256_set1_epi8((char)0xf0);
+    __m256i s0 = _mm256_setzero_si256(), s1 = _mm256_setzero_si256();
+    __m256i s2 = _mm256_setzero_si256(), s3 = _mm256_setzero_si256();
+    for (int p = 0; p < 8; p += 2) {
+        const __m256i v0 = _mm256_loadu_si256((const __m256i *)(q + 32 * p));
+        const __m256i v1 = _mm256_loadu_si256((const __m256i *)(q + 32 * p + 32));
+        s0 = _mm256_dpbusd_epi32(s0, _mm256_and_si256(v0, low4), bcast4(ya + 4 * p));
+        s1 = _mm256_dpbusd_epi32(s1, _mm256_and_si256(v0, high4), bcast4(yb + 4 * p));
+        s2 = _mm256_dpbusd_epi32(s2, _mm256_and_si256(v1, low4), bcast4(ya + 4 * p + 4));
+        s3 = _mm256_dpbusd_epi32(s3, _mm256_and_si256(v1, high4), bcast4(yb + 4 * p + 4));
+    }
+    *lo = _mm256_add_epi32(s0, s2);
+    *hi = _mm256_srai_epi32(_mm256_add_epi32(s1, s3), 4);
+#else
+    /* Eight int16 pair sums of nibbles x int8 stay below 8 x 2 x 15 x 128 = 30720. */
+    __m256i s0 = _mm256_setzero_si256(), s1 = _mm256_setzero_si256();
+    for (int p = 0; p < 8; p++) {
+        const __m256i v = _mm256_loadu_si256((const __m256i *)(q + 32 * p));
+        s0 = _mm256_add_epi16(s0, _mm256_maddubs_epi16(_mm256_and_si256(v, low4), bcast4(ya + 4 * p)));
+        s1 = _mm256_add_epi16(s1, _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v, 4), low4),
+                                                       bcast4(yb + 4 * p)));
+    }
+    const __m256i one = _mm256_set1_epi16(1);
+    *lo = _mm256_madd_epi16(s0, one);
+    *hi = _mm256_madd_epi16(s1, one);
+#endif
+}
+
+/* Decode over interleaved Q4_K rows, two streams a thread as gemv_x8. Per sub-block j the
+ * integer sum is scaled by sc_j and the activation block's d in float, and the minimum meets
+ * the block's dsum; d and dmin are applied once per super-block. */
+static void gemv_q4_Kx8(int n, const uint8_t *w, int ng, const le_block_q8_0x *a, int nt, float *out, size_t ldo) {
+    const int nsb = n / 256, nb = n / 32;
+    const size_t bsize = sizeof(le_block_q4_Kx8);
+    const int half = (ng + 1) / 2;
+    for (int i = 0; i < ng; i++) {
+        const int g = (i & 1) ? half + i / 2 : i / 2;
+        const uint8_t *x = w + (size_t)g * nsb * bsize;
+        for (int t = 0; t < nt; t++) {
+            const le_block_q8_0x *y = a + (size_t)t * nb;
+            __m256 acc = _mm256_setzero_ps(), accm = _mm256_setzero_ps();
+            for (int b = 0; b < nsb; b++) {
+                const uint8_t *xb = x + (size_t)b * bsize;
+                le_prefetch_ahead(xb, (int)bsize);
+                __m256 sc[8], m[8];
+                q4_Kx8_scales(xb + offsetof(le_block_q4_Kx8, scales), sc, m);
+                const le_block_q8_0x *yb = y + 8 * b;
+                __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps(), mins = _mm256_setzero_ps();
+                for (int c = 0; c < 4; c++) {
+                    __m256i lo, hi;
+                    q4_Kx8_isums(xb + offsetof(le_block_q4_Kx8, qs) + 256 * c, yb[2 * c].qs, yb[2 * c + 1].qs, &lo,
+                                 &hi);
+                    s0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lo), _mm256_mul_ps(sc[2 * c], _mm256_set1_ps(yb[2 * c].d)),
+                                         s0);
+                    s1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(hi),
+                                         _mm256_mul_ps(sc[2 * c + 1], _mm256_set1_ps(yb[2 * c + 1].d)), s1);
+                    mins = _mm256_fmadd_ps(m[2 * c], _mm256_set1_ps(yb[2 * c].dsum), mins);
+                    mins = _mm256_fmadd_ps(m[2 * c + 1], _mm256_set1_ps(yb[2 * c + 1].dsum), mins);
+                }
+                const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)xb));
+                const __m256 dmin = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(xb + 16)));
+                acc = _mm256_fmadd_ps(d, _mm256_add_ps(s0, s1), acc);
+                accm = _mm256_fmadd_ps(dmin, mins, accm);
+            }
+            _mm256_storeu_ps(out + (size_t)t * ldo + 8 * g, _mm256_sub_ps(acc, accm));
+        }
+    }
+}
+
 #ifdef LE_VNNI
 /* The isums of two groups at once on 512-bit registers: lanes 0..7 are the first group's rows,
  * 8..15 the second's; per lane the arithmetic of q4_x8_isum, q5_x8_isum and q8_x8_isum. */
@@ -592,6 +693,10 @@ static inline __attribute__((always_inline)) void gemv_x16_legacy(int five, int 
 
 void GEMV_X8_FN(int type, int n, const uint8_t *w, int ng, const le_block_q8_0x *a, int nt, float *out,
                 size_t ldo) {
+    if (type == LE_TYPE_Q4_K) {
+        gemv_q4_Kx8(n, w, ng, a, nt, out, ldo);
+        return;
+    }
 #ifdef LE_VNNI
     if (type == LE_TYPE_Q8_0) {
         gemv_x16(1, 0, 0, n, w, ng, a, nt, out, ldo);

@@ -301,20 +301,35 @@ typedef struct {
     int8_t qs[256];
 } le_block_q8_0x8;
 
+/* Q4_K interleaved the same way per super-block of 256 values: the eight rows' d, dmin and
+ * packed 6-bit scale bytes side by side (scales[8k + r] is byte k of row r's twelve, so one
+ * 8-byte load holds a byte of every row and the scales unpack for all eight rows at once), and
+ * qs[256c + 32p + 4r + i] = byte 32c + 4p + i of row r's qs (c = 0..3, p = 0..7): one 32-byte
+ * load is four bytes of every row, low nibbles values 64c + 4p.., high nibbles 64c + 32 + 4p.. */
+typedef struct {
+    uint16_t d[8];
+    uint16_t dmin[8];
+    uint8_t scales[96];
+    uint8_t qs[1024];
+} le_block_q4_Kx8;
+
 #ifndef __cplusplus
 _Static_assert(sizeof(le_block_q8_0x8) == 8 * sizeof(le_block_q8_0), "q8_0x8 is eight Q8_0 blocks");
+_Static_assert(sizeof(le_block_q4_Kx8) == 8 * sizeof(le_block_q4_K), "q4_Kx8 is eight Q4_K blocks");
 _Static_assert(sizeof(le_block_q4_0x8) == 8 * sizeof(le_block_q4_0), "q4_0x8 is eight Q4_0 blocks");
 _Static_assert(sizeof(le_block_q4_1x8) == 8 * sizeof(le_block_q4_1), "q4_1x8 is eight Q4_1 blocks");
 _Static_assert(sizeof(le_block_q5_0x8) == 8 * sizeof(le_block_q5_0), "q5_0x8 is eight Q5_0 blocks");
 _Static_assert(sizeof(le_block_q5_1x8) == 8 * sizeof(le_block_q5_1), "q5_1x8 is eight Q5_1 blocks");
 #endif
 
-/* The functions below take the weight type by its GGUF id (LE_TYPE_Q4_0, _Q4_1, _Q5_0, _Q5_1, _Q8_0)
- * and the interleaved blocks as bytes. Bytes of one interleaved block of a type, 0 for a type
- * that has no interleaved form. */
+/* The functions below take the weight type by its GGUF id (LE_TYPE_Q4_0, _Q4_1, _Q5_0, _Q5_1, _Q8_0,
+ * _Q4_K) and the interleaved blocks as bytes. Bytes of eight rows' 32 values in the interleaved
+ * form (one interleaved block; an eighth of one for Q4_K, whose block is 256 values), 0 for a
+ * type that has no interleaved form. */
 int le_x8_block_bytes(int type);
 
-/* Eight rows (each row_bytes long, n values) to n / 32 interleaved blocks, and back. */
+/* Eight rows (each row_bytes long, n values) to n / 32 interleaved blocks (n / 256 for Q4_K),
+ * and back. */
 void le_interleave_x8(int type, const uint8_t *rows, size_t row_bytes, int n, uint8_t *out);
 void le_deinterleave_x8(int type, const uint8_t *w, int n, uint8_t *rows, size_t row_bytes);
 

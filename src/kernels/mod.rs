@@ -348,8 +348,9 @@ pub unsafe fn gemm_x8(
     }
 }
 
-/// Bytes of one interleaved block (eight rows' blocks) of `ty` in `Layout::X8`, or `None` for a
-/// type without that form (it exists for Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0; see `le_block_q4_0x8`).
+/// Bytes of eight rows' 32 values of `ty` in `Layout::X8` (one interleaved block; an eighth of
+/// one for Q4_K, whose blocks are 256 values), or `None` for a type without that form (it
+/// exists for Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and Q4_K; see `le_block_q4_0x8`).
 pub fn x8_block_bytes(ty: crate::dtype::GgmlType) -> Option<usize> {
     // SAFETY: a pure function of its argument.
     let b = unsafe { ffi::le_x8_block_bytes(ty.id() as i32) };
@@ -360,7 +361,10 @@ pub fn x8_block_bytes(ty: crate::dtype::GgmlType) -> Option<usize> {
 /// block count of `x8_bytes` interleaved bytes.
 fn x8_shape(ty: crate::dtype::GgmlType, n: usize, x8_bytes: usize) -> usize {
     let bb = x8_block_bytes(ty).unwrap_or_else(|| panic!("{ty} has no interleaved form"));
-    assert!(n.is_multiple_of(32), "{ty}x8: n must be a multiple of 32");
+    assert!(
+        n.is_multiple_of(ty.block_size().max(32)),
+        "{ty}x8: n must be whole blocks"
+    );
     assert_eq!(x8_bytes, n / 32 * bb, "{ty}x8: blocks for n");
     n / 32 * bb / 8
 }
@@ -432,7 +436,7 @@ pub unsafe fn gemv_x8(
     ldo: usize,
 ) {
     let bb = x8_block_bytes(ty).unwrap_or_else(|| panic!("{ty} has no interleaved form"));
-    assert!(n.is_multiple_of(32), "gemv {ty}x8: n");
+    assert!(n.is_multiple_of(ty.block_size().max(32)), "gemv {ty}x8: n");
     let group = n / 32 * bb;
     assert!(
         group > 0 && w.len().is_multiple_of(group),
