@@ -528,11 +528,29 @@ void le_pack_x8_interleaved(int type, const uint8_t *w, int n, le_block_x8 *out)
         return;
     }
     if (type == LE_TYPE_Q4_K) {
-        /* Prefill only: back to plain rows a super-block at a time, then as le_pack_x8. */
-        uint8_t plain[8 * sizeof(le_block_q4_K)];
+        /* Sub-block j's panel codes are the nibbles of qs[256 (j / 2) ..] in their order (low
+         * for even j, high for odd): one pass the compiler vectorises, as the legacy kinds. */
         for (int b = 0; b < n / 256; b++) {
-            deinterleave_q4_K(w + (size_t)b * sizeof(le_block_q4_Kx8), 256, plain, sizeof(le_block_q4_K));
-            le_pack_x8(type, plain, sizeof(le_block_q4_K), 8, 256, out + 8 * b);
+            const uint8_t *x = w + (size_t)b * sizeof(le_block_q4_Kx8);
+            le_block_x8 *p = out + 8 * b;
+            for (int r = 0; r < 8; r++) {
+                uint8_t q[12];
+                q4_Kx8_scales(x, r, q);
+                const float d = f16_to_f32(get16(x + 2 * r)), dmin = f16_to_f32(get16(x + Q4KX8_DMIN + 2 * r));
+                for (int j = 0; j < 8; j++) {
+                    int sc, m;
+                    scale_min_k4(j, q, &sc, &m);
+                    p[j].s[0][r] = p[j].s[1][r] = d * (float)sc;
+                    p[j].o[r] = -(dmin * (float)m);
+                }
+            }
+            for (int c = 0; c < 4; c++) {
+                const uint8_t *qs = x + Q4KX8_QS + 256 * c;
+                for (int k = 0; k < 256; k++) {
+                    p[2 * c].q[k] = (int8_t)(qs[k] & 0x0f);
+                    p[2 * c + 1].q[k] = (int8_t)(qs[k] >> 4);
+                }
+            }
         }
         return;
     }
