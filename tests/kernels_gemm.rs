@@ -554,6 +554,7 @@ fn interleaved_decode_matches_f64_math() {
         (GgmlType::Q5_1, 20),
         (GgmlType::Q8_0, 21),
         (GgmlType::Q4_K, 22),
+        (GgmlType::Q6_K, 23),
     ] {
         interleaved_decode(ty, seed);
     }

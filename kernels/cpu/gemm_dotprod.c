@@ -259,6 +259,85 @@ static void gemv_q4_Kx8(int n, const uint8_t *w, int ng, const le_block_q8_0x *a
     }
 }
 
+/* Decode over interleaved Q6_K rows (le_block_q6_Kx8): SDOT takes the signed values (code - 32)
+ * as they are, so there is no offset; per 128-value half h, piece p and row half r4, one load of
+ * qh and of the two ql chunks make the codes of the sub-blocks 4h..4h+3. */
+static inline float32x4_t s8_quarter_f32(const int8_t *p) {
+    return vcvtq_f32_s32(vmovl_s16(vget_low_s16(vmovl_s8(vld1_s8(p)))));
+}
+
+static void gemv_q6_Kx8(int n, const uint8_t *w, int ng, const le_block_q8_0x *a, int nt, float *out, size_t ldo) {
+    const int nsb = n / 256, nb = n / 32;
+    const size_t bsize = sizeof(le_block_q6_Kx8);
+    const uint8x16_t m0f = vdupq_n_u8(0x0f), m30 = vdupq_n_u8(0x30);
+    const int8x16_t k32 = vdupq_n_s8(32);
+    for (int g = 0; g < ng; g++) {
+        const uint8_t *x = w + (size_t)g * nsb * bsize;
+        for (int t = 0; t < nt; t++) {
+            const le_block_q8_0x *y = a + (size_t)t * nb;
+            float32x4_t acc[2] = {vdupq_n_f32(0.0f), vdupq_n_f32(0.0f)};
+            for (int b = 0; b < nsb; b++) {
+                const uint8_t *xb = x + (size_t)b * bsize;
+                const uint8_t *ql = xb + offsetof(le_block_q6_Kx8, ql), *qhs = xb + offsetof(le_block_q6_Kx8, qh);
+                const int8_t *scales = (const int8_t *)xb + offsetof(le_block_q6_Kx8, scales);
+                for (int r4 = 0; r4 < 2; r4++) {
+                    float32x4_t sb = vdupq_n_f32(0.0f);
+                    for (int h = 0; h < 2; h++) {
+                        int8x16_t av[4][2];
+                        for (int k = 0; k < 4; k++) {
+                            av[k][0] = vld1q_s8(y[8 * b + 4 * h + k].qs);
+                            av[k][1] = vld1q_s8(y[8 * b + 4 * h + k].qs + 16);
+                        }
+                        int32x4_t is[4][2];
+                        for (int k = 0; k < 4; k++) {
+                            is[k][0] = is[k][1] = vdupq_n_s32(0);
+                        }
+#define Q6_CODE(v) vsubq_s8(vreinterpretq_s8_u8(v), k32)
+#define Q6_PIECE(p)                                                                                                    \
+    do {                                                                                                               \
+        const size_t at = 32 * (p) + 16 * r4;                                                                          \
+        const uint8x16_t qh = vld1q_u8(qhs + 256 * h + at);                                                            \
+        const uint8x16_t l0 = vld1q_u8(ql + 512 * h + at), l1 = vld1q_u8(ql + 512 * h + 256 + at);                     \
+        const int8x16_t c0 = Q6_CODE(vorrq_u8(vandq_u8(l0, m0f), vandq_u8(vshlq_n_u8(qh, 4), m30)));                   \
+        const int8x16_t c1 = Q6_CODE(vorrq_u8(vandq_u8(l1, m0f), vandq_u8(vshlq_n_u8(qh, 2), m30)));                   \
+        const int8x16_t c2 = Q6_CODE(vorrq_u8(vshrq_n_u8(l0, 4), vandq_u8(qh, m30)));                                  \
+        const int8x16_t c3 = Q6_CODE(vorrq_u8(vshrq_n_u8(l1, 4), vandq_u8(vshrq_n_u8(qh, 2), m30)));                   \
+        is[0][(p) / 4] = LANE_DOT(is[0][(p) / 4], c0, av[0][(p) / 4], (p) % 4);                                        \
+        is[1][(p) / 4] = LANE_DOT(is[1][(p) / 4], c1, av[1][(p) / 4], (p) % 4);                                        \
+        is[2][(p) / 4] = LANE_DOT(is[2][(p) / 4], c2, av[2][(p) / 4], (p) % 4);                                        \
+        is[3][(p) / 4] = LANE_DOT(is[3][(p) / 4], c3, av[3][(p) / 4], (p) % 4);                                        \
+    } while (0)
+                        Q6_PIECE(0);
+                        Q6_PIECE(1);
+                        Q6_PIECE(2);
+                        Q6_PIECE(3);
+                        Q6_PIECE(4);
+                        Q6_PIECE(5);
+                        Q6_PIECE(6);
+                        Q6_PIECE(7);
+#undef Q6_PIECE
+#undef Q6_CODE
+                        for (int k = 0; k < 4; k++) {
+                            const int s0 = 8 * h + 2 * k;
+                            const float32x4_t sa = s8_quarter_f32(scales + 8 * s0 + 4 * r4);
+                            const float32x4_t sc = s8_quarter_f32(scales + 8 * s0 + 8 + 4 * r4);
+                            const float32x4_t v = vfmaq_f32(vmulq_f32(vcvtq_f32_s32(is[k][1]), sc),
+                                                            vcvtq_f32_s32(is[k][0]), sa);
+                            sb = vfmaq_n_f32(sb, v, y[8 * b + 4 * h + k].d);
+                        }
+                    }
+                    uint16_t dh[4];
+                    memcpy(dh, xb + 8 * r4, sizeof dh);
+                    acc[r4] = vfmaq_f32(acc[r4], vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(dh))), sb);
+                }
+            }
+            float *o = out + (size_t)t * ldo + 8 * g;
+            vst1q_f32(o, acc[0]);
+            vst1q_f32(o + 4, acc[1]);
+        }
+    }
+}
+
 void GEMV_X8_FN(int type, int n, const uint8_t *w, int ng, const le_block_q8_0x *a, int nt, float *out,
                 size_t ldo) {
     if (type == LE_TYPE_Q8_0) {
@@ -267,6 +346,10 @@ void GEMV_X8_FN(int type, int n, const uint8_t *w, int ng, const le_block_q8_0x 
     }
     if (type == LE_TYPE_Q4_K) {
         gemv_q4_Kx8(n, w, ng, a, nt, out, ldo);
+        return;
+    }
+    if (type == LE_TYPE_Q6_K) {
+        gemv_q6_Kx8(n, w, ng, a, nt, out, ldo);
         return;
     }
     X8_DISPATCH(type, gemv_x8, n, w, ng, a, nt, out, ldo);

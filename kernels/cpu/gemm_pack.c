@@ -310,6 +310,9 @@ int le_x8_block_bytes(int type) {
     if (type == LE_TYPE_Q4_K) {
         return (int)sizeof(le_block_q4_Kx8) / 8;
     }
+    if (type == LE_TYPE_Q6_K) {
+        return (int)sizeof(le_block_q6_Kx8) / 8;
+    }
     return x8_kind(type, &five, &with_min) ? 8 * (int)plain_bytes(five, with_min) : 0;
 }
 
@@ -391,6 +394,63 @@ static void deinterleave_q4_K(const uint8_t *w, int n, uint8_t *rows, size_t row
     }
 }
 
+/* Q6_K (le_block_q6_Kx8): offsets in an interleaved and a plain block. */
+#define Q6KX8_SCALES 16
+#define Q6KX8_QL 144
+#define Q6KX8_QH 1168
+#define Q6K_QH 128
+#define Q6K_SCALES 192
+#define Q6K_D 208
+
+/* Copies between a plain Q6_K block and row r of an interleaved one (to_x8: plain -> x8). */
+static void q6_K_row_x8(int to_x8, uint8_t *x8, int r, uint8_t *plain) {
+#define Q6K_MOVE(a, b, len) (to_x8 ? memcpy((a), (b), (len)) : memcpy((b), (a), (len)))
+    Q6K_MOVE(x8 + 2 * r, plain + Q6K_D, 2);
+    for (int k = 0; k < 16; k++) {
+        Q6K_MOVE(x8 + Q6KX8_SCALES + 8 * k + r, plain + Q6K_SCALES + k, 1);
+    }
+    for (int p = 0; p < 8; p++) {
+        for (int c = 0; c < 4; c++) {
+            Q6K_MOVE(x8 + Q6KX8_QL + 256 * c + 32 * p + 4 * r, plain + 32 * c + 4 * p, 4);
+        }
+        for (int c = 0; c < 2; c++) {
+            Q6K_MOVE(x8 + Q6KX8_QH + 256 * c + 32 * p + 4 * r, plain + Q6K_QH + 32 * c + 4 * p, 4);
+        }
+    }
+#undef Q6K_MOVE
+}
+
+static void interleave_q6_K(const uint8_t *rows, size_t row_bytes, int n, uint8_t *out) {
+    for (int b = 0; b < n / 256; b++) {
+        for (int r = 0; r < 8; r++) {
+            q6_K_row_x8(1, out + (size_t)b * sizeof(le_block_q6_Kx8), r,
+                        (uint8_t *)(rows + (size_t)r * row_bytes + (size_t)b * sizeof(le_block_q6_K)));
+        }
+    }
+}
+
+static void deinterleave_q6_K(const uint8_t *w, int n, uint8_t *rows, size_t row_bytes) {
+    for (int b = 0; b < n / 256; b++) {
+        for (int r = 0; r < 8; r++) {
+            q6_K_row_x8(0, (uint8_t *)(w + (size_t)b * sizeof(le_block_q6_Kx8)), r,
+                        rows + (size_t)r * row_bytes + (size_t)b * sizeof(le_block_q6_K));
+        }
+    }
+}
+
+/* Value v (0..255) of row r of an interleaved Q6_K block as its unsigned code (0..63; the
+ * value is code - 32), and the index of its scale. */
+static inline int q6_Kx8_code(const uint8_t *x, int r, int v) {
+    const int j = v / 32, h = j / 4, k = j % 4, l = v % 32, at = 32 * (l / 4) + 4 * r + l % 4;
+    const uint8_t ql = x[Q6KX8_QL + 256 * (2 * h + (k & 1)) + at], qh = x[Q6KX8_QH + 256 * h + at];
+    return (k < 2 ? ql & 0x0f : ql >> 4) | ((qh >> (2 * k)) & 3) << 4;
+}
+
+static inline int q6_K_scale_index(int v) {
+    const int j = v / 32;
+    return 8 * (j / 4) + 2 * (j % 4) + (v % 32) / 16;
+}
+
 /* Row r's twelve packed scale bytes of an interleaved Q4_K block. */
 static inline void q4_Kx8_scales(const uint8_t *x, int r, uint8_t q[12]) {
     for (int k = 0; k < 12; k++) {
@@ -421,6 +481,10 @@ void le_interleave_x8(int type, const uint8_t *rows, size_t row_bytes, int n, ui
     }
     if (type == LE_TYPE_Q4_K) {
         interleave_q4_K(rows, row_bytes, n, out);
+        return;
+    }
+    if (type == LE_TYPE_Q6_K) {
+        interleave_q6_K(rows, row_bytes, n, out);
         return;
     }
     if (!x8_kind(type, &five, &with_min)) {
@@ -461,6 +525,10 @@ void le_deinterleave_x8(int type, const uint8_t *w, int n, uint8_t *rows, size_t
     }
     if (type == LE_TYPE_Q4_K) {
         deinterleave_q4_K(w, n, rows, row_bytes);
+        return;
+    }
+    if (type == LE_TYPE_Q6_K) {
+        deinterleave_q6_K(w, n, rows, row_bytes);
         return;
     }
     if (!x8_kind(type, &five, &with_min)) {
@@ -554,6 +622,32 @@ void le_pack_x8_interleaved(int type, const uint8_t *w, int n, le_block_x8 *out)
         }
         return;
     }
+    if (type == LE_TYPE_Q6_K) {
+        /* Signed codes (code - 32), two scales a block, as block_codes; sub-block j's codes in
+         * panel order are bytes of ql chunk 2h + (k & 1) and qh chunk h in theirs. */
+        for (int b = 0; b < n / 256; b++) {
+            const uint8_t *x = w + (size_t)b * sizeof(le_block_q6_Kx8);
+            le_block_x8 *p = out + 8 * b;
+            for (int r = 0; r < 8; r++) {
+                const float d = f16_to_f32(get16(x + 2 * r));
+                for (int j = 0; j < 8; j++) {
+                    const int s0 = 8 * (j / 4) + 2 * (j % 4);
+                    p[j].s[0][r] = d * (float)(int8_t)x[Q6KX8_SCALES + 8 * s0 + r];
+                    p[j].s[1][r] = d * (float)(int8_t)x[Q6KX8_SCALES + 8 * (s0 + 1) + r];
+                    p[j].o[r] = 0.0f;
+                }
+            }
+            for (int j = 0; j < 8; j++) {
+                const int h = j / 4, k = j % 4;
+                const uint8_t *ql = x + Q6KX8_QL + 256 * (2 * h + (k & 1)), *qh = x + Q6KX8_QH + 256 * h;
+                for (int i = 0; i < 256; i++) {
+                    const int lo = k < 2 ? ql[i] & 0x0f : ql[i] >> 4;
+                    p[j].q[i] = (int8_t)((lo | ((qh[i] >> (2 * k)) & 3) << 4) - 32);
+                }
+            }
+        }
+        return;
+    }
     X8_DISPATCH(type, pack_x8_kind, w, n, out);
 }
 
@@ -576,6 +670,32 @@ void le_gemv_x8_scalar(int type, int n, const uint8_t *w, int ng, const le_block
                             s += (int8_t)xb[16 + 32 * (v / 4) + 4 * r + v % 4] * y->qs[v];
                         }
                         acc[r] += f16_to_f32(get16(xb + 2 * r)) * y->d * (float)s;
+                    }
+                }
+                memcpy(out + (size_t)t * ldo + 8 * g, acc, sizeof acc);
+            }
+        }
+        return;
+    }
+    if (type == LE_TYPE_Q6_K) {
+        /* Per 16 values: d * sc * d_a * sum((code - 32) * a). */
+        const int nsb = n / 256;
+        for (int g = 0; g < ng; g++) {
+            for (int t = 0; t < nt; t++) {
+                float acc[8] = {0};
+                for (int b = 0; b < nsb; b++) {
+                    const uint8_t *x = w + ((size_t)g * nsb + b) * sizeof(le_block_q6_Kx8);
+                    for (int r = 0; r < 8; r++) {
+                        const float d = f16_to_f32(get16(x + 2 * r));
+                        for (int v0 = 0; v0 < 256; v0 += 16) {
+                            const le_block_q8_0x *y = a + (size_t)t * nb + 8 * b + v0 / 32;
+                            int isum = 0;
+                            for (int v = v0; v < v0 + 16; v++) {
+                                isum += (q6_Kx8_code(x, r, v) - 32) * y->qs[v % 32];
+                            }
+                            const int sc = (int8_t)x[Q6KX8_SCALES + 8 * q6_K_scale_index(v0) + r];
+                            acc[r] += d * (float)sc * y->d * (float)isum;
+                        }
                     }
                 }
                 memcpy(out + (size_t)t * ldo + 8 * g, acc, sizeof acc);
@@ -651,6 +771,20 @@ float le_vec_dot_legacy_q8_0x_scalar(int type, int n, const uint8_t *w, const le
                 isum += (int8_t)x[2 + j] * a[b].qs[j];
             }
             sum += (float)isum * (f16_to_f32(get16(x)) * a[b].d);
+        }
+        return sum;
+    }
+    if (type == LE_TYPE_Q6_K) {
+        float sum = 0.0f;
+        for (int b = 0; b < n / 32; b++) {
+            int8_t q[32];
+            float sc[2], o;
+            block_codes(type, w, b, q, sc, &o);
+            int isum[2] = {0, 0};
+            for (int l = 0; l < 32; l++) {
+                isum[l / 16] += q[l] * a[b].qs[l];
+            }
+            sum += a[b].d * (sc[0] * (float)isum[0] + sc[1] * (float)isum[1]);
         }
         return sum;
     }

@@ -7,6 +7,7 @@
 #if defined(__x86_64__) || defined(_M_X64)
 #include <immintrin.h>
 #include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "llava_kernels.h"
@@ -474,24 +475,30 @@ static void gemv_q8_0x8(int n, const uint8_t *w, int ng, const le_block_q8_0x *a
     }
 }
 
-/* The eight sub-blocks' 6-bit scales and minimums of an interleaved Q4_K block's eight rows
- * (le_block_q4_Kx8), as floats with lanes = rows: llama.cpp's get_scale_min_k4 on sixteen
- * bytes (two scale bytes of all eight rows) at a time. */
-static inline void q4_Kx8_scales(const uint8_t *scales, __m256 sc[8], __m256 m[8]) {
-    const __m128i v0 = _mm_loadu_si128((const __m128i *)scales), v1 = _mm_loadu_si128((const __m128i *)(scales + 16));
-    const __m128i v2 = _mm_loadu_si128((const __m128i *)(scales + 32));
-    const __m128i v3 = _mm_loadu_si128((const __m128i *)(scales + 48));
-    const __m128i v4 = _mm_loadu_si128((const __m128i *)(scales + 64));
-    const __m128i v5 = _mm_loadu_si128((const __m128i *)(scales + 80));
+/* The 6-bit scales and minimums of an interleaved Q4_K block's eight rows (le_block_q4_Kx8):
+ * llama.cpp's get_scale_min_k4 on sixteen bytes (two scale bytes of all eight rows) at a time.
+ * s[c] and m[c] hold sub-block 2c (low eight bytes, lanes = rows) and 2c + 1 (high eight). */
+static inline void q4_Kx8_scale_bytes(const uint8_t *q, __m128i s[4], __m128i m[4]) {
+    const __m128i v0 = _mm_loadu_si128((const __m128i *)q), v1 = _mm_loadu_si128((const __m128i *)(q + 16));
+    const __m128i v2 = _mm_loadu_si128((const __m128i *)(q + 32)), v3 = _mm_loadu_si128((const __m128i *)(q + 48));
+    const __m128i v4 = _mm_loadu_si128((const __m128i *)(q + 64)), v5 = _mm_loadu_si128((const __m128i *)(q + 80));
     const __m128i m63 = _mm_set1_epi8(63), m0f = _mm_set1_epi8(0x0f), m30 = _mm_set1_epi8(0x30);
 #define TOP2(v) _mm_and_si128(_mm_srli_epi16((v), 2), m30)
-    const __m128i s[4] = {_mm_and_si128(v0, m63), _mm_and_si128(v1, m63),
-                          _mm_or_si128(_mm_and_si128(v4, m0f), TOP2(v0)),
-                          _mm_or_si128(_mm_and_si128(v5, m0f), TOP2(v1))};
-    const __m128i mm[4] = {_mm_and_si128(v2, m63), _mm_and_si128(v3, m63),
-                           _mm_or_si128(_mm_and_si128(_mm_srli_epi16(v4, 4), m0f), TOP2(v2)),
-                           _mm_or_si128(_mm_and_si128(_mm_srli_epi16(v5, 4), m0f), TOP2(v3))};
+    s[0] = _mm_and_si128(v0, m63);
+    s[1] = _mm_and_si128(v1, m63);
+    s[2] = _mm_or_si128(_mm_and_si128(v4, m0f), TOP2(v0));
+    s[3] = _mm_or_si128(_mm_and_si128(v5, m0f), TOP2(v1));
+    m[0] = _mm_and_si128(v2, m63);
+    m[1] = _mm_and_si128(v3, m63);
+    m[2] = _mm_or_si128(_mm_and_si128(_mm_srli_epi16(v4, 4), m0f), TOP2(v2));
+    m[3] = _mm_or_si128(_mm_and_si128(_mm_srli_epi16(v5, 4), m0f), TOP2(v3));
 #undef TOP2
+}
+
+/* The same as floats, lanes = rows: sc[j] and m[j] for sub-block j. */
+static inline void q4_Kx8_scales(const uint8_t *scales, __m256 sc[8], __m256 m[8]) {
+    __m128i s[4], mm[4];
+    q4_Kx8_scale_bytes(scales, s, mm);
     for (int k = 0; k < 4; k++) {
         sc[2 * k] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(s[k]));
         sc[2 * k + 1] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(s[k], 8)));
@@ -573,6 +580,102 @@ static void gemv_q4_Kx8(int n, const uint8_t *w, int ng, const le_block_q8_0x *a
         }
     }
 }
+
+/* Q6_K's codes are unsigned 0..63 here, value = code - 32; the -32 meets the activations
+ * through their sums over 16 values, the same for every row: sums[2b + h] = 32 * (sum of
+ * qs[16h .. 16h + 15] of block b). */
+static void q8_sums16x32(const le_block_q8_0x *y, int nb, int32_t *sums) {
+    for (int b = 0; b < nb; b++) {
+        for (int h = 0; h < 2; h++) {
+            int s = 0;
+            for (int i = 0; i < 16; i++) {
+                s += y[b].qs[16 * h + i];
+            }
+            sums[2 * b + h] = 32 * s;
+        }
+    }
+}
+
+#ifdef LE_VNNI
+#define Q6_DOT(acc, codes, act) _mm256_dpbusd_epi32((acc), (codes), (act))
+#else
+/* Pair sums of codes x int8 stay below 2 x 63 x 128 = 16128 in int16; widened at once. */
+#define Q6_DOT(acc, codes, act)                                                                                        \
+    _mm256_add_epi32((acc), _mm256_madd_epi16(_mm256_maddubs_epi16((codes), (act)), _mm256_set1_epi16(1)))
+#endif
+
+/* Decode over interleaved Q6_K rows (le_block_q6_Kx8), two streams a thread as gemv_x8: per
+ * 128-value half h and piece p, one load of qh and of the two ql chunks make the codes of the
+ * four sub-blocks 4h..4h+3, each summed in two 16-value halves for its two scales. */
+static void gemv_q6_Kx8(int n, const uint8_t *w, int ng, const le_block_q8_0x *a, int nt, float *out, size_t ldo) {
+    const int nsb = n / 256, nb = n / 32;
+    const size_t bsize = sizeof(le_block_q6_Kx8);
+    int32_t local[1024];
+    const size_t need = (size_t)nt * nb * 2;
+    int32_t *sums = need <= 1024 ? local : malloc(need * sizeof *sums);
+    if (sums == NULL) {
+        le_gemv_x8_scalar(LE_TYPE_Q6_K, n, w, ng, a, nt, out, ldo);
+        return;
+    }
+    for (int t = 0; t < nt; t++) {
+        q8_sums16x32(a + (size_t)t * nb, nb, sums + (size_t)t * nb * 2);
+    }
+    const __m256i m0f = _mm256_set1_epi8(0x0f), m30 = _mm256_set1_epi8(0x30);
+    const int half = (ng + 1) / 2;
+    for (int i = 0; i < ng; i++) {
+        const int g = (i & 1) ? half + i / 2 : i / 2;
+        const uint8_t *x = w + (size_t)g * nsb * bsize;
+        for (int t = 0; t < nt; t++) {
+            const le_block_q8_0x *y = a + (size_t)t * nb;
+            const int32_t *ys = sums + (size_t)t * nb * 2;
+            __m256 acc = _mm256_setzero_ps();
+            for (int b = 0; b < nsb; b++) {
+                const uint8_t *xb = x + (size_t)b * bsize;
+                le_prefetch_ahead(xb, (int)bsize);
+                const uint8_t *ql = xb + offsetof(le_block_q6_Kx8, ql), *qhs = xb + offsetof(le_block_q6_Kx8, qh);
+                const int8_t *scales = (const int8_t *)xb + offsetof(le_block_q6_Kx8, scales);
+                __m256 sb = _mm256_setzero_ps();
+                for (int h = 0; h < 2; h++) {
+                    __m256i is[4][2];
+                    for (int k = 0; k < 4; k++) {
+                        is[k][0] = is[k][1] = _mm256_setzero_si256();
+                    }
+                    for (int p = 0; p < 8; p++) {
+                        const __m256i qh = _mm256_loadu_si256((const __m256i *)(qhs + 256 * h + 32 * p));
+                        const __m256i l0 = _mm256_loadu_si256((const __m256i *)(ql + 512 * h + 32 * p));
+                        const __m256i l1 = _mm256_loadu_si256((const __m256i *)(ql + 512 * h + 256 + 32 * p));
+                        const __m256i c[4] = {
+                            _mm256_or_si256(_mm256_and_si256(l0, m0f), _mm256_and_si256(_mm256_slli_epi16(qh, 4), m30)),
+                            _mm256_or_si256(_mm256_and_si256(l1, m0f), _mm256_and_si256(_mm256_slli_epi16(qh, 2), m30)),
+                            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m0f), _mm256_and_si256(qh, m30)),
+                            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m0f),
+                                            _mm256_and_si256(_mm256_srli_epi16(qh, 2), m30))};
+                        for (int k = 0; k < 4; k++) {
+                            is[k][p / 4] = Q6_DOT(is[k][p / 4], c[k], bcast4(y[8 * b + 4 * h + k].qs + 4 * p));
+                        }
+                    }
+                    for (int k = 0; k < 4; k++) {
+                        const int j = 8 * b + 4 * h + k, s0 = 8 * h + 2 * k;
+                        const __m256 sa = _mm256_cvtepi32_ps(
+                            _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(scales + 8 * s0))));
+                        const __m256 sbb = _mm256_cvtepi32_ps(
+                            _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(scales + 8 * s0 + 8))));
+                        const __m256 ia = _mm256_cvtepi32_ps(_mm256_sub_epi32(is[k][0], _mm256_set1_epi32(ys[2 * j])));
+                        const __m256 ib =
+                            _mm256_cvtepi32_ps(_mm256_sub_epi32(is[k][1], _mm256_set1_epi32(ys[2 * j + 1])));
+                        sb = _mm256_fmadd_ps(_mm256_fmadd_ps(ia, sa, _mm256_mul_ps(ib, sbb)), _mm256_set1_ps(y[j].d), sb);
+                    }
+                }
+                acc = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)xb)), sb, acc);
+            }
+            _mm256_storeu_ps(out + (size_t)t * ldo + 8 * g, acc);
+        }
+    }
+    if (sums != local) {
+        free(sums);
+    }
+}
+#undef Q6_DOT
 
 #ifdef LE_VNNI
 /* The isums of two groups at once on 512-bit registers: lanes 0..7 are the first group's rows,
@@ -683,6 +786,157 @@ static inline __attribute__((always_inline)) void gemv_x16(int q8, int five, int
     }
 }
 
+/* gemv_q4_Kx8 and gemv_q6_Kx8 on 512-bit registers: two groups (a thread's two streams) per
+ * instruction, as gemv_x16 for the legacy kinds; per lane the same arithmetic, and an odd last
+ * group takes the 256-bit loop. */
+static inline __m512 u8x16_f32(__m128i g0, __m128i g1, int high) {
+    const __m128i v = high ? _mm_unpackhi_epi64(g0, g1) : _mm_unpacklo_epi64(g0, g1);
+    return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(v));
+}
+
+static void gemv_q4_Kx16(int n, const uint8_t *w, int ng, const le_block_q8_0x *a, int nt, float *out, size_t ldo) {
+    const int nsb = n / 256, nb = n / 32;
+    const size_t bsize = sizeof(le_block_q4_Kx8);
+    const int half = (ng + 1) / 2;
+    const __m512i low4 = _mm512_set1_epi8(0x0f), high4 = _mm512_set1_epi8((char)0xf0);
+    for (int jg = 0; jg < ng / 2; jg++) {
+        const int g0 = jg, g1 = half + jg;
+        const uint8_t *x0 = w + (size_t)g0 * nsb * bsize, *x1 = w + (size_t)g1 * nsb * bsize;
+        for (int t = 0; t < nt; t++) {
+            const le_block_q8_0x *y = a + (size_t)t * nb;
+            __m512 acc = _mm512_setzero_ps(), accm = _mm512_setzero_ps();
+            for (int b = 0; b < nsb; b++) {
+                const uint8_t *xb0 = x0 + (size_t)b * bsize, *xb1 = x1 + (size_t)b * bsize;
+                le_prefetch_ahead(xb0, (int)bsize);
+                le_prefetch_ahead(xb1, (int)bsize);
+                __m128i sc0[4], mn0[4], sc1[4], mn1[4];
+                q4_Kx8_scale_bytes(xb0 + offsetof(le_block_q4_Kx8, scales), sc0, mn0);
+                q4_Kx8_scale_bytes(xb1 + offsetof(le_block_q4_Kx8, scales), sc1, mn1);
+                const le_block_q8_0x *yb = y + 8 * b;
+                __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps(), mins = _mm512_setzero_ps();
+                for (int c = 0; c < 4; c++) {
+                    const int8_t *q0 = (const int8_t *)xb0 + offsetof(le_block_q4_Kx8, qs) + 256 * c;
+                    const int8_t *q1 = (const int8_t *)xb1 + offsetof(le_block_q4_Kx8, qs) + 256 * c;
+                    const int8_t *ya = yb[2 * c].qs, *yh = yb[2 * c + 1].qs;
+                    __m512i lo0 = _mm512_setzero_si512(), lo1 = _mm512_setzero_si512();
+                    __m512i hi0 = _mm512_setzero_si512(), hi1 = _mm512_setzero_si512();
+                    for (int p = 0; p < 8; p += 2) {
+                        const __m512i v0 = join256(q0 + 32 * p, q1 + 32 * p);
+                        const __m512i v1 = join256(q0 + 32 * p + 32, q1 + 32 * p + 32);
+                        lo0 = _mm512_dpbusd_epi32(lo0, _mm512_and_si512(v0, low4), bcast4z(ya + 4 * p));
+                        hi0 = _mm512_dpbusd_epi32(hi0, _mm512_and_si512(v0, high4), bcast4z(yh + 4 * p));
+                        lo1 = _mm512_dpbusd_epi32(lo1, _mm512_and_si512(v1, low4), bcast4z(ya + 4 * p + 4));
+                        hi1 = _mm512_dpbusd_epi32(hi1, _mm512_and_si512(v1, high4), bcast4z(yh + 4 * p + 4));
+                    }
+                    const __m512i lo = _mm512_add_epi32(lo0, lo1);
+                    const __m512i hi = _mm512_srai_epi32(_mm512_add_epi32(hi0, hi1), 4);
+                    s0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(lo),
+                                         _mm512_mul_ps(u8x16_f32(sc0[c], sc1[c], 0), _mm512_set1_ps(yb[2 * c].d)), s0);
+                    s1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(hi),
+                                         _mm512_mul_ps(u8x16_f32(sc0[c], sc1[c], 1), _mm512_set1_ps(yb[2 * c + 1].d)),
+                                         s1);
+                    mins = _mm512_fmadd_ps(u8x16_f32(mn0[c], mn1[c], 0), _mm512_set1_ps(yb[2 * c].dsum), mins);
+                    mins = _mm512_fmadd_ps(u8x16_f32(mn0[c], mn1[c], 1), _mm512_set1_ps(yb[2 * c + 1].dsum), mins);
+                }
+                acc = _mm512_fmadd_ps(halves16(xb0, xb1), _mm512_add_ps(s0, s1), acc);
+                accm = _mm512_fmadd_ps(halves16(xb0 + offsetof(le_block_q4_Kx8, dmin), xb1 + offsetof(le_block_q4_Kx8, dmin)),
+                                       mins, accm);
+            }
+            const __m512 r = _mm512_sub_ps(acc, accm);
+            _mm256_storeu_ps(out + (size_t)t * ldo + 8 * g0, _mm512_castps512_ps256(r));
+            _mm256_storeu_ps(out + (size_t)t * ldo + 8 * g1,
+                             _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(r), 1)));
+        }
+    }
+    if (ng % 2 == 1) {
+        const int g = half - 1;
+        gemv_q4_Kx8(n, w + (size_t)g * nsb * bsize, 1, a, nt, out + 8 * g, ldo);
+    }
+}
+
+static void gemv_q6_Kx16(int n, const uint8_t *w, int ng, const le_block_q8_0x *a, int nt, float *out, size_t ldo) {
+    const int nsb = n / 256, nb = n / 32;
+    const size_t bsize = sizeof(le_block_q6_Kx8);
+    int32_t local[1024];
+    const size_t need = (size_t)nt * nb * 2;
+    int32_t *sums = need <= 1024 ? local : malloc(need * sizeof *sums);
+    if (sums == NULL) {
+        le_gemv_x8_scalar(LE_TYPE_Q6_K, n, w, ng, a, nt, out, ldo);
+        return;
+    }
+    for (int t = 0; t < nt; t++) {
+        q8_sums16x32(a + (size_t)t * nb, nb, sums + (size_t)t * nb * 2);
+    }
+    const __m512i m0f = _mm512_set1_epi8(0x0f), m30 = _mm512_set1_epi8(0x30);
+    const int half = (ng + 1) / 2;
+    for (int jg = 0; jg < ng / 2; jg++) {
+        const int g0 = jg, g1 = half + jg;
+        const uint8_t *x0 = w + (size_t)g0 * nsb * bsize, *x1 = w + (size_t)g1 * nsb * bsize;
+        for (int t = 0; t < nt; t++) {
+            const le_block_q8_0x *y = a + (size_t)t * nb;
+            const int32_t *ys = sums + (size_t)t * nb * 2;
+            __m512 acc = _mm512_setzero_ps();
+            for (int b = 0; b < nsb; b++) {
+                const uint8_t *xb0 = x0 + (size_t)b * bsize, *xb1 = x1 + (size_t)b * bsize;
+                le_prefetch_ahead(xb0, (int)bsize);
+                le_prefetch_ahead(xb1, (int)bsize);
+                const int8_t *ql0 = (const int8_t *)xb0 + offsetof(le_block_q6_Kx8, ql);
+                const int8_t *ql1 = (const int8_t *)xb1 + offsetof(le_block_q6_Kx8, ql);
+                const int8_t *qh0 = (const int8_t *)xb0 + offsetof(le_block_q6_Kx8, qh);
+                const int8_t *qh1 = (const int8_t *)xb1 + offsetof(le_block_q6_Kx8, qh);
+                const uint8_t *sc0 = xb0 + offsetof(le_block_q6_Kx8, scales);
+                const uint8_t *sc1 = xb1 + offsetof(le_block_q6_Kx8, scales);
+                __m512 sb = _mm512_setzero_ps();
+                for (int h = 0; h < 2; h++) {
+                    __m512i is[4][2];
+                    for (int k = 0; k < 4; k++) {
+                        is[k][0] = is[k][1] = _mm512_setzero_si512();
+                    }
+                    for (int p = 0; p < 8; p++) {
+                        const size_t at = 32 * (size_t)p;
+                        const __m512i qh = join256(qh0 + 256 * h + at, qh1 + 256 * h + at);
+                        const __m512i l0 = join256(ql0 + 512 * h + at, ql1 + 512 * h + at);
+                        const __m512i l1 = join256(ql0 + 512 * h + 256 + at, ql1 + 512 * h + 256 + at);
+                        const __m512i c[4] = {
+                            _mm512_or_si512(_mm512_and_si512(l0, m0f), _mm512_and_si512(_mm512_slli_epi16(qh, 4), m30)),
+                            _mm512_or_si512(_mm512_and_si512(l1, m0f), _mm512_and_si512(_mm512_slli_epi16(qh, 2), m30)),
+                            _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l0, 4), m0f), _mm512_and_si512(qh, m30)),
+                            _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l1, 4), m0f),
+                                            _mm512_and_si512(_mm512_srli_epi16(qh, 2), m30))};
+                        for (int k = 0; k < 4; k++) {
+                            is[k][p / 4] =
+                                _mm512_dpbusd_epi32(is[k][p / 4], c[k], bcast4z(y[8 * b + 4 * h + k].qs + 4 * p));
+                        }
+                    }
+                    for (int k = 0; k < 4; k++) {
+                        const int j = 8 * b + 4 * h + k, s0 = 8 * h + 2 * k;
+                        const __m512 sa = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_unpacklo_epi64(
+                            _mm_loadl_epi64((const __m128i *)(sc0 + 8 * s0)), _mm_loadl_epi64((const __m128i *)(sc1 + 8 * s0)))));
+                        const __m512 sbb = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(
+                            _mm_unpacklo_epi64(_mm_loadl_epi64((const __m128i *)(sc0 + 8 * s0 + 8)),
+                                               _mm_loadl_epi64((const __m128i *)(sc1 + 8 * s0 + 8)))));
+                        const __m512 ia = _mm512_cvtepi32_ps(_mm512_sub_epi32(is[k][0], _mm512_set1_epi32(ys[2 * j])));
+                        const __m512 ib =
+                            _mm512_cvtepi32_ps(_mm512_sub_epi32(is[k][1], _mm512_set1_epi32(ys[2 * j + 1])));
+                        sb = _mm512_fmadd_ps(_mm512_fmadd_ps(ia, sa, _mm512_mul_ps(ib, sbb)), _mm512_set1_ps(y[j].d), sb);
+                    }
+                }
+                acc = _mm512_fmadd_ps(halves16(xb0, xb1), sb, acc);
+            }
+            _mm256_storeu_ps(out + (size_t)t * ldo + 8 * g0, _mm512_castps512_ps256(acc));
+            _mm256_storeu_ps(out + (size_t)t * ldo + 8 * g1,
+                             _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc), 1)));
+        }
+    }
+    if (sums != local) {
+        free(sums);
+    }
+    if (ng % 2 == 1) {
+        const int g = half - 1;
+        gemv_q6_Kx8(n, w + (size_t)g * nsb * bsize, 1, a, nt, out + 8 * g, ldo);
+    }
+}
+
 /* X8_DISPATCH's body signature for the legacy kinds. */
 static inline __attribute__((always_inline)) void gemv_x16_legacy(int five, int with_min, int n, const uint8_t *w,
                                                                   int ng, const le_block_q8_0x *a, int nt,
@@ -693,17 +947,29 @@ static inline __attribute__((always_inline)) void gemv_x16_legacy(int five, int 
 
 void GEMV_X8_FN(int type, int n, const uint8_t *w, int ng, const le_block_q8_0x *a, int nt, float *out,
                 size_t ldo) {
+#ifdef LE_VNNI
     if (type == LE_TYPE_Q4_K) {
-        gemv_q4_Kx8(n, w, ng, a, nt, out, ldo);
+        gemv_q4_Kx16(n, w, ng, a, nt, out, ldo);
         return;
     }
-#ifdef LE_VNNI
+    if (type == LE_TYPE_Q6_K) {
+        gemv_q6_Kx16(n, w, ng, a, nt, out, ldo);
+        return;
+    }
     if (type == LE_TYPE_Q8_0) {
         gemv_x16(1, 0, 0, n, w, ng, a, nt, out, ldo);
         return;
     }
     X8_DISPATCH(type, gemv_x16_legacy, n, w, ng, a, nt, out, ldo);
 #else
+    if (type == LE_TYPE_Q4_K) {
+        gemv_q4_Kx8(n, w, ng, a, nt, out, ldo);
+        return;
+    }
+    if (type == LE_TYPE_Q6_K) {
+        gemv_q6_Kx8(n, w, ng, a, nt, out, ldo);
+        return;
+    }
     if (type == LE_TYPE_Q8_0) {
         gemv_q8_0x8(n, w, ng, a, nt, out, ldo);
         return;

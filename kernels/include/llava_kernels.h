@@ -313,9 +313,22 @@ typedef struct {
     uint8_t qs[1024];
 } le_block_q4_Kx8;
 
+/* Q6_K interleaved likewise: the eight rows' d, their sixteen scales side by side (scales[8s + r]
+ * is scale s of row r), ql[256c + 32p + 4r + i] = ql byte 32c + 4p + i of row r (c = 0..3) and
+ * qh[256c + 32p + 4r + i] = qh byte 32c + 4p + i (c = 0..1). Sub-block j (32 values, h = j / 4,
+ * k = j % 4) takes ql chunk 2h + (k & 1) (low nibbles for k < 2, high for k >= 2) and bits
+ * 2k..2k+1 of qh chunk h, as in ggml's dequantize_row_q6_K. */
+typedef struct {
+    uint16_t d[8];
+    int8_t scales[128];
+    uint8_t ql[1024];
+    uint8_t qh[512];
+} le_block_q6_Kx8;
+
 #ifndef __cplusplus
 _Static_assert(sizeof(le_block_q8_0x8) == 8 * sizeof(le_block_q8_0), "q8_0x8 is eight Q8_0 blocks");
 _Static_assert(sizeof(le_block_q4_Kx8) == 8 * sizeof(le_block_q4_K), "q4_Kx8 is eight Q4_K blocks");
+_Static_assert(sizeof(le_block_q6_Kx8) == 8 * sizeof(le_block_q6_K), "q6_Kx8 is eight Q6_K blocks");
 _Static_assert(sizeof(le_block_q4_0x8) == 8 * sizeof(le_block_q4_0), "q4_0x8 is eight Q4_0 blocks");
 _Static_assert(sizeof(le_block_q4_1x8) == 8 * sizeof(le_block_q4_1), "q4_1x8 is eight Q4_1 blocks");
 _Static_assert(sizeof(le_block_q5_0x8) == 8 * sizeof(le_block_q5_0), "q5_0x8 is eight Q5_0 blocks");
@@ -323,13 +336,13 @@ _Static_assert(sizeof(le_block_q5_1x8) == 8 * sizeof(le_block_q5_1), "q5_1x8 is 
 #endif
 
 /* The functions below take the weight type by its GGUF id (LE_TYPE_Q4_0, _Q4_1, _Q5_0, _Q5_1, _Q8_0,
- * _Q4_K) and the interleaved blocks as bytes. Bytes of eight rows' 32 values in the interleaved
- * form (one interleaved block; an eighth of one for Q4_K, whose block is 256 values), 0 for a
- * type that has no interleaved form. */
+ * _Q4_K, _Q6_K) and the interleaved blocks as bytes. Bytes of eight rows' 32 values in the
+ * interleaved form (one interleaved block; an eighth of one for the K types, whose blocks are
+ * 256 values), 0 for a type that has no interleaved form. */
 int le_x8_block_bytes(int type);
 
-/* Eight rows (each row_bytes long, n values) to n / 32 interleaved blocks (n / 256 for Q4_K),
- * and back. */
+/* Eight rows (each row_bytes long, n values) to n / 32 interleaved blocks (n / 256 for the K
+ * types), and back. */
 void le_interleave_x8(int type, const uint8_t *rows, size_t row_bytes, int n, uint8_t *out);
 void le_deinterleave_x8(int type, const uint8_t *w, int n, uint8_t *rows, size_t row_bytes);
 
