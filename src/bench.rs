@@ -24,7 +24,7 @@ pub struct BenchConfig {
     pub threads: usize,
     /// Text tokens after the image in the time-to-first-token request.
     pub ttft_prompt: usize,
-    /// Interleave Q4_0 weights at load for decode (`--no-repack` turns it off).
+    /// Interleave the weights that have a decode layout at load (`--no-repack` turns it off).
     pub repack: bool,
     /// Vision products in bfloat16 pairs (`--vision-bf16`).
     pub vision_bf16: bool,
@@ -178,7 +178,7 @@ pub fn run(
     let mut tf = GgufFile::open(model_path).map_err(crate::text::TextError::from)?;
     if cfg.repack {
         if let Err(e) = crate::text::interleave_weights(&mut tf, &pool) {
-            eprintln!("note: Q4_0 weights kept as mapped ({e}); --no-repack skips the attempt");
+            eprintln!("note: weights kept as mapped ({e}); --no-repack skips the attempt");
         }
     }
     let text = TextModel::load(&tf)?;

@@ -53,7 +53,7 @@ enum Command {
         /// the same file and threads, alternating with ours, and print the ratios.
         #[arg(long = "vs-llama-cpp")]
         vs_llama_cpp: Option<PathBuf>,
-        /// Keep the legacy weights (Q4_0 .. Q8_0) exactly as mapped from the file (no interleaving
+        /// Keep the weights (Q4_0 .. Q8_0, Q4_K, Q6_K) exactly as mapped from the file (no interleaving
         /// at load: less load time and shared page-cache memory, slower decode). llama.cpp's
         /// --no-repack.
         #[arg(long = "no-repack")]
@@ -140,7 +140,7 @@ struct RunArgs {
     /// Print each image's token count and other details to stderr.
     #[arg(short = 'v', long)]
     verbose: bool,
-    /// Keep the legacy weights (Q4_0 .. Q8_0) exactly as mapped from the file (no interleaving
+    /// Keep the weights (Q4_0 .. Q8_0, Q4_K, Q6_K) exactly as mapped from the file (no interleaving
     /// at load: less load time and shared page-cache memory, slower decode). llama.cpp's
     /// --no-repack.
     #[arg(long = "no-repack")]
@@ -171,8 +171,8 @@ fn run_prompt(a: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     let mut tf = GgufFile::open(&a.model)?;
     if !a.no_repack {
         if let Err(e) = llava_edge::text::interleave_weights(&mut tf, &pool) {
-            // The file still loads as mapped; only decode of Q4_0 is slower.
-            eprintln!("note: Q4_0 weights kept as mapped ({e}); --no-repack skips the attempt");
+            // The file still loads as mapped; only decode is slower.
+            eprintln!("note: weights kept as mapped ({e}); --no-repack skips the attempt");
         }
     }
     // Weights paged in at load, so the first request's time to first token is compute.
