@@ -53,7 +53,7 @@ enum Command {
         /// the same file and threads, alternating with ours, and print the ratios.
         #[arg(long = "vs-llama-cpp")]
         vs_llama_cpp: Option<PathBuf>,
-        /// Keep the weights (Q4_0 .. Q8_0, Q4_K, Q6_K) exactly as mapped from the file (no interleaving
+        /// Keep the weights (Q4_0 .. Q8_0, Q4_K .. Q6_K) exactly as mapped from the file (no interleaving
         /// at load: less load time and shared page-cache memory, slower decode). llama.cpp's
         /// --no-repack.
         #[arg(long = "no-repack")]
@@ -140,7 +140,7 @@ struct RunArgs {
     /// Print each image's token count and other details to stderr.
     #[arg(short = 'v', long)]
     verbose: bool,
-    /// Keep the weights (Q4_0 .. Q8_0, Q4_K, Q6_K) exactly as mapped from the file (no interleaving
+    /// Keep the weights (Q4_0 .. Q8_0, Q4_K .. Q6_K) exactly as mapped from the file (no interleaving
     /// at load: less load time and shared page-cache memory, slower decode). llama.cpp's
     /// --no-repack.
     #[arg(long = "no-repack")]

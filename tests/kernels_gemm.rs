@@ -555,6 +555,7 @@ fn interleaved_decode_matches_f64_math() {
         (GgmlType::Q8_0, 21),
         (GgmlType::Q4_K, 22),
         (GgmlType::Q6_K, 23),
+        (GgmlType::Q5_K, 24),
     ] {
         interleaved_decode(ty, seed);
     }

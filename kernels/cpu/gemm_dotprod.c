@@ -182,7 +182,7 @@ static void gemv_q8_0x8(int n, const uint8_t *w, int ng, const le_block_q8_0x *a
     }
 }
 
-/* Decode over interleaved Q4_K rows (le_block_q4_Kx8): as gemv_x8 per 32-value sub-block, the
+/* Decode over interleaved Q4_K / Q5_K rows (le_block_q4_Kx8, le_block_q5_Kx8): as gemv_x8 per 32-value sub-block, the
  * integer sums scaled by the sub-block's 6-bit scale in float and its minimum meeting the
  * activation block's dsum; the scales of all eight rows unpack from 8-byte rows of bytes. */
 static inline float32x4_t u8_quarter_f32(uint8x16_t v, int h8, int h4) {
@@ -190,10 +190,14 @@ static inline float32x4_t u8_quarter_f32(uint8x16_t v, int h8, int h4) {
     return vcvtq_f32_u32(h4 ? vmovl_u16(vget_high_u16(w)) : vmovl_u16(vget_low_u16(w)));
 }
 
-static void gemv_q4_Kx8(int n, const uint8_t *w, int ng, const le_block_q8_0x *a, int nt, float *out, size_t ldo) {
+static inline __attribute__((always_inline)) void gemv_q45_Kx8(int five, int n, const uint8_t *w, int ng,
+                                                               const le_block_q8_0x *a, int nt, float *out,
+                                                               size_t ldo) {
     const int nsb = n / 256, nb = n / 32;
-    const size_t bsize = sizeof(le_block_q4_Kx8);
+    const size_t bsize = five ? sizeof(le_block_q5_Kx8) : sizeof(le_block_q4_Kx8);
+    const size_t qs_at = five ? offsetof(le_block_q5_Kx8, qs) : offsetof(le_block_q4_Kx8, qs);
     const uint8x16_t low4 = vdupq_n_u8(0x0f), m63 = vdupq_n_u8(63), m30 = vdupq_n_u8(0x30);
+    const uint8x16_t bit4 = vdupq_n_u8(0x10);
     for (int g = 0; g < ng; g++) {
         const uint8_t *x = w + (size_t)g * nsb * bsize;
         for (int t = 0; t < nt; t++) {
@@ -221,13 +225,18 @@ static void gemv_q4_Kx8(int n, const uint8_t *w, int ng, const le_block_q8_0x *a
                     const int8x16_t a0 = vld1q_s8(ylo->qs), a1 = vld1q_s8(ylo->qs + 16);
                     const int8x16_t b0 = vld1q_s8(yhi->qs), b1 = vld1q_s8(yhi->qs + 16);
                     for (int h = 0; h < 2; h++) {
-                        const uint8_t *q = xb + offsetof(le_block_q4_Kx8, qs) + 256 * c + 16 * h;
+                        const uint8_t *q = xb + qs_at + 256 * c + 16 * h;
+                        const uint8_t *qh = xb + offsetof(le_block_q5_Kx8, qh) + 16 * h;
                         int32x4_t lo = vdupq_n_s32(0), hi = vdupq_n_s32(0);
+                        /* Q5_K: bits 2c and 2c + 1 of qh under bit 4 of the low / high codes. */
+                        const int8x16_t lo_shift = vdupq_n_s8((int8_t)(4 - 2 * c));
+                        const int8x16_t hi_shift = vdupq_n_s8((int8_t)(3 - 2 * c));
+#define FIFTH(p, sh) (five ? vandq_u8(vshlq_u8(vld1q_u8(qh + 32 * (p)), (sh)), bit4) : vdupq_n_u8(0))
 #define PIECE(p, av, bv, lane)                                                                                         \
     do {                                                                                                               \
         const uint8x16_t v = vld1q_u8(q + 32 * (p));                                                                   \
-        lo = LANE_DOT(lo, vreinterpretq_s8_u8(vandq_u8(v, low4)), av, lane);                                           \
-        hi = LANE_DOT(hi, vreinterpretq_s8_u8(vshrq_n_u8(v, 4)), bv, lane);                                            \
+        lo = LANE_DOT(lo, vreinterpretq_s8_u8(vorrq_u8(vandq_u8(v, low4), FIFTH(p, lo_shift))), av, lane);             \
+        hi = LANE_DOT(hi, vreinterpretq_s8_u8(vorrq_u8(vshrq_n_u8(v, 4), FIFTH(p, hi_shift))), bv, lane);              \
     } while (0)
                         PIECE(0, a0, b0, 0);
                         PIECE(1, a0, b0, 1);
@@ -238,6 +247,7 @@ static void gemv_q4_Kx8(int n, const uint8_t *w, int ng, const le_block_q8_0x *a
                         PIECE(6, a1, b1, 2);
                         PIECE(7, a1, b1, 3);
 #undef PIECE
+#undef FIFTH
                         s[h] = vfmaq_f32(s[h], vcvtq_f32_s32(lo), vmulq_n_f32(u8_quarter_f32(sc[c], 0, h), ylo->d));
                         s[h] = vfmaq_f32(s[h], vcvtq_f32_s32(hi), vmulq_n_f32(u8_quarter_f32(sc[c], 1, h), yhi->d));
                         mins[h] = vfmaq_n_f32(mins[h], u8_quarter_f32(mn[c], 0, h), ylo->dsum);
@@ -345,7 +355,11 @@ void GEMV_X8_FN(int type, int n, const uint8_t *w, int ng, const le_block_q8_0x 
         return;
     }
     if (type == LE_TYPE_Q4_K) {
-        gemv_q4_Kx8(n, w, ng, a, nt, out, ldo);
+        gemv_q45_Kx8(0, n, w, ng, a, nt, out, ldo);
+        return;
+    }
+    if (type == LE_TYPE_Q5_K) {
+        gemv_q45_Kx8(1, n, w, ng, a, nt, out, ldo);
         return;
     }
     if (type == LE_TYPE_Q6_K) {

@@ -310,6 +310,9 @@ int le_x8_block_bytes(int type) {
     if (type == LE_TYPE_Q4_K) {
         return (int)sizeof(le_block_q4_Kx8) / 8;
     }
+    if (type == LE_TYPE_Q5_K) {
+        return (int)sizeof(le_block_q5_Kx8) / 8;
+    }
     if (type == LE_TYPE_Q6_K) {
         return (int)sizeof(le_block_q6_Kx8) / 8;
     }
@@ -349,47 +352,51 @@ static inline uint16_t get16(const uint8_t *p) {
     return v;
 }
 
-/* Q4_K (le_block_q4_Kx8): byte offsets of its parts in an interleaved and a plain block. */
+/* Q4_K and Q5_K (le_block_q4_Kx8, le_block_q5_Kx8; five selects Q5_K): byte offsets of their
+ * parts in an interleaved and a plain block. */
 #define Q4KX8_DMIN 16
 #define Q4KX8_SCALES 32
-#define Q4KX8_QS 128
+#define Q5KX8_QH 128
+#define KX8_QS(five) ((five) ? 384 : 128)
+#define KX8_BYTES(five) ((five) ? sizeof(le_block_q5_Kx8) : sizeof(le_block_q4_Kx8))
 #define Q4K_SCALES 4
-#define Q4K_QS 16
+#define Q5K_QH 16
+#define K_QS(five) ((five) ? 48 : 16)
+#define K_BYTES(five) ((five) ? sizeof(le_block_q5_K) : sizeof(le_block_q4_K))
 
-static void interleave_q4_K(const uint8_t *rows, size_t row_bytes, int n, uint8_t *out) {
+/* Copies between a plain Q4_K / Q5_K block and row r of an interleaved one (to_x8: plain -> x8). */
+static void q45_K_row_x8(int five, int to_x8, uint8_t *x8, int r, uint8_t *plain) {
+#define K_MOVE(a, b, len) (to_x8 ? memcpy((a), (b), (len)) : memcpy((b), (a), (len)))
+    K_MOVE(x8 + 2 * r, plain, 2);
+    K_MOVE(x8 + Q4KX8_DMIN + 2 * r, plain + 2, 2);
+    for (int k = 0; k < 12; k++) {
+        K_MOVE(x8 + Q4KX8_SCALES + 8 * k + r, plain + Q4K_SCALES + k, 1);
+    }
+    for (int p = 0; p < 8; p++) {
+        for (int c = 0; c < 4; c++) {
+            K_MOVE(x8 + KX8_QS(five) + 256 * c + 32 * p + 4 * r, plain + K_QS(five) + 32 * c + 4 * p, 4);
+        }
+        if (five) {
+            K_MOVE(x8 + Q5KX8_QH + 32 * p + 4 * r, plain + Q5K_QH + 4 * p, 4);
+        }
+    }
+#undef K_MOVE
+}
+
+static void interleave_q45_K(int five, const uint8_t *rows, size_t row_bytes, int n, uint8_t *out) {
     for (int b = 0; b < n / 256; b++) {
-        uint8_t *o = out + (size_t)b * sizeof(le_block_q4_Kx8);
         for (int r = 0; r < 8; r++) {
-            const uint8_t *x = rows + (size_t)r * row_bytes + (size_t)b * sizeof(le_block_q4_K);
-            memcpy(o + 2 * r, x, 2);
-            memcpy(o + Q4KX8_DMIN + 2 * r, x + 2, 2);
-            for (int k = 0; k < 12; k++) {
-                o[Q4KX8_SCALES + 8 * k + r] = x[Q4K_SCALES + k];
-            }
-            for (int c = 0; c < 4; c++) {
-                for (int p = 0; p < 8; p++) {
-                    memcpy(o + Q4KX8_QS + 256 * c + 32 * p + 4 * r, x + Q4K_QS + 32 * c + 4 * p, 4);
-                }
-            }
+            q45_K_row_x8(five, 1, out + (size_t)b * KX8_BYTES(five), r,
+                         (uint8_t *)(rows + (size_t)r * row_bytes + (size_t)b * K_BYTES(five)));
         }
     }
 }
 
-static void deinterleave_q4_K(const uint8_t *w, int n, uint8_t *rows, size_t row_bytes) {
+static void deinterleave_q45_K(int five, const uint8_t *w, int n, uint8_t *rows, size_t row_bytes) {
     for (int b = 0; b < n / 256; b++) {
-        const uint8_t *x = w + (size_t)b * sizeof(le_block_q4_Kx8);
         for (int r = 0; r < 8; r++) {
-            uint8_t *o = rows + (size_t)r * row_bytes + (size_t)b * sizeof(le_block_q4_K);
-            memcpy(o, x + 2 * r, 2);
-            memcpy(o + 2, x + Q4KX8_DMIN + 2 * r, 2);
-            for (int k = 0; k < 12; k++) {
-                o[Q4K_SCALES + k] = x[Q4KX8_SCALES + 8 * k + r];
-            }
-            for (int c = 0; c < 4; c++) {
-                for (int p = 0; p < 8; p++) {
-                    memcpy(o + Q4K_QS + 32 * c + 4 * p, x + Q4KX8_QS + 256 * c + 32 * p + 4 * r, 4);
-                }
-            }
+            q45_K_row_x8(five, 0, (uint8_t *)(w + (size_t)b * KX8_BYTES(five)), r,
+                         rows + (size_t)r * row_bytes + (size_t)b * K_BYTES(five));
         }
     }
 }
@@ -458,11 +465,12 @@ static inline void q4_Kx8_scales(const uint8_t *x, int r, uint8_t q[12]) {
     }
 }
 
-/* Value v (0..255) of row r of an interleaved Q4_K block (0..15). */
-static inline int q4_Kx8_code(const uint8_t *x, int r, int v) {
-    const int c = v / 64, high = (v % 64) / 32, l = v % 32;
-    const uint8_t q = x[Q4KX8_QS + 256 * c + 32 * (l / 4) + 4 * r + l % 4];
-    return high ? q >> 4 : q & 0x0f;
+/* Value v (0..255) of row r of an interleaved Q4_K (0..15) or Q5_K (0..31) block. */
+static inline int q45_Kx8_code(int five, const uint8_t *x, int r, int v) {
+    const int c = v / 64, high = (v % 64) / 32, l = v % 32, at = 32 * (l / 4) + 4 * r + l % 4;
+    const uint8_t q = x[KX8_QS(five) + 256 * c + at];
+    const int fifth = five ? ((x[Q5KX8_QH + at] >> (v / 32)) & 1) << 4 : 0;
+    return (high ? q >> 4 : q & 0x0f) | fifth;
 }
 
 /* Value v (0..31) of row r of an interleaved block, as the unsigned code the kernels use. */
@@ -479,8 +487,8 @@ void le_interleave_x8(int type, const uint8_t *rows, size_t row_bytes, int n, ui
         interleave_q8_0(rows, row_bytes, n, out);
         return;
     }
-    if (type == LE_TYPE_Q4_K) {
-        interleave_q4_K(rows, row_bytes, n, out);
+    if (type == LE_TYPE_Q4_K || type == LE_TYPE_Q5_K) {
+        interleave_q45_K(type == LE_TYPE_Q5_K, rows, row_bytes, n, out);
         return;
     }
     if (type == LE_TYPE_Q6_K) {
@@ -523,8 +531,8 @@ void le_deinterleave_x8(int type, const uint8_t *w, int n, uint8_t *rows, size_t
         deinterleave_q8_0(w, n, rows, row_bytes);
         return;
     }
-    if (type == LE_TYPE_Q4_K) {
-        deinterleave_q4_K(w, n, rows, row_bytes);
+    if (type == LE_TYPE_Q4_K || type == LE_TYPE_Q5_K) {
+        deinterleave_q45_K(type == LE_TYPE_Q5_K, w, n, rows, row_bytes);
         return;
     }
     if (type == LE_TYPE_Q6_K) {
@@ -595,11 +603,13 @@ void le_pack_x8_interleaved(int type, const uint8_t *w, int n, le_block_x8 *out)
         }
         return;
     }
-    if (type == LE_TYPE_Q4_K) {
+    if (type == LE_TYPE_Q4_K || type == LE_TYPE_Q5_K) {
         /* Sub-block j's panel codes are the nibbles of qs[256 (j / 2) ..] in their order (low
-         * for even j, high for odd): one pass the compiler vectorises, as the legacy kinds. */
+         * for even j, high for odd), and Q5_K's bit j of qh[k]: one pass the compiler
+         * vectorises, as the legacy kinds. */
+        const int five = type == LE_TYPE_Q5_K;
         for (int b = 0; b < n / 256; b++) {
-            const uint8_t *x = w + (size_t)b * sizeof(le_block_q4_Kx8);
+            const uint8_t *x = w + (size_t)b * KX8_BYTES(five);
             le_block_x8 *p = out + 8 * b;
             for (int r = 0; r < 8; r++) {
                 uint8_t q[12];
@@ -613,10 +623,12 @@ void le_pack_x8_interleaved(int type, const uint8_t *w, int n, le_block_x8 *out)
                 }
             }
             for (int c = 0; c < 4; c++) {
-                const uint8_t *qs = x + Q4KX8_QS + 256 * c;
+                const uint8_t *qs = x + KX8_QS(five) + 256 * c, *qh = x + Q5KX8_QH;
                 for (int k = 0; k < 256; k++) {
-                    p[2 * c].q[k] = (int8_t)(qs[k] & 0x0f);
-                    p[2 * c + 1].q[k] = (int8_t)(qs[k] >> 4);
+                    const int lo5 = five ? ((qh[k] >> (2 * c)) & 1) << 4 : 0;
+                    const int hi5 = five ? ((qh[k] >> (2 * c + 1)) & 1) << 4 : 0;
+                    p[2 * c].q[k] = (int8_t)((qs[k] & 0x0f) | lo5);
+                    p[2 * c + 1].q[k] = (int8_t)((qs[k] >> 4) | hi5);
                 }
             }
         }
@@ -703,14 +715,14 @@ void le_gemv_x8_scalar(int type, int n, const uint8_t *w, int ng, const le_block
         }
         return;
     }
-    if (type == LE_TYPE_Q4_K) {
+    if (type == LE_TYPE_Q4_K || type == LE_TYPE_Q5_K) {
         /* Per 32-value sub-block j: d * sc_j * isum * d_a - dmin * m_j * dsum_a. */
-        const int nsb = n / 256;
+        const int nsb = n / 256, five = type == LE_TYPE_Q5_K;
         for (int g = 0; g < ng; g++) {
             for (int t = 0; t < nt; t++) {
                 float acc[8] = {0};
                 for (int b = 0; b < nsb; b++) {
-                    const uint8_t *x = w + ((size_t)g * nsb + b) * sizeof(le_block_q4_Kx8);
+                    const uint8_t *x = w + ((size_t)g * nsb + b) * KX8_BYTES(five);
                     for (int r = 0; r < 8; r++) {
                         uint8_t q[12];
                         q4_Kx8_scales(x, r, q);
@@ -721,7 +733,7 @@ void le_gemv_x8_scalar(int type, int n, const uint8_t *w, int ng, const le_block
                             int sc, m, isum = 0;
                             scale_min_k4(j, q, &sc, &m);
                             for (int l = 0; l < 32; l++) {
-                                isum += q4_Kx8_code(x, r, 32 * j + l) * y->qs[l];
+                                isum += q45_Kx8_code(five, x, r, 32 * j + l) * y->qs[l];
                             }
                             acc[r] += d * (float)sc * y->d * (float)isum - dmin * (float)m * y->dsum;
                         }
@@ -774,7 +786,8 @@ float le_vec_dot_legacy_q8_0x_scalar(int type, int n, const uint8_t *w, const le
         }
         return sum;
     }
-    if (type == LE_TYPE_Q6_K) {
+    if (type == LE_TYPE_Q4_K || type == LE_TYPE_Q5_K || type == LE_TYPE_Q6_K) {
+        /* w = s[l / 16] * q[l] + o per value (block_codes); o meets the block's dsum. */
         float sum = 0.0f;
         for (int b = 0; b < n / 32; b++) {
             int8_t q[32];
@@ -784,22 +797,7 @@ float le_vec_dot_legacy_q8_0x_scalar(int type, int n, const uint8_t *w, const le
             for (int l = 0; l < 32; l++) {
                 isum[l / 16] += q[l] * a[b].qs[l];
             }
-            sum += a[b].d * (sc[0] * (float)isum[0] + sc[1] * (float)isum[1]);
-        }
-        return sum;
-    }
-    if (type == LE_TYPE_Q4_K) {
-        float sum = 0.0f;
-        for (int b = 0; b < n / 32; b++) {
-            const le_block_q4_K *x = (const le_block_q4_K *)w + b / 8;
-            const int j = b % 8;
-            int sc, m, isum = 0;
-            scale_min_k4(j, x->scales, &sc, &m);
-            for (int l = 0; l < 32; l++) {
-                const uint8_t q = x->qs[32 * (j / 2) + l];
-                isum += ((j % 2) ? q >> 4 : q & 0x0f) * a[b].qs[l];
-            }
-            sum += f16_to_f32(x->d) * (float)sc * a[b].d * (float)isum - f16_to_f32(x->dmin) * (float)m * a[b].dsum;
+            sum += a[b].d * (sc[0] * (float)isum[0] + sc[1] * (float)isum[1]) + o * a[b].dsum;
         }
         return sum;
     }

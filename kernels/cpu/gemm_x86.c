@@ -507,10 +507,20 @@ static inline void q4_Kx8_scales(const uint8_t *scales, __m256 sc[8], __m256 m[8
     }
 }
 
-/* Sub-blocks 2c and 2c + 1 of an interleaved Q4_K block against their activation blocks: the
- * eight 32-byte loads at q are four bytes of every row, low nibbles for ya, high for yb. */
-static inline void q4_Kx8_isums(const uint8_t *q, const int8_t *ya, const int8_t *yb, __m256i *lo, __m256i *hi) {
+/* The fifth bits of a Q5_K sub-block under bit 4: bit j of qh shifted there (s = 4 - j). */
+static inline __m256i fifth_bits(__m256i qh, int s) {
+    const __m256i bit4 = _mm256_set1_epi8(0x10);
+    return _mm256_and_si256(s >= 0 ? _mm256_slli_epi16(qh, s) : _mm256_srli_epi16(qh, -s), bit4);
+}
+
+/* Sub-blocks 2c and 2c + 1 of an interleaved Q4_K / Q5_K block against their activation
+ * blocks: the eight 32-byte loads at q are four bytes of every row, low nibbles for ya, high
+ * for yb; Q5_K's fifth bits come from the loads at qh (bits 2c and 2c + 1). */
+static inline __attribute__((always_inline)) void q45_Kx8_isums(int five, const uint8_t *q, const uint8_t *qhp,
+                                                                int c, const int8_t *ya, const int8_t *yb,
+                                                                __m256i *lo, __m256i *hi) {
     const __m256i low4 = _mm256_set1_epi8(0x0f);
+#define QH(p) _mm256_loadu_si256((const __m256i *)(qhp + 32 * (p)))
 #ifdef LE_VNNI
     const __m256i high4 = _mm256_set1_epi8((char)0xf0);
     __m256i s0 = _mm256_setzero_si256(), s1 = _mm256_setzero_si256();
@@ -518,34 +528,60 @@ static inline void q4_Kx8_isums(const uint8_t *q, const int8_t *ya, const int8_t
     for (int p = 0; p < 8; p += 2) {
         const __m256i v0 = _mm256_loadu_si256((const __m256i *)(q + 32 * p));
         const __m256i v1 = _mm256_loadu_si256((const __m256i *)(q + 32 * p + 32));
-        s0 = _mm256_dpbusd_epi32(s0, _mm256_and_si256(v0, low4), bcast4(ya + 4 * p));
-        s1 = _mm256_dpbusd_epi32(s1, _mm256_and_si256(v0, high4), bcast4(yb + 4 * p));
-        s2 = _mm256_dpbusd_epi32(s2, _mm256_and_si256(v1, low4), bcast4(ya + 4 * p + 4));
-        s3 = _mm256_dpbusd_epi32(s3, _mm256_and_si256(v1, high4), bcast4(yb + 4 * p + 4));
+        if (five) {
+            /* 5-bit codes: the high nibble shifted down (16 x 31 would not fit a byte). */
+            const __m256i h0 = QH(p), h1 = QH(p + 1);
+            s0 = _mm256_dpbusd_epi32(s0, _mm256_or_si256(_mm256_and_si256(v0, low4), fifth_bits(h0, 4 - 2 * c)),
+                                     bcast4(ya + 4 * p));
+            s1 = _mm256_dpbusd_epi32(
+                s1, _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v0, 4), low4), fifth_bits(h0, 3 - 2 * c)),
+                bcast4(yb + 4 * p));
+            s2 = _mm256_dpbusd_epi32(s2, _mm256_or_si256(_mm256_and_si256(v1, low4), fifth_bits(h1, 4 - 2 * c)),
+                                     bcast4(ya + 4 * p + 4));
+            s3 = _mm256_dpbusd_epi32(
+                s3, _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v1, 4), low4), fifth_bits(h1, 3 - 2 * c)),
+                bcast4(yb + 4 * p + 4));
+        } else {
+            s0 = _mm256_dpbusd_epi32(s0, _mm256_and_si256(v0, low4), bcast4(ya + 4 * p));
+            s1 = _mm256_dpbusd_epi32(s1, _mm256_and_si256(v0, high4), bcast4(yb + 4 * p));
+            s2 = _mm256_dpbusd_epi32(s2, _mm256_and_si256(v1, low4), bcast4(ya + 4 * p + 4));
+            s3 = _mm256_dpbusd_epi32(s3, _mm256_and_si256(v1, high4), bcast4(yb + 4 * p + 4));
+        }
     }
     *lo = _mm256_add_epi32(s0, s2);
-    *hi = _mm256_srai_epi32(_mm256_add_epi32(s1, s3), 4);
+    *hi = five ? _mm256_add_epi32(s1, s3) : _mm256_srai_epi32(_mm256_add_epi32(s1, s3), 4);
 #else
-    /* Eight int16 pair sums of nibbles x int8 stay below 8 x 2 x 15 x 128 = 30720. */
-    __m256i s0 = _mm256_setzero_si256(), s1 = _mm256_setzero_si256();
-    for (int p = 0; p < 8; p++) {
-        const __m256i v = _mm256_loadu_si256((const __m256i *)(q + 32 * p));
-        s0 = _mm256_add_epi16(s0, _mm256_maddubs_epi16(_mm256_and_si256(v, low4), bcast4(ya + 4 * p)));
-        s1 = _mm256_add_epi16(s1, _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v, 4), low4),
-                                                       bcast4(yb + 4 * p)));
-    }
+    /* Int16 pair sums of codes x int8, widened every four loads: 4 x 2 x 31 x 128 = 31744. */
     const __m256i one = _mm256_set1_epi16(1);
-    *lo = _mm256_madd_epi16(s0, one);
-    *hi = _mm256_madd_epi16(s1, one);
+    *lo = *hi = _mm256_setzero_si256();
+    for (int p0 = 0; p0 < 8; p0 += 4) {
+        __m256i s0 = _mm256_setzero_si256(), s1 = _mm256_setzero_si256();
+        for (int p = p0; p < p0 + 4; p++) {
+            const __m256i v = _mm256_loadu_si256((const __m256i *)(q + 32 * p));
+            __m256i l = _mm256_and_si256(v, low4), h = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
+            if (five) {
+                l = _mm256_or_si256(l, fifth_bits(QH(p), 4 - 2 * c));
+                h = _mm256_or_si256(h, fifth_bits(QH(p), 3 - 2 * c));
+            }
+            s0 = _mm256_add_epi16(s0, _mm256_maddubs_epi16(l, bcast4(ya + 4 * p)));
+            s1 = _mm256_add_epi16(s1, _mm256_maddubs_epi16(h, bcast4(yb + 4 * p)));
+        }
+        *lo = _mm256_add_epi32(*lo, _mm256_madd_epi16(s0, one));
+        *hi = _mm256_add_epi32(*hi, _mm256_madd_epi16(s1, one));
+    }
 #endif
+#undef QH
 }
 
-/* Decode over interleaved Q4_K rows, two streams a thread as gemv_x8. Per sub-block j the
- * integer sum is scaled by sc_j and the activation block's d in float, and the minimum meets
- * the block's dsum; d and dmin are applied once per super-block. */
-static void gemv_q4_Kx8(int n, const uint8_t *w, int ng, const le_block_q8_0x *a, int nt, float *out, size_t ldo) {
+/* Decode over interleaved Q4_K / Q5_K rows, two streams a thread as gemv_x8. Per sub-block j
+ * the integer sum is scaled by sc_j and the activation block's d in float, and the minimum
+ * meets the block's dsum; d and dmin are applied once per super-block. */
+static inline __attribute__((always_inline)) void gemv_q45_Kx8(int five, int n, const uint8_t *w, int ng,
+                                                               const le_block_q8_0x *a, int nt, float *out,
+                                                               size_t ldo) {
     const int nsb = n / 256, nb = n / 32;
-    const size_t bsize = sizeof(le_block_q4_Kx8);
+    const size_t bsize = five ? sizeof(le_block_q5_Kx8) : sizeof(le_block_q4_Kx8);
+    const size_t qs_at = five ? offsetof(le_block_q5_Kx8, qs) : offsetof(le_block_q4_Kx8, qs);
     const int half = (ng + 1) / 2;
     for (int i = 0; i < ng; i++) {
         const int g = (i & 1) ? half + i / 2 : i / 2;
@@ -562,8 +598,8 @@ static void gemv_q4_Kx8(int n, const uint8_t *w, int ng, const le_block_q8_0x *a
                 __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps(), mins = _mm256_setzero_ps();
                 for (int c = 0; c < 4; c++) {
                     __m256i lo, hi;
-                    q4_Kx8_isums(xb + offsetof(le_block_q4_Kx8, qs) + 256 * c, yb[2 * c].qs, yb[2 * c + 1].qs, &lo,
-                                 &hi);
+                    q45_Kx8_isums(five, xb + qs_at + 256 * c, xb + offsetof(le_block_q5_Kx8, qh), c, yb[2 * c].qs,
+                                  yb[2 * c + 1].qs, &lo, &hi);
                     s0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lo), _mm256_mul_ps(sc[2 * c], _mm256_set1_ps(yb[2 * c].d)),
                                          s0);
                     s1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(hi),
@@ -786,7 +822,7 @@ static inline __attribute__((always_inline)) void gemv_x16(int q8, int five, int
     }
 }
 
-/* gemv_q4_Kx8 and gemv_q6_Kx8 on 512-bit registers: two groups (a thread's two streams) per
+/* gemv_q45_Kx8 and gemv_q6_Kx8 on 512-bit registers: two groups (a thread's two streams) per
  * instruction, as gemv_x16 for the legacy kinds; per lane the same arithmetic, and an odd last
  * group takes the 256-bit loop. */
 static inline __m512 u8x16_f32(__m128i g0, __m128i g1, int high) {
@@ -794,9 +830,17 @@ static inline __m512 u8x16_f32(__m128i g0, __m128i g1, int high) {
     return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(v));
 }
 
-static void gemv_q4_Kx16(int n, const uint8_t *w, int ng, const le_block_q8_0x *a, int nt, float *out, size_t ldo) {
+static inline __m512i fifth_bits16(__m512i qh, int s) {
+    const __m512i bit4 = _mm512_set1_epi8(0x10);
+    return _mm512_and_si512(s >= 0 ? _mm512_slli_epi16(qh, s) : _mm512_srli_epi16(qh, -s), bit4);
+}
+
+static inline __attribute__((always_inline)) void gemv_q45_Kx16(int five, int n, const uint8_t *w, int ng,
+                                                                const le_block_q8_0x *a, int nt, float *out,
+                                                                size_t ldo) {
     const int nsb = n / 256, nb = n / 32;
-    const size_t bsize = sizeof(le_block_q4_Kx8);
+    const size_t bsize = five ? sizeof(le_block_q5_Kx8) : sizeof(le_block_q4_Kx8);
+    const size_t qs_at = five ? offsetof(le_block_q5_Kx8, qs) : offsetof(le_block_q4_Kx8, qs);
     const int half = (ng + 1) / 2;
     const __m512i low4 = _mm512_set1_epi8(0x0f), high4 = _mm512_set1_epi8((char)0xf0);
     for (int jg = 0; jg < ng / 2; jg++) {
@@ -812,24 +856,41 @@ static void gemv_q4_Kx16(int n, const uint8_t *w, int ng, const le_block_q8_0x *
                 __m128i sc0[4], mn0[4], sc1[4], mn1[4];
                 q4_Kx8_scale_bytes(xb0 + offsetof(le_block_q4_Kx8, scales), sc0, mn0);
                 q4_Kx8_scale_bytes(xb1 + offsetof(le_block_q4_Kx8, scales), sc1, mn1);
+                const int8_t *qh0 = (const int8_t *)xb0 + offsetof(le_block_q5_Kx8, qh);
+                const int8_t *qh1 = (const int8_t *)xb1 + offsetof(le_block_q5_Kx8, qh);
                 const le_block_q8_0x *yb = y + 8 * b;
                 __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps(), mins = _mm512_setzero_ps();
                 for (int c = 0; c < 4; c++) {
-                    const int8_t *q0 = (const int8_t *)xb0 + offsetof(le_block_q4_Kx8, qs) + 256 * c;
-                    const int8_t *q1 = (const int8_t *)xb1 + offsetof(le_block_q4_Kx8, qs) + 256 * c;
+                    const int8_t *q0 = (const int8_t *)xb0 + qs_at + 256 * c;
+                    const int8_t *q1 = (const int8_t *)xb1 + qs_at + 256 * c;
                     const int8_t *ya = yb[2 * c].qs, *yh = yb[2 * c + 1].qs;
                     __m512i lo0 = _mm512_setzero_si512(), lo1 = _mm512_setzero_si512();
                     __m512i hi0 = _mm512_setzero_si512(), hi1 = _mm512_setzero_si512();
                     for (int p = 0; p < 8; p += 2) {
                         const __m512i v0 = join256(q0 + 32 * p, q1 + 32 * p);
                         const __m512i v1 = join256(q0 + 32 * p + 32, q1 + 32 * p + 32);
-                        lo0 = _mm512_dpbusd_epi32(lo0, _mm512_and_si512(v0, low4), bcast4z(ya + 4 * p));
-                        hi0 = _mm512_dpbusd_epi32(hi0, _mm512_and_si512(v0, high4), bcast4z(yh + 4 * p));
-                        lo1 = _mm512_dpbusd_epi32(lo1, _mm512_and_si512(v1, low4), bcast4z(ya + 4 * p + 4));
-                        hi1 = _mm512_dpbusd_epi32(hi1, _mm512_and_si512(v1, high4), bcast4z(yh + 4 * p + 4));
+                        __m512i l0 = _mm512_and_si512(v0, low4), l1 = _mm512_and_si512(v1, low4), h0, h1;
+                        if (five) {
+                            const __m512i b0 = join256(qh0 + 32 * p, qh1 + 32 * p);
+                            const __m512i b1 = join256(qh0 + 32 * p + 32, qh1 + 32 * p + 32);
+                            l0 = _mm512_or_si512(l0, fifth_bits16(b0, 4 - 2 * c));
+                            l1 = _mm512_or_si512(l1, fifth_bits16(b1, 4 - 2 * c));
+                            h0 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(v0, 4), low4),
+                                                 fifth_bits16(b0, 3 - 2 * c));
+                            h1 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(v1, 4), low4),
+                                                 fifth_bits16(b1, 3 - 2 * c));
+                        } else {
+                            h0 = _mm512_and_si512(v0, high4);
+                            h1 = _mm512_and_si512(v1, high4);
+                        }
+                        lo0 = _mm512_dpbusd_epi32(lo0, l0, bcast4z(ya + 4 * p));
+                        hi0 = _mm512_dpbusd_epi32(hi0, h0, bcast4z(yh + 4 * p));
+                        lo1 = _mm512_dpbusd_epi32(lo1, l1, bcast4z(ya + 4 * p + 4));
+                        hi1 = _mm512_dpbusd_epi32(hi1, h1, bcast4z(yh + 4 * p + 4));
                     }
                     const __m512i lo = _mm512_add_epi32(lo0, lo1);
-                    const __m512i hi = _mm512_srai_epi32(_mm512_add_epi32(hi0, hi1), 4);
+                    const __m512i hsum = _mm512_add_epi32(hi0, hi1);
+                    const __m512i hi = five ? hsum : _mm512_srai_epi32(hsum, 4);
                     s0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(lo),
                                          _mm512_mul_ps(u8x16_f32(sc0[c], sc1[c], 0), _mm512_set1_ps(yb[2 * c].d)), s0);
                     s1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(hi),
@@ -850,7 +911,7 @@ static void gemv_q4_Kx16(int n, const uint8_t *w, int ng, const le_block_q8_0x *
     }
     if (ng % 2 == 1) {
         const int g = half - 1;
-        gemv_q4_Kx8(n, w + (size_t)g * nsb * bsize, 1, a, nt, out + 8 * g, ldo);
+        gemv_q45_Kx8(five, n, w + (size_t)g * nsb * bsize, 1, a, nt, out + 8 * g, ldo);
     }
 }
 
@@ -949,7 +1010,11 @@ void GEMV_X8_FN(int type, int n, const uint8_t *w, int ng, const le_block_q8_0x 
                 size_t ldo) {
 #ifdef LE_VNNI
     if (type == LE_TYPE_Q4_K) {
-        gemv_q4_Kx16(n, w, ng, a, nt, out, ldo);
+        gemv_q45_Kx16(0, n, w, ng, a, nt, out, ldo);
+        return;
+    }
+    if (type == LE_TYPE_Q5_K) {
+        gemv_q45_Kx16(1, n, w, ng, a, nt, out, ldo);
         return;
     }
     if (type == LE_TYPE_Q6_K) {
@@ -962,8 +1027,12 @@ void GEMV_X8_FN(int type, int n, const uint8_t *w, int ng, const le_block_q8_0x 
     }
     X8_DISPATCH(type, gemv_x16_legacy, n, w, ng, a, nt, out, ldo);
 #else
-    if (type == LE_TYPE_Q4_K) {
-        gemv_q4_Kx8(n, w, ng, a, nt, out, ldo);
+    if (type == LE_TYPE_Q4_K || type == LE_TYPE_Q5_K) {
+        if (type == LE_TYPE_Q4_K) {
+            gemv_q45_Kx8(0, n, w, ng, a, nt, out, ldo);
+        } else {
+            gemv_q45_Kx8(1, n, w, ng, a, nt, out, ldo);
+        }
         return;
     }
     if (type == LE_TYPE_Q6_K) {

@@ -313,6 +313,17 @@ typedef struct {
     uint8_t qs[1024];
 } le_block_q4_Kx8;
 
+/* Q5_K: le_block_q4_Kx8 with the fifth bits between the scales and the codes:
+ * qh[32p + 4r + i] = qh byte 4p + i of row r, whose bit j is the fifth bit of value 32j + 4p + i
+ * (sub-block j), so one 32-byte load serves the eight sub-blocks of four values of all rows. */
+typedef struct {
+    uint16_t d[8];
+    uint16_t dmin[8];
+    uint8_t scales[96];
+    uint8_t qh[256];
+    uint8_t qs[1024];
+} le_block_q5_Kx8;
+
 /* Q6_K interleaved likewise: the eight rows' d, their sixteen scales side by side (scales[8s + r]
  * is scale s of row r), ql[256c + 32p + 4r + i] = ql byte 32c + 4p + i of row r (c = 0..3) and
  * qh[256c + 32p + 4r + i] = qh byte 32c + 4p + i (c = 0..1). Sub-block j (32 values, h = j / 4,
@@ -329,6 +340,7 @@ typedef struct {
 _Static_assert(sizeof(le_block_q8_0x8) == 8 * sizeof(le_block_q8_0), "q8_0x8 is eight Q8_0 blocks");
 _Static_assert(sizeof(le_block_q4_Kx8) == 8 * sizeof(le_block_q4_K), "q4_Kx8 is eight Q4_K blocks");
 _Static_assert(sizeof(le_block_q6_Kx8) == 8 * sizeof(le_block_q6_K), "q6_Kx8 is eight Q6_K blocks");
+_Static_assert(sizeof(le_block_q5_Kx8) == 8 * sizeof(le_block_q5_K), "q5_Kx8 is eight Q5_K blocks");
 _Static_assert(sizeof(le_block_q4_0x8) == 8 * sizeof(le_block_q4_0), "q4_0x8 is eight Q4_0 blocks");
 _Static_assert(sizeof(le_block_q4_1x8) == 8 * sizeof(le_block_q4_1), "q4_1x8 is eight Q4_1 blocks");
 _Static_assert(sizeof(le_block_q5_0x8) == 8 * sizeof(le_block_q5_0), "q5_0x8 is eight Q5_0 blocks");
@@ -336,7 +348,7 @@ _Static_assert(sizeof(le_block_q5_1x8) == 8 * sizeof(le_block_q5_1), "q5_1x8 is 
 #endif
 
 /* The functions below take the weight type by its GGUF id (LE_TYPE_Q4_0, _Q4_1, _Q5_0, _Q5_1, _Q8_0,
- * _Q4_K, _Q6_K) and the interleaved blocks as bytes. Bytes of eight rows' 32 values in the
+ * _Q4_K, _Q5_K, _Q6_K) and the interleaved blocks as bytes. Bytes of eight rows' 32 values in the
  * interleaved form (one interleaved block; an eighth of one for the K types, whose blocks are
  * 256 values), 0 for a type that has no interleaved form. */
 int le_x8_block_bytes(int type);

@@ -819,7 +819,7 @@ impl Matrix<'_> {
     }
 }
 
-/// Rearranges a Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 or Q4_K matrix's rows in place into groups of eight interleaved rows for
+/// Rearranges a Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K or Q6_K matrix's rows in place into groups of eight interleaved rows for
 /// the decode kernels (the rows after the last multiple of eight stay plain) and marks its
 /// layout. Returns false, changing nothing, for any other tensor, or one of fewer than eight rows.
 pub fn interleave(info: &mut TensorInfo, data: &mut [u8]) -> bool {
@@ -1127,6 +1127,7 @@ mod tests {
             GgmlType::Q5_1,
             GgmlType::Q8_0,
             GgmlType::Q4_K,
+            GgmlType::Q5_K,
             GgmlType::Q6_K,
         ] {
             interleaved_equals_plain(ty);

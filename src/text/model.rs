@@ -89,7 +89,7 @@ fn vector(f: &GgufFile, name: &str, len: usize) -> Result<Vec<f32>, TextError> {
     Ok(out)
 }
 
-/// Rearranges the text model's Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K and Q6_K weight matrices in
+/// Rearranges the text model's Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K and Q6_K weight matrices in
 /// `f` for the decode kernels (eight rows interleaved, in the file's private pages; llama.cpp
 /// repacks at load for the same reason). The
 /// token embedding is left as it is unless it doubles as the output matrix, since a lookup
