@@ -209,9 +209,70 @@ static inline __attribute__((always_inline)) void tile16(int nb, const le_block_
     }
 }
 
-/* gemm() of gemm_tiles.h for unsigned codes: pairs of panels through tile16, a last odd panel
- * through the 256-bit tile. */
-static inline __attribute__((always_inline)) void gemm_u16(le_codes codes, int nb, const le_block_x8 *w, int np,
+/* tile16 for signed codes (S6: Q6_K, Q3_K; S8: Q8_0). vpdpbusd's unsigned operand is the
+ * activations moved up by 128 (their sign bit flipped), its signed one the codes; the surplus
+ * 128 x (sum of a row's codes) comes off per 16-value half, those sums taken once per block by
+ * one vpdpbusd of ones a chunk and shared by the tile's tokens. AVX-512 has no vpsignb, so the
+ * 256-bit tile's sign trick does not carry over. */
+static inline __attribute__((always_inline)) void tile16_s(int s6, int nb, const le_block_x8 *w0,
+                                                           const le_block_x8 *w1, const le_block_q8_0x *a, int nt,
+                                                           float *out, size_t ldo, int rows) {
+    __m512 acc[TILE_TOKENS];
+    for (int t = 0; t < nt; t++) {
+        acc[t] = _mm512_setzero_ps();
+    }
+    const __m512i flip = _mm512_set1_epi8((char)0x80), ones = _mm512_set1_epi8(1);
+    for (int b = 0; b < nb; b++) {
+        const le_block_x8 *x0 = w0 + b, *x1 = w1 + b;
+        __m512i wq[8];
+        for (int c = 0; c < 8; c++) {
+            wq[c] = join256(x0->q + 32 * c, x1->q + 32 * c);
+        }
+        __m512i ws0 = _mm512_setzero_si512(), ws1 = _mm512_setzero_si512();
+        for (int c = 0; c < 4; c++) {
+            ws0 = _mm512_dpbusd_epi32(ws0, ones, wq[c]);
+            ws1 = _mm512_dpbusd_epi32(ws1, ones, wq[c + 4]);
+        }
+        ws0 = _mm512_slli_epi32(ws0, 7);
+        ws1 = _mm512_slli_epi32(ws1, 7);
+        const __m512i ws = _mm512_add_epi32(ws0, ws1);
+        const __m512 sl = join8f(x0->s[0], x1->s[0]), sh = join8f(x0->s[1], x1->s[1]);
+        for (int t = 0; t < nt; t++) {
+            const le_block_q8_0x *y = a + (size_t)t * nb + b;
+#define UA(c) _mm512_xor_si512(bcast4z(y->qs + 4 * (c)), flip)
+            __m512i lo0 = _mm512_setzero_si512(), lo1 = _mm512_setzero_si512();
+            __m512i hi0 = _mm512_setzero_si512(), hi1 = _mm512_setzero_si512();
+            lo0 = _mm512_dpbusd_epi32(lo0, UA(0), wq[0]);
+            lo1 = _mm512_dpbusd_epi32(lo1, UA(1), wq[1]);
+            hi0 = _mm512_dpbusd_epi32(hi0, UA(4), wq[4]);
+            hi1 = _mm512_dpbusd_epi32(hi1, UA(5), wq[5]);
+            lo0 = _mm512_dpbusd_epi32(lo0, UA(2), wq[2]);
+            lo1 = _mm512_dpbusd_epi32(lo1, UA(3), wq[3]);
+            hi0 = _mm512_dpbusd_epi32(hi0, UA(6), wq[6]);
+            hi1 = _mm512_dpbusd_epi32(hi1, UA(7), wq[7]);
+#undef UA
+            const __m512 da = _mm512_set1_ps(y->d);
+            if (s6) {
+                const __m512i lo = _mm512_sub_epi32(_mm512_add_epi32(lo0, lo1), ws0);
+                const __m512i hi = _mm512_sub_epi32(_mm512_add_epi32(hi0, hi1), ws1);
+                acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(lo), _mm512_mul_ps(sl, da), acc[t]);
+                acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(hi), _mm512_mul_ps(sh, da), acc[t]);
+            } else {
+                const __m512i isum =
+                    _mm512_sub_epi32(_mm512_add_epi32(_mm512_add_epi32(lo0, lo1), _mm512_add_epi32(hi0, hi1)), ws);
+                acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_mul_ps(sl, da), acc[t]);
+            }
+        }
+    }
+    const __mmask16 keep = (__mmask16)(rows >= 16 ? 0xffff : (1u << rows) - 1);
+    for (int t = 0; t < nt; t++) {
+        _mm512_mask_storeu_ps(out + (size_t)t * ldo, keep, acc[t]);
+    }
+}
+
+/* gemm() of gemm_tiles.h on 512-bit registers: pairs of panels through tile16 (unsigned codes)
+ * or tile16_s (signed), a last odd panel through the 256-bit tile. */
+static inline __attribute__((always_inline)) void gemm16(le_codes codes, int nb, const le_block_x8 *w, int np,
                                                            int nrows, const le_block_q8_0x *a, int nt, float *out,
                                                            size_t ldo) {
     for (int t0 = 0; t0 < nt; t0 += TILE_TOKENS) {
@@ -222,7 +283,14 @@ static inline __attribute__((always_inline)) void gemm_u16(le_codes codes, int n
             const le_block_x8 *w0 = w + (size_t)p * nb, *w1 = w0 + nb;
             float *o = out + (size_t)t0 * ldo + 8 * p;
             const int rows = nrows - 8 * p;
-#define CALL16(n) tile16(nb, w0, w1, at, n, o, ldo, rows)
+#define CALL16(n)                                                                                                      \
+    do {                                                                                                               \
+        if (codes == LE_CODES_S6 || codes == LE_CODES_S8) {                                                            \
+            tile16_s(codes == LE_CODES_S6, nb, w0, w1, at, n, o, ldo, rows);                                           \
+        } else {                                                                                                       \
+            tile16(nb, w0, w1, at, n, o, ldo, rows);                                                                   \
+        }                                                                                                              \
+    } while (0)
             LE_TILE_SWITCH(k, CALL16)
 #undef CALL16
         }
@@ -1051,22 +1119,22 @@ void GEMM_FN(le_codes codes, int n, const le_block_x8 *w, int np, int nrows, con
              float *out, size_t ldo) {
     const int nb = n / 32;
 #ifdef LE_VNNI
-#define GEMM_UNSIGNED gemm_u16
+#define GEMM_WIDE gemm16
 #else
-#define GEMM_UNSIGNED gemm
+#define GEMM_WIDE gemm
 #endif
     switch (codes) {
     case LE_CODES_U4:
-        GEMM_UNSIGNED(LE_CODES_U4, nb, w, np, nrows, a, nt, out, ldo);
+        GEMM_WIDE(LE_CODES_U4, nb, w, np, nrows, a, nt, out, ldo);
         break;
     case LE_CODES_U5:
-        GEMM_UNSIGNED(LE_CODES_U5, nb, w, np, nrows, a, nt, out, ldo);
+        GEMM_WIDE(LE_CODES_U5, nb, w, np, nrows, a, nt, out, ldo);
         break;
     case LE_CODES_S6:
-        gemm(LE_CODES_S6, nb, w, np, nrows, a, nt, out, ldo);
+        GEMM_WIDE(LE_CODES_S6, nb, w, np, nrows, a, nt, out, ldo);
         break;
     case LE_CODES_S8:
-        gemm(LE_CODES_S8, nb, w, np, nrows, a, nt, out, ldo);
+        GEMM_WIDE(LE_CODES_S8, nb, w, np, nrows, a, nt, out, ldo);
         break;
     }
 }
