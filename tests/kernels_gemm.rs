@@ -565,9 +565,10 @@ fn interleaved_decode(ty: GgmlType, seed: u64) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let variants = GemmIsa::available();
     let mut checked = 0;
-    // Q4_K's blocks are 256 values: one, three and nineteen (Qwen2's ffn_down) of them.
+    // K blocks are 256 values: one, three, nineteen (Qwen2-0.5B's ffn_down) and 43 (Llama-7B's
+    // ffn_down, whose two tokens' 16-value sums outgrow the Q6_K kernels' stack buffer).
     let lengths: &[usize] = if ty.block_size() == 256 {
-        &[256, 768, 4864]
+        &[256, 768, 4864, 11008]
     } else {
         &[32, 160, 896]
     };

@@ -700,6 +700,18 @@ static void q8_sums16x32(const le_block_q8_0x *y, int nb, int32_t *sums) {
     }
 }
 
+/* q8_sums16x32 of nt tokens: in `local` (Q6_LOCAL_SUMS values) when they fit, else on the
+ * heap; NULL when that fails. The caller frees what is not `local`. */
+#define Q6_LOCAL_SUMS 1024
+static int32_t *q8_sums_of_tokens(const le_block_q8_0x *a, int nb, int nt, int32_t *local) {
+    const size_t need = (size_t)nt * nb * 2;
+    int32_t *sums = need <= Q6_LOCAL_SUMS ? local : malloc(need * sizeof *sums);
+    for (int t = 0; sums != NULL && t < nt; t++) {
+        q8_sums16x32(a + (size_t)t * nb, nb, sums + (size_t)t * nb * 2);
+    }
+    return sums;
+}
+
 #ifdef LE_VNNI
 #define Q6_DOT(acc, codes, act) _mm256_dpbusd_epi32((acc), (codes), (act))
 #else
@@ -714,15 +726,11 @@ static void q8_sums16x32(const le_block_q8_0x *y, int nb, int32_t *sums) {
 static void gemv_q6_Kx8(int n, const uint8_t *w, int ng, const le_block_q8_0x *a, int nt, float *out, size_t ldo) {
     const int nsb = n / 256, nb = n / 32;
     const size_t bsize = sizeof(le_block_q6_Kx8);
-    int32_t local[1024];
-    const size_t need = (size_t)nt * nb * 2;
-    int32_t *sums = need <= 1024 ? local : malloc(need * sizeof *sums);
+    int32_t local[Q6_LOCAL_SUMS];
+    int32_t *sums = q8_sums_of_tokens(a, nb, nt, local);
     if (sums == NULL) {
         le_gemv_x8_scalar(LE_TYPE_Q6_K, n, w, ng, a, nt, out, ldo);
         return;
-    }
-    for (int t = 0; t < nt; t++) {
-        q8_sums16x32(a + (size_t)t * nb, nb, sums + (size_t)t * nb * 2);
     }
     const __m256i m0f = _mm256_set1_epi8(0x0f), m30 = _mm256_set1_epi8(0x30);
     const int half = (ng + 1) / 2;
@@ -986,15 +994,11 @@ static inline __attribute__((always_inline)) void gemv_q45_Kx16(int five, int n,
 static void gemv_q6_Kx16(int n, const uint8_t *w, int ng, const le_block_q8_0x *a, int nt, float *out, size_t ldo) {
     const int nsb = n / 256, nb = n / 32;
     const size_t bsize = sizeof(le_block_q6_Kx8);
-    int32_t local[1024];
-    const size_t need = (size_t)nt * nb * 2;
-    int32_t *sums = need <= 1024 ? local : malloc(need * sizeof *sums);
+    int32_t local[Q6_LOCAL_SUMS];
+    int32_t *sums = q8_sums_of_tokens(a, nb, nt, local);
     if (sums == NULL) {
         le_gemv_x8_scalar(LE_TYPE_Q6_K, n, w, ng, a, nt, out, ldo);
         return;
-    }
-    for (int t = 0; t < nt; t++) {
-        q8_sums16x32(a + (size_t)t * nb, nb, sums + (size_t)t * nb * 2);
     }
     const __m512i m0f = _mm512_set1_epi8(0x0f), m30 = _mm512_set1_epi8(0x30);
     const int half = (ng + 1) / 2;
