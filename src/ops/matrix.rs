@@ -235,7 +235,7 @@ impl<'a> Matrix<'a> {
         let put = |i: usize, r: usize, v: f32| unsafe { *out_ptr.get().add(i * rows + r) = v };
         let rows_of = |band: std::ops::Range<usize>| &self.data[band.start * rb..band.end * rb];
         let aligned = bytemuck::try_cast_slice::<u8, u16>(self.data).is_ok();
-        if self.layout == Layout::X8 && n < GEMM_MIN_TOKENS {
+        if self.layout == Layout::X8 && n < X8_GEMV_MAX_TOKENS {
             self.gemv_x8(x, n, out_ptr, pool);
             return false;
         }
@@ -681,6 +681,12 @@ fn add_bias_rows(out: &mut [f32], bias: &[f32], pool: &ThreadPool) {
 /// From this many tokens on, products run as a GEMM over repacked panels; below it the row
 /// kernels win (packing costs about as much as a few passes over the weights).
 const GEMM_MIN_TOKENS: usize = 4;
+
+/// Interleaved rows take the decode kernels below this many tokens, the GEMM from it on: a
+/// token's pass over a group of rows is cheap once the group sits in L2, while the GEMM packs
+/// panels first. Measured on 7B Q4_0 / Q4_K_M and 0.5B Q4_0 (PERF.md step 67): the decode
+/// kernels led 1.8-1.9x at 4 tokens, 1.05-1.1x at 12-16, and trailed from 24.
+const X8_GEMV_MAX_TOKENS: usize = 16;
 
 /// Weight rows a thread packs at a time: eight panels, a few hundred KiB for the widest
 /// matrices, so they stay in L2 while every token tile passes over them.
@@ -1177,19 +1183,20 @@ mod tests {
             assert_eq!(a, b, "{ty} row {r}");
         }
         let pool = ThreadPool::new(2);
-        for n in [1usize, 2, 5] {
+        for n in [1usize, 2, 5, X8_GEMV_MAX_TOKENS - 1, X8_GEMV_MAX_TOKENS] {
             let x: Vec<f32> = (0..n * cols).map(|i| ((i * 7) % 11) as f32 - 5.0).collect();
             let (mut want, mut got) = (vec![0f32; n * rows], vec![0f32; n * rows]);
             p.matmul(&x, n, &mut want, &pool);
             q.matmul(&x, n, &mut got, &pool);
-            if n >= GEMM_MIN_TOKENS {
+            if n >= X8_GEMV_MAX_TOKENS {
                 assert_eq!(got, want, "{ty} n = {n}: the GEMM sees the same panels");
             } else {
                 for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-                    // The legacy kinds meet the same 32-value activation blocks either way; a
-                    // plain K row meets 256-value ones (Q8_K), so each side may round every
-                    // activation by half of its block's step (at most max|x| / 127 apart).
-                    let bound = if ty.block_size() == 256 {
+                    // The legacy kinds meet the same 32-value activation blocks either way, as
+                    // do K rows in the GEMM; a plain K row's decode dot meets 256-value ones
+                    // (Q8_K), so each side may round every activation by half of its block's
+                    // step (at most max|x| / 127 apart).
+                    let bound = if ty.block_size() == 256 && n < GEMM_MIN_TOKENS {
                         p.row_f32(i % rows, &mut a);
                         let wsum: f32 = a.iter().map(|v| v.abs()).sum();
                         wsum * 5.0 / 127.0 + 1e-4 * w.abs().max(1.0)
