@@ -684,9 +684,15 @@ const GEMM_MIN_TOKENS: usize = 4;
 
 /// Interleaved rows take the decode kernels below this many tokens, the GEMM from it on: a
 /// token's pass over a group of rows is cheap once the group sits in L2, while the GEMM packs
-/// panels first. Measured on 7B Q4_0 / Q4_K_M and 0.5B Q4_0 (PERF.md step 67): the decode
-/// kernels led 1.8-1.9x at 4 tokens, 1.05-1.1x at 12-16, and trailed from 24.
-const X8_GEMV_MAX_TOKENS: usize = 16;
+/// panels first. Measured on x86 (7B Q4_0 / Q4_K_M and 0.5B Q4_0, PERF.md step 67): the decode
+/// kernels led 1.8-1.9x at 4 tokens, 1.05-1.1x at 12-16, and trailed from 24. Elsewhere the
+/// crossover is unmeasured (the NEON decode kernels read one stream a thread), so the GEMM's
+/// own threshold stays.
+const X8_GEMV_MAX_TOKENS: usize = if cfg!(target_arch = "x86_64") {
+    16
+} else {
+    GEMM_MIN_TOKENS
+};
 
 /// Weight rows a thread packs at a time: eight panels, a few hundred KiB for the widest
 /// matrices, so they stay in L2 while every token tile passes over them.
