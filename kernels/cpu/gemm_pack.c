@@ -445,32 +445,11 @@ static void deinterleave_q6_K(const uint8_t *w, int n, uint8_t *rows, size_t row
     }
 }
 
-/* Value v (0..255) of row r of an interleaved Q6_K block as its unsigned code (0..63; the
- * value is code - 32), and the index of its scale. */
-static inline int q6_Kx8_code(const uint8_t *x, int r, int v) {
-    const int j = v / 32, h = j / 4, k = j % 4, l = v % 32, at = 32 * (l / 4) + 4 * r + l % 4;
-    const uint8_t ql = x[Q6KX8_QL + 256 * (2 * h + (k & 1)) + at], qh = x[Q6KX8_QH + 256 * h + at];
-    return (k < 2 ? ql & 0x0f : ql >> 4) | ((qh >> (2 * k)) & 3) << 4;
-}
-
-static inline int q6_K_scale_index(int v) {
-    const int j = v / 32;
-    return 8 * (j / 4) + 2 * (j % 4) + (v % 32) / 16;
-}
-
 /* Row r's twelve packed scale bytes of an interleaved Q4_K block. */
 static inline void q4_Kx8_scales(const uint8_t *x, int r, uint8_t q[12]) {
     for (int k = 0; k < 12; k++) {
         q[k] = x[Q4KX8_SCALES + 8 * k + r];
     }
-}
-
-/* Value v (0..255) of row r of an interleaved Q4_K (0..15) or Q5_K (0..31) block. */
-static inline int q45_Kx8_code(int five, const uint8_t *x, int r, int v) {
-    const int c = v / 64, high = (v % 64) / 32, l = v % 32, at = 32 * (l / 4) + 4 * r + l % 4;
-    const uint8_t q = x[KX8_QS(five) + 256 * c + at];
-    const int fifth = five ? ((x[Q5KX8_QH + at] >> (v / 32)) & 1) << 4 : 0;
-    return (high ? q >> 4 : q & 0x0f) | fifth;
 }
 
 /* Value v (0..31) of row r of an interleaved block, as the unsigned code the kernels use. */
@@ -689,54 +668,20 @@ void le_gemv_x8_scalar(int type, int n, const uint8_t *w, int ng, const le_block
         }
         return;
     }
-    if (type == LE_TYPE_Q6_K) {
-        /* Per 16 values: d * sc * d_a * sum((code - 32) * a). */
+    if (type == LE_TYPE_Q4_K || type == LE_TYPE_Q5_K || type == LE_TYPE_Q6_K) {
+        /* The K kinds through their plain form: each super-block back to eight plain blocks,
+         * then the tail rows' dot (block_codes), so this reference shares no decoding with the
+         * SIMD kernels, which read the interleaved bytes. */
+        const size_t plain = type == LE_TYPE_Q6_K ? sizeof(le_block_q6_K) : K_BYTES(type == LE_TYPE_Q5_K);
         const int nsb = n / 256;
+        uint8_t rows[8 * sizeof(le_block_q6_K)];
         for (int g = 0; g < ng; g++) {
             for (int t = 0; t < nt; t++) {
                 float acc[8] = {0};
                 for (int b = 0; b < nsb; b++) {
-                    const uint8_t *x = w + ((size_t)g * nsb + b) * sizeof(le_block_q6_Kx8);
+                    le_deinterleave_x8(type, w + ((size_t)g * nsb + b) * 8 * plain, 256, rows, plain);
                     for (int r = 0; r < 8; r++) {
-                        const float d = f16_to_f32(get16(x + 2 * r));
-                        for (int v0 = 0; v0 < 256; v0 += 16) {
-                            const le_block_q8_0x *y = a + (size_t)t * nb + 8 * b + v0 / 32;
-                            int isum = 0;
-                            for (int v = v0; v < v0 + 16; v++) {
-                                isum += (q6_Kx8_code(x, r, v) - 32) * y->qs[v % 32];
-                            }
-                            const int sc = (int8_t)x[Q6KX8_SCALES + 8 * q6_K_scale_index(v0) + r];
-                            acc[r] += d * (float)sc * y->d * (float)isum;
-                        }
-                    }
-                }
-                memcpy(out + (size_t)t * ldo + 8 * g, acc, sizeof acc);
-            }
-        }
-        return;
-    }
-    if (type == LE_TYPE_Q4_K || type == LE_TYPE_Q5_K) {
-        /* Per 32-value sub-block j: d * sc_j * isum * d_a - dmin * m_j * dsum_a. */
-        const int nsb = n / 256, five = type == LE_TYPE_Q5_K;
-        for (int g = 0; g < ng; g++) {
-            for (int t = 0; t < nt; t++) {
-                float acc[8] = {0};
-                for (int b = 0; b < nsb; b++) {
-                    const uint8_t *x = w + ((size_t)g * nsb + b) * KX8_BYTES(five);
-                    for (int r = 0; r < 8; r++) {
-                        uint8_t q[12];
-                        q4_Kx8_scales(x, r, q);
-                        const float d = f16_to_f32(get16(x + 2 * r));
-                        const float dmin = f16_to_f32(get16(x + Q4KX8_DMIN + 2 * r));
-                        for (int j = 0; j < 8; j++) {
-                            const le_block_q8_0x *y = a + (size_t)t * nb + 8 * b + j;
-                            int sc, m, isum = 0;
-                            scale_min_k4(j, q, &sc, &m);
-                            for (int l = 0; l < 32; l++) {
-                                isum += q45_Kx8_code(five, x, r, 32 * j + l) * y->qs[l];
-                            }
-                            acc[r] += d * (float)sc * y->d * (float)isum - dmin * (float)m * y->dsum;
-                        }
+                        acc[r] += le_vec_dot_legacy_q8_0x_scalar(type, 256, rows + r * plain, a + (size_t)t * nb + 8 * b);
                     }
                 }
                 memcpy(out + (size_t)t * ldo + 8 * g, acc, sizeof acc);

@@ -349,7 +349,7 @@ pub unsafe fn gemm_x8(
 }
 
 /// Bytes of eight rows' 32 values of `ty` in `Layout::X8` (one interleaved block; an eighth of
-/// one for Q4_K, whose blocks are 256 values), or `None` for a type without that form (it
+/// one for the K types, whose blocks are 256 values), or `None` for a type without that form (it
 /// exists for Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K and Q6_K; see `le_block_q4_0x8`).
 pub fn x8_block_bytes(ty: crate::dtype::GgmlType) -> Option<usize> {
     // SAFETY: a pure function of its argument.

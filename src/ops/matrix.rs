@@ -831,9 +831,9 @@ impl Matrix<'_> {
     }
 }
 
-/// Rearranges a Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K or Q6_K matrix's rows in place into groups of eight interleaved rows for
-/// the decode kernels (the rows after the last multiple of eight stay plain) and marks its
-/// layout. Returns false, changing nothing, for any other tensor, or one of fewer than eight rows.
+/// Rearranges a Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K or Q6_K matrix's rows in place into
+/// groups of eight interleaved rows for the decode kernels (the rows after the last multiple of
+/// eight stay plain) and marks its layout. Returns false, changing nothing, for any other tensor, or one of fewer than eight rows.
 pub fn interleave(info: &mut TensorInfo, data: &mut [u8]) -> bool {
     if info.layout != Layout::Rows {
         return false;
