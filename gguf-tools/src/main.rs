@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use gguf_tools::mix::{Mix, ALL_MIXES};
 use gguf_tools::quantize::{quantize_file, Options};
+use llava_edge::dtype::GgmlType;
 use llava_edge::gguf::GgufFile;
 
 #[derive(Parser)]
@@ -165,9 +166,23 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             };
             let start = std::time::Instant::now();
             let r = quantize_file(&input, &output, &opts)?;
-            for name in &r.fallbacks {
+            if let Some(first) = r.fallbacks.first() {
+                // One line, not one per tensor: a 0.5B model has a hundred such matrices.
+                let mut used: Vec<(GgmlType, usize)> = Vec::new();
+                for (name, _, ty) in &r.tensors {
+                    if r.fallbacks.contains(name) {
+                        match used.iter_mut().find(|(t, _)| t == ty) {
+                            Some((_, n)) => *n += 1,
+                            None => used.push((*ty, 1)),
+                        }
+                    }
+                }
+                let used: Vec<String> = used.iter().map(|(t, n)| format!("{t} x{n}")).collect();
                 eprintln!(
-                    "note: {name}: rows do not fit the type's blocks, used llama.cpp's fallback type (F16 where no block fits)"
+                    "note: {} tensors (first {first}) have rows that do not fit the mix's blocks; \
+                     llama.cpp's fallback types used: {}",
+                    r.fallbacks.len(),
+                    used.join(", ")
                 );
             }
             eprintln!(
