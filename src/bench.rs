@@ -18,6 +18,9 @@ pub struct BenchConfig {
     pub n_prompt: usize,
     /// Tokens generated for the decode measurement (tg).
     pub n_gen: usize,
+    /// Tokens already in the cache when prefill and decode are timed (llama-bench's `-d`):
+    /// decode after an image reads thousands of cached positions a token.
+    pub depth: usize,
     /// Repeats; medians are reported.
     pub repeat: usize,
     /// Threads.
@@ -59,6 +62,8 @@ pub struct BenchResult {
     pub n_prompt: usize,
     /// Tokens generated.
     pub n_gen: usize,
+    /// Tokens in the cache before the timed prompt.
+    pub depth: usize,
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -219,7 +224,11 @@ pub fn run(
         None => None,
     };
     for r in 0..repeat {
-        let mut cache = text.new_cache(cfg.n_prompt + cfg.n_gen + 8, KvType::F16);
+        let mut cache = text.new_cache(cfg.depth + cfg.n_prompt + cfg.n_gen + 8, KvType::F16);
+        if cfg.depth > 0 {
+            let x = text.embed(&tokens(cfg.depth, 1000 + r as u64))?;
+            text.forward(x, &mut cache, Logits::Last, &pool)?;
+        }
         let x = text.embed(&tokens(cfg.n_prompt, r as u64))?;
         let s = Instant::now();
         let mut logits = text.forward(x, &mut cache, Logits::Last, &pool)?;
@@ -269,6 +278,7 @@ pub fn run(
         threads: pool.threads(),
         n_prompt: cfg.n_prompt,
         n_gen: cfg.n_gen,
+        depth: cfg.depth,
     })
 }
 
@@ -290,6 +300,8 @@ pub fn llama_cpp_speeds(
             &cfg.n_prompt.to_string(),
             "-n",
             &cfg.n_gen.to_string(),
+            "-d",
+            &cfg.depth.to_string(),
         ])
         .args(["-r", "1", "-o", "json"])
         .output()
@@ -412,6 +424,7 @@ mod tests {
         let cfg = BenchConfig {
             n_prompt: 8,
             n_gen: 2,
+            depth: 0,
             repeat: 1,
             threads: 1,
             ttft_prompt: 4,

@@ -43,6 +43,10 @@ enum Command {
         /// Tokens generated for the decode measurement.
         #[arg(short = 'n', long, default_value_t = 128)]
         n_gen: usize,
+        /// Tokens already in the KV cache when prefill and decode are timed (llama-bench's
+        /// `-d`). Our decode runs after the timed prompt, at depth + n-prompt.
+        #[arg(short = 'd', long, default_value_t = 0)]
+        depth: usize,
         /// Repeats (medians are reported).
         #[arg(long, default_value_t = 3)]
         repeat: usize,
@@ -367,6 +371,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             threads,
             n_prompt,
             n_gen,
+            depth,
             repeat,
             json,
             vs_llama_cpp,
@@ -379,6 +384,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             let cfg = BenchConfig {
                 n_prompt,
                 n_gen,
+                depth,
                 repeat,
                 threads,
                 ttft_prompt: 20,
@@ -429,6 +435,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                         let one_image = BenchConfig {
                             n_prompt: 1,
                             n_gen: 0,
+                            depth: 0,
                             ..one.clone()
                         };
                         let r = bench::run(&model, Some(mm), Some(&pic), &one_image)?;
@@ -444,30 +451,35 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                     }
                 }
                 let (opp, otg) = (med(&ours, |x| x.0), med(&ours, |x| x.1));
+                let at = if depth > 0 {
+                    format!(" @ d{depth}")
+                } else {
+                    String::new()
+                };
                 let (lpp, ltg) = (med(&theirs, |x| x.0), med(&theirs, |x| x.1));
                 println!(
-                    "{:<12} {:>12} {:>12} {:>8}",
+                    "{:<14} {:>12} {:>12} {:>8}",
                     "", "llava-edge", "llama.cpp", "ratio"
                 );
                 println!(
-                    "{:<12} {opp:>12.2} {lpp:>12.2} {:>8.2}",
-                    format!("pp{n_prompt}"),
+                    "{:<14} {opp:>12.2} {lpp:>12.2} {:>8.2}",
+                    format!("pp{n_prompt}{at}"),
                     opp / lpp
                 );
                 println!(
-                    "{:<12} {otg:>12.2} {ltg:>12.2} {:>8.2}",
-                    format!("tg{n_gen}"),
+                    "{:<14} {otg:>12.2} {ltg:>12.2} {:>8.2}",
+                    format!("tg{n_gen}{at}"),
                     otg / ltg
                 );
                 if !images.0.is_empty() {
                     let (oe, ot) = (med(&images.0, |x| x.0), med(&images.0, |x| x.1));
                     let (le, lt) = (med(&images.1, |x| x.0), med(&images.1, |x| x.1));
-                    println!("{:<12} {oe:>12.0} {le:>12.0} {:>8.2}", "encode ms", le / oe);
-                    println!("{:<12} {ot:>12.0} {lt:>12.0} {:>8.2}", "ttft ms", lt / ot);
+                    println!("{:<14} {oe:>12.0} {le:>12.0} {:>8.2}", "encode ms", le / oe);
+                    println!("{:<14} {ot:>12.0} {lt:>12.0} {:>8.2}", "ttft ms", lt / ot);
                 }
                 let (bound, gbs) = (med(&bounds, |x| x.0), med(&bounds, |x| x.1));
                 println!(
-                    "{:<12} {:>11.0}% {:>11.0}%   (of {bound:.1} tok/s: {mib_per_token:.1} MiB a token at \
+                    "{:<14} {:>11.0}% {:>11.0}%   (of {bound:.1} tok/s: {mib_per_token:.1} MiB a token at \
                      {gbs:.1} GB/s)",
                     format!("tg{n_gen} bound"),
                     100.0 * otg / bound,
@@ -477,7 +489,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 // largest child's.
                 let (orss, lrss) = (bench::peak_rss_mib(), bench::children_peak_rss_mib());
                 println!(
-                    "{:<12} {orss:>12.0} {lrss:>12.0} {:>8.2}",
+                    "{:<14} {orss:>12.0} {lrss:>12.0} {:>8.2}",
                     "peak RSS MiB",
                     lrss / orss
                 );
@@ -502,6 +514,9 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 println!("load             {:.0} ms", r.load_ms);
                 if let (Some(e), Some(n)) = (r.image_encode_ms, r.image_tokens) {
                     println!("image encode     {e:.0} ms ({n} tokens)");
+                }
+                if r.depth > 0 {
+                    println!("depth            {} tokens in the cache first", r.depth);
                 }
                 println!("prefill pp{:<5}  {:.2} tok/s", r.n_prompt, r.prefill_tok_s);
                 println!(
