@@ -387,6 +387,58 @@ fn attention(
     );
 }
 
+/// One decode step's attention over `n_kv` cached positions of an F16 cache with grouped heads
+/// (`group` query heads a key/value head), one thread, per instruction set: the group's query
+/// heads one by one (the one-row kernel) against all of them as rows of one call (tiles reading
+/// the cache in place). Prints the cache bytes read a second, once per key/value head.
+fn decode_attention(o: &Opts, rng: &mut Rng, name: &str, n_kv: usize, group: usize, hd: usize) {
+    let kv_heads = 2;
+    let stride = kv_heads * hd;
+    let q: Vec<f32> = (0..group * hd).map(|_| rng.f32()).collect();
+    let kv16: Vec<u16> = (0..n_kv * stride)
+        .map(|_| half::f16::from_f32(rng.f32()).to_bits())
+        .collect();
+    let kv = KvRef::F16(&kv16);
+    let mut out = vec![0f32; group * hd];
+    let mut scratch = Vec::new();
+    let scale = 1.0 / (hd as f32).sqrt();
+    let reps = o.reps.max(20);
+    let gb = (2 * n_kv * hd * 2) as f64 / 1e9;
+    for isa in kernels::FloatIsa::available() {
+        let mut run = |rows: usize| {
+            time(reps, || {
+                for r in (0..group).step_by(rows) {
+                    kernels::attend_rows(
+                        isa,
+                        rows,
+                        hd,
+                        &q[r * hd..],
+                        hd,
+                        kv,
+                        kv,
+                        stride,
+                        n_kv,
+                        Visible::All,
+                        scale,
+                        &mut out[r * hd..],
+                        hd,
+                        &mut scratch,
+                    );
+                }
+            })
+        };
+        let (one, grouped) = (run(1), run(group));
+        println!(
+            "attn    F16    {:<22} {isa:?}: {:>7.1} us ({:.1} GB/s) head by head, {:.1} us ({:.1} GB/s) grouped",
+            name,
+            one * 1e6,
+            gb / one,
+            grouped * 1e6,
+            gb / grouped,
+        );
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let threads = args
@@ -510,4 +562,9 @@ fn main() {
         false,
         false,
     );
+    // Decode after a OneVision image (thousands of cached positions), Qwen2-0.5B's heads.
+    for n_kv in [1024, 4096] {
+        let name = format!("qwen2 decode @{n_kv}");
+        decode_attention(&o, &mut rng, &name, n_kv, 7, 64);
+    }
 }

@@ -216,6 +216,12 @@ fn row_tiles_match_f64_softmax_causal_and_not() {
             (16, 600, false),
             (9, 1100, false),
             (12, 1030, true),
+            // Short calls: tails of two and three rows (a padded tile on the four-row builds),
+            // and decode's grouped query heads (Qwen2's seven, Mistral's four) over a long cache.
+            (2, 9, true),
+            (3, 70, false),
+            (7, 1500, false),
+            (4, 333, false),
         ] {
             let stride = 2 * hd; // two heads a position; the second is under test
             let qs = 3 * hd; // query rows wider than a head, as in a model

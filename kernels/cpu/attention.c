@@ -366,6 +366,21 @@ static void pack_v(int n, int hd, const void *v, int f16, size_t stride, float *
     }
 }
 
+/* A tile's keys of positions p0..p0 + keys (p0 a multiple of 16): in the packed kt, or, given
+ * the cache itself (k_raw), transposed now into kblk (hd * keys floats), which stays in L1. A
+ * call of one tile (decode's grouped heads) does this instead of packing the whole cache: that
+ * wrote and re-read 2 MiB a key/value head at 4096 positions, which took longer than the tile. */
+static inline const float *block_keys(const float *kt, const void *k_raw, int f16, size_t stride, int hd, int p0,
+                                      int n, int keys, float *kblk) {
+    if (!k_raw) {
+        return kt + (size_t)p0 * hd;
+    }
+    const size_t off = (size_t)p0 * stride;
+    const void *at = f16 ? (const void *)((const uint16_t *)k_raw + off) : (const void *)((const float *)k_raw + off);
+    pack_kt(n - p0 < keys ? n - p0 : keys, hd, at, f16, stride, kblk);
+    return kblk;
+}
+
 #endif
 
 #if defined(LE_ATTN_AVX2) && (defined(__x86_64__) || defined(_M_X64))
@@ -373,10 +388,12 @@ static void pack_v(int n, int hd, const void *v, int f16, size_t stride, float *
 #define ROWS_FN le_attend_rows_avx512
 #define KEYS 32  /* positions per block: two zmm of scores a row */
 #define QROWS 8 /* query rows per tile */
+#define PAD_ROWS 4 /* fewest rows a call runs as a tile (the rest of eight are copies) */
 #else
 #define ROWS_FN le_attend_rows_avx2
 #define KEYS 16 /* two ymm of scores a row */
 #define QROWS 4
+#define PAD_ROWS 2
 #endif
 
 static inline float hmax8(__m256 v) {
@@ -391,12 +408,12 @@ static inline float hmax8(__m256 v) {
  * online softmax per row, then the 16 value rows accumulated into the four outputs 16
  * dimensions at a time (each value load serves four rows). */
 static void tile4(int hd, const float *const qr[QROWS], const int lim[QROWS], const float *kt, const void *v, int f16,
-                  size_t stride, float scale, float *const o[QROWS]) {
-    float m[QROWS], l[QROWS];
+                  size_t stride, float scale, float *const o[QROWS], const void *k_raw) {
+    float m[QROWS], l[QROWS], kblk[MAX_HEAD_DIM * KEYS];
     const int n = tile_begin(QROWS, hd, lim, m, l, o);
     float p[QROWS][KEYS];
     for (int p0 = 0; p0 < n; p0 += KEYS) {
-        const float *k0 = kt + (size_t)(p0 / 8) * hd * 8, *k1 = k0 + (size_t)hd * 8;
+        const float *k0 = block_keys(kt, k_raw, f16, stride, hd, p0, n, KEYS, kblk), *k1 = k0 + (size_t)hd * 8;
         __m256 s00 = _mm256_setzero_ps(), s01 = s00, s10 = s00, s11 = s00, s20 = s00, s21 = s00, s30 = s00, s31 = s00;
         for (int d = 0; d < hd; d++) {
             const __m256 a = _mm256_loadu_ps(k0 + 8 * d), b = _mm256_loadu_ps(k1 + 8 * d);
@@ -488,7 +505,14 @@ static void tile4(int hd, const float *const qr[QROWS], const int lim[QROWS], co
 #define RUN_TILE(hd, qr, lim, kt, vp, scale, o, sp)                                                                  \
     do {                                                                                                               \
         (void)(sp); /* the flash tile keeps no score rows */                                                           \
-        tile4(hd, qr, lim, kt, vp, 0, (size_t)(hd), scale, o);                                                         \
+        tile4(hd, qr, lim, kt, vp, 0, (size_t)(hd), scale, o, NULL);                                                   \
+    } while (0)
+/* Up to two tiles a call read the cache in place (values as they lie, keys a block at a time). */
+#define IN_PLACE_OK(nq, hd, f16) ((nq) <= 2 * QROWS)
+#define RUN_TILE_IN_PLACE(hd, qr, lim, k, v, f16, stride, scale, o, sp)                                               \
+    do {                                                                                                               \
+        (void)(sp);                                                                                                    \
+        tile4(hd, qr, lim, NULL, v, f16, stride, scale, o, k);                                                         \
     } while (0)
 
 #else
@@ -516,7 +540,8 @@ static inline size_t score_stride(int n) {
  * past `left` masked off; each value load serves eight rows. */
 static inline __attribute__((always_inline)) void pv_stripe(int nv, int left, int hd, int n, const float *vp,
                                                             const float *p, size_t ps, const float *inv_l,
-                                                            float *const o[QROWS], int d0) {
+                                                            float *const o[QROWS], int d0, const uint16_t *v16,
+                                                            size_t stride) {
     const __mmask16 ma = lanes(left), mb = lanes(left - 16);
     __m512 acc[QROWS][2];
     for (int i = 0; i < QROWS; i++) {
@@ -524,9 +549,17 @@ static inline __attribute__((always_inline)) void pv_stripe(int nv, int left, in
         acc[i][1] = _mm512_setzero_ps();
     }
     for (int j = 0; j < n; j++) {
-        const float *vr = vp + (size_t)j * hd + d0;
-        const __m512 va = _mm512_maskz_loadu_ps(ma, vr);
-        const __m512 vb = nv == 2 ? _mm512_maskz_loadu_ps(mb, vr + 16) : va;
+        __m512 va, vb;
+        if (v16) {
+            /* f16 values in place (whole stripes only: the caller checks hd % 32 == 0). */
+            const uint16_t *vr = v16 + (size_t)j * stride + d0;
+            va = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)vr));
+            vb = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(vr + 16)));
+        } else {
+            const float *vr = vp + (size_t)j * hd + d0;
+            va = _mm512_maskz_loadu_ps(ma, vr);
+            vb = nv == 2 ? _mm512_maskz_loadu_ps(mb, vr + 16) : va;
+        }
         for (int i = 0; i < QROWS; i++) {
             const __m512 w = _mm512_set1_ps(p[(size_t)i * ps + j]);
             acc[i][0] = _mm512_fmadd_ps(w, va, acc[i][0]);
@@ -554,7 +587,10 @@ static inline __attribute__((always_inline)) void pv_stripe(int nv, int left, in
  * then a last stripe of 16 or 32 under lane masks. Rows past their limit (a causal mask) see
  * -inf scores, so zero weights. */
 static void tile8(int hd, const float *const qr[QROWS], const int lim[QROWS], const float *kt, const float *vp,
-                  float scale, float *const o[QROWS], float *p) {
+                  float scale, float *const o[QROWS], float *p, const void *k_raw, const uint16_t *v16,
+                  size_t stride) {
+    /* With k_raw/v16 (an f16 cache, one tile a call) keys and values are read in place. */
+    float kblk[MAX_HEAD_DIM * KEYS];
     int n = 0;
     for (int i = 0; i < QROWS; i++) {
         n = lim[i] > n ? lim[i] : n;
@@ -563,7 +599,7 @@ static void tile8(int hd, const float *const qr[QROWS], const int lim[QROWS], co
     const __m512 ninf = _mm512_set1_ps(-INFINITY), vscale = _mm512_set1_ps(scale);
     const int n_pad = (n + KEYS - 1) / KEYS * KEYS;
     for (int p0 = 0; p0 < n; p0 += KEYS) {
-        const float *k0 = kt + (size_t)(p0 / 16) * hd * 16, *k1 = k0 + (size_t)hd * 16;
+        const float *k0 = block_keys(kt, k_raw, 1, stride, hd, p0, n, KEYS, kblk), *k1 = k0 + (size_t)hd * 16;
         __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
         __m512 b0 = a0, b1 = a0, b2 = a0, b3 = a0, b4 = a0, b5 = a0, b6 = a0, b7 = a0;
         if (n - p0 > 16) {
@@ -619,16 +655,20 @@ static void tile8(int hd, const float *const qr[QROWS], const int lim[QROWS], co
     }
     int d0 = 0;
     for (; d0 + 32 <= hd; d0 += 32) {
-        pv_stripe(2, 32, hd, n, vp, p, ps, inv_l, o, d0);
+        pv_stripe(2, 32, hd, n, vp, p, ps, inv_l, o, d0, v16, stride);
     }
     if (hd - d0 > 16) {
-        pv_stripe(2, hd - d0, hd, n, vp, p, ps, inv_l, o, d0);
+        pv_stripe(2, hd - d0, hd, n, vp, p, ps, inv_l, o, d0, NULL, 0);
     } else if (hd - d0 > 0) {
-        pv_stripe(1, hd - d0, hd, n, vp, p, ps, inv_l, o, d0);
+        pv_stripe(1, hd - d0, hd, n, vp, p, ps, inv_l, o, d0, NULL, 0);
     }
 }
 
-#define RUN_TILE(hd, qr, lim, kt, vp, scale, o, sp) tile8(hd, qr, lim, kt, vp, scale, o, sp)
+#define RUN_TILE(hd, qr, lim, kt, vp, scale, o, sp) tile8(hd, qr, lim, kt, vp, scale, o, sp, NULL, NULL, 0)
+/* One tile a call from an f16 cache with whole 32-wide value stripes: read in place. */
+#define IN_PLACE_OK(nq, hd, f16) ((nq) <= QROWS && (f16) && (hd) % 32 == 0)
+#define RUN_TILE_IN_PLACE(hd, qr, lim, k, v, f16, stride, scale, o, sp)                                               \
+    tile8(hd, qr, lim, NULL, NULL, scale, o, sp, k, (const uint16_t *)(v), stride)
 #undef QK1
 #undef QK2
 #endif
@@ -639,16 +679,18 @@ static void tile8(int hd, const float *const qr[QROWS], const int lim[QROWS], co
 #define ROWS_FN le_attend_rows_neon
 #define KEYS 16
 #define QROWS 4
+#define PAD_ROWS 2
 
 /* The AVX2 tile's algorithm on NEON: four query rows against blocks of 16 positions, scores in
  * sixteen registers, online softmax, each value row shared by the four rows. */
 static void tile4(int hd, const float *const qr[QROWS], const int lim[QROWS], const float *kt,
-                       const void *v, int f16, size_t stride, float scale, float *const o[QROWS]) {
-    float m[QROWS], l[QROWS];
+                       const void *v, int f16, size_t stride, float scale, float *const o[QROWS],
+                       const void *k_raw) {
+    float m[QROWS], l[QROWS], kblk[MAX_HEAD_DIM * KEYS];
     const int n = tile_begin(QROWS, hd, lim, m, l, o);
     float p[QROWS][KEYS];
     for (int p0 = 0; p0 < n; p0 += KEYS) {
-        const float *k0 = kt + (size_t)(p0 / 8) * hd * 8, *k1 = k0 + (size_t)hd * 8;
+        const float *k0 = block_keys(kt, k_raw, f16, stride, hd, p0, n, KEYS, kblk), *k1 = k0 + (size_t)hd * 8;
         float32x4_t s[QROWS][4];
         for (int i = 0; i < QROWS; i++) {
             for (int c = 0; c < 4; c++) {
@@ -725,20 +767,54 @@ static void tile4(int hd, const float *const qr[QROWS], const int lim[QROWS], co
 #define RUN_TILE(hd, qr, lim, kt, vp, scale, o, sp)                                                                  \
     do {                                                                                                               \
         (void)(sp); /* the flash tile keeps no score rows */                                                           \
-        tile4(hd, qr, lim, kt, vp, 0, (size_t)(hd), scale, o);                                                         \
+        tile4(hd, qr, lim, kt, vp, 0, (size_t)(hd), scale, o, NULL);                                                   \
+    } while (0)
+/* Up to two tiles a call read the cache in place (values as they lie, keys a block at a time). */
+#define IN_PLACE_OK(nq, hd, f16) ((nq) <= 2 * QROWS)
+#define RUN_TILE_IN_PLACE(hd, qr, lim, k, v, f16, stride, scale, o, sp)                                               \
+    do {                                                                                                               \
+        (void)(sp);                                                                                                    \
+        tile4(hd, qr, lim, NULL, v, f16, stride, scale, o, k);                                                         \
     } while (0)
 
 #endif
 
-/* The tiled builds: whole tiles of QROWS rows, then the rest row by row. */
+/* The tiled builds: whole tiles of QROWS rows, then a tail of at least PAD_ROWS as one more tile
+ * (its last row repeated, the copies written to `spare`), the rest row by row. */
 #ifdef ROWS_FN
+static inline void tile_rows(int i, int nq, const float *q, size_t q_stride, float *out, size_t o_stride, int n_kv,
+                             int causal, int kv0, const float *qr[QROWS], float *o[QROWS], int lim[QROWS],
+                             float (*spare)[MAX_HEAD_DIM]) {
+    for (int r = 0; r < QROWS; r++) {
+        const int row = i + r < nq ? i + r : nq - 1;
+        qr[r] = q + (size_t)row * q_stride;
+        o[r] = i + r < nq ? out + (size_t)row * o_stride : spare[r];
+        lim[r] = row_kv(row, n_kv, causal, kv0);
+    }
+}
+
 int ROWS_FN(int nq, int hd, const float *q, size_t q_stride, const void *k, const void *v, int f16, size_t stride,
             int n_kv, int causal, int kv0, float scale, float *out, size_t o_stride, float *scratch) {
     if (hd <= 0 || hd > MAX_HEAD_DIM) {
         return -1;
     }
+    float spare[QROWS][MAX_HEAD_DIM];
+    const float *qr[QROWS];
+    float *o[QROWS];
+    int lim[QROWS];
     int i = 0;
-    if (nq >= QROWS) {
+#ifdef IN_PLACE_OK
+    if (nq >= PAD_ROWS && IN_PLACE_OK(nq, hd, f16)) {
+        /* A tile or two: packing the whole cache first would serve little else. Decode's query
+         * heads of one key/value head (7 for Qwen2, 4 for Mistral) come here as one call. */
+        for (; i < nq; i += QROWS) {
+            tile_rows(i, nq, q, q_stride, out, o_stride, n_kv, causal, kv0, qr, o, lim, spare);
+            RUN_TILE_IN_PLACE(hd, qr, lim, k, v, f16, stride, scale, o, scratch);
+        }
+        return 0;
+    }
+#endif
+    if (nq >= PAD_ROWS) {
         /* Every position any row of this call sees, keys transposed and values packed once for
          * all of them. */
         const int n_need = causal ? kv0 + nq : n_kv;
@@ -746,15 +822,8 @@ int ROWS_FN(int nq, int hd, const float *q, size_t q_stride, const void *k, cons
         float *sp = vp + (size_t)(n_need + 15) / 16 * 16 * hd; /* the AVX-512 tile's score rows */
         pack_kt(n_need, hd, k, f16, stride, scratch);
         pack_v(n_need, hd, v, f16, stride, vp);
-        for (; i + QROWS <= nq; i += QROWS) {
-            const float *qr[QROWS];
-            float *o[QROWS];
-            int lim[QROWS];
-            for (int r = 0; r < QROWS; r++) {
-                qr[r] = q + (size_t)(i + r) * q_stride;
-                o[r] = out + (size_t)(i + r) * o_stride;
-                lim[r] = row_kv(i + r, n_kv, causal, kv0);
-            }
+        for (; nq - i >= PAD_ROWS; i += QROWS) {
+            tile_rows(i, nq, q, q_stride, out, o_stride, n_kv, causal, kv0, qr, o, lim, spare);
             RUN_TILE(hd, qr, lim, scratch, vp, scale, o, sp);
         }
     }

@@ -469,10 +469,11 @@ void le_gemm_bf16_neon(int k, const uint16_t *w, size_t ldw, int nrows, const ui
 /* nq query rows of one head (row i at q + i * q_stride, its output at out + i * o_stride) over
  * the keys and values as le_attend_head takes them. Row i sees n_kv positions, or with causal
  * != 0 the first kv0 + i + 1 (kv0 + nq <= n_kv). scratch: 2 * (n + 15) / 16 * 16 * hd
- * + 8 * ((n + 31) / 32 * 32 + 16) floats, n the positions seen. The AVX2 and NEON builds tile
- * four rows against blocks of 16 positions (flash attention); the AVX-512 build eight rows over
- * whole score rows (the last part of scratch); the portable one runs le_attend_head row by row.
- * Returns -1 for an unsupported hd. */
+ * + 8 * ((n + 31) / 32 * 32 + 16) floats, n the positions seen, whenever nq >= 2 (NULL will do
+ * for one row). The AVX2 and NEON builds tile four rows against blocks of 16 positions (flash
+ * attention); the AVX-512 build eight rows over whole score rows (the last part of scratch); a
+ * tail of at least half a tile runs as a tile with its last row repeated. The portable build
+ * runs le_attend_head row by row. Returns -1 for an unsupported hd. */
 int le_attend_rows_scalar(int nq, int hd, const float *q, size_t q_stride, const void *k, const void *v, int f16,
                           size_t stride, int n_kv, int causal, int kv0, float scale, float *out, size_t o_stride,
                           float *scratch);

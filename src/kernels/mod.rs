@@ -1039,9 +1039,9 @@ pub enum Visible {
     },
 }
 
-/// Query rows of the smallest tile of `le_attend_rows_*` (`QROWS` in attention.c: 4, or 8 for
-/// AVX-512); fewer rows skip the packed scratch.
-const ATTEND_TILE_ROWS: usize = 4;
+/// Fewest query rows `le_attend_rows_*` may run as a tile (`PAD_ROWS` in attention.c: 2, or 4
+/// for AVX-512), so packing keys and values; one row reads the cache in place.
+const ATTEND_PACK_ROWS: usize = 2;
 
 /// `nq` query rows of one head: row i's `hd` values at `q[i * q_stride..]`, its output at
 /// `out[i * o_stride..]`, keys and values as [`attend_head`] takes them (`n_kv` positions).
@@ -1087,15 +1087,16 @@ pub fn attend_rows(
     );
     let ((kp, kf16), (vp, vf16)) = (k.ptr(), v.ptr());
     assert_eq!(kf16, vf16, "attend_rows: keys and values of one type");
-    // Keys transposed and values packed (see le_attend_rows_*), only for whole tiles of rows:
-    // fewer rows (decode) read the cache in place, and sizing the scratch anyway cost a
-    // 260 KiB memset per thread and layer at a 512-position cache (2.5% of a decode profile).
-    if nq >= ATTEND_TILE_ROWS {
-        // Transposed keys, packed values, and the AVX-512 tile's eight score rows.
-        scratch.resize(
-            2 * n_kv.div_ceil(16) * 16 * hd + 8 * (n_kv.div_ceil(32) * 32 + 16),
-            0.0,
-        );
+    // Keys transposed and values packed (see le_attend_rows_*), only for calls of two rows or
+    // more: one row reads the cache in place, and sizing the scratch anyway cost a 260 KiB
+    // memset per thread and layer at a 512-position cache (2.5% of a decode profile).
+    if nq >= ATTEND_PACK_ROWS {
+        // Transposed keys, packed values, and the AVX-512 tile's eight score rows. Only ever
+        // grown: the caller keeps it, and zeroing it again each call costs a memset.
+        let need = 2 * n_kv.div_ceil(16) * 16 * hd + 8 * (n_kv.div_ceil(32) * 32 + 16);
+        if scratch.len() < need {
+            scratch.resize(need, 0.0);
+        }
     }
     let s = scratch.as_mut_ptr();
     let (n, d, qp, op) = (nq as i32, hd as i32, q.as_ptr(), out.as_mut_ptr());
@@ -1126,7 +1127,7 @@ pub fn attend_rows(
         _ => ffi::le_attend_rows_scalar,
     };
     // SAFETY: reads stay within the asserted lengths of q, k and v; writes within out's; the
-    // scratch holds the packed keys and values of n_kv positions whenever nq reaches a tile (the
+    // scratch holds the packed keys and values of n_kv positions whenever nq may make a tile (the
     // C code packs only then); SIMD only where `isa` says so.
     let rc = unsafe {
         f(

@@ -77,46 +77,145 @@ pub fn attend_rows(
     let (group, stride) = (n_head / n_kv_head, n_kv_head * head_dim);
     let scale = 1.0 / (head_dim as f32).sqrt();
     let isa = kernels::FloatIsa::for_isa(kernels::isa());
+    if n_rows == 1 && group > 1 {
+        // Decode with grouped heads: the query heads of one key/value head are rows of one
+        // call (q_stride head_dim), so its keys and values are read once for the group, as a
+        // tile, instead of once per query head by the one-row kernel. Groups are split only
+        // as far as the threads need tasks.
+        let seen = match visible {
+            Visible::All => n_kv,
+            Visible::Causal { first } => first + 1,
+        };
+        assert!(seen <= n_kv, "attend_rows: causal row past the keys");
+        let splits = pool.threads().div_ceil(n_kv_head).clamp(1, group);
+        let per = group.div_ceil(splits);
+        let base = Disjoint::new(out);
+        pool.for_chunks(n_kv_head * splits, 1, &|tasks| {
+            with_attention_scratch(|scratch| {
+                for task in tasks {
+                    let (g, part) = (task / splits, task % splits);
+                    let h0 = g * group + part * per;
+                    let nq = per.min((g + 1) * group - h0);
+                    if nq == 0 {
+                        continue;
+                    }
+                    let first = h0 * head_dim;
+                    // SAFETY: `out` holds w values; this task alone writes heads h0..h0 + nq
+                    // (tasks are disjoint), and the pool joins before returning.
+                    let o = unsafe {
+                        std::slice::from_raw_parts_mut(base.get().add(first), nq * head_dim)
+                    };
+                    kernels::attend_rows(
+                        isa,
+                        nq,
+                        head_dim,
+                        &q[first..first + nq * head_dim],
+                        head_dim,
+                        k.skip(g * head_dim),
+                        v.skip(g * head_dim),
+                        stride,
+                        seen,
+                        Visible::All,
+                        scale,
+                        o,
+                        head_dim,
+                        scratch,
+                    );
+                }
+            })
+        });
+        return;
+    }
     let blocks = n_rows.div_ceil(rows_per_task);
     let base = Disjoint::new(out);
     let len = out.len();
     pool.for_chunks(n_head * blocks, 1, &|tasks| {
-        let mut scratch = Vec::new();
-        for task in tasks {
-            let (h, r0) = (task / blocks, task % blocks * rows_per_task);
-            let nq = rows_per_task.min(n_rows - r0);
-            let at = (h / group) * head_dim;
-            let first = r0 * w + h * head_dim;
-            let vis = match visible {
-                Visible::All => Visible::All,
-                Visible::Causal { first } => Visible::Causal { first: first + r0 },
-            };
-            // SAFETY: `out` holds len values; this task alone writes head h's columns of rows
-            // r0..r0 + nq (tasks are disjoint), and the pool joins before returning.
-            let o = unsafe { std::slice::from_raw_parts_mut(base.get().add(first), len - first) };
-            kernels::attend_rows(
-                isa,
-                nq,
-                head_dim,
-                &q[first..],
-                w,
-                k.skip(at),
-                v.skip(at),
-                stride,
-                n_kv,
-                vis,
-                scale,
-                o,
-                w,
-                &mut scratch,
-            );
-        }
+        with_attention_scratch(|scratch| {
+            for task in tasks {
+                let (h, r0) = (task / blocks, task % blocks * rows_per_task);
+                let nq = rows_per_task.min(n_rows - r0);
+                let at = (h / group) * head_dim;
+                let first = r0 * w + h * head_dim;
+                let vis = match visible {
+                    Visible::All => Visible::All,
+                    Visible::Causal { first } => Visible::Causal { first: first + r0 },
+                };
+                // SAFETY: `out` holds len values; this task alone writes head h's columns of rows
+                // r0..r0 + nq (tasks are disjoint), and the pool joins before returning.
+                let o =
+                    unsafe { std::slice::from_raw_parts_mut(base.get().add(first), len - first) };
+                kernels::attend_rows(
+                    isa,
+                    nq,
+                    head_dim,
+                    &q[first..],
+                    w,
+                    k.skip(at),
+                    v.skip(at),
+                    stride,
+                    n_kv,
+                    vis,
+                    scale,
+                    o,
+                    w,
+                    scratch,
+                );
+            }
+        })
     });
+}
+
+thread_local! {
+    static ATTENTION_SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` on this thread's packed key/value scratch, kept between calls: a fresh one was
+/// zeroed in every call (2 MiB a task at a 4k-position cache).
+fn with_attention_scratch<R>(f: impl FnOnce(&mut Vec<f32>) -> R) -> R {
+    ATTENTION_SCRATCH.with(|cell| f(&mut cell.borrow_mut()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grouped_decode_rows_equal_one_head_at_a_time() {
+        // One query row, grouped heads: attend_rows runs each key/value head's query heads as
+        // one call (split over threads); attend runs the one-row kernel per head.
+        let f = |i: usize| ((i * 7919) % 97) as f32 / 30.0 - 1.5;
+        for (n_head, n_kv_head, hd) in [(14, 2, 64), (8, 2, 20), (6, 3, 72), (4, 4, 8)] {
+            for n_kv in [1, 5, 33, 700] {
+                let q: Vec<f32> = (0..n_head * hd).map(|i| f(i + 3)).collect();
+                let kv_len = n_kv * n_kv_head * hd;
+                let k: Vec<u16> = (0..kv_len)
+                    .map(|i| half::f16::from_f32(f(i + 11)).to_bits())
+                    .collect();
+                let v: Vec<u16> = (0..kv_len)
+                    .map(|i| half::f16::from_f32(f(i + 23)).to_bits())
+                    .collect();
+                let mut want = vec![0f32; n_head * hd];
+                let (kr, vr) = (KvRef::F16(&k), KvRef::F16(&v));
+                attend(&q, kr, vr, n_kv, n_head, n_kv_head, hd, &mut want);
+                for threads in [1, 2, 3, 5] {
+                    let pool = crate::threadpool::ThreadPool::new(threads);
+                    for vis in [Visible::All, Visible::Causal { first: n_kv - 1 }] {
+                        let mut got = vec![f32::NAN; n_head * hd];
+                        attend_rows(
+                            &pool, &q, kr, vr, 1, n_kv, vis, n_head, n_kv_head, hd, &mut got,
+                        );
+                        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                            assert!(
+                                (g - w).abs() < 1e-5,
+                                "heads {n_head}/{n_kv_head} hd {hd} n_kv {n_kv} threads \
+                                 {threads}: {i}: {g} vs {w}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn matches_two_pass_softmax_with_gqa() {
