@@ -83,15 +83,52 @@ pub fn peak_rss_mib() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-/// The largest peak resident set size among this process's finished children in MiB
-/// (`getrusage(RUSAGE_CHILDREN)`): llama.cpp's, when its tools were the only children.
-pub fn children_peak_rss_mib() -> f64 {
-    // SAFETY: getrusage only writes the struct it is given.
-    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
-    if unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut u) } != 0 {
-        return 0.0;
-    }
-    u.ru_maxrss as f64 / 1024.0
+/// The largest peak resident set size of the llama.cpp tools run so far, MiB.
+static TOOL_PEAK_KIB: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The largest peak resident set size of the llama.cpp tools this process ran, MiB (0 before
+/// any ran, or where /proc is missing).
+pub fn llama_cpp_peak_rss_mib() -> f64 {
+    TOOL_PEAK_KIB.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1024.0
+}
+
+/// Runs `cmd` to completion like `Command::output`, watching the child's own high-water RSS
+/// (`VmHWM` of /proc/PID/status, every 10 ms while it runs) into [`llama_cpp_peak_rss_mib`].
+/// `getrusage(RUSAGE_CHILDREN)` would not do: a child spawned with a shared address space
+/// (posix_spawn's vfork) carries the parent's own peak into its maximum when it execs, so
+/// llama.cpp's figure was never below ours. Readings count only once the child has exec'd
+/// (its `Name:` is the tool's), for the same reason.
+fn output_watching_rss(cmd: &mut std::process::Command) -> std::io::Result<std::process::Output> {
+    let name: String = std::path::Path::new(cmd.get_program())
+        .file_name()
+        .map(|n| n.to_string_lossy().chars().take(15).collect())
+        .unwrap_or_default();
+    let child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    let status = format!("/proc/{}/status", child.id());
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            while !done.load(std::sync::atomic::Ordering::Acquire) {
+                if let Some(kib) = std::fs::read_to_string(&status).ok().and_then(|st| {
+                    let is_tool = st
+                        .lines()
+                        .find_map(|l| l.strip_prefix("Name:"))
+                        .is_some_and(|n| n.trim() == name);
+                    let hwm = st.lines().find_map(|l| l.strip_prefix("VmHWM:"))?;
+                    is_tool.then(|| hwm.split_whitespace().next()?.parse::<u64>().ok())?
+                }) {
+                    TOOL_PEAK_KIB.fetch_max(kib, std::sync::atomic::Ordering::Relaxed);
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        });
+        let out = child.wait_with_output();
+        done.store(true, std::sync::atomic::Ordering::Release);
+        out
+    })
 }
 
 /// The tensors one decode step reads, as slices of the mapped file: all of them but the token
@@ -290,22 +327,23 @@ pub fn llama_cpp_speeds(
     cfg: &BenchConfig,
 ) -> Result<(f64, f64), String> {
     let exe = dir.join("llama-bench");
-    let out = std::process::Command::new(&exe)
-        .arg("-m")
-        .arg(model)
-        .args([
-            "-t",
-            &cfg.threads.to_string(),
-            "-p",
-            &cfg.n_prompt.to_string(),
-            "-n",
-            &cfg.n_gen.to_string(),
-            "-d",
-            &cfg.depth.to_string(),
-        ])
-        .args(["-r", "1", "-o", "json"])
-        .output()
-        .map_err(|e| format!("{}: {e}", exe.display()))?;
+    let out = output_watching_rss(
+        std::process::Command::new(&exe)
+            .arg("-m")
+            .arg(model)
+            .args([
+                "-t",
+                &cfg.threads.to_string(),
+                "-p",
+                &cfg.n_prompt.to_string(),
+                "-n",
+                &cfg.n_gen.to_string(),
+                "-d",
+                &cfg.depth.to_string(),
+            ])
+            .args(["-r", "1", "-o", "json"]),
+    )
+    .map_err(|e| format!("{}: {e}", exe.display()))?;
     if !out.status.success() {
         return Err(format!(
             "{} failed: {}",
@@ -353,8 +391,8 @@ pub fn llama_cpp_image(
         cmd.args(["--chat-template", "vicuna"]);
     }
     let start = Instant::now();
-    let out = cmd
-        .arg("-m")
+    let out = output_watching_rss(
+        cmd.arg("-m")
         .arg(model)
         .arg("--mmproj")
         .arg(mmproj)
@@ -371,9 +409,9 @@ pub fn llama_cpp_image(
             "-t",
             &threads.to_string(),
             "--log-timestamps",
-        ])
-        .output()
-        .map_err(|e| format!("{}: {e}", exe.display()))?;
+        ]),
+    )
+    .map_err(|e| format!("{}: {e}", exe.display()))?;
     let wall = start.elapsed().as_secs_f64() * 1e3;
     let log =
         String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);

@@ -485,9 +485,9 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                     100.0 * otg / bound,
                     100.0 * ltg / bound
                 );
-                // Both peaks span every run above: ours this process's, llama.cpp's its
-                // largest child's.
-                let (orss, lrss) = (bench::peak_rss_mib(), bench::children_peak_rss_mib());
+                // Both peaks span every run above: ours this process's, llama.cpp's the
+                // highest its tools' own high-water marks reached.
+                let (orss, lrss) = (bench::peak_rss_mib(), bench::llama_cpp_peak_rss_mib());
                 println!(
                     "{:<14} {orss:>12.0} {lrss:>12.0} {:>8.2}",
                     "peak RSS MiB",
