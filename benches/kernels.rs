@@ -563,7 +563,7 @@ fn main() {
         false,
     );
     // Decode after a OneVision image (thousands of cached positions), Qwen2-0.5B's heads.
-    for n_kv in [1024, 4096] {
+    for n_kv in [256, 1024, 4096] {
         let name = format!("qwen2 decode @{n_kv}");
         decode_attention(&o, &mut rng, &name, n_kv, 7, 64);
     }
