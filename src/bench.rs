@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use crate::gguf::GgufFile;
 use crate::image::RgbImage;
 use crate::pipeline::PipelineError;
-use crate::text::{KvType, Logits, TextModel};
+use crate::text::{KvCache, KvType, Logits, TextModel};
 use crate::threadpool::ThreadPool;
 use crate::vision::VisionEncoder;
 
@@ -261,19 +261,28 @@ pub fn run(
         None => None,
     };
     for r in 0..repeat {
-        let mut cache = text.new_cache(cfg.depth + cfg.n_prompt + cfg.n_gen + 8, KvType::F16);
-        if cfg.depth > 0 {
-            let x = text.embed(&tokens(cfg.depth, 1000 + r as u64))?;
-            text.forward(x, &mut cache, Logits::Last, &pool)?;
-        }
+        // Prefill and decode each from a cache holding `depth` tokens, as llama-bench runs its
+        // pp and tg tests (each on a cleared context, after the depth prompt).
+        let at_depth = |room: usize| -> Result<KvCache, PipelineError> {
+            let mut cache = text.new_cache(cfg.depth + room + 8, KvType::F16);
+            if cfg.depth > 0 {
+                let x = text.embed(&tokens(cfg.depth, 1000 + r as u64))?;
+                text.forward(x, &mut cache, Logits::Last, &pool)?;
+            }
+            Ok(cache)
+        };
+        let mut cache = at_depth(cfg.n_prompt)?;
         let x = text.embed(&tokens(cfg.n_prompt, r as u64))?;
         let s = Instant::now();
-        let mut logits = text.forward(x, &mut cache, Logits::Last, &pool)?;
+        text.forward(x, &mut cache, Logits::Last, &pool)?;
         pp.push(s.elapsed());
+        drop(cache);
+        let mut cache = at_depth(cfg.n_gen)?;
+        let mut id = tokens(1, 7 + r as u64)[0];
         let s = Instant::now();
         for _ in 0..cfg.n_gen {
-            let id = crate::ops::argmax(&logits) as u32;
-            logits = text.forward(text.embed(&[id])?, &mut cache, Logits::Last, &pool)?;
+            let logits = text.forward(text.embed(&[id])?, &mut cache, Logits::Last, &pool)?;
+            id = crate::ops::argmax(&logits) as u32;
         }
         tg.push(s.elapsed());
         if let (Some(v), Some(img)) = (&vision, image) {

@@ -44,7 +44,7 @@ enum Command {
         #[arg(short = 'n', long, default_value_t = 128)]
         n_gen: usize,
         /// Tokens already in the KV cache when prefill and decode are timed (llama-bench's
-        /// `-d`). Our decode runs after the timed prompt, at depth + n-prompt.
+        /// `-d`): each starts from a cache of that depth, as llama-bench's pp and tg tests do.
         #[arg(short = 'd', long, default_value_t = 0)]
         depth: usize,
         /// Repeats (medians are reported).
