@@ -282,3 +282,43 @@ fn quantized_text_weights_stay_close() {
         println!("{mix}: worst relative logit error {worst_all:e} (bound {bound:e})");
     }
 }
+
+#[test]
+fn long_inputs_run_in_batches_that_continue_the_cache() {
+    // 1100 rows in one call run as batches of 512, 512 and 76; the same rows in calls of 100
+    // each run whole. Every position's logits agree, and the Last request returns the last
+    // row's.
+    let tmp = TempDir::new("text-ubatch");
+    let pool = ThreadPool::new(2);
+    let dir = fixtures_dir().join("llava_ov");
+    let path = tmp.path("ov.gguf");
+    write_text_gguf(&dir, &path);
+    let f = GgufFile::open(&path).unwrap();
+    let model = TextModel::load(&f).unwrap();
+    let vocab = model.config.n_vocab;
+    let n = 1100;
+    assert!(n > 2 * llava_edge::text::UBATCH);
+    let ids: Vec<u32> = (0..n as u64)
+        .map(|i| (3 + (i * 7919) % (vocab as u64 - 3)) as u32)
+        .collect();
+    let mut cache = model.new_cache(n, KvType::F32);
+    let whole = model
+        .forward(model.embed(&ids).unwrap(), &mut cache, Logits::All, &pool)
+        .unwrap();
+    assert_eq!(whole.len(), n * vocab);
+    assert_eq!(cache.len(), n);
+    let mut cache = model.new_cache(n, KvType::F32);
+    let mut parts = Vec::new();
+    for chunk in ids.chunks(100) {
+        let x = model.embed(chunk).unwrap();
+        parts.extend(model.forward(x, &mut cache, Logits::All, &pool).unwrap());
+    }
+    let e = rel_err(&whole, &parts);
+    assert!(e < 1e-4, "batched vs chunked logits: rel err {e}");
+    let mut cache = model.new_cache(n, KvType::F32);
+    let last = model
+        .forward(model.embed(&ids).unwrap(), &mut cache, Logits::Last, &pool)
+        .unwrap();
+    let e = rel_err(&last, &whole[(n - 1) * vocab..]);
+    assert!(e < 1e-4, "last row's logits: rel err {e}");
+}

@@ -7,4 +7,4 @@ pub mod model;
 
 pub use config::{Arch, TextConfig};
 pub use kv_cache::{KvCache, KvType};
-pub use model::{interleave_weights, Logits, TextError, TextModel};
+pub use model::{interleave_weights, Logits, TextError, TextModel, UBATCH};
