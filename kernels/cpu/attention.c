@@ -502,18 +502,6 @@ static void tile4(int hd, const float *const qr[QROWS], const int lim[QROWS], co
     }
     tile_end(QROWS, hd, l, o);
 }
-#define RUN_TILE(hd, qr, lim, kt, vp, scale, o, sp)                                                                  \
-    do {                                                                                                               \
-        (void)(sp); /* the flash tile keeps no score rows */                                                           \
-        tile4(hd, qr, lim, kt, vp, 0, (size_t)(hd), scale, o, NULL);                                                   \
-    } while (0)
-/* Up to two tiles a call read the cache in place (values as they lie, keys a block at a time). */
-#define IN_PLACE_OK(nq, hd, f16) ((nq) <= 2 * QROWS)
-#define RUN_TILE_IN_PLACE(hd, qr, lim, k, v, f16, stride, scale, o, sp)                                               \
-    do {                                                                                                               \
-        (void)(sp);                                                                                                    \
-        tile4(hd, qr, lim, NULL, v, f16, stride, scale, o, k);                                                         \
-    } while (0)
 
 #else
 static inline __mmask16 lanes(int n) {
@@ -764,19 +752,23 @@ static void tile4(int hd, const float *const qr[QROWS], const int lim[QROWS], co
     }
     tile_end(QROWS, hd, l, o);
 }
+
+#endif
+
+#if defined(QROWS) && QROWS == 4
+/* The four-row tiles (AVX2, NEON) keep no score rows (flash attention); calls of up to two
+ * tiles read the cache in place (values as they lie, keys a block at a time). */
 #define RUN_TILE(hd, qr, lim, kt, vp, scale, o, sp)                                                                  \
     do {                                                                                                               \
         (void)(sp); /* the flash tile keeps no score rows */                                                           \
         tile4(hd, qr, lim, kt, vp, 0, (size_t)(hd), scale, o, NULL);                                                   \
     } while (0)
-/* Up to two tiles a call read the cache in place (values as they lie, keys a block at a time). */
 #define IN_PLACE_OK(nq, hd, f16) ((nq) <= 2 * QROWS)
 #define RUN_TILE_IN_PLACE(hd, qr, lim, k, v, f16, stride, scale, o, sp)                                               \
     do {                                                                                                               \
         (void)(sp);                                                                                                    \
         tile4(hd, qr, lim, NULL, v, f16, stride, scale, o, k);                                                         \
     } while (0)
-
 #endif
 
 /* The tiled builds: whole tiles of QROWS rows, then a tail of at least PAD_ROWS as one more tile
