@@ -370,10 +370,23 @@ static void pack_v(int n, int hd, const void *v, int f16, size_t stride, float *
  * the cache itself (k_raw), transposed now into kblk (hd * keys floats), which stays in L1. A
  * call of one tile (decode's grouped heads) does this instead of packing the whole cache: that
  * wrote and re-read 2 MiB a key/value head at 4096 positions, which took longer than the tile. */
-static inline const float *block_keys(const float *kt, const void *k_raw, int f16, size_t stride, int hd, int p0,
-                                      int n, int keys, float *kblk) {
+static inline const float *block_keys(const float *kt, const void *k_raw, const void *v_raw, int f16, size_t stride,
+                                      int hd, int p0, int n, int keys, float *kblk) {
     if (!k_raw) {
         return kt + (size_t)p0 * hd;
+    }
+    /* The next block's key and value rows, requested now: in decode the cache comes from DRAM
+     * (a token streams hundreds of MB of weights through the caches between two visits to a
+     * layer), and rows a head stride apart are not one stream to the hardware prefetcher. */
+    const int esz = f16 ? 2 : 4;
+    const int next_end = p0 + 2 * keys < n ? p0 + 2 * keys : n;
+    for (int p = p0 + keys; p < next_end; p++) {
+        const char *kr = (const char *)k_raw + (size_t)p * stride * esz;
+        const char *vr = (const char *)v_raw + (size_t)p * stride * esz;
+        for (int b = 0; b < hd * esz; b += 64) {
+            __builtin_prefetch(kr + b, 0, 2);
+            __builtin_prefetch(vr + b, 0, 2);
+        }
     }
     const size_t off = (size_t)p0 * stride;
     const void *at = f16 ? (const void *)((const uint16_t *)k_raw + off) : (const void *)((const float *)k_raw + off);
@@ -413,7 +426,7 @@ static void tile4(int hd, const float *const qr[QROWS], const int lim[QROWS], co
     const int n = tile_begin(QROWS, hd, lim, m, l, o);
     float p[QROWS][KEYS];
     for (int p0 = 0; p0 < n; p0 += KEYS) {
-        const float *k0 = block_keys(kt, k_raw, f16, stride, hd, p0, n, KEYS, kblk), *k1 = k0 + (size_t)hd * 8;
+        const float *k0 = block_keys(kt, k_raw, v, f16, stride, hd, p0, n, KEYS, kblk), *k1 = k0 + (size_t)hd * 8;
         __m256 s00 = _mm256_setzero_ps(), s01 = s00, s10 = s00, s11 = s00, s20 = s00, s21 = s00, s30 = s00, s31 = s00;
         for (int d = 0; d < hd; d++) {
             const __m256 a = _mm256_loadu_ps(k0 + 8 * d), b = _mm256_loadu_ps(k1 + 8 * d);
@@ -587,7 +600,7 @@ static void tile8(int hd, const float *const qr[QROWS], const int lim[QROWS], co
     const __m512 ninf = _mm512_set1_ps(-INFINITY), vscale = _mm512_set1_ps(scale);
     const int n_pad = (n + KEYS - 1) / KEYS * KEYS;
     for (int p0 = 0; p0 < n; p0 += KEYS) {
-        const float *k0 = block_keys(kt, k_raw, 1, stride, hd, p0, n, KEYS, kblk), *k1 = k0 + (size_t)hd * 16;
+        const float *k0 = block_keys(kt, k_raw, v16, 1, stride, hd, p0, n, KEYS, kblk), *k1 = k0 + (size_t)hd * 16;
         __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
         __m512 b0 = a0, b1 = a0, b2 = a0, b3 = a0, b4 = a0, b5 = a0, b6 = a0, b7 = a0;
         if (n - p0 > 16) {
@@ -678,7 +691,7 @@ static void tile4(int hd, const float *const qr[QROWS], const int lim[QROWS], co
     const int n = tile_begin(QROWS, hd, lim, m, l, o);
     float p[QROWS][KEYS];
     for (int p0 = 0; p0 < n; p0 += KEYS) {
-        const float *k0 = block_keys(kt, k_raw, f16, stride, hd, p0, n, KEYS, kblk), *k1 = k0 + (size_t)hd * 8;
+        const float *k0 = block_keys(kt, k_raw, v, f16, stride, hd, p0, n, KEYS, kblk), *k1 = k0 + (size_t)hd * 8;
         float32x4_t s[QROWS][4];
         for (int i = 0; i < QROWS; i++) {
             for (int c = 0; c < 4; c++) {
