@@ -252,35 +252,28 @@ impl<'a> TextModel<'a> {
             });
         }
         if n <= UBATCH {
-            return self.forward_batch(x, cache, which, pool);
+            return self.forward_batch(x, cache, Some(which), pool);
         }
         let mut logits = Vec::new();
         let batches = n.div_ceil(UBATCH);
         for (i, rows) in x.chunks(UBATCH * d).enumerate() {
-            let last = i + 1 == batches;
-            match which {
-                Logits::All => {
-                    logits.extend(self.forward_batch(rows.to_vec(), cache, Logits::All, pool)?)
-                }
-                // Earlier batches' logits are not wanted: only the output norm and product of
-                // their last row would be wasted, so ask for that and drop it.
-                Logits::Last => {
-                    let l = self.forward_batch(rows.to_vec(), cache, Logits::Last, pool)?;
-                    if last {
-                        logits = l;
-                    }
-                }
-            }
+            // Earlier batches' logits are wanted only for Logits::All: for Last they skip the
+            // output product (a read of the whole vocabulary matrix).
+            let want = match which {
+                Logits::All => Some(Logits::All),
+                Logits::Last => (i + 1 == batches).then_some(Logits::Last),
+            };
+            logits.extend(self.forward_batch(rows.to_vec(), cache, want, pool)?);
         }
         Ok(logits)
     }
 
-    /// [`TextModel::forward`] on one batch, all rows at once.
+    /// [`TextModel::forward`] on one batch, all rows at once; no logits for `which` None.
     fn forward_batch(
         &self,
         mut x: Vec<f32>,
         cache: &mut KvCache,
-        which: Logits,
+        which: Option<Logits>,
         pool: &ThreadPool,
     ) -> Result<Vec<f32>, TextError> {
         let c = &self.config;
@@ -387,8 +380,9 @@ impl<'a> TextModel<'a> {
         cache.advance(n);
 
         let rows = match which {
-            Logits::Last => &mut x[(n - 1) * d..],
-            Logits::All => &mut x[..],
+            None => return Ok(Vec::new()),
+            Some(Logits::Last) => &mut x[(n - 1) * d..],
+            Some(Logits::All) => &mut x[..],
         };
         rms_norm_rows(th, rows, &self.output_norm, c.rms_eps);
         let m = rows.len() / d;
