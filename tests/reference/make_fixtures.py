@@ -75,6 +75,7 @@ PATCH = 14
 TILE = 70        # LLaVA-1.5 / NeXT / OneVision vision image_size (stands for 336 / 384): 5x5 = 25 patches
 TILE_V1 = 56     # original-LLaVA vision image_size (stands for 224): 4x4 = 16 patches
 N_GEN = 8
+SEED_OV_MIXED = 18
 
 torch.set_num_threads(1)
 torch.use_deterministic_algorithms(True)
@@ -138,6 +139,9 @@ IMAGES = {
     "tall120x260": (120, 260),   # very tall (NeXT picks the 3x1 pinpoint)
     "small100x60": (100, 60),    # smaller than one pinpoint: upscaled
     "wide300x200": (300, 200),   # OneVision: 3x5 tiles, unpad 25->23 columns, then bilinear shrink (ratio 1.238)
+    "wide250x100": (250, 100),   # llava_ov_mixed: 2.5:1, padded to a square in a multi-image prompt
+    "tall100x220": (100, 220),   # llava_ov_mixed: 1:2.2
+    "tiny20x12": (20, 12),       # llava_ov_mixed: smaller than one vision patch
 }
 VIDEO = ("video4_96x72", 96, 72, 4)   # name, width, height, frames (the red disc moves right)
 
@@ -413,6 +417,16 @@ CASES = [
          [(n, "image", n) for n in ("sq180", "wide200x110", "tall110x200", "small100x60", "wide300x200")] +
          [("two_images", "multi_image", ("small100x60", "tall110x200")),
           ("video4", "video", VIDEO[0])]),
+    # Several images of different shapes in one OneVision prompt (each is padded to a square with the
+    # mean colour, not squashed), alone for comparison, in both orders, three sizes, tiny with big.
+    # Its own seed: llava_ov's weights answer every image prompt with token 0, which hides wrong rows.
+    dict(name="llava_ov_mixed", builder=build_llava_ov, tokenizer="qwen", system=None, family="ov", seed=SEED_OV_MIXED,
+         pil_fixture="wide_tall",
+         fixtures=[(n, "image", n) for n in ("wide250x100", "tall100x220")] +
+         [("wide_tall", "multi_image", ("wide250x100", "tall100x220")),
+          ("tall_wide", "multi_image", ("tall100x220", "wide250x100")),
+          ("three_sizes", "multi_image", ("small100x60", "wide300x200", "tall100x220")),
+          ("tiny_big", "multi_image", ("tiny20x12", "wide300x200"))]),
 ]
 PROMPT_TEXT = {"text": "Describe a red circle on a blue background.", "image": "What is shown in this image?",
                "multi_image": "What is different between these images?", "video": "What happens in this video?"}
@@ -526,7 +540,7 @@ def run_case(case, tok, sp_model_path, out, img_dir):
     cls, cfg, proc, ip_pil = case["builder"](tok)
     torch.manual_seed(SEED)
     model = cls._from_config(cfg, attn_implementation="eager", dtype=torch.float32)
-    reinit_(model, SEED)
+    reinit_(model, case.get("seed", SEED))
     if case.get("linear_projector"):
         pj = model.model.multi_modal_projector
         pj.linear_2.weight.copy_(torch.eye(pj.linear_2.weight.shape[0]))
@@ -625,7 +639,8 @@ def run_case(case, tok, sp_model_path, out, img_dir):
         os.makedirs(d)
         arrays = {}
         meta = {"case": name, "fixture": fx_name, "kind": kind}
-        conv = conversation(n_images={"text": 0, "image": 1, "multi_image": 2, "video": 0}[kind],
+        conv = conversation(n_images=len(payload) if kind == "multi_image" else
+                            {"text": 0, "image": 1, "video": 0}[kind],
                             video=kind == "video", text=PROMPT_TEXT[kind], system=case["system"])
         prompt = proc.apply_chat_template(conv, add_generation_prompt=True, tokenize=False)
         meta["prompt"] = prompt
