@@ -14,6 +14,9 @@ Cases (see tests/reference/README.md for the full description and file layout):
   llava_next_vicuna    LLaVA-NeXT: CLIP + Vicuna-style Llama
   llava_ov             LLaVA-OneVision: SigLIP + Qwen2, anyres_max_9 (+ bilinear shrink),
                        multi-image and 4-frame video
+  llava15_tokjson, llava_next_vicuna_tokjson
+                       the LLaVA-1.5 / NeXT-Vicuna models saved with tokenizer.json only (no
+                       tokenizer.model), questions that need byte-fallback pieces
 
 Usage:  /work/.venv-ref/bin/python tests/reference/make_fixtures.py [--out tests/fixtures]
 The output directory is wiped (only the entries this script writes) and fully regenerated;
@@ -430,6 +433,19 @@ CASES = [
 ]
 PROMPT_TEXT = {"text": "Describe a red circle on a blue background.", "image": "What is shown in this image?",
                "multi_image": "What is different between these images?", "video": "What happens in this video?"}
+# Checkpoints saved as transformers 5 saves a LLaMA tokenizer: tokenizer.json only (BPE with byte_fallback,
+# Metaspace), no tokenizer.model, so a converter must rebuild the SentencePiece vocabulary from it. Their
+# questions need byte-fallback pieces (accents, CJK, an emoji: the corpus is ASCII) and runs of spaces.
+TOKJSON_PROMPTS = {"text": "D\u00e9cris un caf\u00e9 \u2615 pr\u00e8s de \u6771\u4eac  tower, with  two spaces.",
+                   "image": "Qu'y a-t-il sur cette image ? \u65e5\u672c\u8a9e  ok"}
+CASES += [
+    dict(name="llava15_tokjson", builder=build_llava15, tokenizer="sp", tokenizer_json_only=True, system=None,
+         family="llava", pil_fixture="sq180", prompt_text=TOKJSON_PROMPTS,
+         fixtures=[("text_only", "text", None), ("sq180", "image", "sq180")]),
+    dict(name="llava_next_vicuna_tokjson", builder=build_llava_next_vicuna, tokenizer="sp", tokenizer_json_only=True,
+         system=VICUNA_SYSTEM, family="next", pil_fixture="wide260x120", prompt_text=TOKJSON_PROMPTS,
+         fixtures=[("text_only", "text", None), ("wide260x120", "image", "wide260x120")]),
+]
 
 
 # ==============================================================================================
@@ -554,8 +570,10 @@ def run_case(case, tok, sp_model_path, out, img_dir):
     model.save_pretrained(hf)
     proc.save_pretrained(hf)
     relabel_like_hub(os.path.join(hf, "model.safetensors"))
-    if sp_model_path is not None:
+    if sp_model_path is not None and not case.get("tokenizer_json_only"):
         shutil.copyfile(sp_model_path, os.path.join(hf, "tokenizer.model"))
+    if case.get("tokenizer_json_only"):
+        assert not os.path.exists(os.path.join(hf, "tokenizer.model")), "save_pretrained wrote tokenizer.model"
 
     # everything below uses the artefacts reloaded from disk (proves the save/load round trip)
     proc = type(proc).from_pretrained(hf)
@@ -620,7 +638,7 @@ def run_case(case, tok, sp_model_path, out, img_dir):
         "video_token_id": int(cfg.video_token_id) if hasattr(cfg, "video_token_id") else None,
         "tokenizer": {"len": len(tok), "bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id,
                       "pad_token_id": tok.pad_token_id,
-                      "has_sentencepiece_model": sp_model_path is not None},
+                      "has_sentencepiece_model": os.path.exists(os.path.join(hf, "tokenizer.model"))},
         "chat_template": proc.chat_template,
         "n_params": sum(p.numel() for p in model.parameters()),
         "safetensors_tensors": tensors,
@@ -634,6 +652,11 @@ def run_case(case, tok, sp_model_path, out, img_dir):
             "F.linear(vision_features, linear_1.weight, linear_1.bias) exactly. A single-linear runtime loads "
             "multi_modal_projector.linear_1.* and ignores linear_2.*. Tile 56 px (4x4 patches) stands for 224 px.")
 
+    if case.get("tokenizer_json_only"):
+        # Generated later than the other cases: the versions of this run, as versions.json keeps the others'.
+        case_info["versions"] = {"transformers": transformers.__version__, "torch": torch.__version__,
+                                 "tokenizers": __import__("tokenizers").__version__,
+                                 "sentencepiece": __import__("sentencepiece").__version__}
     for fx_name, kind, payload in case["fixtures"]:
         d = os.path.join(cdir, fx_name)
         os.makedirs(d)
@@ -641,7 +664,8 @@ def run_case(case, tok, sp_model_path, out, img_dir):
         meta = {"case": name, "fixture": fx_name, "kind": kind}
         conv = conversation(n_images=len(payload) if kind == "multi_image" else
                             {"text": 0, "image": 1, "video": 0}[kind],
-                            video=kind == "video", text=PROMPT_TEXT[kind], system=case["system"])
+                            video=kind == "video", text=case.get("prompt_text", PROMPT_TEXT)[kind],
+                            system=case["system"])
         prompt = proc.apply_chat_template(conv, add_generation_prompt=True, tokenize=False)
         meta["prompt"] = prompt
         call = {"text": prompt, "return_tensors": "pt"}
