@@ -5,6 +5,8 @@
 //! variable, costs more than the work on small models. Workers here spin briefly on a
 //! generation counter before parking, and the caller takes a share of the work itself.
 
+use std::any::Any;
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -21,10 +23,16 @@ struct Shared {
     generation: AtomicU64,
     remaining: AtomicUsize,
     stop: AtomicBool,
+    /// Set by a worker whose call panicked, so the caller checks `panic` only then.
+    panicked: AtomicBool,
+    /// The first panic of the current section's workers, re-raised by `run` on the caller.
+    panic: Mutex<Option<Box<dyn Any + Send>>>,
 }
 
-// SAFETY: the raw job pointer is only dereferenced while `run` keeps the closure alive and
-// blocks; the closure itself is `Sync`.
+// SAFETY: the raw job pointer is dereferenced only by workers between a generation bump and
+// their decrement of `remaining`, and `run` (through `Section`'s drop, which runs even while the
+// caller unwinds) keeps the closure alive until `remaining` is zero; the closure is `Sync`.
+// Enforced here: nothing outside this module sees `Shared`.
 unsafe impl Send for Shared {}
 // SAFETY: as above; every other field is a synchronisation primitive.
 unsafe impl Sync for Shared {}
@@ -47,6 +55,8 @@ impl ThreadPool {
             generation: AtomicU64::new(0),
             remaining: AtomicUsize::new(0),
             stop: AtomicBool::new(false),
+            panicked: AtomicBool::new(false),
+            panic: Mutex::new(None),
         });
         let workers = (1..n)
             .map(|idx| {
@@ -71,35 +81,41 @@ impl ThreadPool {
     }
 
     /// Calls `f(i)` once for each thread index `i` in `0..threads()`, in parallel, and returns
-    /// when all calls have returned. The caller runs `f(0)`.
+    /// when all calls have returned. The caller runs `f(0)`. As with `std::thread::scope`, a
+    /// panic in any call is re-raised here once every call has finished, and the pool stays
+    /// usable.
     pub fn run(&self, f: &(dyn Fn(usize) + Sync)) {
         if self.n == 1 {
             f(0);
             return;
         }
         let _one_at_a_time = self.busy.lock().unwrap_or_else(|e| e.into_inner());
-        // SAFETY: erasing the closure's lifetime is sound because this function does not
-        // return until every worker has finished calling it (`remaining` reaches zero), and
-        // the pointer is cleared before returning.
+        // SAFETY: erasing the closure's lifetime is sound because the workers call it only
+        // until `remaining` reaches zero, and `section` below waits for that in its drop, which
+        // runs before this function returns or unwinds past `f`'s borrow (this function
+        // enforces it; `section` is never leaked).
         let ptr: *const Job =
             unsafe { std::mem::transmute::<&(dyn Fn(usize) + Sync), &'static Job>(f) };
         *self.shared.job.lock().unwrap_or_else(|e| e.into_inner()) = Some(ptr);
         self.shared.remaining.store(self.n - 1, Ordering::Release);
+        let section = Section(&self.shared);
         self.shared.generation.fetch_add(1, Ordering::AcqRel);
         for w in &self.workers {
             w.thread().unpark();
         }
         f(0);
-        let mut spins = 0u32;
-        while self.shared.remaining.load(Ordering::Acquire) != 0 {
-            if spins < SPIN_ROUNDS {
-                std::hint::spin_loop();
-                spins += 1;
-            } else {
-                std::thread::yield_now();
+        drop(section);
+        if self.shared.panicked.swap(false, Ordering::AcqRel) {
+            let payload = self
+                .shared
+                .panic
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
+            if let Some(p) = payload {
+                resume_unwind(p);
             }
         }
-        *self.shared.job.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
     /// Splits `0..n_items` into one contiguous range per thread (ranges start at multiples of
@@ -221,10 +237,47 @@ fn worker(idx: usize, s: &Shared) {
         }
         let job = *s.job.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(job) = job {
-            // SAFETY: `run` keeps the closure alive until `remaining` reaches zero.
-            unsafe { (*job)(idx) };
+            // SAFETY: `run` keeps the closure alive until `remaining` reaches zero, which
+            // happens only below, after the call has returned or unwound.
+            let result = catch_unwind(AssertUnwindSafe(|| unsafe { (*job)(idx) }));
+            if let Err(payload) = result {
+                let mut first = s.panic.lock().unwrap_or_else(|e| e.into_inner());
+                if first.is_none() {
+                    *first = Some(payload);
+                }
+                s.panicked.store(true, Ordering::Release);
+            }
         }
         s.remaining.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// One section of [`ThreadPool::run`] in flight: dropping it waits until every worker has
+/// finished with the caller's closure, so the closure outlives their calls even when the
+/// caller's own share unwinds.
+struct Section<'a>(&'a Shared);
+
+impl Drop for Section<'_> {
+    fn drop(&mut self) {
+        let s = self.0;
+        let mut spins = 0u32;
+        while s.remaining.load(Ordering::Acquire) != 0 {
+            if spins < SPIN_ROUNDS {
+                std::hint::spin_loop();
+                spins += 1;
+            } else {
+                std::thread::yield_now();
+            }
+        }
+        *s.job.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        if std::thread::panicking() {
+            // The caller's own panic is the one that propagates (as in `std::thread::scope`);
+            // a worker's is dropped here so the next section starts clean.
+            s.panicked.store(false, Ordering::Release);
+            let stale = s.panic.lock().unwrap_or_else(|e| e.into_inner()).take();
+            // A payload whose drop panics would abort while unwinding: leak it instead.
+            std::mem::forget(stale);
+        }
     }
 }
 
@@ -271,6 +324,7 @@ impl<T> Disjoint<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::panic::{catch_unwind, AssertUnwindSafe};
 
     #[test]
     fn every_index_runs_once_per_section_across_many_sections() {
@@ -326,6 +380,115 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Aborts the test binary unless dropped within `secs` seconds: a pool that hangs would
+    /// otherwise stall the whole run instead of failing.
+    struct Watchdog(std::sync::Arc<AtomicBool>);
+
+    fn watchdog(what: &'static str, secs: u64) -> Watchdog {
+        let done = std::sync::Arc::new(AtomicBool::new(false));
+        let seen = std::sync::Arc::clone(&done);
+        std::thread::spawn(move || {
+            let end = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+            while std::time::Instant::now() < end {
+                if seen.load(Ordering::Acquire) {
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            eprintln!("{what}: the pool hung for {secs} s; aborting");
+            std::process::abort();
+        });
+        Watchdog(done)
+    }
+
+    impl Drop for Watchdog {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Release);
+        }
+    }
+
+    /// Every index runs exactly once per section, `rounds` times over.
+    fn still_works(pool: &ThreadPool, rounds: usize) {
+        let hits: Vec<AtomicUsize> = (0..pool.threads()).map(|_| AtomicUsize::new(0)).collect();
+        for _ in 0..rounds {
+            pool.run(&|i| {
+                hits[i].fetch_add(1, Ordering::Relaxed);
+            });
+        }
+        assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == rounds));
+    }
+
+    #[test]
+    fn a_panicking_caller_waits_for_workers_still_reading_its_stack() {
+        static DROPPED: AtomicBool = AtomicBool::new(false);
+        static READ_AFTER_DROP: AtomicBool = AtomicBool::new(false);
+        static WORKER_DONE: AtomicBool = AtomicBool::new(false);
+        struct Buffer(Vec<u64>);
+        impl Drop for Buffer {
+            fn drop(&mut self) {
+                DROPPED.store(true, Ordering::SeqCst);
+            }
+        }
+        let _dog = watchdog("caller panic", 30);
+        let pool = ThreadPool::new(2);
+        let sum = AtomicU64::new(0);
+        let caught = catch_unwind(AssertUnwindSafe(|| {
+            let buf = Buffer(vec![3; 1024]);
+            pool.run(&|i| {
+                if i == 0 {
+                    panic!("the caller's share fails");
+                }
+                // Still reading the caller's buffer well after the caller's share panicked.
+                std::thread::sleep(std::time::Duration::from_millis(200));
+                if DROPPED.load(Ordering::SeqCst) {
+                    READ_AFTER_DROP.store(true, Ordering::SeqCst);
+                } else {
+                    sum.store(buf.0.iter().sum(), Ordering::SeqCst);
+                }
+                WORKER_DONE.store(true, Ordering::SeqCst);
+            });
+        }));
+        let payload = caught.expect_err("the caller's panic propagates");
+        assert_eq!(
+            payload.downcast_ref::<&str>(),
+            Some(&"the caller's share fails")
+        );
+        assert!(
+            WORKER_DONE.load(Ordering::SeqCst),
+            "run unwound while a worker still ran the caller's closure"
+        );
+        assert!(!READ_AFTER_DROP.load(Ordering::SeqCst));
+        assert_eq!(sum.load(Ordering::SeqCst), 3 * 1024);
+        still_works(&pool, 200);
+    }
+
+    #[test]
+    fn a_panicking_worker_reaches_the_caller_and_the_pool_carries_on() {
+        let _dog = watchdog("worker panic", 30);
+        let pool = ThreadPool::new(3);
+        let caught = catch_unwind(AssertUnwindSafe(|| {
+            pool.run(&|i| {
+                if i == 2 {
+                    panic!("worker 2 fails");
+                }
+            })
+        }));
+        let payload = caught.expect_err("the worker's panic reaches the caller");
+        assert_eq!(payload.downcast_ref::<&str>(), Some(&"worker 2 fails"));
+        still_works(&pool, 200);
+        // Every thread at once: the caller's own panic wins and no worker's is left over.
+        let caught = catch_unwind(AssertUnwindSafe(|| {
+            pool.for_chunks(64, 1, &|r| panic!("chunk {} fails", r.start))
+        }));
+        assert!(caught.is_err());
+        still_works(&pool, 200);
+        let n = AtomicUsize::new(0);
+        pool.for_streams(1000, 8, 16, &|r| {
+            n.fetch_add(r.len(), Ordering::Relaxed);
+        });
+        assert_eq!(n.load(Ordering::Relaxed), 1000);
     }
 
     #[test]
