@@ -105,7 +105,9 @@ impl ThreadPool {
         }
         f(0);
         drop(section);
-        if self.shared.panicked.swap(false, Ordering::AcqRel) {
+        // A plain load on the fast path; the flag is only ever set by a panicking worker.
+        if self.shared.panicked.load(Ordering::Acquire) {
+            self.shared.panicked.store(false, Ordering::Relaxed);
             let payload = self
                 .shared
                 .panic
