@@ -125,8 +125,8 @@ pub fn squash_tile(img: &RgbImage, size: usize, norm: &Normalize) -> Vec<f32> {
         .normalize(norm)
 }
 
-/// LLaVA-1.5's `image_aspect_ratio = pad`: pad to a square with the mean colour, centred,
-/// then the CLIP pipeline.
+/// LLaVA-1.5's `image_aspect_ratio = pad`, and OneVision's one tile per image when a prompt
+/// has several: pad to a square with the mean colour (`int(mean * 255)`), centred, then resize.
 pub fn pad_square_tile(img: &RgbImage, size: usize, norm: &Normalize) -> Vec<f32> {
     let p = Planes::from_rgb(img);
     let side = p.width.max(p.height);

@@ -9,8 +9,9 @@ use crate::threadpool::ThreadPool;
 
 impl VisionEncoder<'_> {
     /// Embeddings `[tokens, n_out]` of `img`. With `base_only` (several images in one
-    /// OneVision prompt) only the squashed whole-image tile is used, then the newline row, as
-    /// the reference processor does.
+    /// OneVision prompt) only one whole-image tile is used, then the newline row, as the
+    /// reference processor does: the image padded to a square with the mean colour (not
+    /// squashed, which distorts a wide or tall image), then resized.
     pub fn embed_image(
         &self,
         img: &RgbImage,
@@ -35,7 +36,7 @@ impl VisionEncoder<'_> {
             };
         };
         if base_only {
-            let mut out = project(&squash_tile(img, c.image_size, &norm))?;
+            let mut out = project(&pad_square_tile(img, c.image_size, &norm))?;
             out.extend_from_slice(&ar.newline);
             return Ok(out);
         }
