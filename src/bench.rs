@@ -208,6 +208,19 @@ pub fn test_image(width: usize, height: usize) -> RgbImage {
     }
 }
 
+/// `n` token ids spread over a vocabulary of `n_vocab`, varied by `salt`, all inside it. Large
+/// vocabularies skip their first 1000 ids (byte and special tokens); small ones their first
+/// eighth.
+pub fn bench_tokens(n: usize, salt: u64, n_vocab: usize) -> Vec<u32> {
+    let n_vocab = n_vocab.max(1) as u64;
+    let first = (n_vocab / 8).min(1000);
+    let span = n_vocab - first;
+    let start = salt.wrapping_mul(104_729) % span;
+    (0..n as u64)
+        .map(|i| (first + (start + i * 7919) % span) as u32)
+        .collect()
+}
+
 /// Runs the benchmark on a text model and optional mmproj file.
 pub fn run(
     model_path: &std::path::Path,
@@ -264,7 +277,7 @@ pub fn run(
         // Prefill and decode each from a cache holding `depth` tokens, as llama-bench runs its
         // pp and tg tests (each on a cleared context, after the depth prompt).
         let at_depth = |room: usize| -> Result<KvCache, PipelineError> {
-            let mut cache = text.new_cache(cfg.depth + room + 8, KvType::F16);
+            let mut cache = text.try_new_cache(cfg.depth + room + 8, KvType::F16)?;
             if cfg.depth > 0 {
                 let x = text.embed(&tokens(cfg.depth, 1000 + r as u64))?;
                 text.forward(x, &mut cache, Logits::Last, &pool)?;
@@ -498,6 +511,24 @@ mod tests {
         assert_eq!(enc, 7895.0);
         assert!((ttft - (20_000.0 - 2_651.882)).abs() < 1e-6, "{ttft}");
         assert!(parse_mtmd_log("no numbers here", 1.0).is_none());
+    }
+
+    #[test]
+    fn bench_tokens_stay_inside_any_vocabulary() {
+        for n_vocab in [1, 2, 7, 100, 999, 1000, 1001, 32000, 151_936] {
+            for salt in [0, 1, 7, 99, 1000, 1001, u64::MAX] {
+                let t = bench_tokens(300, salt, n_vocab);
+                assert_eq!(t.len(), 300);
+                assert!(
+                    t.iter().all(|&id| (id as usize) < n_vocab),
+                    "vocab {n_vocab}, salt {salt}: {:?}",
+                    t.iter().max()
+                );
+            }
+        }
+        // Large vocabularies keep clear of the special ids at the start.
+        assert!(bench_tokens(500, 3, 32000).iter().all(|&id| id >= 1000));
+        assert_ne!(bench_tokens(8, 0, 32000), bench_tokens(8, 1, 32000));
     }
 
     #[test]

@@ -34,7 +34,7 @@ enum Command {
         /// Image for the encode and time-to-first-token measurements (default: a built-in 640x480 picture).
         #[arg(long)]
         image: Option<PathBuf>,
-        /// Threads.
+        /// Threads (default: the physical cores this process may use).
         #[arg(short = 't', long)]
         threads: Option<usize>,
         /// Prompt tokens for the prefill measurement.
@@ -91,9 +91,13 @@ struct RunArgs {
     /// Frames sampled uniformly from the video at most.
     #[arg(long = "max-frames", default_value_t = 16)]
     max_frames: usize,
-    /// The prompt (with --interactive, the first turn's; read from stdin when absent).
-    #[arg(short = 'p', long)]
+    /// The prompt (with --interactive, the first turn's). Without -p or -f it is read from
+    /// stdin (all of it; with --interactive, turns are read from stdin instead).
+    #[arg(short = 'p', long, conflicts_with = "file")]
     prompt: Option<String>,
+    /// Read the prompt from this file (one trailing newline dropped, as llama.cpp does).
+    #[arg(short = 'f', long)]
+    file: Option<PathBuf>,
     /// Keep chatting: after each answer read the next turn from stdin (`/image PATH` attaches
     /// an image to the next turn, `/quit` or end of input stops). Earlier turns and their images
     /// stay in the KV cache, so each turn encodes and prefills only what it adds.
@@ -102,29 +106,49 @@ struct RunArgs {
     /// A system prompt.
     #[arg(long)]
     system: Option<String>,
-    /// Tokens to generate at most.
-    #[arg(short = 'n', long = "n-predict", default_value_t = 256)]
+    /// Tokens to generate at most; -1: until the model ends its turn or the context is full.
+    #[arg(
+        short = 'n',
+        long = "n-predict",
+        visible_alias = "predict",
+        default_value = "256",
+        allow_negative_numbers = true,
+        value_parser = parse_n_predict
+    )]
     n_predict: usize,
-    /// Context size in tokens.
-    #[arg(short = 'c', long = "ctx-size", default_value_t = 4096)]
-    ctx_size: usize,
-    /// Threads (default: all cores).
+    /// Context size in tokens (default: 4096, or the model's trained context when smaller;
+    /// 0: the model's trained context).
+    #[arg(short = 'c', long = "ctx-size")]
+    ctx_size: Option<usize>,
+    /// Threads (default: the physical cores this process may use).
     #[arg(short = 't', long)]
     threads: Option<usize>,
+    /// Layers to offload to a GPU (llama.cpp's -ngl): accepted so llama.cpp command lines
+    /// work, but no GPU backend is built in yet, so everything runs on the CPU.
+    #[arg(
+        long = "n-gpu-layers",
+        visible_alias = "gpu-layers",
+        allow_hyphen_values = true
+    )]
+    n_gpu_layers: Option<String>,
     /// Temperature (0 = greedy).
-    #[arg(long, default_value_t = 0.8)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0.8)]
     temp: f32,
     /// Top-k (0 = off).
     #[arg(long = "top-k", default_value_t = 40)]
     top_k: usize,
     /// Top-p (1 = off).
-    #[arg(long = "top-p", default_value_t = 0.95)]
+    #[arg(long = "top-p", allow_negative_numbers = true, default_value_t = 0.95)]
     top_p: f32,
     /// Min-p (0 = off).
-    #[arg(long = "min-p", default_value_t = 0.05)]
+    #[arg(long = "min-p", allow_negative_numbers = true, default_value_t = 0.05)]
     min_p: f32,
     /// Repetition penalty (1 = off).
-    #[arg(long = "repeat-penalty", default_value_t = 1.0)]
+    #[arg(
+        long = "repeat-penalty",
+        allow_negative_numbers = true,
+        default_value_t = 1.0
+    )]
     repeat_penalty: f32,
     /// Seed of the sampler.
     #[arg(short = 's', long, default_value_t = 0x5eed)]
@@ -138,7 +162,8 @@ struct RunArgs {
     /// KV cache type: f16 or f32.
     #[arg(long = "cache-type", default_value = "f16")]
     cache_type: String,
-    /// Print timings and the reply as JSON instead of streaming.
+    /// Print each reply with its token ids and timings as one JSON object per line (JSON
+    /// Lines) instead of streaming it.
     #[arg(long)]
     json: bool,
     /// Print each image's token count and other details to stderr.
@@ -159,7 +184,7 @@ struct RunArgs {
 fn run_prompt(a: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     use llava_edge::chat::ChatTemplate;
     use llava_edge::gguf::GgufFile;
-    use llava_edge::pipeline::{Conversation, Pipeline, Request};
+    use llava_edge::pipeline::{Conversation, Finish, Pipeline, Request};
     use llava_edge::sampling::{Sampler, SamplerConfig};
     use llava_edge::text::{KvType, TextModel};
     use llava_edge::threadpool::ThreadPool;
@@ -168,9 +193,30 @@ fn run_prompt(a: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     use std::io::Write;
 
     let t0 = std::time::Instant::now();
-    let threads = a
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    // Flags and the prompt are checked before the model loads, so a mistake costs no load.
+    let sampler_config = SamplerConfig {
+        temp: a.temp,
+        top_k: a.top_k,
+        top_p: a.top_p,
+        min_p: a.min_p,
+        repeat_penalty: a.repeat_penalty,
+        repeat_last_n: 64,
+        seed: a.seed,
+    };
+    sampler_config.validate()?;
+    let kv = match a.cache_type.as_str() {
+        "f16" => KvType::F16,
+        "f32" => KvType::F32,
+        other => return Err(format!("unknown cache type '{other}' (f16 or f32)").into()),
+    };
+    let first_prompt = first_prompt(&a)?;
+    if let Some(n) = &a.n_gpu_layers {
+        eprintln!(
+            "note: -ngl {n} ignored: no GPU backend is built into llava-edge yet, so the model \
+             runs on the CPU"
+        );
+    }
+    let threads = a.threads.unwrap_or_else(default_threads);
     let pool = ThreadPool::new(threads);
     let mut tf = GgufFile::open(&a.model)?;
     if !a.no_repack {
@@ -211,11 +257,6 @@ fn run_prompt(a: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
                 llava_edge::text::Arch::Llama => ChatTemplate::Vicuna,
             }),
     };
-    let kv = match a.cache_type.as_str() {
-        "f16" => KvType::F16,
-        "f32" => KvType::F32,
-        other => return Err(format!("unknown cache type '{other}' (f16 or f32)").into()),
-    };
     let p = Pipeline {
         text,
         vision,
@@ -224,22 +265,23 @@ fn run_prompt(a: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         pool,
     };
     let load_ms = t0.elapsed().as_secs_f64() * 1e3;
-    let mut cache = p.text.new_cache(a.ctx_size, kv);
-    let mut sampler = Sampler::new(SamplerConfig {
-        temp: a.temp,
-        top_k: a.top_k,
-        top_p: a.top_p,
-        min_p: a.min_p,
-        repeat_penalty: a.repeat_penalty,
-        repeat_last_n: 64,
-        seed: a.seed,
-    });
-    if a.prompt.is_none() && !a.interactive {
-        return Err("a prompt (-p) is needed, or --interactive to read turns from stdin".into());
+    let trained = p.text.config.n_ctx_train;
+    let n_ctx = match a.ctx_size {
+        Some(0) => trained,
+        Some(n) => n,
+        None => trained.min(4096),
+    };
+    if a.ctx_size.is_none() && n_ctx < 4096 {
+        eprintln!("note: context {n_ctx} positions, the model's trained length (-c sets another)");
     }
+    let mut cache = p.text.try_new_cache(n_ctx, kv)?;
+    let mut sampler = Sampler::new(sampler_config);
     let mut conv = Conversation::default();
-    let (mut first, mut images, mut video) = (a.prompt.clone(), a.image.clone(), a.video.clone());
+    let (mut first, mut images, mut video) = (first_prompt, a.image.clone(), a.video.clone());
     let mut stdin = std::io::stdin().lock();
+    if a.interactive {
+        interrupt::install();
+    }
     loop {
         let prompt = match first.take() {
             Some(p) => p,
@@ -259,14 +301,34 @@ fn run_prompt(a: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         };
         let mut stdout = std::io::stdout();
         let stream = !a.json;
-        let turn = p.chat(&mut conv, &req, &mut cache, &mut sampler, |piece| {
-            if stream {
-                let _ = stdout.write_all(piece.as_bytes());
-                let _ = stdout.flush();
-            }
+        let first_turn = conv.turns == 0;
+        let turn = interrupt::during_reply(|cancel| {
+            p.chat_cancellable(&mut conv, &req, &mut cache, &mut sampler, cancel, |piece| {
+                if stream {
+                    let _ = stdout.write_all(piece.as_bytes());
+                    let _ = stdout.flush();
+                }
+            })
         });
         match turn {
-            Ok((reply, t)) => report(&a, &p, &reply, &t, (conv.turns == 1).then_some(load_ms))?,
+            Ok((reply, t)) => {
+                report(&a, &p, &reply, &t, first_turn.then_some(load_ms))?;
+                match t.finish {
+                    Finish::ContextFull if a.interactive => eprintln!(
+                        "note: the context ({n_ctx} positions) filled up during this reply: the \
+                         turn is taken back out of the conversation, which goes on from before \
+                         it (-c sets a larger context)"
+                    ),
+                    Finish::ContextFull => eprintln!(
+                        "note: the context ({n_ctx} positions) is full: the reply stops there \
+                         (-c sets a larger context)"
+                    ),
+                    Finish::Cancelled => {
+                        eprintln!("(interrupted: Ctrl-C again at the prompt exits)")
+                    }
+                    _ => {}
+                }
+            }
             // A bad image or a turn that does not fit leaves the conversation as it was.
             Err(e) if a.interactive => eprintln!("error: {e}"),
             Err(e) => return Err(e.into()),
@@ -276,6 +338,145 @@ fn run_prompt(a: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     Ok(())
+}
+
+/// `-n`: a count, or -1 for no limit (llama.cpp's meaning).
+fn parse_n_predict(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<i64>() {
+        Ok(-1) => Ok(usize::MAX),
+        Ok(n) if n >= 0 => usize::try_from(n).map_err(|e| e.to_string()),
+        _ => Err(format!(
+            "'{s}' is not a token count (0 or more, or -1 for no limit)"
+        )),
+    }
+}
+
+/// The first turn's prompt: -p, the file of -f, or (without either, and without -i) all of
+/// stdin when it is not a terminal.
+fn first_prompt(a: &RunArgs) -> Result<Option<String>, Box<dyn std::error::Error>> {
+    use std::io::{IsTerminal, Read};
+    if let Some(p) = &a.prompt {
+        return Ok(Some(p.clone()));
+    }
+    let mut text = if let Some(f) = &a.file {
+        std::fs::read_to_string(f)
+            .map_err(|e| format!("{}: cannot read the prompt file: {e}", f.display()))?
+    } else if a.interactive {
+        return Ok(None);
+    } else if std::io::stdin().is_terminal() {
+        return Err(
+            "no prompt: give one with -p TEXT or -f FILE, pipe it to stdin, or chat with -i".into(),
+        );
+    } else {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .map_err(|e| format!("reading the prompt from stdin: {e}"))?;
+        s
+    };
+    if text.ends_with('\n') {
+        text.pop();
+    }
+    if text.trim().is_empty() && a.image.is_empty() && a.video.is_none() {
+        let from = a
+            .file
+            .as_ref()
+            .map_or("stdin".to_string(), |f| f.display().to_string());
+        return Err(format!("the prompt read from {from} is empty").into());
+    }
+    Ok(Some(text))
+}
+
+/// Threads by default: one per physical core this process may run on, as llama.cpp does (two
+/// SMT siblings share a core's SIMD units and its memory bandwidth, so a second thread on a
+/// core slows the others down more than it adds).
+fn default_threads() -> usize {
+    let available = std::thread::available_parallelism().map_or(1, |n| n.get());
+    physical_cores().map_or(available, |p| p.clamp(1, available))
+}
+
+/// Distinct (package, core) pairs among the CPUs in this process's affinity mask, from sysfs;
+/// `None` where that cannot be read.
+#[cfg(target_os = "linux")]
+fn physical_cores() -> Option<usize> {
+    // SAFETY: a zeroed cpu_set_t is an empty set, and sched_getaffinity writes at most its size.
+    let set = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return None;
+        }
+        set
+    };
+    let allowed = (0..libc::CPU_SETSIZE as usize)
+        // SAFETY: `cpu` is below CPU_SETSIZE, the set's capacity.
+        .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) });
+    let mut cores = Vec::new();
+    for cpu in allowed {
+        let topo = format!("/sys/devices/system/cpu/cpu{cpu}/topology");
+        let read = |f: &str| -> Option<i64> {
+            std::fs::read_to_string(format!("{topo}/{f}"))
+                .ok()?
+                .trim()
+                .parse()
+                .ok()
+        };
+        cores.push((read("physical_package_id")?, read("core_id")?));
+    }
+    distinct_cores(cores)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn physical_cores() -> Option<usize> {
+    None
+}
+
+/// How many different cores `(package, core)` pairs name (SMT siblings share one).
+fn distinct_cores(mut cores: Vec<(i64, i64)>) -> Option<usize> {
+    cores.sort_unstable();
+    cores.dedup();
+    (!cores.is_empty()).then_some(cores.len())
+}
+
+/// Ctrl-C in `-i`: the first stops the reply being generated; one while no reply is being
+/// generated (at the prompt), or a second during the same reply, ends the program.
+mod interrupt {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    static CANCEL: AtomicBool = AtomicBool::new(false);
+    static IN_REPLY: AtomicBool = AtomicBool::new(false);
+
+    extern "C" fn on_sigint(_: libc::c_int) {
+        if IN_REPLY.load(Ordering::SeqCst) && !CANCEL.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        // SAFETY: write and _exit are async-signal-safe; nothing else runs here.
+        unsafe {
+            libc::write(2, b"\n".as_ptr().cast(), 1);
+            libc::_exit(130);
+        }
+    }
+
+    /// Routes SIGINT to the handler above.
+    pub fn install() {
+        // SAFETY: the handler only touches atomics and async-signal-safe calls; a zeroed
+        // sigaction is a valid starting point (empty mask, no flags).
+        unsafe {
+            let mut act: libc::sigaction = std::mem::zeroed();
+            act.sa_sigaction = on_sigint as extern "C" fn(libc::c_int) as libc::sighandler_t;
+            act.sa_flags = libc::SA_RESTART;
+            libc::sigemptyset(&mut act.sa_mask);
+            libc::sigaction(libc::SIGINT, &act, std::ptr::null_mut());
+        }
+    }
+
+    /// Runs one reply with the flag a Ctrl-C raises.
+    pub fn during_reply<R>(f: impl FnOnce(&AtomicBool) -> R) -> R {
+        CANCEL.store(false, Ordering::SeqCst);
+        IN_REPLY.store(true, Ordering::SeqCst);
+        let r = f(&CANCEL);
+        IN_REPLY.store(false, Ordering::SeqCst);
+        r
+    }
 }
 
 /// The next user turn from `input`: `/image PATH` lines queue images for it; `None` at the end
@@ -328,6 +529,9 @@ fn report<T: llava_edge::pipeline::Tokenize>(
     if a.json {
         let j = serde_json::json!({
             "reply": reply,
+            "tokens": t.tokens,
+            "finish_reason": t.finish.reason(),
+            "finish": t.finish.detail(),
             "load_ms": load_ms,
             "image_encode_ms": secs(t.image_encode) * 1e3,
             "image_tokens": t.image_tokens,
@@ -338,7 +542,8 @@ fn report<T: llava_edge::pipeline::Tokenize>(
             "first_token_ms": secs(t.first_token) * 1e3,
             "chat_template": p.template.name(),
         });
-        println!("{}", serde_json::to_string_pretty(&j)?);
+        // JSON Lines: one compact object a turn, so `-i --json` output parses line by line.
+        println!("{}", serde_json::to_string(&j)?);
     } else {
         println!();
         if a.verbose {
@@ -378,8 +583,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             no_repack,
             vision_bf16,
         } => {
-            let threads = threads
-                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            let threads = threads.unwrap_or_else(default_threads);
             let img = image.as_deref().map(load_image).transpose()?;
             let cfg = BenchConfig {
                 n_prompt,
@@ -541,12 +745,70 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+/// llama.cpp spellings clap cannot take as they are (`-ngl` is not a one-letter flag).
+fn llama_cpp_args(args: impl Iterator<Item = std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    args.map(|a| {
+        if a == "-ngl" {
+            "--n-gpu-layers".into()
+        } else {
+            a
+        }
+    })
+    .collect()
+}
+
+/// A hint for a command line that starts with a flag instead of a command (`llava-edge -m
+/// M -p P`, as llama-cli is called).
+fn missing_verb(args: &[std::ffi::OsString]) -> Option<String> {
+    let first = args.get(1)?.to_str()?;
+    let help = ["-h", "--help", "-V", "--version"];
+    (first.starts_with('-') && !help.contains(&first)).then(|| {
+        format!(
+            "no command before '{first}': did you mean `llava-edge run {}`? (commands: run, \
+             bench; llava-edge --help lists them)",
+            args[1..]
+                .iter()
+                .map(|a| a.to_string_lossy())
+                .collect::<Vec<_>>()
+                .join(" ")
+        )
+    })
+}
+
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
+    let args = llama_cpp_args(std::env::args_os());
+    if let Some(hint) = missing_verb(&args) {
+        eprintln!("llava-edge: error: {hint}");
+        return ExitCode::from(2);
+    }
+    match run(Cli::parse_from(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("llava-edge: error: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn smt_siblings_count_once() {
+        let cores = vec![(0, 0), (0, 1), (0, 0), (0, 1), (1, 0)];
+        assert_eq!(distinct_cores(cores), Some(3));
+        assert_eq!(distinct_cores(Vec::new()), None);
+        let t = default_threads();
+        let available = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert!((1..=available).contains(&t), "{t} threads of {available}");
+    }
+
+    #[test]
+    fn n_predict_takes_minus_one_for_no_limit() {
+        assert_eq!(parse_n_predict("-1"), Ok(usize::MAX));
+        assert_eq!(parse_n_predict("12"), Ok(12));
+        assert!(parse_n_predict("-2").is_err());
+        assert!(parse_n_predict("x").is_err());
     }
 }

@@ -2,6 +2,7 @@
 //! its embeddings in at the image token, runs the prefill, then decodes and streams text.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::chat::{ChatTemplate, Message, Role};
@@ -9,6 +10,7 @@ use crate::image::{load_image, ImageError};
 use crate::sampling::Sampler;
 use crate::text::{KvCache, Logits, TextError, TextModel};
 use crate::threadpool::ThreadPool;
+use crate::tokenizer::Utf8Stream;
 use crate::vision::{VisionEncoder, VisionError};
 
 /// What the pipeline needs of a tokenizer.
@@ -87,6 +89,49 @@ pub struct Timings {
     pub prompt: Vec<u32>,
     /// The generated token ids (without the end-of-generation token).
     pub tokens: Vec<u32>,
+    /// Why the reply ended.
+    pub finish: Finish,
+}
+
+/// Why a reply ended.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Finish {
+    /// The model ended its turn (an end-of-generation token).
+    #[default]
+    EndOfTurn,
+    /// A stop string appeared; the reply is cut before it.
+    StopString,
+    /// The token budget (`n_predict`) ran out.
+    MaxTokens,
+    /// The context filled up mid-reply. The reply so far is returned, and the turn is taken
+    /// back out of the conversation and the cache, so the conversation can go on from before
+    /// it.
+    ContextFull,
+    /// The caller's cancel flag was raised.
+    Cancelled,
+}
+
+impl Finish {
+    /// OpenAI's and llama-server's `finish_reason`: `stop` when the model or a stop string
+    /// ended the reply, `length` when a limit did, `cancelled` when the caller did.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Finish::EndOfTurn | Finish::StopString => "stop",
+            Finish::MaxTokens | Finish::ContextFull => "length",
+            Finish::Cancelled => "cancelled",
+        }
+    }
+
+    /// Which limit or event ended the reply, in more detail than [`Finish::reason`].
+    pub fn detail(self) -> &'static str {
+        match self {
+            Finish::EndOfTurn => "end_of_turn",
+            Finish::StopString => "stop_string",
+            Finish::MaxTokens => "max_tokens",
+            Finish::ContextFull => "context_full",
+            Finish::Cancelled => "cancelled",
+        }
+    }
 }
 
 /// What a multi-turn chat keeps between turns besides its KV cache.
@@ -116,27 +161,88 @@ pub struct Pipeline<'a, T: Tokenize> {
     pub pool: ThreadPool,
 }
 
-/// Text decoded so far that is not yet valid UTF-8 is held back until it is.
-fn take_utf8(buf: &mut Vec<u8>) -> String {
-    match std::str::from_utf8(buf) {
-        Ok(s) => {
-            let out = s.to_string();
-            buf.clear();
-            out
+/// Reply text on its way out: bytes become complete UTF-8 ([`Utf8Stream`]), the reply is cut
+/// at the first stop string, and text that could be the start of one is held back until it is
+/// known not to be, so a stop string never reaches the caller's stream either.
+struct ReplyText<'s> {
+    utf8: Utf8Stream,
+    stops: &'s [String],
+    /// The reply so far (cut at a stop string once one appeared).
+    text: String,
+    /// How much of `text` was handed out; no stop string can begin before it.
+    shown: usize,
+    stopped: bool,
+}
+
+impl<'s> ReplyText<'s> {
+    fn new(stops: &'s [String]) -> ReplyText<'s> {
+        ReplyText {
+            utf8: Utf8Stream::default(),
+            stops,
+            text: String::new(),
+            shown: 0,
+            stopped: false,
         }
-        Err(e) if e.error_len().is_none() => {
-            // An incomplete sequence at the end: emit what is complete.
-            let n = e.valid_up_to();
-            let out = String::from_utf8_lossy(&buf[..n]).into_owned();
-            buf.drain(..n);
-            out
+    }
+
+    /// Adds a token's bytes; returns the text now safe to show.
+    fn push(&mut self, bytes: &[u8]) -> String {
+        let s = self.utf8.push(bytes);
+        self.push_text(&s)
+    }
+
+    fn push_text(&mut self, s: &str) -> String {
+        if self.stopped {
+            return String::new();
         }
-        Err(_) => {
-            // Invalid bytes (a model can emit them): replace rather than stall.
-            let out = String::from_utf8_lossy(buf).into_owned();
-            buf.clear();
-            out
+        self.text.push_str(s);
+        let tail = &self.text[self.shown..];
+        let first_stop = self
+            .stops
+            .iter()
+            .filter(|s| !s.is_empty())
+            .filter_map(|s| tail.find(s.as_str()))
+            .min();
+        if let Some(at) = first_stop {
+            self.text.truncate(self.shown + at);
+            self.stopped = true;
+            return self.take(self.text.len());
         }
+        // The longest end of the text that a stop string starts with must wait.
+        let hold = self
+            .stops
+            .iter()
+            .flat_map(|s| {
+                (1..s.len())
+                    .filter(|&k| s.is_char_boundary(k))
+                    .map(|k| &s[..k])
+            })
+            .filter(|p| tail.ends_with(p))
+            .map(str::len)
+            .max()
+            .unwrap_or(0);
+        self.take(self.text.len() - hold)
+    }
+
+    fn take(&mut self, upto: usize) -> String {
+        let out = self.text[self.shown..upto].to_string();
+        self.shown = upto;
+        out
+    }
+
+    /// Whether a stop string ended the reply.
+    fn stopped(&self) -> bool {
+        self.stopped
+    }
+
+    /// End of the reply: the held text (an unfinished character as U+FFFD) and the whole reply.
+    fn finish(mut self) -> (String, String) {
+        let rest = self.utf8.finish();
+        let mut out = self.push_text(&rest);
+        if !self.stopped {
+            out.push_str(&self.take(self.text.len()));
+        }
+        (out, self.text)
     }
 }
 
@@ -286,12 +392,30 @@ impl<'a, T: Tokenize> Pipeline<'a, T> {
     /// media are encoded and prefilled (images of earlier turns are neither encoded nor
     /// evaluated again). The first turn of a conversation is [`Pipeline::generate`]; later
     /// turns' system prompts are ignored (the template places it once).
+    ///
+    /// The reply ends at an end-of-generation token, a stop string (cut from the reply),
+    /// `n_predict` tokens, or a full context; [`Timings::finish`] says which. A reply cut short by
+    /// the context, and a turn that fails, leave `conv` and `cache` as they were before the turn.
     pub fn chat(
         &self,
         conv: &mut Conversation,
         req: &Request,
         cache: &mut KvCache,
         sampler: &mut Sampler,
+        on_text: impl FnMut(&str),
+    ) -> Result<(String, Timings), PipelineError> {
+        self.chat_cancellable(conv, req, cache, sampler, &AtomicBool::new(false), on_text)
+    }
+
+    /// [`Pipeline::chat`] that also stops when `cancel` is raised (checked before each token),
+    /// keeping the reply so far in the conversation ([`Finish::Cancelled`]).
+    pub fn chat_cancellable(
+        &self,
+        conv: &mut Conversation,
+        req: &Request,
+        cache: &mut KvCache,
+        sampler: &mut Sampler,
+        cancel: &AtomicBool,
         mut on_text: impl FnMut(&str),
     ) -> Result<(String, Timings), PipelineError> {
         let t0 = Instant::now();
@@ -316,51 +440,112 @@ impl<'a, T: Tokenize> Pipeline<'a, T> {
             }
             .into());
         }
+        // What taking the turn back restores.
+        let (cache_before, history_before) = (cache.len(), conv.history.len());
+        let unfed_before = conv.unfed.clone();
         let mut history = std::mem::take(&mut conv.history);
         history.append(&mut conv.unfed);
         history.extend_from_slice(&seq);
         t.prompt = seq;
+        let decoded = self.prefill_and_decode(
+            rows,
+            req,
+            cache,
+            sampler,
+            cancel,
+            &mut history,
+            &mut t,
+            t0,
+            &mut on_text,
+        );
+        let take_back = |conv: &mut Conversation, cache: &mut KvCache, mut history: Vec<u32>| {
+            cache.truncate(cache_before);
+            history.truncate(history_before);
+            conv.history = history;
+            conv.unfed = unfed_before.clone();
+        };
+        match decoded {
+            Err(e) => {
+                take_back(conv, cache, history);
+                Err(e)
+            }
+            Ok((reply, _)) if t.finish == Finish::ContextFull => {
+                take_back(conv, cache, history);
+                Ok((reply, t))
+            }
+            Ok((reply, unfed)) => {
+                conv.unfed.extend(unfed);
+                conv.turns += 1;
+                conv.in_cache = cache.len();
+                conv.history = history;
+                Ok((reply, t))
+            }
+        }
+    }
+
+    /// The prefill of `rows`, then the reply; returns it with its last token when that was
+    /// sampled but not evaluated.
+    #[allow(clippy::too_many_arguments)]
+    fn prefill_and_decode(
+        &self,
+        rows: Vec<f32>,
+        req: &Request,
+        cache: &mut KvCache,
+        sampler: &mut Sampler,
+        cancel: &AtomicBool,
+        history: &mut Vec<u32>,
+        t: &mut Timings,
+        t0: Instant,
+        on_text: &mut impl FnMut(&str),
+    ) -> Result<(String, Option<u32>), PipelineError> {
         let start = Instant::now();
         let mut logits = self.text.forward(rows, cache, Logits::Last, &self.pool)?;
         t.prefill = start.elapsed();
         let start = Instant::now();
-        let (mut out, mut pending) = (String::new(), Vec::new());
-        for i in 0..req.n_predict {
-            let id = sampler.sample(&logits, &history);
-            if i == 0 {
+        let mut text = ReplyText::new(&req.stop);
+        let mut unfed = None;
+        t.finish = Finish::MaxTokens;
+        while t.generated < req.n_predict {
+            if cancel.load(Ordering::Relaxed) {
+                t.finish = Finish::Cancelled;
+                break;
+            }
+            let id = sampler.sample(&logits, history);
+            if t.generated == 0 {
                 t.first_token = t0.elapsed();
             }
             if self.tokenizer.is_eog(id) {
+                t.finish = Finish::EndOfTurn;
                 break;
             }
             history.push(id);
             t.tokens.push(id);
             t.generated += 1;
-            pending.extend(self.tokenizer.piece(id));
-            let piece = take_utf8(&mut pending);
-            out.push_str(&piece);
-            on_text(&piece);
-            if req
-                .stop
-                .iter()
-                .any(|s| !s.is_empty() && out.ends_with(s.as_str()))
-            {
-                conv.unfed.push(id);
-                break;
+            let shown = text.push(&self.tokenizer.piece(id));
+            if !shown.is_empty() {
+                on_text(&shown);
             }
-            if i + 1 < req.n_predict {
+            if text.stopped() {
+                t.finish = Finish::StopString;
+            } else if t.generated == req.n_predict {
+                t.finish = Finish::MaxTokens;
+            } else if cache.len() >= cache.n_ctx() {
+                t.finish = Finish::ContextFull;
+            } else {
                 logits =
                     self.text
                         .forward(self.text.embed(&[id])?, cache, Logits::Last, &self.pool)?;
-            } else {
-                conv.unfed.push(id);
+                continue;
             }
+            unfed = Some(id);
+            break;
+        }
+        let (rest, reply) = text.finish();
+        if !rest.is_empty() {
+            on_text(&rest);
         }
         t.decode = start.elapsed();
-        conv.turns += 1;
-        conv.in_cache = cache.len();
-        conv.history = history;
-        Ok((out, t))
+        Ok((reply, unfed))
     }
 }
 
@@ -388,17 +573,45 @@ impl Tokenize for crate::tokenizer::Tokenizer {
 
 #[cfg(test)]
 mod tests {
-    use super::take_utf8;
+    use super::ReplyText;
+
+    /// Everything shown while pushing `pieces` and at the end, and the reply.
+    fn run(stops: &[&str], pieces: &[&[u8]]) -> (Vec<String>, String) {
+        let stops: Vec<String> = stops.iter().map(|s| s.to_string()).collect();
+        let mut r = ReplyText::new(&stops);
+        let mut shown: Vec<String> = pieces.iter().map(|p| r.push(p)).collect();
+        let (rest, reply) = r.finish();
+        shown.push(rest);
+        (shown, reply)
+    }
 
     #[test]
-    fn utf8_is_held_back_until_complete() {
-        let mut b = "a".as_bytes().to_vec();
-        b.extend_from_slice(&"é".as_bytes()[..1]);
-        assert_eq!(take_utf8(&mut b), "a");
-        b.extend_from_slice(&"é".as_bytes()[1..]);
-        assert_eq!(take_utf8(&mut b), "é");
-        assert!(b.is_empty());
-        let mut bad = vec![0xff, b'x'];
-        assert_eq!(take_utf8(&mut bad), "\u{fffd}x");
+    fn an_invalid_byte_costs_only_itself_and_pending_bytes_are_flushed() {
+        let (shown, reply) = run(&[], &[b"a\xffb\xe2\x82", b"\xac", b"x\xf0\x9f"]);
+        assert_eq!(shown, ["a\u{fffd}b", "\u{20ac}", "x", "\u{fffd}"]);
+        assert_eq!(reply, "a\u{fffd}b\u{20ac}x\u{fffd}");
+    }
+
+    #[test]
+    fn a_stop_string_is_cut_from_the_reply_and_never_shown() {
+        // Split over tokens, with a false start ("</" then "x") that must come out after all.
+        let (shown, reply) = run(&["</s>"], &[b"Hi </", b"x </", b"s", b"> after"]);
+        assert_eq!(shown.concat(), "Hi </x ");
+        assert_eq!(reply, "Hi </x ");
+        // Inside one token, with text after it in the same token.
+        let (shown, reply) = run(&["STOP", "END"], &[b"one ", b"twoENDthree STOP"]);
+        assert_eq!(shown.concat(), "one two");
+        assert_eq!(reply, "one two");
+        // Held text that never becomes a stop string is shown at the end.
+        let (shown, reply) = run(&["\n\nUser:"], &[b"bye\n", b"\nUs"]);
+        assert_eq!(shown, ["bye", "", "\n\nUs"]);
+        assert_eq!(reply, "bye\n\nUs");
+    }
+
+    #[test]
+    fn stop_strings_with_multibyte_characters_are_held_on_character_boundaries() {
+        let (shown, reply) = run(&["é!"], &[b"caf\xc3", b"\xa9", b"!"]);
+        assert_eq!(shown.concat(), "caf");
+        assert_eq!(reply, "caf");
     }
 }

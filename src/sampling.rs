@@ -34,6 +34,53 @@ impl Default for SamplerConfig {
     }
 }
 
+/// A sampling setting outside the values it can take.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{setting} {value} is out of range: it must be {expected}")]
+pub struct SamplerError {
+    /// The setting, as llama.cpp names it.
+    pub setting: &'static str,
+    /// The value given.
+    pub value: f32,
+    /// The values it takes.
+    pub expected: &'static str,
+}
+
+impl SamplerConfig {
+    /// Refuses settings that would make the draw meaningless (NaN, infinities, a probability
+    /// outside 0..1, a penalty that divides by zero or flips signs) instead of sampling
+    /// garbage.
+    pub fn validate(&self) -> Result<(), SamplerError> {
+        let check = |setting, value: f32, ok: bool, expected| {
+            if ok && value.is_finite() {
+                Ok(())
+            } else {
+                Err(SamplerError {
+                    setting,
+                    value,
+                    expected,
+                })
+            }
+        };
+        check(
+            "temperature",
+            self.temp,
+            self.temp >= 0.0,
+            "0 (greedy) or more",
+        )?;
+        let unit = (0.0..=1.0).contains(&self.top_p);
+        check("top-p", self.top_p, unit, "from 0 to 1 (1 = off)")?;
+        let unit = (0.0..=1.0).contains(&self.min_p);
+        check("min-p", self.min_p, unit, "from 0 to 1 (0 = off)")?;
+        check(
+            "repeat-penalty",
+            self.repeat_penalty,
+            self.repeat_penalty > 0.0,
+            "above 0 (1 = off)",
+        )
+    }
+}
+
 /// A sampler with its own random state.
 pub struct Sampler {
     config: SamplerConfig,
@@ -144,6 +191,75 @@ mod tests {
             ..greedy()
         };
         assert_eq!(Sampler::new(pen).sample(&logits, &[1]), 2);
+    }
+
+    #[test]
+    fn settings_out_of_range_are_refused() {
+        assert_eq!(SamplerConfig::default().validate(), Ok(()));
+        assert_eq!(greedy().validate(), Ok(()));
+        let bad = [
+            (
+                SamplerConfig {
+                    temp: f32::NAN,
+                    ..greedy()
+                },
+                "temperature",
+            ),
+            (
+                SamplerConfig {
+                    temp: -0.5,
+                    ..greedy()
+                },
+                "temperature",
+            ),
+            (
+                SamplerConfig {
+                    temp: f32::INFINITY,
+                    ..greedy()
+                },
+                "temperature",
+            ),
+            (
+                SamplerConfig {
+                    top_p: 1.5,
+                    ..greedy()
+                },
+                "top-p",
+            ),
+            (
+                SamplerConfig {
+                    top_p: f32::NAN,
+                    ..greedy()
+                },
+                "top-p",
+            ),
+            (
+                SamplerConfig {
+                    min_p: -0.1,
+                    ..greedy()
+                },
+                "min-p",
+            ),
+            (
+                SamplerConfig {
+                    repeat_penalty: 0.0,
+                    ..greedy()
+                },
+                "repeat-penalty",
+            ),
+            (
+                SamplerConfig {
+                    repeat_penalty: f32::NAN,
+                    ..greedy()
+                },
+                "repeat-penalty",
+            ),
+        ];
+        for (c, setting) in bad {
+            let e = c.validate().unwrap_err();
+            assert_eq!(e.setting, setting, "{c:?}");
+            assert!(e.to_string().contains("out of range"), "{e}");
+        }
     }
 
     #[test]

@@ -115,7 +115,17 @@ impl GgufFile {
             source,
         };
         let file = File::open(&path).map_err(|e| io("open", e))?;
-        let len = file.metadata().map_err(|e| io("stat", e))?.len();
+        let meta = file.metadata().map_err(|e| io("stat", e))?;
+        if meta.is_dir() {
+            // Mapping a directory fails with "No such device", which says nothing useful.
+            let msg = "is a directory, not a GGUF file (give the .gguf file; a Hugging Face \
+                       checkpoint directory is converted first with `gguf-tools convert`)";
+            return Err(io(
+                "open",
+                std::io::Error::new(std::io::ErrorKind::IsADirectory, msg),
+            ));
+        }
+        let len = meta.len();
         // Mapping an empty file fails on Linux; an empty file is simply truncated.
         let backing = if len == 0 {
             Backing::Owned(Vec::new())

@@ -13,6 +13,9 @@ pub enum VideoError {
     /// A frame could not be decoded.
     #[error(transparent)]
     Image(#[from] ImageError),
+    /// The path does not exist.
+    #[error("{0}: no such file or directory (a video is a directory of frames, an animated GIF, or a video file)")]
+    Missing(PathBuf),
     /// The input has no frames.
     #[error("{0}: no frames (a directory of images, an animated GIF, or a video file)")]
     Empty(PathBuf),
@@ -50,6 +53,9 @@ fn is_image_file(p: &Path) -> bool {
 
 /// The frames of `path`, at most `max_frames` of them, sampled uniformly.
 pub fn load_frames(path: &Path, max_frames: usize) -> Result<Vec<RgbImage>, VideoError> {
+    if !path.exists() {
+        return Err(VideoError::Missing(path.to_path_buf()));
+    }
     let frames: Vec<RgbImage> = if path.is_dir() {
         let mut files: Vec<PathBuf> = std::fs::read_dir(path)
             .map_err(|source| ImageError::Io {
@@ -131,13 +137,6 @@ fn ffmpeg_frames(path: &Path, max_frames: usize) -> Result<Vec<RgbImage>, VideoE
         path: path.to_path_buf(),
         problem,
     };
-    if !path.exists() {
-        return Err(ImageError::Io {
-            path: path.to_path_buf(),
-            source: std::io::Error::from(std::io::ErrorKind::NotFound),
-        }
-        .into());
-    }
     let dir = std::env::temp_dir().join(format!("llava-edge-frames-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| fail(e.to_string()))?;
     let status = std::process::Command::new("ffmpeg")
@@ -172,8 +171,16 @@ mod tests {
 
     #[test]
     fn missing_inputs_and_missing_ffmpeg_are_clear() {
-        let e = load_frames(Path::new("/nonexistent/clip.mp4"), 8).unwrap_err();
-        assert!(e.to_string().contains("clip.mp4"), "{e}");
+        for missing in [
+            "/nonexistent/clip.mp4",
+            "/nonexistent/clip.gif",
+            "/nonexistent/frames",
+        ] {
+            let e = load_frames(Path::new(missing), 8).unwrap_err().to_string();
+            assert!(e.contains(missing), "{e}");
+            assert!(e.contains("no such file or directory"), "{e}");
+            assert!(!e.contains("entity not found"), "{e}");
+        }
         let dir = std::env::temp_dir().join(format!("le-empty-frames-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let e = load_frames(&dir, 8).unwrap_err();

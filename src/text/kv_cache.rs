@@ -64,6 +64,11 @@ impl KvCache {
         self.len = 0;
     }
 
+    /// Forgets every position from `len` on (taking back a turn); later stores overwrite them.
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
+
     /// Marks `n` more positions as filled (after every layer stored them).
     pub(crate) fn advance(&mut self, n: usize) {
         self.len += n;

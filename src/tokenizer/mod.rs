@@ -31,7 +31,7 @@ pub mod vocab;
 
 pub use error::TokenizerError;
 pub use pretokenize::PreTokenizer;
-pub use stream::StreamDecoder;
+pub use stream::{StreamDecoder, Utf8Stream};
 pub use vocab::{SpecialIds, TokenAttr, Vocab, VocabKind};
 
 use crate::gguf::GgufFile;
