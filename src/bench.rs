@@ -254,13 +254,7 @@ pub fn run(
         }
     }
     let load = t0.elapsed();
-    let n_vocab = text.config.n_vocab as u64;
-    // Token ids spread over the vocabulary, avoiding the special ids at the start.
-    let tokens = |n: usize, salt: u64| -> Vec<u32> {
-        (0..n as u64)
-            .map(|i| (1000 + (i * 7919 + salt * 104729) % (n_vocab - 1000).max(1)) as u32)
-            .collect()
-    };
+    let tokens = |n: usize, salt: u64| bench_tokens(n, salt, text.config.n_vocab);
     let repeat = cfg.repeat.max(1);
     let (mut pp, mut tg, mut enc, mut ttft) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut image_tokens = None;
