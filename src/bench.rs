@@ -248,6 +248,9 @@ pub fn run(
         f.populate();
     }
     let mut vision = vf.as_ref().map(VisionEncoder::load).transpose()?;
+    if let Some(v) = &vision {
+        v.check_text_width(text.config.n_embd, tf.path())?;
+    }
     if let Some(v) = vision.as_mut().filter(|_| cfg.vision_bf16) {
         if !v.use_bf16_products() {
             eprintln!("note: this CPU has no bfloat16 dot instruction; --vision-bf16 ignored");

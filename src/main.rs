@@ -234,6 +234,9 @@ fn run_prompt(a: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         f.populate();
     }
     let mut vision = vf.as_ref().map(VisionEncoder::load).transpose()?;
+    if let Some(v) = &vision {
+        v.check_text_width(text.config.n_embd, tf.path())?;
+    }
     if let Some(v) = vision.as_mut() {
         v.pad_square = a.pad_square;
         if a.vision_bf16 && !v.use_bf16_products() {

@@ -33,6 +33,36 @@ pub enum TextError {
     /// Hyperparameters that cannot describe a working model.
     #[error("{path}: {problem}")]
     BadConfig { path: PathBuf, problem: String },
+    /// One hyperparameter outside what the model or these kernels can run.
+    #[error("{path}: {key} = {value}: {expected}; the file is damaged or not a supported model")]
+    BadValue {
+        path: PathBuf,
+        key: String,
+        value: String,
+        expected: String,
+    },
+    /// The tokenizer's token list and the embedding disagree on the vocabulary.
+    #[error(
+        "{path}: tokenizer.ggml.tokens holds {n_tokens} tokens but token_embd.weight has \
+         {n_vocab} rows; the tokenizer and the weights come from different models"
+    )]
+    VocabMismatch {
+        path: PathBuf,
+        n_tokens: usize,
+        n_vocab: usize,
+    },
+    /// A KV cache larger than this machine's memory, or than any address space.
+    #[error(
+        "a KV cache of {n_ctx} positions needs {need_mib} MiB ({n_layer} layers x 2 x {width} \
+         values a position), more than the {limit_mib} MiB of memory here: use a smaller context"
+    )]
+    CacheTooLarge {
+        n_ctx: usize,
+        n_layer: usize,
+        width: usize,
+        need_mib: u64,
+        limit_mib: u64,
+    },
     /// The request does not fit in the context.
     #[error("context full: {needed} positions needed, the context holds {n_ctx} (raise -c)")]
     ContextFull { needed: usize, n_ctx: usize },
@@ -140,10 +170,61 @@ pub fn interleave_weights(f: &mut GgufFile, pool: &ThreadPool) -> Result<usize, 
     Ok(done.into_inner())
 }
 
+/// Bytes of physical memory, where the system says.
+fn physical_memory() -> Option<u64> {
+    #[cfg(unix)]
+    {
+        // SAFETY: sysconf has no preconditions.
+        let (pages, size) = unsafe {
+            (
+                libc::sysconf(libc::_SC_PHYS_PAGES),
+                libc::sysconf(libc::_SC_PAGESIZE),
+            )
+        };
+        if pages > 0 && size > 0 {
+            return (pages as u64).checked_mul(size as u64);
+        }
+    }
+    None
+}
+
+/// `block_count` must be the number of `blk.N` blocks the file holds: fewer would silently run
+/// a truncated model, more would fail only after allocating for blocks that are not there.
+fn check_block_count(f: &GgufFile, n_layer: usize) -> Result<(), TextError> {
+    let mut present = std::collections::BTreeSet::new();
+    for t in f.tensors() {
+        let index = t
+            .name
+            .strip_prefix("blk.")
+            .and_then(|r| r.split_once('.'))
+            .and_then(|(i, _)| i.parse::<usize>().ok());
+        present.extend(index);
+    }
+    let contiguous = present.iter().copied().eq(0..present.len());
+    if present.len() != n_layer || !contiguous {
+        let key = format!("{}.block_count", f.get_str("general.architecture")?);
+        return Err(TextError::BadValue {
+            path: f.path().to_path_buf(),
+            key,
+            value: n_layer.to_string(),
+            expected: match (present.first(), present.last()) {
+                (Some(lo), Some(hi)) => format!(
+                    "must count the file's blocks: it holds blk.N tensors for {} values of N, \
+                     from {lo} to {hi}",
+                    present.len()
+                ),
+                _ => "must count the file's blocks: it holds no blk.N tensors".into(),
+            },
+        });
+    }
+    Ok(())
+}
+
 impl<'a> TextModel<'a> {
     /// Checks every tensor's presence, shape and type, and builds the model.
     pub fn load(f: &'a GgufFile) -> Result<TextModel<'a>, TextError> {
         let c = TextConfig::from_gguf(f)?;
+        check_block_count(f, c.n_layer)?;
         let op = |source| TextError::Op {
             path: f.path().to_path_buf(),
             source,
@@ -180,8 +261,8 @@ impl<'a> TextModel<'a> {
                 mat(&n("ffn_up.weight"), d, c.n_ff)?,
             );
             layers.push(Layer {
-                qkv: Matrix::stacked(&[wq, wk, wv]),
-                gate_up: Matrix::stacked(&[gate, up]),
+                qkv: Matrix::stacked(f.bytes(), &[wq, wk, wv]),
+                gate_up: Matrix::stacked(f.bytes(), &[gate, up]),
                 attn_norm: vector(f, &n("attn_norm.weight"), d)?,
                 wq,
                 wk,
@@ -205,10 +286,37 @@ impl<'a> TextModel<'a> {
         })
     }
 
-    /// A KV cache sized for this model.
+    /// A KV cache sized for this model; `n_ctx` must be one the caller knows is small (tests,
+    /// measured runs). A context from a user goes through [`TextModel::try_new_cache`].
     pub fn new_cache(&self, n_ctx: usize, ty: super::KvType) -> KvCache {
         let c = &self.config;
         KvCache::new(c.n_layer, n_ctx, c.n_head_kv * c.head_dim, ty)
+    }
+
+    /// [`TextModel::new_cache`], refused when the cache would not fit in this machine's
+    /// physical memory: allocating it anyway ends in the OOM killer or an abort, not an error.
+    pub fn try_new_cache(&self, n_ctx: usize, ty: super::KvType) -> Result<KvCache, TextError> {
+        let c = &self.config;
+        let width = c.n_head_kv * c.head_dim;
+        let elem = match ty {
+            super::KvType::F16 => 2u64,
+            super::KvType::F32 => 4,
+        };
+        let need = [c.n_layer as u64, 2, n_ctx as u64, width as u64, elem]
+            .into_iter()
+            .try_fold(1u64, u64::checked_mul)
+            .filter(|&b| usize::try_from(b).is_ok());
+        let limit = physical_memory();
+        match need {
+            Some(b) if limit.is_none_or(|l| b <= l) => Ok(self.new_cache(n_ctx, ty)),
+            _ => Err(TextError::CacheTooLarge {
+                n_ctx,
+                n_layer: c.n_layer,
+                width,
+                need_mib: need.map_or(u64::MAX, |b| b >> 20),
+                limit_mib: limit.map_or(usize::MAX as u64, |l| l) >> 20,
+            }),
+        }
     }
 
     /// Token embeddings `[n, d]` for `ids`.

@@ -1,10 +1,10 @@
 //! A ViT image encoder (CLIP or SigLIP) and LLaVA's projector. One forward function reads top
 //! to bottom: patches -> embeddings -> encoder layers -> selected features -> projector.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::gguf::{GgufError, GgufFile};
-use crate::kernels::{KvRef, Visible};
+use crate::kernels::{KvRef, Visible, MAX_HEAD_DIM};
 use crate::ops::activation::{gelu_erf, gelu_tanh, quick_gelu};
 use crate::ops::attention::attend_rows;
 use crate::ops::matrix::matmul_bias_sharing_input;
@@ -28,6 +28,27 @@ pub enum VisionError {
     /// Settings that cannot describe a working encoder.
     #[error("{path}: {problem}")]
     BadConfig { path: PathBuf, problem: String },
+    /// One setting outside what the encoder or these kernels can run.
+    #[error("{path}: {key} = {value}: {expected}; the file is damaged or not a supported mmproj")]
+    BadValue {
+        path: PathBuf,
+        key: String,
+        value: String,
+        expected: String,
+    },
+    /// The projector's output is not the text model's embedding width: the mmproj belongs to
+    /// another model (a multiple would otherwise be read as more, narrower rows).
+    #[error(
+        "the mmproj {mmproj} projects to rows of {n_out} values, but the text model {model} \
+         embeds tokens in {n_embd}: the two files come from different models; use the mmproj \
+         converted with this model"
+    )]
+    WidthMismatch {
+        mmproj: PathBuf,
+        n_out: usize,
+        model: PathBuf,
+        n_embd: usize,
+    },
     /// Pixels of the wrong size for this encoder.
     #[error("pixel tile has {got} values, the encoder takes 3 x {size} x {size}")]
     BadPixels { got: usize, size: usize },
@@ -82,6 +103,38 @@ pub struct VisionConfig {
     pub std: [f32; 3],
 }
 
+/// Widest encoder accepted (released towers are at most 1664 wide).
+pub const MAX_EMBD: usize = 1 << 16;
+
+/// Largest tile side in pixels accepted (released towers take at most 896).
+pub const MAX_IMAGE_SIZE: usize = 1 << 14;
+
+/// Most encoder layers an original tower may have had (released towers have at most 48).
+pub const MAX_LAYERS: usize = 1 << 12;
+
+/// Most tiles one anyres pinpoint may hold (released models use at most 6 x 6); each is a
+/// full encoder pass, so a damaged pinpoint list could otherwise ask for thousands.
+pub const MAX_TILES_PER_PINPOINT: usize = 64;
+
+/// Number of `v.blk.N` encoder blocks in `f`; every N from 0 up, or a count that matches no
+/// `block_count` (usize::MAX) when some are missing.
+fn stored_blocks(f: &GgufFile) -> usize {
+    let mut present = std::collections::BTreeSet::new();
+    for t in f.tensors() {
+        let index = t
+            .name
+            .strip_prefix("v.blk.")
+            .and_then(|r| r.split_once('.'))
+            .and_then(|(i, _)| i.parse::<usize>().ok());
+        present.extend(index);
+    }
+    if present.iter().copied().eq(0..present.len()) {
+        present.len()
+    } else {
+        usize::MAX
+    }
+}
+
 /// Our own mmproj keys for what llama.cpp's layout does not say (documented in
 /// `docs/gguf-keys.md`); files without them get llama.cpp's conventions.
 pub mod keys {
@@ -111,10 +164,36 @@ impl VisionConfig {
                 "general.architecture is '{arch}', an mmproj file says 'clip'"
             )));
         }
-        let u = |k: &str| -> Result<usize, VisionError> { Ok(f.get_u64(k)? as usize) };
-        let n_stored = u("clip.vision.block_count")?;
+        let out_of_range =
+            |k: &str, v: &dyn std::fmt::Display, expected: String| VisionError::BadValue {
+                path: f.path().to_path_buf(),
+                key: k.to_string(),
+                value: v.to_string(),
+                expected,
+            };
+        // Checked against a range before it becomes a usize, so products of two cannot overflow.
+        let int = |k: &str, lo: usize, hi: usize| -> Result<usize, VisionError> {
+            let v = f.get_u64(k)?;
+            if v < lo as u64 || v > hi as u64 {
+                return Err(out_of_range(
+                    k,
+                    &v,
+                    format!("must be between {lo} and {hi}"),
+                ));
+            }
+            Ok(v as usize)
+        };
+        let n_stored = int("clip.vision.block_count", 0, usize::MAX)?;
+        let present = stored_blocks(f);
+        if n_stored != present {
+            return Err(out_of_range(
+                "clip.vision.block_count",
+                &n_stored,
+                format!("must count the file's encoder blocks: it holds v.blk.N for {present}"),
+            ));
+        }
         let n_orig = match f.get(keys::N_LAYER_ORIG) {
-            Some(_) => u(keys::N_LAYER_ORIG)?,
+            Some(_) => int(keys::N_LAYER_ORIG, n_stored, MAX_LAYERS)?,
             None => n_stored,
         };
         // llama.cpp's convention: the file holds exactly the layers to run.
@@ -124,8 +203,12 @@ impl VisionConfig {
                 let k = v
                     .as_i64()
                     .ok_or_else(|| bad(format!("{} is not an integer", keys::FEATURE_LAYER)))?;
-                let k = if k < 0 { n_orig as i64 + 1 + k } else { k };
-                if k < 0 || k as usize > n_stored {
+                let k = if k < 0 {
+                    (n_orig as i64 + 1).saturating_add(k)
+                } else {
+                    k
+                };
+                if k < 0 || k as u64 > n_stored as u64 {
                     return Err(bad(format!(
                         "feature layer {k} needs {k} encoder layers, the file stores {n_stored}"
                     )));
@@ -154,12 +237,14 @@ impl VisionConfig {
             let v = v.ok_or_else(|| bad(format!("{k} must hold 3 floats")))?;
             Ok([v[0] as f32, v[1] as f32, v[2] as f32])
         };
+        let image_size = int("clip.vision.image_size", 1, MAX_IMAGE_SIZE)?;
+        let n_embd = int("clip.vision.embedding_length", 1, MAX_EMBD)?;
         let cfg = VisionConfig {
-            image_size: u("clip.vision.image_size")?,
-            patch_size: u("clip.vision.patch_size")?,
-            n_embd: u("clip.vision.embedding_length")?,
-            n_ff: u("clip.vision.feed_forward_length")?,
-            n_head: u("clip.vision.attention.head_count")?,
+            image_size,
+            patch_size: int("clip.vision.patch_size", 1, image_size)?,
+            n_embd,
+            n_ff: int("clip.vision.feed_forward_length", 1, usize::MAX)?,
+            n_head: int("clip.vision.attention.head_count", 1, n_embd)?,
             n_layer_run,
             eps: f.get_f64("clip.vision.attention.layer_norm_epsilon")? as f32,
             act,
@@ -167,19 +252,90 @@ impl VisionConfig {
             mean: triple("clip.vision.image_mean")?,
             std: triple("clip.vision.image_std")?,
         };
+        cfg.check(f.path())?;
+        Ok(cfg)
+    }
+
+    /// Checks the settings against each other and against what the kernels take; names the
+    /// mmproj key of the first that fails.
+    pub fn check(&self, path: &Path) -> Result<(), VisionError> {
+        let fail = |key: &str, value: &dyn std::fmt::Display, expected: String| {
+            Err(VisionError::BadValue {
+                path: path.to_path_buf(),
+                key: key.to_string(),
+                value: value.to_string(),
+                expected,
+            })
+        };
         // The patch convolution has stride = kernel, so a tile side that is not a multiple of
         // the patch (SigLIP-so400m: 384 / 14) just drops the last pixels: 27 x 27 patches.
-        if cfg.patch_size == 0
-            || cfg.image_size < cfg.patch_size
-            || cfg.n_head == 0
-            || !cfg.n_embd.is_multiple_of(cfg.n_head)
-        {
-            return Err(bad(format!(
-                "image size {} / patch {} / hidden {} / heads {} do not make an encoder",
-                cfg.image_size, cfg.patch_size, cfg.n_embd, cfg.n_head
-            )));
+        if !(1..=MAX_IMAGE_SIZE).contains(&self.image_size) {
+            return fail(
+                "clip.vision.image_size",
+                &self.image_size,
+                format!("must be between 1 and {MAX_IMAGE_SIZE}"),
+            );
         }
-        Ok(cfg)
+        if !(1..=self.image_size).contains(&self.patch_size) {
+            return fail(
+                "clip.vision.patch_size",
+                &self.patch_size,
+                format!("must be between 1 and the image size {}", self.image_size),
+            );
+        }
+        if !(1..=MAX_EMBD).contains(&self.n_embd) {
+            return fail(
+                "clip.vision.embedding_length",
+                &self.n_embd,
+                format!("must be between 1 and {MAX_EMBD}"),
+            );
+        }
+        if self.n_head == 0 || !self.n_embd.is_multiple_of(self.n_head) {
+            return fail(
+                "clip.vision.attention.head_count",
+                &self.n_head,
+                format!("must divide embedding_length {}", self.n_embd),
+            );
+        }
+        if self.n_embd / self.n_head > MAX_HEAD_DIM {
+            return fail(
+                "clip.vision.attention.head_count",
+                &self.n_head,
+                format!(
+                    "gives heads of {} values; the attention kernels take at most {MAX_HEAD_DIM}",
+                    self.n_embd / self.n_head
+                ),
+            );
+        }
+        if self.n_ff == 0 {
+            return fail(
+                "clip.vision.feed_forward_length",
+                &self.n_ff,
+                "must be positive".into(),
+            );
+        }
+        if !(self.eps > 0.0 && self.eps < 1.0) {
+            return fail(
+                "clip.vision.attention.layer_norm_epsilon",
+                &self.eps,
+                "must be a small positive number (below 1)".into(),
+            );
+        }
+        if !self.mean.iter().all(|m| m.is_finite()) {
+            return fail(
+                "clip.vision.image_mean",
+                &format!("{:?}", self.mean),
+                "must be finite".into(),
+            );
+        }
+        if !self.std.iter().all(|s| s.is_finite() && *s > 0.0) {
+            return fail(
+                "clip.vision.image_std",
+                &format!("{:?}", self.std),
+                "must be finite and positive (pixels are divided by it)".into(),
+            );
+        }
+        Ok(())
     }
 
     /// Patches along one side.
@@ -218,6 +374,48 @@ pub struct VisionEncoder<'a> {
     /// Pad images to a square with the mean colour instead of centre-cropping (the original
     /// LLaVA-1.5 recipe, `image_aspect_ratio = pad`; llava-hf's processors crop).
     pub pad_square: bool,
+    /// The mmproj file, for messages.
+    pub path: PathBuf,
+}
+
+/// Widest projector output accepted: the text model's hidden size, which is at most 16384 in
+/// released decoders.
+pub const MAX_PROJ_WIDTH: usize = 1 << 16;
+
+/// Pinpoints must be whole tiles, and not so many that one image is thousands of encoder
+/// passes; the tile cap must be one a grid can reach.
+fn check_anyres(
+    path: &Path,
+    a: &super::anyres::AnyresConfig,
+    tile: usize,
+) -> Result<(), VisionError> {
+    let fail = |key: &str, value: String, expected: String| VisionError::BadValue {
+        path: path.to_path_buf(),
+        key: key.to_string(),
+        value,
+        expected,
+    };
+    for &(h, w) in &a.pinpoints {
+        let tiles = (h / tile).saturating_mul(w / tile);
+        if h % tile != 0 || w % tile != 0 || tiles > MAX_TILES_PER_PINPOINT {
+            return Err(fail(
+                "clip.vision.image_grid_pinpoints",
+                format!("({h}, {w})"),
+                format!(
+                    "each side must be a multiple of the {tile}-pixel tile, at most \
+                     {MAX_TILES_PER_PINPOINT} tiles in all"
+                ),
+            ));
+        }
+    }
+    if let Some(m) = a.max_tiles.filter(|&m| m > MAX_TILES_PER_PINPOINT) {
+        return Err(fail(
+            keys::ANYRES_MAX,
+            m.to_string(),
+            format!("must be between 1 and {MAX_TILES_PER_PINPOINT}"),
+        ));
+    }
+    Ok(())
 }
 
 fn all_rows(m: &Matrix) -> Vec<f32> {
@@ -236,6 +434,22 @@ impl<'a> VisionEncoder<'a> {
 
     /// Builds the encoder from `f` with an explicit `config`.
     pub fn with_config(f: &'a GgufFile, config: VisionConfig) -> Result<Self, VisionError> {
+        config.check(f.path())?;
+        let stored = stored_blocks(f);
+        if config.n_layer_run > stored {
+            return Err(VisionError::BadConfig {
+                path: f.path().to_path_buf(),
+                problem: format!(
+                    "{} encoder layers to run, the file stores {}",
+                    config.n_layer_run,
+                    if stored == usize::MAX {
+                        "a broken sequence of v.blk.N".to_string()
+                    } else {
+                        stored.to_string()
+                    }
+                ),
+            });
+        }
         let op = |source| VisionError::Op {
             path: f.path().to_path_buf(),
             source,
@@ -304,15 +518,32 @@ impl<'a> VisionEncoder<'a> {
                 path: f.path().to_path_buf(),
                 tensor: "mm.0.weight".into(),
             })?;
-        let hidden = mm0.dims.get(1).copied().unwrap_or(0) as usize;
+        let width = |t: &crate::gguf::TensorInfo| -> Result<usize, VisionError> {
+            match t.dims.get(1).copied() {
+                Some(w) if (1..=MAX_PROJ_WIDTH as u64).contains(&w) => Ok(w as usize),
+                w => Err(VisionError::BadConfig {
+                    path: f.path().to_path_buf(),
+                    problem: format!(
+                        "{} has {} rows; a projector gives 1 to {MAX_PROJ_WIDTH} values a row",
+                        t.name,
+                        w.unwrap_or(1)
+                    ),
+                }),
+            }
+        };
+        let hidden = width(mm0)?;
         let mut proj = vec![lin("mm.0", d, hidden)?];
         let mut n_out = hidden;
         if let Some(mm2) = f.tensor_info("mm.2.weight") {
-            n_out = mm2.dims.get(1).copied().unwrap_or(0) as usize;
+            n_out = width(mm2)?;
             proj.push(lin("mm.2", hidden, n_out)?);
         }
         let anyres = super::anyres::AnyresConfig::from_gguf(f, n_out)?;
+        if let Some(a) = &anyres {
+            check_anyres(f.path(), a, c.image_size)?;
+        }
         Ok(VisionEncoder {
+            path: f.path().to_path_buf(),
             anyres,
             pad_square: false,
             patch_bias: opt_vec("v.patch_embd.bias", d)?,
@@ -444,6 +675,21 @@ impl<'a> VisionEncoder<'a> {
             x.drain(..d);
         }
         Ok(x)
+    }
+
+    /// Refuses a text model whose embedding width is not this projector's output: rows of
+    /// another width would be cut into more, narrower tokens (a 3584-wide OneVision-7B mmproj
+    /// read by a 896-wide 0.5B model as four times the tokens). `model` names the text file.
+    pub fn check_text_width(&self, n_embd: usize, model: &Path) -> Result<(), VisionError> {
+        if self.n_out == n_embd {
+            return Ok(());
+        }
+        Err(VisionError::WidthMismatch {
+            mmproj: self.path.clone(),
+            n_out: self.n_out,
+            model: model.to_path_buf(),
+            n_embd,
+        })
     }
 
     /// Whether the encoder has a class token (CLIP) rather than none (SigLIP).
