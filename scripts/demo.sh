@@ -7,12 +7,27 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! dpkg -s libclang-dev >/dev/null 2>&1; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libclang-dev >/dev/null
+  # bindgen needs libclang to read the kernels' header.
+  sudo=()
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null || { echo "demo: libclang-dev is needed; install it as root (apt-get install libclang-dev)" >&2; exit 1; }
+    sudo=(sudo)
+  fi
+  echo "demo: installing libclang-dev (bindgen needs it)" >&2
+  "${sudo[@]}" apt-get update -qq
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libclang-dev >/dev/null
 fi
 out=${TMPDIR:-/tmp}/llava-edge-demo
 mkdir -p "$out"
-cargo run -q --release -p gguf-tools -- convert --hf tests/fixtures/llava15/hf \
+# The first build takes a few minutes: cargo shows its progress.
+echo "demo: building llava-edge and gguf-tools (release; a few minutes the first time)" >&2
+cargo build --release -p llava-edge -p gguf-tools --bins
+bin=target/release
+echo "demo: converting tests/fixtures/llava15/hf to GGUF in $out" >&2
+"$bin/gguf-tools" convert --hf tests/fixtures/llava15/hf \
   --out "$out/llava15.gguf" --mmproj "$out/llava15-mmproj.gguf" --type f16
-cargo run -q --release -p gguf-tools -- inspect "$out/llava15-mmproj.gguf" | head -24
-cargo run -q --release -- run -m "$out/llava15.gguf" --mmproj "$out/llava15-mmproj.gguf" \
+# (head closes the pipe early: inspect's broken pipe is not a failure.)
+{ "$bin/gguf-tools" inspect "$out/llava15-mmproj.gguf" || true; } | head -24
+echo "demo: asking about tests/fixtures/images/sq180.png" >&2
+"$bin/llava-edge" run -m "$out/llava15.gguf" --mmproj "$out/llava15-mmproj.gguf" \
   --image tests/fixtures/images/sq180.png -p "What is shown in this image?" -n 16 --temp 0 -v
