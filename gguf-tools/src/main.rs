@@ -85,6 +85,37 @@ enum Command {
     },
 }
 
+/// Tensor names grouped by layer (`...encoder.layers.2 (16 tensors)`), so the note stays one
+/// short line.
+fn unused_summary(names: &[String]) -> String {
+    let mut groups: Vec<(String, usize)> = Vec::new();
+    for n in names {
+        let parts: Vec<&str> = n.split('.').collect();
+        let group = match parts.iter().position(|p| *p == "layers") {
+            Some(i) if i + 1 < parts.len() => parts[..i + 2].join("."),
+            _ => n
+                .trim_end_matches(".weight")
+                .trim_end_matches(".bias")
+                .to_string(),
+        };
+        match groups.iter_mut().find(|(g, _)| *g == group) {
+            Some((_, c)) => *c += 1,
+            None => groups.push((group, 1)),
+        }
+    }
+    groups
+        .iter()
+        .map(|(g, c)| {
+            if *c > 1 {
+                format!("{g} ({c} tensors)")
+            } else {
+                g.clone()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn parse_mix(s: &str) -> Result<Mix, String> {
     Mix::from_name(s).ok_or_else(|| {
         let names: Vec<&str> = ALL_MIXES.iter().map(|m| m.name()).collect();
@@ -106,18 +137,22 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             let start = std::time::Instant::now();
             let r = gguf_tools::convert::convert(&hf, &out, &mmproj, t, true)?;
             eprintln!(
-                "{}: {} tensors; {}: {} tensors; {:.1} s{}",
+                "{}: {} tensors; {}: {} tensors; {:.1} s",
                 out.display(),
                 r.text_tensors,
                 mmproj.display(),
                 r.vision_tensors,
                 start.elapsed().as_secs_f64(),
-                if r.unused.is_empty() {
-                    String::new()
-                } else {
-                    format!("; unused: {}", r.unused.join(", "))
-                }
             );
+            if !r.unused.is_empty() {
+                eprintln!(
+                    "note: {} checkpoint tensors are not used at inference and were not written \
+                     (as llama.cpp's converter leaves out, e.g., the vision layers after the one \
+                     the projector reads): {}",
+                    r.unused.len(),
+                    unused_summary(&r.unused)
+                );
+            }
         }
         Command::Synth {
             shape,
@@ -206,5 +241,21 @@ fn main() -> ExitCode {
             eprintln!("gguf-tools: error: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod unused_note_tests {
+    #[test]
+    fn unused_tensors_are_summarised_by_layer() {
+        let names: Vec<String> = ["weight", "bias"]
+            .iter()
+            .map(|s| format!("vision_tower.encoder.layers.2.fc1.{s}"))
+            .chain(["vision_tower.post_layernorm.weight".to_string()])
+            .collect();
+        assert_eq!(
+            super::unused_summary(&names),
+            "vision_tower.encoder.layers.2 (2 tensors), vision_tower.post_layernorm"
+        );
     }
 }
