@@ -7,7 +7,7 @@ mod common;
 use common::hf_text::write_text_gguf;
 use common::npy::fixtures_dir;
 use common::TempDir;
-use llava_edge::gguf::{GgufFile, GgufWriter, TensorSpec, Value};
+use llava_edge::gguf::{Array, GgufFile, GgufWriter, TensorSpec, Value};
 use llava_edge::text::{KvType, Logits, TextError, TextModel};
 use llava_edge::threadpool::ThreadPool;
 
@@ -144,4 +144,117 @@ fn bad_models_and_requests_are_clear_errors() {
     let f = GgufFile::open(&p).unwrap();
     let e = TextModel::load(&f).err().unwrap();
     assert!(e.to_string().contains("llama.block_count"), "{e}");
+}
+
+/// `src` rewritten to `dst` with metadata key `key` set (added if absent) or, for None, removed.
+fn set_key(src: &std::path::Path, dst: &std::path::Path, key: &str, value: Option<Value>) {
+    let f = GgufFile::open(src).unwrap();
+    let mut meta: Vec<(String, Value)> = f
+        .metadata()
+        .iter()
+        .filter(|(k, _)| k != key)
+        .cloned()
+        .collect();
+    meta.extend(value.map(|v| (key.to_string(), v)));
+    let specs: Vec<TensorSpec> = f
+        .tensors()
+        .iter()
+        .map(|t| TensorSpec::new(t.name.clone(), &t.dims, t.ty))
+        .collect();
+    let mut w = GgufWriter::create(dst, &meta, &specs).unwrap();
+    for t in f.tensors() {
+        w.write_tensor(&t.name, f.view(t).data).unwrap();
+    }
+    w.finish().unwrap();
+}
+
+#[test]
+fn hyperparameters_that_disagree_with_the_tensors_or_kernels_are_refused() {
+    let tmp = TempDir::new("text-hparams");
+    let (good, mmproj) = (tmp.path("good.gguf"), tmp.path("mmproj.gguf"));
+    gguf_tools::convert::convert(
+        &fixtures_dir().join("llava15/hf"),
+        &good,
+        &mmproj,
+        gguf_tools::convert::OutType::F32,
+        false,
+    )
+    .unwrap();
+    let refused = |key: &str, value: Option<Value>, says: &[&str]| {
+        let p = tmp.path("bad.gguf");
+        set_key(&good, &p, key, value.clone());
+        let f = GgufFile::open(&p).unwrap();
+        let e = match TextModel::load(&f) {
+            Ok(_) => panic!("{key} = {value:?} loaded"),
+            Err(e) => e.to_string(),
+        };
+        for s in says.iter().chain(&[p.to_str().unwrap()]) {
+            assert!(e.contains(s), "{key} = {value:?}: '{e}' does not say '{s}'");
+        }
+    };
+    // The file holds blocks 0 and 1: one fewer ran a truncated model without a word.
+    refused(
+        "llama.block_count",
+        Some(Value::U32(1)),
+        &["llama.block_count = 1", "from 0 to 1"],
+    );
+    // Heads of 16: a rotation wider than the head was silently narrowed, an odd one rotated
+    // half a pair.
+    refused(
+        "llama.rope.dimension_count",
+        Some(Value::U32(18)),
+        &["rope.dimension_count = 18", "16"],
+    );
+    refused(
+        "llama.rope.dimension_count",
+        Some(Value::U32(15)),
+        &["rope.dimension_count = 15", "even"],
+    );
+    // A head wider than the attention kernels take.
+    refused(
+        "llama.attention.key_length",
+        Some(Value::U32(512)),
+        &["attention.key_length = 512", "256"],
+    );
+    refused(
+        "llama.vocab_size",
+        Some(Value::U32(511)),
+        &["vocab_size = 511", "512"],
+    );
+    refused(
+        "llama.rope.freq_base",
+        Some(Value::F32(f32::NAN)),
+        &["rope.freq_base = NaN"],
+    );
+    refused(
+        "llama.attention.layer_norm_rms_epsilon",
+        Some(Value::F32(0.0)),
+        &["layer_norm_rms_epsilon = 0"],
+    );
+    refused(
+        "llama.context_length",
+        Some(Value::U32(0)),
+        &["context_length = 0"],
+    );
+    // A token list one short of the embedding: sampled ids would have no text.
+    let f = GgufFile::open(&good).unwrap();
+    let Some(Value::Array(Array::String(tokens))) = f.get("tokenizer.ggml.tokens") else {
+        panic!("no token list")
+    };
+    let short = Array::String(tokens[..tokens.len() - 1].to_vec());
+    refused(
+        "tokenizer.ggml.tokens",
+        Some(Value::Array(short)),
+        &["511 tokens", "512 rows"],
+    );
+
+    // A KV cache beyond any memory is an error, not an abort; a small one is made.
+    let m = TextModel::load(&f).unwrap();
+    let e = m.try_new_cache(1 << 40, KvType::F16).err().unwrap();
+    assert!(
+        matches!(e, TextError::CacheTooLarge { .. }) && e.to_string().contains("smaller context"),
+        "{e}"
+    );
+    assert!(m.try_new_cache(usize::MAX, KvType::F32).is_err());
+    assert_eq!(m.try_new_cache(64, KvType::F16).unwrap().n_ctx(), 64);
 }

@@ -140,3 +140,88 @@ fn f16_encoders_match_transformers_exactly_and_in_bf16() {
         );
     }
 }
+
+/// An mmproj whose projector gives rows of another width than the text model's embedding is
+/// refused, naming both widths and both files: a multiple (here 128 for a 64-wide model, as a
+/// OneVision-7B mmproj's 3584 for a 0.5B model's 896) was read as twice the tokens.
+#[test]
+fn an_mmproj_for_another_text_width_is_refused() {
+    use llava_edge::gguf::{GgufWriter, TensorSpec};
+    use llava_edge::text::TextModel;
+    use llava_edge::vision::VisionError;
+
+    let tmp = TempDir::new("vision-width");
+    let dir = fixtures_dir().join("llava15");
+    let (text, mmproj, wide) = (
+        tmp.path("text.gguf"),
+        tmp.path("mmproj.gguf"),
+        tmp.path("mmproj-128.gguf"),
+    );
+    common::hf_text::write_text_gguf(&dir, &text);
+    write_mmproj_gguf(&dir, &mmproj);
+    // The second projector layer made 128 rows wide (the first 64 rows as they were).
+    let f = GgufFile::open(&mmproj).unwrap();
+    let widen = |name: &str, dims: &[u64]| -> Vec<u64> {
+        match name {
+            "mm.2.weight" => vec![dims[0], 128],
+            "mm.2.bias" => vec![128],
+            _ => dims.to_vec(),
+        }
+    };
+    let specs: Vec<TensorSpec> = f
+        .tensors()
+        .iter()
+        .map(|t| TensorSpec::new(t.name.clone(), &widen(&t.name, &t.dims), t.ty))
+        .collect();
+    let mut w = GgufWriter::create(&wide, f.metadata(), &specs).unwrap();
+    for (t, s) in f.tensors().iter().zip(&specs) {
+        let mut data = f.view(t).data.to_vec();
+        data.resize(s.ty.bytes_for(s.dims.iter().product()).unwrap() as usize, 0);
+        w.write_tensor(&t.name, &data).unwrap();
+    }
+    w.finish().unwrap();
+
+    let tf = GgufFile::open(&text).unwrap();
+    let m = TextModel::load(&tf).unwrap();
+    assert_eq!(m.config.n_embd, 64);
+    let matching = VisionEncoder::load(&f).unwrap();
+    matching
+        .check_text_width(m.config.n_embd, tf.path())
+        .unwrap();
+    let vf = GgufFile::open(&wide).unwrap();
+    let enc = VisionEncoder::load(&vf).unwrap();
+    assert_eq!(enc.n_out, 128);
+    let e = enc
+        .check_text_width(m.config.n_embd, tf.path())
+        .unwrap_err();
+    assert!(matches!(e, VisionError::WidthMismatch { .. }), "{e}");
+    let msg = e.to_string();
+    for s in ["128", "64", wide.to_str().unwrap(), text.to_str().unwrap()] {
+        assert!(msg.contains(s), "'{msg}' does not name {s}");
+    }
+}
+
+/// A head count that leaves heads wider than the attention kernels take (SigLIP's 1152 with
+/// 2 heads: 576) is refused at load, naming the key; it was a panic in the kernel at the
+/// first image.
+#[test]
+fn heads_wider_than_the_kernels_take_are_refused_at_load() {
+    let tmp = TempDir::new("vision-heads");
+    let path = tmp.path("mmproj.gguf");
+    write_mmproj_gguf(&fixtures_dir().join("llava_ov"), &path);
+    let f = GgufFile::open(&path).unwrap();
+    let mut config = VisionEncoder::load(&f).unwrap().config;
+    config.n_embd = 1152;
+    config.n_head = 2;
+    let e = config.check(&path).unwrap_err().to_string();
+    assert!(
+        e.contains("clip.vision.attention.head_count = 2") && e.contains("576"),
+        "{e}"
+    );
+    // An explicit configuration is checked too, before any weight is read.
+    let e = VisionEncoder::with_config(&f, config)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("576"), "{e}");
+}
