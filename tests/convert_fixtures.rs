@@ -29,6 +29,8 @@ fn converted_tensors_equal_the_checkpoint() {
         "llava_next_mistral",
         "llava_next_vicuna",
         "llava_ov",
+        "llava15_tokjson",
+        "llava_next_vicuna_tokjson",
     ] {
         let dir = fixtures_dir().join(case);
         let (t32, v32) = (
@@ -136,4 +138,92 @@ fn bad_checkpoints_are_clear_errors() {
         !out.0.exists() && !out.1.exists(),
         "nothing half-written is left"
     );
+}
+
+/// A LLaMA tokenizer saved as `tokenizer.json` only (transformers 5 writes no
+/// `tokenizer.model`) converts to the same SentencePiece vocabulary, key for key and bit for
+/// bit, as its `tokenizer.model`: llama model, pieces, scores, types, special ids, flags.
+#[test]
+fn tokenizer_json_alone_gives_the_tokenizer_model_vocabulary() {
+    use gguf_tools::convert::tokenizer::tokenizer_metadata;
+    use llava_edge::gguf::{Array, Value};
+    let tmp = TempDir::new("convert-tokjson");
+    for case in [
+        "llava_v1",
+        "llava15",
+        "llava_next_mistral",
+        "llava_next_vicuna",
+    ] {
+        let hf = fixtures_dir().join(case).join("hf");
+        assert!(hf.join("tokenizer.model").exists(), "{case}");
+        // The same checkpoint with tokenizer.model hidden.
+        let only_json = tmp.path(case);
+        std::fs::create_dir_all(&only_json).unwrap();
+        for f in std::fs::read_dir(&hf).unwrap() {
+            let f = f.unwrap().path();
+            let name = f.file_name().unwrap();
+            if name != "tokenizer.model" && name != "model.safetensors" {
+                std::fs::copy(&f, only_json.join(name)).unwrap();
+            }
+        }
+        let want = tokenizer_metadata(&hf, 512, false).unwrap();
+        let got = tokenizer_metadata(&only_json, 512, false).unwrap();
+        let keys = |md: &[(String, Value)]| md.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>();
+        assert_eq!(keys(&got), keys(&want), "{case}: keys");
+        for ((k, g), (_, w)) in got.iter().zip(&want) {
+            match (g, w) {
+                // Bit for bit: SentencePiece scores its first merge -0.0.
+                (Value::Array(Array::F32(g)), Value::Array(Array::F32(w))) => {
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(g), bits(w), "{case}: {k}");
+                }
+                _ => assert_eq!(g, w, "{case}: {k}"),
+            }
+        }
+        let get = |k: &str| &got.iter().find(|(n, _)| n == k).unwrap().1;
+        assert_eq!(get("tokenizer.ggml.model").as_str(), Some("llama"));
+        let Value::Array(Array::I32(types)) = get("tokenizer.ggml.token_type") else {
+            panic!("{case}: token types")
+        };
+        let Value::Array(Array::String(tokens)) = get("tokenizer.ggml.tokens") else {
+            panic!("{case}: tokens")
+        };
+        // <unk> UNKNOWN, <s> </s> CONTROL, 256 byte pieces BYTE, <image> CONTROL.
+        assert_eq!(&types[..3], &[2, 3, 3], "{case}");
+        assert_eq!(types.iter().filter(|&&t| t == 6).count(), 256, "{case}");
+        assert_eq!(tokens[3], b"<0x00>", "{case}");
+        let image = tokens.iter().position(|t| t == b"<image>").unwrap();
+        assert_eq!(types[image], 3, "{case}");
+    }
+}
+
+/// The fixtures saved without tokenizer.model convert to a SentencePiece vocabulary whose byte
+/// pieces are BYTE (not a byte-level BPE with `<0x..>` texts typed NORMAL).
+#[test]
+fn tokenizer_json_only_checkpoints_convert_to_sentencepiece() {
+    let tmp = TempDir::new("convert-tokjson-only");
+    for case in ["llava15_tokjson", "llava_next_vicuna_tokjson"] {
+        let hf = fixtures_dir().join(case).join("hf");
+        assert!(!hf.join("tokenizer.model").exists(), "{case}");
+        let (t, v) = (tmp.path("t.gguf"), tmp.path("v.gguf"));
+        convert(&hf, &t, &v, OutType::F32, false).unwrap();
+        let f = GgufFile::open(&t).unwrap();
+        assert_eq!(
+            f.get_str("tokenizer.ggml.model").ok(),
+            Some("llama"),
+            "{case}"
+        );
+        assert_eq!(
+            f.get_str("tokenizer.ggml.pre").ok(),
+            Some("default"),
+            "{case}"
+        );
+        assert!(f.get("tokenizer.ggml.merges").is_none(), "{case}");
+        let tok = llava_edge::tokenizer::Tokenizer::from_gguf(&f).unwrap();
+        // A byte-fallback reply token renders as its byte, not as "<0x32>".
+        let id = (0..512u32)
+            .find(|&i| tok.vocab().text(i) == Some(&b"<0x32>"[..]))
+            .unwrap();
+        assert_eq!(tok.piece(id, false), b"2", "{case}");
+    }
 }

@@ -18,11 +18,14 @@ use llava_edge::threadpool::ThreadPool;
 use llava_edge::tokenizer::Tokenizer;
 use llava_edge::vision::VisionEncoder;
 
-const QUESTIONS: [&str; 4] = [
+const QUESTIONS: [&str; 6] = [
     "Describe a red circle on a blue background.",
     "What is shown in this image?",
     "What is different between these images?",
     "What happens in this video?",
+    // The *_tokjson fixtures: byte-fallback pieces and runs of spaces.
+    "D\u{e9}cris un caf\u{e9} \u{2615} pr\u{e8}s de \u{6771}\u{4eac}  tower, with  two spaces.",
+    "Qu'y a-t-il sur cette image ? \u{65e5}\u{672c}\u{8a9e}  ok",
 ];
 
 #[test]
@@ -35,6 +38,8 @@ fn converted_checkpoints_answer_like_transformers() {
         "llava_next_mistral",
         "llava_next_vicuna",
         "llava_ov",
+        "llava15_tokjson",
+        "llava_next_vicuna_tokjson",
     ] {
         let dir = fixtures_dir().join(case);
         let (tp, vp) = (
@@ -139,7 +144,7 @@ fn converted_checkpoints_answer_like_transformers() {
             checked += 1;
         }
     }
-    assert!(checked >= 24, "{checked} fixtures");
+    assert!(checked >= 28, "{checked} fixtures");
 }
 
 /// Quantized files through the whole pipeline: F16 mmproj with F16 or Q8_0 text weights. The

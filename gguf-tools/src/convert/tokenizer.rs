@@ -1,6 +1,8 @@
 //! A checkpoint's tokenizer as llama.cpp's `tokenizer.ggml.*` keys: SentencePiece models
-//! (LLaMA, Vicuna, Mistral) from `tokenizer.model`, byte-level BPE (Qwen2, Llama-3) from
-//! `tokenizer.json`, plus the added tokens (`<image>`, `<|im_start|>`) and special ids.
+//! (LLaMA, Vicuna, Mistral) from `tokenizer.model`, or from `tokenizer.json` when that is all
+//! the checkpoint holds (transformers 5 saves LLaMA tokenizers so: BPE with `byte_fallback`),
+//! byte-level BPE (Qwen2, Llama-3) from `tokenizer.json`, plus the added tokens (`<image>`,
+//! `<|im_start|>`) and special ids.
 
 use std::path::Path;
 
@@ -10,9 +12,11 @@ use super::ConvertError;
 
 // llama.cpp's token types.
 const NORMAL: i32 = 1;
+const UNKNOWN: i32 = 2;
 const CONTROL: i32 = 3;
 const USER_DEFINED: i32 = 4;
 const UNUSED: i32 = 5;
+const BYTE: i32 = 6;
 
 fn bad(path: &Path, problem: impl Into<String>) -> ConvertError {
     ConvertError::Checkpoint {
@@ -120,6 +124,160 @@ fn read_sentencepiece(path: &Path) -> Result<SentencePieces, ConvertError> {
     Ok((pieces, scores, types, add_prefix))
 }
 
+/// `<0xXX>`: a SentencePiece byte-fallback piece.
+fn is_byte_piece(p: &[u8]) -> bool {
+    p.len() == 6
+        && p.starts_with(b"<0x")
+        && p[5] == b'>'
+        && p[3..5].iter().all(u8::is_ascii_hexdigit)
+}
+
+/// The token texts of a `tokenizer.json` BPE vocabulary, by id. Ids must be below `limit`
+/// (the larger of the embedding's rows and the vocabulary's size) and unique.
+fn vocab_by_id(
+    path: &Path,
+    vocab: &serde_json::Map<String, serde_json::Value>,
+    limit: usize,
+) -> Result<Vec<Vec<u8>>, ConvertError> {
+    let mut ids = Vec::with_capacity(vocab.len());
+    for (t, id) in vocab {
+        let id = id
+            .as_u64()
+            .filter(|&i| (i as usize) < limit.max(vocab.len()))
+            .ok_or_else(|| {
+                bad(
+                    path,
+                    format!(
+                        "vocab id of '{t}' is {id}, not a number below {}",
+                        limit.max(vocab.len())
+                    ),
+                )
+            })? as usize;
+        ids.push((id, t));
+    }
+    let size = ids.iter().map(|&(i, _)| i + 1).max().unwrap_or(0);
+    let mut tokens: Vec<Option<Vec<u8>>> = vec![None; size];
+    for (id, t) in ids {
+        if tokens[id].replace(t.as_bytes().to_vec()).is_some() {
+            return Err(bad(path, format!("vocab id {id} is given to two tokens")));
+        }
+    }
+    // A gap (rare: ids held by added tokens) is filled the way llama.cpp pads.
+    Ok(tokens
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| t.unwrap_or_else(|| format!("[PAD{i}]").into_bytes()))
+        .collect())
+}
+
+/// The merges of a `tokenizer.json` BPE model as (left, right) pairs: either `"a b"` strings
+/// or, since tokenizers 0.20, `["a", "b"]` arrays.
+fn merge_pairs(
+    path: &Path,
+    model: &serde_json::Value,
+) -> Result<Vec<(String, String)>, ConvertError> {
+    model["merges"]
+        .as_array()
+        .ok_or_else(|| bad(path, "the BPE model has no merges list"))?
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let pair = match m {
+                serde_json::Value::String(s) => s
+                    .split_once(' ')
+                    .map(|(a, b)| (a.to_string(), b.to_string())),
+                serde_json::Value::Array(p) if p.len() == 2 => p[0]
+                    .as_str()
+                    .zip(p[1].as_str())
+                    .map(|(a, b)| (a.to_string(), b.to_string())),
+                _ => None,
+            };
+            pair.ok_or_else(|| bad(path, format!("merge {i} is not a pair of strings: {m}")))
+        })
+        .collect()
+}
+
+/// Whether a SentencePiece-style `tokenizer.json` puts "▁" before the text: a Metaspace
+/// pre-tokenizer that prepends (`prepend_scheme` first or always, or the older
+/// `add_prefix_space`), or the legacy normalizer's `Prepend("▁")`.
+fn json_adds_space_prefix(tj: &serde_json::Value) -> bool {
+    fn walk(v: &serde_json::Value, list: &str, f: &dyn Fn(&serde_json::Value) -> bool) -> bool {
+        f(v) || v[list]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|x| walk(x, list, f)))
+    }
+    let metaspace = |p: &serde_json::Value| {
+        p["type"] == "Metaspace"
+            && match p["prepend_scheme"].as_str() {
+                Some(s) => s != "never",
+                None => p["add_prefix_space"].as_bool().unwrap_or(true),
+            }
+    };
+    let prepend = |n: &serde_json::Value| n["type"] == "Prepend" && n["prepend"] == "\u{2581}";
+    walk(&tj["pre_tokenizer"], "pretokenizers", &metaspace)
+        || walk(&tj["normalizer"], "normalizers", &prepend)
+}
+
+/// A SentencePiece vocabulary rebuilt from a `tokenizer.json` BPE model with `byte_fallback`
+/// (what transformers writes for a LLaMA tokenizer, whose ids are the SentencePiece ids), as
+/// the `tokenizer.model` of the same tokenizer gives it: `<0xXX>` pieces BYTE, the unknown
+/// token UNKNOWN, added tokens inside the vocabulary meta pieces (score 0; typed later with
+/// the other added tokens), the rest NORMAL. A SentencePiece BPE model scores its i-th learned
+/// piece -i, merged pieces in merge order, then single characters; transformers' converter
+/// writes the merges sorted by that score, so the first merge making a piece gives its place.
+/// (llama.cpp's `LlamaHfVocab` writes -1000 for every piece, which its score-ordered merging
+/// cannot tell apart: prompts would tokenize differently from transformers.)
+fn sentencepiece_from_json(
+    path: &Path,
+    tj: &serde_json::Value,
+    unk: Option<&str>,
+    limit: usize,
+) -> Result<SentencePieces, ConvertError> {
+    let model = &tj["model"];
+    let vocab = model["vocab"]
+        .as_object()
+        .ok_or_else(|| bad(path, "the BPE model has no vocab object"))?;
+    let pieces = vocab_by_id(path, vocab, limit)?;
+    let index: std::collections::HashMap<&[u8], usize> = pieces
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.as_slice(), i))
+        .collect();
+    let unk = model["unk_token"].as_str().or(unk);
+    let mut types: Vec<i32> = pieces
+        .iter()
+        .map(|p| {
+            if is_byte_piece(p) {
+                BYTE
+            } else if Some(p.as_slice()) == unk.map(str::as_bytes) {
+                UNKNOWN
+            } else {
+                NORMAL
+            }
+        })
+        .collect();
+    for a in tj["added_tokens"].as_array().into_iter().flatten() {
+        if let Some(id) = a["id"].as_u64().map(|i| i as usize) {
+            if id < types.len() && types[id] == NORMAL {
+                types[id] = USER_DEFINED;
+            }
+        }
+    }
+    let mut first_merge = vec![usize::MAX; pieces.len()];
+    for (rank, (a, b)) in merge_pairs(path, model)?.into_iter().enumerate() {
+        if let Some(&id) = index.get(format!("{a}{b}").as_bytes()) {
+            first_merge[id] = first_merge[id].min(rank);
+        }
+    }
+    let mut normal: Vec<usize> = (0..pieces.len()).filter(|&i| types[i] == NORMAL).collect();
+    normal.sort_by_key(|&i| (first_merge[i], i));
+    let mut scores = vec![0f32; pieces.len()];
+    for (place, &i) in normal.iter().enumerate() {
+        scores[i] = -(place as f32);
+    }
+    Ok((pieces, scores, types, json_adds_space_prefix(tj)))
+}
+
 fn json(path: &Path) -> Result<serde_json::Value, ConvertError> {
     let text =
         std::fs::read_to_string(path).map_err(|_| ConvertError::MissingFile(path.to_path_buf()))?;
@@ -138,8 +296,16 @@ pub fn tokenizer_metadata(
     let (mut tokens, mut scores, mut types);
     let mut md: Vec<(String, Value)> = Vec::new();
     let sp = dir.join("tokenizer.model");
-    if !qwen2 && sp.exists() {
-        let (p, s, t, add_prefix) = read_sentencepiece(&sp)?;
+    let byte_fallback = tj["model"]["type"] == "BPE" && tj["model"]["byte_fallback"] == true;
+    if !qwen2 && (sp.exists() || byte_fallback) {
+        let (p, s, t, add_prefix) = if sp.exists() {
+            read_sentencepiece(&sp)?
+        } else {
+            let unk = cfg["unk_token"]
+                .as_str()
+                .or_else(|| cfg["unk_token"]["content"].as_str());
+            sentencepiece_from_json(&tj_path, &tj, unk, n_vocab)?
+        };
         (tokens, scores, types) = (p, s, t);
         md.push(("tokenizer.ggml.model".into(), Value::string("llama")));
         md.push(("tokenizer.ggml.pre".into(), Value::string("default")));
@@ -161,35 +327,13 @@ pub fn tokenizer_metadata(
         let vocab = model["vocab"]
             .as_object()
             .ok_or_else(|| bad(&tj_path, "no vocab"))?;
-        let size = vocab
-            .values()
-            .filter_map(|v| v.as_u64())
-            .max()
-            .map_or(0, |m| m as usize + 1);
-        tokens = vec![Vec::new(); size];
-        for (t, id) in vocab {
-            let id = id
-                .as_u64()
-                .ok_or_else(|| bad(&tj_path, "vocab id is not a number"))?
-                as usize;
-            tokens[id] = t.as_bytes().to_vec();
-        }
+        tokens = vocab_by_id(&tj_path, vocab, n_vocab)?;
+        let size = tokens.len();
         scores = vec![0f32; size];
         types = vec![NORMAL; size];
-        let merges: Vec<Vec<u8>> = model["merges"]
-            .as_array()
-            .ok_or_else(|| bad(&tj_path, "no merges"))?
-            .iter()
-            .map(|m| match m {
-                serde_json::Value::String(s) => s.as_bytes().to_vec(),
-                serde_json::Value::Array(p) => format!(
-                    "{} {}",
-                    p[0].as_str().unwrap_or(""),
-                    p[1].as_str().unwrap_or("")
-                )
-                .into_bytes(),
-                _ => Vec::new(),
-            })
+        let merges: Vec<Vec<u8>> = merge_pairs(&tj_path, model)?
+            .into_iter()
+            .map(|(a, b)| format!("{a} {b}").into_bytes())
             .collect();
         md.push(("tokenizer.ggml.model".into(), Value::string("gpt2")));
         md.push((
@@ -207,6 +351,14 @@ pub fn tokenizer_metadata(
             continue;
         };
         let id = id as usize;
+        if id >= n_vocab.max(tokens.len()) {
+            return Err(bad(
+                &tj_path,
+                format!(
+                    "added token '{content}' has id {id}, past the model's {n_vocab} embedding rows"
+                ),
+            ));
+        }
         while tokens.len() <= id {
             let i = tokens.len();
             tokens.push(format!("[PAD{i}]").into_bytes());
@@ -215,7 +367,10 @@ pub fn tokenizer_metadata(
         }
         tokens[id] = content.as_bytes().to_vec();
         if a["special"].as_bool() == Some(true) {
-            types[id] = CONTROL;
+            // The unknown token stays UNKNOWN, as llama.cpp's SentencePiece path types it.
+            if types[id] != UNKNOWN {
+                types[id] = CONTROL;
+            }
         } else if types[id] != CONTROL {
             types[id] = USER_DEFINED;
         }
@@ -244,14 +399,30 @@ pub fn tokenizer_metadata(
             md.push((format!("tokenizer.ggml.{name}_token_id"), Value::U32(id)));
         }
     }
-    let add_bos = cfg["add_bos_token"].as_bool().unwrap_or(!qwen2);
+    // transformers 5 no longer writes add_bos_token / add_eos_token: the post-processor's
+    // template says what it adds, as llama.cpp's SpecialVocab reads it.
+    let template_adds = |key: &str, first: bool| -> Option<bool> {
+        let single = tj["post_processor"]["single"].as_array()?;
+        let end = if first { single.first() } else { single.last() }?;
+        let special = end["SpecialToken"]["id"].as_str();
+        let token = cfg[key].as_str().or_else(|| cfg[key]["content"].as_str());
+        Some(special.is_some() && special == token)
+    };
+    let add_bos = cfg["add_bos_token"]
+        .as_bool()
+        .or_else(|| template_adds("bos_token", true))
+        .unwrap_or(!qwen2);
     md.push((
         "tokenizer.ggml.add_bos_token".into(),
         Value::Bool(add_bos && id_of("bos_token").is_some()),
     ));
+    let add_eos = cfg["add_eos_token"]
+        .as_bool()
+        .or_else(|| template_adds("eos_token", false))
+        .unwrap_or(false);
     md.push((
         "tokenizer.ggml.add_eos_token".into(),
-        Value::Bool(cfg["add_eos_token"].as_bool().unwrap_or(false)),
+        Value::Bool(add_eos && id_of("eos_token").is_some()),
     ));
     let template = std::fs::read_to_string(dir.join("chat_template.jinja"))
         .ok()
