@@ -30,6 +30,8 @@ fn image_prompts_match_transformers() {
         "llava_next_vicuna",
         "llava_ov",
         "llava_ov_mixed",
+        "llava15_tokjson",
+        "llava_next_vicuna_tokjson",
     ] {
         let dir = fixtures_dir().join(case);
         let cj = json(&dir.join("case.json"));
@@ -187,7 +189,7 @@ fn image_prompts_match_transformers() {
             checked += 1;
         }
     }
-    assert!(checked >= 26, "{checked} fixtures");
+    assert!(checked >= 28, "{checked} fixtures");
 }
 
 /// OneVision prompts with several images of different shapes and sizes, through the whole
