@@ -21,7 +21,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Answer a prompt, optionally about images, streaming the reply to stdout.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Measure load time, image encode time, prefill and decode speed, time to first token
     /// and peak memory (medians over repeats).
     Bench {
@@ -571,7 +571,7 @@ fn report<T: llava_edge::pipeline::Tokenize>(
 
 fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     match cli.command {
-        Command::Run(a) => run_prompt(a)?,
+        Command::Run(a) => run_prompt(*a)?,
         Command::Bench {
             model,
             mmproj,
