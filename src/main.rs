@@ -210,6 +210,11 @@ fn run_prompt(a: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         other => return Err(format!("unknown cache type '{other}' (f16 or f32)").into()),
     };
     let first_prompt = first_prompt(&a)?;
+    for path in a.image.iter().chain(&a.video) {
+        if !path.exists() {
+            return Err(format!("{}: no such file or directory", path.display()).into());
+        }
+    }
     if let Some(n) = &a.n_gpu_layers {
         eprintln!(
             "note: -ngl {n} ignored: no GPU backend is built into llava-edge yet, so the model \
@@ -276,6 +281,11 @@ fn run_prompt(a: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     };
     if a.ctx_size.is_none() && n_ctx < 4096 {
         eprintln!("note: context {n_ctx} positions, the model's trained length (-c sets another)");
+    } else if n_ctx > trained {
+        eprintln!(
+            "note: the context ({n_ctx} positions) is longer than the {trained} the model was \
+             trained for: replies that reach past that may degrade"
+        );
     }
     let mut cache = p.text.try_new_cache(n_ctx, kv)?;
     let mut sampler = Sampler::new(sampler_config);

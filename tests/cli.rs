@@ -469,4 +469,12 @@ fn common_mistakes_get_clear_messages() {
         "{o:?}"
     );
     assert!(!o.stderr.contains("entity not found"), "{o:?}");
+    // An image that is not there: said before the model loads.
+    let o = run(&["--image", "/nonexistent/cat.png", "-p", "hi"], None);
+    assert_eq!(o.code, Some(1), "{o:?}");
+    assert!(
+        o.stderr
+            .contains("/nonexistent/cat.png: no such file or directory"),
+        "{o:?}"
+    );
 }
