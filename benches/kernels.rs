@@ -429,8 +429,9 @@ fn decode_attention(o: &Opts, rng: &mut Rng, name: &str, n_kv: usize, group: usi
         };
         let (one, grouped) = (run(1), run(group));
         println!(
-            "attn    F16    {:<22} {isa:?}: {:>7.1} us ({:.1} GB/s) head by head, {:.1} us ({:.1} GB/s) grouped",
+            "attn    F16    {:<22} {:?}: {:>7.1} us ({:.1} GB/s) head by head, {:.1} us ({:.1} GB/s) grouped",
             name,
+            isa.kind(),
             one * 1e6,
             gb / one,
             grouped * 1e6,
@@ -471,8 +472,8 @@ fn main() {
     println!(
         "llava-edge kernels vs ggml ({} threads, ISA {:?}, GEMM {:?}; medians of {})",
         threads,
-        kernels::isa(),
-        kernels::GemmIsa::for_isa(kernels::isa()),
+        kernels::isa().kind(),
+        kernels::GemmIsa::for_isa(kernels::isa()).kind(),
         o.reps
     );
     let stream = stream_read(&o, &pool);

@@ -6,11 +6,7 @@ use llava_edge::kernels::{self, Isa, KvRef};
 use rand::{Rng, SeedableRng};
 
 fn variants() -> Vec<Isa> {
-    let mut v = vec![Isa::Scalar];
-    if kernels::detect() != Isa::Scalar {
-        v.push(kernels::detect());
-    }
-    v
+    Isa::available()
 }
 
 #[test]

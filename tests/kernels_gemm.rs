@@ -302,7 +302,7 @@ fn simd_activation_quantizers_write_the_scalar_bytes() {
             vec![le_block_q8_0::default(); nb],
             vec![le_block_q8_0::default(); nb],
         );
-        kernels::quantize_row_q8_0_with(Isa::Scalar, &x, &mut a);
+        kernels::quantize_row_q8_0_with(Isa::SCALAR, &x, &mut a);
         kernels::quantize_row_q8_0_with(isa, &x, &mut b);
         assert_eq!(
             bytemuck::cast_slice::<_, u8>(&a),
@@ -313,7 +313,7 @@ fn simd_activation_quantizers_write_the_scalar_bytes() {
             vec![le_block_q8_0x::default(); nb],
             vec![le_block_q8_0x::default(); nb],
         );
-        kernels::quantize_row_q8_0x_with(Isa::Scalar, &x, &mut c);
+        kernels::quantize_row_q8_0x_with(Isa::SCALAR, &x, &mut c);
         kernels::quantize_row_q8_0x_with(isa, &x, &mut d);
         for (p, q) in c.iter().zip(&d) {
             assert_eq!(
@@ -398,7 +398,7 @@ fn f16_gemm_matches_f64_math() {
                 half::f16::from_bits(w[r * k + i]).to_f64() * x[t * k + i] as f64
             });
             // The SIMD builds fuse each multiply-add in the same order: the same bits.
-            if isa != kernels::FloatIsa::Scalar {
+            if isa != kernels::FloatIsa::SCALAR {
                 match &simd_out {
                     None => simd_out = Some((isa, out)),
                     Some((first, want)) => {
@@ -485,7 +485,7 @@ fn bf16_token_packing_rounds_like_the_instruction() {
         x[i * 7 % (k * nt)] = *v;
     }
     let mut want = vec![0u32; kernels::bf16_packed_tokens_len(k, nt)];
-    kernels::bf16_pack_tokens(Bf16Isa::Scalar, k, &x, nt, &mut want);
+    kernels::bf16_pack_tokens(Bf16Isa::SCALAR, k, &x, nt, &mut want);
     // The scalar packing against half's rounding (which keeps subnormals and NaN payloads).
     for t in 0..nt {
         for i in 0..k {

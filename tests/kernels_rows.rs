@@ -8,11 +8,7 @@ use rand::{Rng, SeedableRng};
 const ULP: f64 = f32::EPSILON as f64 / 2.0;
 
 fn variants() -> Vec<Isa> {
-    let mut v = vec![Isa::Scalar];
-    if kernels::detect() != Isa::Scalar {
-        v.push(kernels::detect());
-    }
-    v
+    Isa::available()
 }
 
 fn row(rng: &mut impl Rng, n: usize, scale: f32) -> Vec<f32> {

@@ -103,15 +103,68 @@ fn exact_q8_0(w: &[le_block_q8_0], a: &[le_block_q8_0]) -> (f64, f64) {
 }
 
 fn isas() -> Vec<Isa> {
-    let mut v = vec![Isa::Scalar];
-    let best = kernels::detect();
-    if best != Isa::Scalar {
-        v.push(best);
+    Isa::available()
+}
+
+/// The instruction-set values the safe wrappers trust come from detection only: every one
+/// `available()` lists is one this CPU reports (the types have no public constructor, so a
+/// caller cannot name another; see the compile_fail example on `Isa`).
+#[test]
+fn only_detected_instruction_sets_are_offered() {
+    use kernels::{Bf16Isa, Bf16Kind, FloatIsa, FloatKind, GemmIsa, GemmKind, IsaKind};
+    let all = Isa::available();
+    assert_eq!(all[0], Isa::SCALAR);
+    assert!(all.contains(&kernels::detect()));
+    assert!(all.contains(&kernels::isa()));
+    #[cfg(target_arch = "x86_64")]
+    {
+        let has = |f: &str| match f {
+            "avx2" => is_x86_feature_detected!("avx2"),
+            "fma" => is_x86_feature_detected!("fma"),
+            "f16c" => is_x86_feature_detected!("f16c"),
+            "avx512f" => is_x86_feature_detected!("avx512f"),
+            "avx512vnni" => is_x86_feature_detected!("avx512vnni"),
+            "avx512bf16" => is_x86_feature_detected!("avx512bf16"),
+            _ => unreachable!(),
+        };
+        let avx2 = has("avx2") && has("fma") && has("f16c");
+        for isa in &all {
+            assert!(isa.kind() != IsaKind::Avx2 || avx2, "{isa:?}");
+            assert!(!matches!(isa.kind(), IsaKind::Neon | IsaKind::NeonDotprod));
+        }
+        for g in GemmIsa::available() {
+            let ok = match g.kind() {
+                GemmKind::Scalar => true,
+                GemmKind::Avx2 => avx2,
+                GemmKind::Vnni => avx2 && has("avx512vnni"),
+                GemmKind::Dotprod | GemmKind::Neon => false,
+            };
+            assert!(ok, "{g:?}");
+        }
+        for f in FloatIsa::available() {
+            let ok = match f.kind() {
+                FloatKind::Scalar => true,
+                FloatKind::Avx2 => avx2,
+                FloatKind::Avx512 => avx2 && has("avx512f"),
+                FloatKind::Neon => false,
+            };
+            assert!(ok, "{f:?}");
+        }
+        for b in Bf16Isa::available() {
+            let ok = match b.kind() {
+                Bf16Kind::Scalar => true,
+                Bf16Kind::Avx512 => avx2 && has("avx512bf16"),
+                Bf16Kind::Neon => false,
+            };
+            assert!(ok, "{b:?}");
+        }
     }
-    if best == Isa::NeonDotprod {
-        v.push(Isa::Neon);
+    #[cfg(target_arch = "aarch64")]
+    for isa in &all {
+        let dot = std::arch::is_aarch64_feature_detected!("dotprod");
+        assert!(isa.kind() != IsaKind::NeonDotprod || dot, "{isa:?}");
+        assert!(isa.kind() != IsaKind::Avx2);
     }
-    v
 }
 
 /// f32 accumulation over `terms` block products: a few ulps of the magnitude sum.

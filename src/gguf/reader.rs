@@ -272,6 +272,12 @@ impl GgufFile {
         self.tensor_index.get(name).map(|&i| &self.tensors[i])
     }
 
+    /// The whole file's bytes, the one buffer every [`TensorView`] of this file borrows from
+    /// (to join tensors that lie back to back without trusting their addresses alone).
+    pub fn bytes(&self) -> &[u8] {
+        self.backing.bytes()
+    }
+
     /// A zero-copy view of tensor `name`.
     pub fn tensor(&self, name: &str) -> Result<TensorView<'_>> {
         let info = self

@@ -1,5 +1,7 @@
 //! The thin dispatch to the C kernels: picks the best instruction set the CPU has, once, and
-//! offers safe, length-checked wrappers. `LLAVA_EDGE_FORCE_SCALAR=1` forces the scalar
+//! offers safe, length-checked wrappers. The instruction-set types ([`Isa`], [`GemmIsa`],
+//! [`FloatIsa`], [`Bf16Isa`]) can only be made by detection, so a wrapper given one may run its
+//! SIMD code: no caller can ask for an instruction the CPU lacks. `LLAVA_EDGE_FORCE_SCALAR=1` forces the scalar
 //! reference (for tests and for comparing against it).
 #![allow(non_snake_case)] // Q8_K, Q4_K: ggml's type names.
 
@@ -7,9 +9,29 @@ use std::sync::OnceLock;
 
 use crate::ffi;
 
-/// The instruction set the kernels run with.
+/// The instruction set the kernels run with. A value proves that this CPU has it: only
+/// detection ([`isa`], [`detect`], [`Isa::available`]) makes one, besides [`Isa::SCALAR`], so the
+/// safe functions taking one may run its SIMD code without trusting their caller. Calling an
+/// AVX2 kernel on a CPU without AVX2 would be undefined behaviour, so this cannot compile:
+///
+/// ```compile_fail
+/// use llava_edge::kernels::{self, Isa};
+/// let mut x = [1f32; 8];
+/// kernels::rms_norm_with(Isa::Avx2, &mut x, &[1.0; 8], 1e-6);
+/// ```
+///
+/// nor can one be made from its kind:
+///
+/// ```compile_fail
+/// use llava_edge::kernels::{Isa, IsaKind};
+/// let _ = Isa(IsaKind::Avx2);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Isa {
+pub struct Isa(IsaKind);
+
+/// Which instruction set an [`Isa`] is: to look at one (an `Isa` cannot be made from it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IsaKind {
     /// Portable C.
     Scalar,
     /// x86-64 with AVX2, FMA and F16C.
@@ -20,18 +42,43 @@ pub enum Isa {
     NeonDotprod,
 }
 
+impl Isa {
+    /// Portable C, which every CPU runs.
+    pub const SCALAR: Isa = Isa(IsaKind::Scalar);
+
+    /// Which instruction set this is.
+    pub fn kind(self) -> IsaKind {
+        self.0
+    }
+
+    /// Every instruction set this CPU can run, the scalar one first (for tests and benchmarks;
+    /// ignores `LLAVA_EDGE_FORCE_SCALAR`).
+    pub fn available() -> Vec<Isa> {
+        let best = detect();
+        let mut v = vec![Isa::SCALAR];
+        if best.0 == IsaKind::NeonDotprod {
+            v.push(Isa(IsaKind::Neon));
+        }
+        if best != Isa::SCALAR {
+            v.push(best);
+        }
+        v
+    }
+}
+
 /// The best instruction set this CPU supports (or `Scalar` when forced by the environment).
 pub fn isa() -> Isa {
     static ISA: OnceLock<Isa> = OnceLock::new();
     *ISA.get_or_init(|| {
         if std::env::var_os("LLAVA_EDGE_FORCE_SCALAR").is_some_and(|v| v != "0") {
-            return Isa::Scalar;
+            return Isa::SCALAR;
         }
         detect()
     })
 }
 
-/// What the CPU supports, ignoring the environment.
+/// What the CPU supports, ignoring the environment. The one place an [`Isa`] other than the
+/// scalar one is made, so every SIMD dispatch below rests on these checks.
 pub fn detect() -> Isa {
     #[cfg(target_arch = "x86_64")]
     {
@@ -39,18 +86,18 @@ pub fn detect() -> Isa {
             && is_x86_feature_detected!("fma")
             && is_x86_feature_detected!("f16c")
         {
-            return Isa::Avx2;
+            return Isa(IsaKind::Avx2);
         }
     }
     #[cfg(target_arch = "aarch64")]
     {
         if std::arch::is_aarch64_feature_detected!("dotprod") {
-            return Isa::NeonDotprod;
+            return Isa(IsaKind::NeonDotprod);
         }
-        return Isa::Neon;
+        return Isa(IsaKind::Neon);
     }
     #[allow(unreachable_code)]
-    Isa::Scalar
+    Isa::SCALAR
 }
 
 /// Quantizes activations `x` (a multiple of 32 values) into `out` (`x.len() / 32` blocks).
@@ -62,14 +109,14 @@ pub fn quantize_row_q8_0(x: &[f32], out: &mut [ffi::le_block_q8_0]) {
 pub fn quantize_row_q8_0_with(isa: Isa, x: &[f32], out: &mut [ffi::le_block_q8_0]) {
     assert_eq!(x.len(), out.len() * 32, "quantize_row_q8_0: lengths");
     let (x, y, n) = (x.as_ptr(), out.as_mut_ptr(), x.len() as i32);
-    // SAFETY: `x` holds out.len() * 32 floats and `out` that many blocks (asserted above); SIMD
-    // variants only where `isa` says the CPU has them.
+    // SAFETY: `x` holds out.len() * 32 floats and `out` that many blocks (asserted above); a
+    // SIMD `isa` exists only where `detect` found its features (`Isa`'s private constructor).
     unsafe {
-        match isa {
+        match isa.0 {
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => ffi::le_quantize_row_q8_0_avx2(x, y, n),
+            IsaKind::Avx2 => ffi::le_quantize_row_q8_0_avx2(x, y, n),
             #[cfg(target_arch = "aarch64")]
-            Isa::Neon | Isa::NeonDotprod => ffi::le_quantize_row_q8_0_neon(x, y, n),
+            IsaKind::Neon | IsaKind::NeonDotprod => ffi::le_quantize_row_q8_0_neon(x, y, n),
             _ => ffi::le_quantize_row_q8_0_scalar(x, y, n),
         }
     }
@@ -82,17 +129,17 @@ macro_rules! dot_fn {
             assert_eq!(w.len(), a.len(), concat!(stringify!($name), ": lengths"));
             let n = (w.len() * $per) as i32;
             let (w, a) = (w.as_ptr(), a.as_ptr());
-            // SAFETY: both slices hold n values (asserted); the SIMD variants are only called
-            // when `isa` names a feature set this CPU has (see `isa()`), and exist only on
-            // their architecture.
+            // SAFETY: both slices hold n values (asserted); a SIMD `isa` exists only where
+            // `detect` found its features (`Isa`'s private constructor), and the variants exist
+            // only on their architecture.
             unsafe {
-                match isa {
+                match isa.0 {
                     #[cfg(target_arch = "x86_64")]
-                    Isa::Avx2 => ffi::$avx2(n, w, a),
+                    IsaKind::Avx2 => ffi::$avx2(n, w, a),
                     #[cfg(target_arch = "aarch64")]
-                    Isa::Neon => ffi::$neon(n, w, a),
+                    IsaKind::Neon => ffi::$neon(n, w, a),
                     #[cfg(target_arch = "aarch64")]
-                    Isa::NeonDotprod => ffi::$dotprod(n, w, a),
+                    IsaKind::NeonDotprod => ffi::$dotprod(n, w, a),
                     _ => ffi::$scalar(n, w, a),
                 }
             }
@@ -164,13 +211,15 @@ dot_fn!(
 pub fn f16_to_f32(x: &[u16], y: &mut [f32]) {
     assert_eq!(x.len(), y.len(), "f16_to_f32: lengths");
     let n = x.len() as i32;
-    // SAFETY: both slices hold n values (asserted); SIMD variants only where `isa()` found them.
+    // SAFETY: both slices hold n values (asserted); `isa()` is detection's.
     unsafe {
-        match isa() {
+        match isa().0 {
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => ffi::le_f16_to_f32_avx2(x.as_ptr(), y.as_mut_ptr(), n),
+            IsaKind::Avx2 => ffi::le_f16_to_f32_avx2(x.as_ptr(), y.as_mut_ptr(), n),
             #[cfg(target_arch = "aarch64")]
-            Isa::Neon | Isa::NeonDotprod => ffi::le_f16_to_f32_neon(x.as_ptr(), y.as_mut_ptr(), n),
+            IsaKind::Neon | IsaKind::NeonDotprod => {
+                ffi::le_f16_to_f32_neon(x.as_ptr(), y.as_mut_ptr(), n)
+            }
             _ => ffi::le_f16_to_f32_scalar(x.as_ptr(), y.as_mut_ptr(), n),
         }
     }
@@ -191,10 +240,14 @@ fn has_vnni() -> bool {
     })
 }
 
-/// The GEMM variant `isa` selects: the VNNI build where the CPU has it (`vnni = true` may be
-/// turned off to test the plain AVX2 build on such a CPU).
+/// The GEMM variant `isa` selects: the VNNI build where the CPU has it. Like [`Isa`], a value
+/// proves this CPU runs it: only [`GemmIsa::for_isa`] and [`GemmIsa::available`] make one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum GemmIsa {
+pub struct GemmIsa(GemmKind);
+
+/// Which build a [`GemmIsa`] is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GemmKind {
     /// Portable C.
     Scalar,
     /// x86 AVX2 (`vpmaddubsw`).
@@ -208,32 +261,40 @@ pub enum GemmIsa {
 }
 
 impl GemmIsa {
-    /// The best GEMM for `isa` on this CPU.
+    /// Portable C, which every CPU runs.
+    pub const SCALAR: GemmIsa = GemmIsa(GemmKind::Scalar);
+
+    /// Which build this is.
+    pub fn kind(self) -> GemmKind {
+        self.0
+    }
+
+    /// The best GEMM for `isa` on this CPU (VNNI only where detected besides `isa`'s AVX2).
     pub fn for_isa(isa: Isa) -> GemmIsa {
-        match isa {
-            Isa::Avx2 if has_vnni() => GemmIsa::Vnni,
-            Isa::Avx2 => GemmIsa::Avx2,
-            Isa::NeonDotprod => GemmIsa::Dotprod,
-            Isa::Neon => GemmIsa::Neon,
-            _ => GemmIsa::Scalar,
-        }
+        GemmIsa(match isa.0 {
+            IsaKind::Avx2 if has_vnni() => GemmKind::Vnni,
+            IsaKind::Avx2 => GemmKind::Avx2,
+            IsaKind::NeonDotprod => GemmKind::Dotprod,
+            IsaKind::Neon => GemmKind::Neon,
+            IsaKind::Scalar => GemmKind::Scalar,
+        })
     }
 
     /// Every variant this CPU can run (for tests and benchmarks).
     pub fn available() -> Vec<GemmIsa> {
-        let mut v = vec![GemmIsa::Scalar];
-        match detect() {
-            Isa::Avx2 => {
-                v.push(GemmIsa::Avx2);
+        let mut v = vec![GemmKind::Scalar];
+        match detect().0 {
+            IsaKind::Avx2 => {
+                v.push(GemmKind::Avx2);
                 if has_vnni() {
-                    v.push(GemmIsa::Vnni);
+                    v.push(GemmKind::Vnni);
                 }
             }
-            Isa::NeonDotprod => v.extend([GemmIsa::Neon, GemmIsa::Dotprod]),
-            Isa::Neon => v.push(GemmIsa::Neon),
-            _ => {}
+            IsaKind::NeonDotprod => v.extend([GemmKind::Neon, GemmKind::Dotprod]),
+            IsaKind::Neon => v.push(GemmKind::Neon),
+            IsaKind::Scalar => {}
         }
-        v
+        v.into_iter().map(GemmIsa).collect()
     }
 }
 
@@ -256,11 +317,11 @@ pub fn quantize_row_q8_0x_with(isa: Isa, x: &[f32], out: &mut [ffi::le_block_q8_
     let (x, y, n) = (x.as_ptr(), out.as_mut_ptr(), x.len() as i32);
     // SAFETY: as in quantize_row_q8_0_with.
     unsafe {
-        match isa {
+        match isa.0 {
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => ffi::le_quantize_row_q8_0x_avx2(x, y, n),
+            IsaKind::Avx2 => ffi::le_quantize_row_q8_0x_avx2(x, y, n),
             #[cfg(target_arch = "aarch64")]
-            Isa::Neon | Isa::NeonDotprod => ffi::le_quantize_row_q8_0x_neon(x, y, n),
+            IsaKind::Neon | IsaKind::NeonDotprod => ffi::le_quantize_row_q8_0x_neon(x, y, n),
             _ => ffi::le_quantize_row_q8_0x_scalar(x, y, n),
         }
     }
@@ -283,8 +344,16 @@ pub fn pack_x8(
     let row_bytes = n / ty.block_size() * ty.type_size();
     assert_eq!(rows.len(), nrows * row_bytes, "pack_x8: rows length");
     assert_eq!(out.len(), n / 32, "pack_x8: panel length");
+    if panel_codes(ty).is_none() {
+        return false;
+    }
+    // Every panel type's block holds f16 scales (ggml_half), so 2-byte alignment.
+    assert!(
+        rows.as_ptr().align_offset(2) == 0,
+        "pack_x8: rows not 2-byte aligned"
+    );
     // SAFETY: `rows` holds nrows rows of row_bytes and `out` n / 32 blocks (asserted); the C
-    // reads each row through its block layout (GGUF data is aligned for it).
+    // reads each row through its block layout, whose 2-byte alignment is asserted too.
     let rc = unsafe {
         ffi::le_pack_x8(
             ty.id() as i32,
@@ -303,8 +372,7 @@ pub fn pack_x8(
 ///
 /// # Safety
 /// `out` must be valid for writes at `t * ldo + r` for every `t < nt`, `r < nrows`, and no other
-/// thread may access those elements during the call; `gemm` must be runnable on this CPU (one
-/// of [`GemmIsa::available`]).
+/// thread may access those elements during the call.
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn gemm_x8(
     gemm: GemmIsa,
@@ -324,23 +392,24 @@ pub unsafe fn gemm_x8(
     assert!(nt == 1 || ldo >= nrows, "gemm_x8: ldo");
     let args = (n as i32, panels.as_ptr(), np as i32, nrows as i32);
     let (a, t) = (act.as_ptr(), nt as i32);
-    // SAFETY: lengths asserted above; `out` per the caller's contract; the variant per `gemm`.
+    // SAFETY: lengths asserted above; `out` per the caller's contract; a SIMD `gemm` exists only
+    // where detection found its features (`GemmIsa`'s private constructor).
     unsafe {
-        match gemm {
+        match gemm.0 {
             #[cfg(target_arch = "x86_64")]
-            GemmIsa::Avx2 => {
+            GemmKind::Avx2 => {
                 ffi::le_gemm_x8_avx2(codes, args.0, args.1, args.2, args.3, a, t, out, ldo)
             }
             #[cfg(target_arch = "x86_64")]
-            GemmIsa::Vnni => {
+            GemmKind::Vnni => {
                 ffi::le_gemm_x8_vnni(codes, args.0, args.1, args.2, args.3, a, t, out, ldo)
             }
             #[cfg(target_arch = "aarch64")]
-            GemmIsa::Dotprod => {
+            GemmKind::Dotprod => {
                 ffi::le_gemm_x8_dotprod(codes, args.0, args.1, args.2, args.3, a, t, out, ldo)
             }
             #[cfg(target_arch = "aarch64")]
-            GemmIsa::Neon => {
+            GemmKind::Neon => {
                 ffi::le_gemm_x8_neon(codes, args.0, args.1, args.2, args.3, a, t, out, ldo)
             }
             _ => ffi::le_gemm_x8_scalar(codes, args.0, args.1, args.2, args.3, a, t, out, ldo),
@@ -422,8 +491,7 @@ pub fn pack_x8_interleaved(
 ///
 /// # Safety
 /// `out` must be valid for writes at `t * ldo + r` for every `t < nt`, `r < 8 * ng`, and no
-/// other thread may access those elements during the call; `gemm` must be one of
-/// [`GemmIsa::available`].
+/// other thread may access those elements during the call.
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn gemv_x8(
     gemm: GemmIsa,
@@ -453,17 +521,18 @@ pub unsafe fn gemv_x8(
         act.as_ptr(),
         nt as i32,
     );
-    // SAFETY: lengths asserted above; `out` per the caller's contract; the variant per `gemm`.
+    // SAFETY: lengths asserted above; `out` per the caller's contract; a SIMD `gemm` exists only
+    // where detection found its features (`GemmIsa`'s private constructor).
     unsafe {
-        match gemm {
+        match gemm.0 {
             #[cfg(target_arch = "x86_64")]
-            GemmIsa::Avx2 => ffi::le_gemv_x8_avx2(t, k, wp, g, a, m, out, ldo),
+            GemmKind::Avx2 => ffi::le_gemv_x8_avx2(t, k, wp, g, a, m, out, ldo),
             #[cfg(target_arch = "x86_64")]
-            GemmIsa::Vnni => ffi::le_gemv_x8_vnni(t, k, wp, g, a, m, out, ldo),
+            GemmKind::Vnni => ffi::le_gemv_x8_vnni(t, k, wp, g, a, m, out, ldo),
             #[cfg(target_arch = "aarch64")]
-            GemmIsa::Dotprod => ffi::le_gemv_x8_dotprod(t, k, wp, g, a, m, out, ldo),
+            GemmKind::Dotprod => ffi::le_gemv_x8_dotprod(t, k, wp, g, a, m, out, ldo),
             #[cfg(target_arch = "aarch64")]
-            GemmIsa::Neon => ffi::le_gemv_x8_neon(t, k, wp, g, a, m, out, ldo),
+            GemmKind::Neon => ffi::le_gemv_x8_neon(t, k, wp, g, a, m, out, ldo),
             _ => ffi::le_gemv_x8_scalar(t, k, wp, g, a, m, out, ldo),
         }
     }
@@ -572,15 +641,15 @@ pub fn attend_head(
         f32,
         *mut f32,
     ) -> i32;
-    let f: HeadFn = match isa {
+    let f: HeadFn = match isa.0 {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => ffi::le_attend_head_avx2,
+        IsaKind::Avx2 => ffi::le_attend_head_avx2,
         #[cfg(target_arch = "aarch64")]
-        Isa::Neon | Isa::NeonDotprod => ffi::le_attend_head_neon,
+        IsaKind::Neon | IsaKind::NeonDotprod => ffi::le_attend_head_neon,
         _ => ffi::le_attend_head_scalar,
     };
     // SAFETY: every read stays below `need` elements of k and v and hd of q (asserted); `out`
-    // holds hd values; SIMD variants only where `isa` says the CPU has them. hd is in range, so
+    // holds hd values; a SIMD `isa` exists only where detection found it. hd is in range, so
     // the C cannot refuse it.
     let rc = unsafe {
         f(
@@ -606,9 +675,14 @@ pub const F16_PACK_PER_K: usize = ffi::LE_F16_PACK_FLOATS as usize;
 
 /// The builds of the float kernels that have a 512-bit form: the F16 GEMM (whose SIMD builds add
 /// each output's products in order with one fused multiply-add each, so they agree bit for bit)
-/// and attention's row tiles.
+/// and attention's row tiles. Like [`Isa`], a value proves this CPU runs it: only
+/// [`FloatIsa::for_isa`] and [`FloatIsa::available`] make one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FloatIsa {
+pub struct FloatIsa(FloatKind);
+
+/// Which build a [`FloatIsa`] is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FloatKind {
     /// Portable C, the reference.
     Scalar,
     /// x86 AVX2 + FMA + F16C (GEMM tiles of 16 rows x 6 tokens, attention tiles of 4 rows).
@@ -633,30 +707,39 @@ fn has_avx512f() -> bool {
 }
 
 impl FloatIsa {
-    /// The fastest build for `isa` on this CPU.
+    /// Portable C, the reference, which every CPU runs.
+    pub const SCALAR: FloatIsa = FloatIsa(FloatKind::Scalar);
+
+    /// Which build this is.
+    pub fn kind(self) -> FloatKind {
+        self.0
+    }
+
+    /// The fastest build for `isa` on this CPU (AVX-512 only where detected besides `isa`'s
+    /// AVX2).
     pub fn for_isa(isa: Isa) -> FloatIsa {
-        match isa {
-            Isa::Avx2 if has_avx512f() => FloatIsa::Avx512,
-            Isa::Avx2 => FloatIsa::Avx2,
-            Isa::Neon | Isa::NeonDotprod => FloatIsa::Neon,
-            _ => FloatIsa::Scalar,
-        }
+        FloatIsa(match isa.0 {
+            IsaKind::Avx2 if has_avx512f() => FloatKind::Avx512,
+            IsaKind::Avx2 => FloatKind::Avx2,
+            IsaKind::Neon | IsaKind::NeonDotprod => FloatKind::Neon,
+            IsaKind::Scalar => FloatKind::Scalar,
+        })
     }
 
     /// Every build this CPU can run (for tests and benchmarks).
     pub fn available() -> Vec<FloatIsa> {
-        let mut v = vec![FloatIsa::Scalar];
-        match detect() {
-            Isa::Avx2 => {
-                v.push(FloatIsa::Avx2);
+        let mut v = vec![FloatKind::Scalar];
+        match detect().0 {
+            IsaKind::Avx2 => {
+                v.push(FloatKind::Avx2);
                 if has_avx512f() {
-                    v.push(FloatIsa::Avx512);
+                    v.push(FloatKind::Avx512);
                 }
             }
-            Isa::Neon | Isa::NeonDotprod => v.push(FloatIsa::Neon),
-            _ => {}
+            IsaKind::Neon | IsaKind::NeonDotprod => v.push(FloatKind::Neon),
+            IsaKind::Scalar => {}
         }
-        v
+        v.into_iter().map(FloatIsa).collect()
     }
 }
 
@@ -667,8 +750,7 @@ impl FloatIsa {
 ///
 /// # Safety
 /// `out` must be valid for writes at `t * ldo + r` for every `t < nt`, `r < nrows`, and no other
-/// thread may access those elements during the call; `build` must be one of
-/// [`FloatIsa::available`].
+/// thread may access those elements during the call.
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn gemm_f16(
     build: FloatIsa,
@@ -687,13 +769,14 @@ pub unsafe fn gemm_f16(
     assert!(nt <= 1 || ldo >= nrows, "gemm_f16: ldo");
     let (kk, wp, nr, xp, t) = (k as i32, w.as_ptr(), nrows as i32, x.as_ptr(), nt as i32);
     let pk = pack.as_mut_ptr();
-    // SAFETY: lengths asserted; `out` and `build` per the caller's contract.
+    // SAFETY: lengths asserted; `out` per the caller's contract; a SIMD `build` exists only where
+    // detection found its features (`FloatIsa`'s private constructor).
     unsafe {
-        match build {
+        match build.0 {
             #[cfg(target_arch = "x86_64")]
-            FloatIsa::Avx2 => ffi::le_gemm_f16_avx2(kk, wp, k, nr, xp, k, t, out, ldo, pk),
+            FloatKind::Avx2 => ffi::le_gemm_f16_avx2(kk, wp, k, nr, xp, k, t, out, ldo, pk),
             #[cfg(target_arch = "x86_64")]
-            FloatIsa::Avx512 => {
+            FloatKind::Avx512 => {
                 let mut packed = vec![0f32; f16_packed_tokens_len(k, nt)];
                 f16_pack_tokens(k, &x[..nt * k], nt, &mut packed);
                 ffi::le_gemm_f16_packed_avx512(
@@ -710,7 +793,7 @@ pub unsafe fn gemm_f16(
                 )
             }
             #[cfg(target_arch = "aarch64")]
-            FloatIsa::Neon => ffi::le_gemm_f16_neon(kk, wp, k, nr, xp, k, t, out, ldo, pk),
+            FloatKind::Neon => ffi::le_gemm_f16_neon(kk, wp, k, nr, xp, k, t, out, ldo, pk),
             _ => ffi::le_gemm_f16_scalar(kk, wp, k, nr, xp, k, t, out, ldo, pk),
         }
     }
@@ -743,8 +826,10 @@ pub fn f16_pack_tokens(k: usize, x: &[f32], nt: usize, xp: &mut [f32]) {
 /// [`gemm_f16`] of the AVX-512 build on tokens packed by [`f16_pack_tokens`] (once per product,
 /// however many row bands the threads take), plus `bias[r]` on each output row r when given.
 ///
+/// Panics on a CPU without AVX-512F.
+///
 /// # Safety
-/// As [`gemm_f16`]; the CPU must have AVX-512F ([`FloatIsa::Avx512`] available).
+/// As [`gemm_f16`].
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn gemm_f16_packed(
@@ -769,7 +854,9 @@ pub unsafe fn gemm_f16_packed(
     );
     assert!(pack.len() >= F16_PACK_PER_K * k, "gemm_f16_packed: scratch");
     assert!(nt <= 1 || ldo >= nrows, "gemm_f16_packed: ldo");
-    // SAFETY: lengths asserted; `out` and the CPU per the caller's contract.
+    // One cached load: this runs once per 32-row chunk, not per element.
+    assert!(has_avx512f(), "gemm_f16_packed: needs AVX-512F");
+    // SAFETY: lengths asserted; `out` per the caller's contract; AVX-512F present (asserted).
     unsafe {
         ffi::le_gemm_f16_packed_avx512(
             k as i32,
@@ -791,9 +878,14 @@ pub const BF16_PANEL_ROWS: usize = ffi::LE_BF16_PANEL_ROWS as usize;
 /// Tokens per packed tile of [`bf16_pack_tokens`].
 pub const BF16_TILE_TOKENS: usize = ffi::LE_BF16_TILE_TOKENS as usize;
 
-/// The variants of the bfloat16-pair GEMM.
+/// The variants of the bfloat16-pair GEMM. Like [`Isa`], a value proves this CPU runs it: only
+/// [`Bf16Isa::simd`] and [`Bf16Isa::available`] make one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Bf16Isa {
+pub struct Bf16Isa(Bf16Kind);
+
+/// Which build a [`Bf16Isa`] is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bf16Kind {
     /// Portable C, the reference (slow: it exists to check the SIMD one).
     Scalar,
     /// x86 AVX512-BF16 (`vdpbf16ps`).
@@ -803,6 +895,14 @@ pub enum Bf16Isa {
 }
 
 impl Bf16Isa {
+    /// Portable C, the reference, which every CPU runs.
+    pub const SCALAR: Bf16Isa = Bf16Isa(Bf16Kind::Scalar);
+
+    /// Which build this is.
+    pub fn kind(self) -> Bf16Kind {
+        self.0
+    }
+
     /// The SIMD variant when this CPU has one (and `LLAVA_EDGE_FORCE_SCALAR` is not set).
     pub fn simd() -> Option<Bf16Isa> {
         static HAS: OnceLock<bool> = OnceLock::new();
@@ -822,16 +922,17 @@ impl Bf16Isa {
             false
         });
         let simd = if cfg!(target_arch = "aarch64") {
-            Bf16Isa::Neon
+            Bf16Kind::Neon
         } else {
-            Bf16Isa::Avx512
+            Bf16Kind::Avx512
         };
-        (has && isa() != Isa::Scalar).then_some(simd)
+        // The x86 kernel also takes AVX2, FMA and F16C for granted: `isa()` checked those.
+        (has && isa() != Isa::SCALAR).then_some(Bf16Isa(simd))
     }
 
     /// Every variant this CPU can run (for tests and benchmarks).
     pub fn available() -> Vec<Bf16Isa> {
-        let mut v = vec![Bf16Isa::Scalar];
+        let mut v = vec![Bf16Isa::SCALAR];
         v.extend(Self::simd());
         v
     }
@@ -850,13 +951,13 @@ pub fn bf16_pack_tokens(isa: Bf16Isa, k: usize, x: &[f32], nt: usize, xp: &mut [
         "bf16_pack_tokens: output"
     );
     let (kk, t, xs, out) = (k as i32, nt as i32, x.as_ptr(), xp.as_mut_ptr());
-    // SAFETY: lengths asserted; the SIMD variant only where the CPU has it (`Bf16Isa::simd`).
+    // SAFETY: lengths asserted; a SIMD `isa` exists only where `Bf16Isa::simd` detected it.
     unsafe {
-        match isa {
+        match isa.0 {
             #[cfg(target_arch = "x86_64")]
-            Bf16Isa::Avx512 => ffi::le_bf16_pack_tokens_avx512(kk, t, xs, k, out),
+            Bf16Kind::Avx512 => ffi::le_bf16_pack_tokens_avx512(kk, t, xs, k, out),
             #[cfg(target_arch = "aarch64")]
-            Bf16Isa::Neon => ffi::le_bf16_pack_tokens_neon(kk, t, xs, k, out),
+            Bf16Kind::Neon => ffi::le_bf16_pack_tokens_neon(kk, t, xs, k, out),
             _ => ffi::le_bf16_pack_tokens_scalar(kk, t, xs, k, out),
         }
     }
@@ -893,13 +994,14 @@ pub unsafe fn gemm_bf16(
     assert!(nt <= 1 || ldo >= nrows, "gemm_bf16: ldo");
     let (kk, wp, nr, xs, t) = (k as i32, w.as_ptr(), nrows as i32, xp.as_ptr(), nt as i32);
     let pk = pack.as_mut_ptr();
-    // SAFETY: lengths asserted; `out` per the caller's contract; SIMD only where the CPU has it.
+    // SAFETY: lengths asserted; `out` per the caller's contract; a SIMD `isa` exists only where
+    // `Bf16Isa::simd` detected it.
     unsafe {
-        match isa {
+        match isa.0 {
             #[cfg(target_arch = "x86_64")]
-            Bf16Isa::Avx512 => ffi::le_gemm_bf16_avx512(kk, wp, k, nr, xs, t, out, ldo, pk),
+            Bf16Kind::Avx512 => ffi::le_gemm_bf16_avx512(kk, wp, k, nr, xs, t, out, ldo, pk),
             #[cfg(target_arch = "aarch64")]
-            Bf16Isa::Neon => ffi::le_gemm_bf16_neon(kk, wp, k, nr, xs, t, out, ldo, pk),
+            Bf16Kind::Neon => ffi::le_gemm_bf16_neon(kk, wp, k, nr, xs, t, out, ldo, pk),
             _ => ffi::le_gemm_bf16_scalar(kk, wp, k, nr, xs, t, out, ldo, pk),
         }
     }
@@ -910,13 +1012,13 @@ pub unsafe fn gemm_bf16(
 pub fn dot_q4_0_q8_0x(gemm: GemmIsa, w: &[ffi::le_block_q4_0], a: &[ffi::le_block_q8_0x]) -> f32 {
     assert_eq!(w.len(), a.len(), "dot_q4_0_q8_0x: lengths");
     let n = (w.len() * 32) as i32;
-    // SAFETY: both slices hold n values (asserted); SIMD only where `gemm` says the CPU has it.
+    // SAFETY: both slices hold n values (asserted); a SIMD `gemm` exists only where detected.
     unsafe {
-        match gemm {
+        match gemm.0 {
             #[cfg(target_arch = "x86_64")]
-            GemmIsa::Avx2 => ffi::le_vec_dot_q4_0_q8_0x_avx2(n, w.as_ptr(), a.as_ptr()),
+            GemmKind::Avx2 => ffi::le_vec_dot_q4_0_q8_0x_avx2(n, w.as_ptr(), a.as_ptr()),
             #[cfg(target_arch = "x86_64")]
-            GemmIsa::Vnni => ffi::le_vec_dot_q4_0_q8_0x_vnni(n, w.as_ptr(), a.as_ptr()),
+            GemmKind::Vnni => ffi::le_vec_dot_q4_0_q8_0x_vnni(n, w.as_ptr(), a.as_ptr()),
             _ => ffi::le_vec_dot_q4_0_q8_0x_scalar(n, w.as_ptr(), a.as_ptr()),
         }
     }
@@ -954,13 +1056,13 @@ pub fn activation_with(isa: Isa, gate: Gate, x: &mut [f32], mul: Option<&[f32]>)
         mul.map_or(std::ptr::null(), |m| m.as_ptr()),
         x.len() as i32,
     );
-    // SAFETY: `x` and `mul` (when given) hold n values (asserted); SIMD only where `isa` says so.
+    // SAFETY: `x` and `mul` (when given) hold n values (asserted); a SIMD `isa` only if detected.
     unsafe {
-        match isa {
+        match isa.0 {
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => ffi::le_activation_avx2(kind, p, m, n),
+            IsaKind::Avx2 => ffi::le_activation_avx2(kind, p, m, n),
             #[cfg(target_arch = "aarch64")]
-            Isa::Neon | Isa::NeonDotprod => ffi::le_activation_neon(kind, p, m, n),
+            IsaKind::Neon | IsaKind::NeonDotprod => ffi::le_activation_neon(kind, p, m, n),
             _ => ffi::le_activation_scalar(kind, p, m, n),
         }
     }
@@ -970,13 +1072,13 @@ pub fn activation_with(isa: Isa, gate: Gate, x: &mut [f32], mul: Option<&[f32]>)
 pub fn rms_norm_with(isa: Isa, x: &mut [f32], w: &[f32], eps: f32) {
     assert_eq!(x.len(), w.len(), "rms_norm: lengths");
     let (p, g, n) = (x.as_mut_ptr(), w.as_ptr(), x.len() as i32);
-    // SAFETY: both slices hold n values (asserted); SIMD only where `isa` says so.
+    // SAFETY: both slices hold n values (asserted); a SIMD `isa` exists only where detected.
     unsafe {
-        match isa {
+        match isa.0 {
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => ffi::le_rms_norm_avx2(p, g, n, eps),
+            IsaKind::Avx2 => ffi::le_rms_norm_avx2(p, g, n, eps),
             #[cfg(target_arch = "aarch64")]
-            Isa::Neon | Isa::NeonDotprod => ffi::le_rms_norm_neon(p, g, n, eps),
+            IsaKind::Neon | IsaKind::NeonDotprod => ffi::le_rms_norm_neon(p, g, n, eps),
             _ => ffi::le_rms_norm_scalar(p, g, n, eps),
         }
     }
@@ -989,13 +1091,13 @@ pub fn layer_norm_with(isa: Isa, x: &mut [f32], w: &[f32], b: &[f32], eps: f32) 
         "layer_norm: lengths"
     );
     let (p, g, c, n) = (x.as_mut_ptr(), w.as_ptr(), b.as_ptr(), x.len() as i32);
-    // SAFETY: the three slices hold n values (asserted); SIMD only where `isa` says so.
+    // SAFETY: the three slices hold n values (asserted); a SIMD `isa` only if detected.
     unsafe {
-        match isa {
+        match isa.0 {
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => ffi::le_layer_norm_avx2(p, g, c, n, eps),
+            IsaKind::Avx2 => ffi::le_layer_norm_avx2(p, g, c, n, eps),
             #[cfg(target_arch = "aarch64")]
-            Isa::Neon | Isa::NeonDotprod => ffi::le_layer_norm_neon(p, g, c, n, eps),
+            IsaKind::Neon | IsaKind::NeonDotprod => ffi::le_layer_norm_neon(p, g, c, n, eps),
             _ => ffi::le_layer_norm_scalar(p, g, c, n, eps),
         }
     }
@@ -1015,13 +1117,14 @@ pub fn rope_with(isa: Isa, x: &mut [f32], head_dim: usize, cos: &[f32], sin: &[f
         cos.len() as i32,
     );
     let (p, c, s, nx) = (x.as_mut_ptr(), cos.as_ptr(), sin.as_ptr(), i32::from(neox));
-    // SAFETY: x holds nh heads of hd values, the tables half values, 2 half <= hd (asserted).
+    // SAFETY: x holds nh heads of hd values, the tables half values, 2 half <= hd (asserted); a
+    // SIMD `isa` exists only where detected.
     unsafe {
-        match isa {
+        match isa.0 {
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => ffi::le_rope_avx2(p, hd, nh, c, s, half, nx),
+            IsaKind::Avx2 => ffi::le_rope_avx2(p, hd, nh, c, s, half, nx),
             #[cfg(target_arch = "aarch64")]
-            Isa::Neon | Isa::NeonDotprod => ffi::le_rope_neon(p, hd, nh, c, s, half, nx),
+            IsaKind::Neon | IsaKind::NeonDotprod => ffi::le_rope_neon(p, hd, nh, c, s, half, nx),
             _ => ffi::le_rope_scalar(p, hd, nh, c, s, half, nx),
         }
     }
@@ -1117,18 +1220,18 @@ pub fn attend_rows(
         usize,
         *mut f32,
     ) -> i32;
-    let f: RowsFn = match isa {
+    let f: RowsFn = match isa.0 {
         #[cfg(target_arch = "x86_64")]
-        FloatIsa::Avx2 => ffi::le_attend_rows_avx2,
+        FloatKind::Avx2 => ffi::le_attend_rows_avx2,
         #[cfg(target_arch = "x86_64")]
-        FloatIsa::Avx512 => ffi::le_attend_rows_avx512,
+        FloatKind::Avx512 => ffi::le_attend_rows_avx512,
         #[cfg(target_arch = "aarch64")]
-        FloatIsa::Neon => ffi::le_attend_rows_neon,
+        FloatKind::Neon => ffi::le_attend_rows_neon,
         _ => ffi::le_attend_rows_scalar,
     };
     // SAFETY: reads stay within the asserted lengths of q, k and v; writes within out's; the
     // scratch holds the packed keys and values of n_kv positions whenever nq may make a tile (the
-    // C code packs only then); SIMD only where `isa` says so.
+    // C code packs only then); a SIMD `isa` exists only where detection found it.
     let rc = unsafe {
         f(
             n,

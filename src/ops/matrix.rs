@@ -144,11 +144,20 @@ impl<'a> Matrix<'a> {
     }
 
     /// The matrices as one (their rows stacked), when they share a type and input width and lie
-    /// back to back in memory, as llama.cpp's converters write Q, K, V and gate, up.
-    pub fn stacked(ms: &[Matrix<'a>]) -> Option<Matrix<'a>> {
+    /// back to back inside `within`, the one buffer they all borrow from (a GGUF file's bytes,
+    /// `GgufFile::bytes`), as llama.cpp's converters write Q, K, V and gate, up. The result is a
+    /// slice of `within`: two buffers that merely touch (two memory maps can) are never joined.
+    pub fn stacked(within: &'a [u8], ms: &[Matrix<'a>]) -> Option<Matrix<'a>> {
         let first = ms.first()?;
-        let mut rows = 0;
-        for (i, m) in ms.iter().enumerate() {
+        // Addresses are only compared here, never offset: where each matrix sits in `within`.
+        let base = within.as_ptr() as usize;
+        let offset_in = |m: &Matrix| {
+            let at = (m.data.as_ptr() as usize).checked_sub(base)?;
+            (at.checked_add(m.data.len())? <= within.len()).then_some(at)
+        };
+        let start = offset_in(first)?;
+        let (mut end, mut rows) = (start, 0);
+        for m in ms {
             if m.ty != first.ty || m.cols != first.cols || m.layout != first.layout {
                 return None;
             }
@@ -156,24 +165,18 @@ impl<'a> Matrix<'a> {
             if m.layout == Layout::X8 && !m.rows.is_multiple_of(8) {
                 return None;
             }
-            if let Some(next) = ms.get(i + 1) {
-                if m.data.as_ptr_range().end != next.data.as_ptr() {
-                    return None;
-                }
+            if m.data.len() != m.rows * m.row_bytes() || offset_in(m)? != end {
+                return None;
             }
+            end += m.data.len();
             rows += m.rows;
         }
-        let len: usize = ms.iter().map(|m| m.data.len()).sum();
-        // SAFETY: the slices are adjacent (checked above), so the span from the first's start
-        // covers exactly their bytes; they come from one mapping or buffer that lives for 'a
-        // (separate allocations are never adjacent without a gap Rust could hand out).
-        let data = unsafe { std::slice::from_raw_parts(first.data.as_ptr(), len) };
         Some(Matrix {
             name: first.name,
             ty: first.ty,
             rows,
             cols: first.cols,
-            data,
+            data: &within[start..end],
             layout: first.layout,
             bf16_products: first.bf16_products,
         })
@@ -230,9 +233,19 @@ impl<'a> Matrix<'a> {
         let (rows, cols, rb) = (self.rows, self.cols, self.row_bytes());
         let isa = kernels::isa();
         let gemm_isa = kernels::GemmIsa::for_isa(isa);
-        // SAFETY (for every write below): `out` has n * rows elements (asserted above) and each
-        // (i, r) pair is written by exactly one thread, the one that owns row r.
-        let put = |i: usize, r: usize, v: f32| unsafe { *out_ptr.get().add(i * rows + r) = v };
+        // Bounds checked in the closure (one compare beside a row's dot product), so no caller
+        // of it can write outside `out`.
+        let put = |i: usize, r: usize, v: f32| {
+            assert!(
+                i < n && r < rows,
+                "{}: output ({i}, {r}) out of range",
+                self.name
+            );
+            // SAFETY: `out` has n * rows elements (asserted in `product`, index checked above)
+            // and each (i, r) is written by exactly one thread, the one the pool's split in this
+            // function gives row r.
+            unsafe { *out_ptr.get().add(i * rows + r) = v }
+        };
         let rows_of = |band: std::ops::Range<usize>| &self.data[band.start * rb..band.end * rb];
         let aligned = bytemuck::try_cast_slice::<u8, u16>(self.data).is_ok();
         if self.layout == Layout::X8 && n < X8_GEMV_MAX_TOKENS {
@@ -260,7 +273,7 @@ impl<'a> Matrix<'a> {
             match row {
                 // x86: unsigned nibbles against activations that carry their sums (fewer
                 // operations a block, and decode of Q4_0 is compute-bound there).
-                Some(_) if self.ty == GgmlType::Q4_0 && isa == kernels::Isa::Avx2 => {
+                Some(_) if self.ty == GgmlType::Q4_0 && isa.kind() == kernels::IsaKind::Avx2 => {
                     product.run(32, kernels::quantize_row_q8_0x, &|w, a| {
                         kernels::dot_q4_0_q8_0x(gemm_isa, bytemuck::cast_slice(w), a)
                     });
@@ -289,7 +302,7 @@ impl<'a> Matrix<'a> {
                 let w: &[u16] = bytemuck::cast_slice(self.data);
                 let build = kernels::FloatIsa::for_isa(isa);
                 #[cfg(target_arch = "x86_64")]
-                if build == kernels::FloatIsa::Avx512 {
+                if build.kind() == kernels::FloatKind::Avx512 {
                     gemm_f16_packed(
                         &[F16Part {
                             m: self,
@@ -432,7 +445,7 @@ pub fn matmul_bias_sharing_input(
                 && m.cols == ms[0].cols
                 && bytemuck::try_cast_slice::<u8, u16>(m.data).is_ok()
         }) && n >= GEMM_MIN_TOKENS
-            && kernels::FloatIsa::for_isa(kernels::isa()) == kernels::FloatIsa::Avx512;
+            && kernels::FloatIsa::for_isa(kernels::isa()).kind() == kernels::FloatKind::Avx512;
         if fused {
             let mut parts = Vec::with_capacity(ms.len());
             for ((m, b), out) in ms.iter().zip(biases).zip(outs.iter_mut()) {
@@ -496,7 +509,7 @@ fn gemm_f16_tokens(parts: &[F16Part<'_>], xp: &[f32], n: usize, pool: &ThreadPoo
                 let band = r0..(r0 + F16_CHUNK_ROWS).min(m.rows);
                 let w: &[u16] = bytemuck::cast_slice(m.data);
                 // SAFETY: `out` has n * m.rows elements; this thread alone writes columns band
-                // of each token's row; AVX-512F was detected (FloatIsa::Avx512).
+                // of each token's row; gemm_f16_packed checks the CPU itself.
                 unsafe {
                     kernels::gemm_f16_packed(
                         cols,
@@ -1020,13 +1033,17 @@ mod tests {
         let (dir, f) = random_file("stacked", &specs, 1);
         let m = |name: &str, r: usize| Matrix::new(f.tensor(name).unwrap(), cols, r).unwrap();
         let (q, k, v) = (m("q", 24), m("k", 8), m("v", 8));
-        let all = Matrix::stacked(&[q, k, v]).expect("adjacent, one type");
+        let file = f.bytes();
+        let all = Matrix::stacked(file, &[q, k, v]).expect("adjacent, one type");
         assert_eq!(all.rows, 40);
         assert!(
-            Matrix::stacked(&[q, m("late", 8)]).is_none(),
+            Matrix::stacked(file, &[q, m("late", 8)]).is_none(),
             "not adjacent"
         );
-        assert!(Matrix::stacked(&[v, m("f", 8)]).is_none(), "two types");
+        assert!(
+            Matrix::stacked(file, &[v, m("f", 8)]).is_none(),
+            "two types"
+        );
         let pool = ThreadPool::new(2);
         for n in [1usize, 5] {
             let x: Vec<f32> = (0..n * cols).map(|i| (i % 7) as f32 - 3.0).collect();
@@ -1049,6 +1066,56 @@ mod tests {
             assert_eq!(got, want, "n = {n}");
         }
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// An F32 matrix of `rows` rows over all of `data`.
+    fn f32_rows(data: &[u8], rows: usize) -> Matrix<'_> {
+        Matrix {
+            name: "m",
+            ty: GgmlType::F32,
+            rows,
+            cols: data.len() / 4 / rows,
+            data,
+            layout: Layout::Rows,
+            bf16_products: false,
+        }
+    }
+
+    #[test]
+    fn stacked_joins_only_matrices_of_one_buffer() {
+        let bytes = 4096usize;
+        let one = vec![0u8; 2 * bytes];
+        let (a, b) = one.split_at(bytes);
+        let joined = Matrix::stacked(&one, &[f32_rows(a, 4), f32_rows(b, 4)]).expect("one buffer");
+        assert_eq!(joined.rows, 8);
+        assert_eq!(joined.data.as_ptr_range(), one.as_ptr_range());
+        assert!(Matrix::stacked(a, &[f32_rows(a, 4), f32_rows(b, 4)]).is_none());
+        // Two memory maps placed back to back: adjacent addresses, two allocations. Joining
+        // them by address alone made one slice over both (undefined behaviour to read).
+        #[cfg(unix)]
+        // SAFETY: the test's own anonymous maps, read only while mapped, unmapped at the end.
+        unsafe {
+            let len = bytes.next_multiple_of(libc::sysconf(libc::_SC_PAGESIZE).max(1) as usize);
+            let (prot, flags) = (
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            );
+            let first = libc::mmap(std::ptr::null_mut(), 2 * len, prot, flags, -1, 0);
+            assert_ne!(first, libc::MAP_FAILED);
+            let at = first.cast::<u8>().add(len).cast();
+            let second = libc::mmap(at, len, prot, flags | libc::MAP_FIXED, -1, 0);
+            assert_eq!(second, at, "a second map right after the first");
+            let map1 = std::slice::from_raw_parts(first.cast::<u8>(), len);
+            let map2 = std::slice::from_raw_parts(second.cast::<u8>(), len);
+            let (tail, head) = (&map1[len - bytes..], &map2[..bytes]);
+            assert_eq!(tail.as_ptr_range().end, head.as_ptr(), "adjacent");
+            let (ma, mb) = (f32_rows(tail, 4), f32_rows(head, 4));
+            assert!(Matrix::stacked(map1, &[ma, mb]).is_none());
+            assert!(Matrix::stacked(map2, &[ma, mb]).is_none());
+            assert_eq!(Matrix::stacked(map1, &[ma]).map(|m| m.rows), Some(4));
+            libc::munmap(first, len);
+            libc::munmap(second, len);
+        }
     }
 
     #[test]
