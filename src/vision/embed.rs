@@ -44,7 +44,7 @@ impl VisionEncoder<'_> {
         let plan =
             plan_tiles((img.height, img.width), &ar.pinpoints, c.image_size).ok_or_else(|| {
                 VisionError::BadConfig {
-                    path: "mmproj".into(),
+                    path: self.path.clone(),
                     problem: "no pinpoints".into(),
                 }
             })?;
@@ -83,7 +83,7 @@ impl VisionEncoder<'_> {
             .as_ref()
             .filter(|a| a.max_tiles.is_some())
             .ok_or_else(|| VisionError::BadConfig {
-                path: "mmproj".into(),
+                path: self.path.clone(),
                 problem: "this model does not take video (LLaVA-OneVision does)".into(),
             })?;
         let norm = Normalize {
