@@ -66,7 +66,7 @@ fn quantized_matvecs_match_the_cpu() {
     kernels::quantize_row_q8_0(&x, &mut xq);
     // The GPU quantizer writes the same bytes.
     let (dx, dq) = (g.upload(&x).unwrap(), g.alloc(xq.len() * 34).unwrap());
-    let (mut px, mut pq, mut nb) = (dx.ptr, dq.ptr, (cols / 32) as i32);
+    let (mut px, mut pq, mut nb) = (dx.ptr(), dq.ptr(), (cols / 32) as i32);
     unsafe {
         g.launch(
             g.function("le_quantize_q8_0").unwrap(),
@@ -104,9 +104,9 @@ fn quantized_matvecs_match_the_cpu() {
         let mut want = vec![0f32; rows];
         m.matmul(&x, 1, &mut want, &pool);
         let (dw, dy) = (g.upload(&w).unwrap(), g.alloc(rows * 4).unwrap());
-        let (mut pw, mut py, mut r) = (dw.ptr, dy.ptr, rows as i32);
+        let (mut pw, mut py, mut r) = (dw.ptr(), dy.ptr(), rows as i32);
         let f32_acts = matches!(ty, GgmlType::Q4_K | GgmlType::Q6_K | GgmlType::F16);
-        let mut pa = if f32_acts { dx.ptr } else { dq.ptr };
+        let mut pa = if f32_acts { dx.ptr() } else { dq.ptr() };
         let mut n = match ty {
             GgmlType::Q4_K | GgmlType::Q6_K => (cols / 256) as i32,
             GgmlType::F16 => cols as i32,
@@ -152,7 +152,7 @@ fn gemm_norm_activation_attention_and_shrink_match_the_cpu() {
     let mut pack = vec![0f32; kernels::F16_PACK_PER_K * cols];
     unsafe {
         kernels::gemm_f16(
-            kernels::FloatIsa::Scalar,
+            kernels::FloatIsa::SCALAR,
             cols,
             &w,
             rows,
@@ -169,9 +169,9 @@ fn gemm_norm_activation_attention_and_shrink_match_the_cpu() {
         g.alloc(rows * tokens * 4).unwrap(),
     );
     let (mut a, mut b, mut c, mut r, mut k, mut t) = (
-        dw.ptr,
-        dx.ptr,
-        dy.ptr,
+        dw.ptr(),
+        dx.ptr(),
+        dy.ptr(),
         rows as i32,
         cols as i32,
         tokens as i32,
@@ -198,7 +198,7 @@ fn gemm_norm_activation_attention_and_shrink_match_the_cpu() {
     let mut xs = values(&mut rng, 3 * n);
     let wn = values(&mut rng, n);
     let (dx, dw) = (g.upload(&xs).unwrap(), g.upload(&wn).unwrap());
-    let (mut px, mut pw, mut nn, mut e) = (dx.ptr, dw.ptr, n as i32, eps);
+    let (mut px, mut pw, mut nn, mut e) = (dx.ptr(), dw.ptr(), n as i32, eps);
     unsafe {
         g.launch(
             g.function("le_rms_norm").unwrap(),
@@ -225,7 +225,7 @@ fn gemm_norm_activation_attention_and_shrink_match_the_cpu() {
         .map(|v| v * 8.0)
         .collect::<Vec<f32>>();
     let dx = g.upload(&xs).unwrap();
-    let (mut px, mut nul, mut nn, mut kind) = (dx.ptr, 0u64, xs.len() as i32, 2i32);
+    let (mut px, mut nul, mut nn, mut kind) = (dx.ptr(), 0u64, xs.len() as i32, 2i32);
     unsafe {
         g.launch(
             g.function("le_gated").unwrap(),
@@ -236,7 +236,7 @@ fn gemm_norm_activation_attention_and_shrink_match_the_cpu() {
         )
     }
     .unwrap();
-    kernels::activation_with(kernels::Isa::Scalar, Gate::GeluTanh, &mut xs, None);
+    kernels::activation_with(kernels::Isa::SCALAR, Gate::GeluTanh, &mut xs, None);
     let got: Vec<f32> = dx.download().unwrap();
     for (p, q) in got.iter().zip(&xs) {
         assert!((p - q).abs() <= 1e-5 * (1.0 + q.abs()), "gelu: {p} vs {q}");
@@ -268,7 +268,8 @@ fn gemm_norm_activation_attention_and_shrink_match_the_cpu() {
         g.upload(&kv).unwrap(),
         g.alloc(want.len() * 4).unwrap(),
     );
-    let (mut pq, mut pk, mut pv, mut f16, mut po) = (dq.ptr, dk.ptr, dk.ptr, 1i32, dout.ptr);
+    let (mut pq, mut pk, mut pv, mut f16, mut po) =
+        (dq.ptr(), dk.ptr(), dk.ptr(), 1i32, dout.ptr());
     let (mut h, mut hk, mut d, mut stride) = (nh as i32, nkv as i32, hd as i32, nkv * hd);
     let (mut nk, mut causal, mut first, mut scale) =
         (n_pos as i32, 1i32, past as i32, 1.0 / (hd as f32).sqrt());
@@ -291,7 +292,7 @@ fn gemm_norm_activation_attention_and_shrink_match_the_cpu() {
     let grid = values(&mut rng, h0 * w0 * dd);
     let want = llava_edge::vision::anyres::bilinear_grid(&grid, h0, w0, dd, oh, ow);
     let (dg, dout) = (g.upload(&grid).unwrap(), g.alloc(want.len() * 4).unwrap());
-    let (mut pg, mut po) = (dg.ptr, dout.ptr);
+    let (mut pg, mut po) = (dg.ptr(), dout.ptr());
     let (mut a, mut b, mut c, mut e, mut f) =
         (h0 as i32, w0 as i32, dd as i32, oh as i32, ow as i32);
     unsafe {

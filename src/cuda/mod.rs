@@ -206,6 +206,8 @@ impl Cuda {
             let (mut major, mut minor) = (0, 0);
             check("cuDeviceGetAttribute", attr(&mut major, ATTR_CC_MAJOR, dev))?;
             check("cuDeviceGetAttribute", attr(&mut minor, ATTR_CC_MINOR, dev))?;
+            // The driver writes at most 255 bytes, so the last zero keeps the name terminated
+            // for `CStr::from_ptr`.
             let mut buf = [0 as c_char; 256];
             check("cuDeviceGetName", name_fn(buf.as_mut_ptr(), 255, dev))?;
             let name = CStr::from_ptr(buf.as_ptr()).to_string_lossy().into_owned();
@@ -214,7 +216,11 @@ impl Cuda {
             check("cuCtxCreate", ctx_create(&mut ctx, 0, dev))?;
             let mut module = std::ptr::null_mut();
             let image = CString::new(ptx).expect("PTX has no NUL");
-            check("cuModuleLoadData", load(&mut module, image.as_ptr().cast()))?;
+            if let Err(e) = check("cuModuleLoadData", load(&mut module, image.as_ptr().cast())) {
+                // The context would otherwise outlive the error: no `Cuda` owns it yet.
+                (drv.ctx_destroy)(ctx);
+                return Err(e);
+            }
             Ok(Cuda {
                 _lib: lib,
                 drv,
@@ -309,17 +315,23 @@ impl Drop for Cuda {
 /// Device memory, freed on drop.
 pub struct Buffer<'g> {
     gpu: &'g Cuda,
-    /// Its device address.
-    pub ptr: DevicePtr,
+    // Private, with `bytes`: `download` and the drop trust them to describe this allocation.
+    ptr: DevicePtr,
     bytes: usize,
 }
 
 impl Buffer<'_> {
+    /// Its device address (for kernel arguments).
+    pub fn ptr(&self) -> DevicePtr {
+        self.ptr
+    }
+
     /// The buffer's contents.
     pub fn download<T: bytemuck::Pod + Default>(&self) -> Result<Vec<T>, CudaError> {
         let mut v = vec![T::default(); self.bytes / std::mem::size_of::<T>()];
         let out: &mut [u8] = bytemuck::cast_slice_mut(&mut v);
-        // SAFETY: `out` holds at most `bytes` bytes, all of which the buffer has.
+        // SAFETY: `out` holds at most `bytes` bytes, all of which the allocation at `ptr` has
+        // (both private, set together in `alloc`).
         check("cuMemcpyDtoH", unsafe {
             (self.gpu.drv.dtoh)(out.as_mut_ptr().cast(), self.ptr, out.len())
         })?;
@@ -329,7 +341,7 @@ impl Buffer<'_> {
 
 impl Drop for Buffer<'_> {
     fn drop(&mut self) {
-        // SAFETY: allocated in `alloc`, freed once.
+        // SAFETY: allocated in `alloc` (`ptr` is private, so unchanged since), freed once here.
         unsafe { (self.gpu.drv.mem_free)(self.ptr) };
     }
 }
