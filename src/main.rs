@@ -153,7 +153,8 @@ struct RunArgs {
     /// Seed of the sampler.
     #[arg(short = 's', long, default_value_t = 0x5eed)]
     seed: u64,
-    /// Chat template: vicuna, mistral or chatml (default: recognised from the model file).
+    /// Chat template: vicuna, mistral, chatml, or a Jinja template file (default: the model
+    /// file's own template).
     #[arg(long = "chat-template")]
     chat_template: Option<String>,
     /// Stop when this text appears (repeatable).
@@ -248,22 +249,40 @@ fn run_prompt(a: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
             eprintln!("note: this CPU has no bfloat16 dot instruction; --vision-bf16 ignored");
         }
     }
+    let tokens = llava_edge::chat::SpecialTokens::from_tokenizer(&tokenizer);
     let template = match &a.chat_template {
-        Some(name) => ChatTemplate::from_name(name).ok_or_else(|| {
-            let names: Vec<&str> = ChatTemplate::ALL.iter().map(|t| t.name()).collect();
-            format!(
-                "unknown chat template '{name}'; one of {}",
-                names.join(", ")
-            )
-        })?,
-        None => tf
-            .get("tokenizer.chat_template")
-            .and_then(|v| v.as_str())
-            .and_then(ChatTemplate::detect)
-            .unwrap_or(match text.config.arch {
+        Some(name) => match ChatTemplate::from_name(name) {
+            Some(t) => t,
+            None if std::path::Path::new(name).is_file() => std::fs::read_to_string(name)
+                .map_err(|e| e.to_string())
+                .and_then(|src| ChatTemplate::jinja(&src, tokens).map_err(|e| e.to_string()))
+                .map_err(|e| format!("--chat-template {name}: {e}"))?,
+            None => {
+                let names: Vec<&str> = ChatTemplate::ALL.iter().map(|t| t.name()).collect();
+                return Err(format!(
+                    "unknown chat template '{name}': one of {}, or a Jinja template file",
+                    names.join(", ")
+                )
+                .into());
+            }
+        },
+        None => {
+            let fallback = match text.config.arch {
                 llava_edge::text::Arch::Qwen2 => ChatTemplate::ChatMl,
                 llava_edge::text::Arch::Llama => ChatTemplate::Vicuna,
-            }),
+            };
+            let file_template = tf.get("tokenizer.chat_template").and_then(|v| v.as_str());
+            let (t, why) = ChatTemplate::for_model(file_template, tokens, fallback);
+            if let Some(e) = why {
+                eprintln!(
+                    "warning: {}: tokenizer.chat_template not used ({e}); using the built-in \
+                     '{}' template instead (--chat-template NAME|FILE chooses one)",
+                    tf.path().display(),
+                    t.name()
+                );
+            }
+            t
+        }
     };
     let p = Pipeline {
         text,

@@ -44,6 +44,9 @@ pub enum PipelineError {
     /// A video could not be read.
     #[error(transparent)]
     Video(#[from] crate::image::video::VideoError),
+    /// The model's chat template failed on this conversation.
+    #[error(transparent)]
+    Template(#[from] crate::chat::TemplateError),
     /// The request does not fit what the model files provide.
     #[error("{0}")]
     Request(String),
@@ -301,9 +304,9 @@ impl<'a, T: Tokenize> Pipeline<'a, T> {
             text: req.prompt.clone(),
         };
         let rendered = if first_turn {
-            self.template.render(req.system.as_deref(), &[msg])
+            self.template.render(req.system.as_deref(), &[msg])?
         } else {
-            self.template.next_turn(&msg)
+            self.template.next_turn(&msg)?
         };
         let onevision_multi = req.images.len() > 1
             && self

@@ -4,7 +4,8 @@
 mod common;
 
 use common::npy::fixtures_dir;
-use llava_edge::chat::{ChatTemplate, Message, Role, VICUNA_SYSTEM};
+use llava_edge::chat::{ChatTemplate, Message, Role, SpecialTokens, TemplateError, VICUNA_SYSTEM};
+use serde_json::Value;
 
 #[test]
 fn rendered_prompts_equal_the_references() {
@@ -21,7 +22,12 @@ fn rendered_prompts_equal_the_references() {
         let case_json: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(dir.join("case.json")).unwrap()).unwrap();
         let jinja = case_json["chat_template"].as_str().unwrap();
-        assert_eq!(ChatTemplate::detect(jinja), Some(template), "{case}");
+        assert_eq!(
+            ChatTemplate::detect(jinja),
+            Some(template.clone()),
+            "{case}"
+        );
+        let own = ChatTemplate::jinja(jinja, SpecialTokens::default()).unwrap();
         for entry in std::fs::read_dir(&dir).unwrap() {
             let meta = entry.unwrap().path().join("meta.json");
             if !meta.exists() {
@@ -56,7 +62,19 @@ fn rendered_prompts_equal_the_references() {
                 text: question.to_string(),
             };
             let system = want.starts_with(VICUNA_SYSTEM).then_some(VICUNA_SYSTEM);
-            assert_eq!(template.render(system, &[msg]), want, "{}", meta.display());
+            assert_eq!(
+                template.render(system, &[msg.clone()]).unwrap(),
+                want,
+                "{}",
+                meta.display()
+            );
+            // The checkpoint's own Jinja template gives the same prompt.
+            assert_eq!(
+                own.render(system, &[msg]).unwrap(),
+                want,
+                "{}: own template",
+                meta.display()
+            );
             checked += 1;
         }
     }
@@ -87,11 +105,11 @@ fn multi_turn_and_names() {
         },
     ];
     assert_eq!(
-        t.render(None, &msgs),
+        t.render(None, &msgs).unwrap(),
         "<|im_start|>user\n<image>\nHi<|im_end|>\n<|im_start|>assistant\nHello<|im_end|>\n<|im_start|>user\nMore<|im_end|>\n<|im_start|>assistant\n"
     );
     for t in ChatTemplate::ALL {
-        assert_eq!(ChatTemplate::from_name(t.name()), Some(t));
+        assert_eq!(ChatTemplate::from_name(t.name()), Some(t.clone()));
     }
     assert_eq!(ChatTemplate::detect("{{ bos_token }}{{ messages }}"), None);
 }
@@ -100,7 +118,19 @@ fn multi_turn_and_names() {
 /// rendering the whole conversation would, so a chat can keep its KV cache between turns.
 #[test]
 fn next_turn_continues_the_rendered_conversation() {
-    for template in ChatTemplate::ALL {
+    let mut templates = ChatTemplate::ALL.to_vec();
+    // The shipped Jinja templates whose answers end where the next turn starts (the Vicuna ones
+    // close an answer with a space, the model's own next token).
+    for name in [
+        "llava-onevision-qwen2-hf",
+        "llava-next-video-34b-yi-hf",
+        "llama3-llava-next-8b-hf",
+        "meta-llama-3-8b-instruct",
+        "llava-v1.6-mistral-hf",
+    ] {
+        templates.push(shipped(name).0);
+    }
+    for template in templates {
         for system in [None, Some("Be brief.")] {
             let u1 = Message {
                 role: Role::User,
@@ -120,14 +150,16 @@ fn next_turn_continues_the_rendered_conversation() {
                 videos: 0,
                 text: "And this one?".into(),
             };
-            let first = template.render(system, std::slice::from_ref(&u1));
-            let whole = template.render(system, &[u1, a1, u2.clone()]);
-            let next = template.next_turn(&u2);
+            let first = template.render(system, std::slice::from_ref(&u1)).unwrap();
+            let whole = template.render(system, &[u1, a1, u2.clone()]).unwrap();
+            let next = template.next_turn(&u2).unwrap();
             // The answer follows the first prompt directly or after the one space the model
             // generates at the start of its answer.
             let continued = [
                 format!("{first}A cat.{next}"),
                 format!("{first} A cat.{next}"),
+                // llama3-llava-next puts a newline before every text.
+                format!("{first}\nA cat.{next}"),
             ];
             assert!(
                 continued.contains(&whole),
@@ -140,4 +172,166 @@ fn next_turn_continues_the_rendered_conversation() {
             );
         }
     }
+}
+
+fn data_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/chat_templates")
+}
+
+fn expected() -> Value {
+    serde_json::from_str(&std::fs::read_to_string(data_dir().join("expected.json")).unwrap())
+        .unwrap()
+}
+
+/// A shipped template (tests/data/chat_templates) with its special tokens, as the reference
+/// rendered it (the tokenizer adding no BOS of its own, so the text is compared whole).
+fn shipped(name: &str) -> (ChatTemplate, Value) {
+    let all = expected();
+    let t = all["templates"][name].clone();
+    let src = std::fs::read_to_string(data_dir().join(t["file"].as_str().unwrap())).unwrap();
+    let tokens = SpecialTokens {
+        bos: t["bos_token"].as_str().map(String::from),
+        eos: t["eos_token"].as_str().map(String::from),
+        bos_added_by_tokenizer: false,
+    };
+    (ChatTemplate::jinja(&src, tokens).unwrap(), t)
+}
+
+/// The chat templates real checkpoints ship (LLaVA-1.5, LLaVA-NeXT Mistral / Vicuna / Llama-3,
+/// OneVision, NeXT-Video, Llama-3 and Mistral instruct) render exactly what transformers'
+/// `apply_chat_template` gives, for image, multi-image, video, system, multi-turn and text-only
+/// conversations. Before Jinja, every one of them not matching a built-in became Vicuna.
+#[test]
+fn shipped_templates_render_as_transformers_does() {
+    let all = expected();
+    let mut checked = 0;
+    for (name, t) in all["templates"].as_object().unwrap() {
+        let (template, _) = shipped(name);
+        let ChatTemplate::Jinja(j) = &template else {
+            panic!("{name}: not a Jinja template");
+        };
+        assert_eq!(
+            j.uses_content_parts(),
+            t["content"] == "parts",
+            "{name}: content form"
+        );
+        assert_eq!(
+            j.has_system_role(),
+            t["system_folded"] == false,
+            "{name}: system role"
+        );
+        for (case, c) in t["cases"].as_object().unwrap() {
+            let messages: Vec<Message> = c["messages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| Message {
+                    role: if m["role"] == "user" {
+                        Role::User
+                    } else {
+                        Role::Assistant
+                    },
+                    images: m["images"].as_u64().unwrap() as usize,
+                    videos: m["videos"].as_u64().unwrap() as usize,
+                    text: m["text"].as_str().unwrap().into(),
+                })
+                .collect();
+            let got = template
+                .render(c["system"].as_str(), &messages)
+                .unwrap_or_else(|e| panic!("{name}/{case}: {e}"));
+            assert_eq!(got, c["expected"].as_str().unwrap(), "{name}/{case}");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 40, "{checked} renderings");
+}
+
+/// A file's template is preferred; one that cannot be used falls back, with the reason, to the
+/// built-in its markers name or else to the given default.
+#[test]
+fn unusable_templates_fall_back_with_a_reason() {
+    let llama3 = std::fs::read_to_string(data_dir().join("llama3-llava-next-8b-hf.jinja")).unwrap();
+    let (t, why) = ChatTemplate::for_model(
+        Some(&llama3),
+        SpecialTokens::default(),
+        ChatTemplate::Vicuna,
+    );
+    assert!(
+        matches!(t, ChatTemplate::Jinja(_)) && why.is_none(),
+        "{why:?}"
+    );
+
+    let (t, why) = ChatTemplate::for_model(
+        Some("{% for m in messages %}[INST] {{ m['content'] }"),
+        SpecialTokens::default(),
+        ChatTemplate::Vicuna,
+    );
+    assert_eq!(t, ChatTemplate::Mistral);
+    assert!(matches!(why, Some(TemplateError::Syntax(_))), "{why:?}");
+
+    let (t, why) = ChatTemplate::for_model(
+        Some("{{ bos_token }}hello"),
+        SpecialTokens::default(),
+        ChatTemplate::ChatMl,
+    );
+    assert_eq!(t, ChatTemplate::ChatMl);
+    assert!(matches!(why, Some(TemplateError::NoText)), "{why:?}");
+
+    let (t, why) = ChatTemplate::for_model(None, SpecialTokens::default(), ChatTemplate::Vicuna);
+    assert_eq!((t, why.is_none()), (ChatTemplate::Vicuna, true));
+}
+
+/// The template's own `raise_exception` is an error naming its message, not a panic or a
+/// silently different prompt.
+#[test]
+fn raise_exception_is_a_render_error() {
+    let t = ChatTemplate::jinja(
+        "{% for m in messages %}{% if m['content'] | length > 20 %}{{ raise_exception('too long: ' + m['content']) }}{% endif %}{{ m['content'] }}{% endfor %}",
+        SpecialTokens::default(),
+    )
+    .unwrap();
+    let e = t
+        .render(
+            None,
+            &[llava_edge::chat::user_turn("a question that is long", 0)],
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("too long: a question"), "{e}");
+}
+
+/// A BOS the template writes is dropped when the tokenizer adds one itself (else the model
+/// reads two); kept when it does not.
+#[test]
+fn a_template_bos_is_not_doubled() {
+    let src = std::fs::read_to_string(data_dir().join("meta-llama-3-8b-instruct.jinja")).unwrap();
+    let msg = [llava_edge::chat::user_turn("Hi", 0)];
+    let tokens = |added| SpecialTokens {
+        bos: Some("<|begin_of_text|>".into()),
+        eos: Some("<|eot_id|>".into()),
+        bos_added_by_tokenizer: added,
+    };
+    let with = ChatTemplate::jinja(&src, tokens(false))
+        .unwrap()
+        .render(None, &msg)
+        .unwrap();
+    let without = ChatTemplate::jinja(&src, tokens(true))
+        .unwrap()
+        .render(None, &msg)
+        .unwrap();
+    assert_eq!(with, format!("<|begin_of_text|>{without}"));
+    assert!(without.starts_with("<|start_header_id|>user"), "{without}");
+}
+
+/// Python string methods, `strftime_now` and loop controls, as templates use them.
+#[test]
+fn python_methods_and_helpers() {
+    let t = ChatTemplate::jinja(
+        "{% for m in messages %}{% if loop.index > 1 %}{% break %}{% endif %}{{ m['content'].strip().upper() }}|{{ strftime_now('%d %b %Y') | length }}{% endfor %}",
+        SpecialTokens::default(),
+    )
+    .unwrap();
+    let out = t
+        .render(None, &[llava_edge::chat::user_turn("  hello ", 0)])
+        .unwrap();
+    assert_eq!(out, "HELLO|11");
 }

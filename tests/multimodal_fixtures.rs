@@ -200,7 +200,7 @@ fn image_prompts_match_transformers() {
 #[test]
 fn onevision_images_of_mixed_shapes_answer_like_transformers() {
     use gguf_tools::convert::{convert, OutType};
-    use llava_edge::chat::ChatTemplate;
+    use llava_edge::chat::{ChatTemplate, SpecialTokens};
     use llava_edge::image::load_image;
     use llava_edge::image::preprocess::{pad_square_tile, Normalize};
     use llava_edge::pipeline::{Pipeline, Request, Timings};
@@ -213,11 +213,22 @@ fn onevision_images_of_mixed_shapes_answer_like_transformers() {
     let (tp, vp) = (tmp.path("text.gguf"), tmp.path("mmproj.gguf"));
     convert(&dir.join("hf"), &tp, &vp, OutType::F32, false).unwrap();
     let (tf, vf) = (GgufFile::open(&tp).unwrap(), GgufFile::open(&vp).unwrap());
+    let tokenizer = Tokenizer::from_gguf(&tf).unwrap();
+    // The checkpoint's own Jinja template, as the command line uses it.
+    let (template, why) = ChatTemplate::for_model(
+        tf.get_str("tokenizer.chat_template").ok(),
+        SpecialTokens::from_tokenizer(&tokenizer),
+        ChatTemplate::ChatMl,
+    );
+    assert!(
+        matches!(template, ChatTemplate::Jinja(_)),
+        "template not used: {why:?}"
+    );
     let p = Pipeline {
         text: TextModel::load(&tf).unwrap(),
         vision: Some(VisionEncoder::load(&vf).unwrap()),
-        tokenizer: Tokenizer::from_gguf(&tf).unwrap(),
-        template: ChatTemplate::detect(tf.get_str("tokenizer.chat_template").unwrap()).unwrap(),
+        tokenizer,
+        template,
         pool: ThreadPool::new(2),
     };
     let enc = p.vision.as_ref().unwrap();
