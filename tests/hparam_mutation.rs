@@ -297,7 +297,7 @@ fn run_vision(mmproj: &Path, text: &Path) -> Result<(), String> {
         media.push(v.embed_video(&frames, &pool).map_err(err)?);
     }
     for rows in media {
-        if rows.is_empty() || rows.len() % d != 0 {
+        if rows.is_empty() || !rows.len().is_multiple_of(d) {
             return Err(format!(
                 "BUG: the encoder gave {} values, not whole rows of {d}",
                 rows.len()

@@ -94,7 +94,7 @@ impl TextConfig {
         };
         let n_embd = int("embedding_length", None, 1, MAX_EMBD)?;
         let n_head = int("attention.head_count", None, 1, n_embd)?;
-        if n_embd % n_head != 0 {
+        if !n_embd.is_multiple_of(n_head) {
             return Err(bad(
                 "attention.head_count",
                 &n_head,
@@ -126,7 +126,7 @@ impl TextConfig {
             }
         })?;
         let n_head_kv = int("attention.head_count_kv", Some(n_head as u64), 1, n_head)?;
-        if n_head % n_head_kv != 0 {
+        if !n_head.is_multiple_of(n_head_kv) {
             return Err(bad(
                 "attention.head_count_kv",
                 &n_head_kv,
@@ -135,7 +135,7 @@ impl TextConfig {
         }
         // Dimensions rotate in pairs, within a head.
         let rope_dim = int("rope.dimension_count", Some(head_dim as u64), 0, head_dim)?;
-        if rope_dim % 2 != 0 {
+        if !rope_dim.is_multiple_of(2) {
             return Err(bad(
                 "rope.dimension_count",
                 &rope_dim,

@@ -397,7 +397,7 @@ fn check_anyres(
     };
     for &(h, w) in &a.pinpoints {
         let tiles = (h / tile).saturating_mul(w / tile);
-        if h % tile != 0 || w % tile != 0 || tiles > MAX_TILES_PER_PINPOINT {
+        if !h.is_multiple_of(tile) || !w.is_multiple_of(tile) || tiles > MAX_TILES_PER_PINPOINT {
             return Err(fail(
                 "clip.vision.image_grid_pinpoints",
                 format!("({h}, {w})"),
