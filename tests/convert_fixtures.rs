@@ -227,3 +227,177 @@ fn tokenizer_json_only_checkpoints_convert_to_sentencepiece() {
         assert_eq!(tok.piece(id, false), b"2", "{case}");
     }
 }
+
+/// A copy of the fixture checkpoint `case` (every file) in `dir`.
+fn copy_checkpoint(case: &str, dir: &std::path::Path) -> std::path::PathBuf {
+    let src = fixtures_dir().join(case).join("hf");
+    std::fs::create_dir_all(dir).unwrap();
+    for f in std::fs::read_dir(&src).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, dir.join(f.file_name().unwrap())).unwrap();
+    }
+    dir.to_path_buf()
+}
+
+/// Overwrites the values of F32 tensor `name` in a safetensors file, in place.
+fn patch_tensor(path: &std::path::Path, name: &str, values: &[f32]) {
+    let mut bytes = std::fs::read(path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let off = &header[name]["data_offsets"];
+    let (a, b) = (
+        8 + n + off[0].as_u64().unwrap() as usize,
+        8 + n + off[1].as_u64().unwrap() as usize,
+    );
+    assert_eq!(b - a, values.len() * 4, "{name}");
+    for (dst, v) in bytes[a..b].chunks_exact_mut(4).zip(values) {
+        dst.copy_from_slice(&v.to_le_bytes());
+    }
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// `projector_hidden_act = "linear"` with a second linear that is not the identity: the
+/// mmproj projects as linear_2(linear_1(x)) computed from the checkpoint's weights (it dropped
+/// linear_2 before).
+#[test]
+fn a_linear_projector_keeps_its_second_linear() {
+    use common::rel_err;
+    use common::safetensors::read_f32;
+    use llava_edge::threadpool::ThreadPool;
+    use llava_edge::vision::VisionEncoder;
+    let tmp = TempDir::new("convert-linear2");
+    let hf = copy_checkpoint("llava_v1", &tmp.path("hf"));
+    let st = hf.join("model.safetensors");
+    let (s2, _) = read_f32(&st, "multi_modal_projector.linear_2.weight");
+    let mut rng = common::Rng(0x9e37_79b9_7f4a_7c15);
+    let mut rand = |n: usize, scale: f32| -> Vec<f32> {
+        (0..n)
+            .map(|_| ((rng.below(2001) as f32 - 1000.0) / 1000.0) * scale)
+            .collect()
+    };
+    let w2 = rand(s2[0] * s2[1], 1.0 / (s2[1] as f32).sqrt());
+    let b2 = rand(s2[0], 0.1);
+    patch_tensor(&st, "multi_modal_projector.linear_2.weight", &w2);
+    patch_tensor(&st, "multi_modal_projector.linear_2.bias", &b2);
+    let (t, v) = (tmp.path("t.gguf"), tmp.path("v.gguf"));
+    let r = convert(&hf, &t, &v, OutType::F32, false).unwrap();
+    assert!(
+        r.unused
+            .iter()
+            .all(|n| !n.contains("multi_modal_projector")),
+        "{:?}",
+        r.unused
+    );
+    let (_, w1) = read_f32(&st, "multi_modal_projector.linear_1.weight");
+    let (_, b1) = read_f32(&st, "multi_modal_projector.linear_1.bias");
+    let (hidden, n_in, n_out) = (b1.len(), w1.len() / b1.len(), b2.len());
+    let feats = common::npy::read(&fixtures_dir().join("llava_v1/sq180/vision_features.npy"));
+    let feats = feats.f32();
+    let mut want = Vec::new();
+    for x in feats.chunks(n_in) {
+        let h: Vec<f64> = (0..hidden)
+            .map(|j| {
+                b1[j] as f64
+                    + (0..n_in)
+                        .map(|i| w1[j * n_in + i] as f64 * x[i] as f64)
+                        .sum::<f64>()
+            })
+            .collect();
+        want.extend((0..n_out).map(|o| {
+            (b2[o] as f64
+                + (0..hidden)
+                    .map(|j| w2[o * hidden + j] as f64 * h[j])
+                    .sum::<f64>()) as f32
+        }));
+    }
+    let f = GgufFile::open(&v).unwrap();
+    let enc = VisionEncoder::load(&f).unwrap();
+    let got = enc.project(feats, &ThreadPool::new(2));
+    let e = rel_err(&got, &want);
+    assert!(e < 1e-5, "relative error {e:e}");
+}
+
+/// Outputs that are one file (the same path, a hard or symbolic link) or one of the
+/// checkpoint's own files are refused before anything is written; a run that fails leaves
+/// existing outputs as they were, with no temporary files behind.
+#[test]
+fn outputs_never_overwrite_each_other_or_the_checkpoint() {
+    let tmp = TempDir::new("convert-paths");
+    let hf = copy_checkpoint("llava15", &tmp.path("hf"));
+    let x = tmp.path("x.gguf");
+    std::fs::write(&x, b"keep").unwrap();
+    let e = convert(&hf, &x, &x, OutType::F32, false).err().unwrap();
+    assert!(matches!(e, ConvertError::SameOutput { .. }), "{e}");
+    let hard = tmp.path("hard.gguf");
+    std::fs::hard_link(&x, &hard).unwrap();
+    let e = convert(&hf, &x, &hard, OutType::F32, false).err().unwrap();
+    assert!(matches!(e, ConvertError::SameOutput { .. }), "{e}");
+    #[cfg(unix)]
+    {
+        let soft = tmp.path("soft.gguf");
+        std::os::unix::fs::symlink(&x, &soft).unwrap();
+        let e = convert(&hf, &soft, &x, OutType::F32, false).err().unwrap();
+        assert!(matches!(e, ConvertError::SameOutput { .. }), "{e}");
+    }
+    // Not yet written, spelled two ways.
+    let e = convert(
+        &hf,
+        &tmp.path("new.gguf"),
+        &tmp.0.join(".").join("new.gguf"),
+        OutType::F32,
+        false,
+    )
+    .err()
+    .unwrap();
+    assert!(matches!(e, ConvertError::SameOutput { .. }), "{e}");
+    let e = convert(&hf, &hf.join("model.safetensors"), &x, OutType::F32, false)
+        .err()
+        .unwrap();
+    assert!(matches!(e, ConvertError::OutputIsInput { .. }), "{e}");
+    assert_eq!(std::fs::read(&x).unwrap(), b"keep");
+
+    // The mmproj half fails (no processor config): the text model is not replaced either.
+    let (m, p) = (tmp.path("m.gguf"), tmp.path("p.gguf"));
+    std::fs::write(&m, b"old model").unwrap();
+    std::fs::write(&p, b"old mmproj").unwrap();
+    std::fs::remove_file(hf.join("processor_config.json")).unwrap();
+    let e = convert(&hf, &m, &p, OutType::F32, false).err().unwrap();
+    assert!(e.to_string().contains("processor_config.json"), "{e}");
+    assert_eq!(std::fs::read(&m).unwrap(), b"old model");
+    assert_eq!(std::fs::read(&p).unwrap(), b"old mmproj");
+    let left: Vec<String> = std::fs::read_dir(&tmp.0)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("converting") || n.contains("partial"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+/// A path to config.json where the checkpoint directory belongs is a clear error naming the
+/// directory to give; converted models are named from the checkpoint, not "hf".
+#[test]
+fn checkpoint_path_and_model_name() {
+    let tmp = TempDir::new("convert-name");
+    let (t, v) = (tmp.path("t.gguf"), tmp.path("v.gguf"));
+    let hf = fixtures_dir().join("llava15/hf");
+    let e = convert(&hf.join("config.json"), &t, &v, OutType::F32, false)
+        .err()
+        .unwrap();
+    assert!(matches!(e, ConvertError::NotADirectory { .. }), "{e}");
+    assert!(e.to_string().contains(&hf.display().to_string()), "{e}");
+
+    convert(&hf, &t, &v, OutType::F32, false).unwrap();
+    for f in [&t, &v] {
+        let f = GgufFile::open(f).unwrap();
+        assert_eq!(f.get_str("general.name").ok(), Some("llava15"));
+    }
+    // The repository name transformers records wins.
+    let copy = copy_checkpoint("llava15", &tmp.path("checkpoint"));
+    let cfg = std::fs::read_to_string(copy.join("config.json"))
+        .unwrap()
+        .replacen('{', "{\"_name_or_path\": \"llava-hf/llava-1.5-7b-hf\",", 1);
+    std::fs::write(copy.join("config.json"), cfg).unwrap();
+    convert(&copy, &t, &v, OutType::F32, false).unwrap();
+    let f = GgufFile::open(&t).unwrap();
+    assert_eq!(f.get_str("general.name").ok(), Some("llava-1.5-7b-hf"));
+}

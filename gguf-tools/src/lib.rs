@@ -3,5 +3,6 @@
 pub mod convert;
 pub mod inspect;
 pub mod mix;
+pub mod paths;
 pub mod quantize;
 pub mod synth;

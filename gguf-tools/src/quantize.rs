@@ -25,6 +25,9 @@ pub enum QuantizeError {
         #[source]
         source: QuantError,
     },
+    /// The output would replace the input while it is being read.
+    #[error("output {output} is the input {input} (the same file); write the quantized model to another file")]
+    SameFile { input: PathBuf, output: PathBuf },
     /// The input already holds quantized tensors and requantizing was not allowed.
     #[error("{path}: tensor '{tensor}' is already {ty}; requantizing loses quality, pass --allow-requantize to do it anyway")]
     AlreadyQuantized {
@@ -61,6 +64,12 @@ pub struct Report {
 
 /// Quantizes `input` into `output` with `opts.mix`.
 pub fn quantize_file(input: &Path, output: &Path, opts: &Options) -> Result<Report, QuantizeError> {
+    if crate::paths::same_file(input, output) {
+        return Err(QuantizeError::SameFile {
+            input: input.to_path_buf(),
+            output: output.to_path_buf(),
+        });
+    }
     let src = GgufFile::open(input)?;
     let shapes: Vec<TensorShape> = src
         .tensors()
