@@ -67,6 +67,14 @@ enum Command {
         /// precision instead of exact F16 weights against f32 inputs.
         #[arg(long = "vision-bf16")]
         vision_bf16: bool,
+        /// Layers to offload to a GPU (llama-bench's -ngl): accepted and ignored, as no GPU
+        /// backend is built in yet.
+        #[arg(
+            long = "n-gpu-layers",
+            visible_alias = "gpu-layers",
+            allow_hyphen_values = true
+        )]
+        n_gpu_layers: Option<String>,
     },
 }
 
@@ -614,7 +622,11 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             vs_llama_cpp,
             no_repack,
             vision_bf16,
+            n_gpu_layers,
         } => {
+            if let Some(n) = n_gpu_layers {
+                eprintln!("note: -ngl {n} ignored: no GPU backend is built into llava-edge yet");
+            }
             let threads = threads.unwrap_or_else(default_threads);
             let img = image.as_deref().map(load_image).transpose()?;
             let cfg = BenchConfig {

@@ -427,7 +427,7 @@ fn bench_runs_on_a_vocabulary_under_1000_tokens_at_depth() {
     let o = llava(
         &[
             "bench", "-m", m, "-t", "2", "-p", "16", "-n", "4", "-d", "1000", "--repeat", "1",
-            "--json",
+            "--json", "-ngl", "99",
         ],
         None,
     );
