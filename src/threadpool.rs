@@ -305,8 +305,10 @@ impl<T> Clone for Disjoint<T> {
 
 impl<T> Copy for Disjoint<T> {}
 
-// SAFETY: only used for writes to disjoint elements by threads the pool joins before the
-// buffer's borrow ends (each user states which elements its thread owns).
+// SAFETY: sharing the bare pointer is harmless; every use of it is an `unsafe` dereference
+// whose SAFETY names the elements its thread alone writes, within a section of the pool, which
+// (panic or not) finishes before the buffer's borrow ends. `T: Send` because other threads write
+// the elements.
 unsafe impl<T: Send> Send for Disjoint<T> {}
 // SAFETY: as above.
 unsafe impl<T: Send> Sync for Disjoint<T> {}

@@ -1168,12 +1168,61 @@ pub fn attend_rows(
     if nq == 0 {
         return;
     }
+    assert!(out.len() >= (nq - 1) * o_stride + hd, "attend_rows: output");
+    // SAFETY: `out` holds every element written (asserted) and is borrowed exclusively.
+    unsafe {
+        attend_rows_to(
+            isa,
+            nq,
+            hd,
+            q,
+            q_stride,
+            k,
+            v,
+            stride,
+            n_kv,
+            visible,
+            scale,
+            out.as_mut_ptr(),
+            o_stride,
+            scratch,
+        )
+    }
+}
+
+/// [`attend_rows`] writing through a raw pointer, for threads that each own some columns of one
+/// output (one head's columns of a block of rows): a `&mut` slice from each would overlap the
+/// others'.
+///
+/// # Safety
+/// `out` must be valid for writes at `i * o_stride + j` for every `i < nq`, `j < hd`, and no
+/// other thread may access those elements during the call.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn attend_rows_to(
+    isa: FloatIsa,
+    nq: usize,
+    hd: usize,
+    q: &[f32],
+    q_stride: usize,
+    k: KvRef<'_>,
+    v: KvRef<'_>,
+    stride: usize,
+    n_kv: usize,
+    visible: Visible,
+    scale: f32,
+    out: *mut f32,
+    o_stride: usize,
+    scratch: &mut Vec<f32>,
+) {
+    if nq == 0 {
+        return;
+    }
     assert!(
         (1..=MAX_HEAD_DIM).contains(&hd),
         "attend_rows: head dim {hd}"
     );
     assert!(q.len() >= (nq - 1) * q_stride + hd, "attend_rows: queries");
-    assert!(out.len() >= (nq - 1) * o_stride + hd, "attend_rows: output");
+    assert!(nq == 1 || o_stride >= hd, "attend_rows: output stride");
     let (causal, kv0) = match visible {
         Visible::All => (0, 0),
         Visible::Causal { first } => {
@@ -1202,7 +1251,7 @@ pub fn attend_rows(
         }
     }
     let s = scratch.as_mut_ptr();
-    let (n, d, qp, op) = (nq as i32, hd as i32, q.as_ptr(), out.as_mut_ptr());
+    let (n, d, qp, op) = (nq as i32, hd as i32, q.as_ptr(), out);
     type RowsFn = unsafe extern "C" fn(
         i32,
         i32,
@@ -1229,7 +1278,8 @@ pub fn attend_rows(
         FloatKind::Neon => ffi::le_attend_rows_neon,
         _ => ffi::le_attend_rows_scalar,
     };
-    // SAFETY: reads stay within the asserted lengths of q, k and v; writes within out's; the
+    // SAFETY: reads stay within the asserted lengths of q, k and v; writes at the elements the
+    // caller's contract covers (rows of hd at o_stride); the
     // scratch holds the packed keys and values of n_kv positions whenever nq may make a tile (the
     // C code packs only then); a SIMD `isa` exists only where detection found it.
     let rc = unsafe {

@@ -128,7 +128,6 @@ pub fn attend_rows(
     }
     let blocks = n_rows.div_ceil(rows_per_task);
     let base = Disjoint::new(out);
-    let len = out.len();
     pool.for_chunks(n_head * blocks, 1, &|tasks| {
         with_attention_scratch(|scratch| {
             for task in tasks {
@@ -140,26 +139,27 @@ pub fn attend_rows(
                     Visible::All => Visible::All,
                     Visible::Causal { first } => Visible::Causal { first: first + r0 },
                 };
-                // SAFETY: `out` holds len values; this task alone writes head h's columns of rows
-                // r0..r0 + nq (tasks are disjoint), and the pool joins before returning.
-                let o =
-                    unsafe { std::slice::from_raw_parts_mut(base.get().add(first), len - first) };
-                kernels::attend_rows(
-                    isa,
-                    nq,
-                    head_dim,
-                    &q[first..],
-                    w,
-                    k.skip(at),
-                    v.skip(at),
-                    stride,
-                    n_kv,
-                    vis,
-                    scale,
-                    o,
-                    w,
-                    scratch,
-                );
+                // SAFETY: `out` holds n_rows * w values, so head h's columns of rows r0..r0 + nq
+                // (at first + i * w + j, j < head_dim) lie in it; this task alone writes them
+                // (tasks are disjoint), and the pool joins before `out`'s borrow ends.
+                unsafe {
+                    kernels::attend_rows_to(
+                        isa,
+                        nq,
+                        head_dim,
+                        &q[first..],
+                        w,
+                        k.skip(at),
+                        v.skip(at),
+                        stride,
+                        n_kv,
+                        vis,
+                        scale,
+                        base.get().add(first),
+                        w,
+                        scratch,
+                    )
+                };
             }
         })
     });
