@@ -63,7 +63,7 @@ fn rendered_prompts_equal_the_references() {
             };
             let system = want.starts_with(VICUNA_SYSTEM).then_some(VICUNA_SYSTEM);
             assert_eq!(
-                template.render(system, &[msg.clone()]).unwrap(),
+                template.render(system, std::slice::from_ref(&msg)).unwrap(),
                 want,
                 "{}",
                 meta.display()
