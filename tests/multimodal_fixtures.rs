@@ -332,5 +332,5 @@ fn onevision_images_of_mixed_shapes_answer_like_transformers() {
         );
         checked += 1;
     }
-    assert_eq!(checked, 6, "fixtures of {case}");
+    assert_eq!(checked, 7, "fixtures of {case}");
 }

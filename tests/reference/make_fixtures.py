@@ -145,6 +145,8 @@ IMAGES = {
     "wide250x100": (250, 100),   # llava_ov_mixed: 2.5:1, padded to a square in a multi-image prompt
     "tall100x220": (100, 220),   # llava_ov_mixed: 1:2.2
     "tiny20x12": (20, 12),       # llava_ov_mixed: smaller than one vision patch
+    "wide231x100": (231, 100),   # llava_ov_mixed: odd padding (65 above, 66 below)
+    "tall97x212": (97, 212),     # llava_ov_mixed: odd padding (57 left, 58 right)
 }
 VIDEO = ("video4_96x72", 96, 72, 4)   # name, width, height, frames (the red disc moves right)
 
@@ -421,7 +423,8 @@ CASES = [
          [("two_images", "multi_image", ("small100x60", "tall110x200")),
           ("video4", "video", VIDEO[0])]),
     # Several images of different shapes in one OneVision prompt (each is padded to a square with the
-    # mean colour, not squashed), alone for comparison, in both orders, three sizes, tiny with big.
+    # mean colour, not squashed), alone for comparison, in both orders, three sizes, tiny with big,
+    # odd padding amounts (which side gets the extra row or column).
     # Its own seed: llava_ov's weights answer every image prompt with token 0, which hides wrong rows.
     dict(name="llava_ov_mixed", builder=build_llava_ov, tokenizer="qwen", system=None, family="ov", seed=SEED_OV_MIXED,
          pil_fixture="wide_tall",
@@ -429,7 +432,8 @@ CASES = [
          [("wide_tall", "multi_image", ("wide250x100", "tall100x220")),
           ("tall_wide", "multi_image", ("tall100x220", "wide250x100")),
           ("three_sizes", "multi_image", ("small100x60", "wide300x200", "tall100x220")),
-          ("tiny_big", "multi_image", ("tiny20x12", "wide300x200"))]),
+          ("tiny_big", "multi_image", ("tiny20x12", "wide300x200")),
+          ("odd_pads", "multi_image", ("wide231x100", "tall97x212"))]),
 ]
 PROMPT_TEXT = {"text": "Describe a red circle on a blue background.", "image": "What is shown in this image?",
                "multi_image": "What is different between these images?", "video": "What happens in this video?"}
