@@ -116,9 +116,9 @@ pub const MAX_LAYERS: usize = 1 << 12;
 /// full encoder pass, so a damaged pinpoint list could otherwise ask for thousands.
 pub const MAX_TILES_PER_PINPOINT: usize = 64;
 
-/// Number of `v.blk.N` encoder blocks in `f`; every N from 0 up, or a count that matches no
-/// `block_count` (usize::MAX) when some are missing.
-fn stored_blocks(f: &GgufFile) -> usize {
+/// The number of `v.blk.N` encoder blocks in `f` when N runs from 0 without gaps, else what
+/// the file holds, for a message.
+fn stored_blocks(f: &GgufFile) -> Result<usize, String> {
     let mut present = std::collections::BTreeSet::new();
     for t in f.tensors() {
         let index = t
@@ -128,10 +128,13 @@ fn stored_blocks(f: &GgufFile) -> usize {
             .and_then(|(i, _)| i.parse::<usize>().ok());
         present.extend(index);
     }
-    if present.iter().copied().eq(0..present.len()) {
-        present.len()
-    } else {
-        usize::MAX
+    match (present.first(), present.last()) {
+        _ if present.iter().copied().eq(0..present.len()) => Ok(present.len()),
+        (Some(lo), Some(hi)) => Err(format!(
+            "v.blk.N tensors for {} values of N from {lo} to {hi}, with gaps",
+            present.len()
+        )),
+        _ => Ok(0),
     }
 }
 
@@ -184,13 +187,18 @@ impl VisionConfig {
             Ok(v as usize)
         };
         let n_stored = int("clip.vision.block_count", 0, usize::MAX)?;
-        let present = stored_blocks(f);
-        if n_stored != present {
-            return Err(out_of_range(
-                "clip.vision.block_count",
-                &n_stored,
-                format!("must count the file's encoder blocks: it holds v.blk.N for {present}"),
-            ));
+        match stored_blocks(f) {
+            Ok(n) if n == n_stored => {}
+            found => {
+                return Err(out_of_range(
+                    "clip.vision.block_count",
+                    &n_stored,
+                    format!(
+                        "must count the file's encoder blocks: it holds {}",
+                        found.map_or_else(|what| what, |n| n.to_string())
+                    ),
+                ))
+            }
         }
         let n_orig = match f.get(keys::N_LAYER_ORIG) {
             Some(_) => int(keys::N_LAYER_ORIG, n_stored, MAX_LAYERS)?,
@@ -435,20 +443,16 @@ impl<'a> VisionEncoder<'a> {
     /// Builds the encoder from `f` with an explicit `config`.
     pub fn with_config(f: &'a GgufFile, config: VisionConfig) -> Result<Self, VisionError> {
         config.check(f.path())?;
-        let stored = stored_blocks(f);
+        let bad = |problem: String| VisionError::BadConfig {
+            path: f.path().to_path_buf(),
+            problem,
+        };
+        let stored = stored_blocks(f).map_err(|what| bad(format!("the file holds {what}")))?;
         if config.n_layer_run > stored {
-            return Err(VisionError::BadConfig {
-                path: f.path().to_path_buf(),
-                problem: format!(
-                    "{} encoder layers to run, the file stores {}",
-                    config.n_layer_run,
-                    if stored == usize::MAX {
-                        "a broken sequence of v.blk.N".to_string()
-                    } else {
-                        stored.to_string()
-                    }
-                ),
-            });
+            return Err(bad(format!(
+                "{} encoder layers to run, the file stores {stored}",
+                config.n_layer_run
+            )));
         }
         let op = |source| VisionError::Op {
             path: f.path().to_path_buf(),
