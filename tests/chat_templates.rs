@@ -327,3 +327,33 @@ fn python_methods_and_helpers() {
         .unwrap();
     assert_eq!(out, "HELLO|11");
 }
+
+/// llava-hf checkpoints saved before transformers wrote `chat_template.jinja` keep the
+/// processor's template in `chat_template.json`: the converter must carry it into the GGUF (else
+/// the model runs with a guessed built-in).
+#[test]
+fn the_converter_keeps_a_chat_template_json() {
+    use gguf_tools::convert::{convert, OutType};
+    let tmp = common::TempDir::new("chat-json");
+    let hf = tmp.path("hf");
+    std::fs::create_dir_all(&hf).unwrap();
+    for e in std::fs::read_dir(fixtures_dir().join("llava15/hf")).unwrap() {
+        let p = e.unwrap().path();
+        if p.file_name().unwrap() != "chat_template.jinja" {
+            std::fs::copy(&p, hf.join(p.file_name().unwrap())).unwrap();
+        }
+    }
+    let src = std::fs::read_to_string(data_dir().join("llava-1.5-hf.jinja")).unwrap();
+    std::fs::write(
+        hf.join("chat_template.json"),
+        serde_json::to_string_pretty(&serde_json::json!({ "chat_template": src })).unwrap(),
+    )
+    .unwrap();
+    let (tp, vp) = (tmp.path("t.gguf"), tmp.path("v.gguf"));
+    convert(&hf, &tp, &vp, OutType::F32, false).unwrap();
+    let f = llava_edge::gguf::GgufFile::open(&tp).unwrap();
+    assert_eq!(
+        f.get_str("tokenizer.chat_template").ok(),
+        Some(src.as_str())
+    );
+}

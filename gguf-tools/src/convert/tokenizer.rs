@@ -424,8 +424,19 @@ pub fn tokenizer_metadata(
         "tokenizer.ggml.add_eos_token".into(),
         Value::Bool(add_eos && id_of("eos_token").is_some()),
     ));
+    // The processor's template (what apply_chat_template renders for a multimodal model) before
+    // the tokenizer's; older llava-hf checkpoints keep it in chat_template.json.
+    let template_json = dir.join("chat_template.json");
+    let processor_template = if template_json.exists() {
+        json(&template_json)?["chat_template"]
+            .as_str()
+            .map(String::from)
+    } else {
+        None
+    };
     let template = std::fs::read_to_string(dir.join("chat_template.jinja"))
         .ok()
+        .or(processor_template)
         .or_else(|| cfg["chat_template"].as_str().map(String::from));
     if let Some(t) = template {
         md.push(("tokenizer.chat_template".into(), Value::string(t)));
