@@ -20,3 +20,5 @@ pub mod text;
 pub mod threadpool;
 pub mod tokenizer;
 pub mod vision;
+#[cfg(feature = "vulkan")]
+pub mod vulkan;

@@ -1,0 +1,37 @@
+//! The Vulkan compute backend: device buffers, pipelines built from the SPIR-V of
+//! `kernels/vulkan/*.comp`, and the ops the forward passes use, recorded into one command
+//! buffer per batch of work.
+//!
+//! The Vulkan loader is opened at run time (ash's `loaded`), so building needs no SDK and a
+//! machine without Vulkan gets [`VulkanError::Loader`] (callers fall back to the CPU). Every
+//! shader reads packed GGUF blocks from 32-bit words and computes in f32, so it runs on any
+//! Vulkan 1.1 device (lavapipe, V3D, Jetson, desktop GPUs) without assuming a subgroup size;
+//! [`DeviceInfo`] reports the optional features for variants that use them.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), llava_edge::vulkan::VulkanError> {
+//! use llava_edge::vulkan::Vulkan;
+//! let vk = Vulkan::new(None)?;
+//! let x = vk.upload_f32(&[1.0, 2.0, 3.0], "x")?;
+//! let y = vk.upload_f32(&[0.5, 0.5, 0.5], "y")?;
+//! let mut rec = vk.recorder()?;
+//! rec.add(&x, &y, 3)?;
+//! rec.submit()?;
+//! assert_eq!(x.read_f32()?, [1.5, 2.5, 3.5]);
+//! # Ok(()) }
+//! ```
+
+mod buffer;
+mod device;
+mod error;
+mod ops;
+mod pipeline;
+mod recorder;
+mod shaders;
+
+pub use buffer::Buffer;
+pub use device::{DeviceInfo, DeviceKind, Vulkan};
+pub use error::VulkanError;
+pub use ops::{rope_tables, Activation, AttentionShape, Mask};
+pub use recorder::Recorder;
+pub use shaders::{Shader, MUL_MAT_TYPES};

@@ -1,0 +1,360 @@
+//! The ops, as recorder methods: each checks its buffers against the shape it is given (a
+//! typed error, never an out-of-bounds shader) and records one dispatch.
+
+use super::buffer::Buffer;
+use super::error::VulkanError;
+use super::recorder::Recorder;
+use super::shaders::{Shader, MUL_MAT_TILE, WG};
+use crate::dtype::GgmlType;
+use crate::ops::rope::rope_table;
+
+/// Workgroups along x that every device accepts (the Vulkan minimum of
+/// maxComputeWorkGroupCount); larger grids fold into y.
+const MAX_X: u32 = 65_535;
+
+/// An element-wise activation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    /// Exact GELU (`x * Phi(x)`).
+    GeluErf,
+    /// GELU's tanh approximation.
+    GeluTanh,
+    /// CLIP's `quick_gelu`.
+    GeluQuick,
+}
+
+/// Which keys each query row sees.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mask {
+    /// Every key (the vision encoder).
+    None,
+    /// Row r sees keys `0..=first + r` (text: `first` is the row's position before the batch).
+    Causal {
+        /// The first row's position.
+        first: usize,
+    },
+}
+
+/// The shape of an attention call: `n_rows` query rows of `n_head` heads against `n_kv`
+/// cached positions of `n_kv_head` heads, all `head_dim` wide.
+#[derive(Clone, Copy, Debug)]
+pub struct AttentionShape {
+    /// Query rows (tokens).
+    pub n_rows: usize,
+    /// Cached key/value positions.
+    pub n_kv: usize,
+    /// Query heads.
+    pub n_head: usize,
+    /// Key/value heads (divides `n_head`).
+    pub n_kv_head: usize,
+    /// Values per head (even, at most 256).
+    pub head_dim: usize,
+    /// Which keys each row sees.
+    pub mask: Mask,
+}
+
+fn u32_of(op: &'static str, what: &str, v: usize) -> Result<u32, VulkanError> {
+    u32::try_from(v).map_err(|_| VulkanError::Invalid {
+        op,
+        detail: format!("{what} = {v} is past the shaders' 32-bit indexing"),
+    })
+}
+
+fn need(op: &'static str, what: &str, b: &Buffer, bytes: u64) -> Result<(), VulkanError> {
+    if b.size() < bytes {
+        return Err(VulkanError::Invalid {
+            op,
+            detail: format!("{what} holds {} bytes, the shape needs {bytes}", b.size()),
+        });
+    }
+    // Shaders index 32-bit words (or f32 values) with 32-bit integers.
+    u32_of(op, what, (bytes / 4) as usize).map(|_| ())
+}
+
+/// A grid of `n` workgroups folded to fit x.
+fn fold(n: u32) -> [u32; 3] {
+    let x = n.clamp(1, MAX_X);
+    [x, n.div_ceil(x), 1]
+}
+
+fn words(fields: &[u32]) -> Vec<u8> {
+    fields.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+/// The cos/sin tables [`Recorder::rope`] reads for tokens at `positions`: per token, the
+/// `rot_dim / 2` cosines then the sines, computed as the CPU computes them
+/// ([`crate::ops::rope::rope_table`]).
+pub fn rope_tables(positions: &[usize], rot_dim: usize, theta: f32) -> Vec<f32> {
+    let mut out = Vec::with_capacity(positions.len() * rot_dim);
+    for &pos in positions {
+        let t = rope_table(rot_dim, pos, theta);
+        out.extend_from_slice(&t.cos);
+        out.extend_from_slice(&t.sin);
+    }
+    out
+}
+
+impl Recorder {
+    /// `y[t][r] = sum_k w[r][k] x[t][k]` for `n_tok` tokens: `w` holds `rows` rows of `cols`
+    /// values of type `ty` (GGUF layout), `x` is `n_tok x cols` f32, `y` is `n_tok x rows` f32.
+    #[allow(clippy::too_many_arguments)]
+    pub fn mul_mat(
+        &mut self,
+        w: &Buffer,
+        ty: GgmlType,
+        rows: usize,
+        cols: usize,
+        x: &Buffer,
+        n_tok: usize,
+        y: &Buffer,
+    ) -> Result<(), VulkanError> {
+        const OP: &str = "mul_mat";
+        // The shader works in 32-value chunks (a K-quant super-block is eight of them).
+        if !cols.is_multiple_of(ty.block_size()) || !cols.is_multiple_of(32) {
+            return Err(VulkanError::Invalid {
+                op: OP,
+                detail: format!("{cols} columns are not whole 32-value chunks of {ty} blocks"),
+            });
+        }
+        let row_bytes = cols / ty.block_size() * ty.type_size();
+        need(OP, "the weight buffer", w, (rows * row_bytes) as u64)?;
+        need(OP, "the input buffer", x, (n_tok * cols * 4) as u64)?;
+        need(OP, "the output buffer", y, (n_tok * rows * 4) as u64)?;
+        let (rows32, cols32, n32) = (
+            u32_of(OP, "rows", rows)?,
+            u32_of(OP, "cols", cols)?,
+            u32_of(OP, "tokens", n_tok)?,
+        );
+        let push = words(&[
+            rows32,
+            cols32,
+            n32,
+            0,
+            row_bytes as u32,
+            0,
+            cols32,
+            0,
+            rows32,
+        ]);
+        let mut groups = fold(rows32);
+        groups[2] = n32.div_ceil(MUL_MAT_TILE);
+        self.dispatch(Shader::MulMat(ty), &[w, x, y], &push, groups)
+    }
+
+    /// RMSNorm of `n_rows` rows of `width` in `x`, in place, with weight `w` (`width` f32).
+    pub fn rms_norm(
+        &mut self,
+        x: &Buffer,
+        w: &Buffer,
+        width: usize,
+        n_rows: usize,
+        eps: f32,
+    ) -> Result<(), VulkanError> {
+        self.norm(Shader::RmsNorm, x, w, w, width, n_rows, eps)
+    }
+
+    /// LayerNorm of `n_rows` rows of `width` in `x`, in place, with weight `w` and bias `b`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn layer_norm(
+        &mut self,
+        x: &Buffer,
+        w: &Buffer,
+        b: &Buffer,
+        width: usize,
+        n_rows: usize,
+        eps: f32,
+    ) -> Result<(), VulkanError> {
+        need("layer_norm", "the bias", b, (width * 4) as u64)?;
+        self.norm(Shader::LayerNorm, x, w, b, width, n_rows, eps)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn norm(
+        &mut self,
+        shader: Shader,
+        x: &Buffer,
+        w: &Buffer,
+        b: &Buffer,
+        width: usize,
+        n_rows: usize,
+        eps: f32,
+    ) -> Result<(), VulkanError> {
+        const OP: &str = "norm";
+        need(OP, "the rows", x, (width * n_rows * 4) as u64)?;
+        need(OP, "the weight", w, (width * 4) as u64)?;
+        let (w32, n32) = (u32_of(OP, "width", width)?, u32_of(OP, "rows", n_rows)?);
+        let push = words(&[w32, n32, 0, w32, eps.to_bits()]);
+        self.dispatch(shader, &[x, w, b], &push, fold(n32))
+    }
+
+    /// Rotates the first `rot_dim` dimensions of each of the `n_head` heads (`head_dim` wide,
+    /// back to back) of `n_tok` tokens in `x`, in place; `table` holds [`rope_tables`] of the
+    /// tokens' positions. `neox`: halves (GPT-NeoX, Qwen2) instead of adjacent pairs.
+    #[allow(clippy::too_many_arguments)]
+    pub fn rope(
+        &mut self,
+        x: &Buffer,
+        table: &Buffer,
+        head_dim: usize,
+        rot_dim: usize,
+        n_head: usize,
+        n_tok: usize,
+        neox: bool,
+    ) -> Result<(), VulkanError> {
+        const OP: &str = "rope";
+        if rot_dim > head_dim || !rot_dim.is_multiple_of(2) {
+            return Err(VulkanError::Invalid {
+                op: OP,
+                detail: format!(
+                    "rotating {rot_dim} of {head_dim} dimensions (must be even and fit)"
+                ),
+            });
+        }
+        need(OP, "the heads", x, (n_tok * n_head * head_dim * 4) as u64)?;
+        need(OP, "the table", table, (n_tok * rot_dim * 4) as u64)?;
+        let invocations = u32_of(OP, "rotated pairs", n_tok * n_head * rot_dim / 2)?;
+        let stride = (n_head * head_dim) as u32;
+        let push = words(&[
+            head_dim as u32,
+            (rot_dim / 2) as u32,
+            n_head as u32,
+            n_tok as u32,
+            0,
+            stride,
+        ]);
+        self.dispatch(
+            Shader::Rope(neox),
+            &[x, table],
+            &push,
+            fold(invocations.div_ceil(WG)),
+        )
+    }
+
+    fn eltwise(
+        &mut self,
+        shader: Shader,
+        x: &Buffer,
+        y: &Buffer,
+        n: usize,
+    ) -> Result<(), VulkanError> {
+        const OP: &str = "eltwise";
+        need(OP, "x", x, (n * 4) as u64)?;
+        if shader == Shader::SiluMul || shader == Shader::Add {
+            need(OP, "y", y, (n * 4) as u64)?;
+        }
+        let n32 = u32_of(OP, "values", n)?;
+        self.dispatch(
+            shader,
+            &[x, y],
+            &words(&[n32, 0, 0]),
+            fold(n32.div_ceil(WG)),
+        )
+    }
+
+    /// `x = silu(x) * y` over `n` values (SwiGLU).
+    pub fn silu_mul(&mut self, x: &Buffer, y: &Buffer, n: usize) -> Result<(), VulkanError> {
+        self.eltwise(Shader::SiluMul, x, y, n)
+    }
+
+    /// `x += y` over `n` values.
+    pub fn add(&mut self, x: &Buffer, y: &Buffer, n: usize) -> Result<(), VulkanError> {
+        self.eltwise(Shader::Add, x, y, n)
+    }
+
+    /// An activation over `n` values of `x`, in place.
+    pub fn activation(&mut self, act: Activation, x: &Buffer, n: usize) -> Result<(), VulkanError> {
+        let shader = match act {
+            Activation::GeluErf => Shader::GeluErf,
+            Activation::GeluTanh => Shader::GeluTanh,
+            Activation::GeluQuick => Shader::GeluQuick,
+        };
+        // The shader binds a second buffer it does not read: x stands in.
+        self.eltwise(shader, x, x, n)
+    }
+
+    /// Softmax of `n_rows` rows of `width` in `x`, in place.
+    pub fn softmax(&mut self, x: &Buffer, width: usize, n_rows: usize) -> Result<(), VulkanError> {
+        const OP: &str = "softmax";
+        need(OP, "the rows", x, (width * n_rows * 4) as u64)?;
+        let (w32, n32) = (u32_of(OP, "width", width)?, u32_of(OP, "rows", n_rows)?);
+        self.dispatch(
+            Shader::Softmax,
+            &[x],
+            &words(&[w32, n32, 0, w32]),
+            fold(n32),
+        )
+    }
+
+    /// Attention of the `n_rows x (n_head * head_dim)` f32 queries `q` over the F16 caches `k`
+    /// and `v` (`n_kv x n_kv_head x head_dim` half bits each), scale `1/sqrt(head_dim)`,
+    /// into `out` (like `q`).
+    pub fn attention(
+        &mut self,
+        q: &Buffer,
+        k: &Buffer,
+        v: &Buffer,
+        out: &Buffer,
+        s: AttentionShape,
+    ) -> Result<(), VulkanError> {
+        const OP: &str = "attention";
+        if s.head_dim == 0 || s.head_dim > 256 || !s.head_dim.is_multiple_of(2) {
+            return Err(VulkanError::Invalid {
+                op: OP,
+                detail: format!(
+                    "head_dim {} (the shader takes even widths up to 256)",
+                    s.head_dim
+                ),
+            });
+        }
+        if s.n_kv_head == 0 || !s.n_head.is_multiple_of(s.n_kv_head) {
+            return Err(VulkanError::Invalid {
+                op: OP,
+                detail: format!(
+                    "{} query heads are not groups of {} key/value heads",
+                    s.n_head, s.n_kv_head
+                ),
+            });
+        }
+        let first = match s.mask {
+            Mask::None => 0,
+            Mask::Causal { first } => first,
+        };
+        if s.n_kv == 0 || (matches!(s.mask, Mask::Causal { .. }) && first + s.n_rows > s.n_kv) {
+            return Err(VulkanError::Invalid {
+                op: OP,
+                detail: format!(
+                    "{} rows from position {first} against {} cached keys",
+                    s.n_rows, s.n_kv
+                ),
+            });
+        }
+        let w = s.n_head * s.head_dim;
+        need(OP, "the queries", q, (s.n_rows * w * 4) as u64)?;
+        need(OP, "the output", out, (s.n_rows * w * 4) as u64)?;
+        let kv_bytes = (s.n_kv * s.n_kv_head * s.head_dim * 2) as u64;
+        need(OP, "the key cache", k, kv_bytes)?;
+        need(OP, "the value cache", v, kv_bytes)?;
+        let rows = u32_of(OP, "rows", s.n_rows)?;
+        let push = words(&[
+            rows,
+            u32_of(OP, "keys", s.n_kv)?,
+            s.n_head as u32,
+            s.n_kv_head as u32,
+            s.head_dim as u32,
+            0,
+            w as u32,
+            0,
+            0,
+            (s.n_kv_head * s.head_dim) as u32,
+            matches!(s.mask, Mask::Causal { .. }) as u32,
+            u32_of(OP, "first", first)?,
+            (1.0 / (s.head_dim as f32).sqrt()).to_bits(),
+        ]);
+        self.dispatch(
+            Shader::Attention,
+            &[q, k, v, out],
+            &push,
+            [s.n_head as u32, rows, 1],
+        )
+    }
+}

@@ -1,0 +1,279 @@
+//! One command buffer that batches dispatches (and copies), each followed by a barrier so the
+//! next sees its writes, submitted once and waited for.
+
+use std::sync::Arc;
+
+use ash::vk;
+
+use super::buffer::Buffer;
+use super::device::Vulkan;
+use super::error::{api, VulkanError};
+use super::pipeline::Pipeline;
+use super::shaders::Shader;
+
+/// Descriptor sets per pool; a recorder adds pools as its dispatches need them.
+const SETS_PER_POOL: u32 = 256;
+/// Storage-buffer bindings per set, at most (the attention shader's four).
+const MAX_BINDINGS: u32 = 4;
+
+/// Records work for the device. Dropped without [`Recorder::submit`], it discards the work.
+pub struct Recorder {
+    vk: Vulkan,
+    cmd: vk::CommandBuffer,
+    pools: Vec<vk::DescriptorPool>,
+    sets_left: u32,
+    /// Pipelines used, kept alive until the work is done.
+    used: Vec<Arc<Pipeline>>,
+    dispatches: usize,
+}
+
+impl Vulkan {
+    /// A recorder for a batch of work.
+    pub fn recorder(&self) -> Result<Recorder, VulkanError> {
+        let pool = self.ctx.submit.lock().unwrap_or_else(|e| e.into_inner());
+        // SAFETY: the pool is used under its mutex; the command buffer is begun before use.
+        let cmd = unsafe {
+            let cmd = self
+                .ctx
+                .device
+                .allocate_command_buffers(
+                    &vk::CommandBufferAllocateInfo::default()
+                        .command_pool(*pool)
+                        .level(vk::CommandBufferLevel::PRIMARY)
+                        .command_buffer_count(1),
+                )
+                .map_err(api("vkAllocateCommandBuffers"))?[0];
+            if let Err(e) = self.ctx.device.begin_command_buffer(
+                cmd,
+                &vk::CommandBufferBeginInfo::default()
+                    .flags(vk::CommandBufferUsageFlags::ONE_TIME_SUBMIT),
+            ) {
+                self.ctx.device.free_command_buffers(*pool, &[cmd]);
+                return Err(api("vkBeginCommandBuffer")(e));
+            }
+            cmd
+        };
+        Ok(Recorder {
+            vk: self.clone(),
+            cmd,
+            pools: Vec::new(),
+            sets_left: 0,
+            used: Vec::new(),
+            dispatches: 0,
+        })
+    }
+}
+
+impl Recorder {
+    /// Dispatches done so far.
+    pub fn dispatches(&self) -> usize {
+        self.dispatches
+    }
+
+    fn descriptor_set(
+        &mut self,
+        layout: vk::DescriptorSetLayout,
+    ) -> Result<vk::DescriptorSet, VulkanError> {
+        let d = &self.vk.ctx.device;
+        // SAFETY: pools are this recorder's own and destroyed only after its work is done.
+        unsafe {
+            if self.sets_left == 0 {
+                let sizes = [vk::DescriptorPoolSize {
+                    ty: vk::DescriptorType::STORAGE_BUFFER,
+                    descriptor_count: SETS_PER_POOL * MAX_BINDINGS,
+                }];
+                let pool = d
+                    .create_descriptor_pool(
+                        &vk::DescriptorPoolCreateInfo::default()
+                            .max_sets(SETS_PER_POOL)
+                            .pool_sizes(&sizes),
+                        None,
+                    )
+                    .map_err(api("vkCreateDescriptorPool"))?;
+                self.pools.push(pool);
+                self.sets_left = SETS_PER_POOL;
+            }
+            self.sets_left -= 1;
+            let layouts = [layout];
+            Ok(d.allocate_descriptor_sets(
+                &vk::DescriptorSetAllocateInfo::default()
+                    .descriptor_pool(*self.pools.last().expect("a pool was just made"))
+                    .set_layouts(&layouts),
+            )
+            .map_err(api("vkAllocateDescriptorSets"))?[0])
+        }
+    }
+
+    /// Records `shader` over `groups` workgroups with `buffers` at bindings 0.. and `push`
+    /// (bytes, the shader's push-constant block), then a barrier: later work sees its writes.
+    pub fn dispatch(
+        &mut self,
+        shader: Shader,
+        buffers: &[&Buffer],
+        push: &[u8],
+        groups: [u32; 3],
+    ) -> Result<(), VulkanError> {
+        let p = self.vk.pipeline(shader)?;
+        let max = self.vk.ctx.info.max_workgroup_count;
+        if buffers.len() != p.bindings as usize || push.len() != p.push_bytes as usize {
+            return Err(VulkanError::Invalid {
+                op: "dispatch",
+                detail: format!(
+                    "{shader:?} takes {} buffers and {} push bytes, got {} and {}",
+                    p.bindings,
+                    p.push_bytes,
+                    buffers.len(),
+                    push.len()
+                ),
+            });
+        }
+        if (0..3).any(|i| groups[i] > max[i]) {
+            return Err(VulkanError::Invalid {
+                op: "dispatch",
+                detail: format!("{shader:?}: {groups:?} workgroups exceed the device's {max:?}"),
+            });
+        }
+        if groups.contains(&0) {
+            return Ok(());
+        }
+        let set = self.descriptor_set(p.set_layout)?;
+        let infos: Vec<[vk::DescriptorBufferInfo; 1]> = buffers
+            .iter()
+            .map(|b| {
+                [vk::DescriptorBufferInfo {
+                    buffer: b.buffer,
+                    offset: 0,
+                    range: vk::WHOLE_SIZE,
+                }]
+            })
+            .collect();
+        let writes: Vec<_> = infos
+            .iter()
+            .enumerate()
+            .map(|(i, info)| {
+                vk::WriteDescriptorSet::default()
+                    .dst_set(set)
+                    .dst_binding(i as u32)
+                    .descriptor_type(vk::DescriptorType::STORAGE_BUFFER)
+                    .buffer_info(info)
+            })
+            .collect();
+        let d = &self.vk.ctx.device;
+        // SAFETY: the set, pipeline and buffers are alive until the work completes (the
+        // recorder keeps the pipeline and waits on submit; buffers outlive the borrow's user,
+        // who submits before dropping them).
+        unsafe {
+            d.update_descriptor_sets(&writes, &[]);
+            d.cmd_bind_pipeline(self.cmd, vk::PipelineBindPoint::COMPUTE, p.pipeline);
+            d.cmd_bind_descriptor_sets(
+                self.cmd,
+                vk::PipelineBindPoint::COMPUTE,
+                p.layout,
+                0,
+                &[set],
+                &[],
+            );
+            if !push.is_empty() {
+                d.cmd_push_constants(self.cmd, p.layout, vk::ShaderStageFlags::COMPUTE, 0, push);
+            }
+            d.cmd_dispatch(self.cmd, groups[0], groups[1], groups[2]);
+            self.barrier();
+        }
+        self.used.push(p);
+        self.dispatches += 1;
+        Ok(())
+    }
+
+    /// Records a copy of `len` bytes between buffers, then a barrier.
+    pub fn copy(&mut self, src: &Buffer, src_at: u64, dst: &Buffer, dst_at: u64, len: u64) {
+        let region = vk::BufferCopy {
+            src_offset: src_at,
+            dst_offset: dst_at,
+            size: len,
+        };
+        // SAFETY: both buffers are alive until the work completes (as in `dispatch`).
+        unsafe {
+            self.vk
+                .ctx
+                .device
+                .cmd_copy_buffer(self.cmd, src.buffer, dst.buffer, &[region]);
+            self.barrier();
+        }
+    }
+
+    /// Makes every earlier shader or transfer write visible to every later read or write.
+    unsafe fn barrier(&self) {
+        let all = vk::AccessFlags::SHADER_READ
+            | vk::AccessFlags::SHADER_WRITE
+            | vk::AccessFlags::TRANSFER_READ
+            | vk::AccessFlags::TRANSFER_WRITE;
+        let stages = vk::PipelineStageFlags::COMPUTE_SHADER | vk::PipelineStageFlags::TRANSFER;
+        let barrier = vk::MemoryBarrier::default()
+            .src_access_mask(all)
+            .dst_access_mask(all);
+        // The host reads mapped memory after the fence: make the writes visible to it too.
+        let host = vk::MemoryBarrier::default()
+            .src_access_mask(all)
+            .dst_access_mask(vk::AccessFlags::HOST_READ);
+        // SAFETY: the command buffer is recording (caller's context).
+        unsafe {
+            self.vk.ctx.device.cmd_pipeline_barrier(
+                self.cmd,
+                stages,
+                stages | vk::PipelineStageFlags::HOST,
+                vk::DependencyFlags::empty(),
+                &[barrier, host],
+                &[],
+                &[],
+            );
+        }
+    }
+
+    /// Submits the recorded work and waits for it to finish.
+    pub fn submit(mut self) -> Result<(), VulkanError> {
+        let ctx = self.vk.ctx.clone();
+        let d = &ctx.device;
+        let _pool = ctx.submit.lock().unwrap_or_else(|e| e.into_inner());
+        // SAFETY: the command buffer was begun by this recorder; the queue is used under the
+        // submit mutex; the fence is waited on before anything used is released.
+        unsafe {
+            d.end_command_buffer(self.cmd)
+                .map_err(api("vkEndCommandBuffer"))?;
+            let fence = d
+                .create_fence(&vk::FenceCreateInfo::default(), None)
+                .map_err(api("vkCreateFence"))?;
+            let cmds = [self.cmd];
+            let submit = [vk::SubmitInfo::default().command_buffers(&cmds)];
+            let done = d
+                .queue_submit(ctx.queue, &submit, fence)
+                .map_err(api("vkQueueSubmit"))
+                .and_then(|_| {
+                    d.wait_for_fences(&[fence], true, u64::MAX)
+                        .map_err(api("vkWaitForFences"))
+                });
+            d.destroy_fence(fence, None);
+            if let Err(e) = done {
+                // The work may still be pending: idle the device before Drop frees its objects.
+                let _ = d.device_wait_idle();
+                return Err(e);
+            }
+        }
+        self.used.clear();
+        Ok(())
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        let ctx = &self.vk.ctx;
+        let pool = ctx.submit.lock().unwrap_or_else(|e| e.into_inner());
+        // SAFETY: either submit waited for the work, or it was never submitted; the pools and
+        // command buffer are this recorder's own.
+        unsafe {
+            for p in self.pools.drain(..) {
+                ctx.device.destroy_descriptor_pool(p, None);
+            }
+            ctx.device.free_command_buffers(*pool, &[self.cmd]);
+        }
+    }
+}

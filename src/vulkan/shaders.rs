@@ -1,0 +1,151 @@
+//! The embedded SPIR-V (kernels/vulkan/spv, built from kernels/vulkan/*.comp by
+//! scripts/build-spirv.sh) and, for each op, which variant a device gets.
+
+use std::sync::Arc;
+
+use super::device::{DeviceInfo, Vulkan};
+use super::error::VulkanError;
+use super::pipeline::Pipeline;
+use crate::dtype::GgmlType;
+
+macro_rules! spv {
+    ($name:literal) => {
+        include_bytes!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/kernels/vulkan/spv/",
+            $name,
+            ".spv"
+        ))
+    };
+}
+
+/// Invocations per workgroup of the row-reducing shaders (matrix products, norms, softmax):
+/// a power of two within every device's guaranteed 128.
+pub(crate) const MUL_MAT_WG: u32 = 32;
+/// Invocations per workgroup of the other shaders.
+pub(crate) const WG: u32 = 64;
+/// Tokens per workgroup of `mul_mat` (its `TILE`).
+pub(crate) const MUL_MAT_TILE: u32 = 8;
+
+/// One compiled shader variant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Shader {
+    /// Weight matrix times f32 activations, by weight type.
+    MulMat(GgmlType),
+    /// RMSNorm.
+    RmsNorm,
+    /// LayerNorm.
+    LayerNorm,
+    /// RoPE, adjacent pairs (`false`) or NeoX halves (`true`).
+    Rope(bool),
+    /// `silu(x) * y`.
+    SiluMul,
+    /// Exact GELU.
+    GeluErf,
+    /// GELU's tanh approximation.
+    GeluTanh,
+    /// `x * sigmoid(1.702 x)`.
+    GeluQuick,
+    /// `x + y`.
+    Add,
+    /// Row softmax.
+    Softmax,
+    /// Attention over an F16 cache.
+    Attention,
+}
+
+/// The weight types `Shader::MulMat` has a variant for.
+pub const MUL_MAT_TYPES: [GgmlType; 10] = [
+    GgmlType::F32,
+    GgmlType::F16,
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Q8_0,
+    GgmlType::Q4_K,
+    GgmlType::Q5_K,
+    GgmlType::Q6_K,
+];
+
+/// What building one variant needs: its code, interface and specialization.
+struct Variant {
+    name: &'static str,
+    spirv: &'static [u8],
+    bindings: u32,
+    push_bytes: u32,
+    spec: Vec<(u32, u32)>,
+}
+
+impl Shader {
+    /// The variant for this device. Every variant here reads packed bytes from 32-bit words and
+    /// computes in f32, so it needs none of the optional features (fp16 arithmetic, int8,
+    /// 8/16-bit storage, integer dot products) and runs on any Vulkan 1.1 device; variants
+    /// that use them are chosen here, from `info`, when they are added.
+    fn variant(self, _info: &DeviceInfo) -> Result<Variant, VulkanError> {
+        let wg = |n| vec![(0, n)];
+        let (name, spirv, bindings, push_bytes, spec): (_, &'static [u8], _, _, _) = match self {
+            Shader::MulMat(ty) => {
+                let (name, spirv): (_, &'static [u8]) = match ty {
+                    GgmlType::F32 => ("mul_mat_f32", spv!("mul_mat_f32")),
+                    GgmlType::F16 => ("mul_mat_f16", spv!("mul_mat_f16")),
+                    GgmlType::Q4_0 => ("mul_mat_q4_0", spv!("mul_mat_q4_0")),
+                    GgmlType::Q4_1 => ("mul_mat_q4_1", spv!("mul_mat_q4_1")),
+                    GgmlType::Q5_0 => ("mul_mat_q5_0", spv!("mul_mat_q5_0")),
+                    GgmlType::Q5_1 => ("mul_mat_q5_1", spv!("mul_mat_q5_1")),
+                    GgmlType::Q8_0 => ("mul_mat_q8_0", spv!("mul_mat_q8_0")),
+                    GgmlType::Q4_K => ("mul_mat_q4_k", spv!("mul_mat_q4_k")),
+                    GgmlType::Q5_K => ("mul_mat_q5_k", spv!("mul_mat_q5_k")),
+                    GgmlType::Q6_K => ("mul_mat_q6_k", spv!("mul_mat_q6_k")),
+                    ty => {
+                        return Err(VulkanError::Invalid {
+                            op: "mul_mat",
+                            detail: format!("no shader for {ty} weights"),
+                        })
+                    }
+                };
+                (name, spirv, 3, 36, wg(MUL_MAT_WG))
+            }
+            Shader::RmsNorm => ("rms_norm", spv!("rms_norm"), 3, 20, wg(WG)),
+            Shader::LayerNorm => ("layer_norm", spv!("layer_norm"), 3, 20, wg(WG)),
+            Shader::Rope(false) => ("rope_normal", spv!("rope_normal"), 2, 24, wg(WG)),
+            Shader::Rope(true) => ("rope_neox", spv!("rope_neox"), 2, 24, wg(WG)),
+            Shader::SiluMul => ("silu_mul", spv!("silu_mul"), 2, 12, wg(WG)),
+            Shader::GeluErf => ("gelu_erf", spv!("gelu_erf"), 2, 12, wg(WG)),
+            Shader::GeluTanh => ("gelu_tanh", spv!("gelu_tanh"), 2, 12, wg(WG)),
+            Shader::GeluQuick => ("gelu_quick", spv!("gelu_quick"), 2, 12, wg(WG)),
+            Shader::Add => ("add", spv!("add"), 2, 12, wg(WG)),
+            Shader::Softmax => ("softmax", spv!("softmax"), 1, 16, wg(WG)),
+            // Fixed 64-wide workgroups (the shader sizes its per-invocation arrays by it).
+            Shader::Attention => ("attention", spv!("attention"), 4, 52, vec![]),
+        };
+        Ok(Variant {
+            name,
+            spirv,
+            bindings,
+            push_bytes,
+            spec,
+        })
+    }
+}
+
+impl Vulkan {
+    /// The pipeline of `shader`, built on first use and kept.
+    pub(crate) fn pipeline(&self, shader: Shader) -> Result<Arc<Pipeline>, VulkanError> {
+        let mut cache = self.ctx.pipelines.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = cache.get(&shader) {
+            return Ok(p.clone());
+        }
+        let v = shader.variant(&self.ctx.info)?;
+        let p = Arc::new(Pipeline::new(
+            &self.ctx.device,
+            v.name,
+            v.spirv,
+            v.bindings,
+            v.push_bytes,
+            &v.spec,
+        )?);
+        cache.insert(shader, p.clone());
+        Ok(p)
+    }
+}
