@@ -1,15 +1,15 @@
-//! `llava-edge bench`: the numbers edge users choose a runtime by. Load time, image encode
-//! time and tokens, prompt processing and generation speed, time to first token for an image
-//! plus a short prompt, and peak memory; medians over repeats.
+//! The numbers edge users choose a runtime by, measured in this process: load time, image
+//! encode time and tokens, prompt processing and generation speed, time to first token for an
+//! image plus a short prompt, decode's memory bound, and peak memory; medians over repeats.
 
 use std::time::{Duration, Instant};
 
 use crate::gguf::GgufFile;
 use crate::image::RgbImage;
-use crate::pipeline::PipelineError;
-use crate::text::{KvCache, KvType, Logits, TextModel};
+use crate::load::{LoadError, LoadOptions, LoadWarning, ModelFiles, Models};
+use crate::text::{KvCache, KvType, Logits, TextError};
 use crate::threadpool::ThreadPool;
-use crate::vision::VisionEncoder;
+use crate::vision::VisionError;
 
 /// What to measure.
 #[derive(Clone, Debug)]
@@ -27,9 +27,9 @@ pub struct BenchConfig {
     pub threads: usize,
     /// Text tokens after the image in the time-to-first-token request.
     pub ttft_prompt: usize,
-    /// Interleave the weights that have a decode layout at load (`--no-repack` turns it off).
+    /// Interleave the weights that have a decode layout at load ([`LoadOptions::repack`]).
     pub repack: bool,
-    /// Vision products in bfloat16 pairs (`--vision-bf16`).
+    /// Vision products in bfloat16 pairs ([`LoadOptions::vision_bf16`]).
     pub vision_bf16: bool,
 }
 
@@ -64,6 +64,9 @@ pub struct BenchResult {
     pub n_gen: usize,
     /// Tokens in the cache before the timed prompt.
     pub depth: usize,
+    /// What loading the model gave to warn about.
+    #[serde(skip)]
+    pub warnings: Vec<LoadWarning>,
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -81,54 +84,6 @@ pub fn peak_rss_mib() -> f64 {
                 .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
         })
         .map_or(0.0, |kb| kb / 1024.0)
-}
-
-/// The largest peak resident set size of the llama.cpp tools run so far, MiB.
-static TOOL_PEAK_KIB: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
-/// The largest peak resident set size of the llama.cpp tools this process ran, MiB (0 before
-/// any ran, or where /proc is missing).
-pub fn llama_cpp_peak_rss_mib() -> f64 {
-    TOOL_PEAK_KIB.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1024.0
-}
-
-/// Runs `cmd` to completion like `Command::output`, watching the child's own high-water RSS
-/// (`VmHWM` of /proc/PID/status, every 10 ms while it runs) into [`llama_cpp_peak_rss_mib`].
-/// `getrusage(RUSAGE_CHILDREN)` would not do: a child spawned with a shared address space
-/// (posix_spawn's vfork) carries the parent's own peak into its maximum when it execs, so
-/// llama.cpp's figure was never below ours. Readings count only once the child has exec'd
-/// (its `Name:` is the tool's), for the same reason.
-fn output_watching_rss(cmd: &mut std::process::Command) -> std::io::Result<std::process::Output> {
-    let name: String = std::path::Path::new(cmd.get_program())
-        .file_name()
-        .map(|n| n.to_string_lossy().chars().take(15).collect())
-        .unwrap_or_default();
-    let child = cmd
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()?;
-    let status = format!("/proc/{}/status", child.id());
-    let done = std::sync::atomic::AtomicBool::new(false);
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            while !done.load(std::sync::atomic::Ordering::Acquire) {
-                if let Some(kib) = std::fs::read_to_string(&status).ok().and_then(|st| {
-                    let is_tool = st
-                        .lines()
-                        .find_map(|l| l.strip_prefix("Name:"))
-                        .is_some_and(|n| n.trim() == name);
-                    let hwm = st.lines().find_map(|l| l.strip_prefix("VmHWM:"))?;
-                    is_tool.then(|| hwm.split_whitespace().next()?.parse::<u64>().ok())?
-                }) {
-                    TOOL_PEAK_KIB.fetch_max(kib, std::sync::atomic::Ordering::Relaxed);
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        });
-        let out = child.wait_with_output();
-        done.store(true, std::sync::atomic::Ordering::Release);
-        out
-    })
 }
 
 /// The tensors one decode step reads, as slices of the mapped file: all of them but the token
@@ -221,41 +176,43 @@ pub fn bench_tokens(n: usize, salt: u64, n_vocab: usize) -> Vec<u32> {
         .collect()
 }
 
-/// Runs the benchmark on a text model and optional mmproj file.
+/// Why a benchmark stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// The model files did not load.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// A text forward pass failed.
+    #[error(transparent)]
+    Text(#[from] TextError),
+    /// An image encode failed.
+    #[error(transparent)]
+    Vision(#[from] VisionError),
+}
+
+/// Runs the benchmark on a text model and optional mmproj file, loaded as
+/// [`crate::load`] loads them for requests.
 pub fn run(
     model_path: &std::path::Path,
     mmproj_path: Option<&std::path::Path>,
     image: Option<&RgbImage>,
     cfg: &BenchConfig,
-) -> Result<BenchResult, PipelineError> {
+) -> Result<BenchResult, BenchError> {
+    let opts = LoadOptions {
+        mmproj: mmproj_path.map(Into::into),
+        repack: cfg.repack,
+        vision_bf16: cfg.vision_bf16,
+        ..LoadOptions::new(model_path.into())
+    };
     let t0 = Instant::now();
     let pool = ThreadPool::new(cfg.threads);
-    let mut tf = GgufFile::open(model_path).map_err(crate::text::TextError::from)?;
-    if cfg.repack {
-        if let Err(e) = crate::text::interleave_weights(&mut tf, &pool) {
-            eprintln!("note: weights kept as mapped ({e}); --no-repack skips the attempt");
-        }
-    }
-    let text = TextModel::load(&tf)?;
-    let vf = match mmproj_path {
-        Some(p) => Some(GgufFile::open(p).map_err(crate::vision::VisionError::from)?),
-        None => None,
-    };
-    // Pages in at load, as llama.cpp reads its weights at load: the first prefill and encode
-    // then measure compute, not page faults.
-    tf.populate();
-    if let Some(f) = &vf {
-        f.populate();
-    }
-    let mut vision = vf.as_ref().map(VisionEncoder::load).transpose()?;
-    if let Some(v) = &vision {
-        v.check_text_width(text.config.n_embd, tf.path())?;
-    }
-    if let Some(v) = vision.as_mut().filter(|_| cfg.vision_bf16) {
-        if !v.use_bf16_products() {
-            eprintln!("note: this CPU has no bfloat16 dot instruction; --vision-bf16 ignored");
-        }
-    }
+    let files = ModelFiles::open(&opts, &pool)?;
+    let Models {
+        text,
+        vision,
+        warnings,
+    } = files.models(&opts)?;
+    let tf = &files.text;
     let load = t0.elapsed();
     let tokens = |n: usize, salt: u64| bench_tokens(n, salt, text.config.n_vocab);
     let repeat = cfg.repeat.max(1);
@@ -273,7 +230,7 @@ pub fn run(
     for r in 0..repeat {
         // Prefill and decode each from a cache holding `depth` tokens, as llama-bench runs its
         // pp and tg tests (each on a cleared context, after the depth prompt).
-        let at_depth = |room: usize| -> Result<KvCache, PipelineError> {
+        let at_depth = |room: usize| -> Result<KvCache, TextError> {
             let mut cache = text.try_new_cache(cfg.depth + room + 8, KvType::F16)?;
             if cfg.depth > 0 {
                 let x = text.embed(&tokens(cfg.depth, 1000 + r as u64))?;
@@ -317,7 +274,7 @@ pub fn run(
     let tg_m = median(tg);
     // The weights a decode step streams, read as fast as these threads can: the bound decode
     // approaches when it is memory-bound.
-    let weights = decode_weights(&tf);
+    let weights = decode_weights(tf);
     let bytes: usize = weights.iter().map(|w| w.len()).sum();
     let read_gbs = read_rate_gbs(&weights, &pool, 3);
     Ok(BenchResult {
@@ -335,180 +292,13 @@ pub fn run(
         n_prompt: cfg.n_prompt,
         n_gen: cfg.n_gen,
         depth: cfg.depth,
+        warnings,
     })
-}
-
-/// llama.cpp's prefill and decode speed on the same file and threads, from its `llama-bench`
-/// in `dir` (built outside this repository): `(pp tok/s, tg tok/s)` for one repetition.
-pub fn llama_cpp_speeds(
-    dir: &std::path::Path,
-    model: &std::path::Path,
-    cfg: &BenchConfig,
-) -> Result<(f64, f64), String> {
-    let exe = dir.join("llama-bench");
-    let out = output_watching_rss(
-        std::process::Command::new(&exe)
-            .arg("-m")
-            .arg(model)
-            .args([
-                "-t",
-                &cfg.threads.to_string(),
-                "-p",
-                &cfg.n_prompt.to_string(),
-                "-n",
-                &cfg.n_gen.to_string(),
-                "-d",
-                &cfg.depth.to_string(),
-            ])
-            .args(["-r", "1", "-o", "json"]),
-    )
-    .map_err(|e| format!("{}: {e}", exe.display()))?;
-    if !out.status.success() {
-        return Err(format!(
-            "{} failed: {}",
-            exe.display(),
-            String::from_utf8_lossy(&out.stderr)
-                .lines()
-                .last()
-                .unwrap_or("")
-        ));
-    }
-    let j: serde_json::Value =
-        serde_json::from_slice(&out.stdout).map_err(|e| format!("llama-bench output: {e}"))?;
-    let (mut pp, mut tg) = (0.0, 0.0);
-    for e in j.as_array().into_iter().flatten() {
-        let ts = e["avg_ts"].as_f64().unwrap_or(0.0);
-        if e["n_prompt"].as_u64().unwrap_or(0) > 0 {
-            pp = ts;
-        } else if e["n_gen"].as_u64().unwrap_or(0) > 0 {
-            tg = ts;
-        }
-    }
-    Ok((pp, tg))
-}
-
-/// llama.cpp's image numbers from its `llama-mtmd-cli` in `dir`, on the same files, image and
-/// threads: `(encode ms, time to first token ms)`. Encode is the sum of the "encoding done in"
-/// times it logs (one per tile); time to first token runs from its first encode to the exit
-/// of a one-token generation (its log's timestamps against our wall clock), so it includes
-/// its teardown, a few ms.
-pub fn llama_cpp_image(
-    dir: &std::path::Path,
-    model: &std::path::Path,
-    mmproj: &std::path::Path,
-    image: &std::path::Path,
-    threads: usize,
-) -> Result<(f64, f64), String> {
-    let exe = dir.join("llama-mtmd-cli");
-    // llama-mtmd-cli refuses a model without a chat template (our synthetic 7B files have
-    // none): name one of its built-ins then; any template times the same.
-    let has_template = GgufFile::open(model)
-        .map(|f| f.get_str("tokenizer.chat_template").is_ok())
-        .unwrap_or(true);
-    let mut cmd = std::process::Command::new(&exe);
-    if !has_template {
-        cmd.args(["--chat-template", "vicuna"]);
-    }
-    let start = Instant::now();
-    let out = output_watching_rss(
-        cmd.arg("-m")
-        .arg(model)
-        .arg("--mmproj")
-        .arg(mmproj)
-        .arg("--image")
-        .arg(image)
-        // About 20 prompt tokens after the image, as our own measurement.
-        .args([
-            "-p",
-            "Describe this picture in one short sentence, naming the main colours and shapes you see.",
-            "-n",
-            "1",
-            "--temp",
-            "0",
-            "-t",
-            &threads.to_string(),
-            "--log-timestamps",
-        ]),
-    )
-    .map_err(|e| format!("{}: {e}", exe.display()))?;
-    let wall = start.elapsed().as_secs_f64() * 1e3;
-    let log =
-        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() {
-        return Err(format!(
-            "{} failed: {}",
-            exe.display(),
-            log.lines().last().unwrap_or("")
-        ));
-    }
-    parse_mtmd_log(&log, wall)
-        .ok_or_else(|| format!("{}: no image encode times in its log", exe.display()))
-}
-
-/// (encode ms, first token ms) from a llama-mtmd-cli log and the process's wall time.
-fn parse_mtmd_log(log: &str, wall_ms: f64) -> Option<(f64, f64)> {
-    let mut encode = 0.0;
-    let mut first_start = None;
-    for line in log.lines() {
-        if let Some(i) = line.find("encoding done in ") {
-            let rest = &line[i + "encoding done in ".len()..];
-            encode += rest.split_whitespace().next()?.parse::<f64>().ok()?;
-        }
-        if first_start.is_none() && line.contains("encoding mtmd batch") {
-            first_start = timestamp_ms(line);
-        }
-    }
-    (encode > 0.0).then(|| (encode, wall_ms - first_start.unwrap_or(0.0)))
-}
-
-/// The "m.ss.mmm.uuu" timestamp llama.cpp's logger puts first on a line, in ms.
-fn timestamp_ms(line: &str) -> Option<f64> {
-    let t = line.split_whitespace().next()?;
-    let p: Vec<&str> = t.split('.').collect();
-    if p.len() != 4 {
-        return None;
-    }
-    let n = |s: &str| s.parse::<f64>().ok();
-    Some(n(p[0])? * 60e3 + n(p[1])? * 1e3 + n(p[2])? + n(p[3])? / 1e3)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_missing_llama_cpp_is_a_clear_error() {
-        let cfg = BenchConfig {
-            n_prompt: 8,
-            n_gen: 2,
-            depth: 0,
-            repeat: 1,
-            threads: 1,
-            ttft_prompt: 4,
-            repack: true,
-            vision_bf16: false,
-        };
-        let e = llama_cpp_speeds(
-            std::path::Path::new("/nonexistent/llama.cpp"),
-            std::path::Path::new("m.gguf"),
-            &cfg,
-        )
-        .unwrap_err();
-        assert!(e.contains("/nonexistent/llama.cpp/llama-bench"), "{e}");
-    }
-
-    #[test]
-    fn mtmd_logs_are_read() {
-        let log = "0.02.591.129 I main: loading model: m.gguf\n\
-                   0.02.651.882 I encoding mtmd batch, n_chunks = 1 (done = 1, total = 7)\n\
-                   0.06.631.327 I mtmd batch encoding done in 3979 ms\n\
-                   0.09.164.488 I encoding mtmd batch, n_chunks = 1 (done = 2, total = 7)\n\
-                   0.13.080.601 I mtmd batch encoding done in 3916 ms\n";
-        let (enc, ttft) = parse_mtmd_log(log, 20_000.0).unwrap();
-        assert_eq!(enc, 7895.0);
-        assert!((ttft - (20_000.0 - 2_651.882)).abs() < 1e-6, "{ttft}");
-        assert!(parse_mtmd_log("no numbers here", 1.0).is_none());
-    }
 
     #[test]
     fn bench_tokens_stay_inside_any_vocabulary() {

@@ -1,7 +1,8 @@
 //! llava-edge: a runtime for LLaVA-family vision-language models on edge hardware.
 //!
 //! Data flows one way: [`gguf`] (bytes of a file) -> tensor views -> [`quant`] block formats and
-//! kernels -> model -> pipeline -> CLI. Lower layers never import higher ones.
+//! kernels -> model -> [`pipeline`] -> [`load`] (files to a ready pipeline) -> [`bench`] and the
+//! command line. Lower layers never import higher ones.
 
 pub mod bench;
 pub mod chat;
@@ -12,6 +13,7 @@ pub mod ffi;
 pub mod gguf;
 pub mod image;
 pub mod kernels;
+pub mod load;
 pub mod ops;
 pub mod pipeline;
 pub mod quant;

@@ -47,6 +47,10 @@ pub enum PipelineError {
     /// The model's chat template failed on this conversation.
     #[error(transparent)]
     Template(#[from] crate::chat::TemplateError),
+    /// The request has images or a video, but the pipeline has no vision encoder (no mmproj
+    /// file was loaded). Holds what was given: "an image" or "a video".
+    #[error("{0} was given but no mmproj (vision projector) file is loaded")]
+    NoVisionEncoder(&'static str),
     /// The request does not fit what the model files provide.
     #[error("{0}")]
     Request(String),
@@ -260,7 +264,7 @@ impl<'a, T: Tokenize> Pipeline<'a, T> {
         let v = self
             .vision
             .as_ref()
-            .ok_or_else(|| PipelineError::Request("an image was given but no --mmproj".into()))?;
+            .ok_or(PipelineError::NoVisionEncoder("an image"))?;
         Ok(v.embed_image(&load_image(path)?, base_only, &self.pool)?)
     }
 
@@ -351,9 +355,10 @@ impl<'a, T: Tokenize> Pipeline<'a, T> {
                 let path = video.take().ok_or_else(|| {
                     PipelineError::Request("a <video> placeholder but no video".into())
                 })?;
-                let v = self.vision.as_ref().ok_or_else(|| {
-                    PipelineError::Request("a video was given but no --mmproj".into())
-                })?;
+                let v = self
+                    .vision
+                    .as_ref()
+                    .ok_or(PipelineError::NoVisionEncoder("a video"))?;
                 let frames = crate::image::video::load_frames(path, req.max_frames.max(1))?;
                 let emb = v.embed_video(&frames, &self.pool)?;
                 t.image_tokens.push(emb.len() / d);

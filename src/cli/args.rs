@@ -1,0 +1,245 @@
+//! The command line's flags, as clap reads them, and the llama.cpp spellings it maps first.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "llava-edge",
+    version,
+    about = "Run LLaVA-family vision-language models on edge hardware"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Answer a prompt, optionally about images, streaming the reply to stdout.
+    Run(Box<RunArgs>),
+    /// Measure load time, image encode time, prefill and decode speed, time to first token
+    /// and peak memory (medians over repeats).
+    Bench(BenchArgs),
+}
+
+#[derive(clap::Args)]
+pub struct RunArgs {
+    /// Text model GGUF.
+    #[arg(short = 'm', long)]
+    pub model: PathBuf,
+    /// Vision projector GGUF (needed for --image).
+    #[arg(long)]
+    pub mmproj: Option<PathBuf>,
+    /// An image (repeat for several, in the order of their <image> placeholders).
+    #[arg(long)]
+    pub image: Vec<PathBuf>,
+    /// A video: a directory of frames, an animated GIF, or a video file (needs ffmpeg).
+    #[arg(long)]
+    pub video: Option<PathBuf>,
+    /// Pad images to a square with the mean colour instead of centre-cropping (LLaVA-1.5's
+    /// original `image_aspect_ratio = pad`).
+    #[arg(long = "pad-square")]
+    pub pad_square: bool,
+    /// Frames sampled uniformly from the video at most.
+    #[arg(long = "max-frames", default_value_t = 16)]
+    pub max_frames: usize,
+    /// The prompt (with --interactive, the first turn's). Without -p or -f it is read from
+    /// stdin (all of it; with --interactive, turns are read from stdin instead).
+    #[arg(short = 'p', long, conflicts_with = "file")]
+    pub prompt: Option<String>,
+    /// Read the prompt from this file (one trailing newline dropped, as llama.cpp does).
+    #[arg(short = 'f', long)]
+    pub file: Option<PathBuf>,
+    /// Keep chatting: after each answer read the next turn from stdin (`/image PATH` attaches
+    /// an image to the next turn, `/quit` or end of input stops). Earlier turns and their images
+    /// stay in the KV cache, so each turn encodes and prefills only what it adds.
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    /// A system prompt.
+    #[arg(long)]
+    pub system: Option<String>,
+    /// Tokens to generate at most; -1: until the model ends its turn or the context is full.
+    #[arg(
+        short = 'n',
+        long = "n-predict",
+        visible_alias = "predict",
+        default_value = "256",
+        allow_negative_numbers = true,
+        value_parser = parse_n_predict
+    )]
+    pub n_predict: usize,
+    /// Context size in tokens (default: 4096, or the model's trained context when smaller;
+    /// 0: the model's trained context).
+    #[arg(short = 'c', long = "ctx-size")]
+    pub ctx_size: Option<usize>,
+    /// Threads (default: the physical cores this process may use).
+    #[arg(short = 't', long)]
+    pub threads: Option<usize>,
+    /// Layers to offload to a GPU (llama.cpp's -ngl): accepted so llama.cpp command lines
+    /// work, but no GPU backend is built in yet, so everything runs on the CPU.
+    #[arg(
+        long = "n-gpu-layers",
+        visible_alias = "gpu-layers",
+        allow_hyphen_values = true
+    )]
+    pub n_gpu_layers: Option<String>,
+    /// Temperature (0 = greedy).
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0.8)]
+    pub temp: f32,
+    /// Top-k (0 = off).
+    #[arg(long = "top-k", default_value_t = 40)]
+    pub top_k: usize,
+    /// Top-p (1 = off).
+    #[arg(long = "top-p", allow_negative_numbers = true, default_value_t = 0.95)]
+    pub top_p: f32,
+    /// Min-p (0 = off).
+    #[arg(long = "min-p", allow_negative_numbers = true, default_value_t = 0.05)]
+    pub min_p: f32,
+    /// Repetition penalty (1 = off).
+    #[arg(
+        long = "repeat-penalty",
+        allow_negative_numbers = true,
+        default_value_t = 1.0
+    )]
+    pub repeat_penalty: f32,
+    /// Seed of the sampler.
+    #[arg(short = 's', long, default_value_t = 0x5eed)]
+    pub seed: u64,
+    /// Chat template: vicuna, mistral, chatml, or a Jinja template file (default: the model
+    /// file's own template).
+    #[arg(long = "chat-template")]
+    pub chat_template: Option<String>,
+    /// Stop when this text appears (repeatable).
+    #[arg(long = "stop")]
+    pub stop: Vec<String>,
+    /// KV cache type: f16 or f32.
+    #[arg(long = "cache-type", default_value = "f16")]
+    pub cache_type: String,
+    /// Print each reply with its token ids and timings as one JSON object per line (JSON
+    /// Lines) instead of streaming it.
+    #[arg(long)]
+    pub json: bool,
+    /// Print each image's token count and other details to stderr.
+    #[arg(short = 'v', long)]
+    pub verbose: bool,
+    /// Keep the weights (Q4_0 .. Q8_0, Q4_K .. Q6_K) exactly as mapped from the file (no interleaving
+    /// at load: less load time and shared page-cache memory, slower decode). llama.cpp's
+    /// --no-repack.
+    #[arg(long = "no-repack")]
+    pub no_repack: bool,
+    /// Run the vision encoder's F16 products in bfloat16 pairs where the CPU has a bfloat16
+    /// dot instruction (AVX512-BF16): about twice the GEMM rate, at PyTorch's bfloat16
+    /// precision instead of exact F16 weights against f32 inputs.
+    #[arg(long = "vision-bf16")]
+    pub vision_bf16: bool,
+}
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// Text model GGUF.
+    #[arg(short = 'm', long)]
+    pub model: PathBuf,
+    /// Vision projector GGUF.
+    #[arg(long)]
+    pub mmproj: Option<PathBuf>,
+    /// Image for the encode and time-to-first-token measurements (default: a built-in 640x480 picture).
+    #[arg(long)]
+    pub image: Option<PathBuf>,
+    /// Threads (default: the physical cores this process may use).
+    #[arg(short = 't', long)]
+    pub threads: Option<usize>,
+    /// Prompt tokens for the prefill measurement.
+    #[arg(short = 'p', long, default_value_t = 512)]
+    pub n_prompt: usize,
+    /// Tokens generated for the decode measurement.
+    #[arg(short = 'n', long, default_value_t = 128)]
+    pub n_gen: usize,
+    /// Tokens already in the KV cache when prefill and decode are timed (llama-bench's
+    /// `-d`): each starts from a cache of that depth, as llama-bench's pp and tg tests do.
+    #[arg(short = 'd', long, default_value_t = 0)]
+    pub depth: usize,
+    /// Repeats (medians are reported).
+    #[arg(long, default_value_t = 3)]
+    pub repeat: usize,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// A directory with llama.cpp's `llama-bench` (built outside this repository): run it on
+    /// the same file and threads, alternating with ours, and print the ratios.
+    #[arg(long = "vs-llama-cpp")]
+    pub vs_llama_cpp: Option<PathBuf>,
+    /// Keep the weights (Q4_0 .. Q8_0, Q4_K .. Q6_K) exactly as mapped from the file (no interleaving
+    /// at load: less load time and shared page-cache memory, slower decode). llama.cpp's
+    /// --no-repack.
+    #[arg(long = "no-repack")]
+    pub no_repack: bool,
+    /// Run the vision encoder's F16 products in bfloat16 pairs where the CPU has a bfloat16
+    /// dot instruction (AVX512-BF16): about twice the GEMM rate, at PyTorch's bfloat16
+    /// precision instead of exact F16 weights against f32 inputs.
+    #[arg(long = "vision-bf16")]
+    pub vision_bf16: bool,
+    /// Layers to offload to a GPU (llama-bench's -ngl): accepted and ignored, as no GPU
+    /// backend is built in yet.
+    #[arg(
+        long = "n-gpu-layers",
+        visible_alias = "gpu-layers",
+        allow_hyphen_values = true
+    )]
+    pub n_gpu_layers: Option<String>,
+}
+
+/// `-n`: a count, or -1 for no limit (llama.cpp's meaning).
+fn parse_n_predict(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<i64>() {
+        Ok(-1) => Ok(usize::MAX),
+        Ok(n) if n >= 0 => usize::try_from(n).map_err(|e| e.to_string()),
+        _ => Err(format!(
+            "'{s}' is not a token count (0 or more, or -1 for no limit)"
+        )),
+    }
+}
+
+/// llama.cpp spellings clap cannot take as they are (`-ngl` is not a one-letter flag).
+pub fn llama_cpp_args(args: impl Iterator<Item = std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    args.map(|a| {
+        if a == "-ngl" {
+            "--n-gpu-layers".into()
+        } else {
+            a
+        }
+    })
+    .collect()
+}
+
+/// A hint for a command line that starts with a flag instead of a command (`llava-edge -m
+/// M -p P`, as llama-cli is called).
+pub fn missing_verb(args: &[std::ffi::OsString]) -> Option<String> {
+    let first = args.get(1)?.to_str()?;
+    let help = ["-h", "--help", "-V", "--version"];
+    (first.starts_with('-') && !help.contains(&first)).then(|| {
+        format!(
+            "no command before '{first}': did you mean `llava-edge run {}`? (commands: run, \
+             bench; llava-edge --help lists them)",
+            args[1..]
+                .iter()
+                .map(|a| a.to_string_lossy())
+                .collect::<Vec<_>>()
+                .join(" ")
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn n_predict_takes_minus_one_for_no_limit() {
+        assert_eq!(parse_n_predict("-1"), Ok(usize::MAX));
+        assert_eq!(parse_n_predict("12"), Ok(12));
+        assert!(parse_n_predict("-2").is_err());
+        assert!(parse_n_predict("x").is_err());
+    }
+}

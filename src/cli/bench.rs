@@ -1,0 +1,64 @@
+//! `llava-edge bench`: the library's measurements, printed as a table or JSON, or side by side
+//! with llama.cpp's ([`super::compare`]).
+
+use llava_edge::bench::{self, BenchConfig};
+use llava_edge::image::load_image;
+use llava_edge::load::default_threads;
+
+use super::args::BenchArgs;
+use super::run::print_load_warnings;
+
+/// Runs the benchmark `a` asks for and prints it.
+pub fn bench(a: &BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
+    if let Some(n) = &a.n_gpu_layers {
+        eprintln!("note: -ngl {n} ignored: no GPU backend is built into llava-edge yet");
+    }
+    let threads = a.threads.unwrap_or_else(default_threads);
+    let img = a.image.as_deref().map(load_image).transpose()?;
+    let cfg = BenchConfig {
+        n_prompt: a.n_prompt,
+        n_gen: a.n_gen,
+        depth: a.depth,
+        repeat: a.repeat,
+        threads,
+        ttft_prompt: 20,
+        repack: !a.no_repack,
+        vision_bf16: a.vision_bf16,
+    };
+    if let Some(dir) = &a.vs_llama_cpp {
+        return super::compare::side_by_side(a, &cfg, dir);
+    }
+    let r = bench::run(&a.model, a.mmproj.as_deref(), img.as_ref(), &cfg)?;
+    print_load_warnings(&r.warnings);
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(());
+    }
+    println!("model            {}", a.model.display());
+    println!("threads          {}", r.threads);
+    println!("load             {:.0} ms", r.load_ms);
+    if let (Some(e), Some(n)) = (r.image_encode_ms, r.image_tokens) {
+        println!("image encode     {e:.0} ms ({n} tokens)");
+    }
+    if r.depth > 0 {
+        println!("depth            {} tokens in the cache first", r.depth);
+    }
+    println!("prefill pp{:<5}  {:.2} tok/s", r.n_prompt, r.prefill_tok_s);
+    println!(
+        "decode  tg{:<5}  {:.2} tok/s ({:.0}% of the memory bound: {:.1} MiB a token at {:.1} \
+         GB/s read by these threads)",
+        r.n_gen,
+        r.decode_tok_s,
+        100.0 * r.decode_tok_s / r.decode_bound_tok_s,
+        r.decode_mib_per_token,
+        r.read_gbs
+    );
+    if let Some(t) = r.ttft_ms {
+        println!(
+            "first token      {t:.0} ms (image + {} prompt tokens)",
+            cfg.ttft_prompt
+        );
+    }
+    println!("peak RSS         {:.0} MiB", r.peak_rss_mib);
+    Ok(())
+}
