@@ -29,6 +29,11 @@ variants=(
   "mul_mat_q4_k mul_mat.comp TYPE_Q4_K"
   "mul_mat_q5_k mul_mat.comp TYPE_Q5_K"
   "mul_mat_q6_k mul_mat.comp TYPE_Q6_K"
+  "quantize_q8 quantize_q8.comp"
+  "mul_mat_q8_q8_0 mul_mat_q8.comp TYPE_Q8_0"
+  "mul_mat_q8_q8_0_dot mul_mat_q8.comp TYPE_Q8_0 INT_DOT"
+  "mul_mat_q8_q4_0 mul_mat_q8.comp TYPE_Q4_0"
+  "mul_mat_q8_q4_0_dot mul_mat_q8.comp TYPE_Q4_0 INT_DOT"
   "rms_norm norm.comp RMS_NORM"
   "layer_norm norm.comp LAYER_NORM"
   "rope_normal rope.comp"
@@ -39,6 +44,7 @@ variants=(
   "gelu_quick eltwise.comp GELU_QUICK"
   "add eltwise.comp ADD"
   "softmax softmax.comp"
+  "bilinear bilinear.comp"
   "attention attention.comp"
 )
 

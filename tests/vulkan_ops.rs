@@ -18,7 +18,8 @@ use llava_edge::ops::rope::{rope_table, rope_with, RopeStyle};
 use llava_edge::quant;
 use llava_edge::threadpool::ThreadPool;
 use llava_edge::vulkan::{
-    rope_tables, Activation, AttentionShape, Mask, Vulkan, VulkanError, MUL_MAT_TYPES,
+    q8_scratch_bytes, rope_tables, Activation, AttentionShape, Mask, Vulkan, VulkanError,
+    MUL_MAT_TYPES,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -117,6 +118,125 @@ fn mul_mat_every_type_one_token_and_many() {
         for (j, &c) in cols.iter().enumerate() {
             for (k, &n) in [1usize, 9, 19].iter().enumerate() {
                 check_mul_mat(vk, ty, 67, c, n, (i * 100 + j * 10 + k) as u64);
+            }
+        }
+    }
+}
+
+/// The integer product's output and the device's quantized activations.
+fn run_mul_mat_q8(
+    vk: &Vulkan,
+    ty: GgmlType,
+    w: &[u8],
+    x: &[f32],
+    rows: usize,
+    cols: usize,
+    n: usize,
+) -> (Vec<f32>, Vec<u8>) {
+    let wb = vk.upload(w, "weights").unwrap();
+    let xb = vk.upload_f32(x, "x").unwrap();
+    let sb = vk.buffer(q8_scratch_bytes(cols, n), "scratch").unwrap();
+    let yb = vk.buffer((n * rows * 4) as u64, "y").unwrap();
+    let mut rec = vk.recorder().unwrap();
+    rec.mul_mat_q8(&wb, ty, rows, cols, &xb, n, &sb, &yb)
+        .unwrap();
+    rec.submit().unwrap();
+    let mut xq = vec![0u8; sb.size() as usize];
+    sb.read(0, &mut xq).unwrap();
+    (yb.read_f32().unwrap(), xq)
+}
+
+/// A weight block's f16 scale and its 32 integer levels (Q4_0's already less 8).
+fn weight_block(ty: GgmlType, b: &[u8]) -> (f32, [i32; 32]) {
+    let d = half::f16::from_le_bytes([b[0], b[1]]).to_f32();
+    let mut q = [0i32; 32];
+    for j in 0..32 {
+        q[j] = match ty {
+            GgmlType::Q8_0 => b[2 + j] as i8 as i32,
+            _ if j < 16 => (b[2 + j] & 15) as i32 - 8,
+            _ => (b[2 + j - 16] >> 4) as i32 - 8,
+        };
+    }
+    (d, q)
+}
+
+#[test]
+fn mul_mat_q8_integer_products_with_and_without_packed_dot() {
+    let Some(vk) = device() else { return };
+    // The same device with its optional features hidden: the unpacked-integer variant.
+    let plain = Vulkan::open(None, false).unwrap();
+    eprintln!(
+        "packed integer dot product: {}",
+        if vk.info().integer_dot_product {
+            "used"
+        } else {
+            "absent (both runs unpacked)"
+        }
+    );
+    for (i, ty) in [GgmlType::Q8_0, GgmlType::Q4_0].into_iter().enumerate() {
+        for (j, cols) in [416usize, 1440].into_iter().enumerate() {
+            for (k, n) in [1usize, 9, 19].into_iter().enumerate() {
+                let rows = 67;
+                let mut rng = StdRng::seed_from_u64((200 + i * 100 + j * 10 + k) as u64);
+                let w = random(&mut rng, rows * cols, 1.0);
+                let x = random(&mut rng, n * cols, 1.0);
+                let mut wq = Vec::new();
+                quant::quantize(ty, &w, &mut wq).unwrap();
+                let (y, xq) = run_mul_mat_q8(vk, ty, &wq, &x, rows, cols, n);
+                // Integers are exact and the float steps are the same code: bit-identical.
+                assert_eq!(
+                    run_mul_mat_q8(&plain, ty, &wq, &x, rows, cols, n),
+                    (y.clone(), xq.clone()),
+                    "{ty}"
+                );
+
+                let blocks = cols / 32;
+                let word = |b: usize, i: usize| {
+                    u32::from_le_bytes(xq[36 * b + 4 * i..36 * b + 4 * i + 4].try_into().unwrap())
+                };
+                // The activations: within half a step of x (the reciprocal scale may be a few
+                // ulp off, so a value near a rounding boundary may go either way).
+                for b in 0..n * blocks {
+                    let dx = f32::from_bits(word(b, 0));
+                    for v in 0..32 {
+                        let q = (word(b, 1 + v / 4) >> (8 * (v % 4))) as u8 as i8;
+                        let xv = x[b * 32 + v];
+                        assert!(q != -128);
+                        assert!(
+                            (xv - dx * q as f32).abs()
+                                <= 0.5 * dx * (1.0 + 1e-6) + 4.0 * U as f32 * xv.abs(),
+                            "{xv} as {q} x {dx}"
+                        );
+                    }
+                }
+                // The product, from those activations: each chunk's integer dot is exact, its
+                // scale product and the product with it round twice, and the sums add
+                // chunks/32 + 5 roundings (mul_mat's reduction).
+                let m = blocks.div_ceil(32) + 5 + 2;
+                let bs = ty.type_size();
+                for t in 0..n {
+                    for r in 0..rows {
+                        let (mut want, mut mag) = (0f64, 0f64);
+                        for c in 0..blocks {
+                            let (dw, qw) = weight_block(ty, &wq[(r * blocks + c) * bs..]);
+                            let xb = t * blocks + c;
+                            let dx = f32::from_bits(word(xb, 0));
+                            let s: i32 = (0..32)
+                                .map(|v| {
+                                    qw[v]
+                                        * ((word(xb, 1 + v / 4) >> (8 * (v % 4))) as u8 as i8
+                                            as i32)
+                                })
+                                .sum();
+                            let term = dw as f64 * dx as f64 * s as f64;
+                            want += term;
+                            mag += term.abs();
+                        }
+                        let got = y[t * rows + r] as f64;
+                        let tol = 1.01 * m as f64 * U * mag;
+                        assert!((got - want).abs() <= tol, "{ty} {cols} cols {n} tokens: y[{t}][{r}] = {got}, want {want} (bound {tol:e})");
+                    }
+                }
             }
         }
     }
@@ -355,6 +475,62 @@ fn add_is_exact() {
     ops::add_assign(&mut want, &y);
     // Vulkan's f32 addition is correctly rounded, as the CPU's is.
     assert_eq!(xb.read_f32().unwrap(), want);
+}
+
+#[test]
+fn add_bias_is_exact() {
+    let Some(vk) = device() else { return };
+    let mut rng = StdRng::seed_from_u64(13);
+    let (width, n_rows) = (131usize, 7usize);
+    let (x, b) = (
+        random(&mut rng, width * n_rows, 5.0),
+        random(&mut rng, width, 5.0),
+    );
+    let xb = vk.upload_f32(&x, "x").unwrap();
+    let bb = vk.upload_f32(&b, "bias").unwrap();
+    let mut rec = vk.recorder().unwrap();
+    rec.add_bias(&xb, &bb, width, n_rows).unwrap();
+    rec.submit().unwrap();
+    let mut want = x.clone();
+    for row in want.chunks_exact_mut(width) {
+        ops::add_assign(row, &b);
+    }
+    assert_eq!(xb.read_f32().unwrap(), want);
+}
+
+#[test]
+fn bilinear_shrink_and_video_pooling_match_the_cpu() {
+    let Some(vk) = device() else { return };
+    let mut rng = StdRng::seed_from_u64(14);
+    // Video pooling (27 -> ceil(27/2)), OneVision's shrink of a wide grid, an upsampling edge.
+    for (h, w, d, oh, ow) in [
+        (27usize, 27usize, 5usize, 14usize, 14usize),
+        (24, 36, 3, 17, 25),
+        (1, 2, 4, 3, 5),
+    ] {
+        let x = random(&mut rng, h * w * d, 3.0);
+        let xb = vk.upload_f32(&x, "grid").unwrap();
+        let ob = vk.buffer((oh * ow * d * 4) as u64, "out").unwrap();
+        let mut rec = vk.recorder().unwrap();
+        rec.bilinear(&xb, h, w, d, &ob, oh, ow).unwrap();
+        rec.submit().unwrap();
+        let got = ob.read_f32().unwrap();
+        let want = llava_edge::vision::anyres::bilinear_grid(&x, h, w, d, oh, ow);
+        // Same coordinates (the scales come from the host), so the weights differ at most by
+        // a fused multiply-add in s = scale (o + 0.5) - 0.5, that is by u*s; the blend rounds
+        // 4 times on each side. Bounded by the four corners' magnitudes (weights <= 1): with
+        // s <= max(h, w), (8 + 2 max(h, w)) u of their sum.
+        let amax = x.iter().fold(0f32, |m, v| m.max(v.abs())) as f64;
+        let tol = (8.0 + 2.0 * h.max(w) as f64) * U * 4.0 * amax;
+        for i in 0..got.len() {
+            assert!(
+                ((got[i] - want[i]) as f64).abs() <= tol,
+                "{h}x{w} -> {oh}x{ow}: [{i}] {} vs {}",
+                got[i],
+                want[i]
+            );
+        }
+    }
 }
 
 #[test]

@@ -1,6 +1,7 @@
 #version 450
 // Element-wise ops in place on x (with y for the binary ones), one value per invocation.
-// Variants: SILU_MUL (silu(x) * y), GELU_ERF, GELU_TANH, GELU_QUICK, ADD (x + y).
+// Variants: SILU_MUL (silu(x) * y), GELU_ERF, GELU_TANH, GELU_QUICK, ADD (x + y). The binary
+// ones read y[i % y_period]: y_period = n for two equal vectors, a row's width for a bias.
 // The sigmoid-gated forms are x / (1 + e^-z), as the CPU kernel writes them (no overflow or
 // cancellation at either tail; tanh-GELU via 0.5 (1 + tanh u) = sigmoid(2u)); exact GELU is
 // 0.5 x erfc(-x / sqrt 2) with Numerical Recipes' erfc (fractional error < 1.2e-7), as on the CPU.
@@ -15,6 +16,7 @@ layout(push_constant) uniform Push {
     uint n;
     uint x_off;
     uint y_off;
+    uint y_period;
 } p;
 
 float sigmoid_gate(float x, float z) {
@@ -35,7 +37,7 @@ void main() {
     if (i >= p.n) return;
     float x = X[p.x_off + i];
 #if defined(SILU_MUL)
-    X[p.x_off + i] = sigmoid_gate(x, x) * Yv[p.y_off + i];
+    X[p.x_off + i] = sigmoid_gate(x, x) * Yv[p.y_off + i % p.y_period];
 #elif defined(GELU_QUICK)
     X[p.x_off + i] = sigmoid_gate(x, 1.702 * x);
 #elif defined(GELU_TANH)
@@ -45,7 +47,7 @@ void main() {
     float e = z >= 0.0 ? 2.0 - erfc_pos(z) : erfc_pos(-z);
     X[p.x_off + i] = 0.5 * x * e;
 #elif defined(ADD)
-    X[p.x_off + i] = x + Yv[p.y_off + i];
+    X[p.x_off + i] = x + Yv[p.y_off + i % p.y_period];
 #else
 #error "define the op"
 #endif

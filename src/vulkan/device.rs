@@ -212,13 +212,20 @@ impl Vulkan {
     /// Opens the best device: discrete GPU, then integrated, virtual, CPU (lavapipe). `index`
     /// picks one of [`Vulkan::devices`] instead.
     pub fn new(index: Option<usize>) -> Result<Vulkan, VulkanError> {
+        Vulkan::open(index, true)
+    }
+
+    /// [`Vulkan::new`], with `optional: false` treating the device as if it lacked every
+    /// optional feature (fp16, int8, 8/16-bit storage, integer dot products), so the baseline
+    /// variants run: how a GPU without them (V3D, older parts) is tested anywhere.
+    pub fn open(index: Option<usize>, optional: bool) -> Result<Vulkan, VulkanError> {
         // SAFETY: loading the loader runs its initialisers; it is the system's Vulkan loader,
         // found by the platform's usual library search.
         let entry = unsafe { ash::Entry::load() }.map_err(|e| VulkanError::Loader {
             reason: e.to_string(),
         })?;
         let instance = create_instance(&entry)?;
-        match open(entry, instance.clone(), index) {
+        match open(entry, instance.clone(), index, optional) {
             Ok(v) => Ok(v),
             Err(e) => {
                 // SAFETY: nothing was created from the instance that is still alive (open
@@ -278,6 +285,7 @@ fn open(
     entry: ash::Entry,
     instance: ash::Instance,
     index: Option<usize>,
+    optional: bool,
 ) -> Result<Vulkan, VulkanError> {
     // SAFETY: the physical devices come from this instance; created objects are destroyed on
     // every error path below before returning.
@@ -307,7 +315,14 @@ fn open(
                 .min_by_key(|&pd| kind_of(instance.get_physical_device_properties(pd).device_type))
                 .ok_or(VulkanError::NoDevice { seen: pds.len() })?,
         };
-        let info = describe(&instance, pd);
+        let mut info = describe(&instance, pd);
+        if !optional {
+            info.shader_float16 = false;
+            info.shader_int8 = false;
+            info.storage_8bit = false;
+            info.storage_16bit = false;
+            info.integer_dot_product = false;
+        }
         let family = compute_family(&instance, pd).expect("usable devices have one");
 
         // Enable the optional features the device has, for the variants that use them.

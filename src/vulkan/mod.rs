@@ -32,6 +32,6 @@ mod shaders;
 pub use buffer::Buffer;
 pub use device::{DeviceInfo, DeviceKind, Vulkan};
 pub use error::VulkanError;
-pub use ops::{rope_tables, Activation, AttentionShape, Mask};
+pub use ops::{q8_scratch_bytes, rope_tables, Activation, AttentionShape, Mask};
 pub use recorder::Recorder;
 pub use shaders::{Shader, MUL_MAT_TYPES};

@@ -81,6 +81,12 @@ fn words(fields: &[u32]) -> Vec<u8> {
     fields.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 
+/// Bytes of the scratch [`Recorder::mul_mat_q8`] quantizes `n_tok` tokens of `cols` values
+/// into: per 32 values, an f32 scale and 32 int8.
+pub fn q8_scratch_bytes(cols: usize, n_tok: usize) -> u64 {
+    (n_tok * cols / 32 * 36) as u64
+}
+
 /// The cos/sin tables [`Recorder::rope`] reads for tokens at `positions`: per token, the
 /// `rot_dim / 2` cosines then the sines, computed as the CPU computes them
 /// ([`crate::ops::rope::rope_table`]).
@@ -139,6 +145,67 @@ impl Recorder {
         let mut groups = fold(rows32);
         groups[2] = n32.div_ceil(MUL_MAT_TILE);
         self.dispatch(Shader::MulMat(ty), &[w, x, y], &push, groups)
+    }
+
+    /// [`Recorder::mul_mat`] of Q8_0 or Q4_0 weights with the activations first quantized to
+    /// int8 blocks of 32 (an f32 scale each) in `scratch` ([`q8_scratch_bytes`]), then exact
+    /// integer dot products per block, as the CPU's products of these types do. Uses the
+    /// device's packed integer dot product where it has one.
+    #[allow(clippy::too_many_arguments)]
+    pub fn mul_mat_q8(
+        &mut self,
+        w: &Buffer,
+        ty: GgmlType,
+        rows: usize,
+        cols: usize,
+        x: &Buffer,
+        n_tok: usize,
+        scratch: &Buffer,
+        y: &Buffer,
+    ) -> Result<(), VulkanError> {
+        const OP: &str = "mul_mat_q8";
+        if !cols.is_multiple_of(32) {
+            return Err(VulkanError::Invalid {
+                op: OP,
+                detail: format!("{cols} columns are not whole blocks of 32"),
+            });
+        }
+        let row_bytes = cols / ty.block_size() * ty.type_size();
+        need(OP, "the weight buffer", w, (rows * row_bytes) as u64)?;
+        need(OP, "the input buffer", x, (n_tok * cols * 4) as u64)?;
+        need(
+            OP,
+            "the scratch buffer",
+            scratch,
+            q8_scratch_bytes(cols, n_tok),
+        )?;
+        need(OP, "the output buffer", y, (n_tok * rows * 4) as u64)?;
+        let blocks = u32_of(OP, "blocks", n_tok * cols / 32)?;
+        let (rows32, cols32, n32) = (
+            u32_of(OP, "rows", rows)?,
+            u32_of(OP, "cols", cols)?,
+            u32_of(OP, "tokens", n_tok)?,
+        );
+        self.dispatch(
+            Shader::QuantizeQ8,
+            &[x, scratch],
+            &words(&[blocks, 0]),
+            fold(blocks.div_ceil(WG)),
+        )?;
+        let push = words(&[
+            rows32,
+            cols32,
+            n32,
+            0,
+            row_bytes as u32,
+            0,
+            cols32 / 32,
+            0,
+            rows32,
+        ]);
+        let mut groups = fold(rows32);
+        groups[2] = n32.div_ceil(MUL_MAT_TILE);
+        self.dispatch(Shader::MulMatQ8(ty), &[w, scratch, y], &push, groups)
     }
 
     /// RMSNorm of `n_rows` rows of `width` in `x`, in place, with weight `w` (`width` f32).
@@ -230,35 +297,87 @@ impl Recorder {
         )
     }
 
+    /// `shader` over `n` values of `x`, reading `y[i % period]` where it reads `y`.
     fn eltwise(
         &mut self,
         shader: Shader,
         x: &Buffer,
         y: &Buffer,
         n: usize,
+        period: usize,
     ) -> Result<(), VulkanError> {
         const OP: &str = "eltwise";
         need(OP, "x", x, (n * 4) as u64)?;
         if shader == Shader::SiluMul || shader == Shader::Add {
-            need(OP, "y", y, (n * 4) as u64)?;
+            if period == 0 || !n.is_multiple_of(period) {
+                return Err(VulkanError::Invalid {
+                    op: OP,
+                    detail: format!("{n} values are not whole rows of {period}"),
+                });
+            }
+            need(OP, "y", y, (period * 4) as u64)?;
         }
         let n32 = u32_of(OP, "values", n)?;
-        self.dispatch(
-            shader,
-            &[x, y],
-            &words(&[n32, 0, 0]),
-            fold(n32.div_ceil(WG)),
-        )
+        let push = words(&[n32, 0, 0, period.max(1) as u32]);
+        self.dispatch(shader, &[x, y], &push, fold(n32.div_ceil(WG)))
+    }
+
+    /// Adds the `bias` row (`width` values) to each of the `n_rows` rows of `x`.
+    pub fn add_bias(
+        &mut self,
+        x: &Buffer,
+        bias: &Buffer,
+        width: usize,
+        n_rows: usize,
+    ) -> Result<(), VulkanError> {
+        self.eltwise(Shader::Add, x, bias, width * n_rows, width)
+    }
+
+    /// Bilinear resize of the `[h, w, d]` grid in `x` to `[oh, ow, d]` in `out` (PyTorch's
+    /// `interpolate`, `align_corners=False`): OneVision's shrink of large grids and its video
+    /// frames' pooling.
+    #[allow(clippy::too_many_arguments)]
+    pub fn bilinear(
+        &mut self,
+        x: &Buffer,
+        h: usize,
+        w: usize,
+        d: usize,
+        out: &Buffer,
+        oh: usize,
+        ow: usize,
+    ) -> Result<(), VulkanError> {
+        const OP: &str = "bilinear";
+        if h == 0 || w == 0 || oh == 0 || ow == 0 {
+            return Err(VulkanError::Invalid {
+                op: OP,
+                detail: format!("an empty grid ({h}x{w} to {oh}x{ow})"),
+            });
+        }
+        need(OP, "the grid", x, (h * w * d * 4) as u64)?;
+        need(OP, "the output", out, (oh * ow * d * 4) as u64)?;
+        let n = u32_of(OP, "output values", oh * ow * d)?;
+        let (sy, sx) = (h as f32 / oh as f32, w as f32 / ow as f32);
+        let push = words(&[
+            h as u32,
+            w as u32,
+            d as u32,
+            oh as u32,
+            ow as u32,
+            sy.to_bits(),
+            sx.to_bits(),
+        ]);
+        self.dispatch(Shader::Bilinear, &[x, out], &push, fold(n.div_ceil(WG)))
     }
 
     /// `x = silu(x) * y` over `n` values (SwiGLU).
     pub fn silu_mul(&mut self, x: &Buffer, y: &Buffer, n: usize) -> Result<(), VulkanError> {
-        self.eltwise(Shader::SiluMul, x, y, n)
+        self.eltwise(Shader::SiluMul, x, y, n, n)
     }
 
     /// `x += y` over `n` values.
     pub fn add(&mut self, x: &Buffer, y: &Buffer, n: usize) -> Result<(), VulkanError> {
-        self.eltwise(Shader::Add, x, y, n)
+        self.eltwise(Shader::Add, x, y, n, n)
     }
 
     /// An activation over `n` values of `x`, in place.
@@ -269,7 +388,7 @@ impl Recorder {
             Activation::GeluQuick => Shader::GeluQuick,
         };
         // The shader binds a second buffer it does not read: x stands in.
-        self.eltwise(shader, x, x, n)
+        self.eltwise(shader, x, x, n, n)
     }
 
     /// Softmax of `n_rows` rows of `width` in `x`, in place.

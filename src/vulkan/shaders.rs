@@ -32,6 +32,10 @@ pub(crate) const MUL_MAT_TILE: u32 = 8;
 pub enum Shader {
     /// Weight matrix times f32 activations, by weight type.
     MulMat(GgmlType),
+    /// f32 activations to int8 blocks for [`Shader::MulMatQ8`].
+    QuantizeQ8,
+    /// Q8_0 or Q4_0 weights times int8-quantized activations (integer dot products).
+    MulMatQ8(GgmlType),
     /// RMSNorm.
     RmsNorm,
     /// LayerNorm.
@@ -52,6 +56,8 @@ pub enum Shader {
     Softmax,
     /// Attention over an F16 cache.
     Attention,
+    /// Bilinear resize of a feature grid.
+    Bilinear,
 }
 
 /// The weight types `Shader::MulMat` has a variant for.
@@ -78,11 +84,11 @@ struct Variant {
 }
 
 impl Shader {
-    /// The variant for this device. Every variant here reads packed bytes from 32-bit words and
-    /// computes in f32, so it needs none of the optional features (fp16 arithmetic, int8,
-    /// 8/16-bit storage, integer dot products) and runs on any Vulkan 1.1 device; variants
-    /// that use them are chosen here, from `info`, when they are added.
-    fn variant(self, _info: &DeviceInfo) -> Result<Variant, VulkanError> {
+    /// The variant for this device. Every baseline variant reads packed bytes from 32-bit words
+    /// and computes in f32 or i32, so it needs none of the optional features (fp16 arithmetic,
+    /// int8, 8/16-bit storage, integer dot products) and runs on any Vulkan 1.1 device (V3D,
+    /// older GPUs); where `info` reports a feature a variant uses, that variant is chosen.
+    fn variant(self, info: &DeviceInfo) -> Result<Variant, VulkanError> {
         let wg = |n| vec![(0, n)];
         let (name, spirv, bindings, push_bytes, spec): (_, &'static [u8], _, _, _) = match self {
             Shader::MulMat(ty) => {
@@ -106,16 +112,35 @@ impl Shader {
                 };
                 (name, spirv, 3, 36, wg(MUL_MAT_WG))
             }
+            Shader::QuantizeQ8 => ("quantize_q8", spv!("quantize_q8"), 2, 8, wg(WG)),
+            Shader::MulMatQ8(ty) => {
+                let (name, spirv): (_, &'static [u8]) = match (ty, info.integer_dot_product) {
+                    (GgmlType::Q8_0, true) => ("mul_mat_q8_q8_0_dot", spv!("mul_mat_q8_q8_0_dot")),
+                    (GgmlType::Q8_0, false) => ("mul_mat_q8_q8_0", spv!("mul_mat_q8_q8_0")),
+                    (GgmlType::Q4_0, true) => ("mul_mat_q8_q4_0_dot", spv!("mul_mat_q8_q4_0_dot")),
+                    (GgmlType::Q4_0, false) => ("mul_mat_q8_q4_0", spv!("mul_mat_q8_q4_0")),
+                    (ty, _) => {
+                        return Err(VulkanError::Invalid {
+                            op: "mul_mat_q8",
+                            detail: format!(
+                                "no integer shader for {ty} weights (Q8_0 and Q4_0 have one)"
+                            ),
+                        })
+                    }
+                };
+                (name, spirv, 3, 36, wg(MUL_MAT_WG))
+            }
             Shader::RmsNorm => ("rms_norm", spv!("rms_norm"), 3, 20, wg(WG)),
             Shader::LayerNorm => ("layer_norm", spv!("layer_norm"), 3, 20, wg(WG)),
             Shader::Rope(false) => ("rope_normal", spv!("rope_normal"), 2, 24, wg(WG)),
             Shader::Rope(true) => ("rope_neox", spv!("rope_neox"), 2, 24, wg(WG)),
-            Shader::SiluMul => ("silu_mul", spv!("silu_mul"), 2, 12, wg(WG)),
-            Shader::GeluErf => ("gelu_erf", spv!("gelu_erf"), 2, 12, wg(WG)),
-            Shader::GeluTanh => ("gelu_tanh", spv!("gelu_tanh"), 2, 12, wg(WG)),
-            Shader::GeluQuick => ("gelu_quick", spv!("gelu_quick"), 2, 12, wg(WG)),
-            Shader::Add => ("add", spv!("add"), 2, 12, wg(WG)),
+            Shader::SiluMul => ("silu_mul", spv!("silu_mul"), 2, 16, wg(WG)),
+            Shader::GeluErf => ("gelu_erf", spv!("gelu_erf"), 2, 16, wg(WG)),
+            Shader::GeluTanh => ("gelu_tanh", spv!("gelu_tanh"), 2, 16, wg(WG)),
+            Shader::GeluQuick => ("gelu_quick", spv!("gelu_quick"), 2, 16, wg(WG)),
+            Shader::Add => ("add", spv!("add"), 2, 16, wg(WG)),
             Shader::Softmax => ("softmax", spv!("softmax"), 1, 16, wg(WG)),
+            Shader::Bilinear => ("bilinear", spv!("bilinear"), 2, 28, wg(WG)),
             // Fixed 64-wide workgroups (the shader sizes its per-invocation arrays by it).
             Shader::Attention => ("attention", spv!("attention"), 4, 52, vec![]),
         };
