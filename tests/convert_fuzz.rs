@@ -273,3 +273,68 @@ fn safetensors_header_mutations_never_panic() {
     assert!(tally.panics.is_empty(), "panics: {:#?}", tally.panics);
     assert!(tally.refused > 1000, "{tally:?}");
 }
+
+/// The same for the tokenizer files: numbers, types and removals in tokenizer.json (the
+/// SentencePiece rebuild of a tokenizer.json-only checkpoint and Qwen2's byte-level BPE) and
+/// tokenizer_config.json, and byte flips in tokenizer.model.
+#[test]
+fn tokenizer_file_mutations_never_panic() {
+    let tmp = TempDir::new("fuzz-tokenizer");
+    let mut tally = Tally::default();
+    for (case, file) in [
+        ("llava15_tokjson", "tokenizer.json"),
+        ("llava_ov", "tokenizer.json"),
+        ("llava15_tokjson", "tokenizer_config.json"),
+    ] {
+        let hf = copy_checkpoint(case, &tmp.path(case));
+        let original: Value =
+            serde_json::from_str(&std::fs::read_to_string(hf.join(file)).unwrap()).unwrap();
+        let mut all = Vec::new();
+        paths(&original, &mut Vec::new(), &mut all);
+        // Every 50th vocabulary entry and merge; everything else.
+        let mut seen = 0usize;
+        all.retain(|(p, _)| {
+            let bulk = matches!(p.get(1), Some(Step::Key(k)) if k == "vocab" || k == "merges");
+            seen += usize::from(bulk);
+            !bulk || seen.is_multiple_of(50)
+        });
+        for (path, numeric) in &all {
+            let mut values: Vec<Option<Value>> = vec![None, Some(json!("x")), Some(Value::Null)];
+            if *numeric {
+                values.extend(
+                    [json!(0), json!(1), json!(1u64 << 62), json!(-1), json!(2.5)].map(Some),
+                );
+            } else {
+                values.extend([json!(7), json!(true), json!([])].map(Some));
+            }
+            for new in values {
+                let mut j = original.clone();
+                edit(&mut j, path, new.clone());
+                std::fs::write(hf.join(file), j.to_string()).unwrap();
+                tally.run(&hf, &tmp.0, &format!("{case}/{file}: {path:?} = {new:?}"));
+            }
+        }
+    }
+    let hf = copy_checkpoint("llava15", &tmp.path("sp"));
+    let model = std::fs::read(hf.join("tokenizer.model")).unwrap();
+    let mut rng = Rng(0x70c3_11ed_0dd5_0001);
+    for k in 0..200 {
+        let mut b = model.clone();
+        for _ in 0..1 + rng.below(4) {
+            let at = rng.below(b.len());
+            b[at] = rng.below(256) as u8;
+        }
+        if k % 10 == 0 {
+            b.truncate(rng.below(b.len()));
+        }
+        std::fs::write(hf.join("tokenizer.model"), b).unwrap();
+        tally.run(&hf, &tmp.0, &format!("tokenizer.model flip run {k}"));
+    }
+    println!(
+        "tokenizer file mutations: {} converted, {} refused with an error, {} panics",
+        tally.converted,
+        tally.refused,
+        tally.panics.len()
+    );
+    assert!(tally.panics.is_empty(), "panics: {:#?}", tally.panics);
+}

@@ -296,14 +296,19 @@ pub fn convert(
             format!("is {n_kv}, which does not divide num_attention_heads {n_head}"),
         ));
     }
-    let head_dim = match tc.opt_count("head_dim", 1, MAX_WIDTH)? {
-        Some(h) => h,
-        None => config::head_dim(&tc, "num_attention_heads", d, n_head)?,
+    let (head_dim, head_key) = match tc.opt_count("head_dim", 1, MAX_WIDTH)? {
+        Some(h) => (h, "head_dim"),
+        None => (
+            config::head_dim(&tc, "num_attention_heads", d, n_head)?,
+            "num_attention_heads",
+        ),
     };
     if !head_dim.is_multiple_of(2) {
         return Err(tc.bad(
-            "head_dim",
-            format!("is {head_dim}; rotary embeddings turn pairs of values, so it must be even"),
+            head_key,
+            format!(
+                "gives heads of {head_dim} values; rotary embeddings turn pairs, so it must be even"
+            ),
         ));
     }
     let theta = match tc.get("rope_parameters") {

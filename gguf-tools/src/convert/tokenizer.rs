@@ -464,3 +464,53 @@ pub fn tokenizer_metadata(
     );
     Ok(md)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn space_prefix_from_metaspace_or_the_legacy_normalizer() {
+        let meta = |scheme: &str| json!({"pre_tokenizer": {"type": "Metaspace", "replacement": "\u{2581}", "prepend_scheme": scheme}});
+        assert!(json_adds_space_prefix(&meta("first")));
+        assert!(json_adds_space_prefix(&meta("always")));
+        assert!(!json_adds_space_prefix(&meta("never")));
+        let legacy = json!({"pre_tokenizer": null, "normalizer": {"type": "Sequence", "normalizers": [
+            {"type": "Prepend", "prepend": "\u{2581}"},
+            {"type": "Replace", "pattern": {"String": " "}, "content": "\u{2581}"}]}});
+        assert!(json_adds_space_prefix(&legacy));
+        assert!(!json_adds_space_prefix(&json!({})));
+    }
+
+    #[test]
+    fn scores_follow_the_first_merge_that_makes_each_piece() {
+        // "abc" is made by the second merge and again by the fourth: the first one counts.
+        let tj = json!({
+            "model": {"type": "BPE", "byte_fallback": true,
+                "vocab": {"<unk>": 0, "<s>": 1, "<0x41>": 2, "a": 3, "b": 4, "c": 5, "ab": 6, "abc": 7, "bc": 8},
+                "merges": [["a", "b"], ["ab", "c"], ["b", "c"], "a bc"]},
+            "added_tokens": [{"id": 1, "content": "<s>", "special": true}],
+        });
+        let (pieces, scores, types, _) =
+            sentencepiece_from_json(Path::new("tokenizer.json"), &tj, Some("<unk>"), 9).unwrap();
+        assert_eq!(pieces[7], b"abc");
+        assert_eq!(
+            types,
+            [
+                UNKNOWN,
+                USER_DEFINED,
+                BYTE,
+                NORMAL,
+                NORMAL,
+                NORMAL,
+                NORMAL,
+                NORMAL,
+                NORMAL
+            ]
+        );
+        // Merged pieces in merge order (ab, abc, bc), then single characters by id.
+        assert_eq!(scores, [0.0, 0.0, 0.0, -3.0, -4.0, -5.0, -0.0, -1.0, -2.0]);
+        assert_eq!(scores[6].to_bits(), (-0.0f32).to_bits());
+    }
+}
