@@ -264,13 +264,22 @@ fn matvec(
         );
     };
     line(ty.to_string(), t_ours);
-    if llava_edge::kernels::x8_block_bytes(ty).is_some() {
+    if llava_edge::quant::interleave::interleaved8_block_bytes(ty).is_some() {
         // The layout `run` loads the legacy 4- and 5-bit matrices in: eight rows interleaved.
         let mut ws = ws;
         for w in &mut ws {
-            assert!(llava_edge::ops::matrix::interleave_rows(ty, cols, rows, w));
+            assert!(llava_edge::quant::interleave::interleave_rows(
+                ty, cols, rows, w
+            ));
         }
-        let ms = views(name, ty, rows, cols, &ws, llava_edge::gguf::Layout::X8);
+        let ms = views(
+            name,
+            ty,
+            rows,
+            cols,
+            &ws,
+            llava_edge::gguf::Layout::Interleaved8,
+        );
         let t = time(o.reps, || {
             for m in &ms {
                 m.matmul(&x, 1, &mut ours, pool);
@@ -408,18 +417,21 @@ fn decode_attention(o: &Opts, rng: &mut Rng, name: &str, n_kv: usize, group: usi
         let mut run = |rows: usize| {
             time(reps, || {
                 for r in (0..group).step_by(rows) {
-                    kernels::attend_rows(
-                        isa,
-                        rows,
+                    let head_rows = kernels::HeadRows {
+                        nq: rows,
                         hd,
-                        &q[r * hd..],
-                        hd,
-                        kv,
-                        kv,
+                        q: &q[r * hd..],
+                        q_stride: hd,
+                        k: kv,
+                        v: kv,
                         stride,
                         n_kv,
-                        Visible::All,
+                        visible: Visible::All,
                         scale,
+                    };
+                    kernels::attend_head_rows(
+                        isa,
+                        &head_rows,
                         &mut out[r * hd..],
                         hd,
                         &mut scratch,
@@ -472,8 +484,8 @@ fn main() {
     println!(
         "llava-edge kernels vs ggml ({} threads, ISA {:?}, GEMM {:?}; medians of {})",
         threads,
-        kernels::isa().kind(),
-        kernels::GemmIsa::for_isa(kernels::isa()).kind(),
+        kernels::Cpu::get().isa().kind(),
+        kernels::Cpu::get().gemm().kind(),
         o.reps
     );
     let stream = stream_read(&o, &pool);

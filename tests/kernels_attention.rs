@@ -85,7 +85,7 @@ fn a_masked_out_row_and_bad_shapes_do_not_read_out_of_bounds() {
     let mut out = [9f32; 16];
     // No positions: a zero row, not NaN.
     kernels::attend_head(
-        kernels::isa(),
+        kernels::Cpu::get().isa(),
         &q,
         KvRef::F32(&[]),
         KvRef::F32(&[]),
@@ -100,7 +100,7 @@ fn a_masked_out_row_and_bad_shapes_do_not_read_out_of_bounds() {
     let r = std::panic::catch_unwind(|| {
         let mut out = [0f32; 16];
         kernels::attend_head(
-            kernels::isa(),
+            kernels::Cpu::get().isa(),
             &q,
             KvRef::F32(&short),
             KvRef::F32(&short),
@@ -253,22 +253,19 @@ fn row_tiles_match_f64_softmax_causal_and_not() {
                         Visible::All
                     };
                     let mut scratch = Vec::new();
-                    kernels::attend_rows(
-                        isa,
+                    let rows = kernels::HeadRows {
                         nq,
                         hd,
-                        &q,
-                        qs,
-                        kr,
-                        vr,
+                        q: &q,
+                        q_stride: qs,
+                        k: kr,
+                        v: vr,
                         stride,
                         n_kv,
-                        vis,
+                        visible: vis,
                         scale,
-                        &mut out,
-                        qs,
-                        &mut scratch,
-                    );
+                    };
+                    kernels::attend_head_rows(isa, &rows, &mut out, qs, &mut scratch);
                     for i in 0..nq {
                         let seen = if causal { first + i + 1 } else { n_kv };
                         let s: Vec<f64> = (0..seen)

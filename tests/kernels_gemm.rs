@@ -62,7 +62,7 @@ fn make_case(
     let mut panels = vec![le_block_x8::default(); nrows.div_ceil(8) * nb];
     for (p, chunk) in weights.chunks(8 * row_bytes).enumerate() {
         let rows = chunk.len() / row_bytes;
-        assert!(kernels::pack_x8(
+        assert!(kernels::pack_panel(
             ty,
             chunk,
             rows,
@@ -73,7 +73,7 @@ fn make_case(
     let mut act = vec![le_block_q8_0x::default(); nt * nb];
     for t in 0..nt {
         let x = random_values(rng, n);
-        kernels::quantize_row_q8_0x(&x, &mut act[t * nb..(t + 1) * nb]);
+        kernels::quantize_row_q8_0_summed(&x, &mut act[t * nb..(t + 1) * nb]);
     }
     Case {
         ty,
@@ -159,7 +159,7 @@ fn run(c: &Case, gemm: GemmIsa, ldo: usize) -> Vec<f32> {
     // SAFETY: `out` covers t * ldo + r for every t < nt, r < nrows (ldo >= nrows); this thread
     // owns it; `gemm` comes from GemmIsa::available().
     unsafe {
-        kernels::gemm_x8(
+        kernels::gemm_panels(
             gemm,
             codes,
             c.n,
@@ -226,11 +226,11 @@ fn every_gemm_variant_matches_f64_math() {
 fn gemm_agrees_with_the_row_kernels_on_q4_0_and_q8_0() {
     // The row kernels are held to ggml's; same activation codes, so only rounding order differs.
     let mut rng = rand::rngs::StdRng::seed_from_u64(13);
-    let isa = kernels::isa();
+    let isa = kernels::Cpu::get().isa();
     for ty in [GgmlType::Q4_0, GgmlType::Q8_0] {
         let c = make_case(&mut rng, ty, 896, 9, 3);
         let (_, mag) = reference(&c);
-        let got = run(&c, GemmIsa::for_isa(isa), c.nrows);
+        let got = run(&c, kernels::Cpu::get().gemm(), c.nrows);
         let row_bytes = c.weights.len() / c.nrows;
         for t in 0..c.nt {
             let nb = c.n / 32;
@@ -264,7 +264,7 @@ fn types_without_panels_are_refused() {
     assert!(kernels::panel_codes(GgmlType::F16).is_none());
     assert!(kernels::panel_codes(GgmlType::Q2_K).is_none());
     let mut out = vec![le_block_x8::default(); 8];
-    assert!(!kernels::pack_x8(
+    assert!(!kernels::pack_panel(
         GgmlType::Q2_K,
         &[0u8; 84],
         1,
@@ -278,7 +278,7 @@ fn simd_activation_quantizers_write_the_scalar_bytes() {
     use llava_edge::ffi::le_block_q8_0;
     use llava_edge::kernels::Isa;
     let mut rng = rand::rngs::StdRng::seed_from_u64(17);
-    let isa = kernels::detect();
+    let isa = kernels::Cpu::detected().isa();
     let mut blocks = 0;
     for rep in 0..400 {
         let n = 32 * (1 + rep % 9);
@@ -313,8 +313,8 @@ fn simd_activation_quantizers_write_the_scalar_bytes() {
             vec![le_block_q8_0x::default(); nb],
             vec![le_block_q8_0x::default(); nb],
         );
-        kernels::quantize_row_q8_0x_with(Isa::SCALAR, &x, &mut c);
-        kernels::quantize_row_q8_0x_with(isa, &x, &mut d);
+        kernels::quantize_row_q8_0_summed_with(Isa::SCALAR, &x, &mut c);
+        kernels::quantize_row_q8_0_summed_with(isa, &x, &mut d);
         for (p, q) in c.iter().zip(&d) {
             assert_eq!(
                 (p.d.to_bits(), p.dsum.to_bits(), p.qs),
@@ -522,7 +522,7 @@ fn q4_0_decode_dot_with_summed_activations_matches_f64() {
             let mut wf = vec![0f32; n];
             dequantize(GgmlType::Q4_0, &w, &mut wf).unwrap();
             let mut a = vec![le_block_q8_0x::default(); n / 32];
-            kernels::quantize_row_q8_0x(&random_values(&mut rng, n), &mut a);
+            kernels::quantize_row_q8_0_summed(&random_values(&mut rng, n), &mut a);
             let (mut want, mut mag) = (0f64, 0f64);
             for (i, &wv) in wf.iter().enumerate() {
                 let x = a[i / 32].d as f64 * a[i / 32].qs[i % 32] as f64;
@@ -532,7 +532,7 @@ fn q4_0_decode_dot_with_summed_activations_matches_f64() {
                 mag += (wv as f64 * x).abs() + 8.0 * dw.abs() * x.abs();
             }
             for g in GemmIsa::available() {
-                let got = kernels::dot_q4_0_q8_0x(g, bytemuck::cast_slice(&w), &a) as f64;
+                let got = kernels::dot_q4_0_q8_0_summed(g, bytemuck::cast_slice(&w), &a) as f64;
                 let bound = (n / 32 + 4) as f64 * 3.0 * f32::EPSILON as f64 * mag + 1e-30;
                 assert!(
                     (got - want).abs() <= bound,
@@ -576,16 +576,16 @@ fn interleaved_decode(ty: GgmlType, seed: u64) {
         for (nrows, nt) in [(8, 1), (24, 1), (16, 3), (40, 2)] {
             let c = make_case(&mut rng, ty, n, nrows, nt);
             let (nb, row_bytes) = (n / 32, c.weights.len() / nrows);
-            let gb = nb * kernels::x8_block_bytes(ty).unwrap();
+            let gb = nb * llava_edge::quant::interleave::interleaved8_block_bytes(ty).unwrap();
             let mut groups = vec![0u8; nrows / 8 * gb];
             for (g, rows8) in c.weights.chunks_exact(8 * row_bytes).enumerate() {
                 let group = &mut groups[g * gb..(g + 1) * gb];
-                kernels::interleave_x8(ty, rows8, n, group);
+                llava_edge::quant::interleave::interleave8(ty, rows8, n, group);
                 let mut back = vec![0u8; 8 * row_bytes];
-                kernels::deinterleave_x8(ty, group, n, &mut back);
+                llava_edge::quant::interleave::deinterleave8(ty, group, n, &mut back);
                 assert_eq!(back, rows8, "{ty} n={n}: round trip of group {g}");
                 let mut panel = vec![le_block_x8::default(); nb];
-                kernels::pack_x8_interleaved(ty, group, n, &mut panel);
+                kernels::pack_panel_from_interleaved8(ty, group, n, &mut panel);
                 let want = &c.panels[g * nb..(g + 1) * nb];
                 assert_eq!(
                     bytemuck::cast_slice::<_, u8>(&panel),
@@ -600,7 +600,9 @@ fn interleaved_decode(ty: GgmlType, seed: u64) {
                 let sentinel = f32::from_bits(0x7fc0_1234);
                 let mut out = vec![sentinel; nt * ldo];
                 // SAFETY: `out` covers t * ldo + r for t < nt, r < nrows; `g` is available.
-                unsafe { kernels::gemv_x8(g, ty, n, &groups, &c.act, nt, out.as_mut_ptr(), ldo) };
+                unsafe {
+                    kernels::gemv_interleaved8(g, ty, n, &groups, &c.act, nt, out.as_mut_ptr(), ldo)
+                };
                 for t in 0..nt {
                     for r in 0..ldo {
                         let o = out[t * ldo + r];

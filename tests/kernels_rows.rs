@@ -97,7 +97,7 @@ fn rope_matches_f64_in_both_layouts() {
             let mut first: Option<Vec<f32>> = None;
             for isa in variants() {
                 let mut y = x.clone();
-                kernels::rope_with(isa, &mut y, hd, &cos, &sin, neox);
+                kernels::rotate_heads(isa, &mut y, hd, &cos, &sin, neox);
                 for h in 0..n_heads {
                     let (xs, ys) = (&x[h * hd..(h + 1) * hd], &y[h * hd..(h + 1) * hd]);
                     let mut rotated = vec![false; hd];

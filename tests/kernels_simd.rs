@@ -114,8 +114,8 @@ fn only_detected_instruction_sets_are_offered() {
     use kernels::{Bf16Isa, Bf16Kind, FloatIsa, FloatKind, GemmIsa, GemmKind, IsaKind};
     let all = Isa::available();
     assert_eq!(all[0], Isa::SCALAR);
-    assert!(all.contains(&kernels::detect()));
-    assert!(all.contains(&kernels::isa()));
+    assert!(all.contains(&kernels::Cpu::detected().isa()));
+    assert!(all.contains(&kernels::Cpu::get().isa()));
     #[cfg(target_arch = "x86_64")]
     {
         let has = |f: &str| match f {

@@ -85,7 +85,7 @@ fn encoders_and_projectors_match_transformers() {
 fn f16_encoders_match_transformers_exactly_and_in_bf16() {
     let tmp = TempDir::new("vision-f16");
     let pool = ThreadPool::new(2);
-    let bf16 = llava_edge::kernels::Bf16Isa::simd().is_some();
+    let bf16 = llava_edge::kernels::Cpu::get().bf16().is_some();
     if !bf16 {
         println!("no bfloat16 dot instruction on this CPU: the bf16 half of this test is skipped");
     }

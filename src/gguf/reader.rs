@@ -49,8 +49,8 @@ pub enum Layout {
     Rows,
     /// Each run of eight rows interleaved for decode, in the kernels' block for the type
     /// (`le_block_q4_0x8` for Q4_0 .. `le_block_q5_1x8` for Q5_1); the rows after the last
-    /// multiple of eight stay plain.
-    X8,
+    /// multiple of eight stay plain (`crate::quant::interleave`).
+    Interleaved8,
 }
 
 impl TensorInfo {

@@ -27,7 +27,7 @@ pub fn silu_mul(gate: &mut [f32], up: &[f32], pool: &ThreadPool) {
 /// The C kernel over chunks of `x` shared out to the pool's threads.
 fn gated(pool: &ThreadPool, gate: Gate, x: &mut [f32], mul: Option<&[f32]>) {
     const CHUNK: usize = 1 << 14;
-    let isa = kernels::isa();
+    let isa = kernels::Cpu::get().isa();
     if x.len() <= CHUNK {
         kernels::activation_with(isa, gate, x, mul);
         return;

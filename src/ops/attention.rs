@@ -1,6 +1,6 @@
 //! Scaled dot-product attention over a key/value cache, with grouped-query heads.
 
-use crate::kernels::{self, KvRef, Visible};
+use crate::kernels::{self, HeadRows, KvRef, Visible};
 use crate::threadpool::Disjoint;
 
 /// Attention for one query token: `q` holds `n_head` heads of `head_dim`; `k` and `v` hold
@@ -21,7 +21,7 @@ pub fn attend(
     let group = n_head / n_kv_head;
     let scale = 1.0 / (head_dim as f32).sqrt();
     let stride = n_kv_head * head_dim;
-    let isa = kernels::isa();
+    let isa = kernels::Cpu::get().isa();
     for h in 0..n_head {
         let at = (h / group) * head_dim;
         kernels::attend_head(
@@ -57,9 +57,8 @@ pub fn attend_rows(
     // Query rows a task: each task packs (transposes, converts) every key and value its rows
     // see, so larger tasks pack less often. Under a causal mask 128 leaves dozens of tasks of
     // unequal cost to share out (a 512-token prompt: 4 blocks x 14 heads); without one (a ViT
-    // tile) every row costs the same, so blocks only need to make four tasks a thread: CLIP-L's
-    // 577 rows x 16 heads run as 16 whole heads on two threads, packing each head once instead
-    // of five times (the packing was 1.3% of an encode).
+    // tile) every row costs the same, so blocks only need to make four tasks a thread (CLIP-L's
+    // 577 rows x 16 heads run as 16 whole heads on two threads, each head packed once).
     let rows_per_task = match visible {
         Visible::Causal { .. } => 128,
         Visible::All => {
@@ -76,7 +75,7 @@ pub fn attend_rows(
     }
     let (group, stride) = (n_head / n_kv_head, n_kv_head * head_dim);
     let scale = 1.0 / (head_dim as f32).sqrt();
-    let isa = kernels::FloatIsa::for_isa(kernels::isa());
+    let isa = kernels::Cpu::get().float();
     if n_rows == 1 && group > 1 {
         // Decode with grouped heads: the query heads of one key/value head are rows of one
         // call (q_stride head_dim), so its keys and values are read once for the group, as a
@@ -105,22 +104,19 @@ pub fn attend_rows(
                     let o = unsafe {
                         std::slice::from_raw_parts_mut(base.get().add(first), nq * head_dim)
                     };
-                    kernels::attend_rows(
-                        isa,
+                    let rows = HeadRows {
                         nq,
-                        head_dim,
-                        &q[first..first + nq * head_dim],
-                        head_dim,
-                        k.skip(g * head_dim),
-                        v.skip(g * head_dim),
+                        hd: head_dim,
+                        q: &q[first..first + nq * head_dim],
+                        q_stride: head_dim,
+                        k: k.skip(g * head_dim),
+                        v: v.skip(g * head_dim),
                         stride,
-                        seen,
-                        Visible::All,
+                        n_kv: seen,
+                        visible: Visible::All,
                         scale,
-                        o,
-                        head_dim,
-                        scratch,
-                    );
+                    };
+                    kernels::attend_head_rows(isa, &rows, o, head_dim, scratch);
                 }
             })
         });
@@ -139,26 +135,23 @@ pub fn attend_rows(
                     Visible::All => Visible::All,
                     Visible::Causal { first } => Visible::Causal { first: first + r0 },
                 };
+                let rows = HeadRows {
+                    nq,
+                    hd: head_dim,
+                    q: &q[first..],
+                    q_stride: w,
+                    k: k.skip(at),
+                    v: v.skip(at),
+                    stride,
+                    n_kv,
+                    visible: vis,
+                    scale,
+                };
                 // SAFETY: `out` holds n_rows * w values, so head h's columns of rows r0..r0 + nq
                 // (at first + i * w + j, j < head_dim) lie in it; this task alone writes them
                 // (tasks are disjoint), and the pool joins before `out`'s borrow ends.
                 unsafe {
-                    kernels::attend_rows_to(
-                        isa,
-                        nq,
-                        head_dim,
-                        &q[first..],
-                        w,
-                        k.skip(at),
-                        v.skip(at),
-                        stride,
-                        n_kv,
-                        vis,
-                        scale,
-                        base.get().add(first),
-                        w,
-                        scratch,
-                    )
+                    kernels::attend_head_rows_to(isa, &rows, base.get().add(first), w, scratch)
                 };
             }
         })
@@ -169,8 +162,8 @@ thread_local! {
     static ATTENTION_SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Runs `f` on this thread's packed key/value scratch, kept between calls: a fresh one was
-/// zeroed in every call (2 MiB a task at a 4k-position cache).
+/// Runs `f` on this thread's packed key/value scratch, kept between calls so that no call pays
+/// for zeroing one (megabytes a task at a cache of thousands of positions).
 fn with_attention_scratch<R>(f: impl FnOnce(&mut Vec<f32>) -> R) -> R {
     ATTENTION_SCRATCH.with(|cell| f(&mut cell.borrow_mut()))
 }

@@ -7,7 +7,7 @@ use crate::threadpool::{Disjoint, ThreadPool};
 /// The mean is accumulated in f64 (in the C kernel) so the result does not depend on the row
 /// length's rounding.
 pub fn rms_norm(x: &mut [f32], w: &[f32], eps: f32) {
-    let isa = kernels::isa();
+    let isa = kernels::Cpu::get().isa();
     for row in x.chunks_exact_mut(w.len()) {
         kernels::rms_norm_with(isa, row, w, eps);
     }
@@ -16,7 +16,7 @@ pub fn rms_norm(x: &mut [f32], w: &[f32], eps: f32) {
 /// LayerNorm of each `w.len()`-wide row of `x` in place: `(x - mean) / sqrt(var + eps) * w + b`,
 /// statistics in f64.
 pub fn layer_norm(x: &mut [f32], w: &[f32], b: &[f32], eps: f32) {
-    let isa = kernels::isa();
+    let isa = kernels::Cpu::get().isa();
     for row in x.chunks_exact_mut(w.len()) {
         kernels::layer_norm_with(isa, row, w, b, eps);
     }
@@ -49,7 +49,7 @@ pub fn residual_layer_norm_rows(
     let width = w.len();
     let n_rows = x.len() / width.max(1);
     let (xs, hs) = (Disjoint::new(x), Disjoint::new(h));
-    let isa = kernels::isa();
+    let isa = kernels::Cpu::get().isa();
     pool.for_chunks(n_rows, 8, &|r| {
         let span = r.start * width..r.end * width;
         // SAFETY: `x` and `h` hold n_rows * width values and each run of rows goes to one

@@ -36,8 +36,8 @@ pub fn rope_table(rot_dim: usize, pos: usize, theta: f32) -> RopeTable {
 /// `table` ([`rope_table`] of the token's position), in the C kernel. Only the first
 /// `2 * table.cos.len()` dimensions of a head rotate.
 pub fn rope_with(x: &mut [f32], head_dim: usize, table: &RopeTable, style: RopeStyle) {
-    crate::kernels::rope_with(
-        crate::kernels::isa(),
+    crate::kernels::rotate_heads(
+        crate::kernels::Cpu::get().isa(),
         x,
         head_dim,
         &table.cos,

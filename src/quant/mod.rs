@@ -3,6 +3,7 @@
 //! bit-exact with ggml's `quantize_row_*_reference` / `dequantize_row_*`.
 
 mod float;
+pub mod interleave;
 mod k_quants;
 mod legacy;
 pub mod search;

@@ -154,15 +154,17 @@ pub fn interleave_weights(f: &mut GgufFile, pool: &ThreadPool) -> Result<usize, 
                 .strip_suffix(".weight")
                 .is_some_and(|m| MATRICES.contains(&m))
     };
-    let work =
-        f.tensors_mut(|t| crate::kernels::x8_block_bytes(t.ty).is_some() && wanted(&t.name))?;
+    let interleavable = |t: &crate::gguf::TensorInfo| {
+        crate::quant::interleave::interleaved8_block_bytes(t.ty).is_some() && wanted(&t.name)
+    };
+    let work = f.tensors_mut(interleavable)?;
     let done = std::sync::atomic::AtomicUsize::new(0);
     let queue = std::sync::Mutex::new(work);
     pool.for_chunks(queue.lock().map_or(0, |q| q.len()), 1, &|_| {
         let item = queue.lock().ok().and_then(|mut q| q.pop());
         if let Some((info, data)) = item {
             crate::gguf::prefault(data);
-            if crate::ops::matrix::interleave(info, data) {
+            if crate::quant::interleave::interleave(info, data) {
                 done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
         }

@@ -566,7 +566,7 @@ impl<'a> VisionEncoder<'a> {
     /// (see [`Matrix::bf16_products`]). Returns false, and changes nothing, when this CPU has no
     /// bfloat16 dot instruction: emulating it would be slower than the F16 path.
     pub fn use_bf16_products(&mut self) -> bool {
-        if crate::kernels::Bf16Isa::simd().is_none() {
+        if crate::kernels::Cpu::get().bf16().is_none() {
             return false;
         }
         let mut all: Vec<&mut Matrix<'a>> = vec![&mut self.patch];
