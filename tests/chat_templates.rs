@@ -357,3 +357,26 @@ fn the_converter_keeps_a_chat_template_json() {
         Some(src.as_str())
     );
 }
+
+/// `tojson` as transformers defines it (Python's `json.dumps`, `ensure_ascii=False`): `", "` and
+/// `": "` separators, no HTML escaping, keys in their order. The expected string is what
+/// transformers 5.25 rendered from this template.
+#[test]
+fn tojson_writes_what_transformers_writes() {
+    let t = ChatTemplate::jinja(
+        "{{ {'a': 1, 'b': [1, 'é<'], 'c': none, 'd': 2.5} | tojson }}|{{ [1, {'k': true}] | tojson(indent=2) }}|{{ messages[0] | tojson }}",
+        SpecialTokens::default(),
+    )
+    .unwrap();
+    let ChatTemplate::Jinja(j) = &t else {
+        unreachable!()
+    };
+    assert!(!j.uses_content_parts());
+    let out = t
+        .render(None, &[llava_edge::chat::user_turn("hi", 0)])
+        .unwrap();
+    assert_eq!(
+        out,
+        "{\"a\": 1, \"b\": [1, \"é<\"], \"c\": null, \"d\": 2.5}|[\n  1,\n  {\n    \"k\": true\n  }\n]|{\"role\": \"user\", \"content\": \"hi\"}"
+    );
+}

@@ -11,7 +11,6 @@
 use std::collections::BTreeMap;
 
 use minijinja::{Environment, Error, ErrorKind, Value};
-use serde_json::json;
 
 use super::{Message, Role};
 
@@ -80,12 +79,13 @@ impl PartialEq for JinjaTemplate {
 
 impl Eq for JinjaTemplate {}
 
-// Probe texts without letters, so a template may change their case and still show them.
-const PROBE_TEXT: &str = "\u{1}5813\u{1}";
-const PROBE_SYSTEM: &str = "\u{1}5821\u{1}";
+// Probe texts without letters (a template may change their case) or characters JSON escapes
+// (it may print them with `tojson`).
+const PROBE_TEXT: &str = "\u{2042}5813\u{2042}";
+const PROBE_SYSTEM: &str = "\u{2042}5821\u{2042}";
 /// An extra key of the probe's text part: seen in the output only when the template printed the
 /// whole list (a string template given parts), which is not taking parts.
-const PROBE_KEY: &str = "\u{1}5827\u{1}";
+const PROBE_KEY: &str = "\u{2042}5827\u{2042}";
 
 impl JinjaTemplate {
     /// Compiles `source` and probes what it expects of messages.
@@ -168,7 +168,7 @@ impl JinjaTemplate {
         let mut ctx: BTreeMap<&str, Value> = BTreeMap::new();
         ctx.insert(
             "messages",
-            Value::from_serialize(self.messages_json(system, messages)),
+            Value::from(self.messages_value(system, messages)),
         );
         ctx.insert("add_generation_prompt", Value::from(true));
         // transformers passes these as None: `tools is none` must hold.
@@ -183,15 +183,22 @@ impl JinjaTemplate {
         tmpl.render(ctx)
     }
 
-    /// The messages as the template expects them (see the module documentation).
-    fn messages_json(&self, system: Option<&str>, messages: &[Message]) -> Vec<serde_json::Value> {
+    /// The messages as the template expects them (see the module documentation), keys in
+    /// the order transformers' users write them (`tojson` shows the order).
+    fn messages_value(&self, system: Option<&str>, messages: &[Message]) -> Vec<Value> {
+        let text_part =
+            |text: &str| map([("type", Value::from("text")), ("text", Value::from(text))]);
         let mut folded = None;
         let mut out = Vec::new();
         match system {
-            Some(s) if self.system_role => out.push(json!({
-                "role": "system",
-                "content": if self.parts { json!([{"type": "text", "text": s}]) } else { json!(s) },
-            })),
+            Some(s) if self.system_role => {
+                let content = if self.parts {
+                    Value::from(vec![text_part(s)])
+                } else {
+                    Value::from(s)
+                };
+                out.push(map([("role", Value::from("system")), ("content", content)]));
+            }
             Some(s) => folded = Some(s),
             None => {}
         }
@@ -202,36 +209,46 @@ impl JinjaTemplate {
                     text = format!("{s}\n\n{text}");
                 }
             }
-            let (role, mut parts) = match m.role {
-                Role::User => ("user", Vec::new()),
-                Role::Assistant => ("assistant", Vec::new()),
+            let role = match m.role {
+                Role::User => "user",
+                Role::Assistant => "assistant",
             };
+            let mut parts = Vec::new();
             let mut lead = String::new();
             for (n, kind, marker, in_parts) in [
                 (m.images, "image", "<image>\n", self.images_in_parts),
                 (m.videos, "video", "<video>\n", self.videos_in_parts),
             ] {
                 if self.parts && in_parts {
-                    parts.extend((0..n).map(|_| json!({ "type": kind })));
+                    parts.extend((0..n).map(|_| map([("type", Value::from(kind))])));
                 } else {
                     lead.push_str(&marker.repeat(n));
                 }
             }
             let text = lead + &text;
             let content = if self.parts {
-                let mut part = json!({"type": "text", "text": text});
-                if m.text == PROBE_TEXT {
-                    part["probe"] = json!(PROBE_KEY);
-                }
-                parts.push(part);
-                json!(parts)
+                parts.push(if m.text == PROBE_TEXT {
+                    map([
+                        ("type", Value::from("text")),
+                        ("text", Value::from(text)),
+                        ("probe", Value::from(PROBE_KEY)),
+                    ])
+                } else {
+                    text_part(&text)
+                });
+                Value::from(parts)
             } else {
-                json!(text)
+                Value::from(text)
             };
-            out.push(json!({ "role": role, "content": content }));
+            out.push(map([("role", Value::from(role)), ("content", content)]));
         }
         out
     }
+}
+
+/// A map with its keys in the order given.
+fn map<const N: usize>(pairs: [(&str, Value); N]) -> Value {
+    pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
 }
 
 /// The environment transformers renders chat templates in.
@@ -244,7 +261,75 @@ fn environment() -> Environment<'static> {
         Err(Error::new(ErrorKind::InvalidOperation, msg))
     });
     env.add_function("strftime_now", |fmt: String| strftime_now(&fmt));
+    env.add_filter("tojson", tojson);
     env
+}
+
+/// transformers' `tojson`: Python's `json.dumps(x, ensure_ascii=False, indent=...)`, with its
+/// `", "` and `": "` separators and no HTML escaping (minijinja's own escapes `<`, `>`, `&`, `'`
+/// and writes compact JSON, so tool and argument blocks would differ).
+fn tojson(
+    value: &Value,
+    indent: Option<usize>,
+    kwargs: minijinja::value::Kwargs,
+) -> Result<Value, Error> {
+    let indent = indent.or(kwargs.get::<Option<usize>>("indent")?);
+    // Accepted for compatibility; keys already come out in the order the data has them.
+    let _: Option<bool> = kwargs.get("sort_keys")?;
+    let _: Option<bool> = kwargs.get("ensure_ascii")?;
+    kwargs.assert_all_used()?;
+    let mut out = Vec::new();
+    let done = match indent {
+        Some(n) => {
+            let pad = " ".repeat(n);
+            let f = serde_json::ser::PrettyFormatter::with_indent(pad.as_bytes());
+            serde::Serialize::serialize(
+                value,
+                &mut serde_json::Serializer::with_formatter(&mut out, f),
+            )
+        }
+        None => serde::Serialize::serialize(
+            value,
+            &mut serde_json::Serializer::with_formatter(&mut out, PythonSeparators),
+        ),
+    };
+    done.map_err(|e| {
+        Error::new(ErrorKind::InvalidOperation, "cannot serialize to JSON").with_source(e)
+    })?;
+    Ok(Value::from(String::from_utf8_lossy(&out).into_owned()))
+}
+
+/// Compact JSON with Python's default separators.
+struct PythonSeparators;
+
+impl serde_json::ser::Formatter for PythonSeparators {
+    fn begin_array_value<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        if first {
+            Ok(())
+        } else {
+            w.write_all(b", ")
+        }
+    }
+
+    fn begin_object_key<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        if first {
+            Ok(())
+        } else {
+            w.write_all(b", ")
+        }
+    }
+
+    fn begin_object_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        w.write_all(b": ")
+    }
 }
 
 /// `{% generation %}` / `{% endgeneration %}` mark the assistant's tokens for training in
