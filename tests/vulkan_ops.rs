@@ -9,6 +9,7 @@
 //! for exp, division and sqrt included).
 #![cfg(feature = "vulkan")]
 
+use std::io::Write;
 use std::sync::{Once, OnceLock};
 
 use llava_edge::dtype::GgmlType;
@@ -41,7 +42,13 @@ fn device() -> Option<&'static Vulkan> {
         Err(e) => panic!("opening Vulkan: {e}"),
     });
     if dev.is_none() {
-        SAID.call_once(|| eprintln!("skipping the Vulkan tests: no Vulkan device on this machine"));
+        // Straight to stderr, past the harness's capture of eprintln!, so it shows once.
+        SAID.call_once(|| {
+            let _ = writeln!(
+                std::io::stderr(),
+                "skipping the Vulkan tests: no Vulkan device on this machine"
+            );
+        });
     }
     dev.as_ref()
 }

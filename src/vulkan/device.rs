@@ -275,9 +275,11 @@ fn create_instance(entry: &ash::Entry) -> Result<ash::Instance, VulkanError> {
             .engine_name(c"llava-edge")
             .api_version(loader.min(vk::API_VERSION_1_3));
         let info = vk::InstanceCreateInfo::default().application_info(&app);
-        entry
-            .create_instance(&info, None)
-            .map_err(api("vkCreateInstance"))
+        entry.create_instance(&info, None).map_err(|e| match e {
+            // The loader found no driver (no ICD installed).
+            vk::Result::ERROR_INCOMPATIBLE_DRIVER => VulkanError::NoDevice { seen: 0 },
+            e => api("vkCreateInstance")(e),
+        })
     }
 }
 
