@@ -214,6 +214,13 @@ pub fn synth(
     }
     let sh = shape(shape_name)
         .ok_or_else(|| format!("unknown shape '{shape_name}'; one of {}", SHAPES.join(", ")))?;
+    if let Some(v) = vocab.filter(|v| crate::paths::same_file(v, out)) {
+        return Err(format!(
+            "{}: is the vocabulary source {}; write the synthetic model to another file",
+            out.display(),
+            v.display()
+        ));
+    }
     let mut md: Vec<(String, Value)> = Vec::new();
     let mut tensors: Vec<(String, Vec<u64>, Fill)> = Vec::new();
     let w = Fill::Random(0.02);

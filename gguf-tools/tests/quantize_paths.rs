@@ -1,5 +1,6 @@
-//! `quantize IN IN` (or through a hard or symbolic link) is refused before anything is
-//! written: the input is not replaced while it is being read.
+//! `quantize IN IN` (or through a hard or symbolic link), and `synth` onto its own
+//! vocabulary source, are refused before anything is written: an input is not replaced while
+//! it is being read.
 
 use gguf_tools::mix::Mix;
 use gguf_tools::quantize::{quantize_file, Options, QuantizeError};
@@ -50,5 +51,21 @@ fn quantizing_a_file_onto_itself_is_refused() {
     assert_eq!(std::fs::read(&input).unwrap(), before);
     // Another file is fine.
     quantize_file(&input, &dir.join("out.gguf"), &opts).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn synth_onto_its_vocabulary_source_is_refused() {
+    let dir = std::env::temp_dir().join(format!("gguf-tools-spaths-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let vocab = dir.join("vocab.gguf");
+    small_gguf(&vocab);
+    let before = std::fs::read(&vocab).unwrap();
+    let e = gguf_tools::synth::synth("qwen2-0.5b", GgmlType::F16, Some(&vocab), &vocab, 1)
+        .err()
+        .unwrap();
+    assert!(e.contains("is the vocabulary source"), "{e}");
+    assert_eq!(std::fs::read(&vocab).unwrap(), before);
     std::fs::remove_dir_all(&dir).unwrap();
 }
