@@ -28,7 +28,10 @@ impl Pipeline {
         push_bytes: u32,
         spec: &[(u32, u32)],
     ) -> Result<Pipeline, VulkanError> {
-        if spirv.len() % 4 != 0 || spirv.len() < 20 || spirv[..4] != 0x0723_0203u32.to_le_bytes() {
+        if !spirv.len().is_multiple_of(4)
+            || spirv.len() < 20
+            || spirv[..4] != 0x0723_0203u32.to_le_bytes()
+        {
             return Err(VulkanError::BadSpirv {
                 name,
                 len: spirv.len(),
