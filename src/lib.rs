@@ -14,10 +14,14 @@ pub mod gguf;
 pub mod image;
 pub mod kernels;
 pub mod load;
+pub mod meta_error;
 pub mod ops;
 pub mod pipeline;
 pub mod quant;
 pub mod sampling;
+#[cfg(feature = "server")]
+pub mod server;
+pub mod speculative;
 pub mod text;
 pub mod threadpool;
 pub mod tokenizer;

@@ -268,7 +268,9 @@ fn chat_template(
         Arch::Qwen2 => ChatTemplate::ChatMl,
         Arch::Llama => ChatTemplate::Vicuna,
     };
-    let file_template = file.get("tokenizer.chat_template").and_then(|v| v.as_str());
+    let file_template = file
+        .get(crate::gguf::keys::tokenizer::CHAT_TEMPLATE)
+        .and_then(|v| v.as_str());
     let (t, why) = ChatTemplate::for_model(file_template, tokens, fallback);
     if let Some(e) = why {
         warnings.push(LoadWarning::ModelTemplateNotUsed {

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use crate::chat::{ChatTemplate, Message, Role};
 use crate::image::{load_image, ImageError};
 use crate::sampling::Sampler;
+use crate::speculative::{Speculation, TurnInput};
 use crate::text::{KvCache, Logits, TextError, TextModel};
 use crate::threadpool::ThreadPool;
 use crate::tokenizer::Utf8Stream;
@@ -51,9 +52,27 @@ pub enum PipelineError {
     /// file was loaded). Holds what was given: "an image" or "a video".
     #[error("{0} was given but no mmproj (vision projector) file is loaded")]
     NoVisionEncoder(&'static str),
-    /// The request does not fit what the model files provide.
-    #[error("{0}")]
-    Request(String),
+    /// The prompt's `<image>` placeholders do not match the images given.
+    #[error("the prompt has {placeholders} <image> placeholders for {images} images")]
+    PlaceholderCount { placeholders: usize, images: usize },
+    /// The rendered prompt holds more `<image>` placeholders than the request has images.
+    #[error("more <image> placeholders than images")]
+    ExtraImagePlaceholder,
+    /// The rendered prompt holds a `<video>` placeholder but the request has no video.
+    #[error("a <video> placeholder but no video")]
+    NoVideo,
+    /// The chat template placed fewer media than the request holds.
+    #[error("the chat template left no place for an image or video")]
+    MediaNotPlaced,
+    /// The projector's rows are not the text model's width.
+    #[error("the projector gives rows of {n_out} values, the text model takes {n_embd}")]
+    ProjectorWidth { n_out: usize, n_embd: usize },
+    /// The cache passed with a conversation is not the one it was built in.
+    #[error(
+        "the cache holds {cache} positions, the conversation {conversation}: not this \
+         conversation's cache"
+    )]
+    ForeignCache { cache: usize, conversation: usize },
 }
 
 /// One question about zero or more images.
@@ -96,6 +115,9 @@ pub struct Timings {
     pub prompt: Vec<u32>,
     /// The generated token ids (without the end-of-generation token).
     pub tokens: Vec<u32>,
+    /// Which positions of `prompt` are image or video rows (a draft model of another width
+    /// leaves them out).
+    pub media: Vec<std::ops::Range<usize>>,
     /// Why the reply ended.
     pub finish: Finish,
 }
@@ -170,10 +192,11 @@ pub struct Pipeline<'a, T: Tokenize> {
 
 /// Reply text on its way out: bytes become complete UTF-8 ([`Utf8Stream`]), the reply is cut
 /// at the first stop string, and text that could be the start of one is held back until it is
-/// known not to be, so a stop string never reaches the caller's stream either.
-struct ReplyText<'s> {
+/// known not to be, so a stop string never reaches the caller's stream either. Public for
+/// callers that decode themselves (the server's batched decode).
+pub struct ReplyText {
     utf8: Utf8Stream,
-    stops: &'s [String],
+    stops: Vec<String>,
     /// The reply so far (cut at a stop string once one appeared).
     text: String,
     /// How much of `text` was handed out; no stop string can begin before it.
@@ -181,11 +204,12 @@ struct ReplyText<'s> {
     stopped: bool,
 }
 
-impl<'s> ReplyText<'s> {
-    fn new(stops: &'s [String]) -> ReplyText<'s> {
+impl ReplyText {
+    /// A reply cut at the first of `stops`.
+    pub fn new(stops: &[String]) -> ReplyText {
         ReplyText {
             utf8: Utf8Stream::default(),
-            stops,
+            stops: stops.to_vec(),
             text: String::new(),
             shown: 0,
             stopped: false,
@@ -193,7 +217,7 @@ impl<'s> ReplyText<'s> {
     }
 
     /// Adds a token's bytes; returns the text now safe to show.
-    fn push(&mut self, bytes: &[u8]) -> String {
+    pub fn push(&mut self, bytes: &[u8]) -> String {
         let s = self.utf8.push(bytes);
         self.push_text(&s)
     }
@@ -238,12 +262,12 @@ impl<'s> ReplyText<'s> {
     }
 
     /// Whether a stop string ended the reply.
-    fn stopped(&self) -> bool {
+    pub fn stopped(&self) -> bool {
         self.stopped
     }
 
     /// End of the reply: the held text (an unfinished character as U+FFFD) and the whole reply.
-    fn finish(mut self) -> (String, String) {
+    pub fn finish(mut self) -> (String, String) {
         let rest = self.utf8.finish();
         let mut out = self.push_text(&rest);
         if !self.stopped {
@@ -291,10 +315,10 @@ impl<'a, T: Tokenize> Pipeline<'a, T> {
     ) -> Result<(Vec<u32>, Vec<f32>), PipelineError> {
         let placeholders = req.prompt.matches("<image>").count();
         if placeholders != 0 && placeholders != req.images.len() {
-            return Err(PipelineError::Request(format!(
-                "the prompt has {placeholders} <image> placeholders for {} images",
-                req.images.len()
-            )));
+            return Err(PipelineError::PlaceholderCount {
+                placeholders,
+                images: req.images.len(),
+            });
         }
         // Media go where the user put the placeholders, else where the template places them.
         let msg = Message {
@@ -345,16 +369,12 @@ impl<'a, T: Tokenize> Pipeline<'a, T> {
             rest = &rest[text.len() + marker.len()..];
             let start = Instant::now();
             let emb = if marker == "<image>" {
-                let path = images.next().ok_or_else(|| {
-                    PipelineError::Request("more <image> placeholders than images".into())
-                })?;
+                let path = images.next().ok_or(PipelineError::ExtraImagePlaceholder)?;
                 let emb = self.encode_image(path, onevision_multi)?;
                 t.image_tokens.push(emb.len() / d);
                 emb
             } else {
-                let path = video.take().ok_or_else(|| {
-                    PipelineError::Request("a <video> placeholder but no video".into())
-                })?;
+                let path = video.take().ok_or(PipelineError::NoVideo)?;
                 let v = self
                     .vision
                     .as_ref()
@@ -366,20 +386,19 @@ impl<'a, T: Tokenize> Pipeline<'a, T> {
             };
             t.image_encode += start.elapsed();
             if emb.len() % d != 0 {
-                return Err(PipelineError::Request(format!(
-                    "the projector gives rows of {} values, the text model takes {d}",
-                    self.vision.as_ref().map_or(0, |v| v.n_out)
-                )));
+                return Err(PipelineError::ProjectorWidth {
+                    n_out: self.vision.as_ref().map_or(0, |v| v.n_out),
+                    n_embd: d,
+                });
             }
             // Stand-in ids for the media rows in the token history (for the repetition penalty).
             let stand_in = self.tokenizer.token_id(marker).unwrap_or(0);
+            t.media.push(seq.len()..seq.len() + emb.len() / d);
             seq.extend(std::iter::repeat_n(stand_in, emb.len() / d));
             rows.extend_from_slice(&emb);
         }
         if images.next().is_some() || video.is_some() {
-            return Err(PipelineError::Request(
-                "the chat template left no place for an image or video".into(),
-            ));
+            return Err(PipelineError::MediaNotPlaced);
         }
         t.prompt_tokens = seq.len();
         Ok((seq, rows))
@@ -424,16 +443,47 @@ impl<'a, T: Tokenize> Pipeline<'a, T> {
         cache: &mut KvCache,
         sampler: &mut Sampler,
         cancel: &AtomicBool,
+        on_text: impl FnMut(&str),
+    ) -> Result<(String, Timings), PipelineError> {
+        self.chat_with(conv, req, cache, sampler, None, cancel, on_text)
+    }
+
+    /// [`Pipeline::chat_cancellable`] with speculative decoding: `spec`'s drafter follows the
+    /// conversation (its state is taken back with a turn that is) and proposes tokens that the
+    /// text model verifies several at a time. Greedy replies are the text model's alone, token
+    /// for token; sampled ones follow its distribution.
+    #[allow(clippy::too_many_arguments)]
+    pub fn chat_speculative(
+        &self,
+        conv: &mut Conversation,
+        req: &Request,
+        cache: &mut KvCache,
+        sampler: &mut Sampler,
+        spec: &mut Speculation<'_>,
+        cancel: &AtomicBool,
+        on_text: impl FnMut(&str),
+    ) -> Result<(String, Timings), PipelineError> {
+        self.chat_with(conv, req, cache, sampler, Some(spec), cancel, on_text)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn chat_with(
+        &self,
+        conv: &mut Conversation,
+        req: &Request,
+        cache: &mut KvCache,
+        sampler: &mut Sampler,
+        mut spec: Option<&mut Speculation<'_>>,
+        cancel: &AtomicBool,
         mut on_text: impl FnMut(&str),
     ) -> Result<(String, Timings), PipelineError> {
         let t0 = Instant::now();
         let mut t = Timings::default();
         if conv.turns > 0 && cache.len() != conv.in_cache {
-            return Err(PipelineError::Request(format!(
-                "the cache holds {} positions, the conversation {}: not this conversation's cache",
-                cache.len(),
-                conv.in_cache
-            )));
+            return Err(PipelineError::ForeignCache {
+                cache: cache.len(),
+                conversation: conv.in_cache,
+            });
         }
         let (seq, turn_rows) = self.turn_embeddings(req, conv.turns == 0, &mut t)?;
         // The previous answer's last token was sampled but never evaluated.
@@ -451,6 +501,26 @@ impl<'a, T: Tokenize> Pipeline<'a, T> {
         // What taking the turn back restores.
         let (cache_before, history_before) = (cache.len(), conv.history.len());
         let unfed_before = conv.unfed.clone();
+        let draft_before = spec.as_ref().map(|s| s.drafter.mark());
+        if let Some(s) = spec.as_deref_mut() {
+            let mut ids = conv.unfed.clone();
+            ids.extend_from_slice(&seq);
+            let shift = conv.unfed.len();
+            let media: Vec<_> = t
+                .media
+                .iter()
+                .map(|r| r.start + shift..r.end + shift)
+                .collect();
+            let input = TurnInput {
+                ids: &ids,
+                media: &media,
+                rows: &rows,
+            };
+            if let Err(e) = s.drafter.prefill(&input, &self.pool) {
+                s.drafter.rollback(draft_before.unwrap_or_default());
+                return Err(e.into());
+            }
+        }
         let mut history = std::mem::take(&mut conv.history);
         history.append(&mut conv.unfed);
         history.extend_from_slice(&seq);
@@ -460,12 +530,26 @@ impl<'a, T: Tokenize> Pipeline<'a, T> {
             req,
             cache,
             sampler,
+            spec.as_deref_mut(),
             cancel,
             &mut history,
             &mut t,
             t0,
             &mut on_text,
         );
+        if let (Some(s), Some(mark)) = (spec.as_deref_mut(), draft_before) {
+            match &decoded {
+                Ok(_) if t.finish != Finish::ContextFull => {
+                    let kept = t.tokens.len() - usize::from(matches!(decoded, Ok((_, Some(_)))));
+                    // A drafter that cannot follow the reply forgets the turn: its proposals
+                    // get worse, the output stays the target's.
+                    if s.drafter.end_reply(&t.tokens[..kept], &self.pool).is_err() {
+                        s.drafter.rollback(mark);
+                    }
+                }
+                _ => s.drafter.rollback(mark),
+            }
+        }
         let take_back = |conv: &mut Conversation, cache: &mut KvCache, mut history: Vec<u32>| {
             cache.truncate(cache_before);
             history.truncate(history_before);
@@ -500,6 +584,7 @@ impl<'a, T: Tokenize> Pipeline<'a, T> {
         req: &Request,
         cache: &mut KvCache,
         sampler: &mut Sampler,
+        mut spec: Option<&mut Speculation<'_>>,
         cancel: &AtomicBool,
         history: &mut Vec<u32>,
         t: &mut Timings,
@@ -512,13 +597,25 @@ impl<'a, T: Tokenize> Pipeline<'a, T> {
         let start = Instant::now();
         let mut text = ReplyText::new(&req.stop);
         let mut unfed = None;
+        let decode_start = cache.len();
+        // With speculation: kept proposals, already evaluated, then the target's own next
+        // token, not yet evaluated.
+        let mut ahead = std::collections::VecDeque::new();
+        let mut next = None;
         t.finish = Finish::MaxTokens;
         while t.generated < req.n_predict {
             if cancel.load(Ordering::Relaxed) {
                 t.finish = Finish::Cancelled;
                 break;
             }
-            let id = sampler.sample(&logits, history);
+            let (id, evaluated) = match (ahead.pop_front(), next.take()) {
+                (Some(a), n) => {
+                    next = n;
+                    (a, true)
+                }
+                (None, Some(n)) => (n, false),
+                (None, None) => (sampler.sample(&logits, history), false),
+            };
             if t.generated == 0 {
                 t.first_token = t0.elapsed();
             }
@@ -537,8 +634,18 @@ impl<'a, T: Tokenize> Pipeline<'a, T> {
                 t.finish = Finish::StopString;
             } else if t.generated == req.n_predict {
                 t.finish = Finish::MaxTokens;
+            } else if evaluated {
+                continue;
             } else if cache.len() >= cache.n_ctx() {
                 t.finish = Finish::ContextFull;
+            } else if let Some(s) = spec.as_deref_mut() {
+                let limit = req.n_predict - t.generated;
+                let step = s.step(
+                    &self.text, cache, id, &t.tokens, history, limit, sampler, &self.pool,
+                )?;
+                ahead.extend(step.accepted);
+                next = Some(step.next);
+                continue;
             } else {
                 logits =
                     self.text
@@ -548,6 +655,9 @@ impl<'a, T: Tokenize> Pipeline<'a, T> {
             unfed = Some(id);
             break;
         }
+        // Proposals evaluated past where the reply ended leave the cache; a last token that
+        // was chosen but not evaluated is not in it.
+        cache.truncate(decode_start + t.generated - usize::from(unfed.is_some()));
         let (rest, reply) = text.finish();
         if !rest.is_empty() {
             on_text(&rest);

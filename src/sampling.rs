@@ -104,9 +104,32 @@ impl Sampler {
         (z >> 11) as f64 / (1u64 << 53) as f64
     }
 
+    /// Whether the draw is greedy (temperature 0 or below): the argmax, no randomness.
+    pub fn is_greedy(&self) -> bool {
+        self.config.temp <= 0.0
+    }
+
+    /// A uniform draw from [0, 1) off this sampler's random state (speculative decoding's
+    /// acceptance test uses the same stream, so a seeded run stays reproducible).
+    pub fn uniform(&mut self) -> f64 {
+        self.next_f64()
+    }
+
     /// The next token given `logits` and the tokens so far (`history`, for the penalty).
     pub fn sample(&mut self, logits: &[f32], history: &[u32]) -> u32 {
-        let c = self.config.clone();
+        let dist = self.distribution(logits, history);
+        if self.is_greedy() {
+            return dist[0].0;
+        }
+        self.draw(&dist)
+    }
+
+    /// The distribution [`Sampler::sample`] draws from: the surviving candidates, best first,
+    /// with their probabilities (summing to 1) after the penalty, top-k, top-p, min-p and the
+    /// temperature. Greedy: the argmax alone, with probability 1. Speculative decoding needs it
+    /// whole: a draft token is accepted by comparing these probabilities.
+    pub fn distribution(&self, logits: &[f32], history: &[u32]) -> Vec<(u32, f64)> {
+        let c = &self.config;
         let mut l = logits.to_vec();
         if c.repeat_penalty != 1.0 {
             let recent = &history[history.len().saturating_sub(c.repeat_last_n)..];
@@ -124,7 +147,7 @@ impl Sampler {
             }
         }
         if c.temp <= 0.0 {
-            return crate::ops::argmax(&l) as u32;
+            return vec![(crate::ops::argmax(&l) as u32, 1.0)];
         }
         // Candidates sorted by logit, best first (stable: lower id wins ties).
         let mut cand: Vec<(u32, f32)> = l.iter().enumerate().map(|(i, &v)| (i as u32, v)).collect();
@@ -160,14 +183,20 @@ impl Sampler {
             cand.truncate(keep.max(1));
         }
         let p = probs(&cand, c.temp);
+        cand.iter().map(|&(id, _)| id).zip(p).collect()
+    }
+
+    /// One seeded draw from `dist` (ids with probabilities summing to 1, as
+    /// [`Sampler::distribution`] gives).
+    pub fn draw(&mut self, dist: &[(u32, f64)]) -> u32 {
         let mut r = self.next_f64();
-        for (i, &x) in p.iter().enumerate() {
+        for &(id, x) in dist {
             if r < x {
-                return cand[i].0;
+                return id;
             }
             r -= x;
         }
-        cand[cand.len() - 1].0
+        dist.last().map_or(0, |d| d.0)
     }
 }
 

@@ -9,7 +9,7 @@ use llava_edge::pipeline::{
     Conversation, Finish, Pipeline, PipelineError, Request, Timings, Tokenize,
 };
 use llava_edge::sampling::{Sampler, SamplerConfig};
-use llava_edge::text::KvCache;
+use llava_edge::text::{KvCache, TextError};
 use llava_edge::threadpool::ThreadPool;
 use llava_edge::tokenizer::Tokenizer;
 
@@ -306,6 +306,7 @@ fn load_error_for_cli(e: LoadError) -> Box<dyn std::error::Error> {
 fn request_error_for_cli(e: PipelineError) -> String {
     match e {
         PipelineError::NoVisionEncoder(what) => format!("{what} was given but no --mmproj"),
+        e @ PipelineError::Text(TextError::ContextFull { .. }) => format!("{e} (raise -c)"),
         e => e.to_string(),
     }
 }

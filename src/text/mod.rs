@@ -2,9 +2,11 @@
 //! decoders, read from GGUF files in llama.cpp's layout.
 
 pub mod config;
+pub mod error;
 pub mod kv_cache;
 pub mod model;
 
 pub use config::{Arch, TextConfig};
+pub use error::TextError;
 pub use kv_cache::{KvCache, KvType};
-pub use model::{interleave_weights, Logits, TextError, TextModel, UBATCH};
+pub use model::{interleave_weights, Logits, TextModel, UBATCH};

@@ -1,75 +1,19 @@
 //! The decoder forward pass. One function reads top to bottom, embedding to logits; shapes
 //! are in the comments (`n` tokens in the batch, `d` = n_embd).
 
-use std::path::PathBuf;
-
 use super::config::{Arch, TextConfig};
+use super::error::TextError;
 use super::kv_cache::KvCache;
-use crate::gguf::{GgufError, GgufFile};
+use crate::gguf::keys::{general, llm, tensors};
+use crate::gguf::GgufFile;
 use crate::kernels::Visible;
+use crate::meta_error::{FileKind, MetaError};
 use crate::ops::attention::attend_rows;
 use crate::ops::matrix::matmul_stacked;
 use crate::ops::norm::rms_norm_rows;
 use crate::ops::rope::{rope_table, rope_with};
-use crate::ops::{add_assign, silu_mul, Matrix, OpError};
+use crate::ops::{add_assign, silu_mul, Matrix};
 use crate::threadpool::ThreadPool;
-
-/// What can go wrong loading or running a text model.
-#[derive(Debug, thiserror::Error)]
-pub enum TextError {
-    /// The file, a key or a tensor is missing or malformed.
-    #[error(transparent)]
-    Gguf(#[from] GgufError),
-    /// A tensor has the wrong shape or an unsupported type.
-    #[error("{path}: {source}")]
-    Op {
-        path: PathBuf,
-        #[source]
-        source: OpError,
-    },
-    /// `general.architecture` names a model this runtime does not run.
-    #[error("{path}: architecture '{arch}' is not supported (supported: llama, mistral, qwen2)")]
-    UnknownArch { path: PathBuf, arch: String },
-    /// Hyperparameters that cannot describe a working model.
-    #[error("{path}: {problem}")]
-    BadConfig { path: PathBuf, problem: String },
-    /// One hyperparameter outside what the model or these kernels can run.
-    #[error("{path}: {key} = {value}: {expected}; the file is damaged or not a supported model")]
-    BadValue {
-        path: PathBuf,
-        key: String,
-        value: String,
-        expected: String,
-    },
-    /// The tokenizer's token list and the embedding disagree on the vocabulary.
-    #[error(
-        "{path}: tokenizer.ggml.tokens holds {n_tokens} tokens but token_embd.weight has \
-         {n_vocab} rows; the tokenizer and the weights come from different models"
-    )]
-    VocabMismatch {
-        path: PathBuf,
-        n_tokens: usize,
-        n_vocab: usize,
-    },
-    /// A KV cache larger than this machine's memory, or than any address space.
-    #[error(
-        "a KV cache of {n_ctx} positions needs {need_mib} MiB ({n_layer} layers x 2 x {width} \
-         values a position), more than the {limit_mib} MiB of memory here: use a smaller context"
-    )]
-    CacheTooLarge {
-        n_ctx: usize,
-        n_layer: usize,
-        width: usize,
-        need_mib: u64,
-        limit_mib: u64,
-    },
-    /// The request does not fit in the context.
-    #[error("context full: {needed} positions needed, the context holds {n_ctx} (raise -c)")]
-    ContextFull { needed: usize, n_ctx: usize },
-    /// A token id outside the vocabulary.
-    #[error("token id {id} is outside the vocabulary of {n_vocab}")]
-    BadToken { id: u32, n_vocab: usize },
-}
 
 struct Layer<'a> {
     attn_norm: Vec<f32>,
@@ -114,7 +58,7 @@ pub struct TextModel<'a> {
 
 fn vector(f: &GgufFile, name: &str, len: usize) -> Result<Vec<f32>, TextError> {
     let t = f.tensor(name)?;
-    let m = Matrix::new(t, len, 1).map_err(|source| TextError::Op {
+    let m = Matrix::new(t, len, 1).map_err(|source| MetaError::Tensor {
         path: f.path().to_path_buf(),
         source,
     })?;
@@ -138,12 +82,12 @@ pub fn interleave_weights(f: &mut GgufFile, pool: &ThreadPool) -> Result<usize, 
         "ffn_up",
         "ffn_down",
     ];
-    let tied = f.tensor_info("output.weight").is_none();
+    let tied = f.tensor_info(tensors::OUTPUT).is_none();
     let wanted = |name: &str| {
-        if name == "output.weight" || (tied && name == "token_embd.weight") {
+        if name == tensors::OUTPUT || (tied && name == tensors::TOKEN_EMBD) {
             return true;
         }
-        let Some(rest) = name.strip_prefix("blk.") else {
+        let Some(rest) = name.strip_prefix(tensors::BLK_PREFIX) else {
             return false;
         };
         let Some((layer, tail)) = rest.split_once('.') else {
@@ -197,16 +141,17 @@ fn check_block_count(f: &GgufFile, n_layer: usize) -> Result<(), TextError> {
     for t in f.tensors() {
         let index = t
             .name
-            .strip_prefix("blk.")
+            .strip_prefix(tensors::BLK_PREFIX)
             .and_then(|r| r.split_once('.'))
             .and_then(|(i, _)| i.parse::<usize>().ok());
         present.extend(index);
     }
     let contiguous = present.iter().copied().eq(0..present.len());
     if present.len() != n_layer || !contiguous {
-        let key = format!("{}.block_count", f.get_str("general.architecture")?);
-        return Err(TextError::BadValue {
+        let key = llm::key(f.get_str(general::ARCHITECTURE)?, llm::BLOCK_COUNT);
+        return Err(MetaError::BadValue {
             path: f.path().to_path_buf(),
+            kind: FileKind::Model,
             key,
             value: n_layer.to_string(),
             expected: match (present.first(), present.last()) {
@@ -217,7 +162,8 @@ fn check_block_count(f: &GgufFile, n_layer: usize) -> Result<(), TextError> {
                 ),
                 _ => "must count the file's blocks: it holds no blk.N tensors".into(),
             },
-        });
+        }
+        .into());
     }
     Ok(())
 }
@@ -227,23 +173,23 @@ impl<'a> TextModel<'a> {
     pub fn load(f: &'a GgufFile) -> Result<TextModel<'a>, TextError> {
         let c = TextConfig::from_gguf(f)?;
         check_block_count(f, c.n_layer)?;
-        let op = |source| TextError::Op {
+        let op = |source| MetaError::Tensor {
             path: f.path().to_path_buf(),
             source,
         };
         let mat = |name: &str, cols: usize, rows: usize| -> Result<Matrix<'a>, TextError> {
-            Matrix::new(f.tensor(name)?, cols, rows).map_err(op)
+            Ok(Matrix::new(f.tensor(name)?, cols, rows).map_err(op)?)
         };
         let (d, q_dim, kv_dim) = (c.n_embd, c.n_head * c.head_dim, c.n_head_kv * c.head_dim);
-        let token_embd = mat("token_embd.weight", d, c.n_vocab)?;
+        let token_embd = mat(tensors::TOKEN_EMBD, d, c.n_vocab)?;
         // No output matrix means the embedding is tied (Qwen2-0.5B, OneVision).
-        let output = match f.tensor_info("output.weight") {
-            Some(_) => mat("output.weight", d, c.n_vocab)?,
+        let output = match f.tensor_info(tensors::OUTPUT) {
+            Some(_) => mat(tensors::OUTPUT, d, c.n_vocab)?,
             None => token_embd,
         };
         let mut layers = Vec::with_capacity(c.n_layer);
         for i in 0..c.n_layer {
-            let n = |s: &str| format!("blk.{i}.{s}");
+            let n = |s: &str| tensors::blk(i, s);
             let bias = |s: &str, len| -> Result<Option<Vec<f32>>, TextError> {
                 match c.arch {
                     Arch::Qwen2 => Ok(Some(vector(f, &n(s), len)?)),
@@ -280,7 +226,7 @@ impl<'a> TextModel<'a> {
             });
         }
         Ok(TextModel {
-            output_norm: vector(f, "output_norm.weight", d)?,
+            output_norm: vector(f, tensors::OUTPUT_NORM, d)?,
             config: c,
             token_embd,
             output,
