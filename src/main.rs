@@ -12,6 +12,8 @@ mod cli {
     pub mod compare;
     pub mod interrupt;
     pub mod run;
+    #[cfg(feature = "server")]
+    pub mod serve;
 }
 
 use cli::args::{llama_cpp_args, missing_verb, Cli, Command};
@@ -25,6 +27,8 @@ fn main() -> ExitCode {
     let done = match Cli::parse_from(args).command {
         Command::Run(a) => cli::run::run(*a),
         Command::Bench(a) => cli::bench::bench(&a),
+        #[cfg(feature = "server")]
+        Command::Serve(a) => cli::serve::serve(*a),
     };
     match done {
         Ok(()) => ExitCode::SUCCESS,

@@ -22,6 +22,69 @@ pub enum Command {
     /// Measure load time, image encode time, prefill and decode speed, time to first token
     /// and peak memory (medians over repeats).
     Bench(BenchArgs),
+    /// Serve the model over HTTP with OpenAI's chat API (POST /v1/chat/completions, GET
+    /// /v1/models, /health, /metrics), batching concurrent requests.
+    #[cfg(feature = "server")]
+    Serve(Box<ServeArgs>),
+}
+
+#[cfg(feature = "server")]
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    /// Text model GGUF.
+    #[arg(short = 'm', long)]
+    pub model: PathBuf,
+    /// Vision projector GGUF (needed for images).
+    #[arg(long)]
+    pub mmproj: Option<PathBuf>,
+    /// Address to listen on (loopback by default: other machines reach the server only when
+    /// asked for, e.g. --host 0.0.0.0).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port (0: one the system chooses; the address is printed on stderr).
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// Conversations decoded together (each with its own KV cache of -c positions).
+    #[arg(long = "parallel", visible_alias = "np", default_value_t = 1)]
+    pub parallel: usize,
+    /// Requests that may wait for a slot; more get 503 with Retry-After.
+    #[arg(long, default_value_t = 64)]
+    pub queue: usize,
+    /// Require `Authorization: Bearer KEY` on every route but /health.
+    #[arg(long = "api-key")]
+    pub api_key: Option<String>,
+    /// Context size per slot in tokens (default: 4096, or the model's trained context when
+    /// smaller; 0: the model's trained context).
+    #[arg(short = 'c', long = "ctx-size")]
+    pub ctx_size: Option<usize>,
+    /// Threads (default: the physical cores this process may use).
+    #[arg(short = 't', long)]
+    pub threads: Option<usize>,
+    /// The one directory image URLs may name with file:// (none by default).
+    #[arg(long = "allowed-dir")]
+    pub allowed_dir: Option<PathBuf>,
+    /// Largest request body in MB.
+    #[arg(long = "body-limit-mb", default_value_t = 20)]
+    pub body_limit_mb: usize,
+    /// Memory for cached image embeddings, in MB.
+    #[arg(long = "image-cache-mb", default_value_t = 256)]
+    pub image_cache_mb: usize,
+    /// The model's name in /v1/models and responses (default: the model file's name).
+    #[arg(long)]
+    pub alias: Option<String>,
+    /// Chat template: vicuna, mistral, chatml, or a Jinja template file (default: the model
+    /// file's own template).
+    #[arg(long = "chat-template")]
+    pub chat_template: Option<String>,
+    /// KV cache type: f16 or f32.
+    #[arg(long = "cache-type", default_value = "f16")]
+    pub cache_type: String,
+    /// Keep the weights exactly as mapped from the file (llama.cpp's --no-repack).
+    #[arg(long = "no-repack")]
+    pub no_repack: bool,
+    /// Pad images to a square with the mean colour instead of centre-cropping.
+    #[arg(long = "pad-square")]
+    pub pad_square: bool,
 }
 
 #[derive(clap::Args)]
@@ -206,6 +269,8 @@ pub fn llama_cpp_args(args: impl Iterator<Item = std::ffi::OsString>) -> Vec<std
     args.map(|a| {
         if a == "-ngl" {
             "--n-gpu-layers".into()
+        } else if a == "-np" {
+            "--parallel".into()
         } else {
             a
         }

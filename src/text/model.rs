@@ -446,4 +446,120 @@ impl<'a> TextModel<'a> {
         self.output.matmul(rows, m, &mut logits, th);
         Ok(logits)
     }
+
+    /// One decode step of several independent sequences (a server's continuous batching): row
+    /// `i` of `x` (`[n, d]`, one token embedding per sequence) runs at the position after what
+    /// `caches[i]` holds. The weight products take all rows at once, so each matrix is read
+    /// once for every sequence instead of once per sequence; rotation, the cache store and
+    /// attention are per sequence, against its own cache. Returns `[n, n_vocab]` logits. The
+    /// layer steps are [`TextModel::forward_batch`]'s, in the same order.
+    pub fn forward_slots(
+        &self,
+        mut x: Vec<f32>,
+        caches: &mut [&mut KvCache],
+        pool: &ThreadPool,
+    ) -> Result<Vec<f32>, TextError> {
+        let c = &self.config;
+        let (d, hd, th) = (c.n_embd, c.head_dim, pool);
+        let n = caches.len();
+        assert_eq!(
+            x.len(),
+            n * d,
+            "forward_slots takes one row of {d} per cache"
+        );
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        // Checked for every sequence first, so a refusal stores nothing anywhere.
+        if let Some(full) = caches.iter().find(|k| k.len() + 1 > k.n_ctx()) {
+            return Err(TextError::ContextFull {
+                needed: full.len() + 1,
+                n_ctx: full.n_ctx(),
+            });
+        }
+        let (q_dim, kv_dim) = (c.n_head * hd, c.n_head_kv * hd);
+        let mut h = vec![0f32; n * d];
+        let (mut q, mut k, mut v) = (
+            vec![0f32; n * q_dim],
+            vec![0f32; n * kv_dim],
+            vec![0f32; n * kv_dim],
+        );
+        let mut attn = vec![0f32; n * q_dim];
+        let mut stacked = Vec::new();
+        let angles: Vec<_> = caches
+            .iter()
+            .map(|k| rope_table(c.rope_dim, k.len(), c.rope_theta))
+            .collect();
+        let (mut gate, mut up) = (vec![0f32; n * c.n_ff], vec![0f32; n * c.n_ff]);
+
+        for (l, w) in self.layers.iter().enumerate() {
+            h.copy_from_slice(&x);
+            rms_norm_rows(th, &mut h, &w.attn_norm, c.rms_eps);
+            matmul_stacked(
+                w.qkv.as_ref(),
+                &[&w.wq, &w.wk, &w.wv],
+                &h,
+                n,
+                &mut [&mut q, &mut k, &mut v],
+                th,
+                &mut stacked,
+            );
+            for (buf, b, width) in [
+                (&mut q, &w.bq, q_dim),
+                (&mut k, &w.bk, kv_dim),
+                (&mut v, &w.bv, kv_dim),
+            ] {
+                if let Some(b) = b {
+                    for row in buf.chunks_exact_mut(width) {
+                        add_assign(row, b);
+                    }
+                }
+            }
+            for (i, (cache, table)) in caches.iter_mut().zip(&angles).enumerate() {
+                let (qi, ki) = (i * q_dim..(i + 1) * q_dim, i * kv_dim..(i + 1) * kv_dim);
+                rope_with(&mut q[qi.clone()], hd, table, c.rope_style());
+                rope_with(&mut k[ki.clone()], hd, table, c.rope_style());
+                let past = cache.len();
+                cache.store(l, past, &k[ki.clone()], &v[ki]);
+                let (kc, vc) = cache.view(l, past + 1);
+                attend_rows(
+                    th,
+                    &q[qi.clone()],
+                    kc,
+                    vc,
+                    1,
+                    past + 1,
+                    Visible::Causal { first: past },
+                    c.n_head,
+                    c.n_head_kv,
+                    hd,
+                    &mut attn[qi],
+                );
+            }
+            w.wo.matmul(&attn, n, &mut h, th);
+            add_assign(&mut x, &h);
+
+            h.copy_from_slice(&x);
+            rms_norm_rows(th, &mut h, &w.ffn_norm, c.rms_eps);
+            matmul_stacked(
+                w.gate_up.as_ref(),
+                &[&w.gate, &w.up],
+                &h,
+                n,
+                &mut [&mut gate, &mut up],
+                th,
+                &mut stacked,
+            );
+            silu_mul(&mut gate, &up, th);
+            w.down.matmul(&gate, n, &mut h, th);
+            add_assign(&mut x, &h);
+        }
+        for cache in caches.iter_mut() {
+            cache.advance(1);
+        }
+        rms_norm_rows(th, &mut x, &self.output_norm, c.rms_eps);
+        let mut logits = vec![0f32; n * c.n_vocab];
+        self.output.matmul(&x, n, &mut logits, th);
+        Ok(logits)
+    }
 }
