@@ -6,16 +6,24 @@
 # which the tests hold to transformers' outputs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! dpkg -s libclang-dev >/dev/null 2>&1; then
-  # bindgen needs libclang to read the kernels' header.
+# rustup puts cargo in ~/.cargo/bin, which a shell opened before the install (or a fresh
+# Raspberry Pi OS / JetPack login shell) may not have on PATH yet.
+if ! command -v cargo >/dev/null && [ -f "$HOME/.cargo/env" ]; then
+  . "$HOME/.cargo/env"
+fi
+command -v cargo >/dev/null || { echo "demo: cargo not found: install Rust with rustup (https://rustup.rs: curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh), then run this again" >&2; exit 1; }
+need=()
+dpkg -s libclang-dev >/dev/null 2>&1 || need+=(libclang-dev)  # bindgen reads the kernels' header
+command -v cc >/dev/null || need+=(build-essential)            # the C kernels (Pi OS Lite has no compiler)
+if [ ${#need[@]} -gt 0 ]; then
   sudo=()
   if [ "$(id -u)" -ne 0 ]; then
-    command -v sudo >/dev/null || { echo "demo: libclang-dev is needed; install it as root (apt-get install libclang-dev)" >&2; exit 1; }
+    command -v sudo >/dev/null || { echo "demo: ${need[*]} needed; install as root (apt-get install ${need[*]})" >&2; exit 1; }
     sudo=(sudo)
   fi
-  echo "demo: installing libclang-dev (bindgen needs it)" >&2
+  echo "demo: installing ${need[*]}" >&2
   "${sudo[@]}" apt-get update -qq
-  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libclang-dev >/dev/null
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 out=${TMPDIR:-/tmp}/llava-edge-demo
 mkdir -p "$out"
