@@ -45,6 +45,7 @@ variants=(
   "add eltwise.comp ADD"
   "softmax softmax.comp"
   "bilinear bilinear.comp"
+  "f32_to_f16 f32_to_f16.comp"
   "attention attention.comp"
 )
 

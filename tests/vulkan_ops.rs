@@ -541,6 +541,49 @@ fn bilinear_shrink_and_video_pooling_match_the_cpu() {
 }
 
 #[test]
+fn cache_append_rounds_to_the_nearest_half() {
+    let Some(vk) = device() else { return };
+    let mut rng = StdRng::seed_from_u64(15);
+    let (width, cap) = (6usize, 11usize);
+    let mut before = vec![0u16; cap * width];
+    let cache = vk.upload(bytemuck::cast_slice(&before), "cache").unwrap();
+    // A prompt of 7 rows, then two decode steps: the other rows must stay as they were.
+    for (pos, n) in [(0usize, 7usize), (7, 1), (8, 1)] {
+        // Past f16's 65504 too, and a subnormal half.
+        let mut x = random(&mut rng, n * width, 70_000.0);
+        x[0] = 1e-6;
+        let xb = vk.upload_f32(&x, "rows").unwrap();
+        let mut rec = vk.recorder().unwrap();
+        rec.cache_append(&xb, &cache, pos, width, n).unwrap();
+        rec.submit().unwrap();
+        let mut got = vec![0u16; cap * width];
+        cache.read(0, bytemuck::cast_slice_mut(&mut got)).unwrap();
+        let rows = pos * width..(pos + n) * width;
+        for i in 0..cap * width {
+            if !rows.contains(&i) {
+                assert_eq!(got[i], before[i], "pos {pos}: [{i}] changed");
+                continue;
+            }
+            let v = x[i - rows.start];
+            // The CPU cache rounds to nearest even; Vulkan leaves this conversion's rounding to
+            // the device, so the other half adjacent to v (bits one apart, v between them; at
+            // the top, f16's largest or infinity) is the only other answer allowed.
+            let want = quant::f16_from_f32(v);
+            let (g, w) = (
+                half::f16::from_bits(got[i]).to_f32(),
+                half::f16::from_bits(want).to_f32(),
+            );
+            let between = g.min(w) <= v && v <= g.max(w) || g.is_infinite() || w.is_infinite();
+            assert!(
+                got[i] == want || (got[i].abs_diff(want) == 1 && between),
+                "pos {pos}: {v} became {g}, want {w}"
+            );
+        }
+        before = got;
+    }
+}
+
+#[test]
 fn softmax_matches_f64() {
     let Some(vk) = device() else { return };
     let mut rng = StdRng::seed_from_u64(12);
@@ -837,5 +880,17 @@ fn sanity_timing() {
             "{}: mul_mat {ty} {rows}x{cols} x {n} tokens: {ms:.2} ms ({gflops:.2} GFLOP/s)",
             vk.info().name
         );
+        if matches!(ty, GgmlType::Q4_0 | GgmlType::Q8_0) {
+            let sb = vk.buffer(q8_scratch_bytes(cols, n), "scratch").unwrap();
+            let t = std::time::Instant::now();
+            for _ in 0..reps {
+                let mut rec = vk.recorder().unwrap();
+                rec.mul_mat_q8(&wb, ty, rows, cols, &xb, n, &sb, &yb)
+                    .unwrap();
+                rec.submit().unwrap();
+            }
+            let ms = t.elapsed().as_secs_f64() * 1e3 / reps as f64;
+            eprintln!("  mul_mat_q8 (integer dot) of the same: {ms:.2} ms");
+        }
     }
 }

@@ -322,6 +322,35 @@ impl Recorder {
         self.dispatch(shader, &[x, y], &push, fold(n32.div_ceil(WG)))
     }
 
+    /// Appends `n_tok` rows of `width` f32 values from `src` to the F16 `cache` at position
+    /// `pos` (rows of `width` halves): the key/value cache's write.
+    pub fn cache_append(
+        &mut self,
+        src: &Buffer,
+        cache: &Buffer,
+        pos: usize,
+        width: usize,
+        n_tok: usize,
+    ) -> Result<(), VulkanError> {
+        const OP: &str = "cache_append";
+        if !width.is_multiple_of(2) {
+            return Err(VulkanError::Invalid {
+                op: OP,
+                detail: format!("rows of {width} values (the F16 cache takes even widths)"),
+            });
+        }
+        need(OP, "the source", src, (n_tok * width * 4) as u64)?;
+        need(OP, "the cache", cache, ((pos + n_tok) * width * 2) as u64)?;
+        let pairs = u32_of(OP, "values", n_tok * width / 2)?;
+        let dst = u32_of(OP, "cache offset", pos * width)?;
+        self.dispatch(
+            Shader::F32ToF16,
+            &[src, cache],
+            &words(&[pairs, 0, dst]),
+            fold(pairs.div_ceil(WG)),
+        )
+    }
+
     /// Adds the `bias` row (`width` values) to each of the `n_rows` rows of `x`.
     pub fn add_bias(
         &mut self,

@@ -58,6 +58,8 @@ pub enum Shader {
     Attention,
     /// Bilinear resize of a feature grid.
     Bilinear,
+    /// f32 values into F16 storage.
+    F32ToF16,
 }
 
 /// The weight types `Shader::MulMat` has a variant for.
@@ -141,6 +143,7 @@ impl Shader {
             Shader::Add => ("add", spv!("add"), 2, 16, wg(WG)),
             Shader::Softmax => ("softmax", spv!("softmax"), 1, 16, wg(WG)),
             Shader::Bilinear => ("bilinear", spv!("bilinear"), 2, 28, wg(WG)),
+            Shader::F32ToF16 => ("f32_to_f16", spv!("f32_to_f16"), 2, 12, wg(WG)),
             // Fixed 64-wide workgroups (the shader sizes its per-invocation arrays by it).
             Shader::Attention => ("attention", spv!("attention"), 4, 52, vec![]),
         };
