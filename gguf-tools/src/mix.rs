@@ -5,6 +5,7 @@
 use std::fmt;
 
 use llava_edge::dtype::GgmlType;
+use llava_edge::gguf::keys::{self, tensors};
 
 /// A quantization mix (llama.cpp's "ftype"), named as `llama-quantize` names it.
 #[allow(non_camel_case_types)]
@@ -141,9 +142,9 @@ enum Category {
 }
 
 fn category(name: &str) -> Category {
-    if name == "output.weight" {
+    if name == tensors::OUTPUT {
         Category::Output
-    } else if name == "token_embd.weight" {
+    } else if name == tensors::TOKEN_EMBD {
         Category::TokenEmbd
     } else if ["attn_qkv.weight", "attn_kv_b.weight", "attn_v.weight"]
         .iter()
@@ -192,7 +193,7 @@ pub fn plan(
     current: &[GgmlType],
     n_layer: Option<usize>,
 ) -> Plan {
-    let tied = !tensors.iter().any(|t| t.name == "output.weight");
+    let tied = !tensors.iter().any(|t| t.name == keys::tensors::OUTPUT);
     let cats: Vec<Category> = tensors.iter().map(|t| category(t.name)).collect();
     let n_wv = cats.iter().filter(|&&c| c == Category::AttnV).count();
     let n_down =

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use llava_edge::dtype::GgmlType;
+use llava_edge::gguf::keys::general;
 use llava_edge::gguf::{GgufError, GgufFile, GgufWriter, TensorInfo, TensorSpec, Value};
 use llava_edge::quant::{self, QuantError};
 
@@ -80,7 +81,7 @@ pub fn quantize_file(input: &Path, output: &Path, opts: &Options) -> Result<Repo
         })
         .collect();
     let current: Vec<GgmlType> = src.tensors().iter().map(|t| t.ty).collect();
-    let arch = src.get_str("general.architecture").unwrap_or("llama");
+    let arch = src.get_str(general::ARCHITECTURE).unwrap_or("llama");
     let n_layer = src
         .get(&format!("{arch}.block_count"))
         .and_then(|v| v.as_u64())
@@ -104,11 +105,11 @@ pub fn quantize_file(input: &Path, output: &Path, opts: &Options) -> Result<Repo
     let mut metadata: Vec<(String, Value)> = src
         .metadata()
         .iter()
-        .filter(|(k, _)| k != "general.file_type" && k != "general.quantization_version")
+        .filter(|(k, _)| k != general::FILE_TYPE && k != general::QUANTIZATION_VERSION)
         .cloned()
         .collect();
-    metadata.push(("general.quantization_version".into(), Value::U32(2)));
-    metadata.push(("general.file_type".into(), Value::U32(opts.mix.file_type())));
+    metadata.push((general::QUANTIZATION_VERSION.into(), Value::U32(2)));
+    metadata.push((general::FILE_TYPE.into(), Value::U32(opts.mix.file_type())));
 
     let specs: Vec<TensorSpec> = src
         .tensors()

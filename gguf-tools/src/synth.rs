@@ -6,8 +6,8 @@ use std::path::Path;
 
 use half::f16;
 use llava_edge::dtype::GgmlType;
+use llava_edge::gguf::keys::{clip, general, llava_edge as ours, llm, tensors, tokenizer};
 use llava_edge::gguf::{Array, GgufError, GgufFile, GgufWriter, TensorSpec, Value};
-use llava_edge::vision::encoder::keys;
 
 /// A text model's shape.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -197,6 +197,9 @@ impl Rng {
     }
 }
 
+/// Metadata and tensors (name, ggml dims, fill) of a synthetic file.
+type Plan = (Vec<(String, Value)>, Vec<(String, Vec<u64>, Fill)>);
+
 /// Writes the model named by `shape_name` to `out` with weights of type `ty` (F32 or F16;
 /// quantize the result with `gguf-tools quantize` for other types). Text shapes copy the
 /// tokenizer from `vocab` and size the embedding to it.
@@ -221,197 +224,218 @@ pub fn synth(
             v.display()
         ));
     }
-    let mut md: Vec<(String, Value)> = Vec::new();
-    let mut tensors: Vec<(String, Vec<u64>, Fill)> = Vec::new();
+    let name = format!("synth {shape_name}");
+    let (md, tensors) = match sh {
+        Shape::Text(t) => text_plan(&t, &name, ty, vocab)?,
+        Shape::Vision(v) => vision_plan(&v, &name),
+    };
+    write_random(out, ty, &md, &tensors, seed)
+}
+
+/// A text model of shape `t` with the tokenizer of the GGUF file `vocab`.
+fn text_plan(
+    t: &TextShape,
+    name: &str,
+    ty: GgmlType,
+    vocab: Option<&Path>,
+) -> Result<Plan, String> {
     let w = Fill::Random(0.02);
     let (one, zero) = (Fill::Const(1.0), Fill::Const(0.0));
-    match sh {
-        Shape::Text(t) => {
-            let vf = GgufFile::open(
-                vocab.ok_or("text shapes need --vocab (a GGUF with tokenizer.ggml.* keys)")?,
-            )
-            .map_err(|e| e.to_string())?;
-            let n_vocab = vf
-                .get_array("tokenizer.ggml.tokens")
-                .map_err(|e: GgufError| e.to_string())?
-                .len() as u64;
-            let a = t.arch;
-            md.push(("general.architecture".into(), Value::string(a)));
-            md.push((
-                "general.name".into(),
-                Value::string(format!("synth {shape_name}")),
-            ));
-            for (k, v) in [
-                ("context_length", t.n_ctx),
-                ("embedding_length", t.n_embd),
-                ("block_count", t.n_layer),
-                ("feed_forward_length", t.n_ff),
-                ("attention.head_count", t.n_head),
-                ("attention.head_count_kv", t.n_head_kv),
-                ("rope.dimension_count", t.n_embd / t.n_head),
-                ("vocab_size", n_vocab),
-            ] {
-                md.push((format!("{a}.{k}"), Value::U32(v as u32)));
-            }
-            md.push((format!("{a}.rope.freq_base"), Value::F32(t.rope_theta)));
-            md.push((
-                format!("{a}.attention.layer_norm_rms_epsilon"),
-                Value::F32(t.eps),
-            ));
-            md.push((
-                "general.file_type".into(),
-                Value::U32(if ty == GgmlType::F16 { 1 } else { 0 }),
-            ));
-            for (k, v) in vf.metadata() {
-                if k.starts_with("tokenizer.") {
-                    md.push((k.clone(), v.clone()));
-                }
-            }
-            let (d, hd) = (t.n_embd, t.n_embd / t.n_head);
-            let kv = t.n_head_kv * hd;
-            tensors.push(("token_embd.weight".into(), vec![d, n_vocab], w));
-            for i in 0..t.n_layer {
-                let b = |s: &str| format!("blk.{i}.{s}");
-                tensors.push((b("attn_norm.weight"), vec![d], one));
-                tensors.push((b("attn_q.weight"), vec![d, d], w));
-                tensors.push((b("attn_k.weight"), vec![d, kv], w));
-                tensors.push((b("attn_v.weight"), vec![d, kv], w));
-                if t.qkv_bias {
-                    tensors.push((b("attn_q.bias"), vec![d], zero));
-                    tensors.push((b("attn_k.bias"), vec![kv], zero));
-                    tensors.push((b("attn_v.bias"), vec![kv], zero));
-                }
-                tensors.push((b("attn_output.weight"), vec![d, d], w));
-                tensors.push((b("ffn_norm.weight"), vec![d], one));
-                tensors.push((b("ffn_gate.weight"), vec![d, t.n_ff], w));
-                tensors.push((b("ffn_up.weight"), vec![d, t.n_ff], w));
-                tensors.push((b("ffn_down.weight"), vec![t.n_ff, d], w));
-            }
-            tensors.push(("output_norm.weight".into(), vec![d], one));
-            if !t.tied {
-                tensors.push(("output.weight".into(), vec![d, n_vocab], w));
-            }
-        }
-        Shape::Vision(v) => {
-            let (mean, std) = if v.clip {
-                (
-                    [0.481_454_66f32, 0.457_827_5, 0.408_210_73],
-                    [0.268_629_54f32, 0.261_302_6, 0.275_777_1],
-                )
-            } else {
-                ([0.5f32; 3], [0.5f32; 3])
-            };
-            md.push(("general.architecture".into(), Value::string("clip")));
-            md.push((
-                "general.name".into(),
-                Value::string(format!("synth {shape_name}")),
-            ));
-            md.push(("clip.has_vision_encoder".into(), Value::Bool(true)));
-            md.push(("clip.projector_type".into(), Value::string("mlp")));
-            md.push(("clip.use_gelu".into(), Value::Bool(!v.clip)));
-            for (k, x) in [
-                ("image_size", v.image),
-                ("patch_size", v.patch),
-                ("embedding_length", v.n_embd),
-                ("feed_forward_length", v.n_ff),
-                ("block_count", v.n_layer),
-                ("attention.head_count", v.n_head),
-                ("projection_dim", v.n_text),
-            ] {
-                md.push((format!("clip.vision.{k}"), Value::U32(x as u32)));
-            }
-            md.push((
-                "clip.vision.attention.layer_norm_epsilon".into(),
-                Value::F32(v.eps),
-            ));
-            md.push((
-                "clip.vision.image_mean".into(),
-                Value::Array(Array::F32(mean.to_vec())),
-            ));
-            md.push((
-                "clip.vision.image_std".into(),
-                Value::Array(Array::F32(std.to_vec())),
-            ));
-            if !v.pinpoints.is_empty() {
-                let flat: Vec<i32> = v
-                    .pinpoints
-                    .iter()
-                    .flat_map(|&(h, w)| [h as i32, w as i32])
-                    .collect();
-                md.push((
-                    "clip.vision.image_grid_pinpoints".into(),
-                    Value::Array(Array::I32(flat)),
-                ));
-                md.push((
-                    "clip.vision.mm_patch_merge_type".into(),
-                    Value::string("spatial_unpad"),
-                ));
-            }
-            if let Some(m) = v.max_tiles {
-                md.push((keys::ANYRES_MAX.into(), Value::U32(m as u32)));
-            }
-            md.push((
-                keys::ACTIVATION.into(),
-                Value::string(if v.clip {
-                    "quick_gelu"
-                } else {
-                    "gelu_pytorch_tanh"
-                }),
-            ));
-            md.push((
-                keys::SELECT_STRATEGY.into(),
-                Value::string(if v.clip { "default" } else { "full" }),
-            ));
-            let (d, g) = (v.n_embd, v.image / v.patch);
-            tensors.push((
-                "v.patch_embd.weight".into(),
-                vec![v.patch, v.patch, 3, d],
-                w,
-            ));
-            if v.clip {
-                tensors.push(("v.class_embd".into(), vec![d], w));
-                tensors.push(("v.position_embd.weight".into(), vec![d, g * g + 1], w));
-                tensors.push(("v.pre_ln.weight".into(), vec![d], one));
-                tensors.push(("v.pre_ln.bias".into(), vec![d], zero));
-            } else {
-                tensors.push(("v.patch_embd.bias".into(), vec![d], zero));
-                tensors.push(("v.position_embd.weight".into(), vec![d, g * g], w));
-            }
-            for i in 0..v.n_layer {
-                let b = |s: &str| format!("v.blk.{i}.{s}");
-                for (n, dims) in [
-                    ("attn_q", vec![d, d]),
-                    ("attn_k", vec![d, d]),
-                    ("attn_v", vec![d, d]),
-                    ("attn_out", vec![d, d]),
-                    ("ffn_up", vec![d, v.n_ff]),
-                    ("ffn_down", vec![v.n_ff, d]),
-                ] {
-                    let out_dim = dims[1];
-                    tensors.push((b(&format!("{n}.weight")), dims, w));
-                    tensors.push((b(&format!("{n}.bias")), vec![out_dim], zero));
-                }
-                for n in ["ln1", "ln2"] {
-                    tensors.push((b(&format!("{n}.weight")), vec![d], one));
-                    tensors.push((b(&format!("{n}.bias")), vec![d], zero));
-                }
-            }
-            tensors.push(("mm.0.weight".into(), vec![d, v.n_text], w));
-            tensors.push(("mm.0.bias".into(), vec![v.n_text], zero));
-            tensors.push(("mm.2.weight".into(), vec![v.n_text, v.n_text], w));
-            tensors.push(("mm.2.bias".into(), vec![v.n_text], zero));
-            if !v.pinpoints.is_empty() {
-                tensors.push(("model.image_newline".into(), vec![v.n_text], w));
-            }
+    let vf = GgufFile::open(
+        vocab.ok_or("text shapes need --vocab (a GGUF with tokenizer.ggml.* keys)")?,
+    )
+    .map_err(|e| e.to_string())?;
+    let n_vocab = vf
+        .get_array(tokenizer::TOKENS)
+        .map_err(|e: GgufError| e.to_string())?
+        .len() as u64;
+    let a = t.arch;
+    let mut md: Vec<(String, Value)> = vec![
+        (general::ARCHITECTURE.into(), Value::string(a)),
+        (general::NAME.into(), Value::string(name)),
+    ];
+    for (k, v) in [
+        (llm::CONTEXT_LENGTH, t.n_ctx),
+        (llm::EMBEDDING_LENGTH, t.n_embd),
+        (llm::BLOCK_COUNT, t.n_layer),
+        (llm::FEED_FORWARD_LENGTH, t.n_ff),
+        (llm::HEAD_COUNT, t.n_head),
+        (llm::HEAD_COUNT_KV, t.n_head_kv),
+        (llm::ROPE_DIMENSION_COUNT, t.n_embd / t.n_head),
+        (llm::VOCAB_SIZE, n_vocab),
+    ] {
+        md.push((llm::key(a, k), Value::U32(v as u32)));
+    }
+    md.push((llm::key(a, llm::ROPE_FREQ_BASE), Value::F32(t.rope_theta)));
+    md.push((llm::key(a, llm::RMS_EPS), Value::F32(t.eps)));
+    md.push((
+        general::FILE_TYPE.into(),
+        Value::U32(if ty == GgmlType::F16 { 1 } else { 0 }),
+    ));
+    for (k, v) in vf.metadata() {
+        if k.starts_with("tokenizer.") {
+            md.push((k.clone(), v.clone()));
         }
     }
+    let (d, hd) = (t.n_embd, t.n_embd / t.n_head);
+    let kv = t.n_head_kv * hd;
+    let mut ts: Vec<(String, Vec<u64>, Fill)> = Vec::new();
+    ts.push((tensors::TOKEN_EMBD.into(), vec![d, n_vocab], w));
+    for i in 0..t.n_layer {
+        let b = |s: &str| tensors::blk(i as usize, s);
+        ts.push((b("attn_norm.weight"), vec![d], one));
+        ts.push((b("attn_q.weight"), vec![d, d], w));
+        ts.push((b("attn_k.weight"), vec![d, kv], w));
+        ts.push((b("attn_v.weight"), vec![d, kv], w));
+        if t.qkv_bias {
+            ts.push((b("attn_q.bias"), vec![d], zero));
+            ts.push((b("attn_k.bias"), vec![kv], zero));
+            ts.push((b("attn_v.bias"), vec![kv], zero));
+        }
+        ts.push((b("attn_output.weight"), vec![d, d], w));
+        ts.push((b("ffn_norm.weight"), vec![d], one));
+        ts.push((b("ffn_gate.weight"), vec![d, t.n_ff], w));
+        ts.push((b("ffn_up.weight"), vec![d, t.n_ff], w));
+        ts.push((b("ffn_down.weight"), vec![t.n_ff, d], w));
+    }
+    ts.push((tensors::OUTPUT_NORM.into(), vec![d], one));
+    if !t.tied {
+        ts.push((tensors::OUTPUT.into(), vec![d, n_vocab], w));
+    }
+    Ok((md, ts))
+}
+
+/// An mmproj of shape `v`: CLIP-like (class token, pre-norm, quick GELU) or SigLIP-like.
+fn vision_plan(v: &VisionShape, name: &str) -> Plan {
+    let w = Fill::Random(0.02);
+    let (one, zero) = (Fill::Const(1.0), Fill::Const(0.0));
+    let (mean, std) = if v.clip {
+        (
+            [0.481_454_66f32, 0.457_827_5, 0.408_210_73],
+            [0.268_629_54f32, 0.261_302_6, 0.275_777_1],
+        )
+    } else {
+        ([0.5f32; 3], [0.5f32; 3])
+    };
+    let mut md: Vec<(String, Value)> = vec![
+        (general::ARCHITECTURE.into(), Value::string(clip::ARCH)),
+        (general::NAME.into(), Value::string(name)),
+        (clip::HAS_VISION_ENCODER.into(), Value::Bool(true)),
+        (clip::PROJECTOR_TYPE.into(), Value::string("mlp")),
+        (clip::USE_GELU.into(), Value::Bool(!v.clip)),
+    ];
+    for (k, x) in [
+        (clip::IMAGE_SIZE, v.image),
+        (clip::PATCH_SIZE, v.patch),
+        (clip::EMBEDDING_LENGTH, v.n_embd),
+        (clip::FEED_FORWARD_LENGTH, v.n_ff),
+        (clip::BLOCK_COUNT, v.n_layer),
+        (clip::HEAD_COUNT, v.n_head),
+        (clip::PROJECTION_DIM, v.n_text),
+    ] {
+        md.push((k.into(), Value::U32(x as u32)));
+    }
+    md.push((clip::LAYER_NORM_EPS.into(), Value::F32(v.eps)));
+    md.push((
+        clip::IMAGE_MEAN.into(),
+        Value::Array(Array::F32(mean.to_vec())),
+    ));
+    md.push((
+        clip::IMAGE_STD.into(),
+        Value::Array(Array::F32(std.to_vec())),
+    ));
+    if !v.pinpoints.is_empty() {
+        let flat: Vec<i32> = v
+            .pinpoints
+            .iter()
+            .flat_map(|&(h, w)| [h as i32, w as i32])
+            .collect();
+        md.push((
+            clip::IMAGE_GRID_PINPOINTS.into(),
+            Value::Array(Array::I32(flat)),
+        ));
+        md.push((
+            clip::MM_PATCH_MERGE_TYPE.into(),
+            Value::string("spatial_unpad"),
+        ));
+    }
+    if let Some(m) = v.max_tiles {
+        md.push((ours::ANYRES_MAX.into(), Value::U32(m as u32)));
+    }
+    md.push((
+        ours::ACTIVATION.into(),
+        Value::string(if v.clip {
+            "quick_gelu"
+        } else {
+            "gelu_pytorch_tanh"
+        }),
+    ));
+    md.push((
+        ours::SELECT_STRATEGY.into(),
+        Value::string(if v.clip { "default" } else { "full" }),
+    ));
+    let (d, g) = (v.n_embd, v.image / v.patch);
+    let suffixed = |base: &str, s: &str| format!("{base}.{s}");
+    let mut ts: Vec<(String, Vec<u64>, Fill)> = Vec::new();
+    ts.push((
+        tensors::V_PATCH_EMBD.into(),
+        vec![v.patch, v.patch, 3, d],
+        w,
+    ));
+    if v.clip {
+        ts.push((tensors::V_CLASS_EMBD.into(), vec![d], w));
+        ts.push((tensors::V_POSITION_EMBD.into(), vec![d, g * g + 1], w));
+        ts.push((suffixed(tensors::V_PRE_LN, "weight"), vec![d], one));
+        ts.push((suffixed(tensors::V_PRE_LN, "bias"), vec![d], zero));
+    } else {
+        ts.push((tensors::V_PATCH_EMBD_BIAS.into(), vec![d], zero));
+        ts.push((tensors::V_POSITION_EMBD.into(), vec![d, g * g], w));
+    }
+    for i in 0..v.n_layer {
+        let b = |s: &str| tensors::v_blk(i as usize, s);
+        for (n, dims) in [
+            ("attn_q", vec![d, d]),
+            ("attn_k", vec![d, d]),
+            ("attn_v", vec![d, d]),
+            ("attn_out", vec![d, d]),
+            ("ffn_up", vec![d, v.n_ff]),
+            ("ffn_down", vec![v.n_ff, d]),
+        ] {
+            let out_dim = dims[1];
+            ts.push((b(&format!("{n}.weight")), dims, w));
+            ts.push((b(&format!("{n}.bias")), vec![out_dim], zero));
+        }
+        for n in ["ln1", "ln2"] {
+            ts.push((b(&format!("{n}.weight")), vec![d], one));
+            ts.push((b(&format!("{n}.bias")), vec![d], zero));
+        }
+    }
+    let (mm0, mm2) = (tensors::mm(0), tensors::mm(2));
+    ts.push((suffixed(&mm0, "weight"), vec![d, v.n_text], w));
+    ts.push((suffixed(&mm0, "bias"), vec![v.n_text], zero));
+    ts.push((suffixed(&mm2, "weight"), vec![v.n_text, v.n_text], w));
+    ts.push((suffixed(&mm2, "bias"), vec![v.n_text], zero));
+    if !v.pinpoints.is_empty() {
+        ts.push((tensors::IMAGE_NEWLINE.into(), vec![v.n_text], w));
+    }
+    (md, ts)
+}
+
+/// Writes `tensors` filled from one seeded stream, matrices as `ty`.
+fn write_random(
+    out: &Path,
+    ty: GgmlType,
+    md: &[(String, Value)],
+    tensors: &[(String, Vec<u64>, Fill)],
+    seed: u64,
+) -> Result<(), String> {
     // Norms, biases and embeddings of vectors stay F32, as llama.cpp's converter keeps them.
     let type_of = |dims: &[u64]| if dims.len() >= 2 { ty } else { GgmlType::F32 };
     let specs: Vec<TensorSpec> = tensors
         .iter()
         .map(|(n, d, _)| TensorSpec::new(n.clone(), d, type_of(d)))
         .collect();
-    let mut wr = GgufWriter::create(out, &md, &specs).map_err(|e| e.to_string())?;
+    let mut wr = GgufWriter::create(out, md, &specs).map_err(|e| e.to_string())?;
     let mut rng = Rng(seed | 1);
     for ((name, dims, fill), spec) in tensors.iter().zip(&specs) {
         let n: u64 = dims.iter().product();

@@ -5,10 +5,8 @@
 // cuda_fp16.h here: half values travel as their bits (unsigned short) and are widened with
 // PTX's cvt. The block layouts repeat kernels/include/llava_kernels.h's (GGUF's), with the
 // same sizes asserted. The CPU kernels are the reference: every kernel here computes the same
-// sums in the same integer or f32 arithmetic, only its summation order differs.
-//
-// STATUS: compiled in CI for every listed architecture; not yet run on a GPU (no session has
-// had one). Each kernel's CPU counterpart is named beside it for the GPU tests to compare.
+// sums in the same integer or f32 arithmetic, only its summation order differs. Each kernel's
+// CPU counterpart is named beside it, for the GPU tests to compare against.
 
 // No math.h under NVRTC: the constant from its bits.
 #define LE_INF __int_as_float(0x7f800000)

@@ -5,19 +5,22 @@
 //! then the tensor data, each tensor at an aligned offset from the data section's start.
 
 mod error;
+mod header;
+pub mod keys;
 mod reader;
 mod value;
 mod writer;
 
 pub use error::{GgufError, Result};
-pub use reader::{prefault, GgufFile, Layout, TensorInfo, TensorView};
+pub use header::{Layout, TensorInfo};
+pub use reader::{prefault, GgufFile, TensorView};
 pub use value::{Array, Value, ValueType};
 pub use writer::{GgufWriter, TensorSpec};
 
 /// The four bytes every GGUF file starts with.
 pub const GGUF_MAGIC: &[u8; 4] = b"GGUF";
 /// The metadata key that sets the data alignment.
-pub const ALIGNMENT_KEY: &str = "general.alignment";
+pub const ALIGNMENT_KEY: &str = keys::general::ALIGNMENT;
 /// Alignment used when a file does not set `general.alignment`.
 pub const DEFAULT_ALIGNMENT: u64 = 32;
 /// Most dimensions a ggml tensor can have.

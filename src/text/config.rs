@@ -1,14 +1,16 @@
 //! Hyperparameters of a text model, from the `{arch}.*` GGUF keys llama.cpp writes.
 //!
 //! Every value is checked here, against the others and against what the kernels take, so that
-//! a file that cannot describe a working model is a [`TextError::BadValue`] naming the key,
+//! a file that cannot describe a working model is a [`MetaError::BadValue`] naming the key,
 //! never a panic (or a huge allocation) later in the forward pass.
 
+use crate::gguf::keys::{general, llm, tensors, tokenizer};
 use crate::gguf::{GgufError, GgufFile};
 use crate::kernels::MAX_HEAD_DIM;
+use crate::meta_error::{FileKind, MetaError};
 use crate::ops::rope::RopeStyle;
 
-use super::TextError;
+use super::error::TextError;
 
 /// The decoder families supported.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,7 +64,7 @@ pub const MAX_VOCAB: usize = i32::MAX as usize;
 impl TextConfig {
     /// Reads the configuration; `n_vocab` comes from the token embedding's shape.
     pub fn from_gguf(f: &GgufFile) -> Result<TextConfig, TextError> {
-        let arch_name = f.get_str("general.architecture")?;
+        let arch_name = f.get_str(general::ARCHITECTURE)?;
         let arch = match arch_name {
             "llama" | "mistral" => Arch::Llama,
             "qwen2" => Arch::Qwen2,
@@ -73,12 +75,16 @@ impl TextConfig {
                 })
             }
         };
-        let key = |k: &str| format!("{arch_name}.{k}");
-        let bad = |k: &str, value: &dyn std::fmt::Display, expected: String| TextError::BadValue {
-            path: f.path().to_path_buf(),
-            key: key(k),
-            value: value.to_string(),
-            expected,
+        let key = |k: &str| llm::key(arch_name, k);
+        let bad = |k: &str, value: &dyn std::fmt::Display, expected: String| -> TextError {
+            MetaError::BadValue {
+                path: f.path().to_path_buf(),
+                kind: FileKind::Model,
+                key: key(k),
+                value: value.to_string(),
+                expected,
+            }
+            .into()
         };
         // A value is read as u64 and checked against its range before it becomes a usize, so
         // no later product of two of them can overflow.
@@ -92,52 +98,51 @@ impl TextConfig {
             }
             Ok(v as usize)
         };
-        let n_embd = int("embedding_length", None, 1, MAX_EMBD)?;
-        let n_head = int("attention.head_count", None, 1, n_embd)?;
+        let n_embd = int(llm::EMBEDDING_LENGTH, None, 1, MAX_EMBD)?;
+        let n_head = int(llm::HEAD_COUNT, None, 1, n_embd)?;
         if !n_embd.is_multiple_of(n_head) {
             return Err(bad(
-                "attention.head_count",
+                llm::HEAD_COUNT,
                 &n_head,
                 format!("must divide embedding_length {n_embd}"),
             ));
         }
         let head_dim = int(
-            "attention.key_length",
+            llm::KEY_LENGTH,
             Some((n_embd / n_head) as u64),
             1,
             MAX_HEAD_DIM,
         )?;
         // One head size serves keys and values here (as in every supported architecture).
-        int(
-            "attention.value_length",
-            Some(head_dim as u64),
-            1,
-            MAX_HEAD_DIM,
-        )
-        .and_then(|v| {
+        int(llm::VALUE_LENGTH, Some(head_dim as u64), 1, MAX_HEAD_DIM).and_then(|v| {
             if v == head_dim {
                 Ok(())
             } else {
                 Err(bad(
-                    "attention.value_length",
+                    llm::VALUE_LENGTH,
                     &v,
                     format!("must equal the key length {head_dim}"),
                 ))
             }
         })?;
-        let n_head_kv = int("attention.head_count_kv", Some(n_head as u64), 1, n_head)?;
+        let n_head_kv = int(llm::HEAD_COUNT_KV, Some(n_head as u64), 1, n_head)?;
         if !n_head.is_multiple_of(n_head_kv) {
             return Err(bad(
-                "attention.head_count_kv",
+                llm::HEAD_COUNT_KV,
                 &n_head_kv,
                 format!("must divide head_count {n_head}"),
             ));
         }
         // Dimensions rotate in pairs, within a head.
-        let rope_dim = int("rope.dimension_count", Some(head_dim as u64), 0, head_dim)?;
+        let rope_dim = int(
+            llm::ROPE_DIMENSION_COUNT,
+            Some(head_dim as u64),
+            0,
+            head_dim,
+        )?;
         if !rope_dim.is_multiple_of(2) {
             return Err(bad(
-                "rope.dimension_count",
+                llm::ROPE_DIMENSION_COUNT,
                 &rope_dim,
                 "must be even (dimensions rotate in pairs)".into(),
             ));
@@ -148,51 +153,52 @@ impl TextConfig {
                 _ => Ok(f.get_f64(&key(k))?),
             }
         };
-        let rope_theta = float("rope.freq_base", Some(10000.0))?;
+        let rope_theta = float(llm::ROPE_FREQ_BASE, Some(10000.0))?;
         if !(rope_theta.is_finite() && rope_theta > 0.0 && (rope_theta as f32).is_finite()) {
             return Err(bad(
-                "rope.freq_base",
+                llm::ROPE_FREQ_BASE,
                 &rope_theta,
                 "must be a finite positive number".into(),
             ));
         }
-        let rms_eps = float("attention.layer_norm_rms_epsilon", None)?;
+        let rms_eps = float(llm::RMS_EPS, None)?;
         if !((rms_eps as f32) > 0.0 && rms_eps < 1.0) {
             return Err(bad(
-                "attention.layer_norm_rms_epsilon",
+                llm::RMS_EPS,
                 &rms_eps,
                 "must be a small positive number (below 1)".into(),
             ));
         }
         let n_vocab = f
-            .tensor_info("token_embd.weight")
+            .tensor_info(tensors::TOKEN_EMBD)
             .and_then(|t| t.dims.get(1).copied())
             .ok_or_else(|| GgufError::MissingTensor {
                 path: f.path().to_path_buf(),
-                tensor: "token_embd.weight".into(),
+                tensor: tensors::TOKEN_EMBD.into(),
             })?;
         if n_vocab == 0 || n_vocab > MAX_VOCAB as u64 {
-            return Err(TextError::BadConfig {
+            return Err(MetaError::BadConfig {
                 path: f.path().to_path_buf(),
                 problem: format!(
                     "token_embd.weight has {n_vocab} rows: a vocabulary holds 1 to {MAX_VOCAB}"
                 ),
-            });
+            }
+            .into());
         }
         let n_vocab = n_vocab as usize;
         let nv = Some(n_vocab as u64);
         // Written by llama.cpp's converter beside the embedding; one that disagrees means the
         // file was put together from two models.
-        if int("vocab_size", nv, 0, usize::MAX)? != n_vocab {
+        if int(llm::VOCAB_SIZE, nv, 0, usize::MAX)? != n_vocab {
             return Err(bad(
-                "vocab_size",
-                &f.get_u64(&key("vocab_size"))?,
+                llm::VOCAB_SIZE,
+                &f.get_u64(&key(llm::VOCAB_SIZE))?,
                 format!("must equal the {n_vocab} rows of token_embd.weight"),
             ));
         }
         // The tokenizer's ids index the embedding, and sampled ids index the tokenizer: the two
         // must be the same table (llama.cpp's converter pads the token list to the embedding).
-        if let Some(tokens) = f.get("tokenizer.ggml.tokens").and_then(|v| v.as_array()) {
+        if let Some(tokens) = f.get(tokenizer::TOKENS).and_then(|v| v.as_array()) {
             if tokens.len() != n_vocab {
                 return Err(TextError::VocabMismatch {
                     path: f.path().to_path_buf(),
@@ -203,16 +209,16 @@ impl TextConfig {
         }
         Ok(TextConfig {
             arch,
-            n_layer: int("block_count", None, 0, usize::MAX)?,
+            n_layer: int(llm::BLOCK_COUNT, None, 0, usize::MAX)?,
             n_embd,
-            n_ff: int("feed_forward_length", None, 1, usize::MAX)?,
+            n_ff: int(llm::FEED_FORWARD_LENGTH, None, 1, usize::MAX)?,
             n_head,
             n_head_kv,
             head_dim,
             rope_dim,
             rope_theta: rope_theta as f32,
             rms_eps: rms_eps as f32,
-            n_ctx_train: int("context_length", Some(4096), 1, MAX_CTX_TRAIN)?,
+            n_ctx_train: int(llm::CONTEXT_LENGTH, Some(4096), 1, MAX_CTX_TRAIN)?,
             n_vocab,
         })
     }

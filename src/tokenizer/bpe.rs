@@ -8,7 +8,8 @@ use std::collections::{BinaryHeap, HashMap};
 use super::error::{malformed, TokenizerError};
 use super::pretokenize::PreTokenizer;
 use super::unicode::ByteAlphabet;
-use super::vocab::{keys, Vocab};
+use super::vocab::Vocab;
+use crate::gguf::keys::tokenizer as keys;
 use crate::gguf::Array;
 
 /// Merge ranks and the word splitter of one BPE vocabulary.

@@ -34,10 +34,11 @@ pub use pretokenize::PreTokenizer;
 pub use stream::{StreamDecoder, Utf8Stream};
 pub use vocab::{SpecialIds, TokenAttr, Vocab, VocabKind};
 
+use crate::gguf::keys::tokenizer as keys;
 use crate::gguf::GgufFile;
 use bpe::Bpe;
 use error::malformed;
-use vocab::{keys, Defaults};
+use vocab::Defaults;
 
 enum Model {
     Spm,

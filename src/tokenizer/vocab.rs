@@ -4,63 +4,8 @@
 use std::collections::{BTreeSet, HashMap};
 
 use super::error::{malformed, TokenizerError};
+use crate::gguf::keys::tokenizer as keys;
 use crate::gguf::{Array, GgufFile, Value};
-
-/// Metadata keys, spelled as llama.cpp's converter writes them (`seperator` included).
-pub mod keys {
-    /// Tokenizer family: `llama` (SentencePiece) or `gpt2` (byte-level BPE).
-    pub const MODEL: &str = "tokenizer.ggml.model";
-    /// Pre-tokenizer name for BPE vocabularies.
-    pub const PRE: &str = "tokenizer.ggml.pre";
-    /// Token texts, raw bytes.
-    pub const TOKENS: &str = "tokenizer.ggml.tokens";
-    /// SentencePiece scores (merge priority).
-    pub const SCORES: &str = "tokenizer.ggml.scores";
-    /// Token types (1 normal, 2 unknown, 3 control, 4 user-defined, 5 unused, 6 byte).
-    pub const TOKEN_TYPE: &str = "tokenizer.ggml.token_type";
-    /// BPE merges as `"left right"` strings, in rank order.
-    pub const MERGES: &str = "tokenizer.ggml.merges";
-    /// Beginning-of-sequence id.
-    pub const BOS_ID: &str = "tokenizer.ggml.bos_token_id";
-    /// End-of-sequence id.
-    pub const EOS_ID: &str = "tokenizer.ggml.eos_token_id";
-    /// End-of-turn id.
-    pub const EOT_ID: &str = "tokenizer.ggml.eot_token_id";
-    /// End-of-message id.
-    pub const EOM_ID: &str = "tokenizer.ggml.eom_token_id";
-    /// Unknown-token id.
-    pub const UNK_ID: &str = "tokenizer.ggml.unknown_token_id";
-    /// Separator id (the misspelling is the format's).
-    pub const SEP_ID: &str = "tokenizer.ggml.seperator_token_id";
-    /// Padding id.
-    pub const PAD_ID: &str = "tokenizer.ggml.padding_token_id";
-    /// Mask id.
-    pub const MASK_ID: &str = "tokenizer.ggml.mask_token_id";
-    /// Fill-in-the-middle ids.
-    pub const FIM_PRE_ID: &str = "tokenizer.ggml.fim_pre_token_id";
-    /// Fill-in-the-middle suffix id.
-    pub const FIM_SUF_ID: &str = "tokenizer.ggml.fim_suf_token_id";
-    /// Fill-in-the-middle middle id.
-    pub const FIM_MID_ID: &str = "tokenizer.ggml.fim_mid_token_id";
-    /// Fill-in-the-middle padding id.
-    pub const FIM_PAD_ID: &str = "tokenizer.ggml.fim_pad_token_id";
-    /// Fill-in-the-middle repository id.
-    pub const FIM_REP_ID: &str = "tokenizer.ggml.fim_rep_token_id";
-    /// Fill-in-the-middle file-separator id.
-    pub const FIM_SEP_ID: &str = "tokenizer.ggml.fim_sep_token_id";
-    /// Deprecated spelling of the FIM prefix id.
-    pub const PREFIX_ID: &str = "tokenizer.ggml.prefix_token_id";
-    /// Deprecated spelling of the FIM suffix id.
-    pub const SUFFIX_ID: &str = "tokenizer.ggml.suffix_token_id";
-    /// Deprecated spelling of the FIM middle id.
-    pub const MIDDLE_ID: &str = "tokenizer.ggml.middle_token_id";
-    /// Whether encoding with `add_special` prepends BOS.
-    pub const ADD_BOS: &str = "tokenizer.ggml.add_bos_token";
-    /// Whether encoding with `add_special` appends EOS.
-    pub const ADD_EOS: &str = "tokenizer.ggml.add_eos_token";
-    /// Whether SentencePiece text gets a leading space.
-    pub const ADD_SPACE_PREFIX: &str = "tokenizer.ggml.add_space_prefix";
-}
 
 /// Token attributes as llama.cpp keeps them: a bit set, since the auto-detection passes add
 /// bits (a text that looks like an end-of-turn marker gains CONTROL) on top of the file's type.
@@ -292,166 +237,203 @@ pub(crate) fn opt_array<'a>(
     }
 }
 
+/// The token texts, between 1 and `i32::MAX` of them.
+fn read_tokens(f: &GgufFile) -> Result<&[Vec<u8>], TokenizerError> {
+    let tokens = opt_array(f, keys::TOKENS)?
+        .ok_or(TokenizerError::MissingKey { key: keys::TOKENS })?
+        .as_strings()
+        .ok_or_else(|| malformed(keys::TOKENS, "expected an array of strings"))?;
+    let n = tokens.len();
+    if n == 0 {
+        return Err(malformed(keys::TOKENS, "the vocabulary is empty"));
+    }
+    if n > i32::MAX as usize {
+        return Err(malformed(keys::TOKENS, format!("{n} tokens is too many")));
+    }
+    Ok(tokens)
+}
+
+/// Token texts with their lookup table; empty texts are renamed `[EMPTY_i]` as llama.cpp
+/// does, so that every id stays reachable by text.
+type TextTable = (Vec<Vec<u8>>, HashMap<Vec<u8>, u32>);
+fn index_texts(tokens: &[Vec<u8>]) -> Result<TextTable, TokenizerError> {
+    let n = tokens.len();
+    let mut texts = Vec::with_capacity(n);
+    let mut text_to_id = HashMap::with_capacity(n);
+    for (i, t) in tokens.iter().enumerate() {
+        let text = if t.is_empty() {
+            format!("[EMPTY_{i}]").into_bytes()
+        } else {
+            t.clone()
+        };
+        if let Some(prev) = text_to_id.insert(text.clone(), i as u32) {
+            return Err(malformed(
+                keys::TOKENS,
+                format!(
+                    "ids {prev} and {i} share the text {:?}",
+                    String::from_utf8_lossy(&text)
+                ),
+            ));
+        }
+        texts.push(text);
+    }
+    Ok((texts, text_to_id))
+}
+
+/// One score per token (0 where the file has none).
+fn read_scores(f: &GgufFile, n: usize) -> Result<Vec<f32>, TokenizerError> {
+    let Some(a) = opt_array(f, keys::SCORES)? else {
+        return Ok(vec![0.0; n]);
+    };
+    let v: Vec<f32> = match a {
+        Array::F32(v) => v.clone(),
+        Array::I32(v) => v.iter().map(|&x| x as f32).collect(),
+        _ => return Err(malformed(keys::SCORES, "expected f32 or i32 elements")),
+    };
+    if v.len() < n {
+        return Err(malformed(
+            keys::SCORES,
+            format!("{} scores for {n} tokens", v.len()),
+        ));
+    }
+    Ok(v[..n].to_vec())
+}
+
+/// One attribute per token, from the file's types (NORMAL where the file has none).
+fn read_attrs(f: &GgufFile, n: usize) -> Result<Vec<TokenAttr>, TokenizerError> {
+    let Some(a) = opt_array(f, keys::TOKEN_TYPE)? else {
+        return Ok(vec![TokenAttr::NORMAL; n]);
+    };
+    let v = a
+        .to_i64_vec()
+        .ok_or_else(|| malformed(keys::TOKEN_TYPE, "expected integer elements"))?;
+    if v.len() < n {
+        return Err(malformed(
+            keys::TOKEN_TYPE,
+            format!("{} types for {n} tokens", v.len()),
+        ));
+    }
+    Ok(v[..n].iter().map(|&t| TokenAttr::from_type(t)).collect())
+}
+
+/// Special ids from the family defaults and the id keys. A default outside the table is
+/// dropped; a key outside it is ignored (both as llama.cpp).
+fn read_special(f: &GgufFile, n: usize, defaults: &Defaults) -> Result<SpecialIds, TokenizerError> {
+    let in_range = |d: Option<u32>| d.filter(|&id| (id as usize) < n);
+    let mut special = SpecialIds {
+        bos: in_range(defaults.bos),
+        eos: in_range(defaults.eos),
+        unk: in_range(defaults.unk),
+        ..SpecialIds::default()
+    };
+    let slots: [(&'static str, Slot); 17] = [
+        (keys::BOS_ID, |s| &mut s.bos),
+        (keys::EOS_ID, |s| &mut s.eos),
+        (keys::EOT_ID, |s| &mut s.eot),
+        (keys::EOM_ID, |s| &mut s.eom),
+        (keys::UNK_ID, |s| &mut s.unk),
+        (keys::SEP_ID, |s| &mut s.sep),
+        (keys::PAD_ID, |s| &mut s.pad),
+        (keys::MASK_ID, |s| &mut s.mask),
+        (keys::FIM_PRE_ID, |s| &mut s.fim_pre),
+        (keys::FIM_SUF_ID, |s| &mut s.fim_suf),
+        (keys::FIM_MID_ID, |s| &mut s.fim_mid),
+        (keys::FIM_PAD_ID, |s| &mut s.fim_pad),
+        (keys::FIM_REP_ID, |s| &mut s.fim_rep),
+        (keys::FIM_SEP_ID, |s| &mut s.fim_sep),
+        (keys::PREFIX_ID, |s| &mut s.fim_pre),
+        (keys::SUFFIX_ID, |s| &mut s.fim_suf),
+        (keys::MIDDLE_ID, |s| &mut s.fim_mid),
+    ];
+    for (key, slot) in slots {
+        if let Some(id) = opt_id(f, key)? {
+            if id < n as u64 {
+                *slot(&mut special) = Some(id as u32);
+            }
+        }
+    }
+    Ok(special)
+}
+
+/// Ids no key named, found by text and marked CONTROL as llama.cpp does. Scanning ids in
+/// ascending order makes the pick deterministic where llama.cpp's hash-map order is not (it
+/// only matters when one vocabulary holds two candidates).
+fn detect_special(
+    special: &mut SpecialIds,
+    attrs: &mut [TokenAttr],
+    text_to_id: &HashMap<Vec<u8>, u32>,
+) {
+    let find = |list: &[&str]| -> Option<u32> {
+        list.iter()
+            .filter_map(|t| text_to_id.get(t.as_bytes()).copied())
+            .min()
+    };
+    let detect: [(Slot, &[&str]); 8] = [
+        (|s| &mut s.eot, EOT_TEXTS),
+        (|s| &mut s.eom, EOM_TEXTS),
+        (|s| &mut s.fim_pre, FIM_PRE_TEXTS),
+        (|s| &mut s.fim_suf, FIM_SUF_TEXTS),
+        (|s| &mut s.fim_mid, FIM_MID_TEXTS),
+        (|s| &mut s.fim_pad, FIM_PAD_TEXTS),
+        (|s| &mut s.fim_rep, FIM_REP_TEXTS),
+        (|s| &mut s.fim_sep, FIM_SEP_TEXTS),
+    ];
+    for (slot, list) in detect {
+        if slot(special).is_none() {
+            if let Some(id) = find(list) {
+                *slot(special) = Some(id);
+                attrs[id as usize] = attrs[id as usize] | TokenAttr::CONTROL;
+            }
+        }
+    }
+}
+
+/// The ids that end generation: the special end ids and the known end texts (marked CONTROL).
+fn end_of_generation(
+    special: &SpecialIds,
+    attrs: &mut [TokenAttr],
+    text_to_id: &HashMap<Vec<u8>, u32>,
+) -> BTreeSet<u32> {
+    let mut eog = BTreeSet::new();
+    eog.extend(special.fim_pad);
+    eog.extend(special.fim_rep);
+    eog.extend(special.fim_sep);
+    for t in EOG_TEXTS {
+        if let Some(&id) = text_to_id.get(t.as_bytes()) {
+            eog.insert(id);
+            attrs[id as usize] = attrs[id as usize] | TokenAttr::CONTROL;
+        }
+    }
+    eog.extend(special.eos);
+    eog.extend(special.eot);
+    eog.extend(special.eom);
+    eog
+}
+
 impl Vocab {
     pub(crate) fn load(
         f: &GgufFile,
         kind: VocabKind,
         defaults: Defaults,
     ) -> Result<Vocab, TokenizerError> {
-        let tokens = opt_array(f, keys::TOKENS)?
-            .ok_or(TokenizerError::MissingKey { key: keys::TOKENS })?
-            .as_strings()
-            .ok_or_else(|| malformed(keys::TOKENS, "expected an array of strings"))?;
+        let tokens = read_tokens(f)?;
         let n = tokens.len();
-        if n == 0 {
-            return Err(malformed(keys::TOKENS, "the vocabulary is empty"));
-        }
-        if n > i32::MAX as usize {
-            return Err(malformed(keys::TOKENS, format!("{n} tokens is too many")));
-        }
-
-        let scores: Vec<f32> = match opt_array(f, keys::SCORES)? {
-            None => vec![0.0; n],
-            Some(a) => {
-                let v: Vec<f32> = match a {
-                    Array::F32(v) => v.clone(),
-                    Array::I32(v) => v.iter().map(|&x| x as f32).collect(),
-                    _ => return Err(malformed(keys::SCORES, "expected f32 or i32 elements")),
-                };
-                if v.len() < n {
-                    return Err(malformed(
-                        keys::SCORES,
-                        format!("{} scores for {n} tokens", v.len()),
-                    ));
-                }
-                v
-            }
-        };
-
-        let mut attrs: Vec<TokenAttr> = match opt_array(f, keys::TOKEN_TYPE)? {
-            None => vec![TokenAttr::NORMAL; n],
-            Some(a) => {
-                let v = a
-                    .to_i64_vec()
-                    .ok_or_else(|| malformed(keys::TOKEN_TYPE, "expected integer elements"))?;
-                if v.len() < n {
-                    return Err(malformed(
-                        keys::TOKEN_TYPE,
-                        format!("{} types for {n} tokens", v.len()),
-                    ));
-                }
-                v[..n].iter().map(|&t| TokenAttr::from_type(t)).collect()
-            }
-        };
-
-        let mut texts = Vec::with_capacity(n);
-        let mut text_to_id = HashMap::with_capacity(n);
-        for (i, t) in tokens.iter().enumerate() {
-            // llama.cpp renames empty texts so that every id stays reachable by text.
-            let text = if t.is_empty() {
-                format!("[EMPTY_{i}]").into_bytes()
-            } else {
-                t.clone()
-            };
-            if let Some(prev) = text_to_id.insert(text.clone(), i as u32) {
-                return Err(malformed(
-                    keys::TOKENS,
-                    format!(
-                        "ids {prev} and {i} share the text {:?}",
-                        String::from_utf8_lossy(&text)
-                    ),
-                ));
-            }
-            texts.push(text);
-        }
-
-        let n_u64 = n as u64;
-        // A default outside the table is dropped; a key outside it is ignored (both as llama.cpp).
-        let in_range = |d: Option<u32>| d.filter(|&id| (id as usize) < n);
-        let mut special = SpecialIds {
-            bos: in_range(defaults.bos),
-            eos: in_range(defaults.eos),
-            unk: in_range(defaults.unk),
-            ..SpecialIds::default()
-        };
-        let slots: [(&'static str, Slot); 17] = [
-            (keys::BOS_ID, |s| &mut s.bos),
-            (keys::EOS_ID, |s| &mut s.eos),
-            (keys::EOT_ID, |s| &mut s.eot),
-            (keys::EOM_ID, |s| &mut s.eom),
-            (keys::UNK_ID, |s| &mut s.unk),
-            (keys::SEP_ID, |s| &mut s.sep),
-            (keys::PAD_ID, |s| &mut s.pad),
-            (keys::MASK_ID, |s| &mut s.mask),
-            (keys::FIM_PRE_ID, |s| &mut s.fim_pre),
-            (keys::FIM_SUF_ID, |s| &mut s.fim_suf),
-            (keys::FIM_MID_ID, |s| &mut s.fim_mid),
-            (keys::FIM_PAD_ID, |s| &mut s.fim_pad),
-            (keys::FIM_REP_ID, |s| &mut s.fim_rep),
-            (keys::FIM_SEP_ID, |s| &mut s.fim_sep),
-            (keys::PREFIX_ID, |s| &mut s.fim_pre),
-            (keys::SUFFIX_ID, |s| &mut s.fim_suf),
-            (keys::MIDDLE_ID, |s| &mut s.fim_mid),
-        ];
-        for (key, slot) in slots {
-            if let Some(id) = opt_id(f, key)? {
-                if id < n_u64 {
-                    *slot(&mut special) = Some(id as u32);
-                }
-            }
-        }
-
+        let scores = read_scores(f, n)?;
+        let mut attrs = read_attrs(f, n)?;
+        let (texts, text_to_id) = index_texts(tokens)?;
+        let mut special = read_special(f, n, &defaults)?;
         let add_bos = opt_bool(f, keys::ADD_BOS)?.unwrap_or(defaults.add_bos);
         let add_eos = opt_bool(f, keys::ADD_EOS)?.unwrap_or(defaults.add_eos);
         let add_space_prefix =
             opt_bool(f, keys::ADD_SPACE_PREFIX)?.unwrap_or(defaults.add_space_prefix);
 
-        // Auto-detect ids by text where no key named them, marking them CONTROL as llama.cpp
-        // does. Scanning ids in ascending order makes the pick deterministic where llama.cpp's
-        // hash-map order is not (it only matters when one vocabulary holds two candidates).
-        let find = |list: &[&str]| -> Option<u32> {
-            list.iter()
-                .filter_map(|t| text_to_id.get(t.as_bytes()).copied())
-                .min()
-        };
-        let detect: [(Slot, &[&str]); 8] = [
-            (|s| &mut s.eot, EOT_TEXTS),
-            (|s| &mut s.eom, EOM_TEXTS),
-            (|s| &mut s.fim_pre, FIM_PRE_TEXTS),
-            (|s| &mut s.fim_suf, FIM_SUF_TEXTS),
-            (|s| &mut s.fim_mid, FIM_MID_TEXTS),
-            (|s| &mut s.fim_pad, FIM_PAD_TEXTS),
-            (|s| &mut s.fim_rep, FIM_REP_TEXTS),
-            (|s| &mut s.fim_sep, FIM_SEP_TEXTS),
-        ];
-        for (slot, list) in detect {
-            if slot(&mut special).is_none() {
-                if let Some(id) = find(list) {
-                    *slot(&mut special) = Some(id);
-                    attrs[id as usize] = attrs[id as usize] | TokenAttr::CONTROL;
-                }
-            }
-        }
-
+        detect_special(&mut special, &mut attrs, &text_to_id);
         for (i, text) in texts.iter().enumerate() {
             if attrs[i].has(TokenAttr::CONTROL) && text.windows(6).any(|w| w == b"unused") {
                 attrs[i] = attrs[i] | TokenAttr::UNUSED;
             }
         }
-
-        let mut eog = BTreeSet::new();
-        eog.extend(special.fim_pad);
-        eog.extend(special.fim_rep);
-        eog.extend(special.fim_sep);
-        for t in EOG_TEXTS {
-            if let Some(&id) = text_to_id.get(t.as_bytes()) {
-                eog.insert(id);
-                attrs[id as usize] = attrs[id as usize] | TokenAttr::CONTROL;
-            }
-        }
-        eog.extend(special.eos);
-        eog.extend(special.eot);
-        eog.extend(special.eom);
+        let eog = end_of_generation(&special, &mut attrs, &text_to_id);
 
         // Texts are matched longest first so that `<|im_start|>` wins over any shorter
         // marker it contains; ties keep id order. Texts that are not UTF-8 can never match
@@ -468,7 +450,7 @@ impl Vocab {
         Ok(Vocab {
             kind,
             texts,
-            scores: scores[..n].to_vec(),
+            scores,
             attrs,
             text_to_id,
             special,

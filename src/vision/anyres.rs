@@ -2,6 +2,10 @@
 //! packing the tiles' projected features back into one sequence (unpadding, OneVision's
 //! bilinear shrink, the `image_newline` column), exactly as transformers does.
 
+use super::error::VisionError;
+use crate::gguf::keys::{clip, llava_edge, tensors};
+use crate::meta_error::MetaError;
+
 /// A tile grid chosen for an image.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TilePlan {
@@ -232,12 +236,15 @@ impl AnyresConfig {
     pub fn from_gguf(
         f: &crate::gguf::GgufFile,
         n_embd_out: usize,
-    ) -> Result<Option<AnyresConfig>, super::VisionError> {
-        let bad = |problem: String| super::VisionError::BadConfig {
-            path: f.path().to_path_buf(),
-            problem,
+    ) -> Result<Option<AnyresConfig>, VisionError> {
+        let bad = |problem: String| -> VisionError {
+            MetaError::BadConfig {
+                path: f.path().to_path_buf(),
+                problem,
+            }
+            .into()
         };
-        let Some(v) = f.get("clip.vision.image_grid_pinpoints") else {
+        let Some(v) = f.get(clip::IMAGE_GRID_PINPOINTS) else {
             return Ok(None);
         };
         let flat = v
@@ -253,7 +260,7 @@ impl AnyresConfig {
             .chunks(2)
             .map(|p| (p[0] as usize, p[1] as usize))
             .collect();
-        let max_tiles = match f.get(super::encoder::keys::ANYRES_MAX) {
+        let max_tiles = match f.get(llava_edge::ANYRES_MAX) {
             Some(v) => Some(
                 v.as_u64()
                     .filter(|&n| n > 0)
@@ -262,12 +269,12 @@ impl AnyresConfig {
             ),
             None => None,
         };
-        let name = ["model.image_newline", "v.image_newline"]
+        let name = [tensors::IMAGE_NEWLINE, tensors::V_IMAGE_NEWLINE]
             .into_iter()
             .find(|n| f.tensor_info(n).is_some())
             .ok_or_else(|| bad("anyres pinpoints but no image_newline tensor".into()))?;
         let m = crate::ops::Matrix::new(f.tensor(name)?, n_embd_out, 1).map_err(|source| {
-            super::VisionError::Op {
+            MetaError::Tensor {
                 path: f.path().to_path_buf(),
                 source,
             }

@@ -5,6 +5,7 @@ use super::anyres::{pack_anyres, plan_tiles, PackSpec};
 use super::{VisionEncoder, VisionError};
 use crate::image::preprocess::{anyres_tiles, clip_tile, pad_square_tile, squash_tile, Normalize};
 use crate::image::RgbImage;
+use crate::meta_error::MetaError;
 use crate::threadpool::ThreadPool;
 
 impl VisionEncoder<'_> {
@@ -43,10 +44,10 @@ impl VisionEncoder<'_> {
         // A non-empty pinpoint list was checked at load, so a plan always exists.
         let plan =
             plan_tiles((img.height, img.width), &ar.pinpoints, c.image_size).ok_or_else(|| {
-                VisionError::BadConfig {
+                VisionError::from(MetaError::BadConfig {
                     path: self.path.clone(),
                     problem: "no pinpoints".into(),
-                }
+                })
             })?;
         let mut tiles = Vec::new();
         for t in anyres_tiles(img, c.image_size, plan.best_hw, plan.resized_hw, &norm) {
@@ -82,7 +83,7 @@ impl VisionEncoder<'_> {
             .anyres
             .as_ref()
             .filter(|a| a.max_tiles.is_some())
-            .ok_or_else(|| VisionError::BadConfig {
+            .ok_or_else(|| MetaError::BadConfig {
                 path: self.path.clone(),
                 problem: "this model does not take video (LLaVA-OneVision does)".into(),
             })?;

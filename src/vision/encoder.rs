@@ -3,56 +3,18 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::gguf::{GgufError, GgufFile};
+use super::anyres::AnyresConfig;
+use super::error::VisionError;
+use crate::gguf::keys::{clip, general, tensors};
+use crate::gguf::GgufFile;
 use crate::kernels::{KvRef, Visible, MAX_HEAD_DIM};
+use crate::meta_error::{FileKind, MetaError};
 use crate::ops::activation::{gelu_erf, gelu_tanh, quick_gelu};
 use crate::ops::attention::attend_rows;
 use crate::ops::matrix::matmul_bias_sharing_input;
 use crate::ops::norm::{add_rows, layer_norm_rows, residual_layer_norm_rows};
-use crate::ops::{add_assign, Matrix, OpError};
+use crate::ops::{add_assign, Matrix};
 use crate::threadpool::ThreadPool;
-
-/// What can go wrong loading or running the vision encoder.
-#[derive(Debug, thiserror::Error)]
-pub enum VisionError {
-    /// The file, a key or a tensor is missing or malformed.
-    #[error(transparent)]
-    Gguf(#[from] GgufError),
-    /// A tensor has the wrong shape or an unsupported type.
-    #[error("{path}: {source}")]
-    Op {
-        path: PathBuf,
-        #[source]
-        source: OpError,
-    },
-    /// Settings that cannot describe a working encoder.
-    #[error("{path}: {problem}")]
-    BadConfig { path: PathBuf, problem: String },
-    /// One setting outside what the encoder or these kernels can run.
-    #[error("{path}: {key} = {value}: {expected}; the file is damaged or not a supported mmproj")]
-    BadValue {
-        path: PathBuf,
-        key: String,
-        value: String,
-        expected: String,
-    },
-    /// The projector's output is not the text model's embedding width: the mmproj belongs to
-    /// another model (a multiple would otherwise be read as more, narrower rows).
-    #[error(
-        "the mmproj {mmproj} projects to rows of {n_out} values, but the text model {model} \
-         embeds tokens in {n_embd}: the two files come from different models; use the mmproj \
-         converted with this model"
-    )]
-    WidthMismatch {
-        mmproj: PathBuf,
-        n_out: usize,
-        model: PathBuf,
-        n_embd: usize,
-    },
-    /// Pixels of the wrong size for this encoder.
-    #[error("pixel tile has {got} values, the encoder takes 3 x {size} x {size}")]
-    BadPixels { got: usize, size: usize },
-}
 
 /// The MLP activation of the encoder layers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -123,7 +85,7 @@ fn stored_blocks(f: &GgufFile) -> Result<usize, String> {
     for t in f.tensors() {
         let index = t
             .name
-            .strip_prefix("v.blk.")
+            .strip_prefix(tensors::V_BLK_PREFIX)
             .and_then(|r| r.split_once('.'))
             .and_then(|(i, _)| i.parse::<usize>().ok());
         present.extend(index);
@@ -138,42 +100,28 @@ fn stored_blocks(f: &GgufFile) -> Result<usize, String> {
     }
 }
 
-/// Our own mmproj keys for what llama.cpp's layout does not say (documented in
-/// `docs/gguf-keys.md`); files without them get llama.cpp's conventions.
-pub mod keys {
-    /// Hidden-state index the features are taken from, counted as transformers counts
-    /// `hidden_states` (0 = embeddings, k = output of layer k; negative from the end).
-    pub const FEATURE_LAYER: &str = "llava_edge.vision.feature_layer";
-    /// `default` (drop the class token) or `full`.
-    pub const SELECT_STRATEGY: &str = "llava_edge.vision.select_strategy";
-    /// `quick_gelu`, `gelu_pytorch_tanh` or `gelu`.
-    pub const ACTIVATION: &str = "llava_edge.vision.activation";
-    /// Encoder layers of the original model (llama.cpp's files may store fewer).
-    pub const N_LAYER_ORIG: &str = "llava_edge.vision.original_block_count";
-    /// OneVision's `anyres_max_N`: N.
-    pub const ANYRES_MAX: &str = "llava_edge.vision.anyres_max_tiles";
-}
+/// Our own mmproj keys (kept under this path for callers that named it here).
+pub use crate::gguf::keys::llava_edge as keys;
 
 impl VisionConfig {
     /// Reads the configuration from an mmproj file's keys.
     pub fn from_gguf(f: &GgufFile) -> Result<VisionConfig, VisionError> {
-        let bad = |problem: String| VisionError::BadConfig {
-            path: f.path().to_path_buf(),
-            problem,
+        let bad = |problem: String| -> VisionError {
+            MetaError::BadConfig {
+                path: f.path().to_path_buf(),
+                problem,
+            }
+            .into()
         };
-        let arch = f.get_str("general.architecture")?;
-        if arch != "clip" {
+        let arch = f.get_str(general::ARCHITECTURE)?;
+        if arch != clip::ARCH {
             return Err(bad(format!(
                 "general.architecture is '{arch}', an mmproj file says 'clip'"
             )));
         }
-        let out_of_range =
-            |k: &str, v: &dyn std::fmt::Display, expected: String| VisionError::BadValue {
-                path: f.path().to_path_buf(),
-                key: k.to_string(),
-                value: v.to_string(),
-                expected,
-            };
+        let out_of_range = |k: &str, v: &dyn std::fmt::Display, expected: String| -> VisionError {
+            bad_value(f.path(), k, v, expected)
+        };
         // Checked against a range before it becomes a usize, so products of two cannot overflow.
         let int = |k: &str, lo: usize, hi: usize| -> Result<usize, VisionError> {
             let v = f.get_u64(k)?;
@@ -186,12 +134,12 @@ impl VisionConfig {
             }
             Ok(v as usize)
         };
-        let n_stored = int("clip.vision.block_count", 0, usize::MAX)?;
+        let n_stored = int(clip::BLOCK_COUNT, 0, usize::MAX)?;
         match stored_blocks(f) {
             Ok(n) if n == n_stored => {}
             found => {
                 return Err(out_of_range(
-                    "clip.vision.block_count",
+                    clip::BLOCK_COUNT,
                     &n_stored,
                     format!(
                         "must count the file's encoder blocks: it holds {}",
@@ -230,7 +178,7 @@ impl VisionConfig {
             Some("gelu") => Activation::GeluErf,
             Some(other) => return Err(bad(format!("unknown activation '{other}'"))),
             // llama.cpp: use_gelu means GELU (its tanh form), otherwise quick_gelu.
-            None if f.get("clip.use_gelu").and_then(|v| v.as_bool()) == Some(true) => {
+            None if f.get(clip::USE_GELU).and_then(|v| v.as_bool()) == Some(true) => {
                 Activation::GeluTanh
             }
             None => Activation::QuickGelu,
@@ -245,20 +193,20 @@ impl VisionConfig {
             let v = v.ok_or_else(|| bad(format!("{k} must hold 3 floats")))?;
             Ok([v[0] as f32, v[1] as f32, v[2] as f32])
         };
-        let image_size = int("clip.vision.image_size", 1, MAX_IMAGE_SIZE)?;
-        let n_embd = int("clip.vision.embedding_length", 1, MAX_EMBD)?;
+        let image_size = int(clip::IMAGE_SIZE, 1, MAX_IMAGE_SIZE)?;
+        let n_embd = int(clip::EMBEDDING_LENGTH, 1, MAX_EMBD)?;
         let cfg = VisionConfig {
             image_size,
-            patch_size: int("clip.vision.patch_size", 1, image_size)?,
+            patch_size: int(clip::PATCH_SIZE, 1, image_size)?,
             n_embd,
-            n_ff: int("clip.vision.feed_forward_length", 1, usize::MAX)?,
-            n_head: int("clip.vision.attention.head_count", 1, n_embd)?,
+            n_ff: int(clip::FEED_FORWARD_LENGTH, 1, usize::MAX)?,
+            n_head: int(clip::HEAD_COUNT, 1, n_embd)?,
             n_layer_run,
-            eps: f.get_f64("clip.vision.attention.layer_norm_epsilon")? as f32,
+            eps: f.get_f64(clip::LAYER_NORM_EPS)? as f32,
             act,
             drop_cls,
-            mean: triple("clip.vision.image_mean")?,
-            std: triple("clip.vision.image_std")?,
+            mean: triple(clip::IMAGE_MEAN)?,
+            std: triple(clip::IMAGE_STD)?,
         };
         cfg.check(f.path())?;
         Ok(cfg)
@@ -268,46 +216,41 @@ impl VisionConfig {
     /// mmproj key of the first that fails.
     pub fn check(&self, path: &Path) -> Result<(), VisionError> {
         let fail = |key: &str, value: &dyn std::fmt::Display, expected: String| {
-            Err(VisionError::BadValue {
-                path: path.to_path_buf(),
-                key: key.to_string(),
-                value: value.to_string(),
-                expected,
-            })
+            Err(bad_value(path, key, value, expected))
         };
         // The patch convolution has stride = kernel, so a tile side that is not a multiple of
         // the patch (SigLIP-so400m: 384 / 14) just drops the last pixels: 27 x 27 patches.
         if !(1..=MAX_IMAGE_SIZE).contains(&self.image_size) {
             return fail(
-                "clip.vision.image_size",
+                clip::IMAGE_SIZE,
                 &self.image_size,
                 format!("must be between 1 and {MAX_IMAGE_SIZE}"),
             );
         }
         if !(1..=self.image_size).contains(&self.patch_size) {
             return fail(
-                "clip.vision.patch_size",
+                clip::PATCH_SIZE,
                 &self.patch_size,
                 format!("must be between 1 and the image size {}", self.image_size),
             );
         }
         if !(1..=MAX_EMBD).contains(&self.n_embd) {
             return fail(
-                "clip.vision.embedding_length",
+                clip::EMBEDDING_LENGTH,
                 &self.n_embd,
                 format!("must be between 1 and {MAX_EMBD}"),
             );
         }
         if self.n_head == 0 || !self.n_embd.is_multiple_of(self.n_head) {
             return fail(
-                "clip.vision.attention.head_count",
+                clip::HEAD_COUNT,
                 &self.n_head,
                 format!("must divide embedding_length {}", self.n_embd),
             );
         }
         if self.n_embd / self.n_head > MAX_HEAD_DIM {
             return fail(
-                "clip.vision.attention.head_count",
+                clip::HEAD_COUNT,
                 &self.n_head,
                 format!(
                     "gives heads of {} values; the attention kernels take at most {MAX_HEAD_DIM}",
@@ -317,28 +260,28 @@ impl VisionConfig {
         }
         if self.n_ff == 0 {
             return fail(
-                "clip.vision.feed_forward_length",
+                clip::FEED_FORWARD_LENGTH,
                 &self.n_ff,
                 "must be positive".into(),
             );
         }
         if !(self.eps > 0.0 && self.eps < 1.0) {
             return fail(
-                "clip.vision.attention.layer_norm_epsilon",
+                clip::LAYER_NORM_EPS,
                 &self.eps,
                 "must be a small positive number (below 1)".into(),
             );
         }
         if !self.mean.iter().all(|m| m.is_finite()) {
             return fail(
-                "clip.vision.image_mean",
+                clip::IMAGE_MEAN,
                 &format!("{:?}", self.mean),
                 "must be finite".into(),
             );
         }
         if !self.std.iter().all(|s| s.is_finite() && *s > 0.0) {
             return fail(
-                "clip.vision.image_std",
+                clip::IMAGE_STD,
                 &format!("{:?}", self.std),
                 "must be finite and positive (pixels are divided by it)".into(),
             );
@@ -378,7 +321,7 @@ pub struct VisionEncoder<'a> {
     /// Output width of the projector (the text model's hidden size).
     pub n_out: usize,
     /// LLaVA-NeXT / OneVision tiling, when the file has pinpoints.
-    pub anyres: Option<super::anyres::AnyresConfig>,
+    pub anyres: Option<AnyresConfig>,
     /// Pad images to a square with the mean colour instead of centre-cropping (the original
     /// LLaVA-1.5 recipe, `image_aspect_ratio = pad`; llava-hf's processors crop).
     pub pad_square: bool,
@@ -390,24 +333,32 @@ pub struct VisionEncoder<'a> {
 /// released decoders.
 pub const MAX_PROJ_WIDTH: usize = 1 << 16;
 
+/// A [`MetaError::BadValue`] naming the mmproj key.
+fn bad_value(
+    path: &Path,
+    key: &str,
+    value: &dyn std::fmt::Display,
+    expected: String,
+) -> VisionError {
+    MetaError::BadValue {
+        path: path.to_path_buf(),
+        kind: FileKind::Mmproj,
+        key: key.to_string(),
+        value: value.to_string(),
+        expected,
+    }
+    .into()
+}
+
 /// Pinpoints must be whole tiles, and not so many that one image is thousands of encoder
 /// passes; the tile cap must be one a grid can reach.
-fn check_anyres(
-    path: &Path,
-    a: &super::anyres::AnyresConfig,
-    tile: usize,
-) -> Result<(), VisionError> {
-    let fail = |key: &str, value: String, expected: String| VisionError::BadValue {
-        path: path.to_path_buf(),
-        key: key.to_string(),
-        value,
-        expected,
-    };
+fn check_anyres(path: &Path, a: &AnyresConfig, tile: usize) -> Result<(), VisionError> {
+    let fail = |key: &str, value: String, expected: String| bad_value(path, key, &value, expected);
     for &(h, w) in &a.pinpoints {
         let tiles = (h / tile).saturating_mul(w / tile);
         if !h.is_multiple_of(tile) || !w.is_multiple_of(tile) || tiles > MAX_TILES_PER_PINPOINT {
             return Err(fail(
-                "clip.vision.image_grid_pinpoints",
+                clip::IMAGE_GRID_PINPOINTS,
                 format!("({h}, {w})"),
                 format!(
                     "each side must be a multiple of the {tile}-pixel tile, at most \
@@ -443,9 +394,12 @@ impl<'a> VisionEncoder<'a> {
     /// Builds the encoder from `f` with an explicit `config`.
     pub fn with_config(f: &'a GgufFile, config: VisionConfig) -> Result<Self, VisionError> {
         config.check(f.path())?;
-        let bad = |problem: String| VisionError::BadConfig {
-            path: f.path().to_path_buf(),
-            problem,
+        let bad = |problem: String| -> VisionError {
+            MetaError::BadConfig {
+                path: f.path().to_path_buf(),
+                problem,
+            }
+            .into()
         };
         let stored = stored_blocks(f).map_err(|what| bad(format!("the file holds {what}")))?;
         if config.n_layer_run > stored {
@@ -454,14 +408,14 @@ impl<'a> VisionEncoder<'a> {
                 config.n_layer_run
             )));
         }
-        let op = |source| VisionError::Op {
+        let op = |source| MetaError::Tensor {
             path: f.path().to_path_buf(),
             source,
         };
         let c = &config;
         let d = c.n_embd;
         let mat = |name: &str, cols: usize, rows: usize| -> Result<Matrix<'a>, VisionError> {
-            Matrix::new(f.tensor(name)?, cols, rows).map_err(op)
+            Ok(Matrix::new(f.tensor(name)?, cols, rows).map_err(op)?)
         };
         let vec_of = |name: &str, len: usize| -> Result<Vec<f32>, VisionError> {
             Ok(all_rows(&mat(name, len, 1)?))
@@ -485,26 +439,23 @@ impl<'a> VisionEncoder<'a> {
                 vec_of(&format!("{base}.bias"), d)?,
             ))
         };
-        let patch = Matrix::flattened(f.tensor("v.patch_embd.weight")?, d).map_err(op)?;
+        let patch = Matrix::flattened(f.tensor(tensors::V_PATCH_EMBD)?, d).map_err(op)?;
         if patch.cols != 3 * c.patch_size * c.patch_size {
-            return Err(VisionError::BadConfig {
-                path: f.path().to_path_buf(),
-                problem: format!(
-                    "v.patch_embd.weight has rows of {}, patch size {} needs 3 x {0} x {0}",
-                    patch.cols, c.patch_size
-                ),
-            });
+            return Err(bad(format!(
+                "v.patch_embd.weight has rows of {}, patch size {} needs 3 x {1} x {1}",
+                patch.cols, c.patch_size
+            )));
         }
-        let class = opt_vec("v.class_embd", d)?;
+        let class = opt_vec(tensors::V_CLASS_EMBD, d)?;
         let n_pos = c.grid() * c.grid() + usize::from(class.is_some());
-        let pos = all_rows(&mat("v.position_embd.weight", d, n_pos)?);
-        let pre_ln = match f.tensor_info("v.pre_ln.weight") {
-            Some(_) => Some(norm("v.pre_ln")?),
+        let pos = all_rows(&mat(tensors::V_POSITION_EMBD, d, n_pos)?);
+        let pre_ln = match f.tensor_info(&format!("{}.weight", tensors::V_PRE_LN)) {
+            Some(_) => Some(norm(tensors::V_PRE_LN)?),
             None => None,
         };
         let mut layers = Vec::with_capacity(c.n_layer_run);
         for i in 0..c.n_layer_run {
-            let b = |s: &str| format!("v.blk.{i}.{s}");
+            let b = |s: &str| tensors::v_blk(i, s);
             layers.push(Layer {
                 ln1: norm(&b("ln1"))?,
                 q: lin(&b("attn_q"), d, d)?,
@@ -516,33 +467,31 @@ impl<'a> VisionEncoder<'a> {
                 down: lin(&b("ffn_down"), c.n_ff, d)?,
             });
         }
+        let (mm0_name, mm2_name) = (tensors::mm(0), tensors::mm(2));
         let mm0 = f
-            .tensor_info("mm.0.weight")
-            .ok_or_else(|| GgufError::MissingTensor {
+            .tensor_info(&format!("{mm0_name}.weight"))
+            .ok_or_else(|| crate::gguf::GgufError::MissingTensor {
                 path: f.path().to_path_buf(),
-                tensor: "mm.0.weight".into(),
+                tensor: format!("{mm0_name}.weight"),
             })?;
         let width = |t: &crate::gguf::TensorInfo| -> Result<usize, VisionError> {
             match t.dims.get(1).copied() {
                 Some(w) if (1..=MAX_PROJ_WIDTH as u64).contains(&w) => Ok(w as usize),
-                w => Err(VisionError::BadConfig {
-                    path: f.path().to_path_buf(),
-                    problem: format!(
-                        "{} has {} rows; a projector gives 1 to {MAX_PROJ_WIDTH} values a row",
-                        t.name,
-                        w.unwrap_or(1)
-                    ),
-                }),
+                w => Err(bad(format!(
+                    "{} has {} rows; a projector gives 1 to {MAX_PROJ_WIDTH} values a row",
+                    t.name,
+                    w.unwrap_or(1)
+                ))),
             }
         };
         let hidden = width(mm0)?;
-        let mut proj = vec![lin("mm.0", d, hidden)?];
+        let mut proj = vec![lin(&mm0_name, d, hidden)?];
         let mut n_out = hidden;
-        if let Some(mm2) = f.tensor_info("mm.2.weight") {
+        if let Some(mm2) = f.tensor_info(&format!("{mm2_name}.weight")) {
             n_out = width(mm2)?;
-            proj.push(lin("mm.2", hidden, n_out)?);
+            proj.push(lin(&mm2_name, hidden, n_out)?);
         }
-        let anyres = super::anyres::AnyresConfig::from_gguf(f, n_out)?;
+        let anyres = AnyresConfig::from_gguf(f, n_out)?;
         if let Some(a) = &anyres {
             check_anyres(f.path(), a, c.image_size)?;
         }
@@ -550,7 +499,7 @@ impl<'a> VisionEncoder<'a> {
             path: f.path().to_path_buf(),
             anyres,
             pad_square: false,
-            patch_bias: opt_vec("v.patch_embd.bias", d)?,
+            patch_bias: opt_vec(tensors::V_PATCH_EMBD_BIAS, d)?,
             patch,
             class,
             pos,

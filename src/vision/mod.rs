@@ -4,5 +4,7 @@
 pub mod anyres;
 mod embed;
 pub mod encoder;
+pub mod error;
 
-pub use encoder::{Activation, VisionConfig, VisionEncoder, VisionError};
+pub use encoder::{Activation, VisionConfig, VisionEncoder};
+pub use error::VisionError;

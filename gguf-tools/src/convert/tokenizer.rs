@@ -6,6 +6,7 @@
 
 use std::path::Path;
 
+use llava_edge::gguf::keys::tokenizer as keys;
 use llava_edge::gguf::{Array, Value};
 
 use super::ConvertError;
@@ -307,12 +308,9 @@ pub fn tokenizer_metadata(
             sentencepiece_from_json(&tj_path, &tj, unk, n_vocab)?
         };
         (tokens, scores, types) = (p, s, t);
-        md.push(("tokenizer.ggml.model".into(), Value::string("llama")));
-        md.push(("tokenizer.ggml.pre".into(), Value::string("default")));
-        md.push((
-            "tokenizer.ggml.add_space_prefix".into(),
-            Value::Bool(add_prefix),
-        ));
+        md.push((keys::MODEL.into(), Value::string("llama")));
+        md.push((keys::PRE.into(), Value::string("default")));
+        md.push((keys::ADD_SPACE_PREFIX.into(), Value::Bool(add_prefix)));
     } else {
         let model = &tj["model"];
         if model["type"] != "BPE" {
@@ -335,15 +333,12 @@ pub fn tokenizer_metadata(
             .into_iter()
             .map(|(a, b)| format!("{a} {b}").into_bytes())
             .collect();
-        md.push(("tokenizer.ggml.model".into(), Value::string("gpt2")));
+        md.push((keys::MODEL.into(), Value::string("gpt2")));
         md.push((
-            "tokenizer.ggml.pre".into(),
+            keys::PRE.into(),
             Value::string(if qwen2 { "qwen2" } else { "llama-bpe" }),
         ));
-        md.push((
-            "tokenizer.ggml.merges".into(),
-            Value::Array(Array::String(merges)),
-        ));
+        md.push((keys::MERGES.into(), Value::Array(Array::String(merges))));
     }
     // Added tokens: special ones are control tokens, as llama.cpp's converter marks them.
     for a in tj["added_tokens"].as_array().into_iter().flatten() {
@@ -396,7 +391,7 @@ pub fn tokenizer_metadata(
         ("pad_token", "padding"),
     ] {
         if let Some(id) = id_of(key) {
-            md.push((format!("tokenizer.ggml.{name}_token_id"), Value::U32(id)));
+            md.push((keys::token_id(name), Value::U32(id)));
         }
     }
     // transformers 5 no longer writes add_bos_token / add_eos_token: the post-processor's
@@ -413,7 +408,7 @@ pub fn tokenizer_metadata(
         .or_else(|| template_adds("bos_token", true))
         .unwrap_or(!qwen2);
     md.push((
-        "tokenizer.ggml.add_bos_token".into(),
+        keys::ADD_BOS.into(),
         Value::Bool(add_bos && id_of("bos_token").is_some()),
     ));
     let add_eos = cfg["add_eos_token"]
@@ -421,7 +416,7 @@ pub fn tokenizer_metadata(
         .or_else(|| template_adds("eos_token", false))
         .unwrap_or(false);
     md.push((
-        "tokenizer.ggml.add_eos_token".into(),
+        keys::ADD_EOS.into(),
         Value::Bool(add_eos && id_of("eos_token").is_some()),
     ));
     // The processor's template (what apply_chat_template renders for a multimodal model) before
@@ -439,28 +434,16 @@ pub fn tokenizer_metadata(
         .or(processor_template)
         .or_else(|| cfg["chat_template"].as_str().map(String::from));
     if let Some(t) = template {
-        md.push(("tokenizer.chat_template".into(), Value::string(t)));
+        md.push((keys::CHAT_TEMPLATE.into(), Value::string(t)));
     }
     md.insert(
         0,
-        (
-            "tokenizer.ggml.tokens".into(),
-            Value::Array(Array::String(tokens)),
-        ),
+        (keys::TOKENS.into(), Value::Array(Array::String(tokens))),
     );
-    md.insert(
-        1,
-        (
-            "tokenizer.ggml.scores".into(),
-            Value::Array(Array::F32(scores)),
-        ),
-    );
+    md.insert(1, (keys::SCORES.into(), Value::Array(Array::F32(scores))));
     md.insert(
         2,
-        (
-            "tokenizer.ggml.token_type".into(),
-            Value::Array(Array::I32(types)),
-        ),
+        (keys::TOKEN_TYPE.into(), Value::Array(Array::I32(types))),
     );
     Ok(md)
 }
