@@ -7,7 +7,12 @@ use std::time::{Duration, Instant};
 use crate::gguf::GgufFile;
 use crate::image::RgbImage;
 use crate::load::{LoadError, LoadOptions, LoadWarning, ModelFiles, Models};
-use crate::text::{KvCache, KvType, Logits, TextError};
+use crate::sampling::{Sampler, SamplerConfig};
+use crate::speculative::{
+    open_draft, DraftError, Drafter, LookupDrafter, ModelDrafter, SpecConfig, SpecStats,
+    Speculation, TurnInput,
+};
+use crate::text::{KvCache, KvType, Logits, TextError, TextModel};
 use crate::threadpool::ThreadPool;
 use crate::vision::VisionError;
 
@@ -292,6 +297,234 @@ pub fn run(
         n_prompt: cfg.n_prompt,
         n_gen: cfg.n_gen,
         depth: cfg.depth,
+        warnings,
+    })
+}
+
+/// What a speculative-decoding benchmark drafts with.
+#[derive(Clone, Debug)]
+pub struct SpecBench {
+    /// The draft model file; `None` drafts by prompt lookup.
+    pub draft_model: Option<std::path::PathBuf>,
+    /// Prompt lookup's longest n-gram.
+    pub lookup_ngram: usize,
+    /// The draft model's `p_min` ([`ModelDrafter::p_min`]).
+    pub p_min: f32,
+    /// Proposals per pass, and forced acceptance.
+    pub config: SpecConfig,
+}
+
+/// One forward pass over k+1 rows (a verify pass of k proposals) against one decode step.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct VerifyCost {
+    /// Proposals verified.
+    pub k: usize,
+    /// Median time of the pass, ms.
+    pub ms: f64,
+    /// That time over one decode step's.
+    pub relative: f64,
+}
+
+/// Medians of a speculative-decoding benchmark.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct SpecBenchResult {
+    /// "lookup" or the draft model file.
+    pub drafter: String,
+    /// Proposals per pass at most.
+    pub k: usize,
+    /// The forced acceptance rate, when forced.
+    pub force_accept: Option<f64>,
+    /// Prompt tokens before generation.
+    pub n_prompt: usize,
+    /// Tokens generated.
+    pub n_gen: usize,
+    /// Plain decode on the same prompt, tokens per second.
+    pub decode_tok_s: f64,
+    /// Speculative decode, generated tokens per second (drafting included).
+    pub effective_tok_s: f64,
+    /// `effective_tok_s` over `decode_tok_s`.
+    pub speedup: f64,
+    /// Accepted over proposed proposals.
+    pub acceptance: f64,
+    /// Tokens a verify pass yields on average (accepted proposals plus the target's own).
+    pub tokens_per_pass: f64,
+    /// Drafting time a pass, ms.
+    pub draft_ms_per_pass: f64,
+    /// Target time a pass, ms.
+    pub verify_ms_per_pass: f64,
+    /// The cost of verifying k proposals, for k = 1..=8.
+    pub verify_cost: Vec<VerifyCost>,
+    /// Counts of the median run.
+    pub stats: SpecStats,
+    /// Threads used.
+    pub threads: usize,
+    /// What loading gave to warn about.
+    #[serde(skip)]
+    pub warnings: Vec<LoadWarning>,
+}
+
+/// Why a speculative benchmark stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecBenchError {
+    /// The target failed to load or run.
+    #[error(transparent)]
+    Bench(#[from] BenchError),
+    /// The draft model failed to load or does not fit the target.
+    #[error(transparent)]
+    Draft(#[from] DraftError),
+}
+
+impl From<TextError> for SpecBenchError {
+    fn from(e: TextError) -> Self {
+        SpecBenchError::Bench(e.into())
+    }
+}
+
+impl From<LoadError> for SpecBenchError {
+    fn from(e: LoadError) -> Self {
+        SpecBenchError::Bench(e.into())
+    }
+}
+
+/// Greedy decode of `n_gen` tokens after an `n_prompt`-token prompt on `model_path`, plainly
+/// and speculatively with `spec`'s drafter, and one forward pass over k+1 rows for k = 1..=8
+/// against one decode step; medians over `cfg.repeat`. With `config.force_accept` the
+/// proposals are kept at that rate whatever the target says: on random-weight files, which
+/// accept almost nothing, that measures speed against acceptance.
+pub fn speculative(
+    model_path: &std::path::Path,
+    cfg: &BenchConfig,
+    spec: &SpecBench,
+) -> Result<SpecBenchResult, SpecBenchError> {
+    let opts = LoadOptions {
+        repack: cfg.repack,
+        ..LoadOptions::new(model_path.into())
+    };
+    let pool = ThreadPool::new(cfg.threads);
+    let files = ModelFiles::open(&opts, &pool)?;
+    let Models { text, warnings, .. } = files.models(&opts)?;
+    let draft_file = spec
+        .draft_model
+        .as_deref()
+        .map(|p| open_draft(p, &files.text, cfg.repack, &pool))
+        .transpose()?;
+    let draft = draft_file.as_ref().map(TextModel::load).transpose()?;
+    let k = spec.config.max;
+    let n_ctx = cfg.n_prompt + cfg.n_gen + k + 16;
+    let prompt = bench_tokens(cfg.n_prompt.max(1), 3, text.config.n_vocab);
+    let prefill = |cache: &mut KvCache| -> Result<u32, TextError> {
+        let logits = text.forward(text.embed(&prompt)?, cache, Logits::Last, &pool)?;
+        Ok(crate::ops::argmax(&logits) as u32)
+    };
+    let (mut plain, mut fast, mut runs) = (Vec::new(), Vec::new(), Vec::new());
+    let mut costs: Vec<Vec<Duration>> = vec![Vec::new(); 9];
+    for _ in 0..cfg.repeat.max(1) {
+        let mut cache = text.try_new_cache(n_ctx, KvType::F16)?;
+        let mut id = prefill(&mut cache)?;
+        let s = Instant::now();
+        for _ in 0..cfg.n_gen {
+            let logits = text.forward(text.embed(&[id])?, &mut cache, Logits::Last, &pool)?;
+            id = crate::ops::argmax(&logits) as u32;
+        }
+        plain.push(s.elapsed());
+        // A verify pass of k proposals is one forward pass over k+1 rows at this depth.
+        let depth = cache.len();
+        for (k, times) in costs.iter_mut().enumerate() {
+            let ids = bench_tokens(k + 1, 11, text.config.n_vocab);
+            let which = if k == 0 { Logits::Last } else { Logits::All };
+            let s = Instant::now();
+            text.forward(text.embed(&ids)?, &mut cache, which, &pool)?;
+            times.push(s.elapsed());
+            cache.truncate(depth);
+        }
+        drop(cache);
+
+        let mut cache = text.try_new_cache(n_ctx, KvType::F16)?;
+        let drafter: Box<dyn Drafter + '_> = match &draft {
+            Some(d) => {
+                let mut m = ModelDrafter::new(d, d.try_new_cache(n_ctx, KvType::F16)?);
+                m.p_min = spec.p_min;
+                Box::new(m)
+            }
+            None => Box::new(LookupDrafter::new(spec.lookup_ngram, 1)),
+        };
+        let mut sp = Speculation::new(drafter, spec.config.clone());
+        let input = TurnInput {
+            ids: &prompt,
+            media: &[],
+            rows: &[],
+        };
+        sp.drafter.prefill(&input, &pool)?;
+        let first = prefill(&mut cache)?;
+        let mut sampler = Sampler::new(SamplerConfig {
+            temp: 0.0,
+            seed: 1,
+            ..SamplerConfig::default()
+        });
+        let (mut reply, mut history) = (vec![first], prompt.clone());
+        history.push(first);
+        let s = Instant::now();
+        while reply.len() <= cfg.n_gen {
+            let id = *reply.last().unwrap_or(&first);
+            let limit = cfg.n_gen + 1 - reply.len();
+            let step = sp.step(
+                &text,
+                &mut cache,
+                id,
+                &reply,
+                &history,
+                limit,
+                &mut sampler,
+                &pool,
+            )?;
+            reply.extend(&step.accepted);
+            history.extend(&step.accepted);
+            reply.push(step.next);
+            history.push(step.next);
+        }
+        fast.push(s.elapsed());
+        runs.push(sp.stats);
+    }
+    let tg = median(plain);
+    let fast_m = median(fast.clone());
+    let at = fast.iter().position(|&d| d == fast_m).unwrap_or(0);
+    let stats = runs.swap_remove(at);
+    let one = median(costs[0].clone());
+    let verify_cost = costs
+        .iter()
+        .enumerate()
+        .skip(1)
+        .map(|(k, t)| {
+            let m = median(t.clone());
+            VerifyCost {
+                k,
+                ms: m.as_secs_f64() * 1e3,
+                relative: m.as_secs_f64() / one.as_secs_f64().max(1e-9),
+            }
+        })
+        .collect();
+    let passes = (stats.verify_passes + stats.plain_steps).max(1) as f64;
+    let decode_tok_s = cfg.n_gen as f64 / tg.as_secs_f64().max(1e-9);
+    let effective_tok_s = cfg.n_gen as f64 / fast_m.as_secs_f64().max(1e-9);
+    Ok(SpecBenchResult {
+        drafter: spec
+            .draft_model
+            .as_ref()
+            .map_or("lookup".into(), |p| p.display().to_string()),
+        k,
+        force_accept: spec.config.force_accept,
+        n_prompt: prompt.len(),
+        n_gen: cfg.n_gen,
+        decode_tok_s,
+        effective_tok_s,
+        speedup: effective_tok_s / decode_tok_s.max(1e-9),
+        acceptance: stats.acceptance(),
+        tokens_per_pass: (stats.accepted as f64 + passes) / passes,
+        draft_ms_per_pass: stats.draft_time.as_secs_f64() * 1e3 / passes,
+        verify_ms_per_pass: stats.verify_time.as_secs_f64() * 1e3 / passes,
+        verify_cost,
+        stats,
+        threads: pool.threads(),
         warnings,
     })
 }

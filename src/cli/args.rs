@@ -197,6 +197,8 @@ pub struct RunArgs {
     /// precision instead of exact F16 weights against f32 inputs.
     #[arg(long = "vision-bf16")]
     pub vision_bf16: bool,
+    #[command(flatten)]
+    pub draft: super::run::DraftArgs,
 }
 
 #[derive(clap::Args)]
@@ -251,6 +253,8 @@ pub struct BenchArgs {
         allow_hyphen_values = true
     )]
     pub n_gpu_layers: Option<String>,
+    #[command(flatten)]
+    pub draft: super::bench::DraftBenchArgs,
 }
 
 /// `-n`: a count, or -1 for no limit (llama.cpp's meaning).

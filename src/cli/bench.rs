@@ -8,6 +8,68 @@ use llava_edge::load::default_threads;
 use super::args::BenchArgs;
 use super::run::print_load_warnings;
 
+/// Speculative decoding's benchmark flags.
+#[derive(clap::Args, Clone, Debug)]
+pub struct DraftBenchArgs {
+    #[command(flatten)]
+    pub draft: super::run::DraftArgs,
+    /// Benchmark only: keep each proposal with this probability (0 to 1) whatever the model
+    /// says, so the speed-up can be measured against the acceptance rate (random-weight files
+    /// accept almost nothing). Verification still runs; the output is not the model's.
+    #[arg(long = "draft-force-accept")]
+    pub force_accept: Option<f64>,
+}
+
+/// Runs `bench --draft-model/--lookup`: plain and speculative decode on the same prompt, and
+/// the verify pass's cost per k.
+fn bench_speculative(a: &BenchArgs, cfg: &BenchConfig) -> Result<(), Box<dyn std::error::Error>> {
+    let d = &a.draft.draft;
+    let spec = bench::SpecBench {
+        draft_model: d.draft_model.clone(),
+        lookup_ngram: d.lookup_ngram,
+        p_min: d.draft_p_min,
+        config: d.config(a.draft.force_accept)?,
+    };
+    let r = bench::speculative(&a.model, cfg, &spec)?;
+    print_load_warnings(&r.warnings);
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(());
+    }
+    println!("model            {}", a.model.display());
+    println!("draft            {} (k = {})", r.drafter, r.k);
+    println!("threads          {}", r.threads);
+    if let Some(f) = r.force_accept {
+        println!("forced accept    {f:.2} (benchmark only: the output is not the model's)");
+    }
+    println!(
+        "decode  tg{:<5}  {:.2} tok/s plain, {:.2} tok/s speculative ({:.2}x) after {} prompt \
+         tokens",
+        r.n_gen, r.decode_tok_s, r.effective_tok_s, r.speedup, r.n_prompt
+    );
+    println!(
+        "acceptance       {:.1}% ({} of {} proposals), {:.2} tokens a verify pass",
+        100.0 * r.acceptance,
+        r.stats.accepted,
+        r.stats.proposed,
+        r.tokens_per_pass
+    );
+    println!(
+        "a pass           {:.1} ms drafting + {:.1} ms verifying",
+        r.draft_ms_per_pass, r.verify_ms_per_pass
+    );
+    let costs: Vec<String> = r
+        .verify_cost
+        .iter()
+        .map(|c| format!("k={} {:.2}x", c.k, c.relative))
+        .collect();
+    println!(
+        "verify pass cost (k+1 rows over one decode step): {}",
+        costs.join(", ")
+    );
+    Ok(())
+}
+
 /// Runs the benchmark `a` asks for and prints it.
 pub fn bench(a: &BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(n) = &a.n_gpu_layers {
@@ -25,6 +87,9 @@ pub fn bench(a: &BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
         repack: !a.no_repack,
         vision_bf16: a.vision_bf16,
     };
+    if a.draft.draft.enabled() {
+        return bench_speculative(a, &cfg);
+    }
     if let Some(dir) = &a.vs_llama_cpp {
         return super::compare::side_by_side(a, &cfg, dir);
     }

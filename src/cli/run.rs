@@ -9,12 +9,76 @@ use llava_edge::pipeline::{
     Conversation, Finish, Pipeline, PipelineError, Request, Timings, Tokenize,
 };
 use llava_edge::sampling::{Sampler, SamplerConfig};
-use llava_edge::text::{KvCache, TextError};
+use llava_edge::speculative::{
+    open_draft, Drafter, LookupDrafter, ModelDrafter, SpecConfig, Speculation,
+};
+use llava_edge::text::{KvCache, TextError, TextModel};
 use llava_edge::threadpool::ThreadPool;
 use llava_edge::tokenizer::Tokenizer;
 
 use super::args::RunArgs;
 use super::interrupt;
+
+/// Speculative decoding's flags (run and bench).
+#[derive(clap::Args, Clone, Debug)]
+pub struct DraftArgs {
+    /// A smaller model with the same vocabulary (e.g. Qwen2 0.5B for a 7B, or any LLaMA-vocab
+    /// model for a Vicuna LLaVA) that proposes tokens the model verifies several at a time in
+    /// one pass: speculative decoding. Greedy output is unchanged; sampling keeps the model's
+    /// distribution. Image rows reach it when its width is the model's.
+    #[arg(
+        long = "draft-model",
+        visible_alias = "model-draft",
+        conflicts_with = "lookup"
+    )]
+    pub draft_model: Option<PathBuf>,
+    /// Proposals per verify pass at most.
+    #[arg(long = "draft-max", visible_alias = "draft", default_value_t = 8)]
+    pub draft_max: usize,
+    /// Fewer proposals than this run a plain decode step instead.
+    #[arg(long = "draft-min", default_value_t = 0)]
+    pub draft_min: usize,
+    /// Stop drafting when the draft model's own choice is less likely than this (0 = always
+    /// draft --draft-max tokens).
+    #[arg(long = "draft-p-min", default_value_t = 0.0)]
+    pub draft_p_min: f32,
+    /// Draft by prompt lookup: propose what followed the latest earlier occurrence of the
+    /// last few tokens in the prompt and reply (no second model; helps answers that quote or
+    /// repeat).
+    #[arg(long = "lookup", visible_alias = "draft-lookup")]
+    pub lookup: bool,
+    /// Longest n-gram prompt lookup matches (down to 1).
+    #[arg(long = "lookup-ngram", default_value_t = 3)]
+    pub lookup_ngram: usize,
+}
+
+impl DraftArgs {
+    /// Whether any drafting was asked for.
+    pub fn enabled(&self) -> bool {
+        self.draft_model.is_some() || self.lookup
+    }
+
+    /// The settings, checked.
+    pub fn config(&self, force_accept: Option<f64>) -> Result<SpecConfig, String> {
+        if self.draft_max == 0 {
+            return Err("--draft-max 0: at least 1 proposal a pass".into());
+        }
+        if !(0.0..=1.0).contains(&self.draft_p_min) {
+            return Err(format!("--draft-p-min {}: from 0 to 1", self.draft_p_min));
+        }
+        if self.lookup_ngram == 0 {
+            return Err("--lookup-ngram 0: at least 1".into());
+        }
+        if let Some(r) = force_accept.filter(|r| !(0.0..=1.0).contains(r)) {
+            return Err(format!("--draft-force-accept {r}: from 0 to 1"));
+        }
+        Ok(SpecConfig {
+            max: self.draft_max,
+            min: self.draft_min,
+            force_accept,
+        })
+    }
+}
 
 /// Loads the model `a` names and answers its prompt (or chats, with `-i`).
 pub fn run(a: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
@@ -30,6 +94,7 @@ pub fn run(a: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         seed: a.seed,
     };
     sampler_config.validate()?;
+    let spec_config = a.draft.config(None)?;
     let kv = load::kv_type(&a.cache_type)?;
     let first_prompt = first_prompt(&a)?;
     for path in a.image.iter().chain(&a.video) {
@@ -68,12 +133,28 @@ pub fn run(a: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     let cache = p.text.try_new_cache(n_ctx, kv)?;
+    let draft_file = match &a.draft.draft_model {
+        Some(d) => Some(open_draft(d, &files.text, !a.no_repack, &p.pool)?),
+        None => None,
+    };
+    let draft_model = draft_file.as_ref().map(TextModel::load).transpose()?;
+    let drafter: Option<Box<dyn Drafter + '_>> = match &draft_model {
+        Some(m) => {
+            let mut d = ModelDrafter::new(m, m.try_new_cache(n_ctx, kv)?);
+            d.p_min = a.draft.draft_p_min;
+            Some(Box::new(d))
+        }
+        None if a.draft.lookup => Some(Box::new(LookupDrafter::new(a.draft.lookup_ngram, 1))),
+        None => None,
+    };
+    let spec = drafter.map(|d| Speculation::new(d, spec_config));
     converse(
         &a,
         &p,
         first_prompt,
         cache,
         Sampler::new(sampler_config),
+        spec,
         load_ms,
     )
 }
@@ -85,6 +166,7 @@ fn converse(
     first_prompt: Option<String>,
     mut cache: KvCache,
     mut sampler: Sampler,
+    mut spec: Option<Speculation<'_>>,
     load_ms: f64,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let n_ctx = cache.n_ctx();
@@ -114,17 +196,40 @@ fn converse(
         let mut stdout = std::io::stdout();
         let stream = !a.json;
         let first_turn = conv.turns == 0;
+        let before = spec.as_ref().map(|s| s.stats.clone());
         let turn = interrupt::during_reply(|cancel| {
-            p.chat_cancellable(&mut conv, &req, &mut cache, &mut sampler, cancel, |piece| {
+            let on_text = |piece: &str| {
                 if stream {
                     let _ = stdout.write_all(piece.as_bytes());
                     let _ = stdout.flush();
                 }
-            })
+            };
+            match spec.as_mut() {
+                Some(s) => p.chat_speculative(
+                    &mut conv,
+                    &req,
+                    &mut cache,
+                    &mut sampler,
+                    s,
+                    cancel,
+                    on_text,
+                ),
+                None => {
+                    p.chat_cancellable(&mut conv, &req, &mut cache, &mut sampler, cancel, on_text)
+                }
+            }
+        });
+        // This turn's share of the drafting counts.
+        let drafted = spec.as_ref().zip(before).map(|(s, b)| {
+            (
+                s.stats.proposed - b.proposed,
+                s.stats.accepted - b.accepted,
+                s.stats.verify_passes - b.verify_passes,
+            )
         });
         match turn {
             Ok((reply, t)) => {
-                report(a, p, &reply, &t, first_turn.then_some(load_ms))?;
+                report(a, p, &reply, &t, first_turn.then_some(load_ms), drafted)?;
                 match t.finish {
                     Finish::ContextFull if a.interactive => eprintln!(
                         "note: the context ({n_ctx} positions) filled up during this reply: the \
@@ -226,6 +331,7 @@ fn report<T: Tokenize>(
     reply: &str,
     t: &Timings,
     load_ms: Option<f64>,
+    drafted: Option<(usize, usize, usize)>,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let secs = |d: std::time::Duration| d.as_secs_f64();
     let per_s = |n: usize, d: std::time::Duration| {
@@ -250,6 +356,12 @@ fn report<T: Tokenize>(
             "decode_tok_s": per_s(t.generated.saturating_sub(1), t.decode),
             "first_token_ms": secs(t.first_token) * 1e3,
             "chat_template": p.template.name(),
+            "draft": drafted.map(|(proposed, accepted, passes)| serde_json::json!({
+                "proposed": proposed,
+                "accepted": accepted,
+                "verify_passes": passes,
+                "acceptance": accepted as f64 / proposed.max(1) as f64,
+            })),
         });
         // JSON Lines: one compact object a turn, so `-i --json` output parses line by line.
         println!("{}", serde_json::to_string(&j)?);
@@ -271,6 +383,13 @@ fn report<T: Tokenize>(
             per_s(t.generated.saturating_sub(1), t.decode),
             secs(t.first_token) * 1e3
         );
+        if let Some((proposed, accepted, passes)) = drafted {
+            eprintln!(
+                "draft: {accepted} of {proposed} proposals accepted ({:.0}%) in {passes} verify \
+                 passes",
+                100.0 * accepted as f64 / proposed.max(1) as f64
+            );
+        }
     }
     Ok(())
 }
