@@ -111,7 +111,9 @@ fn isas() -> Vec<Isa> {
 /// caller cannot name another; see the compile_fail example on `Isa`).
 #[test]
 fn only_detected_instruction_sets_are_offered() {
-    use kernels::{Bf16Isa, Bf16Kind, FloatIsa, FloatKind, GemmIsa, GemmKind, IsaKind};
+    use kernels::IsaKind;
+    #[cfg(target_arch = "x86_64")]
+    use kernels::{Bf16Isa, Bf16Kind, FloatIsa, FloatKind, GemmIsa, GemmKind};
     let all = Isa::available();
     assert_eq!(all[0], Isa::SCALAR);
     assert!(all.contains(&kernels::Cpu::detected().isa()));

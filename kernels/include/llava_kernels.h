@@ -5,6 +5,9 @@
  * build.rs runs bindgen over it, so Rust and C can never disagree on a layout. The layouts are
  * ggml's on-disk formats (GGUF tensor data), so sizes are fixed and checked below.
  * Half-precision scales are stored as their raw IEEE binary16 bits (uint16_t).
+ *
+ * Which source file and which compiler flags give each symbol, and how the Rust names map to
+ * the `x8` ones here: kernels/README.md.
  */
 #ifndef LLAVA_KERNELS_H
 #define LLAVA_KERNELS_H

@@ -1,7 +1,7 @@
 //! Activation quantizers and the row-at-a-time dot products of the decode path: one weight row
 //! against one token's quantized activations.
 
-use super::{dispatch, Cpu, GemmIsa, GemmKind, Isa, IsaKind};
+use super::{dispatch, Cpu, GemmIsa, Isa, IsaKind};
 use crate::ffi;
 
 /// Quantizes activations `x` (a multiple of 32 values) into `out` (`x.len() / 32` blocks).
@@ -137,8 +137,8 @@ pub fn dot_q4_0_q8_0_summed(
     // SAFETY: both slices hold n values (asserted); a SIMD `gemm` exists only where detected.
     unsafe {
         dispatch!(gemm.kind(), (n, w, a) {
-            "x86_64" GemmKind::Avx2 => ffi::le_vec_dot_q4_0_q8_0x_avx2,
-            "x86_64" GemmKind::Vnni => ffi::le_vec_dot_q4_0_q8_0x_vnni,
+            "x86_64" super::GemmKind::Avx2 => ffi::le_vec_dot_q4_0_q8_0x_avx2,
+            "x86_64" super::GemmKind::Vnni => ffi::le_vec_dot_q4_0_q8_0x_vnni,
             _ => ffi::le_vec_dot_q4_0_q8_0x_scalar,
         })
     }

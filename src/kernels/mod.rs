@@ -367,3 +367,21 @@ impl Bf16Isa {
         v
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_detected_build_of_each_family_is_the_best_it_lists() {
+        let cpu = Cpu::detected();
+        assert_eq!(Isa::available().last(), Some(&cpu.isa()));
+        assert_eq!(GemmIsa::available().last(), Some(&cpu.gemm()));
+        assert_eq!(FloatIsa::available().last(), Some(&cpu.float()));
+        let bf16 = cpu.bf16().unwrap_or(Bf16Isa::SCALAR);
+        assert_eq!(Bf16Isa::available().last(), Some(&bf16));
+        assert!([cpu, Cpu::SCALAR].contains(&Cpu::get()));
+        assert_eq!(Cpu::SCALAR.kinds(), CpuKinds::SCALAR);
+        assert_eq!(Cpu::SCALAR.bf16(), None);
+    }
+}

@@ -1,8 +1,9 @@
 //! The math the models are made of, over f32 activations: weight matrices in any supported
 //! GGUF type, normalisation, rotary embeddings, attention, activations.
 //!
-//! These are the straightforward reference versions; the SIMD/CUDA kernels are tested against
-//! them and plug in behind the same signatures.
+//! Each op shapes the work (heads, tokens, rows of a matrix), splits it over the thread pool and
+//! runs the CPU kernels of `crate::kernels` on the parts; the kernels pick their build from the
+//! detected CPU. A matrix product's choice of kernels is one function, [`matrix::plan`].
 
 pub mod activation;
 pub mod attention;
