@@ -363,3 +363,116 @@ fn speculative_sampling_keeps_the_targets_distribution() {
         }
     }
 }
+
+/// The command line: `run --draft-model` and `run --lookup` print the plain run's tokens,
+/// `bench --draft-model` reports acceptance and effective tok/s, and a draft with another
+/// vocabulary is refused before anything runs, naming both files.
+#[test]
+fn command_line_drafting_keeps_the_reply_and_bench_reports_acceptance() {
+    let tmp = TempDir::new("speculative-cli");
+    let (tf, _) = converted(&tmp, "llava15");
+    let (df, _) = converted(&tmp, "llava_v1");
+    let (of, _) = converted(&tmp, "llava_ov");
+    let exe = env!("CARGO_BIN_EXE_llava-edge");
+    let run = |extra: &[&str]| {
+        let out = std::process::Command::new(exe)
+            .args(["run", "-m"])
+            .arg(tf.path())
+            .args([
+                "-p",
+                "Describe a red circle.",
+                "-n",
+                "24",
+                "--temp",
+                "0",
+                "--json",
+            ])
+            .args(["-t", "1"])
+            .args(extra)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        (out.status.success(), stdout, stderr)
+    };
+    let tokens = |stdout: &str| -> serde_json::Value {
+        serde_json::from_str::<serde_json::Value>(stdout.lines().next().unwrap()).unwrap()["tokens"]
+            .clone()
+    };
+    let (ok, plain, err) = run(&[]);
+    assert!(ok, "{err}");
+    let d = df.path().to_str().unwrap();
+    for extra in [
+        &["--draft-model", d, "--draft-max", "3"][..],
+        &["--lookup"][..],
+    ] {
+        let (ok, out, err) = run(extra);
+        assert!(ok, "{extra:?}: {err}");
+        assert_eq!(tokens(&out), tokens(&plain), "{extra:?}");
+        let j: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+        assert!(
+            j["draft"]["proposed"].as_u64().unwrap() > 0,
+            "{extra:?}: {out}"
+        );
+    }
+    let (ok, _, err) = run(&["--draft-model", of.path().to_str().unwrap()]);
+    assert!(!ok);
+    assert!(
+        err.contains("llava15.gguf") && err.contains("llava_ov.gguf"),
+        "the error names both files: {err}"
+    );
+
+    let out = std::process::Command::new(exe)
+        .args(["bench", "-m"])
+        .arg(tf.path())
+        .args([
+            "--draft-model",
+            d,
+            "--draft-max",
+            "4",
+            "-p",
+            "8",
+            "-n",
+            "16",
+        ])
+        .args(["--repeat", "1", "-t", "1", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for key in ["acceptance", "effective_tok_s", "decode_tok_s", "speedup"] {
+        assert!(j[key].as_f64().is_some(), "{key} in {j}");
+    }
+    assert_eq!(j["verify_cost"].as_array().unwrap().len(), 8);
+    // Forced acceptance keeps every proposal: k+1 tokens a pass until the end.
+    let out = std::process::Command::new(exe)
+        .args(["bench", "-m"])
+        .arg(tf.path())
+        .args([
+            "--draft-model",
+            d,
+            "--draft-max",
+            "4",
+            "-p",
+            "8",
+            "-n",
+            "16",
+        ])
+        .args([
+            "--repeat",
+            "1",
+            "-t",
+            "1",
+            "--json",
+            "--draft-force-accept",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["acceptance"].as_f64(), Some(1.0), "{j}");
+}
