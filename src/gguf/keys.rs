@@ -1,6 +1,6 @@
 //! Every GGUF metadata key and tensor name the runtime reads and `gguf-tools` writes, spelled
 //! once. Keys follow llama.cpp's layout (its `gguf-py/gguf/constants.py`); `llava_edge.*` are
-//! ours, for what that layout does not say (documented in `docs/gguf-keys.md`).
+//! ours, for what that layout does not say, and documented here.
 
 /// `general.*`: the file as a whole.
 pub mod general {
