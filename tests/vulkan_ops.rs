@@ -20,7 +20,7 @@ use llava_edge::quant;
 use llava_edge::threadpool::ThreadPool;
 use llava_edge::vulkan::{
     q8_scratch_bytes, rope_tables, Activation, AttentionShape, Mask, Vulkan, VulkanError,
-    MUL_MAT_TYPES,
+    MUL_MAT_Q8_TYPES, MUL_MAT_TYPES,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -153,24 +153,25 @@ fn run_mul_mat_q8(
     (yb.read_f32().unwrap(), xq)
 }
 
-/// A weight block's f16 scale and its 32 integer levels (Q4_0's already less 8).
-fn weight_block(ty: GgmlType, b: &[u8]) -> (f32, [i32; 32]) {
-    let d = half::f16::from_le_bytes([b[0], b[1]]).to_f32();
-    let mut q = [0i32; 32];
-    for j in 0..32 {
-        q[j] = match ty {
-            GgmlType::Q8_0 => b[2 + j] as i8 as i32,
-            _ if j < 16 => (b[2 + j] & 15) as i32 - 8,
-            _ => (b[2 + j - 16] >> 4) as i32 - 8,
-        };
+/// The largest |m| of a chunk's values a * (q - zero) + m, for chunk c of a row: the block's
+/// own min for Q4_1/Q5_1, at most 63 * dmin for the K-quants' 6-bit mins, none otherwise.
+fn chunk_min_bound(ty: GgmlType, row: &[u8], c: usize) -> f64 {
+    let f16_at = |o: usize| {
+        half::f16::from_le_bytes([row[o], row[o + 1]])
+            .to_f64()
+            .abs()
+    };
+    match ty {
+        GgmlType::Q4_1 | GgmlType::Q5_1 => f16_at(c * ty.type_size() + 2),
+        GgmlType::Q4_K | GgmlType::Q5_K => 63.0 * f16_at(c / 8 * ty.type_size() + 2),
+        _ => 0.0,
     }
-    (d, q)
 }
 
 #[test]
-fn mul_mat_q8_integer_products_with_and_without_packed_dot() {
+fn mul_mat_q8_every_type_with_and_without_packed_dot() {
     let Some(vk) = device() else { return };
-    // The same device with its optional features hidden: the unpacked-integer variant.
+    // The same device with its optional features hidden: the unpacked-integer variants.
     let plain = Vulkan::open(None, false).unwrap();
     eprintln!(
         "packed integer dot product: {}",
@@ -180,8 +181,13 @@ fn mul_mat_q8_integer_products_with_and_without_packed_dot() {
             "absent (both runs unpacked)"
         }
     );
-    for (i, ty) in [GgmlType::Q8_0, GgmlType::Q4_0].into_iter().enumerate() {
-        for (j, cols) in [416usize, 1440].into_iter().enumerate() {
+    for (i, &ty) in MUL_MAT_Q8_TYPES.iter().enumerate() {
+        let cols = if ty.block_size() == 256 {
+            [768, 1280]
+        } else {
+            [416, 1440]
+        };
+        for (j, cols) in cols.into_iter().enumerate() {
             for (k, n) in [1usize, 9, 19].into_iter().enumerate() {
                 let rows = 67;
                 let mut rng = StdRng::seed_from_u64((200 + i * 100 + j * 10 + k) as u64);
@@ -189,6 +195,7 @@ fn mul_mat_q8_integer_products_with_and_without_packed_dot() {
                 let x = random(&mut rng, n * cols, 1.0);
                 let mut wq = Vec::new();
                 quant::quantize(ty, &w, &mut wq).unwrap();
+                let wd = quant::to_f32(ty, &wq, rows * cols).unwrap();
                 let (y, xq) = run_mul_mat_q8(vk, ty, &wq, &x, rows, cols, n);
                 // Integers are exact and the float steps are the same code: bit-identical.
                 assert_eq!(
@@ -197,51 +204,51 @@ fn mul_mat_q8_integer_products_with_and_without_packed_dot() {
                     "{ty}"
                 );
 
+                // The device's quantized activations, x^ = dx * qx.
                 let blocks = cols / 32;
                 let word = |b: usize, i: usize| {
                     u32::from_le_bytes(xq[36 * b + 4 * i..36 * b + 4 * i + 4].try_into().unwrap())
                 };
-                // The activations: within half a step of x (the reciprocal scale may be a few
-                // ulp off, so a value near a rounding boundary may go either way).
+                let mut xh = vec![0f64; n * cols];
                 for b in 0..n * blocks {
                     let dx = f32::from_bits(word(b, 0));
                     for v in 0..32 {
                         let q = (word(b, 1 + v / 4) >> (8 * (v % 4))) as u8 as i8;
                         let xv = x[b * 32 + v];
                         assert!(q != -128);
+                        // Within half a step (the reciprocal scale may be a few ulp off, so a
+                        // value near a rounding boundary may go either way).
                         assert!(
                             (xv - dx * q as f32).abs()
                                 <= 0.5 * dx * (1.0 + 1e-6) + 4.0 * U as f32 * xv.abs(),
                             "{xv} as {q} x {dx}"
                         );
+                        xh[b * 32 + v] = dx as f64 * q as f64;
                     }
                 }
-                // The product, from those activations: each chunk's integer dot is exact, its
-                // scale product and the product with it round twice, and the sums add
-                // chunks/32 + 5 roundings (mul_mat's reduction).
-                let m = blocks.div_ceil(32) + 5 + 2;
-                let bs = ty.type_size();
+                // The product against sum_k w_k x^_k in f64 (w from the reference
+                // dequantizer). Each chunk's integer sums are exact; a * sum, m * sum, their
+                // sum and the product with dx round 4 times, the chunk sums add
+                // chunks/32 + 5 more (mul_mat's reduction), and the reference's w_k is
+                // itself within 2 roundings of a (q - zero) + m: all relative to
+                // M_k = |a (q_k - zero)| + |m| <= |w_k| + 2|m| per weight.
+                let m = blocks.div_ceil(32) + 5 + 4 + 2;
+                let row_bytes = cols / ty.block_size() * ty.type_size();
                 for t in 0..n {
                     for r in 0..rows {
+                        let row = &wq[r * row_bytes..(r + 1) * row_bytes];
                         let (mut want, mut mag) = (0f64, 0f64);
-                        for c in 0..blocks {
-                            let (dw, qw) = weight_block(ty, &wq[(r * blocks + c) * bs..]);
-                            let xb = t * blocks + c;
-                            let dx = f32::from_bits(word(xb, 0));
-                            let s: i32 = (0..32)
-                                .map(|v| {
-                                    qw[v]
-                                        * ((word(xb, 1 + v / 4) >> (8 * (v % 4))) as u8 as i8
-                                            as i32)
-                                })
-                                .sum();
-                            let term = dw as f64 * dx as f64 * s as f64;
-                            want += term;
-                            mag += term.abs();
+                        for kk in 0..cols {
+                            let (wv, xv) = (wd[r * cols + kk] as f64, xh[t * cols + kk]);
+                            want += wv * xv;
+                            mag += (wv.abs() + 2.0 * chunk_min_bound(ty, row, kk / 32)) * xv.abs();
                         }
                         let got = y[t * rows + r] as f64;
                         let tol = 1.01 * m as f64 * U * mag;
-                        assert!((got - want).abs() <= tol, "{ty} {cols} cols {n} tokens: y[{t}][{r}] = {got}, want {want} (bound {tol:e})");
+                        assert!(
+                            (got - want).abs() <= tol,
+                            "{ty} {cols} cols {n} tokens: y[{t}][{r}] = {got}, want {want} (bound {tol:e})"
+                        );
                     }
                 }
             }

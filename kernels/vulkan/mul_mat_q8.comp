@@ -1,7 +1,9 @@
 #version 450
 // y[t][r] = sum_k W[r][k] * x[t][k] with the activations quantized to int8 blocks
-// (quantize_q8.comp): each 32-value chunk is an exact integer dot product times the two
-// scales, as the CPU's Q8_0/Q4_0 products do. Variants: TYPE_Q8_0 or TYPE_Q4_0, and INT_DOT
+// (quantize_q8.comp), as the CPU's quantized products do: each 32-value chunk of weights is
+// integer levels q with value a * (q - ZERO) + m (a per 16 values for Q6_K), so its dot with
+// a block is dx * (a * (sum q qx - ZERO sum qx) + m sum qx), the sums exact in integers.
+// Variants: the weight type (TYPE_Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K) and INT_DOT
 // (the packed 4x8-bit dot product of SPV_KHR_integer_dot_product, for devices that have it)
 // or not (bytes unpacked and multiplied: the same integers, so the same results anywhere).
 // Workgroups, tiles and the reduction are mul_mat.comp's.
@@ -44,6 +46,104 @@ layout(push_constant) uniform Push {
 
 #include "common.glsl"
 
+// Bits 0..3 of h4 to bit 4 of bytes 0..3 (Q5's fifth bit).
+uint spread5(uint h4) {
+    return ((h4 & 1u) | ((h4 & 2u) << 7) | ((h4 & 4u) << 14) | ((h4 & 8u) << 21)) << 4;
+}
+
+// Chunk c of the row at byte rb: its 32 levels packed four to a word (value order), and the
+// chunk's a (a0 for values 0..15, a1 for 16..31) and m.
+void load_levels(uint rb, uint c, inout uint wq[8], out float a0, out float a1, out float m) {
+    m = 0.0;
+#if defined(TYPE_Q8_0)
+#define ZERO 0
+    uint o = rb + c * 34u;
+    for (uint i = 0u; i < 8u; i++) wq[i] = w_u32(o + 2u + 4u * i);
+    a0 = w_f16(o);
+#elif defined(TYPE_Q4_0) || defined(TYPE_Q4_1)
+    // Low nibbles are values 0..15 of the block, high nibbles 16..31.
+#if defined(TYPE_Q4_0)
+#define ZERO 8
+    uint o = rb + c * 18u, qs = o + 2u;
+#else
+#define ZERO 0
+#define HAS_MIN
+    uint o = rb + c * 20u, qs = o + 4u;
+    m = w_f16(o + 2u);
+#endif
+    for (uint i = 0u; i < 4u; i++) {
+        uint q = w_u32(qs + 4u * i);
+        wq[i] = q & 0x0f0f0f0fu;
+        wq[4u + i] = (q >> 4) & 0x0f0f0f0fu;
+    }
+    a0 = w_f16(o);
+#elif defined(TYPE_Q5_0) || defined(TYPE_Q5_1)
+    // Value j's fifth bit is bit j of qh (values 16..31: bits 16..31).
+#if defined(TYPE_Q5_0)
+#define ZERO 16
+    uint o = rb + c * 22u, qh = w_u32(o + 2u), qs = o + 6u;
+#else
+#define ZERO 0
+#define HAS_MIN
+    uint o = rb + c * 24u, qh = w_u32(o + 4u), qs = o + 8u;
+    m = w_f16(o + 2u);
+#endif
+    for (uint i = 0u; i < 4u; i++) {
+        uint q = w_u32(qs + 4u * i);
+        wq[i] = (q & 0x0f0f0f0fu) | spread5((qh >> (4u * i)) & 15u);
+        wq[4u + i] = ((q >> 4) & 0x0f0f0f0fu) | spread5((qh >> (16u + 4u * i)) & 15u);
+    }
+    a0 = w_f16(o);
+#elif defined(TYPE_Q4_K) || defined(TYPE_Q5_K)
+#define ZERO 0
+#define HAS_MIN
+    uint s = c & 7u;
+#if defined(TYPE_Q4_K)
+    uint o = rb + (c >> 3) * 144u;
+    uint qs = o + 16u + 32u * (s >> 1);
+#else
+    uint o = rb + (c >> 3) * 176u;
+    uint qs = o + 48u + 32u * (s >> 1);
+    uint qh = o + 16u;
+#endif
+    float d = w_f16(o), dmin = w_f16(o + 2u);
+    uint sc, mn;
+    if (s < 4u) {
+        sc = w_u8(o + 4u + s) & 63u;
+        mn = w_u8(o + 8u + s) & 63u;
+    } else {
+        sc = (w_u8(o + 8u + s) & 15u) | ((w_u8(o + s) >> 6) << 4);
+        mn = (w_u8(o + 8u + s) >> 4) | ((w_u8(o + 4u + s) >> 6) << 4);
+    }
+    a0 = d * float(sc);
+    m = -(dmin * float(mn));
+    uint shift = 4u * (s & 1u);
+    for (uint i = 0u; i < 8u; i++) {
+        wq[i] = (w_u32(qs + 4u * i) >> shift) & 0x0f0f0f0fu;
+#if defined(TYPE_Q5_K)
+        wq[i] |= ((w_u32(qh + 4u * i) >> s) & 0x01010101u) << 4;
+#endif
+    }
+#elif defined(TYPE_Q6_K)
+#define ZERO 32
+    uint s = c & 7u, n = s >> 2, k = s & 3u;
+    uint o = rb + (c >> 3) * 210u;
+    uint ql = o + 64u * n + 32u * (k & 1u), qh = o + 128u + 32u * n, sc = o + 192u + 8u * n + 2u * k;
+    uint lshift = 4u * (k >> 1), hshift = 2u * k;
+    float d = w_f16(o + 208u);
+    a0 = d * float(sext8(w_u8(sc)));
+    a1 = d * float(sext8(w_u8(sc + 1u)));
+    for (uint i = 0u; i < 8u; i++) {
+        wq[i] = ((w_u32(ql + 4u * i) >> lshift) & 0x0f0f0f0fu) | (((w_u32(qh + 4u * i) >> hshift) & 0x03030303u) << 4);
+    }
+#else
+#error "define the weight type"
+#endif
+#if !defined(TYPE_Q6_K)
+    a1 = a0;
+#endif
+}
+
 shared float partial[TILE][WG];
 
 void main() {
@@ -57,33 +157,30 @@ void main() {
     float acc[TILE];
     for (uint t = 0u; t < TILE; t++) acc[t] = 0.0;
     uint wq[8];
+    float a0, a1, m;
     for (uint c = tid; c < p.cols / 32u; c += WG) {
-#if defined(TYPE_Q8_0)
-        uint o = rb + c * 34u;
-        for (uint i = 0u; i < 8u; i++) wq[i] = w_u32(o + 2u + 4u * i);
-#elif defined(TYPE_Q4_0)
-        // Values 0..15 (the -8 comes off through the activations' sum below): low nibbles
-        // are values 0..15 of the block, high nibbles 16..31.
-        uint o = rb + c * 18u;
-        for (uint i = 0u; i < 4u; i++) {
-            uint q = w_u32(o + 2u + 4u * i);
-            wq[i] = q & 0x0f0f0f0fu;
-            wq[4u + i] = (q >> 4) & 0x0f0f0f0fu;
-        }
-#else
-#error "define TYPE_Q8_0 or TYPE_Q4_0"
-#endif
-        float dw = w_f16(o);
+        load_levels(rb, c, wq, a0, a1, m);
         for (uint t = 0u; t < nt; t++) {
             uint xb = (p.x_off + (t0 + t) * p.x_stride + c) * 9u;
-            int s = 0;
-            for (uint i = 0u; i < 8u; i++) s += dot4(wq[i], XQ[xb + 1u + i]);
-#if defined(TYPE_Q4_0)
-            int sx = 0;
-            for (uint i = 0u; i < 8u; i++) sx += dot4(0x01010101u, XQ[xb + 1u + i]);
-            s -= 8 * sx;
+            int s0 = 0, s1 = 0;
+            for (uint i = 0u; i < 4u; i++) s0 += dot4(wq[i], XQ[xb + 1u + i]);
+            for (uint i = 4u; i < 8u; i++) s1 += dot4(wq[i], XQ[xb + 1u + i]);
+#if ZERO != 0 || defined(HAS_MIN)
+            int x0 = 0, x1 = 0;
+            for (uint i = 0u; i < 4u; i++) x0 += dot4(0x01010101u, XQ[xb + 1u + i]);
+            for (uint i = 4u; i < 8u; i++) x1 += dot4(0x01010101u, XQ[xb + 1u + i]);
+            s0 -= ZERO * x0;
+            s1 -= ZERO * x1;
 #endif
-            acc[t] += float(s) * (dw * uintBitsToFloat(XQ[xb]));
+#if defined(TYPE_Q6_K)
+            float r = a0 * float(s0) + a1 * float(s1);
+#else
+            float r = a0 * float(s0 + s1);
+#endif
+#if defined(HAS_MIN)
+            r += m * float(x0 + x1);
+#endif
+            acc[t] += r * uintBitsToFloat(XQ[xb]);
         }
     }
     for (uint t = 0u; t < TILE; t++) partial[t][tid] = acc[t];

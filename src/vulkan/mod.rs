@@ -34,4 +34,4 @@ pub use device::{DeviceInfo, DeviceKind, Vulkan};
 pub use error::VulkanError;
 pub use ops::{q8_scratch_bytes, rope_tables, Activation, AttentionShape, Mask};
 pub use recorder::Recorder;
-pub use shaders::{Shader, MUL_MAT_TYPES};
+pub use shaders::{Shader, MUL_MAT_Q8_TYPES, MUL_MAT_TYPES};

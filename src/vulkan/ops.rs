@@ -147,10 +147,10 @@ impl Recorder {
         self.dispatch(Shader::MulMat(ty), &[w, x, y], &push, groups)
     }
 
-    /// [`Recorder::mul_mat`] of Q8_0 or Q4_0 weights with the activations first quantized to
-    /// int8 blocks of 32 (an f32 scale each) in `scratch` ([`q8_scratch_bytes`]), then exact
-    /// integer dot products per block, as the CPU's products of these types do. Uses the
-    /// device's packed integer dot product where it has one.
+    /// [`Recorder::mul_mat`] of quantized weights ([`super::MUL_MAT_Q8_TYPES`]) with the
+    /// activations first quantized to int8 blocks of 32 (an f32 scale each) in `scratch`
+    /// ([`q8_scratch_bytes`]), then exact integer dot products per block, as the CPU's
+    /// quantized products do. Uses the device's packed integer dot product where it has one.
     #[allow(clippy::too_many_arguments)]
     pub fn mul_mat_q8(
         &mut self,
@@ -164,10 +164,16 @@ impl Recorder {
         y: &Buffer,
     ) -> Result<(), VulkanError> {
         const OP: &str = "mul_mat_q8";
-        if !cols.is_multiple_of(32) {
+        if !super::MUL_MAT_Q8_TYPES.contains(&ty) {
             return Err(VulkanError::Invalid {
                 op: OP,
-                detail: format!("{cols} columns are not whole blocks of 32"),
+                detail: format!("no integer shader for {ty} weights"),
+            });
+        }
+        if !cols.is_multiple_of(ty.block_size()) || !cols.is_multiple_of(32) {
+            return Err(VulkanError::Invalid {
+                op: OP,
+                detail: format!("{cols} columns are not whole {ty} blocks"),
             });
         }
         let row_bytes = cols / ty.block_size() * ty.type_size();

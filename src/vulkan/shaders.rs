@@ -19,6 +19,18 @@ macro_rules! spv {
     };
 }
 
+/// The weight types `Shader::MulMatQ8` has a variant for.
+pub const MUL_MAT_Q8_TYPES: [GgmlType; 8] = [
+    GgmlType::Q8_0,
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Q4_K,
+    GgmlType::Q5_K,
+    GgmlType::Q6_K,
+];
+
 /// Invocations per workgroup of the row-reducing shaders (matrix products, norms, softmax):
 /// a power of two within every device's guaranteed 128.
 pub(crate) const MUL_MAT_WG: u32 = 32;
@@ -34,7 +46,7 @@ pub enum Shader {
     MulMat(GgmlType),
     /// f32 activations to int8 blocks for [`Shader::MulMatQ8`].
     QuantizeQ8,
-    /// Q8_0 or Q4_0 weights times int8-quantized activations (integer dot products).
+    /// Quantized weights times int8-quantized activations (integer dot products).
     MulMatQ8(GgmlType),
     /// RMSNorm.
     RmsNorm,
@@ -116,17 +128,28 @@ impl Shader {
             }
             Shader::QuantizeQ8 => ("quantize_q8", spv!("quantize_q8"), 2, 8, wg(WG)),
             Shader::MulMatQ8(ty) => {
+                // The packed integer dot product where the device has it.
                 let (name, spirv): (_, &'static [u8]) = match (ty, info.integer_dot_product) {
                     (GgmlType::Q8_0, true) => ("mul_mat_q8_q8_0_dot", spv!("mul_mat_q8_q8_0_dot")),
                     (GgmlType::Q8_0, false) => ("mul_mat_q8_q8_0", spv!("mul_mat_q8_q8_0")),
                     (GgmlType::Q4_0, true) => ("mul_mat_q8_q4_0_dot", spv!("mul_mat_q8_q4_0_dot")),
                     (GgmlType::Q4_0, false) => ("mul_mat_q8_q4_0", spv!("mul_mat_q8_q4_0")),
+                    (GgmlType::Q4_1, true) => ("mul_mat_q8_q4_1_dot", spv!("mul_mat_q8_q4_1_dot")),
+                    (GgmlType::Q4_1, false) => ("mul_mat_q8_q4_1", spv!("mul_mat_q8_q4_1")),
+                    (GgmlType::Q5_0, true) => ("mul_mat_q8_q5_0_dot", spv!("mul_mat_q8_q5_0_dot")),
+                    (GgmlType::Q5_0, false) => ("mul_mat_q8_q5_0", spv!("mul_mat_q8_q5_0")),
+                    (GgmlType::Q5_1, true) => ("mul_mat_q8_q5_1_dot", spv!("mul_mat_q8_q5_1_dot")),
+                    (GgmlType::Q5_1, false) => ("mul_mat_q8_q5_1", spv!("mul_mat_q8_q5_1")),
+                    (GgmlType::Q4_K, true) => ("mul_mat_q8_q4_k_dot", spv!("mul_mat_q8_q4_k_dot")),
+                    (GgmlType::Q4_K, false) => ("mul_mat_q8_q4_k", spv!("mul_mat_q8_q4_k")),
+                    (GgmlType::Q5_K, true) => ("mul_mat_q8_q5_k_dot", spv!("mul_mat_q8_q5_k_dot")),
+                    (GgmlType::Q5_K, false) => ("mul_mat_q8_q5_k", spv!("mul_mat_q8_q5_k")),
+                    (GgmlType::Q6_K, true) => ("mul_mat_q8_q6_k_dot", spv!("mul_mat_q8_q6_k_dot")),
+                    (GgmlType::Q6_K, false) => ("mul_mat_q8_q6_k", spv!("mul_mat_q8_q6_k")),
                     (ty, _) => {
                         return Err(VulkanError::Invalid {
                             op: "mul_mat_q8",
-                            detail: format!(
-                                "no integer shader for {ty} weights (Q8_0 and Q4_0 have one)"
-                            ),
+                            detail: format!("no integer shader for {ty} weights"),
                         })
                     }
                 };
