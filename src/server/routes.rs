@@ -7,8 +7,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::{Body, Bytes};
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State as Extract};
+use axum::extract::State as Extract;
 use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -34,14 +33,12 @@ pub(super) struct AppState {
 type St = Extract<AppState>;
 
 pub(super) fn router(state: AppState) -> Router {
-    let limit = state.cfg.body_limit;
     Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .route("/v1/models", get(models))
         .route("/v1/chat/completions", post(chat))
         .fallback(fallback)
-        .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }
 
@@ -141,11 +138,7 @@ fn axum_json(v: Value) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], v.to_string()).into_response()
 }
 
-async fn chat(
-    Extract(st): St,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
+async fn chat(Extract(st): St, headers: HeaderMap, body: Body) -> Response {
     let r = match chat_inner(&st, &headers, body).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
@@ -153,24 +146,26 @@ async fn chat(
     counted(&st, r)
 }
 
-async fn chat_inner(
-    st: &AppState,
-    headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
+async fn chat_inner(st: &AppState, headers: &HeaderMap, body: Body) -> Result<Response, ApiError> {
     authorized(st, headers)?;
-    let body = body.map_err(|r| {
-        let status = r.status();
-        let msg = if status == StatusCode::PAYLOAD_TOO_LARGE {
-            format!(
-                "the request body is over the server's limit of {} bytes",
-                st.cfg.body_limit
-            )
-        } else {
-            r.body_text()
-        };
-        ApiError::invalid(msg).with_status(status)
-    })?;
+    let limit = st.cfg.body_limit;
+    let too_large = || {
+        ApiError::invalid(format!(
+            "the request body is over the server's limit of {limit} bytes (or was cut short)"
+        ))
+        .with_status(StatusCode::PAYLOAD_TOO_LARGE)
+    };
+    // A declared length over the limit is refused before a byte of the body is read.
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let body: Bytes = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| too_large())?;
     let req = parse_chat(&body)?;
     drop(body);
     ready(st)?;

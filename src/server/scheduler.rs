@@ -261,7 +261,11 @@ impl Scheduler<'_, '_> {
             max_tokens: job.max_tokens.unwrap_or(usize::MAX),
             next: None,
         });
-        advance(self.p, slot, &logits, self.shared);
+        // Counted before its first token goes out, so a client that saw a token also sees
+        // the slot busy.
+        let busy = self.slots.iter().filter(|s| s.active.is_some()).count();
+        m.busy_slots.store(busy, Ordering::Relaxed);
+        advance(self.p, &mut self.slots[i], &logits, self.shared);
     }
 
     /// The prompt's rows: the rendered chat split at each `<image>`, text pieces tokenized
