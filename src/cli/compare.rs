@@ -6,6 +6,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use llava_edge::bench::{self, BenchConfig, BenchResult};
+use llava_edge::gguf::keys::tokenizer::CHAT_TEMPLATE;
 use llava_edge::gguf::GgufFile;
 use llava_edge::image::load_image;
 
@@ -252,7 +253,7 @@ pub fn llama_cpp_image(
     // llama-mtmd-cli refuses a model without a chat template (our synthetic 7B files have
     // none): name one of its built-ins then; any template times the same.
     let has_template = GgufFile::open(model)
-        .map(|f| f.get_str("tokenizer.chat_template").is_ok())
+        .map(|f| f.get_str(CHAT_TEMPLATE).is_ok())
         .unwrap_or(true);
     let mut cmd = std::process::Command::new(&exe);
     if !has_template {
