@@ -19,8 +19,8 @@ use llava_edge::ops::rope::{rope_table, rope_with, RopeStyle};
 use llava_edge::quant;
 use llava_edge::threadpool::ThreadPool;
 use llava_edge::vulkan::{
-    q8_scratch_bytes, rope_tables, Activation, AttentionShape, Mask, Vulkan, VulkanError,
-    MUL_MAT_Q8_TYPES, MUL_MAT_TYPES,
+    q8_scratch_bytes, rope_tables, Activation, AttentionShape, Buffer, Mask, Recorder, Vulkan,
+    VulkanError, MUL_MAT_Q8_TYPES, MUL_MAT_TYPES,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -828,23 +828,31 @@ fn one_recorder_chains_dispatches() {
         let gb = vk.upload_f32(&g, "g").unwrap();
         let wb = vk.upload(&wq, "w").unwrap();
         let yb = vk.buffer((n * rows * 4) as u64, "y").unwrap();
-        let steps: [&dyn Fn(&mut llava_edge::vulkan::Recorder); 3] = [
-            &|r| r.rms_norm(&xb, &gb, cols, n, 1e-6).unwrap(),
-            &|r| {
-                r.mul_mat(&wb, GgmlType::Q8_0, rows, cols, &xb, n, &yb)
-                    .unwrap()
-            },
-            &|r| r.activation(Activation::GeluQuick, &yb, n * rows).unwrap(),
-        ];
+        // Step i of the chain into `r` (a fn, not a closure: the recorder's borrow of the
+        // buffers needs one named lifetime).
+        fn step<'b>(
+            r: &mut Recorder<'b>,
+            i: usize,
+            [x, g, w, y]: [&'b Buffer; 4],
+            shape: (usize, usize, usize),
+        ) {
+            let (rows, cols, n) = shape;
+            match i {
+                0 => r.rms_norm(x, g, cols, n, 1e-6).unwrap(),
+                1 => r.mul_mat(w, GgmlType::Q8_0, rows, cols, x, n, y).unwrap(),
+                _ => r.activation(Activation::GeluQuick, y, n * rows).unwrap(),
+            }
+        }
+        let bufs = [&xb, &gb, &wb, &yb];
         if batched {
             let mut rec = vk.recorder().unwrap();
-            steps.iter().for_each(|s| s(&mut rec));
+            (0..3).for_each(|i| step(&mut rec, i, bufs, (rows, cols, n)));
             assert_eq!(rec.dispatches(), 3);
             rec.submit().unwrap();
         } else {
-            for s in steps {
+            for i in 0..3 {
                 let mut rec = vk.recorder().unwrap();
-                s(&mut rec);
+                step(&mut rec, i, bufs, (rows, cols, n));
                 rec.submit().unwrap();
             }
         }

@@ -100,19 +100,19 @@ pub fn rope_tables(positions: &[usize], rot_dim: usize, theta: f32) -> Vec<f32> 
     out
 }
 
-impl Recorder {
+impl<'a> Recorder<'a> {
     /// `y[t][r] = sum_k w[r][k] x[t][k]` for `n_tok` tokens: `w` holds `rows` rows of `cols`
     /// values of type `ty` (GGUF layout), `x` is `n_tok x cols` f32, `y` is `n_tok x rows` f32.
     #[allow(clippy::too_many_arguments)]
     pub fn mul_mat(
         &mut self,
-        w: &Buffer,
+        w: &'a Buffer,
         ty: GgmlType,
         rows: usize,
         cols: usize,
-        x: &Buffer,
+        x: &'a Buffer,
         n_tok: usize,
-        y: &Buffer,
+        y: &'a Buffer,
     ) -> Result<(), VulkanError> {
         const OP: &str = "mul_mat";
         // The shader works in 32-value chunks (a K-quant super-block is eight of them).
@@ -154,14 +154,14 @@ impl Recorder {
     #[allow(clippy::too_many_arguments)]
     pub fn mul_mat_q8(
         &mut self,
-        w: &Buffer,
+        w: &'a Buffer,
         ty: GgmlType,
         rows: usize,
         cols: usize,
-        x: &Buffer,
+        x: &'a Buffer,
         n_tok: usize,
-        scratch: &Buffer,
-        y: &Buffer,
+        scratch: &'a Buffer,
+        y: &'a Buffer,
     ) -> Result<(), VulkanError> {
         const OP: &str = "mul_mat_q8";
         if !super::MUL_MAT_Q8_TYPES.contains(&ty) {
@@ -217,8 +217,8 @@ impl Recorder {
     /// RMSNorm of `n_rows` rows of `width` in `x`, in place, with weight `w` (`width` f32).
     pub fn rms_norm(
         &mut self,
-        x: &Buffer,
-        w: &Buffer,
+        x: &'a Buffer,
+        w: &'a Buffer,
         width: usize,
         n_rows: usize,
         eps: f32,
@@ -230,9 +230,9 @@ impl Recorder {
     #[allow(clippy::too_many_arguments)]
     pub fn layer_norm(
         &mut self,
-        x: &Buffer,
-        w: &Buffer,
-        b: &Buffer,
+        x: &'a Buffer,
+        w: &'a Buffer,
+        b: &'a Buffer,
         width: usize,
         n_rows: usize,
         eps: f32,
@@ -245,9 +245,9 @@ impl Recorder {
     fn norm(
         &mut self,
         shader: Shader,
-        x: &Buffer,
-        w: &Buffer,
-        b: &Buffer,
+        x: &'a Buffer,
+        w: &'a Buffer,
+        b: &'a Buffer,
         width: usize,
         n_rows: usize,
         eps: f32,
@@ -266,8 +266,8 @@ impl Recorder {
     #[allow(clippy::too_many_arguments)]
     pub fn rope(
         &mut self,
-        x: &Buffer,
-        table: &Buffer,
+        x: &'a Buffer,
+        table: &'a Buffer,
         head_dim: usize,
         rot_dim: usize,
         n_head: usize,
@@ -307,8 +307,8 @@ impl Recorder {
     fn eltwise(
         &mut self,
         shader: Shader,
-        x: &Buffer,
-        y: &Buffer,
+        x: &'a Buffer,
+        y: &'a Buffer,
         n: usize,
         period: usize,
     ) -> Result<(), VulkanError> {
@@ -332,8 +332,8 @@ impl Recorder {
     /// `pos` (rows of `width` halves): the key/value cache's write.
     pub fn cache_append(
         &mut self,
-        src: &Buffer,
-        cache: &Buffer,
+        src: &'a Buffer,
+        cache: &'a Buffer,
         pos: usize,
         width: usize,
         n_tok: usize,
@@ -360,8 +360,8 @@ impl Recorder {
     /// Adds the `bias` row (`width` values) to each of the `n_rows` rows of `x`.
     pub fn add_bias(
         &mut self,
-        x: &Buffer,
-        bias: &Buffer,
+        x: &'a Buffer,
+        bias: &'a Buffer,
         width: usize,
         n_rows: usize,
     ) -> Result<(), VulkanError> {
@@ -374,11 +374,11 @@ impl Recorder {
     #[allow(clippy::too_many_arguments)]
     pub fn bilinear(
         &mut self,
-        x: &Buffer,
+        x: &'a Buffer,
         h: usize,
         w: usize,
         d: usize,
-        out: &Buffer,
+        out: &'a Buffer,
         oh: usize,
         ow: usize,
     ) -> Result<(), VulkanError> {
@@ -406,17 +406,22 @@ impl Recorder {
     }
 
     /// `x = silu(x) * y` over `n` values (SwiGLU).
-    pub fn silu_mul(&mut self, x: &Buffer, y: &Buffer, n: usize) -> Result<(), VulkanError> {
+    pub fn silu_mul(&mut self, x: &'a Buffer, y: &'a Buffer, n: usize) -> Result<(), VulkanError> {
         self.eltwise(Shader::SiluMul, x, y, n, n)
     }
 
     /// `x += y` over `n` values.
-    pub fn add(&mut self, x: &Buffer, y: &Buffer, n: usize) -> Result<(), VulkanError> {
+    pub fn add(&mut self, x: &'a Buffer, y: &'a Buffer, n: usize) -> Result<(), VulkanError> {
         self.eltwise(Shader::Add, x, y, n, n)
     }
 
     /// An activation over `n` values of `x`, in place.
-    pub fn activation(&mut self, act: Activation, x: &Buffer, n: usize) -> Result<(), VulkanError> {
+    pub fn activation(
+        &mut self,
+        act: Activation,
+        x: &'a Buffer,
+        n: usize,
+    ) -> Result<(), VulkanError> {
         let shader = match act {
             Activation::GeluErf => Shader::GeluErf,
             Activation::GeluTanh => Shader::GeluTanh,
@@ -427,7 +432,12 @@ impl Recorder {
     }
 
     /// Softmax of `n_rows` rows of `width` in `x`, in place.
-    pub fn softmax(&mut self, x: &Buffer, width: usize, n_rows: usize) -> Result<(), VulkanError> {
+    pub fn softmax(
+        &mut self,
+        x: &'a Buffer,
+        width: usize,
+        n_rows: usize,
+    ) -> Result<(), VulkanError> {
         const OP: &str = "softmax";
         need(OP, "the rows", x, (width * n_rows * 4) as u64)?;
         let (w32, n32) = (u32_of(OP, "width", width)?, u32_of(OP, "rows", n_rows)?);
@@ -444,10 +454,10 @@ impl Recorder {
     /// into `out` (like `q`).
     pub fn attention(
         &mut self,
-        q: &Buffer,
-        k: &Buffer,
-        v: &Buffer,
-        out: &Buffer,
+        q: &'a Buffer,
+        k: &'a Buffer,
+        v: &'a Buffer,
+        out: &'a Buffer,
         s: AttentionShape,
     ) -> Result<(), VulkanError> {
         const OP: &str = "attention";

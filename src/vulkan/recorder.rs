@@ -1,6 +1,7 @@
 //! One command buffer that batches dispatches (and copies), each followed by a barrier so the
 //! next sees its writes, submitted once and waited for.
 
+use std::marker::PhantomData;
 use std::sync::Arc;
 
 use ash::vk;
@@ -17,7 +18,21 @@ const SETS_PER_POOL: u32 = 256;
 const MAX_BINDINGS: u32 = 4;
 
 /// Records work for the device. Dropped without [`Recorder::submit`], it discards the work.
-pub struct Recorder {
+/// The buffers it records work on are borrowed for `'a`, so none can be freed or written from
+/// the host while the device may still use them:
+///
+/// ```compile_fail
+/// # use llava_edge::vulkan::{Vulkan, VulkanError};
+/// # fn f(vk: &Vulkan) -> Result<(), VulkanError> {
+/// let mut rec = vk.recorder()?;
+/// {
+///     let x = vk.upload_f32(&[1.0], "x")?;
+///     rec.add(&x, &x, 1)?;
+/// } // x would be freed before the work runs: refused at compile time
+/// rec.submit()
+/// # }
+/// ```
+pub struct Recorder<'a> {
     vk: Vulkan,
     cmd: vk::CommandBuffer,
     pools: Vec<vk::DescriptorPool>,
@@ -25,11 +40,12 @@ pub struct Recorder {
     /// Pipelines used, kept alive until the work is done.
     used: Vec<Arc<Pipeline>>,
     dispatches: usize,
+    _buffers: PhantomData<&'a Buffer>,
 }
 
 impl Vulkan {
     /// A recorder for a batch of work.
-    pub fn recorder(&self) -> Result<Recorder, VulkanError> {
+    pub fn recorder<'a>(&self) -> Result<Recorder<'a>, VulkanError> {
         let pool = self.ctx.submit.lock().unwrap_or_else(|e| e.into_inner());
         // SAFETY: the pool is used under its mutex; the command buffer is begun before use.
         let cmd = unsafe {
@@ -60,11 +76,12 @@ impl Vulkan {
             sets_left: 0,
             used: Vec::new(),
             dispatches: 0,
+            _buffers: PhantomData,
         })
     }
 }
 
-impl Recorder {
+impl<'a> Recorder<'a> {
     /// Dispatches done so far.
     pub fn dispatches(&self) -> usize {
         self.dispatches
@@ -109,7 +126,7 @@ impl Recorder {
     pub fn dispatch(
         &mut self,
         shader: Shader,
-        buffers: &[&Buffer],
+        buffers: &[&'a Buffer],
         push: &[u8],
         groups: [u32; 3],
     ) -> Result<(), VulkanError> {
@@ -159,9 +176,9 @@ impl Recorder {
             })
             .collect();
         let d = &self.vk.ctx.device;
-        // SAFETY: the set, pipeline and buffers are alive until the work completes (the
-        // recorder keeps the pipeline and waits on submit; buffers outlive the borrow's user,
-        // who submits before dropping them).
+        // SAFETY: the set, pipeline and buffers are alive until the work completes: the
+        // recorder keeps the pipeline and its pools, the buffers are borrowed for 'a, and
+        // submit waits for the work (an unsubmitted recording never runs).
         unsafe {
             d.update_descriptor_sets(&writes, &[]);
             d.cmd_bind_pipeline(self.cmd, vk::PipelineBindPoint::COMPUTE, p.pipeline);
@@ -185,13 +202,13 @@ impl Recorder {
     }
 
     /// Records a copy of `len` bytes between buffers, then a barrier.
-    pub fn copy(&mut self, src: &Buffer, src_at: u64, dst: &Buffer, dst_at: u64, len: u64) {
+    pub fn copy(&mut self, src: &'a Buffer, src_at: u64, dst: &'a Buffer, dst_at: u64, len: u64) {
         let region = vk::BufferCopy {
             src_offset: src_at,
             dst_offset: dst_at,
             size: len,
         };
-        // SAFETY: both buffers are alive until the work completes (as in `dispatch`).
+        // SAFETY: both buffers are borrowed for 'a, past the work (as in `dispatch`).
         unsafe {
             self.vk
                 .ctx
@@ -263,7 +280,7 @@ impl Recorder {
     }
 }
 
-impl Drop for Recorder {
+impl Drop for Recorder<'_> {
     fn drop(&mut self) {
         let ctx = &self.vk.ctx;
         let pool = ctx.submit.lock().unwrap_or_else(|e| e.into_inner());
