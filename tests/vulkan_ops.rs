@@ -861,6 +861,31 @@ fn one_recorder_chains_dispatches() {
     assert_eq!(run(true), run(false));
 }
 
+/// Recorders on several threads at once over one device (each has its own command pool; the
+/// queue is shared under a lock): every thread's results are its own.
+#[test]
+fn recorders_on_several_threads() {
+    let Some(vk) = device() else { return };
+    std::thread::scope(|scope| {
+        for t in 0..4u64 {
+            scope.spawn(move || {
+                let mut rng = StdRng::seed_from_u64(50 + t);
+                for _ in 0..10 {
+                    let (x, y) = (random(&mut rng, 1000, 3.0), random(&mut rng, 1000, 3.0));
+                    let xb = vk.upload_f32(&x, "x").unwrap();
+                    let yb = vk.upload_f32(&y, "y").unwrap();
+                    let mut rec = vk.recorder().unwrap();
+                    rec.add(&xb, &yb, 1000).unwrap();
+                    rec.add(&xb, &yb, 1000).unwrap();
+                    rec.submit().unwrap();
+                    let want: Vec<f32> = x.iter().zip(&y).map(|(a, b)| a + b + b).collect();
+                    assert_eq!(xb.read_f32().unwrap(), want);
+                }
+            });
+        }
+    });
+}
+
 /// Not a benchmark (lavapipe is the CPU emulating a GPU): a sanity figure for the notes.
 /// `cargo test --release --features vulkan --test vulkan_ops -- --ignored --nocapture`
 #[test]

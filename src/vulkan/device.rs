@@ -88,8 +88,10 @@ pub(crate) struct Context {
     pub(crate) queue: vk::Queue,
     pub(crate) memory: vk::PhysicalDeviceMemoryProperties,
     pub(crate) info: DeviceInfo,
-    /// The command pool and queue are externally synchronised: one recorder submits at a time.
-    pub(crate) submit: Mutex<vk::CommandPool>,
+    /// The queue family recorders' command pools are made for.
+    pub(crate) family: u32,
+    /// The queue is externally synchronised: one recorder submits at a time.
+    pub(crate) submit: Mutex<()>,
     pub(crate) pipelines: Mutex<HashMap<Shader, Arc<Pipeline>>>,
 }
 
@@ -107,9 +109,6 @@ impl Drop for Context {
                 .flatten()
             {
                 p.1.destroy(&self.device);
-            }
-            if let Ok(pool) = self.submit.get_mut() {
-                self.device.destroy_command_pool(*pool, None);
             }
             self.device.destroy_device(None);
             self.instance.destroy_instance(None);
@@ -351,18 +350,6 @@ fn open(
             .create_device(pd, &create, None)
             .map_err(api("vkCreateDevice"))?;
         let queue = device.get_device_queue(family, 0);
-        let pool = match device.create_command_pool(
-            &vk::CommandPoolCreateInfo::default()
-                .queue_family_index(family)
-                .flags(vk::CommandPoolCreateFlags::RESET_COMMAND_BUFFER),
-            None,
-        ) {
-            Ok(p) => p,
-            Err(e) => {
-                device.destroy_device(None);
-                return Err(api("vkCreateCommandPool")(e));
-            }
-        };
         let memory = instance.get_physical_device_memory_properties(pd);
         Ok(Vulkan {
             ctx: Arc::new(Context {
@@ -372,7 +359,8 @@ fn open(
                 queue,
                 memory,
                 info,
-                submit: Mutex::new(pool),
+                family,
+                submit: Mutex::new(()),
                 pipelines: Mutex::new(HashMap::new()),
             }),
         })

@@ -34,6 +34,7 @@ const MAX_BINDINGS: u32 = 4;
 /// ```
 pub struct Recorder<'a> {
     vk: Vulkan,
+    command_pool: vk::CommandPool,
     cmd: vk::CommandBuffer,
     pools: Vec<vk::DescriptorPool>,
     sets_left: u32,
@@ -46,31 +47,49 @@ pub struct Recorder<'a> {
 impl Vulkan {
     /// A recorder for a batch of work.
     pub fn recorder<'a>(&self) -> Result<Recorder<'a>, VulkanError> {
-        let pool = self.ctx.submit.lock().unwrap_or_else(|e| e.into_inner());
-        // SAFETY: the pool is used under its mutex; the command buffer is begun before use.
-        let cmd = unsafe {
-            let cmd = self
-                .ctx
-                .device
+        let d = &self.ctx.device;
+        // Each recorder has its own command pool: a pool must not be used from two threads at
+        // once, and recorders may record on several.
+        // SAFETY: the pool and buffer are this recorder's own; the buffer is begun before use
+        // and both are freed on every error path and in Drop.
+        let (command_pool, cmd) = unsafe {
+            let pool = d
+                .create_command_pool(
+                    &vk::CommandPoolCreateInfo::default()
+                        .queue_family_index(self.ctx.family)
+                        .flags(vk::CommandPoolCreateFlags::TRANSIENT),
+                    None,
+                )
+                .map_err(api("vkCreateCommandPool"))?;
+            let begun = d
                 .allocate_command_buffers(
                     &vk::CommandBufferAllocateInfo::default()
-                        .command_pool(*pool)
+                        .command_pool(pool)
                         .level(vk::CommandBufferLevel::PRIMARY)
                         .command_buffer_count(1),
                 )
-                .map_err(api("vkAllocateCommandBuffers"))?[0];
-            if let Err(e) = self.ctx.device.begin_command_buffer(
-                cmd,
-                &vk::CommandBufferBeginInfo::default()
-                    .flags(vk::CommandBufferUsageFlags::ONE_TIME_SUBMIT),
-            ) {
-                self.ctx.device.free_command_buffers(*pool, &[cmd]);
-                return Err(api("vkBeginCommandBuffer")(e));
+                .map_err(api("vkAllocateCommandBuffers"))
+                .and_then(|cmds| {
+                    d.begin_command_buffer(
+                        cmds[0],
+                        &vk::CommandBufferBeginInfo::default()
+                            .flags(vk::CommandBufferUsageFlags::ONE_TIME_SUBMIT),
+                    )
+                    .map_err(api("vkBeginCommandBuffer"))
+                    .map(|_| cmds[0])
+                });
+            match begun {
+                Ok(cmd) => (pool, cmd),
+                Err(e) => {
+                    // Destroying the pool frees its buffers.
+                    d.destroy_command_pool(pool, None);
+                    return Err(e);
+                }
             }
-            cmd
         };
         Ok(Recorder {
             vk: self.clone(),
+            command_pool,
             cmd,
             pools: Vec::new(),
             sets_left: 0,
@@ -250,7 +269,7 @@ impl<'a> Recorder<'a> {
     pub fn submit(mut self) -> Result<(), VulkanError> {
         let ctx = self.vk.ctx.clone();
         let d = &ctx.device;
-        let _pool = ctx.submit.lock().unwrap_or_else(|e| e.into_inner());
+        let _queue = ctx.submit.lock().unwrap_or_else(|e| e.into_inner());
         // SAFETY: the command buffer was begun by this recorder; the queue is used under the
         // submit mutex; the fence is waited on before anything used is released.
         unsafe {
@@ -283,14 +302,13 @@ impl<'a> Recorder<'a> {
 impl Drop for Recorder<'_> {
     fn drop(&mut self) {
         let ctx = &self.vk.ctx;
-        let pool = ctx.submit.lock().unwrap_or_else(|e| e.into_inner());
         // SAFETY: either submit waited for the work, or it was never submitted; the pools and
-        // command buffer are this recorder's own.
+        // command buffer are this recorder's own (destroying the command pool frees it).
         unsafe {
             for p in self.pools.drain(..) {
                 ctx.device.destroy_descriptor_pool(p, None);
             }
-            ctx.device.free_command_buffers(*pool, &[self.cmd]);
+            ctx.device.destroy_command_pool(self.command_pool, None);
         }
     }
 }
