@@ -340,11 +340,19 @@ fn text_and_image_chats_give_the_transformers_greedy_tokens_whole_and_streamed()
         assert_eq!(finish, "length");
         assert_eq!(usage["completion_tokens"], want.len(), "{usage}");
     }
+    // Two images in one message: both spliced in (25 rows each), only the new one encoded.
+    let r = s.chat(&greedy(
+        json!([user(IMAGE_Q, &["sq180.png", "wide200x110.png"])]),
+        4,
+    ));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let p = r.json()["usage"]["prompt_tokens"].as_u64().unwrap();
+    assert!(p >= 46 + 25, "{p} prompt tokens for two images");
     let models = s.get("/v1/models").json();
     assert_eq!(models["data"][0]["id"], "llava15", "{models}");
     assert_eq!(
         s.metric("images_encoded_total"),
-        2.0,
+        3.0,
         "a repeated image is encoded once"
     );
 }
@@ -359,7 +367,8 @@ fn concurrent_clients_get_the_replies_they_get_alone() {
                 1 => user(IMAGE_Q, &["sq180.png"]),
                 _ => user(&format!("{IMAGE_Q} ({i})"), &["wide200x110.png"]),
             };
-            greedy(json!([msg]), 60 + 10 * i)
+            // Long enough replies that all eight overlap in the batch.
+            greedy(json!([msg]), 300 + 20 * i)
         })
         .collect();
     let alone: Vec<Vec<u64>> = requests.iter().map(|r| tokens(&s.chat(r).json())).collect();
