@@ -285,6 +285,25 @@ fn json(path: &Path) -> Result<serde_json::Value, ConvertError> {
     serde_json::from_str(&text).map_err(|e| bad(path, e.to_string()))
 }
 
+/// Token texts, scores and types, in id order.
+struct Table {
+    tokens: Vec<Vec<u8>>,
+    scores: Vec<f32>,
+    types: Vec<i32>,
+}
+
+impl Table {
+    /// Pads with unused `[PADi]` tokens up to `n` (as llama.cpp's converter does).
+    fn pad_to(&mut self, n: usize) {
+        while self.tokens.len() < n {
+            let i = self.tokens.len();
+            self.tokens.push(format!("[PAD{i}]").into_bytes());
+            self.scores.push(-1000.0);
+            self.types.push(UNUSED);
+        }
+    }
+}
+
 /// The `tokenizer.ggml.*` keys for the checkpoint in `dir`, padded to `n_vocab` tokens.
 pub fn tokenizer_metadata(
     dir: &Path,
@@ -294,73 +313,122 @@ pub fn tokenizer_metadata(
     let tj_path = dir.join("tokenizer.json");
     let tj = json(&tj_path)?;
     let cfg = json(&dir.join("tokenizer_config.json")).unwrap_or(serde_json::Value::Null);
-    let (mut tokens, mut scores, mut types);
+    let (mut table, mut md) = base_vocabulary(dir, &tj_path, &tj, &cfg, n_vocab, qwen2)?;
+    add_tokens(&tj_path, &tj, n_vocab, &mut table)?;
+    // Pad to the embedding's rows, as llama.cpp does, so token ids and rows agree.
+    table.pad_to(n_vocab);
+    md.extend(special_ids(&tj, &cfg, &table.tokens, qwen2));
+    if let Some(t) = chat_template(dir, &cfg)? {
+        md.push((keys::CHAT_TEMPLATE.into(), Value::string(t)));
+    }
+    let Table {
+        tokens,
+        scores,
+        types,
+    } = table;
+    md.insert(
+        0,
+        (keys::TOKENS.into(), Value::Array(Array::String(tokens))),
+    );
+    md.insert(1, (keys::SCORES.into(), Value::Array(Array::F32(scores))));
+    md.insert(
+        2,
+        (keys::TOKEN_TYPE.into(), Value::Array(Array::I32(types))),
+    );
+    Ok(md)
+}
+
+/// The model's own vocabulary: SentencePiece (`tokenizer.model`, or a byte-fallback BPE in
+/// `tokenizer.json`) or byte-level BPE with its merges; and the keys that name its kind.
+fn base_vocabulary(
+    dir: &Path,
+    tj_path: &Path,
+    tj: &serde_json::Value,
+    cfg: &serde_json::Value,
+    n_vocab: usize,
+    qwen2: bool,
+) -> Result<(Table, Vec<(String, Value)>), ConvertError> {
     let mut md: Vec<(String, Value)> = Vec::new();
     let sp = dir.join("tokenizer.model");
     let byte_fallback = tj["model"]["type"] == "BPE" && tj["model"]["byte_fallback"] == true;
     if !qwen2 && (sp.exists() || byte_fallback) {
-        let (p, s, t, add_prefix) = if sp.exists() {
+        let (tokens, scores, types, add_prefix) = if sp.exists() {
             read_sentencepiece(&sp)?
         } else {
             let unk = cfg["unk_token"]
                 .as_str()
                 .or_else(|| cfg["unk_token"]["content"].as_str());
-            sentencepiece_from_json(&tj_path, &tj, unk, n_vocab)?
+            sentencepiece_from_json(tj_path, tj, unk, n_vocab)?
         };
-        (tokens, scores, types) = (p, s, t);
         md.push((keys::MODEL.into(), Value::string("llama")));
         md.push((keys::PRE.into(), Value::string("default")));
         md.push((keys::ADD_SPACE_PREFIX.into(), Value::Bool(add_prefix)));
-    } else {
-        let model = &tj["model"];
-        if model["type"] != "BPE" {
-            return Err(bad(
-                &tj_path,
-                format!(
-                    "tokenizer model {} is not supported (BPE or a SentencePiece tokenizer.model)",
-                    model["type"]
-                ),
-            ));
-        }
-        let vocab = model["vocab"]
-            .as_object()
-            .ok_or_else(|| bad(&tj_path, "no vocab"))?;
-        tokens = vocab_by_id(&tj_path, vocab, n_vocab)?;
-        let size = tokens.len();
-        scores = vec![0f32; size];
-        types = vec![NORMAL; size];
-        let merges: Vec<Vec<u8>> = merge_pairs(&tj_path, model)?
-            .into_iter()
-            .map(|(a, b)| format!("{a} {b}").into_bytes())
-            .collect();
-        md.push((keys::MODEL.into(), Value::string("gpt2")));
-        md.push((
-            keys::PRE.into(),
-            Value::string(if qwen2 { "qwen2" } else { "llama-bpe" }),
+        return Ok((
+            Table {
+                tokens,
+                scores,
+                types,
+            },
+            md,
         ));
-        md.push((keys::MERGES.into(), Value::Array(Array::String(merges))));
     }
-    // Added tokens: special ones are control tokens, as llama.cpp's converter marks them.
+    let model = &tj["model"];
+    if model["type"] != "BPE" {
+        return Err(bad(
+            tj_path,
+            format!(
+                "tokenizer model {} is not supported (BPE or a SentencePiece tokenizer.model)",
+                model["type"]
+            ),
+        ));
+    }
+    let vocab = model["vocab"]
+        .as_object()
+        .ok_or_else(|| bad(tj_path, "no vocab"))?;
+    let tokens = vocab_by_id(tj_path, vocab, n_vocab)?;
+    let size = tokens.len();
+    let merges: Vec<Vec<u8>> = merge_pairs(tj_path, model)?
+        .into_iter()
+        .map(|(a, b)| format!("{a} {b}").into_bytes())
+        .collect();
+    md.push((keys::MODEL.into(), Value::string("gpt2")));
+    md.push((
+        keys::PRE.into(),
+        Value::string(if qwen2 { "qwen2" } else { "llama-bpe" }),
+    ));
+    md.push((keys::MERGES.into(), Value::Array(Array::String(merges))));
+    let table = Table {
+        tokens,
+        scores: vec![0f32; size],
+        types: vec![NORMAL; size],
+    };
+    Ok((table, md))
+}
+
+/// `tokenizer.json`'s added tokens into the table: special ones are control tokens, as
+/// llama.cpp's converter marks them.
+fn add_tokens(
+    tj_path: &Path,
+    tj: &serde_json::Value,
+    n_vocab: usize,
+    table: &mut Table,
+) -> Result<(), ConvertError> {
     for a in tj["added_tokens"].as_array().into_iter().flatten() {
         let (Some(id), Some(content)) = (a["id"].as_u64(), a["content"].as_str()) else {
             continue;
         };
         let id = id as usize;
-        if id >= n_vocab.max(tokens.len()) {
+        if id >= n_vocab.max(table.tokens.len()) {
             return Err(bad(
-                &tj_path,
+                tj_path,
                 format!(
                     "added token '{content}' has id {id}, past the model's {n_vocab} embedding rows"
                 ),
             ));
         }
-        while tokens.len() <= id {
-            let i = tokens.len();
-            tokens.push(format!("[PAD{i}]").into_bytes());
-            scores.push(-1000.0);
-            types.push(UNUSED);
-        }
-        tokens[id] = content.as_bytes().to_vec();
+        table.pad_to(id + 1);
+        table.tokens[id] = content.as_bytes().to_vec();
+        let types = &mut table.types;
         if a["special"].as_bool() == Some(true) {
             // The unknown token stays UNKNOWN, as llama.cpp's SentencePiece path types it.
             if types[id] != UNKNOWN {
@@ -370,13 +438,17 @@ pub fn tokenizer_metadata(
             types[id] = USER_DEFINED;
         }
     }
-    // Pad to the embedding's rows, as llama.cpp does, so token ids and rows agree.
-    while tokens.len() < n_vocab {
-        let i = tokens.len();
-        tokens.push(format!("[PAD{i}]").into_bytes());
-        scores.push(-1000.0);
-        types.push(UNUSED);
-    }
+    Ok(())
+}
+
+/// The special-token ids `tokenizer_config.json` names, and whether encoding adds BOS / EOS.
+fn special_ids(
+    tj: &serde_json::Value,
+    cfg: &serde_json::Value,
+    tokens: &[Vec<u8>],
+    qwen2: bool,
+) -> Vec<(String, Value)> {
+    let mut md = Vec::new();
     let id_of = |key: &str| -> Option<u32> {
         let t = cfg[key].as_str().or_else(|| cfg[key]["content"].as_str())?;
         tokens
@@ -394,7 +466,7 @@ pub fn tokenizer_metadata(
             md.push((keys::token_id(name), Value::U32(id)));
         }
     }
-    // transformers 5 no longer writes add_bos_token / add_eos_token: the post-processor's
+    // transformers 5 does not write add_bos_token / add_eos_token: the post-processor's
     // template says what it adds, as llama.cpp's SpecialVocab reads it.
     let template_adds = |key: &str, first: bool| -> Option<bool> {
         let single = tj["post_processor"]["single"].as_array()?;
@@ -419,8 +491,13 @@ pub fn tokenizer_metadata(
         keys::ADD_EOS.into(),
         Value::Bool(add_eos && id_of("eos_token").is_some()),
     ));
-    // The processor's template (what apply_chat_template renders for a multimodal model) before
-    // the tokenizer's; older llava-hf checkpoints keep it in chat_template.json.
+    md
+}
+
+/// The chat template: `chat_template.jinja`, else the processor's (`chat_template.json`, what
+/// apply_chat_template renders for a multimodal model, where older llava-hf checkpoints keep
+/// it), else the tokenizer's.
+fn chat_template(dir: &Path, cfg: &serde_json::Value) -> Result<Option<String>, ConvertError> {
     let template_json = dir.join("chat_template.json");
     let processor_template = if template_json.exists() {
         json(&template_json)?["chat_template"]
@@ -429,23 +506,10 @@ pub fn tokenizer_metadata(
     } else {
         None
     };
-    let template = std::fs::read_to_string(dir.join("chat_template.jinja"))
+    Ok(std::fs::read_to_string(dir.join("chat_template.jinja"))
         .ok()
         .or(processor_template)
-        .or_else(|| cfg["chat_template"].as_str().map(String::from));
-    if let Some(t) = template {
-        md.push((keys::CHAT_TEMPLATE.into(), Value::string(t)));
-    }
-    md.insert(
-        0,
-        (keys::TOKENS.into(), Value::Array(Array::String(tokens))),
-    );
-    md.insert(1, (keys::SCORES.into(), Value::Array(Array::F32(scores))));
-    md.insert(
-        2,
-        (keys::TOKEN_TYPE.into(), Value::Array(Array::I32(types))),
-    );
-    Ok(md)
+        .or_else(|| cfg["chat_template"].as_str().map(String::from)))
 }
 
 #[cfg(test)]
