@@ -1,7 +1,7 @@
 //! Scaled dot-product attention over a key/value cache, with grouped-query heads.
 
-use crate::kernels::{self, HeadRows, KvRef, Visible};
-use crate::threadpool::Disjoint;
+use crate::kernels::{self, FloatIsa, HeadRows, KvRef, Visible};
+use crate::threadpool::{Disjoint, ThreadPool};
 
 /// Attention for one query token: `q` holds `n_head` heads of `head_dim`; `k` and `v` hold
 /// `n_kv` positions of `n_kv_head` heads each (`n_kv * n_kv_head * head_dim`). Query head h
@@ -42,7 +42,7 @@ pub fn attend(
 /// demand (under a causal mask the last rows cost the most).
 #[allow(clippy::too_many_arguments)]
 pub fn attend_rows(
-    pool: &crate::threadpool::ThreadPool,
+    pool: &ThreadPool,
     q: &[f32],
     k: KvRef<'_>,
     v: KvRef<'_>,
@@ -54,42 +54,67 @@ pub fn attend_rows(
     head_dim: usize,
     out: &mut [f32],
 ) {
-    // Query rows a task: each task packs (transposes, converts) every key and value its rows
-    // see, so larger tasks pack less often. Under a causal mask 128 leaves dozens of tasks of
-    // unequal cost to share out (a 512-token prompt: 4 blocks x 14 heads); without one (a ViT
-    // tile) every row costs the same, so blocks only need to make four tasks a thread (CLIP-L's
-    // 577 rows x 16 heads run as 16 whole heads on two threads, each head packed once).
-    let rows_per_task = match visible {
-        Visible::Causal { .. } => 128,
-        Visible::All => {
-            let blocks = (4 * pool.threads()).div_ceil(n_head.max(1)).max(1);
-            // Whole tiles of eight rows (the AVX-512 tile; two of the AVX2 and NEON ones).
-            n_rows.div_ceil(blocks).next_multiple_of(8)
-        }
-    };
     let w = n_head * head_dim;
     assert_eq!(q.len(), n_rows * w, "attend_rows: query length");
     assert_eq!(out.len(), n_rows * w, "attend_rows: output length");
     if n_rows == 0 {
         return;
     }
-    let (group, stride) = (n_head / n_kv_head, n_kv_head * head_dim);
-    let scale = 1.0 / (head_dim as f32).sqrt();
-    let isa = kernels::Cpu::get().float();
-    if n_rows == 1 && group > 1 {
-        // Decode with grouped heads: the query heads of one key/value head are rows of one
-        // call (q_stride head_dim), so its keys and values are read once for the group, as a
-        // tile, instead of once per query head by the one-row kernel. Groups are split only
-        // as far as the threads need tasks.
+    let heads = Heads {
+        q,
+        k,
+        v,
+        n_kv,
+        n_head,
+        n_kv_head,
+        head_dim,
+        group: n_head / n_kv_head,
+        scale: 1.0 / (head_dim as f32).sqrt(),
+        isa: kernels::Cpu::get().float(),
+    };
+    if n_rows == 1 && heads.group > 1 {
+        heads.decode_grouped(pool, visible, out);
+    } else {
+        heads.row_blocks(pool, n_rows, visible, out);
+    }
+}
+
+/// The operands of [`attend_rows`] that every task shares.
+struct Heads<'a> {
+    q: &'a [f32],
+    k: KvRef<'a>,
+    v: KvRef<'a>,
+    n_kv: usize,
+    n_head: usize,
+    n_kv_head: usize,
+    head_dim: usize,
+    /// Query heads a key/value head.
+    group: usize,
+    scale: f32,
+    isa: FloatIsa,
+}
+
+impl Heads<'_> {
+    /// Elements from one position's keys to the next.
+    fn stride(&self) -> usize {
+        self.n_kv_head * self.head_dim
+    }
+
+    /// Decode with grouped heads: the query heads of one key/value head are rows of one call
+    /// (q_stride head_dim), so its keys and values are read once for the group, as a tile,
+    /// instead of once per query head by the one-row kernel. Groups are split only as far as
+    /// the threads need tasks.
+    fn decode_grouped(&self, pool: &ThreadPool, visible: Visible, out: &mut [f32]) {
+        let (group, hd, q) = (self.group, self.head_dim, self.q);
         let seen = match visible {
-            Visible::All => n_kv,
+            Visible::All => self.n_kv,
             Visible::Causal { first } => first + 1,
         };
-        assert!(seen <= n_kv, "attend_rows: causal row past the keys");
-        let splits = pool.threads().div_ceil(n_kv_head).clamp(1, group);
+        assert!(seen <= self.n_kv, "attend_rows: causal row past the keys");
+        let splits = pool.threads().div_ceil(self.n_kv_head).clamp(1, group);
         let per = group.div_ceil(splits);
         let base = Disjoint::new(out);
-        pool.for_chunks(n_kv_head * splits, 1, &|tasks| {
+        pool.for_chunks(self.n_kv_head * splits, 1, &|tasks| {
             with_attention_scratch(|scratch| {
                 for task in tasks {
                     let (g, part) = (task / splits, task % splits);
@@ -98,64 +123,81 @@ pub fn attend_rows(
                     if nq == 0 {
                         continue;
                     }
-                    let first = h0 * head_dim;
-                    // SAFETY: `out` holds w values; this task alone writes heads h0..h0 + nq
-                    // (tasks are disjoint), and the pool joins before returning.
-                    let o = unsafe {
-                        std::slice::from_raw_parts_mut(base.get().add(first), nq * head_dim)
-                    };
+                    let first = h0 * hd;
+                    // SAFETY: `out` holds n_head * hd values; this task alone writes heads
+                    // h0..h0 + nq (tasks are disjoint), and the pool joins before returning.
+                    let o =
+                        unsafe { std::slice::from_raw_parts_mut(base.get().add(first), nq * hd) };
                     let rows = HeadRows {
                         nq,
-                        hd: head_dim,
-                        q: &q[first..first + nq * head_dim],
-                        q_stride: head_dim,
-                        k: k.skip(g * head_dim),
-                        v: v.skip(g * head_dim),
-                        stride,
+                        hd,
+                        q: &q[first..first + nq * hd],
+                        q_stride: hd,
+                        k: self.k.skip(g * hd),
+                        v: self.v.skip(g * hd),
+                        stride: self.stride(),
                         n_kv: seen,
                         visible: Visible::All,
-                        scale,
+                        scale: self.scale,
                     };
-                    kernels::attend_head_rows(isa, &rows, o, head_dim, scratch);
+                    kernels::attend_head_rows(self.isa, &rows, o, hd, scratch);
                 }
             })
         });
-        return;
     }
-    let blocks = n_rows.div_ceil(rows_per_task);
-    let base = Disjoint::new(out);
-    pool.for_chunks(n_head * blocks, 1, &|tasks| {
-        with_attention_scratch(|scratch| {
-            for task in tasks {
-                let (h, r0) = (task / blocks, task % blocks * rows_per_task);
-                let nq = rows_per_task.min(n_rows - r0);
-                let at = (h / group) * head_dim;
-                let first = r0 * w + h * head_dim;
-                let vis = match visible {
-                    Visible::All => Visible::All,
-                    Visible::Causal { first } => Visible::Causal { first: first + r0 },
-                };
-                let rows = HeadRows {
-                    nq,
-                    hd: head_dim,
-                    q: &q[first..],
-                    q_stride: w,
-                    k: k.skip(at),
-                    v: v.skip(at),
-                    stride,
-                    n_kv,
-                    visible: vis,
-                    scale,
-                };
-                // SAFETY: `out` holds n_rows * w values, so head h's columns of rows r0..r0 + nq
-                // (at first + i * w + j, j < head_dim) lie in it; this task alone writes them
-                // (tasks are disjoint), and the pool joins before `out`'s borrow ends.
-                unsafe {
-                    kernels::attend_head_rows_to(isa, &rows, base.get().add(first), w, scratch)
-                };
+
+    /// Every head of `n_rows` query rows, as (head, block of rows) tasks.
+    fn row_blocks(&self, pool: &ThreadPool, n_rows: usize, visible: Visible, out: &mut [f32]) {
+        let (hd, w) = (self.head_dim, self.n_head * self.head_dim);
+        // Query rows a task: each task packs (transposes, converts) every key and value its
+        // rows see, so larger tasks pack less often. Under a causal mask 128 leaves dozens of
+        // tasks of unequal cost to share out (a 512-token prompt: 4 blocks x 14 heads); without
+        // one (a ViT tile) every row costs the same, so blocks only need to make four tasks a
+        // thread (CLIP-L's 577 rows x 16 heads run as 16 whole heads on two threads, each head
+        // packed once).
+        let rows_per_task = match visible {
+            Visible::Causal { .. } => 128,
+            Visible::All => {
+                let blocks = (4 * pool.threads()).div_ceil(self.n_head.max(1)).max(1);
+                // Whole tiles of eight rows (the AVX-512 tile; two of the AVX2 and NEON ones).
+                n_rows.div_ceil(blocks).next_multiple_of(8)
             }
-        })
-    });
+        };
+        let blocks = n_rows.div_ceil(rows_per_task);
+        let base = Disjoint::new(out);
+        pool.for_chunks(self.n_head * blocks, 1, &|tasks| {
+            with_attention_scratch(|scratch| {
+                for task in tasks {
+                    let (h, r0) = (task / blocks, task % blocks * rows_per_task);
+                    let nq = rows_per_task.min(n_rows - r0);
+                    let at = (h / self.group) * hd;
+                    let first = r0 * w + h * hd;
+                    let vis = match visible {
+                        Visible::All => Visible::All,
+                        Visible::Causal { first } => Visible::Causal { first: first + r0 },
+                    };
+                    let rows = HeadRows {
+                        nq,
+                        hd,
+                        q: &self.q[first..],
+                        q_stride: w,
+                        k: self.k.skip(at),
+                        v: self.v.skip(at),
+                        stride: self.stride(),
+                        n_kv: self.n_kv,
+                        visible: vis,
+                        scale: self.scale,
+                    };
+                    let o = base.get().wrapping_add(first);
+                    // SAFETY: `out` holds n_rows * w values, so head h's columns of rows
+                    // r0..r0 + nq (at first + i * w + j, j < hd) lie in it; this task alone
+                    // writes them (tasks are disjoint), and the pool joins before `out`'s
+                    // borrow ends.
+                    unsafe { kernels::attend_head_rows_to(self.isa, &rows, o, w, scratch) };
+                }
+            })
+        });
+    }
 }
 
 thread_local! {
