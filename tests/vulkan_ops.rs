@@ -65,6 +65,13 @@ fn device_reports_its_name_and_features() {
     assert!(!info.name.is_empty());
     assert!(info.subgroup_size > 0, "{info}");
     assert!(info.max_storage_buffer_range > 0);
+    let all = Vulkan::devices().unwrap();
+    assert!(all.iter().any(|d| d.name == info.name), "{all:?}");
+    // An index past the list is a typed error.
+    assert!(matches!(
+        Vulkan::new(Some(all.len())),
+        Err(VulkanError::DeviceIndex { .. })
+    ));
 }
 
 /// One matrix product on the device against the f64 product of the reference dequantizer's
