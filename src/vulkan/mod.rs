@@ -3,10 +3,11 @@
 //! buffer per batch of work.
 //!
 //! The Vulkan loader is opened at run time (ash's `loaded`), so building needs no SDK and a
-//! machine without Vulkan gets [`VulkanError::Loader`] (callers fall back to the CPU). Every
-//! shader reads packed GGUF blocks from 32-bit words and computes in f32, so it runs on any
-//! Vulkan 1.1 device (lavapipe, V3D, Jetson, desktop GPUs) without assuming a subgroup size;
-//! [`DeviceInfo`] reports the optional features for variants that use them.
+//! machine without Vulkan gets [`VulkanError::Loader`] or [`VulkanError::NoDevice`] (callers
+//! fall back to the CPU). Every baseline shader reads packed GGUF blocks from 32-bit words and
+//! computes in f32 or exact integers, so it runs on any Vulkan 1.1 device (lavapipe, V3D,
+//! Jetson, desktop GPUs) without assuming a subgroup size; [`DeviceInfo`] reports the optional
+//! features, and the variants that use them (the packed integer dot product) are chosen from it.
 //!
 //! ```no_run
 //! # fn main() -> Result<(), llava_edge::vulkan::VulkanError> {
