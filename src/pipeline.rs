@@ -537,7 +537,7 @@ impl<'a, T: Tokenize> Pipeline<'a, T> {
             t0,
             &mut on_text,
         );
-        if let (Some(s), Some(mark)) = (spec.as_deref_mut(), draft_before) {
+        if let (Some(s), Some(mark)) = (spec, draft_before) {
             match &decoded {
                 Ok(_) if t.finish != Finish::ContextFull => {
                     let kept = t.tokens.len() - usize::from(matches!(decoded, Ok((_, Some(_)))));

@@ -54,6 +54,11 @@ pub trait Drafter {
     fn mark(&self) -> usize;
     /// Back to the state of `mark` (a turn taken back).
     fn rollback(&mut self, mark: usize);
+    /// The distributions the last proposals were drawn from, one a proposal; empty for a
+    /// deterministic drafter (q one-hot at each proposal).
+    fn distributions(&self) -> &[Vec<(u32, f64)>] {
+        &[]
+    }
 }
 
 /// A drafter lent for a while (a caller keeping it to look at afterwards).
@@ -78,6 +83,9 @@ impl<D: Drafter + ?Sized> Drafter for &mut D {
     fn rollback(&mut self, mark: usize) {
         (**self).rollback(mark)
     }
+    fn distributions(&self) -> &[Vec<(u32, f64)>] {
+        (**self).distributions()
+    }
 }
 
 /// A smaller model with the target's vocabulary, decoding greedily in its own KV cache.
@@ -93,6 +101,13 @@ pub struct ModelDrafter<'m> {
     /// Stop drafting when the draft's own choice is less likely than this (llama.cpp's
     /// `--draft-p-min`; 0 drafts all k).
     pub p_min: f32,
+    /// Draw proposals from the draft's own distribution under these settings (the target's,
+    /// with another seed) instead of taking its argmax: when the target samples, proposals
+    /// drawn from q are kept with probability min(1, p/q), far more often than an argmax is
+    /// kept with probability p. Its repetition penalty sees only the reply.
+    pub sampling: Option<Sampler>,
+    /// The distributions of the last proposals, when sampled.
+    q: Vec<Vec<(u32, f64)>>,
 }
 
 impl<'m> ModelDrafter<'m> {
@@ -106,6 +121,8 @@ impl<'m> ModelDrafter<'m> {
             fed: Vec::new(),
             sees_media: None,
             p_min: 0.0,
+            sampling: None,
+            q: Vec::new(),
         }
     }
 
@@ -198,9 +215,19 @@ impl Drafter for ModelDrafter<'_> {
         let mut logits = self.feed(&todo, pool)?;
         self.fed.extend_from_slice(&todo);
         let mut drafts = Vec::with_capacity(k);
+        self.q.clear();
         while drafts.len() < k {
-            let id = crate::ops::argmax(&logits) as u32;
+            let id = match self.sampling.as_mut().filter(|s| !s.is_greedy()) {
+                Some(s) => {
+                    let q = s.distribution(&logits, &self.fed);
+                    let id = s.draw(&q);
+                    self.q.push(q);
+                    id
+                }
+                None => crate::ops::argmax(&logits) as u32,
+            };
             if self.p_min > 0.0 && top_probability(&logits, id) < self.p_min {
+                self.q.truncate(drafts.len());
                 break;
             }
             drafts.push(id);
@@ -232,6 +259,10 @@ impl Drafter for ModelDrafter<'_> {
         self.cache.truncate(mark);
         self.reply_start = mark.min(self.cache.len());
         self.fed.clear();
+    }
+
+    fn distributions(&self) -> &[Vec<(u32, f64)>] {
+        &self.q
     }
 }
 
@@ -460,7 +491,13 @@ impl<'d> Speculation<'d> {
             let verdict = match self.config.force_accept {
                 Some(rate) if sampler.uniform() < rate => Ok(d),
                 Some(_) => Err(sampler.sample(row, &hist)),
-                None => verify(sampler, row, &hist, d),
+                None => match self.drafter.distributions().get(i) {
+                    Some(q) if !sampler.is_greedy() => {
+                        let p = sampler.distribution(row, &hist);
+                        accept_or_resample(sampler, &p, q, d)
+                    }
+                    _ => verify(sampler, row, &hist, d),
+                },
             };
             match verdict {
                 Ok(d) => {
@@ -652,14 +689,15 @@ mod tests {
         let ids = [5, 7, 7, 7, 6, 1];
         let input = TurnInput {
             ids: &ids,
-            media: &[1..4],
+            media: std::slice::from_ref(&(1..4)),
             rows: &[],
         };
         d.prefill(&input, &pool).unwrap();
         assert_eq!(d.context, vec![5, 6, 1]);
         let m = d.mark();
         d.end_reply(&[5, 6], &pool).unwrap();
-        assert_eq!(d.propose(&[5], 4, &pool).unwrap(), vec![6]);
+        // The latest earlier "5" (the last reply's) was followed by 6 and the 5 just chosen.
+        assert_eq!(d.propose(&[5], 4, &pool).unwrap(), vec![6, 5]);
         d.rollback(m);
         assert_eq!(d.context, vec![5, 6, 1]);
     }

@@ -266,7 +266,7 @@ fn draft_cache_rolls_back_to_a_plain_runs_and_skips_media_of_another_width() {
     let ids: Vec<u32> = (3..13).collect();
     let input = TurnInput {
         ids: &ids,
-        media: &[2..6],
+        media: std::slice::from_ref(&(2..6)),
         rows: &vec![0.5; ids.len() * 32],
     };
     narrow.prefill(&input, &pool).unwrap();
@@ -475,4 +475,53 @@ fn command_line_drafting_keeps_the_reply_and_bench_reports_acceptance() {
         .unwrap();
     let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(j["acceptance"].as_f64(), Some(1.0), "{j}");
+}
+
+/// Under sampling, a draft whose proposals are drawn from its own distribution (the target's
+/// settings) is kept with probability min(1, p/q): the target drafting for itself keeps nearly
+/// every proposal (p and q differ only by the rounding of a batched pass), where argmax
+/// proposals are kept only with probability p.
+#[test]
+fn sampled_drafts_of_the_target_itself_are_kept() {
+    let tmp = TempDir::new("speculative-sampled");
+    let (tf, vf) = converted(&tmp, "llava15");
+    let p = pipeline(&tf, &vf);
+    let itself = TextModel::load(&tf).unwrap();
+    let config = SamplerConfig {
+        temp: 0.8,
+        seed: 3,
+        ..SamplerConfig::default()
+    };
+    let mut acceptance = Vec::new();
+    for sampled in [false, true] {
+        let mut d = ModelDrafter::new(&itself, itself.new_cache(1024, KvType::F32));
+        if sampled {
+            d.sampling = Some(Sampler::new(SamplerConfig {
+                seed: 99,
+                ..config.clone()
+            }));
+        }
+        let mut spec = Speculation::new(Box::new(d), SpecConfig::default());
+        let mut cache = p.text.new_cache(1024, KvType::F32);
+        let req = Request {
+            n_predict: 60,
+            ..requests()[0].clone()
+        };
+        let (_, t) = p
+            .chat_speculative(
+                &mut Conversation::default(),
+                &req,
+                &mut cache,
+                &mut Sampler::new(config.clone()),
+                &mut spec,
+                &AtomicBool::new(false),
+                |_| {},
+            )
+            .unwrap();
+        assert_eq!(t.tokens.len(), 60);
+        println!("sampled drafts {sampled}: {:?}", spec.stats);
+        acceptance.push(spec.stats.acceptance());
+    }
+    assert!(acceptance[1] > 0.9, "{acceptance:?}");
+    assert!(acceptance[1] > acceptance[0], "{acceptance:?}");
 }

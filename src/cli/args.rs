@@ -21,7 +21,7 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// Measure load time, image encode time, prefill and decode speed, time to first token
     /// and peak memory (medians over repeats).
-    Bench(BenchArgs),
+    Bench(Box<BenchArgs>),
     /// Serve the model over HTTP with OpenAI's chat API (POST /v1/chat/completions, GET
     /// /v1/models, /health, /metrics), batching concurrent requests.
     #[cfg(feature = "server")]

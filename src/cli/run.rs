@@ -142,6 +142,10 @@ pub fn run(a: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         Some(m) => {
             let mut d = ModelDrafter::new(m, m.try_new_cache(n_ctx, kv)?);
             d.p_min = a.draft.draft_p_min;
+            d.sampling = Some(Sampler::new(SamplerConfig {
+                seed: a.seed ^ 0xd4af_7000,
+                ..sampler_config.clone()
+            }));
             Some(Box::new(d))
         }
         None if a.draft.lookup => Some(Box::new(LookupDrafter::new(a.draft.lookup_ngram, 1))),
