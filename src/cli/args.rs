@@ -290,7 +290,7 @@ pub fn missing_verb(args: &[std::ffi::OsString]) -> Option<String> {
     (first.starts_with('-') && !help.contains(&first)).then(|| {
         format!(
             "no command before '{first}': did you mean `llava-edge run {}`? (commands: run, \
-             bench; llava-edge --help lists them)",
+             bench, serve; llava-edge --help lists them)",
             args[1..]
                 .iter()
                 .map(|a| a.to_string_lossy())
