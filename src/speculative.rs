@@ -7,8 +7,10 @@
 //! Greedy output is the target's alone, token for token. Sampling keeps the target's
 //! distribution by the standard rule (Leviathan et al. 2023; Chen et al. 2023): a draft token
 //! x drawn from q is kept with probability min(1, p(x)/q(x)), else the token is drawn from
-//! norm(max(0, p - q)). Both drafters here are deterministic (q one-hot at the proposal), where
-//! the rule keeps x with probability p(x) and otherwise draws from p without x.
+//! norm(max(0, p - q)). A deterministic drafter (prompt lookup, or a draft model taking its
+//! argmax) has q one-hot at the proposal: the rule keeps x with probability p(x) and otherwise
+//! draws from p without x. A draft model can also draw its proposals from its own q
+//! ([`ModelDrafter::sampling`]), which a sampling target keeps far more often.
 //!
 //! Two drafters: a smaller model sharing the target's vocabulary ([`ModelDrafter`], its own KV
 //! cache rolled back past rejected proposals), and prompt lookup ([`LookupDrafter`]: the

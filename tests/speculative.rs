@@ -525,3 +525,49 @@ fn sampled_drafts_of_the_target_itself_are_kept() {
     assert!(acceptance[1] > 0.9, "{acceptance:?}");
     assert!(acceptance[1] > acceptance[0], "{acceptance:?}");
 }
+
+/// A reply that fills the context is taken back with drafting on as without: the same tokens
+/// and finish, the target's cache and the draft's back where they were before the turn.
+#[test]
+fn a_reply_that_fills_the_context_is_taken_back_from_both_caches() {
+    let tmp = TempDir::new("speculative-full");
+    let (tf, vf) = converted(&tmp, "llava15");
+    let (df, _) = converted(&tmp, "llava_v1");
+    let p = pipeline(&tf, &vf);
+    let draft = TextModel::load(&df).unwrap();
+    let req = Request {
+        n_predict: 100,
+        ..requests()[0].clone()
+    };
+    let n_ctx = 40;
+    let turn = |spec: Option<&mut Speculation<'_>>| {
+        let mut cache = p.text.new_cache(n_ctx, KvType::F32);
+        let mut conv = Conversation::default();
+        let cancel = AtomicBool::new(false);
+        let (_, t) = match spec {
+            Some(s) => p.chat_speculative(
+                &mut conv,
+                &req,
+                &mut cache,
+                &mut greedy(),
+                s,
+                &cancel,
+                |_| {},
+            ),
+            None => p.chat_cancellable(&mut conv, &req, &mut cache, &mut greedy(), &cancel, |_| {}),
+        }
+        .unwrap();
+        (t.tokens, t.finish, cache.len(), conv.turns)
+    };
+    let plain = turn(None);
+    assert_eq!(plain.1, llava_edge::pipeline::Finish::ContextFull);
+    assert_eq!((plain.2, plain.3), (0, 0), "taken back");
+    let mut d = ModelDrafter::new(&draft, draft.new_cache(n_ctx, KvType::F32));
+    let mut spec = Speculation::new(Box::new(&mut d), SpecConfig::default());
+    assert_eq!(turn(Some(&mut spec)), plain);
+    assert!(spec.stats.proposed > 0);
+    drop(spec);
+    assert_eq!(d.cache().len(), 0, "the draft's cache is taken back too");
+    let mut spec = Speculation::new(Box::new(LookupDrafter::new(3, 1)), SpecConfig::default());
+    assert_eq!(turn(Some(&mut spec)), plain);
+}
