@@ -743,3 +743,71 @@ fn sigterm_lets_the_running_reply_finish_then_exits() {
     assert!(status.success(), "{status}:\n{}", s.log());
     assert!(TcpStream::connect(&s.addr).is_err(), "no longer accepting");
 }
+
+/// The batched decode step ([`TextModel::forward_slots`]) against each sequence run alone
+/// ([`TextModel::forward`]), for F32 and for interleaved Q8_0 and Q4_0 weights: the same logits
+/// bit for bit, so batching cannot change a greedy reply.
+#[test]
+fn batched_decode_logits_equal_each_sequence_alone() {
+    use gguf_tools::mix::Mix;
+    use llava_edge::gguf::GgufFile;
+    use llava_edge::text::{interleave_weights, KvCache, KvType, Logits, TextModel};
+    use llava_edge::threadpool::ThreadPool;
+    let tmp = common::TempDir::new("server-slots");
+    let pool = ThreadPool::new(2);
+    for (name, ty) in [
+        ("f32", OutType::F32),
+        ("q8_0", OutType::Mix(Mix::Q8_0)),
+        ("q4_0", OutType::Mix(Mix::Q4_0)),
+    ] {
+        let (t, v) = (tmp.0.join(format!("{name}.gguf")), tmp.0.join("mm.gguf"));
+        convert(&fixtures_dir().join("llava15/hf"), &t, &v, ty, false).unwrap();
+        let mut f = GgufFile::open(&t).unwrap();
+        let interleaved = interleave_weights(&mut f, &pool).unwrap();
+        // The quantized files go through the interleaved decode kernel, many rows at once.
+        assert!(
+            name == "f32" || interleaved > 0,
+            "{name}: nothing interleaved"
+        );
+        let m = TextModel::load(&f).unwrap();
+        let prompts: [&[u32]; 3] = [&[1, 5, 9, 200], &[1, 17], &[1, 300, 301, 302, 303, 304, 7]];
+        let next = [42u32, 7, 311];
+        let fill = |p: &[u32]| {
+            let mut c = m.new_cache(64, KvType::F16);
+            m.forward(m.embed(p).unwrap(), &mut c, Logits::Last, &pool)
+                .unwrap();
+            c
+        };
+        let alone: Vec<Vec<f32>> = prompts
+            .iter()
+            .zip(next)
+            .map(|(p, id)| {
+                let mut c = fill(p);
+                m.forward(m.embed(&[id]).unwrap(), &mut c, Logits::Last, &pool)
+                    .unwrap()
+            })
+            .collect();
+        let mut caches: Vec<KvCache> = prompts.iter().map(|p| fill(p)).collect();
+        let mut refs: Vec<&mut KvCache> = caches.iter_mut().collect();
+        let batched = m
+            .forward_slots(m.embed(&next).unwrap(), &mut refs, &pool)
+            .unwrap();
+        let n_vocab = m.config.n_vocab;
+        for (i, want) in alone.iter().enumerate() {
+            let got = &batched[i * n_vocab..(i + 1) * n_vocab];
+            let diff = got
+                .iter()
+                .zip(want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(diff == 0.0, "{name}: sequence {i}: logits differ by {diff}");
+        }
+        for (c, p) in caches.iter().zip(prompts) {
+            assert_eq!(
+                c.len(),
+                p.len() + 1,
+                "{name}: one position stored per sequence"
+            );
+        }
+    }
+}
