@@ -340,6 +340,19 @@ fn text_and_image_chats_give_the_transformers_greedy_tokens_whole_and_streamed()
         assert_eq!(finish, "length");
         assert_eq!(usage["completion_tokens"], want.len(), "{usage}");
     }
+    // A stop string ends the reply before it (the fixture's reply is "ou\u{13}UUUUUU").
+    let mut body = greedy(json!([user(TEXT_Q, &[])]), 8);
+    body["stop"] = json!(["UU"]);
+    let v = s.chat(&body).json();
+    assert_eq!(v["choices"][0]["message"]["content"], "ou\u{13}", "{v}");
+    assert_eq!(v["choices"][0]["finish_reason"], "stop", "{v}");
+    // A seed makes a sampled reply reproducible.
+    let sampled = json!({"messages": [user(TEXT_Q, &[])], "max_tokens": 12,
+        "temperature": 1.5, "seed": 7, "return_tokens": true});
+    assert_eq!(
+        tokens(&s.chat(&sampled).json()),
+        tokens(&s.chat(&sampled).json())
+    );
     // Two images in one message: both spliced in (25 rows each), only the new one encoded.
     let r = s.chat(&greedy(
         json!([user(IMAGE_Q, &["sq180.png", "wide200x110.png"])]),
