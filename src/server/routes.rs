@@ -193,6 +193,9 @@ async fn chat_inner(st: &AppState, headers: &HeaderMap, body: Body) -> Result<Re
     if let Some(p) = req.top_p {
         sampling.top_p = p;
     }
+    sampling
+        .validate()
+        .map_err(|e| ApiError::invalid(e.to_string()))?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let job = Job {
         system: req.system.clone(),
