@@ -61,114 +61,117 @@ pub const MAX_CTX_TRAIN: usize = 1 << 24;
 /// Most tokens a vocabulary may have: token ids are u32 and the kernels index rows with i32.
 pub const MAX_VOCAB: usize = i32::MAX as usize;
 
-impl TextConfig {
-    /// Reads the configuration; `n_vocab` comes from the token embedding's shape.
-    pub fn from_gguf(f: &GgufFile) -> Result<TextConfig, TextError> {
-        let arch_name = f.get_str(general::ARCHITECTURE)?;
-        let arch = match arch_name {
-            "llama" | "mistral" => Arch::Llama,
-            "qwen2" => Arch::Qwen2,
-            other => {
-                return Err(TextError::UnknownArch {
-                    path: f.path().to_path_buf(),
-                    arch: other.to_string(),
-                })
-            }
+/// The `{arch}.*` keys of one file, each read with its range checked.
+struct Hparams<'a> {
+    f: &'a GgufFile,
+    arch: &'a str,
+}
+
+impl Hparams<'_> {
+    fn key(&self, k: &str) -> String {
+        llm::key(self.arch, k)
+    }
+
+    /// A [`MetaError::BadValue`] naming the full key.
+    fn bad(&self, k: &str, value: &dyn std::fmt::Display, expected: String) -> TextError {
+        MetaError::BadValue {
+            path: self.f.path().to_path_buf(),
+            kind: FileKind::Model,
+            key: self.key(k),
+            value: value.to_string(),
+            expected,
+        }
+        .into()
+    }
+
+    /// An integer in `lo..=hi` (`d` where absent, when given). Read as u64 and checked before
+    /// it becomes a usize, so no later product of two of them can overflow.
+    fn int(&self, k: &str, d: Option<u64>, lo: u64, hi: usize) -> Result<usize, TextError> {
+        let v = match (self.f.get(&self.key(k)), d) {
+            (None, Some(d)) => d,
+            _ => self.f.get_u64(&self.key(k))?,
         };
-        let key = |k: &str| llm::key(arch_name, k);
-        let bad = |k: &str, value: &dyn std::fmt::Display, expected: String| -> TextError {
-            MetaError::BadValue {
-                path: f.path().to_path_buf(),
-                kind: FileKind::Model,
-                key: key(k),
-                value: value.to_string(),
-                expected,
-            }
-            .into()
-        };
-        // A value is read as u64 and checked against its range before it becomes a usize, so
-        // no later product of two of them can overflow.
-        let int = |k: &str, d: Option<u64>, lo: u64, hi: usize| -> Result<usize, TextError> {
-            let v = match (f.get(&key(k)), d) {
-                (None, Some(d)) => d,
-                _ => f.get_u64(&key(k))?,
-            };
-            if v < lo || v > hi as u64 {
-                return Err(bad(k, &v, format!("must be between {lo} and {hi}")));
-            }
-            Ok(v as usize)
-        };
-        let n_embd = int(llm::EMBEDDING_LENGTH, None, 1, MAX_EMBD)?;
-        let n_head = int(llm::HEAD_COUNT, None, 1, n_embd)?;
+        if v < lo || v > hi as u64 {
+            return Err(self.bad(k, &v, format!("must be between {lo} and {hi}")));
+        }
+        Ok(v as usize)
+    }
+
+    /// A number (`d` where absent, when given).
+    fn float(&self, k: &str, d: Option<f64>) -> Result<f64, TextError> {
+        match (self.f.get(&self.key(k)), d) {
+            (None, Some(d)) => Ok(d),
+            _ => Ok(self.f.get_f64(&self.key(k))?),
+        }
+    }
+
+    /// Hidden size, query heads, head size and key/value heads, each dividing the one before.
+    fn heads(&self) -> Result<(usize, usize, usize, usize), TextError> {
+        let n_embd = self.int(llm::EMBEDDING_LENGTH, None, 1, MAX_EMBD)?;
+        let n_head = self.int(llm::HEAD_COUNT, None, 1, n_embd)?;
         if !n_embd.is_multiple_of(n_head) {
-            return Err(bad(
+            return Err(self.bad(
                 llm::HEAD_COUNT,
                 &n_head,
                 format!("must divide embedding_length {n_embd}"),
             ));
         }
-        let head_dim = int(
+        let head_dim = self.int(
             llm::KEY_LENGTH,
             Some((n_embd / n_head) as u64),
             1,
             MAX_HEAD_DIM,
         )?;
         // One head size serves keys and values here (as in every supported architecture).
-        int(llm::VALUE_LENGTH, Some(head_dim as u64), 1, MAX_HEAD_DIM).and_then(|v| {
-            if v == head_dim {
-                Ok(())
-            } else {
-                Err(bad(
-                    llm::VALUE_LENGTH,
-                    &v,
-                    format!("must equal the key length {head_dim}"),
-                ))
-            }
-        })?;
-        let n_head_kv = int(llm::HEAD_COUNT_KV, Some(n_head as u64), 1, n_head)?;
+        let v = self.int(llm::VALUE_LENGTH, Some(head_dim as u64), 1, MAX_HEAD_DIM)?;
+        if v != head_dim {
+            return Err(self.bad(
+                llm::VALUE_LENGTH,
+                &v,
+                format!("must equal the key length {head_dim}"),
+            ));
+        }
+        let n_head_kv = self.int(llm::HEAD_COUNT_KV, Some(n_head as u64), 1, n_head)?;
         if !n_head.is_multiple_of(n_head_kv) {
-            return Err(bad(
+            return Err(self.bad(
                 llm::HEAD_COUNT_KV,
                 &n_head_kv,
                 format!("must divide head_count {n_head}"),
             ));
         }
-        // Dimensions rotate in pairs, within a head.
-        let rope_dim = int(
+        Ok((n_embd, n_head, head_dim, n_head_kv))
+    }
+
+    /// Rotated dimensions of a head (in pairs, within the head) and the base frequency.
+    fn rope(&self, head_dim: usize) -> Result<(usize, f64), TextError> {
+        let rope_dim = self.int(
             llm::ROPE_DIMENSION_COUNT,
             Some(head_dim as u64),
             0,
             head_dim,
         )?;
         if !rope_dim.is_multiple_of(2) {
-            return Err(bad(
+            return Err(self.bad(
                 llm::ROPE_DIMENSION_COUNT,
                 &rope_dim,
                 "must be even (dimensions rotate in pairs)".into(),
             ));
         }
-        let float = |k: &str, d: Option<f64>| -> Result<f64, TextError> {
-            match (f.get(&key(k)), d) {
-                (None, Some(d)) => Ok(d),
-                _ => Ok(f.get_f64(&key(k))?),
-            }
-        };
-        let rope_theta = float(llm::ROPE_FREQ_BASE, Some(10000.0))?;
-        if !(rope_theta.is_finite() && rope_theta > 0.0 && (rope_theta as f32).is_finite()) {
-            return Err(bad(
+        let theta = self.float(llm::ROPE_FREQ_BASE, Some(10000.0))?;
+        if !(theta.is_finite() && theta > 0.0 && (theta as f32).is_finite()) {
+            return Err(self.bad(
                 llm::ROPE_FREQ_BASE,
-                &rope_theta,
+                &theta,
                 "must be a finite positive number".into(),
             ));
         }
-        let rms_eps = float(llm::RMS_EPS, None)?;
-        if !((rms_eps as f32) > 0.0 && rms_eps < 1.0) {
-            return Err(bad(
-                llm::RMS_EPS,
-                &rms_eps,
-                "must be a small positive number (below 1)".into(),
-            ));
-        }
+        Ok((rope_dim, theta))
+    }
+
+    /// The vocabulary size: the token embedding's rows, which `vocab_size` and the tokenizer's
+    /// token list must agree with.
+    fn vocab(&self) -> Result<usize, TextError> {
+        let f = self.f;
         let n_vocab = f
             .tensor_info(tensors::TOKEN_EMBD)
             .and_then(|t| t.dims.get(1).copied())
@@ -186,13 +189,12 @@ impl TextConfig {
             .into());
         }
         let n_vocab = n_vocab as usize;
-        let nv = Some(n_vocab as u64);
         // Written by llama.cpp's converter beside the embedding; one that disagrees means the
         // file was put together from two models.
-        if int(llm::VOCAB_SIZE, nv, 0, usize::MAX)? != n_vocab {
-            return Err(bad(
+        if self.int(llm::VOCAB_SIZE, Some(n_vocab as u64), 0, usize::MAX)? != n_vocab {
+            return Err(self.bad(
                 llm::VOCAB_SIZE,
-                &f.get_u64(&key(llm::VOCAB_SIZE))?,
+                &f.get_u64(&self.key(llm::VOCAB_SIZE))?,
                 format!("must equal the {n_vocab} rows of token_embd.weight"),
             ));
         }
@@ -207,18 +209,48 @@ impl TextConfig {
                 });
             }
         }
+        Ok(n_vocab)
+    }
+}
+
+impl TextConfig {
+    /// Reads the configuration; `n_vocab` comes from the token embedding's shape.
+    pub fn from_gguf(f: &GgufFile) -> Result<TextConfig, TextError> {
+        let arch_name = f.get_str(general::ARCHITECTURE)?;
+        let arch = match arch_name {
+            "llama" | "mistral" => Arch::Llama,
+            "qwen2" => Arch::Qwen2,
+            other => {
+                return Err(TextError::UnknownArch {
+                    path: f.path().to_path_buf(),
+                    arch: other.to_string(),
+                })
+            }
+        };
+        let h = Hparams { f, arch: arch_name };
+        let (n_embd, n_head, head_dim, n_head_kv) = h.heads()?;
+        let (rope_dim, rope_theta) = h.rope(head_dim)?;
+        let rms_eps = h.float(llm::RMS_EPS, None)?;
+        if !((rms_eps as f32) > 0.0 && rms_eps < 1.0) {
+            return Err(h.bad(
+                llm::RMS_EPS,
+                &rms_eps,
+                "must be a small positive number (below 1)".into(),
+            ));
+        }
+        let n_vocab = h.vocab()?;
         Ok(TextConfig {
             arch,
-            n_layer: int(llm::BLOCK_COUNT, None, 0, usize::MAX)?,
+            n_layer: h.int(llm::BLOCK_COUNT, None, 0, usize::MAX)?,
             n_embd,
-            n_ff: int(llm::FEED_FORWARD_LENGTH, None, 1, usize::MAX)?,
+            n_ff: h.int(llm::FEED_FORWARD_LENGTH, None, 1, usize::MAX)?,
             n_head,
             n_head_kv,
             head_dim,
             rope_dim,
             rope_theta: rope_theta as f32,
             rms_eps: rms_eps as f32,
-            n_ctx_train: int(llm::CONTEXT_LENGTH, Some(4096), 1, MAX_CTX_TRAIN)?,
+            n_ctx_train: h.int(llm::CONTEXT_LENGTH, Some(4096), 1, MAX_CTX_TRAIN)?,
             n_vocab,
         })
     }
