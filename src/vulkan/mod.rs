@@ -25,14 +25,16 @@
 mod buffer;
 mod device;
 mod error;
+mod info;
 mod ops;
 mod pipeline;
 mod recorder;
 mod shaders;
 
 pub use buffer::Buffer;
-pub use device::{DeviceInfo, DeviceKind, Vulkan};
+pub use device::Vulkan;
 pub use error::VulkanError;
+pub use info::{DeviceInfo, DeviceKind};
 pub use ops::{q8_scratch_bytes, rope_tables, Activation, AttentionShape, Mask};
 pub use recorder::Recorder;
 pub use shaders::{Shader, MUL_MAT_Q8_TYPES, MUL_MAT_TYPES};

@@ -1,11 +1,8 @@
 //! The embedded SPIR-V (kernels/vulkan/spv, built from kernels/vulkan/*.comp by
 //! scripts/build-spirv.sh) and, for each op, which variant a device gets.
 
-use std::sync::Arc;
-
-use super::device::{DeviceInfo, Vulkan};
 use super::error::VulkanError;
-use super::pipeline::Pipeline;
+use super::info::DeviceInfo;
 use crate::dtype::GgmlType;
 
 macro_rules! spv {
@@ -89,12 +86,12 @@ pub const MUL_MAT_TYPES: [GgmlType; 10] = [
 ];
 
 /// What building one variant needs: its code, interface and specialization.
-struct Variant {
-    name: &'static str,
-    spirv: &'static [u8],
-    bindings: u32,
-    push_bytes: u32,
-    spec: Vec<(u32, u32)>,
+pub(super) struct Variant {
+    pub(super) name: &'static str,
+    pub(super) spirv: &'static [u8],
+    pub(super) bindings: u32,
+    pub(super) push_bytes: u32,
+    pub(super) spec: Vec<(u32, u32)>,
 }
 
 impl Shader {
@@ -102,7 +99,7 @@ impl Shader {
     /// and computes in f32 or i32, so it needs none of the optional features (fp16 arithmetic,
     /// int8, 8/16-bit storage, integer dot products) and runs on any Vulkan 1.1 device (V3D,
     /// older GPUs); where `info` reports a feature a variant uses, that variant is chosen.
-    fn variant(self, info: &DeviceInfo) -> Result<Variant, VulkanError> {
+    pub(super) fn variant(self, info: &DeviceInfo) -> Result<Variant, VulkanError> {
         let wg = |n| vec![(0, n)];
         let (name, spirv, bindings, push_bytes, spec): (_, &'static [u8], _, _, _) = match self {
             Shader::MulMat(ty) => {
@@ -177,26 +174,5 @@ impl Shader {
             push_bytes,
             spec,
         })
-    }
-}
-
-impl Vulkan {
-    /// The pipeline of `shader`, built on first use and kept.
-    pub(crate) fn pipeline(&self, shader: Shader) -> Result<Arc<Pipeline>, VulkanError> {
-        let mut cache = self.ctx.pipelines.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(p) = cache.get(&shader) {
-            return Ok(p.clone());
-        }
-        let v = shader.variant(&self.ctx.info)?;
-        let p = Arc::new(Pipeline::new(
-            &self.ctx.device,
-            v.name,
-            v.spirv,
-            v.bindings,
-            v.push_bytes,
-            &v.spec,
-        )?);
-        cache.insert(shader, p.clone());
-        Ok(p)
     }
 }
