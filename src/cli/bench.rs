@@ -8,18 +8,6 @@ use llava_edge::load::default_threads;
 use super::args::BenchArgs;
 use super::run::print_load_warnings;
 
-/// Speculative decoding's benchmark flags.
-#[derive(clap::Args, Clone, Debug)]
-pub struct DraftBenchArgs {
-    #[command(flatten)]
-    pub draft: super::run::DraftArgs,
-    /// Benchmark only: keep each proposal with this probability (0 to 1) whatever the model
-    /// says, so the speed-up can be measured against the acceptance rate (random-weight files
-    /// accept almost nothing). Verification still runs; the output is not the model's.
-    #[arg(long = "draft-force-accept")]
-    pub force_accept: Option<f64>,
-}
-
 /// Runs `bench --draft-model/--lookup`: plain and speculative decode on the same prompt, and
 /// the verify pass's cost per k.
 fn bench_speculative(a: &BenchArgs, cfg: &BenchConfig) -> Result<(), Box<dyn std::error::Error>> {

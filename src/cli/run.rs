@@ -9,76 +9,13 @@ use llava_edge::pipeline::{
     Conversation, Finish, Pipeline, PipelineError, Request, Timings, Tokenize,
 };
 use llava_edge::sampling::{Sampler, SamplerConfig};
-use llava_edge::speculative::{
-    open_draft, Drafter, LookupDrafter, ModelDrafter, SpecConfig, Speculation,
-};
+use llava_edge::speculative::{open_draft, Drafter, LookupDrafter, ModelDrafter, Speculation};
 use llava_edge::text::{KvCache, TextError, TextModel};
 use llava_edge::threadpool::ThreadPool;
 use llava_edge::tokenizer::Tokenizer;
 
 use super::args::RunArgs;
 use super::interrupt;
-
-/// Speculative decoding's flags (run and bench).
-#[derive(clap::Args, Clone, Debug)]
-pub struct DraftArgs {
-    /// A smaller model with the same vocabulary (e.g. Qwen2 0.5B for a 7B, or any LLaMA-vocab
-    /// model for a Vicuna LLaVA) that proposes tokens the model verifies several at a time in
-    /// one pass: speculative decoding. Greedy output is unchanged; sampling keeps the model's
-    /// distribution. Image rows reach it when its width is the model's.
-    #[arg(
-        long = "draft-model",
-        visible_alias = "model-draft",
-        conflicts_with = "lookup"
-    )]
-    pub draft_model: Option<PathBuf>,
-    /// Proposals per verify pass at most.
-    #[arg(long = "draft-max", visible_alias = "draft", default_value_t = 8)]
-    pub draft_max: usize,
-    /// Fewer proposals than this run a plain decode step instead.
-    #[arg(long = "draft-min", default_value_t = 0)]
-    pub draft_min: usize,
-    /// Stop drafting when the draft model's own choice is less likely than this (0 = always
-    /// draft --draft-max tokens).
-    #[arg(long = "draft-p-min", default_value_t = 0.0)]
-    pub draft_p_min: f32,
-    /// Draft by prompt lookup: propose what followed the latest earlier occurrence of the
-    /// last few tokens in the prompt and reply (no second model; helps answers that quote or
-    /// repeat).
-    #[arg(long = "lookup", visible_alias = "draft-lookup")]
-    pub lookup: bool,
-    /// Longest n-gram prompt lookup matches (down to 1).
-    #[arg(long = "lookup-ngram", default_value_t = 3)]
-    pub lookup_ngram: usize,
-}
-
-impl DraftArgs {
-    /// Whether any drafting was asked for.
-    pub fn enabled(&self) -> bool {
-        self.draft_model.is_some() || self.lookup
-    }
-
-    /// The settings, checked.
-    pub fn config(&self, force_accept: Option<f64>) -> Result<SpecConfig, String> {
-        if self.draft_max == 0 {
-            return Err("--draft-max 0: at least 1 proposal a pass".into());
-        }
-        if !(0.0..=1.0).contains(&self.draft_p_min) {
-            return Err(format!("--draft-p-min {}: from 0 to 1", self.draft_p_min));
-        }
-        if self.lookup_ngram == 0 {
-            return Err("--lookup-ngram 0: at least 1".into());
-        }
-        if let Some(r) = force_accept.filter(|r| !(0.0..=1.0).contains(r)) {
-            return Err(format!("--draft-force-accept {r}: from 0 to 1"));
-        }
-        Ok(SpecConfig {
-            max: self.draft_max,
-            min: self.draft_min,
-            force_accept,
-        })
-    }
-}
 
 /// Loads the model `a` names and answers its prompt (or chats, with `-i`).
 pub fn run(a: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
