@@ -94,10 +94,10 @@ pub fn peak_rss_mib() -> f64 {
 /// The tensors one decode step reads, as slices of the mapped file: all of them but the token
 /// embedding table, which a step reads whole only when it is also the output matrix (tied).
 pub fn decode_weights(f: &GgufFile) -> Vec<&[u8]> {
-    let tied = f.tensor_info("output.weight").is_none();
+    let tied = f.tensor_info(crate::gguf::keys::tensors::OUTPUT).is_none();
     f.tensors()
         .iter()
-        .filter(|t| tied || t.name != "token_embd.weight")
+        .filter(|t| tied || t.name != crate::gguf::keys::tensors::TOKEN_EMBD)
         .map(|t| f.view(t).data)
         .collect()
 }

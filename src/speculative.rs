@@ -608,7 +608,7 @@ pub fn check_vocab(target: &GgufFile, draft: &GgufFile) -> Result<(), DraftError
         problem,
     };
     let model = |f: &GgufFile| {
-        f.get("tokenizer.ggml.model")
+        f.get(crate::gguf::keys::tokenizer::MODEL)
             .and_then(|v| v.as_str())
             .unwrap_or("")
             .to_string()
@@ -620,7 +620,7 @@ pub fn check_vocab(target: &GgufFile, draft: &GgufFile) -> Result<(), DraftError
         )));
     }
     let tokens = |f: &GgufFile| -> Result<Vec<Vec<u8>>, DraftError> {
-        f.get("tokenizer.ggml.tokens")
+        f.get(crate::gguf::keys::tokenizer::TOKENS)
             .and_then(|v| v.as_array())
             .and_then(|a| a.as_strings())
             .map(<[Vec<u8>]>::to_vec)
