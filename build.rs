@@ -56,6 +56,7 @@ fn main() {
                 &[
                     "kernels/cpu/avx2.c",
                     "kernels/cpu/gemm_x86.c",
+                    "kernels/cpu/gemv_x86.c",
                     "kernels/cpu/attention.c",
                     "kernels/cpu/gemm_f16.c",
                     "kernels/cpu/activation.c",
@@ -101,7 +102,11 @@ fn main() {
                 ],
             ]
             .concat();
-            compile("le_vnni", &["kernels/cpu/gemm_x86.c"], &vnni);
+            compile(
+                "le_vnni",
+                &["kernels/cpu/gemm_x86.c", "kernels/cpu/gemv_x86.c"],
+                &vnni,
+            );
             // bfloat16 pairs (vdpbf16ps), for the opt-in bf16 vision products.
             compile(
                 "le_bf16",
