@@ -346,44 +346,11 @@ impl<'a> TextModel<'a> {
             });
         }
         let (q_dim, kv_dim) = (c.n_head * hd, c.n_head_kv * hd);
-        let mut h = vec![0f32; n * d];
-        let (mut q, mut k, mut v) = (
-            vec![0f32; n * q_dim],
-            vec![0f32; n * kv_dim],
-            vec![0f32; n * kv_dim],
-        );
-        let mut attn = vec![0f32; n * q_dim];
-        let mut stacked = Vec::new();
         // The rotation angles depend only on the position: once per token for all layers.
         let angles: Vec<_> = (0..n)
             .map(|t| rope_table(c.rope_dim, past + t, c.rope_theta))
             .collect();
-        let (mut gate, mut up) = (vec![0f32; n * c.n_ff], vec![0f32; n * c.n_ff]);
-
-        for (l, w) in self.layers.iter().enumerate() {
-            // Attention block: h = norm(x); q,k,v = W h (+ b); rotate; attend causally.
-            h.copy_from_slice(&x);
-            rms_norm_rows(th, &mut h, &w.attn_norm, c.rms_eps);
-            matmul_stacked(
-                w.qkv.as_ref(),
-                &[&w.wq, &w.wk, &w.wv],
-                &h,
-                n,
-                &mut [&mut q, &mut k, &mut v],
-                th,
-                &mut stacked,
-            );
-            for (buf, b, width) in [
-                (&mut q, &w.bq, q_dim),
-                (&mut k, &w.bk, kv_dim),
-                (&mut v, &w.bv, kv_dim),
-            ] {
-                if let Some(b) = b {
-                    for row in buf.chunks_exact_mut(width) {
-                        add_assign(row, b);
-                    }
-                }
-            }
+        self.run_layers(&mut x, n, th, |l, q, k, v, attn| {
             for (t, table) in angles.iter().enumerate() {
                 rope_with(
                     &mut q[t * q_dim..(t + 1) * q_dim],
@@ -398,12 +365,12 @@ impl<'a> TextModel<'a> {
                     c.rope_style(),
                 );
             }
-            cache.store(l, past, &k, &v);
+            cache.store(l, past, k, v);
             let (kc, vc) = cache.view(l, past + n);
             // Token t sees positions 0..=past+t.
             attend_rows(
                 th,
-                &q,
+                q,
                 kc,
                 vc,
                 n,
@@ -412,27 +379,9 @@ impl<'a> TextModel<'a> {
                 c.n_head,
                 c.n_head_kv,
                 hd,
-                &mut attn,
+                attn,
             );
-            w.wo.matmul(&attn, n, &mut h, th);
-            add_assign(&mut x, &h);
-
-            // Feed-forward block: x += down(silu(gate(norm(x))) * up(norm(x))).
-            h.copy_from_slice(&x);
-            rms_norm_rows(th, &mut h, &w.ffn_norm, c.rms_eps);
-            matmul_stacked(
-                w.gate_up.as_ref(),
-                &[&w.gate, &w.up],
-                &h,
-                n,
-                &mut [&mut gate, &mut up],
-                th,
-                &mut stacked,
-            );
-            silu_mul(&mut gate, &up, th);
-            w.down.matmul(&gate, n, &mut h, th);
-            add_assign(&mut x, &h);
-        }
+        });
         cache.advance(n);
 
         let rows = match which {
@@ -452,7 +401,7 @@ impl<'a> TextModel<'a> {
     /// `caches[i]` holds. The weight products take all rows at once, so each matrix is read
     /// once for every sequence instead of once per sequence; rotation, the cache store and
     /// attention are per sequence, against its own cache. Returns `[n, n_vocab]` logits. The
-    /// layer steps are [`TextModel::forward_batch`]'s, in the same order.
+    /// layers are [`TextModel::forward_batch`]'s; only the attention step differs.
     pub fn forward_slots(
         &self,
         mut x: Vec<f32>,
@@ -478,43 +427,11 @@ impl<'a> TextModel<'a> {
             });
         }
         let (q_dim, kv_dim) = (c.n_head * hd, c.n_head_kv * hd);
-        let mut h = vec![0f32; n * d];
-        let (mut q, mut k, mut v) = (
-            vec![0f32; n * q_dim],
-            vec![0f32; n * kv_dim],
-            vec![0f32; n * kv_dim],
-        );
-        let mut attn = vec![0f32; n * q_dim];
-        let mut stacked = Vec::new();
         let angles: Vec<_> = caches
             .iter()
             .map(|k| rope_table(c.rope_dim, k.len(), c.rope_theta))
             .collect();
-        let (mut gate, mut up) = (vec![0f32; n * c.n_ff], vec![0f32; n * c.n_ff]);
-
-        for (l, w) in self.layers.iter().enumerate() {
-            h.copy_from_slice(&x);
-            rms_norm_rows(th, &mut h, &w.attn_norm, c.rms_eps);
-            matmul_stacked(
-                w.qkv.as_ref(),
-                &[&w.wq, &w.wk, &w.wv],
-                &h,
-                n,
-                &mut [&mut q, &mut k, &mut v],
-                th,
-                &mut stacked,
-            );
-            for (buf, b, width) in [
-                (&mut q, &w.bq, q_dim),
-                (&mut k, &w.bk, kv_dim),
-                (&mut v, &w.bv, kv_dim),
-            ] {
-                if let Some(b) = b {
-                    for row in buf.chunks_exact_mut(width) {
-                        add_assign(row, b);
-                    }
-                }
-            }
+        self.run_layers(&mut x, n, th, |l, q, k, v, attn| {
             for (i, (cache, table)) in caches.iter_mut().zip(&angles).enumerate() {
                 let (qi, ki) = (i * q_dim..(i + 1) * q_dim, i * kv_dim..(i + 1) * kv_dim);
                 rope_with(&mut q[qi.clone()], hd, table, c.rope_style());
@@ -536,10 +453,69 @@ impl<'a> TextModel<'a> {
                     &mut attn[qi],
                 );
             }
-            w.wo.matmul(&attn, n, &mut h, th);
-            add_assign(&mut x, &h);
+        });
+        for cache in caches.iter_mut() {
+            cache.advance(1);
+        }
+        rms_norm_rows(th, &mut x, &self.output_norm, c.rms_eps);
+        let mut logits = vec![0f32; n * c.n_vocab];
+        self.output.matmul(&x, n, &mut logits, th);
+        Ok(logits)
+    }
 
-            h.copy_from_slice(&x);
+    /// The decoder layers over the `n` rows of `x` (`[n, d]`), in place. `attend(l, q, k, v,
+    /// attn)` is layer `l`'s position-dependent step: rotate `q` and `k`, store `k` and `v` in
+    /// the cache(s), attend into `attn`; everything else is the same for one sequence or many.
+    fn run_layers(
+        &self,
+        x: &mut [f32],
+        n: usize,
+        th: &ThreadPool,
+        mut attend: impl FnMut(usize, &mut [f32], &mut [f32], &[f32], &mut [f32]),
+    ) {
+        let c = &self.config;
+        let (d, hd) = (c.n_embd, c.head_dim);
+        let (q_dim, kv_dim) = (c.n_head * hd, c.n_head_kv * hd);
+        let mut h = vec![0f32; n * d];
+        let (mut q, mut k, mut v) = (
+            vec![0f32; n * q_dim],
+            vec![0f32; n * kv_dim],
+            vec![0f32; n * kv_dim],
+        );
+        let mut attn = vec![0f32; n * q_dim];
+        let mut stacked = Vec::new();
+        let (mut gate, mut up) = (vec![0f32; n * c.n_ff], vec![0f32; n * c.n_ff]);
+
+        for (l, w) in self.layers.iter().enumerate() {
+            // Attention block: h = norm(x); q,k,v = W h (+ b); rotate, store, attend.
+            h.copy_from_slice(x);
+            rms_norm_rows(th, &mut h, &w.attn_norm, c.rms_eps);
+            matmul_stacked(
+                w.qkv.as_ref(),
+                &[&w.wq, &w.wk, &w.wv],
+                &h,
+                n,
+                &mut [&mut q, &mut k, &mut v],
+                th,
+                &mut stacked,
+            );
+            for (buf, b, width) in [
+                (&mut q, &w.bq, q_dim),
+                (&mut k, &w.bk, kv_dim),
+                (&mut v, &w.bv, kv_dim),
+            ] {
+                if let Some(b) = b {
+                    for row in buf.chunks_exact_mut(width) {
+                        add_assign(row, b);
+                    }
+                }
+            }
+            attend(l, &mut q, &mut k, &v, &mut attn);
+            w.wo.matmul(&attn, n, &mut h, th);
+            add_assign(x, &h);
+
+            // Feed-forward block: x += down(silu(gate(norm(x))) * up(norm(x))).
+            h.copy_from_slice(x);
             rms_norm_rows(th, &mut h, &w.ffn_norm, c.rms_eps);
             matmul_stacked(
                 w.gate_up.as_ref(),
@@ -552,14 +528,7 @@ impl<'a> TextModel<'a> {
             );
             silu_mul(&mut gate, &up, th);
             w.down.matmul(&gate, n, &mut h, th);
-            add_assign(&mut x, &h);
+            add_assign(x, &h);
         }
-        for cache in caches.iter_mut() {
-            cache.advance(1);
-        }
-        rms_norm_rows(th, &mut x, &self.output_norm, c.rms_eps);
-        let mut logits = vec![0f32; n * c.n_vocab];
-        self.output.matmul(&x, n, &mut logits, th);
-        Ok(logits)
     }
 }
