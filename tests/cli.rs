@@ -6,13 +6,11 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::npy::fixtures_dir;
-use gguf_tools::convert::{convert, OutType};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_llava-edge");
@@ -20,31 +18,7 @@ const TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The converted fixture pair, made once per test process.
 fn model() -> &'static (PathBuf, PathBuf) {
-    static MODEL: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
-    MODEL.get_or_init(|| {
-        let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-        // Earlier runs' copies, once their process is gone.
-        for e in std::fs::read_dir(&root).into_iter().flatten().flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if let Some(pid) = name.strip_prefix("cli-llava15-") {
-                if !Path::new("/proc").join(pid).exists() {
-                    let _ = std::fs::remove_dir_all(e.path());
-                }
-            }
-        }
-        let dir = root.join(format!("cli-llava15-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let (t, v) = (dir.join("llava15.gguf"), dir.join("llava15-mmproj.gguf"));
-        convert(
-            &fixtures_dir().join("llava15/hf"),
-            &t,
-            &v,
-            OutType::F32,
-            false,
-        )
-        .unwrap();
-        (t, v)
-    })
+    common::converted_llava15("cli")
 }
 
 struct Out {

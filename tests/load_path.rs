@@ -8,7 +8,7 @@ use common::npy::{fixtures_dir, read};
 use common::TempDir;
 use gguf_tools::convert::{convert, OutType};
 use llava_edge::chat::ChatTemplate;
-use llava_edge::gguf::{GgufFile, GgufWriter, TensorSpec, Value};
+use llava_edge::gguf::Value;
 use llava_edge::load::{LoadError, LoadOptions, LoadWarning, ModelFiles};
 use llava_edge::pipeline::{Pipeline, Request};
 use llava_edge::sampling::{Sampler, SamplerConfig};
@@ -39,31 +39,6 @@ fn answer(p: &Pipeline<'_, Tokenizer>) -> (Vec<u32>, Vec<u32>) {
         .generate(&request(), &mut cache, &mut greedy, |_| {})
         .unwrap();
     (t.prompt, t.tokens)
-}
-
-/// Copies `src` to `dst` with `tokenizer.chat_template` set to `template`.
-fn with_template(src: &std::path::Path, dst: &std::path::Path, template: &str) {
-    let f = GgufFile::open(src).unwrap();
-    let mut meta: Vec<(String, Value)> = f
-        .metadata()
-        .iter()
-        .filter(|(k, _)| k != "tokenizer.chat_template")
-        .cloned()
-        .collect();
-    meta.push((
-        "tokenizer.chat_template".into(),
-        Value::String(template.into()),
-    ));
-    let specs: Vec<TensorSpec> = f
-        .tensors()
-        .iter()
-        .map(|t| TensorSpec::new(t.name.clone(), &t.dims, t.ty))
-        .collect();
-    let mut w = GgufWriter::create(dst, &meta, &specs).unwrap();
-    for t in f.tensors() {
-        w.write_tensor(&t.name, f.view(t).data).unwrap();
-    }
-    w.finish().unwrap();
 }
 
 #[test]
@@ -127,7 +102,12 @@ fn template_problems_are_a_warning_or_an_error_that_names_no_flag() {
     // A file template that fails on every conversation: the built-in stands in, with a
     // warning naming the file.
     let bad = tmp.path("bad-template.gguf");
-    with_template(&tp, &bad, "{{ raise_exception('no') }}");
+    common::with_key(
+        &tp,
+        &bad,
+        "tokenizer.chat_template",
+        Some(Value::String("{{ raise_exception('no') }}".into())),
+    );
     let opts = LoadOptions::new(bad.clone());
     let pool = ThreadPool::new(1);
     let files = ModelFiles::open(&opts, &pool).unwrap();

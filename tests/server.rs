@@ -11,7 +11,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -26,22 +26,7 @@ const IMAGE_Q: &str = "What is shown in this image?";
 
 /// The converted fixture pair, made once per test process.
 fn model() -> &'static (PathBuf, PathBuf) {
-    static MODEL: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
-    MODEL.get_or_init(|| {
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("server-llava15-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let (t, v) = (dir.join("llava15.gguf"), dir.join("llava15-mmproj.gguf"));
-        convert(
-            &fixtures_dir().join("llava15/hf"),
-            &t,
-            &v,
-            OutType::F32,
-            false,
-        )
-        .unwrap();
-        (t, v)
-    })
+    common::converted_llava15("server")
 }
 
 /// A running server, killed when dropped.

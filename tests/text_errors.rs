@@ -152,28 +152,6 @@ fn bad_models_and_requests_are_clear_errors() {
     assert!(e.to_string().contains("llama.block_count"), "{e}");
 }
 
-/// `src` rewritten to `dst` with metadata key `key` set (added if absent) or, for None, removed.
-fn set_key(src: &std::path::Path, dst: &std::path::Path, key: &str, value: Option<Value>) {
-    let f = GgufFile::open(src).unwrap();
-    let mut meta: Vec<(String, Value)> = f
-        .metadata()
-        .iter()
-        .filter(|(k, _)| k != key)
-        .cloned()
-        .collect();
-    meta.extend(value.map(|v| (key.to_string(), v)));
-    let specs: Vec<TensorSpec> = f
-        .tensors()
-        .iter()
-        .map(|t| TensorSpec::new(t.name.clone(), &t.dims, t.ty))
-        .collect();
-    let mut w = GgufWriter::create(dst, &meta, &specs).unwrap();
-    for t in f.tensors() {
-        w.write_tensor(&t.name, f.view(t).data).unwrap();
-    }
-    w.finish().unwrap();
-}
-
 #[test]
 fn hyperparameters_that_disagree_with_the_tensors_or_kernels_are_refused() {
     let tmp = TempDir::new("text-hparams");
@@ -188,7 +166,7 @@ fn hyperparameters_that_disagree_with_the_tensors_or_kernels_are_refused() {
     .unwrap();
     let refused = |key: &str, value: Option<Value>, says: &[&str]| {
         let p = tmp.path("bad.gguf");
-        set_key(&good, &p, key, value.clone());
+        common::with_key(&good, &p, key, value.clone());
         let f = GgufFile::open(&p).unwrap();
         let e = match TextModel::load(&f) {
             Ok(_) => panic!("{key} = {value:?} loaded"),

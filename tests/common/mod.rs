@@ -103,3 +103,62 @@ pub fn ggml_init() {
         }
     });
 }
+
+/// `src` copied to `dst` with metadata key `key` set (added at the end if absent) or, for
+/// None, removed; tensors as they are.
+pub fn with_key(
+    src: &std::path::Path,
+    dst: &std::path::Path,
+    key: &str,
+    value: Option<llava_edge::gguf::Value>,
+) {
+    use llava_edge::gguf::{GgufFile, GgufWriter, TensorSpec};
+    let f = GgufFile::open(src).unwrap();
+    let mut meta: Vec<_> = f
+        .metadata()
+        .iter()
+        .filter(|(k, _)| k != key)
+        .cloned()
+        .collect();
+    meta.extend(value.map(|v| (key.to_string(), v)));
+    let specs: Vec<TensorSpec> = f
+        .tensors()
+        .iter()
+        .map(|t| TensorSpec::new(t.name.clone(), &t.dims, t.ty))
+        .collect();
+    let mut w = GgufWriter::create(dst, &meta, &specs).unwrap();
+    for t in f.tensors() {
+        w.write_tensor(&t.name, f.view(t).data).unwrap();
+    }
+    w.finish().unwrap();
+}
+
+/// The tiny LLaVA-1.5 fixture converted to an F32 text model and mmproj once per test
+/// process, under the target's temporary folder (copies left by finished processes removed).
+pub fn converted_llava15(tag: &str) -> &'static (PathBuf, PathBuf) {
+    static MODEL: std::sync::OnceLock<(PathBuf, PathBuf)> = std::sync::OnceLock::new();
+    MODEL.get_or_init(|| {
+        let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+        let prefix = format!("{tag}-llava15-");
+        for e in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(pid) = name.strip_prefix(&prefix) {
+                if !std::path::Path::new("/proc").join(pid).exists() {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
+        let dir = root.join(format!("{prefix}{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (t, v) = (dir.join("llava15.gguf"), dir.join("llava15-mmproj.gguf"));
+        gguf_tools::convert::convert(
+            &npy::fixtures_dir().join("llava15/hf"),
+            &t,
+            &v,
+            gguf_tools::convert::OutType::F32,
+            false,
+        )
+        .unwrap();
+        (t, v)
+    })
+}
