@@ -4,6 +4,7 @@
 //! kernels -> model -> [`pipeline`] -> [`load`] (files to a ready pipeline) -> [`bench`] and the
 //! command line. Lower layers never import higher ones.
 
+pub mod backend;
 pub mod bench;
 pub mod chat;
 #[cfg(feature = "cuda")]

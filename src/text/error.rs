@@ -45,6 +45,9 @@ pub enum TextError {
     /// A token id outside the vocabulary.
     #[error("token id {id} is outside the vocabulary of {n_vocab}")]
     BadToken { id: u32, n_vocab: usize },
+    /// The device running some of the layers failed or refused.
+    #[error(transparent)]
+    Backend(#[from] crate::backend::BackendError),
 }
 
 impl From<GgufError> for TextError {

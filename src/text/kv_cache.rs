@@ -1,9 +1,9 @@
 //! The key/value cache: every past position's keys and values, per layer, in F16 (the default,
-//! as llama.cpp) or F32 (exact, for checking against the reference).
+//! as llama.cpp) or F32 (exact, for checking against the reference). Each layer's store lives
+//! on the device that runs the layer.
 
-use half::f16;
-
-use crate::kernels::KvRef;
+use crate::backend::cpu::CpuKv;
+use crate::backend::{Backend, BackendError, Cpu};
 
 /// Element type of the cache.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -14,33 +14,26 @@ pub enum KvType {
     F32,
 }
 
-enum Store {
-    F16(Vec<f16>),
-    F32(Vec<f32>),
-}
-
 /// Keys and values of up to `n_ctx` positions for each layer.
 pub struct KvCache {
     n_ctx: usize,
     width: usize,
-    k: Vec<Store>,
-    v: Vec<Store>,
+    ty: KvType,
     len: usize,
+    /// The stores of the layers the CPU runs, first layer first.
+    cpu: Vec<CpuKv>,
 }
 
 impl KvCache {
-    /// A cache of `n_ctx` positions of `width` (= kv heads x head dim) values per layer.
+    /// A cache of `n_ctx` positions of `width` (= kv heads x head dim) values for each of
+    /// `n_layer` layers run on the CPU.
     pub fn new(n_layer: usize, n_ctx: usize, width: usize, ty: KvType) -> KvCache {
-        let make = || match ty {
-            KvType::F16 => Store::F16(vec![f16::ZERO; n_ctx * width]),
-            KvType::F32 => Store::F32(vec![0.0; n_ctx * width]),
-        };
         KvCache {
             n_ctx,
             width,
-            k: (0..n_layer).map(|_| make()).collect(),
-            v: (0..n_layer).map(|_| make()).collect(),
+            ty,
             len: 0,
+            cpu: (0..n_layer).map(|_| CpuKv::new(n_ctx, width, ty)).collect(),
         }
     }
 
@@ -59,6 +52,11 @@ impl KvCache {
         self.n_ctx
     }
 
+    /// The element type asked for.
+    pub fn kv_type(&self) -> KvType {
+        self.ty
+    }
+
     /// Forgets every position (a new conversation).
     pub fn clear(&mut self) {
         self.len = 0;
@@ -74,31 +72,29 @@ impl KvCache {
         self.len += n;
     }
 
-    /// Stores rows of keys and values for layer `l` starting at position `pos`.
-    pub(crate) fn store(&mut self, l: usize, pos: usize, k: &[f32], v: &[f32]) {
-        let at = pos * self.width;
-        for (store, src) in [(&mut self.k[l], k), (&mut self.v[l], v)] {
-            match store {
-                Store::F16(d) => {
-                    for (o, x) in d[at..at + src.len()].iter_mut().zip(src) {
-                        *o = f16::from_f32(*x);
-                    }
-                }
-                Store::F32(d) => d[at..at + src.len()].copy_from_slice(src),
-            }
+    /// The stores of backend `B`'s first `n_layer` layers, made on `b` where missing.
+    pub(crate) fn stores<B: KvHome>(
+        &mut self,
+        b: &B,
+        n_layer: usize,
+    ) -> Result<&mut [B::Kv], BackendError> {
+        let (n_ctx, width, ty) = (self.n_ctx, self.width, self.ty);
+        let stores = B::home(self);
+        while stores.len() < n_layer {
+            stores.push(b.new_kv(n_ctx, width, ty)?);
         }
-    }
-
-    /// The first `n` positions of layer `l`'s keys and values, in place.
-    pub(crate) fn view(&self, l: usize, n: usize) -> (KvRef<'_>, KvRef<'_>) {
-        let end = n * self.width;
-        (view(&self.k[l], end), view(&self.v[l], end))
+        Ok(&mut stores[..n_layer])
     }
 }
 
-fn view(store: &Store, end: usize) -> KvRef<'_> {
-    match store {
-        Store::F16(d) => KvRef::F16(bytemuck::cast_slice(&d[..end])),
-        Store::F32(d) => KvRef::F32(&d[..end]),
+/// Where a backend's layer stores sit in a [`KvCache`].
+pub(crate) trait KvHome: Backend {
+    /// The backend's stores in `c`.
+    fn home(c: &mut KvCache) -> &mut Vec<Self::Kv>;
+}
+
+impl KvHome for Cpu<'_> {
+    fn home(c: &mut KvCache) -> &mut Vec<CpuKv> {
+        &mut c.cpu
     }
 }

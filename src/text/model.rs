@@ -1,36 +1,57 @@
 //! The decoder forward pass. One function reads top to bottom, embedding to logits; shapes
-//! are in the comments (`n` tokens in the batch, `d` = n_embd).
+//! are in the comments (`n` tokens in the batch, `d` = n_embd). The pass is generic over the
+//! [`Backend`] that runs it: the CPU, or a device holding some of the layers.
 
 use super::config::{Arch, TextConfig};
 use super::error::TextError;
-use super::kv_cache::KvCache;
+use super::kv_cache::{KvCache, KvHome};
+use crate::backend::cpu::CpuGroup;
+use crate::backend::{Backend, BackendError, Cpu, Heads};
 use crate::gguf::keys::{general, llm, tensors};
 use crate::gguf::GgufFile;
-use crate::kernels::Visible;
 use crate::meta_error::{FileKind, MetaError};
-use crate::ops::attention::attend_rows;
-use crate::ops::matrix::matmul_stacked;
-use crate::ops::norm::rms_norm_rows;
-use crate::ops::rope::{rope_table, rope_with};
-use crate::ops::{add_assign, silu_mul, Matrix};
+use crate::ops::Matrix;
 use crate::threadpool::ThreadPool;
 
-struct Layer<'a> {
-    attn_norm: Vec<f32>,
-    wq: Matrix<'a>,
-    wk: Matrix<'a>,
-    wv: Matrix<'a>,
-    wo: Matrix<'a>,
-    bq: Option<Vec<f32>>,
-    bk: Option<Vec<f32>>,
-    bv: Option<Vec<f32>>,
-    ffn_norm: Vec<f32>,
-    gate: Matrix<'a>,
-    up: Matrix<'a>,
-    down: Matrix<'a>,
-    /// Q, K, V (and gate, up) as one matrix where the file allows: one product instead of three.
-    qkv: Option<Matrix<'a>>,
-    gate_up: Option<Matrix<'a>>,
+/// One decoder layer's weights, as a backend holds them (`V` vectors, `M` matrices, `G`
+/// groups of matrices sharing an input).
+pub(crate) struct LayerWeights<V, M, G> {
+    attn_norm: V,
+    /// Q, K, V: one product where the device can.
+    qkv: G,
+    /// Q, K, V biases (Qwen2; LLaMA files may have them).
+    biases: [Option<V>; 3],
+    wo: M,
+    ffn_norm: V,
+    /// Gate, up.
+    gate_up: G,
+    down: M,
+}
+
+/// A layer's weights on backend `B`.
+pub(crate) type Layer<'w, B> =
+    LayerWeights<<B as Backend>::Vector, <B as Backend>::Weight<'w>, <B as Backend>::Group<'w>>;
+
+/// `w` (the file's views, the CPU's layer) on backend `b`.
+#[allow(dead_code)]
+fn upload_layer<'w, B: Backend>(
+    b: &B,
+    w: &Layer<'w, Cpu<'static>>,
+) -> Result<Layer<'w, B>, BackendError> {
+    let bias = |v: &Option<Vec<f32>>| v.as_deref().map(|v| b.upload_vector(v)).transpose();
+    Ok(LayerWeights {
+        attn_norm: b.upload_vector(&w.attn_norm)?,
+        qkv: b.upload_group(&w.qkv.parts, w.qkv.stacked)?,
+        biases: [
+            bias(&w.biases[0])?,
+            bias(&w.biases[1])?,
+            bias(&w.biases[2])?,
+        ],
+        wo: b.upload_matrix(&w.wo)?,
+        ffn_norm: b.upload_vector(&w.ffn_norm)?,
+        gate_up: b.upload_group(&w.gate_up.parts, w.gate_up.stacked)?,
+        down: b.upload_matrix(&w.down)?,
+    })
 }
 
 /// Rows a forward pass runs at once (llama.cpp's default `n_ubatch`): longer inputs go through
@@ -53,7 +74,8 @@ pub struct TextModel<'a> {
     token_embd: Matrix<'a>,
     output: Matrix<'a>,
     output_norm: Vec<f32>,
-    layers: Vec<Layer<'a>>,
+    /// Every layer as the file holds it (the CPU runs these).
+    layers: Vec<Layer<'a, Cpu<'static>>>,
 }
 
 fn vector(f: &GgufFile, name: &str, len: usize) -> Result<Vec<f32>, TextError> {
@@ -208,20 +230,23 @@ impl<'a> TextModel<'a> {
                 mat(&n("ffn_gate.weight"), d, c.n_ff)?,
                 mat(&n("ffn_up.weight"), d, c.n_ff)?,
             );
-            layers.push(Layer {
-                qkv: Matrix::stacked(f.bytes(), &[wq, wk, wv]),
-                gate_up: Matrix::stacked(f.bytes(), &[gate, up]),
+            layers.push(LayerWeights {
                 attn_norm: vector(f, &n("attn_norm.weight"), d)?,
-                wq,
-                wk,
-                wv,
+                qkv: CpuGroup {
+                    stacked: Matrix::stacked(f.bytes(), &[wq, wk, wv]),
+                    parts: vec![wq, wk, wv],
+                },
+                biases: [
+                    bias("attn_q.bias", q_dim)?,
+                    bias("attn_k.bias", kv_dim)?,
+                    bias("attn_v.bias", kv_dim)?,
+                ],
                 wo: mat(&n("attn_output.weight"), q_dim, d)?,
-                bq: bias("attn_q.bias", q_dim)?,
-                bk: bias("attn_k.bias", kv_dim)?,
-                bv: bias("attn_v.bias", kv_dim)?,
                 ffn_norm: vector(f, &n("ffn_norm.weight"), d)?,
-                gate,
-                up,
+                gate_up: CpuGroup {
+                    stacked: Matrix::stacked(f.bytes(), &[gate, up]),
+                    parts: vec![gate, up],
+                },
                 down: mat(&n("ffn_down.weight"), c.n_ff, d)?,
             });
         }
@@ -327,13 +352,13 @@ impl<'a> TextModel<'a> {
     /// [`TextModel::forward`] on one batch, all rows at once; no logits for `which` None.
     fn forward_batch(
         &self,
-        mut x: Vec<f32>,
+        x: Vec<f32>,
         cache: &mut KvCache,
         which: Option<Logits>,
         pool: &ThreadPool,
     ) -> Result<Vec<f32>, TextError> {
         let c = &self.config;
-        let (d, hd, th) = (c.n_embd, c.head_dim, pool);
+        let d = c.n_embd;
         let n = x.len() / d;
         if n == 0 {
             return Ok(Vec::new());
@@ -345,55 +370,19 @@ impl<'a> TextModel<'a> {
                 n_ctx: cache.n_ctx(),
             });
         }
-        let (q_dim, kv_dim) = (c.n_head * hd, c.n_head_kv * hd);
-        // The rotation angles depend only on the position: once per token for all layers.
-        let angles: Vec<_> = (0..n)
-            .map(|t| rope_table(c.rope_dim, past + t, c.rope_theta))
-            .collect();
-        self.run_layers(&mut x, n, th, |l, q, k, v, attn| {
-            for (t, table) in angles.iter().enumerate() {
-                rope_with(
-                    &mut q[t * q_dim..(t + 1) * q_dim],
-                    hd,
-                    table,
-                    c.rope_style(),
-                );
-                rope_with(
-                    &mut k[t * kv_dim..(t + 1) * kv_dim],
-                    hd,
-                    table,
-                    c.rope_style(),
-                );
-            }
-            cache.store(l, past, k, v);
-            let (kc, vc) = cache.view(l, past + n);
-            // Token t sees positions 0..=past+t.
-            attend_rows(
-                th,
-                q,
-                kc,
-                vc,
-                n,
-                past + n,
-                Visible::Causal { first: past },
-                c.n_head,
-                c.n_head_kv,
-                hd,
-                attn,
-            );
-        });
+        // Row t sits at position past + t.
+        let positions: Vec<usize> = (past..past + n).collect();
+        let mut cpu = Cpu::new(pool);
+        let mut x = x;
+        let kv = cache.stores(&cpu, self.layers.len())?;
+        self.sequence(&mut cpu, &self.layers, kv, &mut x, &positions)?;
         cache.advance(n);
-
         let rows = match which {
             None => return Ok(Vec::new()),
-            Some(Logits::Last) => &mut x[(n - 1) * d..],
-            Some(Logits::All) => &mut x[..],
+            Some(Logits::Last) => n - 1..n,
+            Some(Logits::All) => 0..n,
         };
-        rms_norm_rows(th, rows, &self.output_norm, c.rms_eps);
-        let m = rows.len() / d;
-        let mut logits = vec![0f32; m * c.n_vocab];
-        self.output.matmul(rows, m, &mut logits, th);
-        Ok(logits)
+        Ok(cpu.logits(&mut x, rows, &self.output_norm, c.rms_eps, &self.output)?)
     }
 
     /// One decode step of several independent sequences (a server's continuous batching): row
@@ -409,7 +398,7 @@ impl<'a> TextModel<'a> {
         pool: &ThreadPool,
     ) -> Result<Vec<f32>, TextError> {
         let c = &self.config;
-        let (d, hd, th) = (c.n_embd, c.head_dim, pool);
+        let d = c.n_embd;
         let n = caches.len();
         assert_eq!(
             x.len(),
@@ -426,109 +415,125 @@ impl<'a> TextModel<'a> {
                 n_ctx: full.n_ctx(),
             });
         }
-        let (q_dim, kv_dim) = (c.n_head * hd, c.n_head_kv * hd);
-        let angles: Vec<_> = caches
-            .iter()
-            .map(|k| rope_table(c.rope_dim, k.len(), c.rope_theta))
-            .collect();
-        self.run_layers(&mut x, n, th, |l, q, k, v, attn| {
-            for (i, (cache, table)) in caches.iter_mut().zip(&angles).enumerate() {
-                let (qi, ki) = (i * q_dim..(i + 1) * q_dim, i * kv_dim..(i + 1) * kv_dim);
-                rope_with(&mut q[qi.clone()], hd, table, c.rope_style());
-                rope_with(&mut k[ki.clone()], hd, table, c.rope_style());
-                let past = cache.len();
-                cache.store(l, past, &k[ki.clone()], &v[ki]);
-                let (kc, vc) = cache.view(l, past + 1);
-                attend_rows(
-                    th,
-                    &q[qi.clone()],
-                    kc,
-                    vc,
-                    1,
-                    past + 1,
-                    Visible::Causal { first: past },
-                    c.n_head,
-                    c.n_head_kv,
-                    hd,
-                    &mut attn[qi],
-                );
-            }
-        });
+        let mut cpu = Cpu::new(pool);
+        self.slots(&mut cpu, &self.layers, caches, &mut x)?;
         for cache in caches.iter_mut() {
             cache.advance(1);
         }
-        rms_norm_rows(th, &mut x, &self.output_norm, c.rms_eps);
-        let mut logits = vec![0f32; n * c.n_vocab];
-        self.output.matmul(&x, n, &mut logits, th);
-        Ok(logits)
+        Ok(cpu.logits(&mut x, 0..n, &self.output_norm, c.rms_eps, &self.output)?)
     }
 
-    /// The decoder layers over the `n` rows of `x` (`[n, d]`), in place. `attend(l, q, k, v,
-    /// attn)` is layer `l`'s position-dependent step: rotate `q` and `k`, store `k` and `v` in
-    /// the cache(s), attend into `attn`; everything else is the same for one sequence or many.
-    fn run_layers(
-        &self,
-        x: &mut [f32],
-        n: usize,
-        th: &ThreadPool,
-        mut attend: impl FnMut(usize, &mut [f32], &mut [f32], &[f32], &mut [f32]),
-    ) {
+    /// The attention heads.
+    fn heads(&self) -> Heads {
         let c = &self.config;
-        let (d, hd) = (c.n_embd, c.head_dim);
-        let (q_dim, kv_dim) = (c.n_head * hd, c.n_head_kv * hd);
-        let mut h = vec![0f32; n * d];
-        let (mut q, mut k, mut v) = (
-            vec![0f32; n * q_dim],
-            vec![0f32; n * kv_dim],
-            vec![0f32; n * kv_dim],
-        );
-        let mut attn = vec![0f32; n * q_dim];
-        let mut stacked = Vec::new();
-        let (mut gate, mut up) = (vec![0f32; n * c.n_ff], vec![0f32; n * c.n_ff]);
+        Heads {
+            n_head: c.n_head,
+            n_head_kv: c.n_head_kv,
+            head_dim: c.head_dim,
+        }
+    }
 
-        for (l, w) in self.layers.iter().enumerate() {
+    /// `layers` over the rows of `x`, one sequence at `positions` (consecutive), its keys and
+    /// values stored in `kv` (one store per layer).
+    fn sequence<B: Backend>(
+        &self,
+        b: &mut B,
+        layers: &[Layer<'_, B>],
+        kv: &mut [B::Kv],
+        x: &mut B::Buf,
+        positions: &[usize],
+    ) -> Result<(), BackendError> {
+        let c = &self.config;
+        let (n, past, heads) = (positions.len(), positions[0], self.heads());
+        let angles = b.rope_tables(positions, c.rope_dim, c.rope_theta)?;
+        self.run_layers(b, layers, x, n, &angles, |b, l, q, k, v, out| {
+            b.attend(&mut kv[l], q, k, v, 0..n, past, heads, out)
+        })
+    }
+
+    /// `layers` over the rows of `x`, row `i` the next token of the sequence in `caches[i]`;
+    /// the layers' stores are `B`'s in each cache.
+    fn slots<B: KvHome>(
+        &self,
+        b: &mut B,
+        layers: &[Layer<'_, B>],
+        caches: &mut [&mut KvCache],
+        x: &mut B::Buf,
+    ) -> Result<(), BackendError> {
+        let c = &self.config;
+        let heads = self.heads();
+        let positions: Vec<usize> = caches.iter().map(|k| k.len()).collect();
+        for cache in caches.iter_mut() {
+            cache.stores(b, layers.len())?;
+        }
+        let angles = b.rope_tables(&positions, c.rope_dim, c.rope_theta)?;
+        self.run_layers(b, layers, x, caches.len(), &angles, |b, l, q, k, v, out| {
+            for (i, cache) in caches.iter_mut().enumerate() {
+                let past = cache.len();
+                let kv = &mut cache.stores(b, l + 1)?[l];
+                b.attend(kv, q, k, v, i..i + 1, past, heads, out)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// The decoder `layers` over the `n` rows of `x` (`[n, d]`), in place, their rotations
+    /// from `angles` (one table per row). `attend(b, l, q, k, v, attn)` is layer `l`'s
+    /// position-dependent step: store `k` and `v` in the cache(s), attend into `attn`;
+    /// everything else is the same for one sequence or many.
+    fn run_layers<B: Backend>(
+        &self,
+        b: &mut B,
+        layers: &[Layer<'_, B>],
+        x: &mut B::Buf,
+        n: usize,
+        angles: &B::Rope,
+        mut attend: impl FnMut(
+            &mut B,
+            usize,
+            &B::Buf,
+            &B::Buf,
+            &B::Buf,
+            &mut B::Buf,
+        ) -> Result<(), BackendError>,
+    ) -> Result<(), BackendError> {
+        let c = &self.config;
+        let (d, hd, style) = (c.n_embd, c.head_dim, c.rope_style());
+        let heads = self.heads();
+        let (q_dim, kv_dim) = (heads.q_dim(), heads.kv_dim());
+        let mut h = b.alloc(n * d)?;
+        let (mut q, mut k, mut v) = (
+            b.alloc(n * q_dim)?,
+            b.alloc(n * kv_dim)?,
+            b.alloc(n * kv_dim)?,
+        );
+        let mut attn = b.alloc(n * q_dim)?;
+        let (mut gate, mut up) = (b.alloc(n * c.n_ff)?, b.alloc(n * c.n_ff)?);
+
+        for (l, w) in layers.iter().enumerate() {
             // Attention block: h = norm(x); q,k,v = W h (+ b); rotate, store, attend.
-            h.copy_from_slice(x);
-            rms_norm_rows(th, &mut h, &w.attn_norm, c.rms_eps);
-            matmul_stacked(
-                w.qkv.as_ref(),
-                &[&w.wq, &w.wk, &w.wv],
-                &h,
-                n,
-                &mut [&mut q, &mut k, &mut v],
-                th,
-                &mut stacked,
-            );
-            for (buf, b, width) in [
-                (&mut q, &w.bq, q_dim),
-                (&mut k, &w.bk, kv_dim),
-                (&mut v, &w.bv, kv_dim),
-            ] {
-                if let Some(b) = b {
-                    for row in buf.chunks_exact_mut(width) {
-                        add_assign(row, b);
-                    }
+            b.copy(x, &mut h)?;
+            b.rms_norm(&mut h, &w.attn_norm, c.rms_eps)?;
+            b.matmul_group(&w.qkv, &h, n, &mut [&mut q, &mut k, &mut v])?;
+            for (buf, bias) in [&mut q, &mut k, &mut v].into_iter().zip(&w.biases) {
+                if let Some(bias) = bias {
+                    b.add_bias(buf, bias)?;
                 }
             }
-            attend(l, &mut q, &mut k, &v, &mut attn);
-            w.wo.matmul(&attn, n, &mut h, th);
-            add_assign(x, &h);
+            b.rope(&mut q, angles, hd, style)?;
+            b.rope(&mut k, angles, hd, style)?;
+            attend(b, l, &q, &k, &v, &mut attn)?;
+            b.matmul(&w.wo, &attn, n, &mut h)?;
+            b.add(x, &h)?;
 
             // Feed-forward block: x += down(silu(gate(norm(x))) * up(norm(x))).
-            h.copy_from_slice(x);
-            rms_norm_rows(th, &mut h, &w.ffn_norm, c.rms_eps);
-            matmul_stacked(
-                w.gate_up.as_ref(),
-                &[&w.gate, &w.up],
-                &h,
-                n,
-                &mut [&mut gate, &mut up],
-                th,
-                &mut stacked,
-            );
-            silu_mul(&mut gate, &up, th);
-            w.down.matmul(&gate, n, &mut h, th);
-            add_assign(x, &h);
+            b.copy(x, &mut h)?;
+            b.rms_norm(&mut h, &w.ffn_norm, c.rms_eps)?;
+            b.matmul_group(&w.gate_up, &h, n, &mut [&mut gate, &mut up])?;
+            b.silu_mul(&mut gate, &up)?;
+            b.matmul(&w.down, &gate, n, &mut h)?;
+            b.add(x, &h)?;
         }
+        Ok(())
     }
 }

@@ -338,6 +338,20 @@ impl<'a> Recorder<'a> {
         width: usize,
         n_tok: usize,
     ) -> Result<(), VulkanError> {
+        self.cache_append_from(src, 0, cache, pos, width, n_tok)
+    }
+
+    /// [`Recorder::cache_append`] of the rows of `src` from row `src_row` on (a server's
+    /// batch holds one row per sequence, each for its own cache).
+    pub fn cache_append_from(
+        &mut self,
+        src: &'a Buffer,
+        src_row: usize,
+        cache: &'a Buffer,
+        pos: usize,
+        width: usize,
+        n_tok: usize,
+    ) -> Result<(), VulkanError> {
         const OP: &str = "cache_append";
         if !width.is_multiple_of(2) {
             return Err(VulkanError::Invalid {
@@ -345,14 +359,15 @@ impl<'a> Recorder<'a> {
                 detail: format!("rows of {width} values (the F16 cache takes even widths)"),
             });
         }
-        need(OP, "the source", src, (n_tok * width * 4) as u64)?;
+        need(OP, "the source", src, ((src_row + n_tok) * width * 4) as u64)?;
         need(OP, "the cache", cache, ((pos + n_tok) * width * 2) as u64)?;
         let pairs = u32_of(OP, "values", n_tok * width / 2)?;
         let dst = u32_of(OP, "cache offset", pos * width)?;
+        let from = u32_of(OP, "source offset", src_row * width)?;
         self.dispatch(
             Shader::F32ToF16,
             &[src, cache],
-            &words(&[pairs, 0, dst]),
+            &words(&[pairs, from, dst]),
             fold(pairs.div_ceil(WG)),
         )
     }
@@ -460,6 +475,19 @@ impl<'a> Recorder<'a> {
         out: &'a Buffer,
         s: AttentionShape,
     ) -> Result<(), VulkanError> {
+        self.attention_at(q, k, v, out, s, 0)
+    }
+
+    /// [`Recorder::attention`] of the query rows from `row` on, into the same rows of `out`.
+    pub fn attention_at(
+        &mut self,
+        q: &'a Buffer,
+        k: &'a Buffer,
+        v: &'a Buffer,
+        out: &'a Buffer,
+        s: AttentionShape,
+        row: usize,
+    ) -> Result<(), VulkanError> {
         const OP: &str = "attention";
         if s.head_dim == 0 || s.head_dim > 256 || !s.head_dim.is_multiple_of(2) {
             return Err(VulkanError::Invalid {
@@ -493,8 +521,9 @@ impl<'a> Recorder<'a> {
             });
         }
         let w = s.n_head * s.head_dim;
-        need(OP, "the queries", q, (s.n_rows * w * 4) as u64)?;
-        need(OP, "the output", out, (s.n_rows * w * 4) as u64)?;
+        need(OP, "the queries", q, ((row + s.n_rows) * w * 4) as u64)?;
+        need(OP, "the output", out, ((row + s.n_rows) * w * 4) as u64)?;
+        let at = u32_of(OP, "query offset", row * w)?;
         let kv_bytes = (s.n_kv * s.n_kv_head * s.head_dim * 2) as u64;
         need(OP, "the key cache", k, kv_bytes)?;
         need(OP, "the value cache", v, kv_bytes)?;
@@ -505,9 +534,9 @@ impl<'a> Recorder<'a> {
             s.n_head as u32,
             s.n_kv_head as u32,
             s.head_dim as u32,
-            0,
+            at,
             w as u32,
-            0,
+            at,
             0,
             (s.n_kv_head * s.head_dim) as u32,
             matches!(s.mask, Mask::Causal { .. }) as u32,
