@@ -22,6 +22,9 @@ pub struct KvCache {
     len: usize,
     /// The stores of the layers the CPU runs, first layer first.
     cpu: Vec<CpuKv>,
+    /// The stores of the layers a Vulkan device runs, made on first use.
+    #[cfg(feature = "vulkan")]
+    vulkan: Vec<<crate::backend::vulkan::Vulkan as Backend>::Kv>,
 }
 
 impl KvCache {
@@ -34,6 +37,8 @@ impl KvCache {
             ty,
             len: 0,
             cpu: (0..n_layer).map(|_| CpuKv::new(n_ctx, width, ty)).collect(),
+            #[cfg(feature = "vulkan")]
+            vulkan: Vec::new(),
         }
     }
 
@@ -96,5 +101,12 @@ pub(crate) trait KvHome: Backend {
 impl KvHome for Cpu<'_> {
     fn home(c: &mut KvCache) -> &mut Vec<CpuKv> {
         &mut c.cpu
+    }
+}
+
+#[cfg(feature = "vulkan")]
+impl KvHome for crate::backend::vulkan::Vulkan {
+    fn home(c: &mut KvCache) -> &mut Vec<Self::Kv> {
+        &mut c.vulkan
     }
 }

@@ -5,8 +5,12 @@ pub mod config;
 pub mod error;
 pub mod kv_cache;
 pub mod model;
+#[cfg(feature = "vulkan")]
+pub mod offload;
 
 pub use config::{Arch, TextConfig};
 pub use error::TextError;
 pub use kv_cache::{KvCache, KvType};
 pub use model::{interleave_weights, Logits, TextModel, UBATCH};
+#[cfg(feature = "vulkan")]
+pub use offload::Placement;

@@ -33,8 +33,7 @@ pub(crate) type Layer<'w, B> =
     LayerWeights<<B as Backend>::Vector, <B as Backend>::Weight<'w>, <B as Backend>::Group<'w>>;
 
 /// `w` (the file's views, the CPU's layer) on backend `b`.
-#[allow(dead_code)]
-fn upload_layer<'w, B: Backend>(
+pub(super) fn upload_layer<'w, B: Backend>(
     b: &B,
     w: &Layer<'w, Cpu<'static>>,
 ) -> Result<Layer<'w, B>, BackendError> {
@@ -74,8 +73,11 @@ pub struct TextModel<'a> {
     token_embd: Matrix<'a>,
     output: Matrix<'a>,
     output_norm: Vec<f32>,
-    /// Every layer as the file holds it (the CPU runs these).
-    layers: Vec<Layer<'a, Cpu<'static>>>,
+    /// Every layer as the file holds it (the CPU runs those no device holds).
+    pub(super) layers: Vec<Layer<'a, Cpu<'static>>>,
+    /// The last layers on a Vulkan device, if any.
+    #[cfg(feature = "vulkan")]
+    pub(super) device: Option<super::offload::Offload>,
 }
 
 fn vector(f: &GgufFile, name: &str, len: usize) -> Result<Vec<f32>, TextError> {
@@ -256,14 +258,30 @@ impl<'a> TextModel<'a> {
             token_embd,
             output,
             layers,
+            #[cfg(feature = "vulkan")]
+            device: None,
         })
+    }
+
+    /// The output norm and matrix.
+    pub(super) fn output_weights(&self) -> (&[f32], &Matrix<'a>) {
+        (&self.output_norm, &self.output)
+    }
+
+    /// How many of the first layers the CPU runs (the rest are on a device).
+    fn cpu_layers(&self) -> usize {
+        #[cfg(feature = "vulkan")]
+        if let Some(o) = &self.device {
+            return self.layers.len() - o.layers.len();
+        }
+        self.layers.len()
     }
 
     /// A KV cache sized for this model; `n_ctx` must be one the caller knows is small (tests,
     /// measured runs). A context from a user goes through [`TextModel::try_new_cache`].
     pub fn new_cache(&self, n_ctx: usize, ty: super::KvType) -> KvCache {
         let c = &self.config;
-        KvCache::new(c.n_layer, n_ctx, c.n_head_kv * c.head_dim, ty)
+        KvCache::new(self.cpu_layers(), n_ctx, c.n_head_kv * c.head_dim, ty)
     }
 
     /// [`TextModel::new_cache`], refused when the cache would not fit in this machine's
@@ -281,7 +299,16 @@ impl<'a> TextModel<'a> {
             .filter(|&b| usize::try_from(b).is_ok());
         let limit = physical_memory();
         match need {
-            Some(b) if limit.is_none_or(|l| b <= l) => Ok(self.new_cache(n_ctx, ty)),
+            Some(b) if limit.is_none_or(|l| b <= l) => {
+                #[allow(unused_mut)]
+                let mut cache = self.new_cache(n_ctx, ty);
+                // The device's stores now, so a context the device cannot hold fails here.
+                #[cfg(feature = "vulkan")]
+                if let Some(o) = &self.device {
+                    cache.stores(&o.device, o.layers.len())?;
+                }
+                Ok(cache)
+            }
             _ => Err(TextError::CacheTooLarge {
                 n_ctx,
                 n_layer: c.n_layer,
@@ -370,17 +397,34 @@ impl<'a> TextModel<'a> {
                 n_ctx: cache.n_ctx(),
             });
         }
+        let rows = which.map(|w| match w {
+            Logits::Last => n - 1..n,
+            Logits::All => 0..n,
+        });
         // Row t sits at position past + t.
         let positions: Vec<usize> = (past..past + n).collect();
+        // The first layers on the CPU, the rest on the device (x crosses once).
         let mut cpu = Cpu::new(pool);
         let mut x = x;
-        let kv = cache.stores(&cpu, self.layers.len())?;
-        self.sequence(&mut cpu, &self.layers, kv, &mut x, &positions)?;
+        let split = self.cpu_layers();
+        let kv = cache.stores(&cpu, split)?;
+        self.sequence(&mut cpu, &self.layers[..split], kv, &mut x, &positions)?;
+        #[cfg(feature = "vulkan")]
+        if let Some(dev) = &self.device {
+            let mut gpu = dev.device.session();
+            let kv = cache.stores(&gpu, dev.layers.len())?;
+            let mut xd = gpu.upload(x)?;
+            self.sequence(&mut gpu, &dev.layers, kv, &mut xd, &positions)?;
+            if let (Some(rows), Some((norm, output))) = (rows.clone(), &dev.output) {
+                let logits = gpu.logits(&mut xd, rows, norm, c.rms_eps, output)?;
+                cache.advance(n);
+                return Ok(logits);
+            }
+            x = gpu.read(xd)?;
+        }
         cache.advance(n);
-        let rows = match which {
-            None => return Ok(Vec::new()),
-            Some(Logits::Last) => n - 1..n,
-            Some(Logits::All) => 0..n,
+        let Some(rows) = rows else {
+            return Ok(Vec::new());
         };
         Ok(cpu.logits(&mut x, rows, &self.output_norm, c.rms_eps, &self.output)?)
     }
@@ -416,7 +460,25 @@ impl<'a> TextModel<'a> {
             });
         }
         let mut cpu = Cpu::new(pool);
-        self.slots(&mut cpu, &self.layers, caches, &mut x)?;
+        let split = self.cpu_layers();
+        self.slots(&mut cpu, &self.layers[..split], caches, &mut x)?;
+        #[cfg(feature = "vulkan")]
+        if let Some(dev) = &self.device {
+            let mut gpu = dev.device.session();
+            let mut xd = gpu.upload(x)?;
+            self.slots(&mut gpu, &dev.layers, caches, &mut xd)?;
+            let logits = match &dev.output {
+                Some((norm, output)) => gpu.logits(&mut xd, 0..n, norm, c.rms_eps, output)?,
+                None => {
+                    x = gpu.read(xd)?;
+                    cpu.logits(&mut x, 0..n, &self.output_norm, c.rms_eps, &self.output)?
+                }
+            };
+            for cache in caches.iter_mut() {
+                cache.advance(1);
+            }
+            return Ok(logits);
+        }
         for cache in caches.iter_mut() {
             cache.advance(1);
         }

@@ -1,0 +1,367 @@
+//! The text decoder on a Vulkan device (CI: Mesa's lavapipe) against transformers on every
+//! fixture, partial offload (`-ngl`) against the CPU, quantized weights, and a device memory
+//! budget too small for the model. Where no Vulkan device exists each test returns after one
+//! line saying so, unless LLAVA_EDGE_REQUIRE_VULKAN=1 (CI sets it).
+//!
+//! Bounds: the device keeps keys and values in F16, as the CPU's default cache, so the logits
+//! carry the F16 cache's rounding (tests/text_fixtures.rs `f16_kv_cache_stays_close`: about
+//! one rounding of 2^-11 = 4.9e-4 relative, four allowed); the shaders' f32 sums in another
+//! order add ~1e-6. Tokens must agree wherever the reference's top two logits are further
+//! apart than twice the error.
+#![cfg(feature = "vulkan")]
+
+mod common;
+
+use std::io::Write;
+use std::sync::Once;
+
+use common::hf_text::write_text_gguf;
+use common::npy::{fixtures_dir, read};
+use common::rel_err;
+use common::TempDir;
+use llava_edge::backend::vulkan::Vulkan;
+use llava_edge::gguf::GgufFile;
+use llava_edge::text::{KvType, Logits, TextError, TextModel};
+use llava_edge::threadpool::ThreadPool;
+use llava_edge::vulkan::VulkanError;
+
+const F16_CACHE: f32 = 4.0 * 4.9e-4;
+const CASES: [&str; 5] = [
+    "llava_v1",
+    "llava15",
+    "llava_next_mistral",
+    "llava_next_vicuna",
+    "llava_ov",
+];
+
+/// The device as a backend with `budget` bytes, or None (after one line) where there is no
+/// Vulkan at all.
+fn device(budget: Option<u64>) -> Option<Vulkan> {
+    static SAID: Once = Once::new();
+    match llava_edge::vulkan::Vulkan::new(None) {
+        Ok(v) => Some(Vulkan::new(v, budget)),
+        Err(e @ (VulkanError::Loader { .. } | VulkanError::NoDevice { .. })) => {
+            if std::env::var("LLAVA_EDGE_REQUIRE_VULKAN").as_deref() == Ok("1") {
+                panic!("LLAVA_EDGE_REQUIRE_VULKAN=1 but {e}");
+            }
+            SAID.call_once(|| {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "skipping the Vulkan text tests: no Vulkan device on this machine"
+                );
+            });
+            None
+        }
+        Err(e) => panic!("opening Vulkan: {e}"),
+    }
+}
+
+struct Fixture {
+    ids: Vec<u32>,
+    want: Vec<f32>,
+    gen_ids: Vec<i64>,
+    gen_logits: Vec<f32>,
+}
+
+fn fixture(case: &str) -> Fixture {
+    let fx = fixtures_dir().join(case).join("text_only");
+    Fixture {
+        ids: read(&fx.join("input_ids.npy"))
+            .i64()
+            .iter()
+            .map(|&x| x as u32)
+            .collect(),
+        want: read(&fx.join("logits.npy")).f32().to_vec(),
+        gen_ids: read(&fx.join("generated_ids.npy")).i64().to_vec(),
+        gen_logits: read(&fx.join("generated_logits.npy")).f32().to_vec(),
+    }
+}
+
+/// Whether `got` must pick the reference's token: its top two logits are further apart than
+/// twice the error `e` (relative to the largest).
+fn decisive(want: &[f32], e: f32) -> bool {
+    let mut sorted = want.to_vec();
+    sorted.sort_by(|a, b| b.total_cmp(a));
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    sorted[0] - sorted[1] > 2.0 * e * scale
+}
+
+/// Prompt logits (all positions), then the reference's greedy tokens fed back through the
+/// cache; returns the last-position logits of the prompt and every step, and the greedy picks.
+fn run(model: &TextModel, fx: &Fixture, pool: &ThreadPool) -> (Vec<f32>, Vec<Vec<f32>>) {
+    let mut cache = model.try_new_cache(fx.ids.len() + 16, KvType::F16).unwrap();
+    let prompt = model
+        .forward(model.embed(&fx.ids).unwrap(), &mut cache, Logits::All, pool)
+        .unwrap();
+    let vocab = model.config.n_vocab;
+    let mut steps = vec![prompt[(fx.ids.len() - 1) * vocab..].to_vec()];
+    for &tok in &fx.gen_ids[..fx.gen_ids.len() - 1] {
+        steps.push(
+            model
+                .forward(
+                    model.embed(&[tok as u32]).unwrap(),
+                    &mut cache,
+                    Logits::Last,
+                    pool,
+                )
+                .unwrap(),
+        );
+    }
+    (prompt, steps)
+}
+
+#[test]
+fn every_text_fixture_on_vulkan_matches_transformers() {
+    if device(None).is_none() {
+        return;
+    }
+    let tmp = TempDir::new("vk-text");
+    let pool = ThreadPool::new(2);
+    for case in CASES {
+        let path = tmp.path(&format!("{case}.gguf"));
+        write_text_gguf(&fixtures_dir().join(case), &path);
+        let f = GgufFile::open(&path).unwrap();
+        let mut model = TextModel::load(&f).unwrap();
+        let placed = model.offload(device(None).unwrap(), usize::MAX).unwrap();
+        assert_eq!(placed.device_layers, model.config.n_layer, "{case}");
+        assert!(placed.output_on_device, "{case}");
+        let fx = fixture(case);
+        let vocab = model.config.n_vocab;
+        let (prompt, steps) = run(&model, &fx, &pool);
+        let mut worst = 0f32;
+        for (t, (g, w)) in prompt.chunks(vocab).zip(fx.want.chunks(vocab)).enumerate() {
+            let e = rel_err(g, w);
+            worst = worst.max(e);
+            assert!(e < F16_CACHE, "{case}: position {t}: relative error {e:e}");
+        }
+        let mut checked = 0;
+        for (step, (got, (w, &tok))) in steps
+            .iter()
+            .zip(fx.gen_logits.chunks(vocab).zip(&fx.gen_ids))
+            .enumerate()
+        {
+            let e = rel_err(got, w);
+            worst = worst.max(e);
+            assert!(e < F16_CACHE, "{case}: step {step}: relative error {e:e}");
+            if decisive(w, e) {
+                assert_eq!(
+                    llava_edge::ops::argmax(got) as i64,
+                    tok,
+                    "{case}: step {step}: greedy token"
+                );
+                checked += 1;
+            }
+        }
+        println!(
+            "{case}: Vulkan ({}), {} prompt tokens, worst relative logit error {worst:e}, \
+             {checked}/{} greedy tokens decisive and equal",
+            placed.device.unwrap_or_default(),
+            fx.ids.len(),
+            steps.len()
+        );
+    }
+}
+
+/// The greedy continuation of the prompt, `n` tokens, and each step's logits.
+fn greedy(model: &TextModel, ids: &[u32], n: usize, pool: &ThreadPool) -> (Vec<u32>, Vec<f32>) {
+    let mut cache = model.try_new_cache(ids.len() + n + 1, KvType::F16).unwrap();
+    let mut logits = model
+        .forward(model.embed(ids).unwrap(), &mut cache, Logits::Last, pool)
+        .unwrap();
+    let (mut out, mut all) = (Vec::new(), Vec::new());
+    for _ in 0..n {
+        let tok = llava_edge::ops::argmax(&logits) as u32;
+        out.push(tok);
+        all.extend_from_slice(&logits);
+        logits = model
+            .forward(model.embed(&[tok]).unwrap(), &mut cache, Logits::Last, pool)
+            .unwrap();
+    }
+    (out, all)
+}
+
+#[test]
+fn every_split_of_layers_gives_the_cpu_greedy_tokens() {
+    if device(None).is_none() {
+        return;
+    }
+    let tmp = TempDir::new("vk-ngl");
+    let pool = ThreadPool::new(2);
+    // llava15: LLaMA; llava_ov: Qwen2, with Q/K/V biases and the tied output.
+    for case in ["llava15", "llava_ov"] {
+        let path = tmp.path(&format!("{case}.gguf"));
+        write_text_gguf(&fixtures_dir().join(case), &path);
+        let f = GgufFile::open(&path).unwrap();
+        let cpu = TextModel::load(&f).unwrap();
+        let fx = fixture(case);
+        let (want, want_logits) = greedy(&cpu, &fx.ids, 12, &pool);
+        let n_layer = cpu.config.n_layer;
+        for ngl in 0..=n_layer + 1 {
+            let mut model = TextModel::load(&f).unwrap();
+            let placed = model.offload(device(None).unwrap(), ngl).unwrap();
+            assert_eq!(placed.device_layers, ngl.min(n_layer), "{case} -ngl {ngl}");
+            assert_eq!(placed.output_on_device, ngl >= n_layer, "{case} -ngl {ngl}");
+            let (got, logits) = greedy(&model, &fx.ids, 12, &pool);
+            // Both sides round keys and values to F16; only the order of f32 sums differs.
+            let e = rel_err(&logits, &want_logits);
+            assert!(e < F16_CACHE, "{case} -ngl {ngl}: relative error {e:e}");
+            assert_eq!(got, want, "{case} -ngl {ngl}: greedy tokens");
+        }
+    }
+}
+
+/// One decode step of several sequences at once (the server's batch) on the device gives each
+/// the logits it gets alone.
+#[test]
+fn batched_slots_on_vulkan_equal_each_sequence_alone() {
+    if device(None).is_none() {
+        return;
+    }
+    let tmp = TempDir::new("vk-slots");
+    let pool = ThreadPool::new(2);
+    let path = tmp.path("llava_ov.gguf");
+    write_text_gguf(&fixtures_dir().join("llava_ov"), &path);
+    let f = GgufFile::open(&path).unwrap();
+    let mut model = TextModel::load(&f).unwrap();
+    model.offload(device(None).unwrap(), usize::MAX).unwrap();
+    let ids = fixture("llava_ov").ids;
+    // Three sequences at different depths.
+    let prompts = [&ids[..3], &ids[..ids.len() - 1], &ids[2..]];
+    let mut alone = Vec::new();
+    let mut caches = Vec::new();
+    for p in prompts {
+        let mut c = model.try_new_cache(ids.len() + 4, KvType::F16).unwrap();
+        model
+            .forward(model.embed(p).unwrap(), &mut c, Logits::Last, &pool)
+            .unwrap();
+        let mut solo = model.try_new_cache(ids.len() + 4, KvType::F16).unwrap();
+        model
+            .forward(model.embed(p).unwrap(), &mut solo, Logits::Last, &pool)
+            .unwrap();
+        alone.push(
+            model
+                .forward(model.embed(&[7]).unwrap(), &mut solo, Logits::Last, &pool)
+                .unwrap(),
+        );
+        caches.push(c);
+    }
+    let mut refs: Vec<_> = caches.iter_mut().collect();
+    let x = model.embed(&[7, 7, 7]).unwrap();
+    let batched = model.forward_slots(x, &mut refs, &pool).unwrap();
+    let vocab = model.config.n_vocab;
+    for (i, (b, a)) in batched.chunks(vocab).zip(&alone).enumerate() {
+        // The same shaders on the same rows; only the product tiles' grouping of tokens
+        // differs, which the shaders do not let change a row's sums.
+        let e = rel_err(b, a);
+        assert!(e < 1e-6, "sequence {i}: batched vs alone {e:e}");
+    }
+}
+
+#[test]
+fn quantized_weights_on_vulkan_stay_close() {
+    use gguf_tools::mix::Mix;
+    use gguf_tools::quantize::{quantize_file, Options};
+    if device(None).is_none() {
+        return;
+    }
+    let tmp = TempDir::new("vk-quant");
+    let pool = ThreadPool::new(2);
+    // As tests/text_fixtures.rs `quantized_text_weights_stay_close`: the logits move by the RMS
+    // relative weight error r times sqrt(15 products), activations quantized to int8 blocks
+    // (5.7e-3) for the integer products; twice the prediction allowed, plus the F16 cache.
+    let chain = 15f32.sqrt();
+    let with_act = |r: f32| (r * r + 5.7e-3f32 * 5.7e-3).sqrt();
+    for (mix, r) in [
+        (Mix::F16, 2.8e-4f32),
+        (Mix::Q8_0, with_act(5.7e-3)),
+        (Mix::Q4_0, with_act(9.0e-2)),
+        (Mix::Q5_1, with_act(4.8e-2)),
+    ] {
+        let bound = 2.0 * r * chain + F16_CACHE;
+        let case = "llava15";
+        let f32_path = tmp.path(&format!("{case}-f32.gguf"));
+        write_text_gguf(&fixtures_dir().join(case), &f32_path);
+        let q_path = tmp.path(&format!("{case}-{mix}.gguf"));
+        let opts = Options {
+            mix,
+            threads: 2,
+            allow_requantize: false,
+            progress: false,
+        };
+        quantize_file(&f32_path, &q_path, &opts).unwrap();
+        // Interleaved for the CPU's decode, as `run` loads files: the upload puts rows back.
+        let mut f = GgufFile::open(&q_path).unwrap();
+        llava_edge::text::interleave_weights(&mut f, &pool).unwrap();
+        let mut model = TextModel::load(&f).unwrap();
+        model.offload(device(None).unwrap(), usize::MAX).unwrap();
+        let fx = fixture(case);
+        let vocab = model.config.n_vocab;
+        let (_, steps) = run(&model, &fx, &pool);
+        let mut worst = 0f32;
+        for (step, (got, (w, &tok))) in steps
+            .iter()
+            .zip(fx.gen_logits.chunks(vocab).zip(&fx.gen_ids))
+            .enumerate()
+        {
+            let e = rel_err(got, w);
+            worst = worst.max(e);
+            assert!(e < bound, "{mix}: step {step}: relative error {e:e}");
+            if decisive(w, e) {
+                assert_eq!(
+                    llava_edge::ops::argmax(got) as i64,
+                    tok,
+                    "{mix}: step {step}"
+                );
+            }
+        }
+        println!("{case} {mix} on Vulkan: worst relative logit error {worst:e} (bound {bound:e})");
+    }
+}
+
+#[test]
+fn a_small_device_budget_places_fewer_layers_and_an_f32_cache_is_refused() {
+    let Some(probe) = device(None) else {
+        return;
+    };
+    drop(probe);
+    let tmp = TempDir::new("vk-budget");
+    let pool = ThreadPool::new(2);
+    let path = tmp.path("llava15.gguf");
+    write_text_gguf(&fixtures_dir().join("llava15"), &path);
+    let f = GgufFile::open(&path).unwrap();
+
+    // What one layer takes, measured by placing one.
+    let mut one = TextModel::load(&f).unwrap();
+    let layer = one.offload(device(None).unwrap(), 1).unwrap().device_bytes;
+    assert!(layer > 0);
+    drop(one);
+
+    // Room for one layer and a half: the last layer goes, the first stays on the CPU, and so
+    // does the output.
+    let mut model = TextModel::load(&f).unwrap();
+    let placed = model
+        .offload(device(Some(layer + layer / 2)).unwrap(), usize::MAX)
+        .unwrap();
+    assert_eq!((placed.device_layers, placed.output_on_device), (1, false));
+    let fx = fixture("llava15");
+    let cpu = TextModel::load(&f).unwrap();
+    assert_eq!(
+        greedy(&model, &fx.ids, 6, &pool).0,
+        greedy(&cpu, &fx.ids, 6, &pool).0
+    );
+
+    // No room at all: everything on the CPU.
+    let mut none = TextModel::load(&f).unwrap();
+    let placed = none.offload(device(Some(0)).unwrap(), usize::MAX).unwrap();
+    assert_eq!((placed.device_layers, placed.device), (0, None));
+
+    // A cache the device's budget cannot hold is an error naming the device memory, at once.
+    let e = model.try_new_cache(1 << 20, KvType::F16).err().unwrap();
+    assert!(
+        matches!(e, TextError::Backend(_)) && e.to_string().contains("out of Vulkan device memory"),
+        "{e}"
+    );
+    // The device's attention reads F16 keys and values only.
+    let e = model.try_new_cache(64, KvType::F32).err().unwrap();
+    assert!(e.to_string().contains("use an F16 cache"), "{e}");
+}
