@@ -2,6 +2,8 @@
 """A bounded load run against a running `llava-edge serve` (or llama-server) on loopback: a
 fixed number of text chats, at most CONCURRENCY in flight, under a time limit. Prints
 requests/s, p50/p99 latency and aggregate decode tokens/s (completion tokens over wall time).
+Every request asks for MAX_TOKENS greedy tokens with `ignore_eos` (llama-server's extension,
+which serve accepts too), so both servers decode the same count on random-weight files.
 
 Usage: scripts/serve-load.py URL CONCURRENCY REQUESTS MAX_TOKENS [TIME_LIMIT_S]
 """
@@ -15,14 +17,14 @@ import time
 import urllib.parse
 
 
-def main():
-    url, conc, total, max_tokens = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-    limit = float(sys.argv[5]) if len(sys.argv) > 5 else 300.0
+def run_load(url, conc, total, max_tokens, limit=300.0):
+    """Sends `total` chats, `conc` at a time, until done or `limit` seconds; returns the
+    summary as a dict (requests answered, errors, unsent, latencies, tokens/s)."""
     u = urllib.parse.urlparse(url)
     if u.hostname not in ("127.0.0.1", "localhost", "::1"):
-        sys.exit("loopback only")
+        raise SystemExit("loopback only")
     lock = threading.Lock()
-    state = {"next": 0, "lat": [], "tokens": 0, "errors": 0}
+    state = {"next": 0, "lat": [], "tokens": 0, "prompt": 0, "errors": 0, "short": 0}
     deadline = time.time() + limit
 
     def worker():
@@ -34,11 +36,10 @@ def main():
                 state["next"] += 1
             body = json.dumps({
                 "messages": [{"role": "user", "content": f"Request {i}: tell me a story."}],
-                "max_tokens": max_tokens, "temperature": 0,
-                "ignore_eos": True,  # llama-server: full-length replies on random weights
+                "max_tokens": max_tokens, "temperature": 0, "ignore_eos": True,
             })
             t0 = time.time()
-            c = http.client.HTTPConnection(u.hostname, u.port, timeout=limit)
+            c = http.client.HTTPConnection(u.hostname, u.port, timeout=max(1.0, deadline - t0))
             try:
                 c.request("POST", "/v1/chat/completions", body, {"Content-Type": "application/json"})
                 r = c.getresponse()
@@ -51,7 +52,10 @@ def main():
             with lock:
                 if ok:
                     state["lat"].append(time.time() - t0)
-                    state["tokens"] += data["usage"]["completion_tokens"]
+                    n = data["usage"]["completion_tokens"]
+                    state["tokens"] += n
+                    state["prompt"] += data["usage"]["prompt_tokens"]
+                    state["short"] += n < max_tokens
                 else:
                     state["errors"] += 1
 
@@ -64,13 +68,22 @@ def main():
     wall = time.time() - t0
     lat = sorted(state["lat"])
     p = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] if lat else float("nan")
-    print(json.dumps({
+    return {
         "concurrency": conc, "requests": len(lat), "errors": state["errors"],
-        "unsent": total - state["next"], "wall_s": round(wall, 2),
-        "req_per_s": round(len(lat) / wall, 3),
+        "unsent": total - state["next"], "short_replies": state["short"],
+        "prompt_tokens": state["prompt"], "completion_tokens": state["tokens"],
+        "wall_s": round(wall, 2), "req_per_s": round(len(lat) / wall, 3),
         "p50_s": round(statistics.median(lat), 3) if lat else None, "p99_s": round(p(0.99), 3),
         "decode_tok_per_s": round(state["tokens"] / wall, 1),
-    }))
+    }
+
+
+def main():
+    if len(sys.argv) < 5:
+        sys.exit(__doc__)
+    url, conc, total, max_tokens = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+    limit = float(sys.argv[5]) if len(sys.argv) > 5 else 300.0
+    print(json.dumps(run_load(url, conc, total, max_tokens, limit)))
 
 
 if __name__ == "__main__":

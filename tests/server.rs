@@ -809,3 +809,111 @@ fn batched_decode_logits_equal_each_sequence_alone() {
         }
     }
 }
+
+/// Greedy replies through `serve --draft-model` / `--lookup` against the transformers fixture:
+/// the model itself as draft (proposals kept), another model of the same vocabulary (llava_v1:
+/// proposals refused) and prompt lookup; whole and streamed, text and image, a token budget
+/// that ends a reply inside a verify pass, and two slots decoding together.
+#[test]
+fn drafting_servers_give_the_models_own_greedy_replies() {
+    let tmp = common::TempDir::new("server-draft");
+    let (other, other_v) = (tmp.path("llava_v1.gguf"), tmp.path("llava_v1-mmproj.gguf"));
+    convert(
+        &fixtures_dir().join("llava_v1/hf"),
+        &other,
+        &other_v,
+        OutType::F32,
+        false,
+    )
+    .unwrap();
+    let own = model().0.to_str().unwrap().to_string();
+    let other = other.to_str().unwrap().to_string();
+    let cases = [
+        ("text_only", user(TEXT_Q, &[])),
+        ("sq180", user(IMAGE_Q, &["sq180.png"])),
+    ];
+    for (name, flags, kept) in [
+        (
+            "self",
+            vec!["--draft-model", own.as_str(), "--draft-max", "3"],
+            Some(true),
+        ),
+        (
+            "llava_v1",
+            vec!["--draft-model", other.as_str(), "--draft-max", "3"],
+            Some(false),
+        ),
+        ("lookup", vec!["--lookup", "--draft-max", "4"], None),
+    ] {
+        let s = Server::start(&flags);
+        for (case, msg) in &cases {
+            let want = fixture_tokens(case);
+            let body = greedy(json!([msg]), want.len());
+            let v = s.chat(&body).json();
+            assert_eq!(tokens(&v), want, "{name} {case}: greedy tokens");
+            assert_eq!(v["choices"][0]["finish_reason"], "length", "{v}");
+            assert_eq!(v["usage"]["completion_tokens"], want.len(), "{v}");
+            let mut body = body.clone();
+            body["stream"] = json!(true);
+            let (text, ids, finish, _) = streamed(&s.chat(&body));
+            assert_eq!(ids, want, "{name} {case}: streamed tokens");
+            assert_eq!(text, v["choices"][0]["message"]["content"]);
+            assert_eq!(finish, "length");
+            // A budget that runs out inside a verify pass ends the reply there.
+            let v = s.chat(&greedy(json!([msg]), 5)).json();
+            assert_eq!(tokens(&v), want[..5], "{name} {case}: 5-token budget");
+        }
+        let proposed = s.metric("draft_tokens_total");
+        let accepted = s.metric("draft_accepted_tokens_total");
+        assert!(proposed > 0.0, "{name}: nothing was proposed");
+        match kept {
+            Some(true) => assert!(accepted > 0.0, "{name}: {accepted} of {proposed} kept"),
+            Some(false) => assert!(accepted < proposed, "{name}: {accepted} of {proposed} kept"),
+            None => {}
+        }
+    }
+    // Two slots decoding together take the batched step, without proposals.
+    let s = Server::start(&["--parallel", "2", "--draft-model", own.as_str()]);
+    let addr = s.addr.clone();
+    std::thread::scope(|sc| {
+        for (case, msg) in &cases {
+            let addr = addr.clone();
+            sc.spawn(move || {
+                let want = fixture_tokens(case);
+                let body = greedy(json!([msg]), want.len());
+                let r = http(
+                    &addr,
+                    "POST",
+                    "/v1/chat/completions",
+                    &[],
+                    body.to_string().as_bytes(),
+                );
+                assert_eq!(tokens(&r.json()), want, "{case} beside another request");
+            });
+        }
+    });
+}
+
+/// `ignore_eos` (llama-server's extension): the reply runs to `max_tokens` without an
+/// end-of-generation token, and up to where the plain reply ends it is the plain reply.
+#[test]
+fn ignore_eos_runs_the_reply_to_its_budget() {
+    let s = Server::start(&[]);
+    let msg = json!([user(TEXT_Q, &[])]);
+    let plain = tokens(&s.chat(&greedy(msg.clone(), 64)).json());
+    let mut body = greedy(msg, 64);
+    body["ignore_eos"] = json!(true);
+    let v = s.chat(&body).json();
+    assert_eq!(v["choices"][0]["finish_reason"], "length", "{v}");
+    let got = tokens(&v);
+    assert_eq!(got.len(), 64);
+    // The fixture's vocabulary is LLaMA's: </s> is 2.
+    assert!(!got.contains(&2), "an end-of-generation token in {got:?}");
+    assert_eq!(
+        got[..plain.len()],
+        plain[..],
+        "the plain reply's tokens first"
+    );
+    body["ignore_eos"] = json!("yes");
+    assert_eq!(s.chat(&body).status, 400);
+}

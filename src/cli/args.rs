@@ -86,6 +86,9 @@ pub struct ServeArgs {
     /// Pad images to a square with the mean colour instead of centre-cropping.
     #[arg(long = "pad-square")]
     pub pad_square: bool,
+    /// Speculative decoding (used while one request is decoding).
+    #[command(flatten)]
+    pub draft: DraftArgs,
 }
 
 #[derive(clap::Args)]

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use llava_edge::load::{self, LoadOptions};
-use llava_edge::server::{serve as start, ServerConfig, ServerEvent};
+use llava_edge::server::{serve as start, DraftOptions, Drafting, ServerConfig, ServerEvent};
 
 use super::args::ServeArgs;
 
@@ -39,6 +39,21 @@ pub fn serve(a: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     cfg.image_cache_bytes = a.image_cache_mb.saturating_mul(1 << 20);
     if let Some(name) = a.alias {
         cfg.model_name = name;
+    }
+    if a.draft.enabled() {
+        let drafting = match &a.draft.draft_model {
+            Some(path) => Drafting::Model {
+                path: path.clone(),
+                p_min: a.draft.draft_p_min,
+            },
+            None => Drafting::Lookup {
+                ngram: a.draft.lookup_ngram,
+            },
+        };
+        cfg.draft = Some(DraftOptions {
+            drafting,
+            config: a.draft.config(None)?,
+        });
     }
     cfg.on_event = Arc::new(|e| match e {
         ServerEvent::Listening(addr) => eprintln!("llava-edge: listening on http://{addr}"),

@@ -42,6 +42,9 @@ pub struct ChatRequest {
     pub include_usage: bool,
     /// llama-server's extension: the reply's token ids in the response (`tokens`).
     pub return_tokens: bool,
+    /// llama-server's extension: never end at an end-of-generation token (the reply runs to
+    /// `max_tokens`, a stop string or a full context), for benchmarks on random weights.
+    pub ignore_eos: bool,
 }
 
 fn kind(v: &Value) -> &'static str {
@@ -162,6 +165,7 @@ pub fn parse_chat(body: &[u8]) -> Result<ChatRequest, ApiError> {
             .map_err(|e| e.with_param("stream_options.include_usage"))?;
     }
     r.return_tokens = opt_bool(o, "return_tokens")?;
+    r.ignore_eos = opt_bool(o, "ignore_eos")?;
     if let Some(m) = o.get("model") {
         if !m.is_string() && !m.is_null() {
             return Err(wrong("model", "a string", m));

@@ -31,6 +31,9 @@ pub struct Metrics {
     /// Batched decode steps, and the rows (sequences) they carried in all.
     pub decode_steps: AtomicU64,
     pub decode_rows: AtomicU64,
+    /// Speculative decoding: tokens proposed, and those the model kept.
+    pub draft_proposed: AtomicU64,
+    pub draft_accepted: AtomicU64,
 }
 
 /// Where model time goes.
@@ -107,13 +110,23 @@ impl Metrics {
             ),
             (
                 "decode_steps_total",
-                "Batched decode steps.",
+                "Decode steps (batched, or one slot's verify pass).",
                 get(&self.decode_steps) as f64,
             ),
             (
                 "decode_rows_total",
                 "Sequences decoded in all steps together.",
                 get(&self.decode_rows) as f64,
+            ),
+            (
+                "draft_tokens_total",
+                "Tokens proposed by the drafter (speculative decoding).",
+                get(&self.draft_proposed) as f64,
+            ),
+            (
+                "draft_accepted_tokens_total",
+                "Proposed tokens the model kept.",
+                get(&self.draft_accepted) as f64,
             ),
             (
                 "encode_seconds_total",

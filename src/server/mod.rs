@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::load::LoadOptions;
+use crate::speculative::SpecConfig;
 use crate::text::KvType;
 
 /// What the server prints or logs about itself, for the caller to show.
@@ -69,13 +70,43 @@ pub struct ServerConfig {
     pub model_name: String,
     /// How long running replies may take to finish after a stop is asked for.
     pub shutdown_grace: Duration,
+    /// Speculative decoding, if any (see [`DraftOptions`]).
+    pub draft: Option<DraftOptions>,
     /// Receives [`ServerEvent`]s.
     pub on_event: Arc<dyn Fn(ServerEvent) + Send + Sync>,
 }
 
+/// Where a server's proposals come from.
+#[derive(Clone, Debug)]
+pub enum Drafting {
+    /// A smaller model with the target's vocabulary, one KV cache of it per slot.
+    Model {
+        /// Its GGUF file.
+        path: PathBuf,
+        /// Stop drafting when its own choice is less likely than this (0: always draft).
+        p_min: f32,
+    },
+    /// Prompt lookup, matching n-grams of this many tokens down to one.
+    Lookup { ngram: usize },
+}
+
+/// Speculative decoding in the server. It runs when one slot is decoding: a step then
+/// verifies that slot's proposals in one pass over the weights. With several slots decoding,
+/// the batched step already reads the weights once for all of them, so proposals would only
+/// add rows; those steps stay plain. Greedy replies are the target's either way; sampled ones
+/// keep its distribution (argmax proposals, kept by the speculative-sampling rule). Requests
+/// with `ignore_eos` decode plainly.
+#[derive(Clone, Debug)]
+pub struct DraftOptions {
+    /// The drafter.
+    pub drafting: Drafting,
+    /// Proposals a pass and when to draft.
+    pub config: SpecConfig,
+}
+
 impl ServerConfig {
     /// Defaults for `load`: loopback port 8080, one slot, a queue of 64, 20 MB bodies, 256 MB
-    /// of image embeddings, 30 s to finish at a stop, events ignored.
+    /// of image embeddings, 30 s to finish at a stop, no drafting, events ignored.
     pub fn new(load: LoadOptions) -> ServerConfig {
         let model_name = load
             .model
@@ -96,6 +127,7 @@ impl ServerConfig {
             image_cache_bytes: 256 << 20,
             model_name,
             shutdown_grace: Duration::from_secs(30),
+            draft: None,
             on_event: Arc::new(|_| {}),
         }
     }

@@ -204,6 +204,7 @@ async fn chat_inner(st: &AppState, headers: &HeaderMap, body: Body) -> Result<Re
         max_tokens: req.max_tokens,
         sampling,
         stop: req.stop.clone(),
+        ignore_eos: req.ignore_eos,
         events: tx,
     };
     let m = &st.shared.metrics;

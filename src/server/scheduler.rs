@@ -2,9 +2,12 @@
 //! (each with its own KV cache) and runs continuous batching: every step decodes one token for
 //! every active slot in one batched forward pass, and a request joins (its prefill is a step
 //! of its own) or leaves between steps. The async handlers only talk to it through channels,
-//! so no model work runs on the HTTP runtime's threads.
+//! so no model work runs on the HTTP runtime's threads. With a drafter (`--draft-model`,
+//! `--lookup`), a step with one slot decoding verifies that slot's proposals instead
+//! ([`super::DraftOptions`]).
 
 use std::collections::VecDeque;
+use std::ops::Range;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::Arc;
@@ -15,12 +18,15 @@ use tokio::sync::mpsc::UnboundedSender;
 use super::errors::ApiError;
 use super::images::{EmbeddingCache, Image};
 use super::metrics::Phase;
-use super::{ServerConfig, ServerEvent, Shared, State};
+use super::{Drafting, ServerConfig, ServerEvent, Shared, State};
 use crate::chat::Message;
 use crate::load::{self, ModelFiles};
 use crate::pipeline::{Pipeline, ReplyText, Tokenize};
 use crate::sampling::{Sampler, SamplerConfig};
-use crate::text::{KvCache, Logits};
+use crate::speculative::{
+    open_draft, Drafter, LookupDrafter, ModelDrafter, Speculation, TurnInput,
+};
+use crate::text::{KvCache, Logits, TextModel};
 use crate::threadpool::ThreadPool;
 use crate::tokenizer::Tokenizer;
 
@@ -38,6 +44,8 @@ pub struct Job {
     pub sampling: SamplerConfig,
     /// Strings that end the reply.
     pub stop: Vec<String>,
+    /// Never end at an end-of-generation token (llama-server's `ignore_eos`).
+    pub ignore_eos: bool,
     /// Where the reply goes; closed when the client went away.
     pub events: UnboundedSender<Event>,
 }
@@ -67,18 +75,25 @@ struct Active {
     max_tokens: usize,
     /// Sampled but not yet evaluated: the next step's input.
     next: Option<u32>,
+    ignore_eos: bool,
+    /// With a drafter: the prompt, until the drafter has followed it (on the first step that
+    /// drafts for this reply).
+    draft_prompt: Option<Prompt>,
 }
 
 /// One sequence's KV cache and what it holds.
-struct Slot {
+struct Slot<'m> {
     cache: KvCache,
     /// A key per cached position: token ids, and image rows as their image's hash and row, so
     /// a prefix match never mistakes one image for another.
     keys: Vec<u64>,
     active: Option<Active>,
+    /// The slot's drafter (its own draft cache), when the server drafts.
+    spec: Option<Speculation<'m>>,
 }
 
 /// The prompt of a request: its input rows and their keys.
+#[derive(Clone)]
 struct Prompt {
     keys: Vec<u64>,
     rows: Vec<f32>,
@@ -106,17 +121,61 @@ pub(super) fn run(cfg: &ServerConfig, jobs: Receiver<Job>, shared: Arc<Shared>) 
     };
     let p = loaded.pipeline;
     let n_ctx = load::context_size(cfg.ctx_size, p.text.config.n_ctx_train);
+    let draft_file = match cfg.draft.as_ref().map(|d| &d.drafting) {
+        Some(Drafting::Model { path, .. }) => {
+            match open_draft(path, &files.text, cfg.load.repack, &p.pool) {
+                Ok(f) => Some(f),
+                Err(e) => return fail(e.to_string()),
+            }
+        }
+        _ => None,
+    };
+    let draft_model = match draft_file.as_ref().map(TextModel::load).transpose() {
+        Ok(m) => m,
+        Err(e) => return fail(format!("draft model: {e}")),
+    };
     let mut slots = Vec::with_capacity(cfg.parallel);
     for _ in 0..cfg.parallel.max(1) {
+        let drafter: Option<Box<dyn Drafter + '_>> = match (&cfg.draft, &draft_model) {
+            (Some(d), Some(m)) => match m.try_new_cache(n_ctx, cfg.cache_type) {
+                Ok(cache) => {
+                    let mut md = ModelDrafter::new(m, cache);
+                    if let Drafting::Model { p_min, .. } = d.drafting {
+                        md.p_min = p_min;
+                    }
+                    Some(Box::new(md))
+                }
+                Err(e) => return fail(format!("draft model: {e}")),
+            },
+            (
+                Some(super::DraftOptions {
+                    drafting: Drafting::Lookup { ngram },
+                    ..
+                }),
+                _,
+            ) => Some(Box::new(LookupDrafter::new(*ngram, 1))),
+            _ => None,
+        };
+        let spec = drafter
+            .zip(cfg.draft.as_ref())
+            .map(|(d, o)| Speculation::new(d, o.config.clone()));
         match p.text.try_new_cache(n_ctx, cfg.cache_type) {
             Ok(cache) => slots.push(Slot {
                 cache,
                 keys: Vec::new(),
                 active: None,
+                spec,
             }),
             Err(e) => return fail(e.to_string()),
         }
     }
+    // Image rows reach a draft model only at the target's width (as `run` does).
+    let draft_rows = draft_model
+        .as_ref()
+        .is_some_and(|m| m.config.n_embd == p.text.config.n_embd);
+    let eog = (0..p.text.config.n_vocab as u32)
+        .filter(|&id| Tokenize::is_eog(&p.tokenizer, id))
+        .collect();
     (cfg.on_event)(ServerEvent::Loaded {
         warnings: loaded.warnings.iter().map(|w| w.to_string()).collect(),
         n_ctx,
@@ -130,19 +189,25 @@ pub(super) fn run(cfg: &ServerConfig, jobs: Receiver<Job>, shared: Arc<Shared>) 
         pending: VecDeque::new(),
         images: EmbeddingCache::new(cfg.image_cache_bytes),
         shared: &shared,
+        draft_rows,
+        eog,
     };
     s.serve(jobs);
 }
 
-struct Scheduler<'p, 'a> {
+struct Scheduler<'p, 'a, 'm> {
     p: &'p Pipeline<'a, Tokenizer>,
-    slots: Vec<Slot>,
+    slots: Vec<Slot<'m>>,
     pending: VecDeque<Job>,
     images: EmbeddingCache,
     shared: &'p Shared,
+    /// Whether the draft model takes the prompt's image rows too.
+    draft_rows: bool,
+    /// The end-of-generation tokens (masked for `ignore_eos`).
+    eog: Vec<u32>,
 }
 
-impl Scheduler<'_, '_> {
+impl Scheduler<'_, '_, '_> {
     fn serve(&mut self, jobs: Receiver<Job>) {
         let m = &self.shared.metrics;
         let mut open = true;
@@ -210,7 +275,7 @@ impl Scheduler<'_, '_> {
             let _ = job.events.send(Event::Error(e));
             return;
         }
-        let shared_prefix = |s: &Slot| {
+        let shared_prefix = |s: &Slot<'_>| {
             s.keys
                 .iter()
                 .zip(&prompt.keys)
@@ -253,6 +318,14 @@ impl Scheduler<'_, '_> {
             prompt_tokens: n,
             cached: reuse,
         });
+        let draft_prompt = slot.spec.is_some().then(|| Prompt {
+            keys: prompt.keys.clone(),
+            rows: if self.draft_rows {
+                prompt.rows
+            } else {
+                Vec::new()
+            },
+        });
         slot.active = Some(Active {
             events: job.events,
             sampler: Sampler::new(job.sampling),
@@ -260,12 +333,14 @@ impl Scheduler<'_, '_> {
             tokens: Vec::new(),
             max_tokens: job.max_tokens.unwrap_or(usize::MAX),
             next: None,
+            ignore_eos: job.ignore_eos,
+            draft_prompt,
         });
         // Counted before its first token goes out, so a client that saw a token also sees
         // the slot busy.
         let busy = self.slots.iter().filter(|s| s.active.is_some()).count();
         m.busy_slots.store(busy, Ordering::Relaxed);
-        advance(self.p, &mut self.slots[i], &logits, self.shared);
+        advance(self.p, &mut self.slots[i], &logits, &self.eog, self.shared);
     }
 
     /// The prompt's rows: the rendered chat split at each `<image>`, text pieces tokenized
@@ -367,10 +442,20 @@ impl Scheduler<'_, '_> {
                 m.disconnects.fetch_add(1, Ordering::Relaxed);
             }
         }
-        let ready = |s: &Slot| s.active.as_ref().and_then(|a| a.next);
+        let ready = |s: &Slot<'_>| s.active.as_ref().and_then(|a| a.next);
         let ids: Vec<u32> = self.slots.iter().filter_map(ready).collect();
         if ids.is_empty() {
             return;
+        }
+        if ids.len() == 1 {
+            if let Some(i) = self.slots.iter().position(|s| {
+                s.spec.is_some()
+                    && s.active
+                        .as_ref()
+                        .is_some_and(|a| a.next.is_some() && !a.ignore_eos)
+            }) {
+                return self.speculative_step(i);
+            }
         }
         let start = Instant::now();
         let mut caches: Vec<&mut KvCache> = self
@@ -401,6 +486,7 @@ impl Scheduler<'_, '_> {
                         self.p,
                         s,
                         &logits[row * n_vocab..(row + 1) * n_vocab],
+                        &self.eog,
                         self.shared,
                     );
                 }
@@ -415,15 +501,151 @@ impl Scheduler<'_, '_> {
             row += 1;
         }
     }
+
+    /// One decode step of slot `i` alone, with speculation: its drafter proposes tokens after
+    /// the pending one, the model verifies them all in one forward pass, and every kept token
+    /// goes out as a plain step would send it. The draft follows the prompt on the slot's
+    /// first such step of a reply (and catches up on the reply itself when it drafts).
+    fn speculative_step(&mut self, i: usize) {
+        let (p, m) = (self.p, &self.shared.metrics);
+        let Slot {
+            cache,
+            active,
+            spec,
+            ..
+        } = &mut self.slots[i];
+        let (Some(a), Some(spec)) = (active.as_mut(), spec.as_mut()) else {
+            return;
+        };
+        let Some(id) = a.next else { return };
+        let start = Instant::now();
+        let mut result = Ok(());
+        if let Some(prompt) = a.draft_prompt.take() {
+            let (ids, media) = draft_input(&prompt.keys);
+            spec.drafter.rollback(0);
+            let input = TurnInput {
+                ids: &ids,
+                media: &media,
+                rows: &prompt.rows,
+            };
+            result = spec.drafter.prefill(&input, &p.pool);
+        }
+        let (proposed, accepted) = (spec.stats.proposed, spec.stats.accepted);
+        let base = cache.len();
+        // Proposals past the token budget would be thrown away: the pending token and the
+        // step's own next one already count.
+        let limit = a.max_tokens.saturating_sub(a.tokens.len() + 1);
+        let step = result.and_then(|()| {
+            spec.step(
+                &p.text,
+                cache,
+                id,
+                &a.tokens,
+                &a.tokens,
+                limit,
+                &mut a.sampler,
+                &p.pool,
+            )
+        });
+        m.time(Phase::Decode, start.elapsed());
+        m.decode_steps.fetch_add(1, Ordering::Relaxed);
+        m.decode_rows.fetch_add(1, Ordering::Relaxed);
+        m.draft_proposed
+            .fetch_add((spec.stats.proposed - proposed) as u64, Ordering::Relaxed);
+        m.draft_accepted
+            .fetch_add((spec.stats.accepted - accepted) as u64, Ordering::Relaxed);
+        let slot = &mut self.slots[i];
+        let step = match step {
+            Ok(s) => s,
+            Err(e) => {
+                slot.cache.truncate(slot.keys.len());
+                if let Some(a) = slot.active.take() {
+                    let _ = a
+                        .events
+                        .send(Event::Error(ApiError::internal(e.to_string())));
+                }
+                return;
+            }
+        };
+        slot.keys.push(u64::from(id));
+        // The kept proposals are in the cache already; each goes out as a plain step's token
+        // would, and the reply may end at any of them.
+        for (j, &d) in step.accepted.iter().enumerate() {
+            if !emit(p, slot, d, base + 1 + j, self.shared) {
+                break;
+            }
+            slot.keys.push(u64::from(d));
+            if let Some(a) = slot.active.as_mut() {
+                a.next = None;
+            }
+        }
+        if slot.active.is_some() {
+            let cached = slot.keys.len();
+            emit(p, slot, step.next, cached, self.shared);
+        }
+        slot.cache.truncate(slot.keys.len());
+    }
 }
 
-/// Samples the slot's next token from `logits` and sends it; ends the reply at an
-/// end-of-generation token, a stop string, the token budget or a full context.
-fn advance(p: &Pipeline<'_, Tokenizer>, slot: &mut Slot, logits: &[f32], shared: &Shared) {
+/// A prompt's keys as a drafter's input: token ids, and the image rows (keys with the top bit
+/// set) as ranges with a stand-in id.
+fn draft_input(keys: &[u64]) -> (Vec<u32>, Vec<Range<usize>>) {
+    let media_row = |k: u64| k >> 63 == 1;
+    let ids = keys
+        .iter()
+        .map(|&k| if media_row(k) { 0 } else { k as u32 })
+        .collect();
+    let mut media: Vec<Range<usize>> = Vec::new();
+    for (r, &k) in keys.iter().enumerate() {
+        if !media_row(k) {
+            continue;
+        }
+        match media.last_mut() {
+            Some(last) if last.end == r => last.end = r + 1,
+            _ => media.push(r..r + 1),
+        }
+    }
+    (ids, media)
+}
+
+/// Samples the slot's next token from `logits` (end-of-generation tokens `eog` masked for
+/// `ignore_eos`) and sends it.
+fn advance(
+    p: &Pipeline<'_, Tokenizer>,
+    slot: &mut Slot<'_>,
+    logits: &[f32],
+    eog: &[u32],
+    shared: &Shared,
+) {
     let Some(a) = slot.active.as_mut() else {
         return;
     };
-    let id = a.sampler.sample(logits, &a.tokens);
+    let id = if a.ignore_eos && !eog.is_empty() {
+        let mut l = logits.to_vec();
+        for &t in eog {
+            l[t as usize] = f32::NEG_INFINITY;
+        }
+        a.sampler.sample(&l, &a.tokens)
+    } else {
+        a.sampler.sample(logits, &a.tokens)
+    };
+    let cached = slot.cache.len();
+    emit(p, slot, id, cached, shared);
+}
+
+/// Sends `id` as the slot's next reply token, `cached` positions being in its cache before
+/// it; ends the reply at an end-of-generation token, a stop string, the token budget or a
+/// full context. Returns whether the reply goes on (then `id` is the next step's input).
+fn emit(
+    p: &Pipeline<'_, Tokenizer>,
+    slot: &mut Slot<'_>,
+    id: u32,
+    cached: usize,
+    shared: &Shared,
+) -> bool {
+    let Some(a) = slot.active.as_mut() else {
+        return false;
+    };
     let finish = if Tokenize::is_eog(&p.tokenizer, id) {
         Some("stop")
     } else {
@@ -436,15 +658,17 @@ fn advance(p: &Pipeline<'_, Tokenizer>, slot: &mut Slot, logits: &[f32], shared:
         let _ = a.events.send(Event::Token { id: Some(id), text });
         if a.reply.stopped() {
             Some("stop")
-        } else if a.tokens.len() >= a.max_tokens || slot.cache.len() >= slot.cache.n_ctx() {
+        } else if a.tokens.len() >= a.max_tokens || cached >= slot.cache.n_ctx() {
             Some("length")
         } else {
             a.next = Some(id);
             None
         }
     };
-    if let Some(finish) = finish {
-        let Some(a) = slot.active.take() else { return };
+    let Some(finish) = finish else {
+        return true;
+    };
+    if let Some(a) = slot.active.take() {
         let (rest, _) = a.reply.finish();
         if !rest.is_empty() {
             let _ = a.events.send(Event::Token {
@@ -457,4 +681,5 @@ fn advance(p: &Pipeline<'_, Tokenizer>, slot: &mut Slot, logits: &[f32], shared:
             completion_tokens: a.tokens.len(),
         });
     }
+    false
 }
