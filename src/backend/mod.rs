@@ -8,7 +8,6 @@
 //! device's in its file recording the shader; then the forward pass calls it.
 
 pub mod cpu;
-pub mod vision;
 #[cfg(feature = "vulkan")]
 pub mod vulkan;
 
