@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::gguf::GgufFile;
 use crate::image::RgbImage;
-use crate::load::{LoadError, LoadOptions, LoadWarning, ModelFiles, Models};
+use crate::load::{Device, LoadError, LoadOptions, LoadWarning, ModelFiles, Models};
 use crate::sampling::{Sampler, SamplerConfig};
 use crate::speculative::{
     open_draft, DraftError, Drafter, LookupDrafter, ModelDrafter, SpecConfig, SpecStats,
@@ -36,6 +36,10 @@ pub struct BenchConfig {
     pub repack: bool,
     /// Vision products in bfloat16 pairs ([`LoadOptions::vision_bf16`]).
     pub vision_bf16: bool,
+    /// Where the text layers run ([`LoadOptions::device`]).
+    pub device: Option<Device>,
+    /// Text layers on the GPU ([`LoadOptions::gpu_layers`]).
+    pub gpu_layers: Option<usize>,
 }
 
 /// Medians of one benchmark run.
@@ -69,6 +73,10 @@ pub struct BenchResult {
     pub n_gen: usize,
     /// Tokens in the cache before the timed prompt.
     pub depth: usize,
+    /// The GPU holding text layers (None: all on the CPU).
+    pub device: Option<String>,
+    /// Text layers on that GPU.
+    pub device_layers: usize,
     /// What loading the model gave to warn about.
     #[serde(skip)]
     pub warnings: Vec<LoadWarning>,
@@ -207,6 +215,8 @@ pub fn run(
         mmproj: mmproj_path.map(Into::into),
         repack: cfg.repack,
         vision_bf16: cfg.vision_bf16,
+        device: cfg.device,
+        gpu_layers: cfg.gpu_layers,
         ..LoadOptions::new(model_path.into())
     };
     let t0 = Instant::now();
@@ -297,6 +307,8 @@ pub fn run(
         n_prompt: cfg.n_prompt,
         n_gen: cfg.n_gen,
         depth: cfg.depth,
+        device: text.placement().device,
+        device_layers: text.placement().device_layers,
         warnings,
     })
 }
@@ -398,6 +410,8 @@ pub fn speculative(
 ) -> Result<SpecBenchResult, SpecBenchError> {
     let opts = LoadOptions {
         repack: cfg.repack,
+        device: cfg.device,
+        gpu_layers: cfg.gpu_layers,
         ..LoadOptions::new(model_path.into())
     };
     let pool = ThreadPool::new(cfg.threads);

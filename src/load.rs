@@ -52,6 +52,41 @@ pub struct LoadOptions {
     /// A chat template in place of the model file's own: a built-in's name
     /// ([`ChatTemplate::ALL`]) or the path of a Jinja template file.
     pub chat_template: Option<String>,
+    /// Where the text layers run; None: a GPU where one is present (a Vulkan device that is
+    /// not the CPU itself), else the CPU.
+    pub device: Option<Device>,
+    /// Text layers on the GPU (llama.cpp's `n_gpu_layers`: the last ones; the rest run on the
+    /// CPU); at least the layer count puts the output norm and matrix there too. None: all.
+    pub gpu_layers: Option<usize>,
+    /// The most bytes of device memory the weights and caches may take (None: the device's
+    /// own); what does not fit runs on the CPU.
+    pub device_memory: Option<u64>,
+}
+
+/// A device the text layers can run on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Device {
+    /// This machine's CPU, through the C kernels.
+    Cpu,
+    /// A Vulkan device (any GPU with a Vulkan driver; Mesa's lavapipe is one on the CPU).
+    Vulkan,
+    /// An NVIDIA GPU through CUDA (not offloading yet).
+    Cuda,
+}
+
+impl Device {
+    /// Every device's name, for messages.
+    pub const NAMES: &'static str = "cpu, vulkan, cuda";
+
+    /// The device named `name`: `cpu`, `vulkan` or `cuda`.
+    pub fn from_name(name: &str) -> Result<Device, LoadError> {
+        match name {
+            "cpu" => Ok(Device::Cpu),
+            "vulkan" => Ok(Device::Vulkan),
+            "cuda" => Ok(Device::Cuda),
+            other => Err(LoadError::UnknownDevice(other.to_string())),
+        }
+    }
 }
 
 impl LoadOptions {
@@ -65,6 +100,9 @@ impl LoadOptions {
             vision_bf16: false,
             pad_square: false,
             chat_template: None,
+            device: None,
+            gpu_layers: None,
+            device_memory: None,
         }
     }
 }
@@ -105,6 +143,17 @@ pub enum LoadError {
     /// A KV cache type that does not exist.
     #[error("unknown cache type '{0}' (f16 or f32)")]
     UnknownCacheType(String),
+    /// A device name that does not exist.
+    #[error("unknown device '{0}' (cpu, vulkan or cuda)")]
+    UnknownDevice(String),
+    /// The device asked for cannot run the model here.
+    #[error("{device} cannot run the model: {reason}")]
+    DeviceUnavailable {
+        /// The device asked for.
+        device: &'static str,
+        /// Why, and what to do.
+        reason: String,
+    },
 }
 
 /// Something that did not stop the load but changes what was loaded; for the caller to show.
@@ -118,6 +167,18 @@ pub enum LoadWarning {
     /// Bfloat16 vision products were asked for, but this CPU has no bfloat16 dot instruction:
     /// the products stay exact F16.
     NoBf16Dot,
+    /// The device holds fewer text layers than asked for (its memory ran out); the rest run on
+    /// the CPU.
+    FewerDeviceLayers {
+        /// The device.
+        device: String,
+        /// Layers asked for (capped at the layer count).
+        asked: usize,
+        /// Layers it holds.
+        placed: usize,
+        /// Whether the output norm and matrix were asked for but stayed on the CPU.
+        output_left: bool,
+    },
     /// The model file's own chat template could not be used; a built-in stands in for it.
     ModelTemplateNotUsed {
         /// The text model file.
@@ -135,6 +196,21 @@ impl std::fmt::Display for LoadWarning {
             LoadWarning::KeptAsMapped { reason } => write!(f, "weights kept as mapped ({reason})"),
             LoadWarning::NoBf16Dot => {
                 f.write_str("this CPU has no bfloat16 dot instruction; vision products stay in F16")
+            }
+            LoadWarning::FewerDeviceLayers {
+                device,
+                asked,
+                placed,
+                output_left,
+            } => {
+                write!(
+                    f,
+                    "{device}: device memory holds {placed} of the {asked} text layers asked for"
+                )?;
+                if *output_left {
+                    f.write_str(" (the output matrix stays on the CPU)")?;
+                }
+                f.write_str("; the rest run on the CPU")
             }
             LoadWarning::ModelTemplateNotUsed { file, reason, used } => write!(
                 f,
@@ -209,7 +285,8 @@ impl ModelFiles {
     /// as wide as the text model's embeddings.
     pub fn models(&self, opts: &LoadOptions) -> Result<Models<'_>, LoadError> {
         let mut warnings = self.warnings.clone();
-        let text = TextModel::load(&self.text)?;
+        let mut text = TextModel::load(&self.text)?;
+        place(&mut text, opts, &mut warnings)?;
         let mut vision = self.mmproj.as_ref().map(VisionEncoder::load).transpose()?;
         if let Some(v) = vision.as_mut() {
             v.check_text_width(text.config.n_embd, self.text.path())?;
@@ -249,6 +326,82 @@ impl ModelFiles {
             warnings,
         })
     }
+}
+
+/// Puts the text layers where `opts` asks: the CPU, or a GPU for the last `gpu_layers`.
+fn place(
+    text: &mut TextModel,
+    opts: &LoadOptions,
+    warnings: &mut Vec<LoadWarning>,
+) -> Result<(), LoadError> {
+    let n_layer = text.config.n_layer;
+    let asked = opts.gpu_layers.unwrap_or(usize::MAX);
+    match opts.device {
+        Some(Device::Cpu) => Ok(()),
+        Some(Device::Cuda) => Err(LoadError::DeviceUnavailable {
+            device: "CUDA",
+            reason: if cfg!(feature = "cuda") {
+                "its kernels are built and tested, but the models do not offload to them yet; \
+                 on an NVIDIA GPU use its Vulkan driver, or run on the CPU"
+                    .into()
+            } else {
+                "this build has no CUDA support (cargo feature `cuda`), and the models do not \
+                 offload to it yet; on an NVIDIA GPU use its Vulkan driver, or run on the CPU"
+                    .into()
+            },
+        }),
+        #[cfg(feature = "vulkan")]
+        Some(Device::Vulkan) => {
+            let vk =
+                crate::vulkan::Vulkan::new(None).map_err(|e| LoadError::DeviceUnavailable {
+                    device: "Vulkan",
+                    reason: e.to_string(),
+                })?;
+            offload(text, vk, asked, opts, warnings)
+        }
+        #[cfg(not(feature = "vulkan"))]
+        Some(Device::Vulkan) => Err(LoadError::DeviceUnavailable {
+            device: "Vulkan",
+            reason: "this build has no Vulkan support (cargo feature `vulkan`); run on the CPU"
+                .into(),
+        }),
+        None => {
+            // A Vulkan device on the CPU (lavapipe) is slower than the CPU's own kernels:
+            // used only when asked for by name.
+            #[cfg(feature = "vulkan")]
+            if let Ok(vk) = crate::vulkan::Vulkan::new(None) {
+                if vk.info().kind != crate::vulkan::DeviceKind::Cpu && asked > 0 {
+                    return offload(text, vk, asked, opts, warnings);
+                }
+            }
+            let _ = (n_layer, asked, warnings);
+            Ok(())
+        }
+    }
+}
+
+#[cfg(feature = "vulkan")]
+fn offload(
+    text: &mut TextModel,
+    vk: crate::vulkan::Vulkan,
+    asked: usize,
+    opts: &LoadOptions,
+    warnings: &mut Vec<LoadWarning>,
+) -> Result<(), LoadError> {
+    let n_layer = text.config.n_layer;
+    let device = vk.info().name.clone();
+    let backend = crate::backend::vulkan::Vulkan::new(vk, opts.device_memory);
+    let placed = text.offload(backend, asked)?;
+    let output_left = asked >= n_layer && !placed.output_on_device;
+    if placed.device_layers < asked.min(n_layer) || output_left {
+        warnings.push(LoadWarning::FewerDeviceLayers {
+            device,
+            asked: asked.min(n_layer),
+            placed: placed.device_layers,
+            output_left,
+        });
+    }
+    Ok(())
 }
 
 /// The chat template: the one `opts` names, else the model file's own, else (when that cannot

@@ -365,3 +365,81 @@ fn a_small_device_budget_places_fewer_layers_and_an_f32_cache_is_refused() {
     let e = model.try_new_cache(64, KvType::F32).err().unwrap();
     assert!(e.to_string().contains("use an F16 cache"), "{e}");
 }
+
+/// The binary's flags: `run --device vulkan` with every `-ngl` gives the CPU's reply token for
+/// token, `-v` names the device and its memory, and CUDA or an unknown device is a clear
+/// error.
+#[test]
+fn run_on_vulkan_through_the_command_line_gives_the_cpu_reply() {
+    if device(None).is_none() {
+        return;
+    }
+    let (text, _) = common::converted_llava15("vk-cli");
+    let m = text.to_str().unwrap();
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "run",
+            "-m",
+            m,
+            "--temp",
+            "0",
+            "-t",
+            "2",
+            "-n",
+            "8",
+            "--json",
+            "-p",
+            "Describe a red circle on a blue background.",
+        ];
+        args.extend_from_slice(extra);
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_llava-edge"))
+            .args(&args)
+            .output()
+            .unwrap();
+        let (out, err) = (
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        );
+        (o.status.code(), out, err)
+    };
+    let ids = |out: &str| -> serde_json::Value {
+        let j: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        serde_json::json!([j["prompt_tokens"], j["tokens"], j["reply"]])
+    };
+    let (code, cpu, err) = run(&["--device", "cpu", "-v"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("device: CPU"), "{err}");
+    for ngl in ["0", "1", "2", "99"] {
+        let (code, out, err) = run(&["--device", "vulkan", "-ngl", ngl, "-v"]);
+        assert_eq!(code, Some(0), "-ngl {ngl}: {err}");
+        assert_eq!(ids(&out), ids(&cpu), "-ngl {ngl}: prompt and reply tokens");
+        if ngl == "0" {
+            assert!(err.contains("device: CPU"), "{err}");
+        } else {
+            let layers = ngl.parse::<usize>().unwrap().min(2);
+            assert!(
+                err.contains(&format!("{layers} of 2 text layers"))
+                    && err.contains("MiB of device"),
+                "-ngl {ngl}: {err}"
+            );
+        }
+    }
+    // bench takes the same flags.
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_llava-edge"))
+        .args([
+            "bench", "-m", m, "-t", "2", "-p", "8", "-n", "2", "--repeat", "1", "--json",
+            "--device", "vulkan", "-ngl", "1",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["device_layers"], 1, "{j}");
+    assert!(j["device"].as_str().is_some_and(|d| !d.is_empty()), "{j}");
+    let (code, _, err) = run(&["--device", "cuda"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("CUDA cannot run the model"), "{err}");
+    let (code, _, err) = run(&["--device", "tpu"]);
+    assert_ne!(code, Some(0), "{err}");
+    assert!(err.contains("unknown device 'tpu'"), "{err}");
+}

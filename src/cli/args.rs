@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+use llava_edge::load::{Device, LoadOptions};
 use llava_edge::speculative::SpecConfig;
 
 #[derive(Parser)]
@@ -86,6 +87,8 @@ pub struct ServeArgs {
     /// Pad images to a square with the mean colour instead of centre-cropping.
     #[arg(long = "pad-square")]
     pub pad_square: bool,
+    #[command(flatten)]
+    pub device: DeviceArgs,
     /// Speculative decoding (used while one request is decoding).
     #[command(flatten)]
     pub draft: DraftArgs,
@@ -144,14 +147,8 @@ pub struct RunArgs {
     /// Threads (default: the physical cores this process may use).
     #[arg(short = 't', long)]
     pub threads: Option<usize>,
-    /// Layers to offload to a GPU (llama.cpp's -ngl): accepted so llama.cpp command lines
-    /// work, but no GPU backend is built in yet, so everything runs on the CPU.
-    #[arg(
-        long = "n-gpu-layers",
-        visible_alias = "gpu-layers",
-        allow_hyphen_values = true
-    )]
-    pub n_gpu_layers: Option<String>,
+    #[command(flatten)]
+    pub device: DeviceArgs,
     /// Temperature (0 = greedy).
     #[arg(long, allow_negative_numbers = true, default_value_t = 0.8)]
     pub temp: f32,
@@ -249,16 +246,48 @@ pub struct BenchArgs {
     /// precision instead of exact F16 weights against f32 inputs.
     #[arg(long = "vision-bf16")]
     pub vision_bf16: bool,
-    /// Layers to offload to a GPU (llama-bench's -ngl): accepted and ignored, as no GPU
-    /// backend is built in yet.
+    #[command(flatten)]
+    pub device: DeviceArgs,
+    #[command(flatten)]
+    pub draft: DraftBenchArgs,
+}
+
+/// Where the model runs.
+#[derive(clap::Args)]
+pub struct DeviceArgs {
+    /// Device for the model: cpu, vulkan or cuda (default: a GPU where one is present, else
+    /// the CPU; a Vulkan device that is the CPU itself, such as Mesa's lavapipe, only when
+    /// asked for).
+    #[arg(long)]
+    pub device: Option<String>,
+    /// Text layers on the GPU (llama.cpp's -ngl): the last N, the rest on the CPU; N of at
+    /// least the layer count puts the output matrix there too; all, auto or -1: every layer
+    /// (the default).
     #[arg(
         long = "n-gpu-layers",
         visible_alias = "gpu-layers",
         allow_hyphen_values = true
     )]
     pub n_gpu_layers: Option<String>,
-    #[command(flatten)]
-    pub draft: DraftBenchArgs,
+}
+
+impl DeviceArgs {
+    /// Sets `opts`'s device and GPU layers from the flags.
+    pub fn apply(&self, opts: &mut LoadOptions) -> Result<(), String> {
+        opts.device = self
+            .device
+            .as_deref()
+            .map(Device::from_name)
+            .transpose()
+            .map_err(|e| format!("--device: {e}"))?;
+        opts.gpu_layers = match self.n_gpu_layers.as_deref().map(str::trim) {
+            None | Some("all" | "auto" | "-1") => None,
+            Some(n) => Some(n.parse::<usize>().map_err(|_| {
+                format!("-ngl '{n}': a layer count (0 or more), or all, auto or -1 for every layer")
+            })?),
+        };
+        Ok(())
+    }
 }
 
 /// `-n`: a count, or -1 for no limit (llama.cpp's meaning).

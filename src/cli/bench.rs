@@ -60,9 +60,8 @@ fn bench_speculative(a: &BenchArgs, cfg: &BenchConfig) -> Result<(), Box<dyn std
 
 /// Runs the benchmark `a` asks for and prints it.
 pub fn bench(a: &BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
-    if let Some(n) = &a.n_gpu_layers {
-        eprintln!("note: -ngl {n} ignored: no GPU backend is built into llava-edge yet");
-    }
+    let mut placing = llava_edge::load::LoadOptions::new(a.model.clone());
+    a.device.apply(&mut placing)?;
     let threads = a.threads.unwrap_or_else(default_threads);
     let img = a.image.as_deref().map(load_image).transpose()?;
     let cfg = BenchConfig {
@@ -74,6 +73,8 @@ pub fn bench(a: &BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
         ttft_prompt: 20,
         repack: !a.no_repack,
         vision_bf16: a.vision_bf16,
+        device: placing.device,
+        gpu_layers: placing.gpu_layers,
     };
     if a.draft.draft.enabled() {
         return bench_speculative(a, &cfg);
@@ -89,6 +90,10 @@ pub fn bench(a: &BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
     }
     println!("model            {}", a.model.display());
     println!("threads          {}", r.threads);
+    match &r.device {
+        Some(d) => println!("device           {d} ({} text layers)", r.device_layers),
+        None => println!("device           CPU"),
+    }
     println!("load             {:.0} ms", r.load_ms);
     if let (Some(e), Some(n)) = (r.image_encode_ms, r.image_tokens) {
         println!("image encode     {e:.0} ms ({n} tokens)");

@@ -337,6 +337,8 @@ mod tests {
             ttft_prompt: 4,
             repack: true,
             vision_bf16: false,
+            device: None,
+            gpu_layers: None,
         };
         let e = llama_cpp_speeds(
             std::path::Path::new("/nonexistent/llama.cpp"),

@@ -39,13 +39,7 @@ pub fn run(a: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
             return Err(format!("{}: no such file or directory", path.display()).into());
         }
     }
-    if let Some(n) = &a.n_gpu_layers {
-        eprintln!(
-            "note: -ngl {n} ignored: no GPU backend is built into llava-edge yet, so the model \
-             runs on the CPU"
-        );
-    }
-    let opts = LoadOptions {
+    let mut opts = LoadOptions {
         mmproj: a.mmproj.clone(),
         repack: !a.no_repack,
         vision_bf16: a.vision_bf16,
@@ -53,6 +47,7 @@ pub fn run(a: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         chat_template: a.chat_template.clone(),
         ..LoadOptions::new(a.model.clone())
     };
+    a.device.apply(&mut opts)?;
     let pool = ThreadPool::new(a.threads.unwrap_or_else(load::default_threads));
     let files = ModelFiles::open(&opts, &pool)?;
     let loaded = files.pipeline(&opts, pool).map_err(load_error_for_cli)?;
@@ -70,6 +65,16 @@ pub fn run(a: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     let cache = p.text.try_new_cache(n_ctx, kv)?;
+    let placed = p.text.placement();
+    if a.verbose {
+        eprintln!("{}", placement_line(&placed, p.text.config.n_layer));
+    }
+    if placed.device.is_none() && opts.device.is_none() && opts.gpu_layers.is_some_and(|n| n > 0) {
+        eprintln!(
+            "note: -ngl ignored: no GPU found, so the model runs on the CPU (a Vulkan device that \
+             is the CPU itself runs only with --device vulkan)"
+        );
+    }
     let draft_file = match &a.draft.draft_model {
         Some(d) => Some(open_draft(d, &files.text, !a.no_repack, &p.pool)?),
         None => None,
@@ -348,6 +353,9 @@ pub fn print_load_warnings(warnings: &[LoadWarning]) {
             LoadWarning::ModelTemplateNotUsed { .. } => {
                 eprintln!("warning: {w} (--chat-template NAME|FILE chooses one)")
             }
+            LoadWarning::FewerDeviceLayers { .. } => {
+                eprintln!("warning: {w} (-ngl N asks for fewer)")
+            }
         }
     }
 }
@@ -358,6 +366,7 @@ fn load_error_for_cli(e: LoadError) -> Box<dyn std::error::Error> {
         LoadError::TemplateFile { path, problem } => {
             format!("--chat-template {}: {problem}", path.display()).into()
         }
+        e @ LoadError::DeviceUnavailable { .. } => format!("{e} (--device cpu)").into(),
         e => e.into(),
     }
 }
@@ -368,5 +377,23 @@ fn request_error_for_cli(e: PipelineError) -> String {
         PipelineError::NoVisionEncoder(what) => format!("{what} was given but no --mmproj"),
         e @ PipelineError::Text(TextError::ContextFull { .. }) => format!("{e} (raise -c)"),
         e => e.to_string(),
+    }
+}
+
+/// Where the text layers run, for `-v`.
+pub fn placement_line(p: &llava_edge::text::Placement, n_layer: usize) -> String {
+    match &p.device {
+        None => "device: CPU".into(),
+        Some(name) => format!(
+            "device: {name}: {} of {n_layer} text layers{}, {:.1} MiB of device memory (weights \
+             and caches)",
+            p.device_layers,
+            if p.output_on_device {
+                " and the output"
+            } else {
+                ""
+            },
+            p.device_bytes as f64 / (1u64 << 20) as f64
+        ),
     }
 }

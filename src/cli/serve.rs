@@ -18,13 +18,14 @@ pub fn serve(a: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
             return Err(format!("--allowed-dir {}: not a directory", d.display()).into());
         }
     }
-    let load = LoadOptions {
+    let mut load = LoadOptions {
         mmproj: a.mmproj.clone(),
         repack: !a.no_repack,
         pad_square: a.pad_square,
         chat_template: a.chat_template.clone(),
         ..LoadOptions::new(a.model.clone())
     };
+    a.device.apply(&mut load)?;
     let mut cfg = ServerConfig::new(load);
     cfg.threads = a.threads.unwrap_or_else(load::default_threads);
     cfg.host = a.host;

@@ -11,6 +11,4 @@ pub mod offload;
 pub use config::{Arch, TextConfig};
 pub use error::TextError;
 pub use kv_cache::{KvCache, KvType};
-pub use model::{interleave_weights, Logits, TextModel, UBATCH};
-#[cfg(feature = "vulkan")]
-pub use offload::Placement;
+pub use model::{interleave_weights, Logits, Placement, TextModel, UBATCH};

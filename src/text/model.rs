@@ -66,6 +66,19 @@ pub enum Logits {
     All,
 }
 
+/// Where a text model's layers run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Placement {
+    /// The device's name, when one holds layers.
+    pub device: Option<String>,
+    /// Layers on the device (the last ones).
+    pub device_layers: usize,
+    /// Whether the output norm and matrix are on the device.
+    pub output_on_device: bool,
+    /// Bytes of device memory its weights and key/value stores take so far.
+    pub device_bytes: u64,
+}
+
 /// A text model whose weights are views into the memory-mapped GGUF file.
 pub struct TextModel<'a> {
     /// The model's hyperparameters.
@@ -266,6 +279,25 @@ impl<'a> TextModel<'a> {
     /// The output norm and matrix.
     pub(super) fn output_weights(&self) -> (&[f32], &Matrix<'a>) {
         (&self.output_norm, &self.output)
+    }
+
+    /// Where the layers run.
+    pub fn placement(&self) -> Placement {
+        #[cfg(feature = "vulkan")]
+        if let Some(o) = &self.device {
+            return Placement {
+                device: Some(o.device.device().info().name.clone()),
+                device_layers: o.layers.len(),
+                output_on_device: o.output.is_some(),
+                device_bytes: o.device.memory_used(),
+            };
+        }
+        Placement {
+            device: None,
+            device_layers: 0,
+            output_on_device: false,
+            device_bytes: 0,
+        }
     }
 
     /// How many of the first layers the CPU runs (the rest are on a device).

@@ -2,7 +2,7 @@
 //! weights uploaded once, their key/value stores on the device, and, when it holds every
 //! layer, the output norm and matrix too.
 
-use super::model::{upload_layer, Layer, TextModel};
+use super::model::{upload_layer, Layer, Placement, TextModel};
 use super::TextError;
 use crate::backend::vulkan::{VkVector, VkWeight, Vulkan};
 use crate::backend::{Backend, BackendError};
@@ -16,19 +16,6 @@ pub(crate) struct Offload {
     pub(crate) layers: Vec<Layer<'static, Vulkan>>,
     /// The output norm and matrix, when the device holds every layer.
     pub(crate) output: Option<(VkVector, VkWeight)>,
-}
-
-/// Where a text model's layers run.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Placement {
-    /// The device's name, when one holds layers.
-    pub device: Option<String>,
-    /// Layers on the device (the last ones).
-    pub device_layers: usize,
-    /// Whether the output norm and matrix are on the device.
-    pub output_on_device: bool,
-    /// Bytes of device memory its weights and key/value stores take so far.
-    pub device_bytes: u64,
 }
 
 /// Whether `e` says the device memory ran out (or one buffer is past what it can address), so
@@ -75,24 +62,6 @@ impl TextModel<'_> {
             output,
         });
         Ok(self.placement())
-    }
-
-    /// Where the layers run.
-    pub fn placement(&self) -> Placement {
-        match &self.device {
-            None => Placement {
-                device: None,
-                device_layers: 0,
-                output_on_device: false,
-                device_bytes: 0,
-            },
-            Some(o) => Placement {
-                device: Some(o.device.device().info().name.clone()),
-                device_layers: o.layers.len(),
-                output_on_device: o.output.is_some(),
-                device_bytes: o.device.memory_used(),
-            },
-        }
     }
 
     /// The Vulkan device holding some of the layers, if one does.
