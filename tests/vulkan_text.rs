@@ -443,3 +443,133 @@ fn run_on_vulkan_through_the_command_line_gives_the_cpu_reply() {
     assert_ne!(code, Some(0), "{err}");
     assert!(err.contains("unknown device 'tpu'"), "{err}");
 }
+
+/// The whole path a user runs with `--device vulkan` (the load path's placement), on every
+/// converted fixture checkpoint and its image, video and text-only questions: the prompt's
+/// token ids equal transformers' input_ids and greedy generation gives its tokens up to the
+/// first end-of-generation token (tests/pipeline_fixtures.rs, on the device).
+#[test]
+fn every_pipeline_fixture_answers_like_transformers_on_vulkan() {
+    use gguf_tools::convert::{convert, OutType};
+    use llava_edge::load::{Device, LoadOptions, ModelFiles};
+    use llava_edge::pipeline::Request;
+    use llava_edge::sampling::{Sampler, SamplerConfig};
+    if device(None).is_none() {
+        return;
+    }
+    let tmp = TempDir::new("vk-pipeline");
+    let mut checked = 0;
+    for case in [
+        "llava_v1",
+        "llava15",
+        "llava_next_mistral",
+        "llava_next_vicuna",
+        "llava_ov",
+    ] {
+        let dir = fixtures_dir().join(case);
+        let (tp, vp) = (
+            tmp.path(&format!("{case}.gguf")),
+            tmp.path(&format!("{case}-mmproj.gguf")),
+        );
+        convert(&dir.join("hf"), &tp, &vp, OutType::F32, false).unwrap();
+        let opts = LoadOptions {
+            mmproj: Some(vp),
+            device: Some(Device::Vulkan),
+            ..LoadOptions::new(tp)
+        };
+        let pool = ThreadPool::new(2);
+        let files = ModelFiles::open(&opts, &pool).unwrap();
+        let p = files.pipeline(&opts, pool).unwrap().pipeline;
+        assert_eq!(
+            p.text.placement().device_layers,
+            p.text.config.n_layer,
+            "{case}"
+        );
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let fx = entry.unwrap().path();
+            let Ok(meta) = std::fs::read_to_string(fx.join("meta.json")) else {
+                continue;
+            };
+            let meta: serde_json::Value = serde_json::from_str(&meta).unwrap();
+            let prompt = meta["prompt"].as_str().unwrap();
+            let question = meta["question"]
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| question_of(prompt));
+            let images = meta["images"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|i| fixtures_dir().join(i.as_str().unwrap()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let system = prompt
+                .starts_with(llava_edge::chat::VICUNA_SYSTEM)
+                .then(|| llava_edge::chat::VICUNA_SYSTEM.to_string());
+            let video = meta["video_frames"].as_array().map(|frames| {
+                let d = tmp.path(&format!("{case}-frames"));
+                std::fs::create_dir_all(&d).unwrap();
+                for (i, f) in frames.iter().enumerate() {
+                    std::fs::copy(
+                        fixtures_dir().join(f.as_str().unwrap()),
+                        d.join(format!("{i:03}.png")),
+                    )
+                    .unwrap();
+                }
+                d
+            });
+            let req = Request {
+                prompt: question,
+                images,
+                video,
+                max_frames: 16,
+                system,
+                n_predict: 8,
+                stop: vec![],
+            };
+            let mut cache = p.text.try_new_cache(2048, KvType::F16).unwrap();
+            let mut greedy = Sampler::new(SamplerConfig {
+                temp: 0.0,
+                ..SamplerConfig::default()
+            });
+            let (_, t) = p.generate(&req, &mut cache, &mut greedy, |_| {}).unwrap();
+            let ids = |name: &str| -> Vec<u32> {
+                read(&fx.join(name))
+                    .i64()
+                    .iter()
+                    .map(|&x| x as u32)
+                    .collect()
+            };
+            assert_eq!(
+                t.prompt,
+                ids("input_ids.npy"),
+                "{}: prompt ids",
+                fx.display()
+            );
+            let until_eog: Vec<u32> = ids("generated_ids.npy")
+                .into_iter()
+                .take_while(|&id| !p.tokenizer.is_eog(id))
+                .collect();
+            assert_eq!(t.tokens, until_eog, "{}: greedy tokens", fx.display());
+            checked += 1;
+        }
+    }
+    println!("{checked} pipeline fixtures on Vulkan: prompt ids and greedy tokens equal");
+    assert!(checked >= 20, "{checked} fixtures");
+}
+
+/// The question inside a fixture's rendered prompt (the fixtures' questions, as
+/// tests/pipeline_fixtures.rs lists them).
+fn question_of(prompt: &str) -> String {
+    [
+        "Describe a red circle on a blue background.",
+        "What is shown in this image?",
+        "What is different between these images?",
+        "What happens in this video?",
+    ]
+    .into_iter()
+    .find(|q| prompt.contains(q))
+    .unwrap_or_else(|| panic!("no known question in {prompt:?}"))
+    .to_string()
+}
