@@ -59,6 +59,10 @@ variants=(
   "bilinear bilinear.comp"
   "f32_to_f16 f32_to_f16.comp"
   "attention attention.comp"
+  "attention_kv_f32 attention.comp KV_F32"
+  "patch_embed_f32 patch_embed.comp TYPE_F32"
+  "patch_embed_f16 patch_embed.comp TYPE_F16"
+  "residual_layer_norm residual_norm.comp"
 )
 
 for v in "${variants[@]}"; do

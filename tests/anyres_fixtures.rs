@@ -70,7 +70,7 @@ fn tile_plans_and_packed_features_equal_the_reference() {
                 let frames = read(&fx.join("projected_tiles.npy"));
                 let want = read(&fx.join("video_features.npy"));
                 let n = meta["video"]["frames"].as_u64().unwrap() as usize;
-                let got = pack_video(frames.f32(), n, p, d, &newline);
+                let got = pack_video(frames.f32(), n, p, d, &newline).unwrap();
                 assert_close(
                     &got,
                     want.f32(),
@@ -100,7 +100,8 @@ fn tile_plans_and_packed_features_equal_the_reference() {
                 orig,
                 &newline,
                 PackSpec { p, max_tiles },
-            );
+            )
+            .unwrap();
             assert_eq!(packed.grid_hw, pair(&ar["final_hw"]), "{}", fx.display());
             let want = read(&fx.join("image_features.npy"));
             assert_eq!(

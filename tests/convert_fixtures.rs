@@ -312,7 +312,7 @@ fn a_linear_projector_keeps_its_second_linear() {
     }
     let f = GgufFile::open(&v).unwrap();
     let enc = VisionEncoder::load(&f).unwrap();
-    let got = enc.project(feats, &ThreadPool::new(2));
+    let got = enc.project(feats, &ThreadPool::new(2)).unwrap();
     let e = rel_err(&got, &want);
     assert!(e < 1e-5, "relative error {e:e}");
 }

@@ -82,12 +82,12 @@ fn image_prompts_match_transformers() {
                 let feats = enc
                     .features(&px.f32()[t * 3 * s * s..(t + 1) * 3 * s * s], &pool)
                     .unwrap();
-                tiles.extend(enc.project(&feats, &pool));
+                tiles.extend(enc.project(&feats, &pool).unwrap());
             }
             let per_tile = p * p * dt;
             // Pack them as the model does for this kind of prompt.
             let packed: Vec<f32> = match meta["kind"].as_str().unwrap() {
-                "video" => pack_video(&tiles, n_tiles, p, dt, &newline),
+                "video" => pack_video(&tiles, n_tiles, p, dt, &newline).unwrap(),
                 "multi_image" => tiles
                     .chunks(per_tile)
                     .flat_map(|t| t.iter().chain(&newline).copied())
@@ -110,6 +110,7 @@ fn image_prompts_match_transformers() {
                         &newline,
                         PackSpec { p, max_tiles },
                     )
+                    .unwrap()
                     .features
                 }
             };

@@ -56,7 +56,7 @@ fn encoders_and_projectors_match_transformers() {
                     "{}: tile {t}: features relative error {e:e}",
                     fx.display()
                 );
-                let p = enc.project(&ours, &pool);
+                let p = enc.project(&ours, &pool).unwrap();
                 let pw = &proj.f32()[t * p.len()..(t + 1) * p.len()];
                 let e = rel_err(&p, pw);
                 worst_p = worst_p.max(e);
@@ -118,7 +118,7 @@ fn f16_encoders_match_transformers_exactly_and_in_bf16() {
                 let per_tile = feats.f32().len() / n_tiles;
                 // The first tile of each fixture: enough tokens for the GEMM paths.
                 let ours = enc.features(&px.f32()[..3 * s * s], &pool).unwrap();
-                let p = enc.project(&ours, &pool);
+                let p = enc.project(&ours, &pool).unwrap();
                 for (e, what) in [
                     (rel_err(&ours, &feats.f32()[..per_tile]), "features"),
                     (rel_err(&p, &proj.f32()[..p.len()]), "projected"),

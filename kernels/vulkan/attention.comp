@@ -7,7 +7,8 @@
 // A tile of WG keys at a time: invocation j scores key j of the tile, the tile's max and sum
 // meet in shared-memory trees (no subgroup operations), then each invocation updates the output
 // dimensions it owns (tid, tid + WG, ... < head_dim <= 256). The cache is bound as uint[] and
-// read as half pairs, so 16-bit storage is not needed.
+// read as half pairs, so 16-bit storage is not needed. Variant KV_F32: keys and values are f32
+// rows (the vision encoder's, which are never cached); offsets and strides then count floats.
 
 #define WG 64
 #define MAX_DIM 256
@@ -15,8 +16,13 @@
 layout(local_size_x = WG) in;
 
 layout(std430, binding = 0) readonly buffer Query { float Q[]; };
+#if defined(KV_F32)
+layout(std430, binding = 1) readonly buffer Keys { float K[]; };
+layout(std430, binding = 2) readonly buffer Values { float V[]; };
+#else
 layout(std430, binding = 1) readonly buffer Keys { uint K[]; };
 layout(std430, binding = 2) readonly buffer Values { uint V[]; };
+#endif
 layout(std430, binding = 3) writeonly buffer Out { float O[]; };
 
 layout(push_constant) uniform Push {
@@ -39,10 +45,13 @@ shared float qs[MAX_DIM];
 shared float sc[WG];
 shared float red[WG];
 
-float half_at(uint buf, uint idx) {
-    uint w = buf == 0u ? K[idx >> 1] : V[idx >> 1];
-    return unpackHalf2x16(w >> ((idx & 1u) * 16u)).x;
-}
+#if defined(KV_F32)
+float value_at(uint idx) { return V[idx]; }
+vec2 key_pair(uint idx) { return vec2(K[idx], K[idx + 1u]); }
+#else
+float value_at(uint idx) { return unpackHalf2x16(V[idx >> 1] >> ((idx & 1u) * 16u)).x; }
+vec2 key_pair(uint idx) { return unpackHalf2x16(K[idx >> 1]); }
+#endif
 
 float tree(float v, bool is_max) {
     uint tid = gl_LocalInvocationID.x;
@@ -78,7 +87,7 @@ void main() {
             uint at = kb + key * p.kv_stride;
             float dot = 0.0;
             for (uint d = 0u; d < D; d += 2u) {
-                vec2 kk = unpackHalf2x16(K[(at + d) >> 1]);
+                vec2 kk = key_pair(at + d);
                 dot += qs[d] * kk.x + qs[d + 1u] * kk.y;
             }
             s = dot * p.scale;
@@ -94,7 +103,7 @@ void main() {
             uint d = tid + k * WG;
             if (d >= D) break;
             float a = acc[k] * alpha;
-            for (uint j = 0u; j < n_here; j++) a += sc[j] * half_at(1u, kb + (t0 + j) * p.kv_stride + d);
+            for (uint j = 0u; j < n_here; j++) a += sc[j] * value_at(kb + (t0 + j) * p.kv_stride + d);
             acc[k] = a;
         }
         barrier(); // sc is rewritten by the next tile

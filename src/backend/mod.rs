@@ -8,6 +8,7 @@
 //! device's in its file recording the shader; then the forward pass calls it.
 
 pub mod cpu;
+pub mod vision;
 #[cfg(feature = "vulkan")]
 pub mod vulkan;
 

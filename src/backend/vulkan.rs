@@ -171,6 +171,8 @@ enum Cmd {
         dst_at: u64,
         bytes: u64,
     },
+    /// The vision encoder's ops (`backend/vision/vulkan.rs`).
+    Vision(super::vision::vulkan::VisionCmd),
     /// Any shader, its arguments checked by the caller ([`Vulkan::dispatch`]).
     Dispatch {
         shader: Shader,
@@ -246,6 +248,7 @@ impl Cmd {
                 rec.copy(src, *src_at, dst, *dst_at, *bytes);
                 Ok(())
             }
+            Cmd::Vision(c) => c.record(rec),
             Cmd::Dispatch {
                 shader,
                 buffers,
@@ -323,6 +326,11 @@ impl Vulkan {
             push,
             groups,
         });
+    }
+
+    /// Queues one of the vision encoder's ops.
+    pub(super) fn queue_vision(&mut self, c: super::vision::vulkan::VisionCmd) {
+        self.pending.push(Cmd::Vision(c));
     }
 
     /// A device buffer of `bytes` kept with the weights (counted against the budget).

@@ -3,8 +3,11 @@
 //! bilinear shrink, the `image_newline` column), exactly as transformers does.
 
 use super::error::VisionError;
+use crate::backend::vision::{RowRun, VisionOps};
+use crate::backend::{BackendError, Cpu};
 use crate::gguf::keys::{clip, llava_edge, tensors};
 use crate::meta_error::MetaError;
+use crate::threadpool::ThreadPool;
 
 /// A tile grid chosen for an image.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -87,33 +90,7 @@ pub fn unpadded_window(
     }
 }
 
-/// Bilinear resize of a `[h, w, d]` feature grid to `[oh, ow, d]` (PyTorch's `interpolate`,
-/// `align_corners=False`, no antialiasing).
-pub fn bilinear_grid(x: &[f32], h: usize, w: usize, d: usize, oh: usize, ow: usize) -> Vec<f32> {
-    // PyTorch's CPU kernel arithmetic, in f32 and in its order, so results match bit for bit.
-    let src = |o: usize, n_in: usize, n_out: usize| -> (usize, usize, f32, f32) {
-        let scale = n_in as f32 / n_out as f32;
-        let s = (scale * (o as f32 + 0.5) - 0.5).max(0.0);
-        let i0 = (s as usize).min(n_in - 1);
-        let i1 = if i0 < n_in - 1 { i0 + 1 } else { i0 };
-        let l1 = s - i0 as f32;
-        (i0, i1, 1.0 - l1, l1)
-    };
-    let mut out = vec![0f32; oh * ow * d];
-    for y in 0..oh {
-        let (y0, y1, h0, h1) = src(y, h, oh);
-        for xx in 0..ow {
-            let (x0, x1, w0, w1) = src(xx, w, ow);
-            let o = &mut out[(y * ow + xx) * d..(y * ow + xx + 1) * d];
-            for (k, v) in o.iter_mut().enumerate() {
-                let at = |yy: usize, xi: usize| x[(yy * w + xi) * d + k];
-                *v = h0 * (w0 * at(y0, x0) + w1 * at(y0, x1))
-                    + h1 * (w0 * at(y1, x0) + w1 * at(y1, x1));
-            }
-        }
-    }
-    out
-}
+pub use crate::backend::vision::bilinear_grid;
 
 /// How the tiles of one image are packed into its sequence of features.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -142,49 +119,88 @@ pub fn pack_anyres(
     orig_hw: (usize, usize),
     newline: &[f32],
     spec: PackSpec,
-) -> Packed {
+) -> Result<Packed, BackendError> {
+    // Moving rows needs no threads.
+    let pool = ThreadPool::new(1);
+    let mut cpu = Cpu::new(&pool);
+    let (features, grid_hw) = pack_anyres_on(
+        &mut cpu,
+        &tiles.to_vec(),
+        d,
+        grid_hw,
+        orig_hw,
+        &newline.to_vec(),
+        spec,
+    )?;
+    Ok(Packed { features, grid_hw })
+}
+
+/// [`pack_anyres`] on `be`, the tiles and the newline row there: the packed rows, left on
+/// the device, and the final grid (rows, columns) before the newline column.
+pub fn pack_anyres_on<B: VisionOps>(
+    be: &mut B,
+    tiles: &B::Buf,
+    d: usize,
+    grid_hw: (usize, usize),
+    orig_hw: (usize, usize),
+    newline: &B::Vector,
+    spec: PackSpec,
+) -> Result<(B::Buf, (usize, usize)), BackendError> {
     let p = spec.p;
     let (gh, gw) = grid_hw;
-    let (ch, cw) = (gh * p, gw * p);
-    let tile_len = p * p * d;
-    // Grid [ch, cw, d] from tiles row-major, patches row-major within each.
-    let mut grid = vec![0f32; ch * cw * d];
-    for ty in 0..gh {
-        for tx in 0..gw {
-            let t = &tiles[(1 + ty * gw + tx) * tile_len..(2 + ty * gw + tx) * tile_len];
-            for py in 0..p {
-                let dst = ((ty * p + py) * cw + tx * p) * d;
-                grid[dst..dst + p * d].copy_from_slice(&t[py * p * d..(py + 1) * p * d]);
-            }
+    // The grid [gh*p, gw*p] of patches, tiles row-major and patches row-major within each;
+    // only its unpadded window is kept, gathered row by row from the tiles.
+    let (rows, cols) = unpadded_window(orig_hw, gh * p, gw * p);
+    let (uh, uw) = (rows.len(), cols.len());
+    let mut runs = Vec::new();
+    for (i, y) in rows.enumerate() {
+        let mut x = cols.start;
+        while x < cols.end {
+            let n = (p - x % p).min(cols.end - x);
+            let tile = 1 + (y / p) * gw + x / p;
+            runs.push(RowRun {
+                src: tile * p * p + (y % p) * p + x % p,
+                dst: i * uw + x - cols.start,
+                n,
+            });
+            x += n;
         }
     }
-    let (rows, cols) = unpadded_window(orig_hw, ch, cw);
-    let (mut uh, mut uw) = (rows.len(), cols.len());
-    let mut cur = Vec::with_capacity(uh * uw * d);
-    for y in rows {
-        cur.extend_from_slice(&grid[(y * cw + cols.start) * d..(y * cw + cols.end) * d]);
-    }
+    let mut cur = be.alloc(uh * uw * d)?;
+    be.copy_rows(tiles, &mut cur, d, &runs)?;
+    let (mut fh, mut fw) = (uh, uw);
     if let Some(max) = spec.max_tiles {
         let ratio = ((uh * uw) as f64 / (max * p * p) as f64).sqrt();
         if ratio > 1.1 {
-            let (nh, nw) = (
+            (fh, fw) = (
                 (uh as f64 / ratio).floor() as usize,
                 (uw as f64 / ratio).floor() as usize,
             );
-            cur = bilinear_grid(&cur, uh, uw, d, nh, nw);
-            (uh, uw) = (nh, nw);
+            let mut small = be.alloc(fh * fw * d)?;
+            be.bilinear(&cur, 0, (uh, uw), d, &mut small, 0, (fh, fw))?;
+            cur = small;
         }
     }
-    let mut features = Vec::with_capacity((p * p + uh * (uw + 1)) * d);
-    features.extend_from_slice(&tiles[..tile_len]);
-    for y in 0..uh {
-        features.extend_from_slice(&cur[y * uw * d..(y + 1) * uw * d]);
-        features.extend_from_slice(newline);
-    }
-    Packed {
-        features,
-        grid_hw: (uh, uw),
-    }
+    // The base tile, then each grid row followed by the newline.
+    let base = p * p;
+    let mut out = be.alloc((base + fh * (fw + 1)) * d)?;
+    let whole = RowRun {
+        src: 0,
+        dst: 0,
+        n: base,
+    };
+    be.copy_rows(tiles, &mut out, d, &[whole])?;
+    let grid_rows: Vec<RowRun> = (0..fh)
+        .map(|y| RowRun {
+            src: y * fw,
+            dst: base + y * (fw + 1),
+            n: fw,
+        })
+        .collect();
+    be.copy_rows(&cur, &mut out, d, &grid_rows)?;
+    let ends: Vec<usize> = (0..fh).map(|y| base + y * (fw + 1) + fw).collect();
+    be.fill_rows(newline, &mut out, &ends)?;
+    Ok((out, (fh, fw)))
 }
 
 /// OneVision video: each frame's `p x p` projected grid pooled bilinearly to `ceil(p/2)`
@@ -195,14 +211,36 @@ pub fn pack_video(
     p: usize,
     d: usize,
     newline: &[f32],
-) -> Vec<f32> {
+) -> Result<Vec<f32>, BackendError> {
+    let pool = ThreadPool::new(1);
+    let mut cpu = Cpu::new(&pool);
+    let n_frames = n_frames.min(frames.len() / (p * p * d).max(1));
+    pack_video_on(
+        &mut cpu,
+        &frames.to_vec(),
+        n_frames,
+        p,
+        d,
+        &newline.to_vec(),
+    )
+}
+
+/// [`pack_video`] on `be`, the frames and the newline row there; the rows are left there.
+pub fn pack_video_on<B: VisionOps>(
+    be: &mut B,
+    frames: &B::Buf,
+    n_frames: usize,
+    p: usize,
+    d: usize,
+    newline: &B::Vector,
+) -> Result<B::Buf, BackendError> {
     let q = p.div_ceil(2);
-    let mut out = Vec::with_capacity((n_frames * q * q + 1) * d);
-    for f in frames.chunks_exact(p * p * d).take(n_frames) {
-        out.extend(bilinear_grid(f, p, p, d, q, q));
+    let mut out = be.alloc((n_frames * q * q + 1) * d)?;
+    for f in 0..n_frames {
+        be.bilinear(frames, f * p * p, (p, p), d, &mut out, f * q * q, (q, q))?;
     }
-    out.extend_from_slice(newline);
-    out
+    be.fill_rows(newline, &mut out, &[n_frames * q * q])?;
+    Ok(out)
 }
 
 #[cfg(test)]

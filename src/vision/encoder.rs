@@ -1,41 +1,23 @@
 //! A ViT image encoder (CLIP or SigLIP) and LLaVA's projector. One forward function reads top
-//! to bottom: patches -> embeddings -> encoder layers -> selected features -> projector.
+//! to bottom: patches -> embeddings -> encoder layers -> selected features -> projector,
+//! written once over [`VisionOps`]: the weights stay in the file for the CPU, or are uploaded
+//! once to a device ([`VisionEncoder::upload`]).
 
 use std::path::{Path, PathBuf};
 
 use super::anyres::AnyresConfig;
 use super::error::VisionError;
+use crate::backend::vision::{Embeddings, RowRun, VisionOps};
+use crate::backend::{Backend, Cpu, Heads};
 use crate::gguf::keys::{clip, general, tensors};
 use crate::gguf::GgufFile;
-use crate::kernels::{KvRef, Visible, MAX_HEAD_DIM};
+use crate::kernels::MAX_HEAD_DIM;
 use crate::meta_error::{FileKind, MetaError};
-use crate::ops::activation::{gelu_erf, gelu_tanh, quick_gelu};
-use crate::ops::attention::attend_rows;
-use crate::ops::matrix::matmul_bias_sharing_input;
-use crate::ops::norm::{add_rows, layer_norm_rows, residual_layer_norm_rows};
-use crate::ops::{add_assign, Matrix};
+use crate::ops::Matrix;
 use crate::threadpool::ThreadPool;
 
 /// The MLP activation of the encoder layers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Activation {
-    /// `x * sigmoid(1.702 x)` (CLIP).
-    QuickGelu,
-    /// GELU, tanh approximation (SigLIP).
-    GeluTanh,
-    /// GELU, exact.
-    GeluErf,
-}
-
-impl Activation {
-    fn apply(self, x: &mut [f32], pool: &ThreadPool) {
-        match self {
-            Activation::QuickGelu => quick_gelu(x, pool),
-            Activation::GeluTanh => gelu_tanh(x, pool),
-            Activation::GeluErf => gelu_erf(x, pool),
-        }
-    }
-}
+pub use crate::backend::vision::Activation;
 
 /// Shape and behaviour of the encoder and projector.
 #[derive(Clone, Debug, PartialEq)]
@@ -295,29 +277,41 @@ impl VisionConfig {
     }
 }
 
-struct Layer<'a> {
-    ln1: (Vec<f32>, Vec<f32>),
-    q: (Matrix<'a>, Vec<f32>),
-    k: (Matrix<'a>, Vec<f32>),
-    v: (Matrix<'a>, Vec<f32>),
-    o: (Matrix<'a>, Vec<f32>),
-    ln2: (Vec<f32>, Vec<f32>),
-    up: (Matrix<'a>, Vec<f32>),
-    down: (Matrix<'a>, Vec<f32>),
+/// One encoder layer's weights as matrices `W` and vectors `V` of one device.
+struct Layer<W, V> {
+    ln1: (V, V),
+    q: (W, V),
+    k: (W, V),
+    v: (W, V),
+    o: (W, V),
+    ln2: (V, V),
+    up: (W, V),
+    down: (W, V),
 }
+
+/// The encoder's and projector's weights on one device: matrices `W`, vectors `V` and the
+/// embedding weights `E` of that device ([`TowerOn`] names them for a backend).
+pub struct Tower<W, V, E> {
+    embedding: E,
+    pre_ln: Option<(V, V)>,
+    layers: Vec<Layer<W, V>>,
+    /// `mm.0` and, for the two-layer MLP projector, `mm.2`.
+    proj: Vec<(W, V)>,
+    /// The anyres `image_newline` row, where the model has one.
+    pub(super) newline: Option<V>,
+}
+
+/// The weights of a tower on backend `B`, borrowing the file for `'w` where `B` reads them
+/// in place.
+pub type TowerOn<'w, B> =
+    Tower<<B as Backend>::Weight<'w>, <B as Backend>::Vector, <B as VisionOps>::Embedding<'w>>;
 
 /// The encoder and projector, weights read in place from the mmproj file.
 pub struct VisionEncoder<'a> {
     /// The encoder's settings.
     pub config: VisionConfig,
-    patch: Matrix<'a>,
-    patch_bias: Option<Vec<f32>>,
-    class: Option<Vec<f32>>,
-    pos: Vec<f32>,
-    pre_ln: Option<(Vec<f32>, Vec<f32>)>,
-    layers: Vec<Layer<'a>>,
-    /// `mm.0` and, for the two-layer MLP projector, `mm.2`.
-    proj: Vec<(Matrix<'a>, Vec<f32>)>,
+    /// The weights as the CPU reads them: views into the file.
+    tower: Tower<Matrix<'a>, Vec<f32>, Embeddings<'a>>,
     /// Output width of the projector (the text model's hidden size).
     pub n_out: usize,
     /// LLaVA-NeXT / OneVision tiling, when the file has pinpoints.
@@ -495,17 +489,25 @@ impl<'a> VisionEncoder<'a> {
         if let Some(a) = &anyres {
             check_anyres(f.path(), a, c.image_size)?;
         }
-        Ok(VisionEncoder {
-            path: f.path().to_path_buf(),
-            anyres,
-            pad_square: false,
-            patch_bias: opt_vec(tensors::V_PATCH_EMBD_BIAS, d)?,
+        let embedding = Embeddings {
             patch,
+            bias: opt_vec(tensors::V_PATCH_EMBD_BIAS, d)?,
             class,
             pos,
-            pre_ln,
-            layers,
-            proj,
+            image_size: c.image_size,
+            patch_size: c.patch_size,
+        };
+        Ok(VisionEncoder {
+            path: f.path().to_path_buf(),
+            tower: Tower {
+                embedding,
+                pre_ln,
+                layers,
+                proj,
+                newline: anyres.as_ref().map(|a| a.newline.clone()),
+            },
+            anyres,
+            pad_square: false,
             n_out,
             config,
         })
@@ -518,8 +520,9 @@ impl<'a> VisionEncoder<'a> {
         if crate::kernels::Cpu::get().bf16().is_none() {
             return false;
         }
-        let mut all: Vec<&mut Matrix<'a>> = vec![&mut self.patch];
-        for l in &mut self.layers {
+        let t = &mut self.tower;
+        let mut all: Vec<&mut Matrix<'a>> = vec![&mut t.embedding.patch];
+        for l in &mut t.layers {
             all.extend([
                 &mut l.q.0,
                 &mut l.k.0,
@@ -529,103 +532,129 @@ impl<'a> VisionEncoder<'a> {
                 &mut l.down.0,
             ]);
         }
-        all.extend(self.proj.iter_mut().map(|p| &mut p.0));
+        all.extend(t.proj.iter_mut().map(|p| &mut p.0));
         for m in all {
             m.bf16_products = true;
         }
         true
     }
 
+    /// The weights uploaded to `be`, once: for [`VisionEncoder::features_on`],
+    /// [`VisionEncoder::project_on`] and [`VisionEncoder::embed_image_on`] there.
+    pub fn upload<B: VisionOps>(&self, be: &B) -> Result<TowerOn<'a, B>, VisionError> {
+        let t = &self.tower;
+        let vec = |v: &Vec<f32>| be.upload_vector(v);
+        let pair =
+            |(a, b): &(Vec<f32>, Vec<f32>)| -> Result<_, VisionError> { Ok((vec(a)?, vec(b)?)) };
+        let lin = |(m, b): &(Matrix<'a>, Vec<f32>)| -> Result<_, VisionError> {
+            Ok((be.upload_matrix(m)?, vec(b)?))
+        };
+        let mut layers = Vec::with_capacity(t.layers.len());
+        for l in &t.layers {
+            layers.push(Layer {
+                ln1: pair(&l.ln1)?,
+                q: lin(&l.q)?,
+                k: lin(&l.k)?,
+                v: lin(&l.v)?,
+                o: lin(&l.o)?,
+                ln2: pair(&l.ln2)?,
+                up: lin(&l.up)?,
+                down: lin(&l.down)?,
+            });
+        }
+        Ok(Tower {
+            embedding: be.upload_embedding(&t.embedding)?,
+            pre_ln: t.pre_ln.as_ref().map(pair).transpose()?,
+            layers,
+            proj: t.proj.iter().map(lin).collect::<Result<_, _>>()?,
+            newline: t.newline.as_ref().map(vec).transpose()?,
+        })
+    }
+
+    /// Rows of [`VisionEncoder::features`]: one per patch, and the class token's unless the
+    /// selection drops it.
+    pub fn feature_rows(&self) -> usize {
+        let c = &self.config;
+        let cls = self.has_class_token() && !c.drop_cls;
+        c.grid() * c.grid() + usize::from(cls)
+    }
+
     /// Selected encoder features `[tokens, n_embd]` of one tile: `pixels` is `[3, size, size]`,
     /// already normalised.
     pub fn features(&self, pixels: &[f32], pool: &ThreadPool) -> Result<Vec<f32>, VisionError> {
+        let mut cpu = Cpu::new(pool);
+        let x = self.features_on(&mut cpu, &self.tower, pixels)?;
+        Ok(cpu.read(x)?)
+    }
+
+    /// [`VisionEncoder::features`] on `be` with the weights `t` uploaded there, left on the
+    /// device ([`VisionEncoder::feature_rows`] rows).
+    pub fn features_on<B: VisionOps>(
+        &self,
+        be: &mut B,
+        t: &TowerOn<'_, B>,
+        pixels: &[f32],
+    ) -> Result<B::Buf, VisionError> {
         let c = &self.config;
-        let (s, p, g, d, th) = (c.image_size, c.patch_size, c.grid(), c.n_embd, pool);
+        let s = c.image_size;
         if pixels.len() != 3 * s * s {
             return Err(VisionError::BadPixels {
                 got: pixels.len(),
                 size: s,
             });
         }
-        // Patches [g*g, 3*p*p], each in (channel, row, column) order like the conv kernel.
-        let mut patches = vec![0f32; g * g * 3 * p * p];
-        for (i, patch) in patches.chunks_exact_mut(3 * p * p).enumerate() {
-            let (py, px) = (i / g, i % g);
-            for ch in 0..3 {
-                for y in 0..p {
-                    let src = ch * s * s + (py * p + y) * s + px * p;
-                    patch[(ch * p + y) * p..(ch * p + y + 1) * p]
-                        .copy_from_slice(&pixels[src..src + p]);
-                }
-            }
-        }
-        let cls = usize::from(self.class.is_some());
-        let n = g * g + cls;
         // Embeddings [n, d]: class token first (CLIP), then patches; plus positions.
-        let mut x = vec![0f32; n * d];
-        if let Some(class) = &self.class {
-            x[..d].copy_from_slice(class);
-        }
-        match &self.patch_bias {
-            Some(b) => self
-                .patch
-                .matmul_bias(&patches, g * g, &mut x[cls * d..], b, th),
-            None => self.patch.matmul(&patches, g * g, &mut x[cls * d..], th),
-        }
-        add_assign(&mut x, &self.pos);
-        if let Some((w, b)) = &self.pre_ln {
-            layer_norm_rows(th, &mut x, w, b, c.eps);
+        let mut x = be.embed(&t.embedding, pixels)?;
+        let (d, cls) = (c.n_embd, usize::from(self.has_class_token()));
+        let n = c.grid() * c.grid() + cls;
+        if let Some((w, b)) = &t.pre_ln {
+            be.layer_norm(&mut x, w, b, c.eps)?;
         }
 
         let (mut h, mut q, mut k, mut v) = (
-            vec![0f32; n * d],
-            vec![0f32; n * d],
-            vec![0f32; n * d],
-            vec![0f32; n * d],
+            be.alloc(n * d)?,
+            be.alloc(n * d)?,
+            be.alloc(n * d)?,
+            be.alloc(n * d)?,
         );
-        let mut attn = vec![0f32; n * d];
-        let mut ff = vec![0f32; n * c.n_ff];
-        let hd = d / c.n_head;
-        let linear = |(m, b): &(Matrix, Vec<f32>), x: &[f32], rows: usize, out: &mut [f32]| {
-            m.matmul_bias(x, rows, out, b, th)
+        let mut attn = be.alloc(n * d)?;
+        let mut ff = be.alloc(n * c.n_ff)?;
+        let heads = Heads {
+            n_head: c.n_head,
+            n_head_kv: c.n_head,
+            head_dim: d / c.n_head,
         };
-        for (i, l) in self.layers.iter().enumerate() {
+        for (i, l) in t.layers.iter().enumerate() {
             // x += attn(ln1(x)), every token attending to every token; from the second layer on
             // h still holds the last layer's MLP output, which joins x first.
-            residual_layer_norm_rows(th, &mut x, &mut h, i > 0, &l.ln1.0, &l.ln1.1, c.eps);
-            matmul_bias_sharing_input(
+            be.residual_layer_norm(&mut x, &mut h, i > 0, &l.ln1.0, &l.ln1.1, c.eps)?;
+            be.matmul_bias_shared(
                 &[&l.q.0, &l.k.0, &l.v.0],
                 &[&l.q.1, &l.k.1, &l.v.1],
                 &h,
                 n,
                 &mut [&mut q, &mut k, &mut v],
-                th,
-            );
-            attend_rows(
-                th,
-                &q,
-                KvRef::F32(&k),
-                KvRef::F32(&v),
-                n,
-                n,
-                Visible::All,
-                c.n_head,
-                c.n_head,
-                hd,
-                &mut attn,
-            );
-            linear(&l.o, &attn, n, &mut h);
+            )?;
+            be.attend_all(&q, &k, &v, n, heads, &mut attn)?;
+            be.matmul_bias(&l.o.0, &l.o.1, &attn, n, &mut h)?;
             // x += down(act(up(ln2(x)))).
-            residual_layer_norm_rows(th, &mut x, &mut h, true, &l.ln2.0, &l.ln2.1, c.eps);
-            linear(&l.up, &h, n, &mut ff);
-            c.act.apply(&mut ff, th);
-            linear(&l.down, &ff, n, &mut h);
+            be.residual_layer_norm(&mut x, &mut h, true, &l.ln2.0, &l.ln2.1, c.eps)?;
+            be.matmul_bias(&l.up.0, &l.up.1, &h, n, &mut ff)?;
+            be.activation(c.act, &mut ff)?;
+            be.matmul_bias(&l.down.0, &l.down.1, &ff, n, &mut h)?;
         }
-        if !self.layers.is_empty() {
-            add_rows(th, &mut x, &h, d);
+        if !t.layers.is_empty() {
+            be.add(&mut x, &h)?;
         }
         if c.drop_cls && cls == 1 {
-            x.drain(..d);
+            let mut patches = be.alloc((n - 1) * d)?;
+            let all = RowRun {
+                src: 1,
+                dst: 0,
+                n: n - 1,
+            };
+            be.copy_rows(&x, &mut patches, d, &[all])?;
+            x = patches;
         }
         Ok(x)
     }
@@ -647,22 +676,46 @@ impl<'a> VisionEncoder<'a> {
 
     /// Whether the encoder has a class token (CLIP) rather than none (SigLIP).
     pub fn has_class_token(&self) -> bool {
-        self.class.is_some()
+        self.tower.embedding.class.is_some()
     }
 
     /// Projects features `[tokens, n_embd]` into the text model's space `[tokens, n_out]`:
     /// a linear layer, or linear -> exact GELU -> linear.
-    pub fn project(&self, feats: &[f32], pool: &ThreadPool) -> Vec<f32> {
+    pub fn project(&self, feats: &[f32], pool: &ThreadPool) -> Result<Vec<f32>, VisionError> {
+        let mut cpu = Cpu::new(pool);
         let n = feats.len() / self.config.n_embd;
-        let mut x = feats.to_vec();
-        for (i, (m, b)) in self.proj.iter().enumerate() {
+        let x = self.project_on(&mut cpu, &self.tower, feats.to_vec(), n)?;
+        Ok(cpu.read(x)?)
+    }
+
+    /// [`VisionEncoder::project`] of the `n` feature rows `feats` on `be`, left there.
+    pub fn project_on<B: VisionOps>(
+        &self,
+        be: &mut B,
+        t: &TowerOn<'_, B>,
+        feats: B::Buf,
+        n: usize,
+    ) -> Result<B::Buf, VisionError> {
+        let mut x = feats;
+        let widths = self.proj_widths();
+        for (i, ((m, b), &rows)) in t.proj.iter().zip(&widths).enumerate() {
             if i > 0 {
-                gelu_erf(&mut x, pool);
+                be.activation(Activation::GeluErf, &mut x)?;
             }
-            let mut out = vec![0f32; n * m.rows];
-            m.matmul_bias(&x, n, &mut out, b, pool);
+            let mut out = be.alloc(n * rows)?;
+            be.matmul_bias(m, b, &x, n, &mut out)?;
             x = out;
         }
-        x
+        Ok(x)
+    }
+
+    /// Output widths of the projector's layers.
+    fn proj_widths(&self) -> Vec<usize> {
+        self.tower.proj.iter().map(|(m, _)| m.rows).collect()
+    }
+
+    /// The CPU's tower (the file's own weights).
+    pub(super) fn cpu_tower(&self) -> &Tower<Matrix<'a>, Vec<f32>, Embeddings<'a>> {
+        &self.tower
     }
 }

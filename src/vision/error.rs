@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use crate::backend::BackendError;
 use crate::gguf::GgufError;
 use crate::meta_error::MetaError;
 
@@ -27,6 +28,9 @@ pub enum VisionError {
     /// Pixels of the wrong size for this encoder.
     #[error("pixel tile has {got} values, the encoder takes 3 x {size} x {size}")]
     BadPixels { got: usize, size: usize },
+    /// The device running the encoder failed or lacks an op.
+    #[error(transparent)]
+    Backend(#[from] BackendError),
 }
 
 impl From<GgufError> for VisionError {

@@ -6,5 +6,5 @@ mod embed;
 pub mod encoder;
 pub mod error;
 
-pub use encoder::{Activation, VisionConfig, VisionEncoder};
+pub use encoder::{Activation, Tower, TowerOn, VisionConfig, VisionEncoder};
 pub use error::VisionError;

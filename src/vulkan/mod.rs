@@ -30,6 +30,7 @@ mod ops;
 mod pipeline;
 mod recorder;
 mod shaders;
+mod vision_ops;
 
 pub use buffer::Buffer;
 pub use device::Vulkan;
@@ -38,3 +39,4 @@ pub use info::{DeviceInfo, DeviceKind};
 pub use ops::{q8_scratch_bytes, rope_tables, Activation, AttentionShape, Mask};
 pub use recorder::Recorder;
 pub use shaders::{Shader, MUL_MAT_Q8_TYPES, MUL_MAT_TYPES};
+pub use vision_ops::{PatchShape, VisionShader};

@@ -69,6 +69,8 @@ pub enum Shader {
     Bilinear,
     /// f32 values into F16 storage.
     F32ToF16,
+    /// The vision encoder's own shaders (`vision_ops.rs`).
+    Vision(super::vision_ops::VisionShader),
 }
 
 /// The weight types `Shader::MulMat` has a variant for.
@@ -166,6 +168,7 @@ impl Shader {
             Shader::F32ToF16 => ("f32_to_f16", spv!("f32_to_f16"), 2, 12, wg(WG)),
             // Fixed 64-wide workgroups (the shader sizes its per-invocation arrays by it).
             Shader::Attention => ("attention", spv!("attention"), 4, 52, vec![]),
+            Shader::Vision(v) => return v.variant(),
         };
         Ok(Variant {
             name,

@@ -1,0 +1,292 @@
+//! The vision encoder's own ops, as recorder methods beside the shared ones in `ops.rs`: the
+//! embeddings from pixels (patch products, class token, positions), the pre-norm step with its
+//! residual, and full attention over f32 keys and values. Each checks its buffers against the
+//! shape it is given and records one dispatch.
+
+use super::buffer::Buffer;
+use super::error::VulkanError;
+use super::ops::AttentionShape;
+use super::recorder::Recorder;
+use super::shaders::{Shader, Variant, WG};
+use crate::dtype::GgmlType;
+
+macro_rules! spv {
+    ($name:literal) => {
+        include_bytes!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/kernels/vulkan/spv/",
+            $name,
+            ".spv"
+        ))
+    };
+}
+
+/// Workgroups along x every device accepts; larger grids fold into y.
+const MAX_X: u32 = 65_535;
+
+/// The vision encoder's shader variants.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum VisionShader {
+    /// Embeddings from pixels, by patch-kernel type (F32 or F16).
+    PatchEmbed(GgmlType),
+    /// `x += h`, then `h = LayerNorm(x)`.
+    ResidualLayerNorm,
+    /// Attention over f32 keys and values (every key visible).
+    AttentionKvF32,
+}
+
+impl VisionShader {
+    /// The variant of this shader (all baseline: f32 arithmetic, 32-bit storage).
+    pub(super) fn variant(self) -> Result<Variant, VulkanError> {
+        let wg = vec![(0, WG)];
+        let (name, spirv, bindings, push_bytes, spec): (_, &'static [u8], _, _, _) = match self {
+            VisionShader::PatchEmbed(GgmlType::F32) => {
+                ("patch_embed_f32", spv!("patch_embed_f32"), 4, 24, wg)
+            }
+            VisionShader::PatchEmbed(GgmlType::F16) => {
+                ("patch_embed_f16", spv!("patch_embed_f16"), 4, 24, wg)
+            }
+            VisionShader::PatchEmbed(ty) => {
+                return Err(VulkanError::Invalid {
+                    op: "patch_embed",
+                    detail: format!("no shader for a {ty} patch kernel (F32 and F16 have one)"),
+                })
+            }
+            VisionShader::ResidualLayerNorm => (
+                "residual_layer_norm",
+                spv!("residual_layer_norm"),
+                4,
+                16,
+                wg,
+            ),
+            // Fixed 64-wide workgroups, as the F16 attention.
+            VisionShader::AttentionKvF32 => {
+                ("attention_kv_f32", spv!("attention_kv_f32"), 4, 52, vec![])
+            }
+        };
+        Ok(Variant {
+            name,
+            spirv,
+            bindings,
+            push_bytes,
+            spec,
+        })
+    }
+}
+
+/// The shape of [`Recorder::patch_embed`].
+#[derive(Clone, Copy, Debug)]
+pub struct PatchShape {
+    /// Side of the square image in pixels.
+    pub image_size: usize,
+    /// Side of a patch in pixels.
+    pub patch_size: usize,
+    /// Hidden size: weight rows, values per output row.
+    pub n_embd: usize,
+    /// Whether row 0 is a class token.
+    pub class_token: bool,
+}
+
+impl PatchShape {
+    /// Patches along a side.
+    pub fn grid(&self) -> usize {
+        self.image_size / self.patch_size
+    }
+
+    /// Output rows: the patches and the class token.
+    pub fn n_rows(&self) -> usize {
+        self.grid() * self.grid() + usize::from(self.class_token)
+    }
+}
+
+fn invalid(op: &'static str, detail: String) -> VulkanError {
+    VulkanError::Invalid { op, detail }
+}
+
+fn u32_of(op: &'static str, what: &str, v: usize) -> Result<u32, VulkanError> {
+    u32::try_from(v).map_err(|_| {
+        invalid(
+            op,
+            format!("{what} = {v} is past the shaders' 32-bit indexing"),
+        )
+    })
+}
+
+fn need(op: &'static str, what: &str, b: &Buffer, bytes: usize) -> Result<(), VulkanError> {
+    if b.size() < bytes as u64 {
+        return Err(invalid(
+            op,
+            format!("{what} holds {} bytes, the shape needs {bytes}", b.size()),
+        ));
+    }
+    u32_of(op, what, bytes / 4).map(|_| ())
+}
+
+fn fold(n: u32) -> [u32; 3] {
+    let x = n.clamp(1, MAX_X);
+    [x, n.div_ceil(x), 1]
+}
+
+fn words(fields: &[u32]) -> Vec<u8> {
+    fields.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+impl<'a> Recorder<'a> {
+    /// The embeddings `[n_rows, n_embd]` of one tile into `out`: `pixels` is `[3, s, s]`
+    /// normalised, `w` the patch kernel (`n_embd` rows of `3 * p * p` values of type `ty`, F32
+    /// or F16), `table` holds the patch bias (`n_embd`), the class token (`n_embd`, zeros
+    /// without one) and the position embeddings (`n_rows x n_embd`), back to back.
+    #[allow(clippy::too_many_arguments)]
+    pub fn patch_embed(
+        &mut self,
+        w: &'a Buffer,
+        ty: GgmlType,
+        pixels: &'a Buffer,
+        table: &'a Buffer,
+        out: &'a Buffer,
+        s: PatchShape,
+    ) -> Result<(), VulkanError> {
+        const OP: &str = "patch_embed";
+        let (size, p, d) = (s.image_size, s.patch_size, s.n_embd);
+        if p == 0 || p > size || d == 0 {
+            return Err(invalid(
+                OP,
+                format!("patches of {p} pixels in a {size}-pixel image, {d} wide"),
+            ));
+        }
+        let cols = 3 * p * p;
+        let row_bytes = match ty {
+            GgmlType::F32 => 4 * cols,
+            GgmlType::F16 => 2 * cols,
+            ty => {
+                return Err(invalid(
+                    OP,
+                    format!("a {ty} patch kernel (F32 or F16 only)"),
+                ))
+            }
+        };
+        let n = s.n_rows();
+        need(OP, "the patch kernel", w, d * row_bytes)?;
+        need(OP, "the pixels", pixels, 3 * size * size * 4)?;
+        need(
+            OP,
+            "the bias, class and position table",
+            table,
+            (2 + n) * d * 4,
+        )?;
+        need(OP, "the output", out, n * d * 4)?;
+        let values = u32_of(OP, "output values", n * d)?;
+        let push = words(&[
+            d as u32,
+            p as u32,
+            size as u32,
+            s.grid() as u32,
+            u32::from(s.class_token),
+            u32_of(OP, "weight row bytes", row_bytes)?,
+        ]);
+        self.dispatch(
+            Shader::Vision(VisionShader::PatchEmbed(ty)),
+            &[w, pixels, table, out],
+            &push,
+            fold(values.div_ceil(WG)),
+        )
+    }
+
+    /// The pre-norm step of `n_rows` rows of `width` in place: `x += h` when `add`, then
+    /// `h = LayerNorm(x)` with weight `w` and bias `b`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn residual_layer_norm(
+        &mut self,
+        x: &'a Buffer,
+        h: &'a Buffer,
+        add: bool,
+        w: &'a Buffer,
+        b: &'a Buffer,
+        width: usize,
+        n_rows: usize,
+        eps: f32,
+    ) -> Result<(), VulkanError> {
+        const OP: &str = "residual_layer_norm";
+        need(OP, "the residual rows", x, width * n_rows * 4)?;
+        need(OP, "the hidden rows", h, width * n_rows * 4)?;
+        need(OP, "the weight", w, width * 4)?;
+        need(OP, "the bias", b, width * 4)?;
+        let (w32, n32) = (u32_of(OP, "width", width)?, u32_of(OP, "rows", n_rows)?);
+        let push = words(&[w32, n32, u32::from(add), eps.to_bits()]);
+        self.dispatch(
+            Shader::Vision(VisionShader::ResidualLayerNorm),
+            &[x, h, w, b],
+            &push,
+            fold(n32),
+        )
+    }
+
+    /// Attention of the `n_rows x (n_head * head_dim)` queries `q` over the f32 keys `k` and
+    /// values `v` (`n_kv x (n_kv_head * head_dim)` each), every key visible, scale
+    /// `1/sqrt(head_dim)`, into `out` (like `q`): the vision encoder's, whose keys are never
+    /// cached. `s.mask` must be [`super::Mask::None`].
+    pub fn attention_f32(
+        &mut self,
+        q: &'a Buffer,
+        k: &'a Buffer,
+        v: &'a Buffer,
+        out: &'a Buffer,
+        s: AttentionShape,
+    ) -> Result<(), VulkanError> {
+        const OP: &str = "attention_f32";
+        if s.head_dim == 0 || s.head_dim > 256 || !s.head_dim.is_multiple_of(2) {
+            return Err(invalid(
+                OP,
+                format!(
+                    "head_dim {} (the shader takes even widths up to 256)",
+                    s.head_dim
+                ),
+            ));
+        }
+        if s.n_kv_head == 0 || !s.n_head.is_multiple_of(s.n_kv_head) {
+            return Err(invalid(
+                OP,
+                format!(
+                    "{} query heads are not groups of {} key/value heads",
+                    s.n_head, s.n_kv_head
+                ),
+            ));
+        }
+        if s.mask != super::Mask::None || s.n_kv == 0 {
+            return Err(invalid(
+                OP,
+                format!(
+                    "{:?} over {} keys (full attention over at least one key only)",
+                    s.mask, s.n_kv
+                ),
+            ));
+        }
+        let (w, kvw) = (s.n_head * s.head_dim, s.n_kv_head * s.head_dim);
+        need(OP, "the queries", q, s.n_rows * w * 4)?;
+        need(OP, "the output", out, s.n_rows * w * 4)?;
+        need(OP, "the keys", k, s.n_kv * kvw * 4)?;
+        need(OP, "the values", v, s.n_kv * kvw * 4)?;
+        let rows = u32_of(OP, "rows", s.n_rows)?;
+        let push = words(&[
+            rows,
+            u32_of(OP, "keys", s.n_kv)?,
+            s.n_head as u32,
+            s.n_kv_head as u32,
+            s.head_dim as u32,
+            0,
+            w as u32,
+            0,
+            0,
+            kvw as u32,
+            0,
+            0,
+            (1.0 / (s.head_dim as f32).sqrt()).to_bits(),
+        ]);
+        self.dispatch(
+            Shader::Vision(VisionShader::AttentionKvF32),
+            &[q, k, v, out],
+            &push,
+            [s.n_head as u32, rows, 1],
+        )
+    }
+}

@@ -1,0 +1,537 @@
+//! The vision side on the Vulkan backend: its own shaders against the CPU reference on random
+//! inputs, then every vision fixture through the encoder, the projector and the anyres /
+//! OneVision packing on the device, against transformers and against the CPU backend. Runs on
+//! any Vulkan device (CI: Mesa's lavapipe); where none exists each test returns after one line
+//! saying so, unless LLAVA_EDGE_REQUIRE_VULKAN=1 (CI sets it).
+//!
+//! Tolerances are derived, not tuned (u = 2^-24, the f32 unit roundoff; a sum of m terms carries
+//! at most ~m*u of the sum of their magnitudes), as in tests/vulkan_ops.rs.
+#![cfg(feature = "vulkan")]
+
+mod common;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::{Once, OnceLock};
+
+use common::hf_vision::{write_mmproj_gguf, write_mmproj_gguf_as};
+use common::npy::{fixtures_dir, read};
+use common::safetensors::read_f32;
+use common::{json, pair, rel_err, TempDir};
+use llava_edge::backend::vulkan::Vulkan as VkBackend;
+use llava_edge::backend::Backend;
+use llava_edge::dtype::GgmlType;
+use llava_edge::gguf::GgufFile;
+use llava_edge::kernels::{KvRef, Visible};
+use llava_edge::ops;
+use llava_edge::threadpool::ThreadPool;
+use llava_edge::vision::anyres::{pack_anyres_on, pack_video_on, plan_tiles, PackSpec};
+use llava_edge::vision::VisionEncoder;
+use llava_edge::vulkan::{AttentionShape, Mask, PatchShape, Vulkan, VulkanError};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+const U: f64 = 1.0 / (1u64 << 24) as f64;
+
+/// The shared device, or None (after one line saying why) where there is no Vulkan at all.
+fn device() -> Option<&'static Vulkan> {
+    static DEVICE: OnceLock<Option<Vulkan>> = OnceLock::new();
+    static SAID: Once = Once::new();
+    let dev = DEVICE.get_or_init(|| match Vulkan::new(None) {
+        Ok(v) => Some(v),
+        Err(e @ (VulkanError::Loader { .. } | VulkanError::NoDevice { .. })) => {
+            if std::env::var("LLAVA_EDGE_REQUIRE_VULKAN").as_deref() == Ok("1") {
+                panic!("LLAVA_EDGE_REQUIRE_VULKAN=1 but {e}");
+            }
+            None
+        }
+        Err(e) => panic!("opening Vulkan: {e}"),
+    });
+    if dev.is_none() {
+        SAID.call_once(|| {
+            let _ = writeln!(
+                std::io::stderr(),
+                "skipping the Vulkan vision tests: no Vulkan device on this machine"
+            );
+        });
+    }
+    dev.as_ref()
+}
+
+/// A fixture case and its mmproj written as F32 and as F16.
+type Mmprojs = Vec<(String, PathBuf, PathBuf)>;
+
+/// The fixtures' mmproj files, written once for all tests.
+fn mmprojs() -> &'static Mmprojs {
+    static FILES: OnceLock<(TempDir, Mmprojs)> = OnceLock::new();
+    &FILES
+        .get_or_init(|| {
+            let tmp = TempDir::new("vk-vision");
+            let mut out = Vec::new();
+            for case in [
+                "llava_v1",
+                "llava15",
+                "llava_next_mistral",
+                "llava_next_vicuna",
+                "llava_ov",
+                "llava_ov_mixed",
+            ] {
+                let dir = fixtures_dir().join(case);
+                let (f32p, f16p) = (
+                    tmp.path(&format!("{case}-f32.gguf")),
+                    tmp.path(&format!("{case}-f16.gguf")),
+                );
+                write_mmproj_gguf(&dir, &f32p);
+                write_mmproj_gguf_as(&dir, &f16p, GgmlType::F16);
+                out.push((case.to_string(), f32p, f16p));
+            }
+            (tmp, out)
+        })
+        .1
+}
+
+fn random(rng: &mut StdRng, n: usize, scale: f32) -> Vec<f32> {
+    (0..n).map(|_| rng.random_range(-scale..scale)).collect()
+}
+
+#[test]
+fn patch_embedding_matches_f64() {
+    let Some(vk) = device() else { return };
+    let mut rng = StdRng::seed_from_u64(21);
+    // Patches of 3 x 7 x 7 = 147 values (not whole 32-value chunks), a tile side that leaves
+    // pixels over (penultimate: 30 / 7 = 4 patches), with and without a class token.
+    for (ty, class_token, size, p, d) in [
+        (GgmlType::F32, true, 30, 7, 40),
+        (GgmlType::F16, false, 28, 7, 33),
+        (GgmlType::F16, true, 14, 14, 64),
+    ] {
+        let s = PatchShape {
+            image_size: size,
+            patch_size: p,
+            n_embd: d,
+            class_token,
+        };
+        let (cols, n) = (3 * p * p, s.n_rows());
+        let w = random(&mut rng, d * cols, 0.2);
+        let (w_bytes, w_exact): (Vec<u8>, Vec<f32>) = match ty {
+            GgmlType::F32 => (bytemuck::cast_slice(&w).to_vec(), w.clone()),
+            _ => {
+                let h: Vec<half::f16> = w.iter().map(|&v| half::f16::from_f32(v)).collect();
+                (
+                    bytemuck::cast_slice(&h).to_vec(),
+                    h.iter().map(|v| v.to_f32()).collect(),
+                )
+            }
+        };
+        let pixels = random(&mut rng, 3 * size * size, 2.0);
+        let table = random(&mut rng, (2 + n) * d, 1.0);
+        let wb = vk.upload(&w_bytes, "w").unwrap();
+        let pb = vk.upload_f32(&pixels, "pixels").unwrap();
+        let tb = vk.upload_f32(&table, "table").unwrap();
+        let ob = vk.buffer((n * d * 4) as u64, "out").unwrap();
+        let mut rec = vk.recorder().unwrap();
+        rec.patch_embed(&wb, ty, &pb, &tb, &ob, s).unwrap();
+        rec.submit().unwrap();
+        let got = ob.read_f32().unwrap();
+
+        let (g, cls) = (size / p, usize::from(class_token));
+        for r in 0..n {
+            for c in 0..d {
+                let pos = table[(2 + r) * d + c] as f64;
+                let (want, mag) = if r < cls {
+                    let v = table[d + c] as f64;
+                    (v + pos, v.abs() + pos.abs())
+                } else {
+                    let (py, px) = ((r - cls) / g, (r - cls) % g);
+                    let (mut acc, mut mag) = (0f64, 0f64);
+                    for ch in 0..3 {
+                        for y in 0..p {
+                            for x in 0..p {
+                                let k = (ch * p + y) * p + x;
+                                let v = pixels[ch * size * size + (py * p + y) * size + px * p + x];
+                                let t = w_exact[c * cols + k] as f64 * v as f64;
+                                acc += t;
+                                mag += t.abs();
+                            }
+                        }
+                    }
+                    let b = table[c] as f64;
+                    (acc + b + pos, mag + b.abs() + pos.abs())
+                };
+                // One f32 sum of `cols` products in order, then the bias and the position:
+                // at most cols + 2 roundings of the magnitudes (1% for the bound's own slack).
+                let tol = 1.01 * (cols + 2) as f64 * U * mag;
+                let gv = got[r * d + c] as f64;
+                assert!(
+                    (gv - want).abs() <= tol,
+                    "{ty} {s:?}: row {r} col {c}: {gv} vs {want} (bound {tol:e})"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn residual_layer_norm_matches_the_cpu() {
+    let Some(vk) = device() else { return };
+    let mut rng = StdRng::seed_from_u64(22);
+    let pool = ThreadPool::new(2);
+    for (width, n_rows, add) in [(1000usize, 3usize, true), (37, 5, false), (64, 26, true)] {
+        let x: Vec<f32> = random(&mut rng, width * n_rows, 3.0)
+            .iter()
+            .map(|v| v + 1.5)
+            .collect();
+        let h = random(&mut rng, width * n_rows, 1.0);
+        let w = random(&mut rng, width, 2.0);
+        let b = random(&mut rng, width, 1.0);
+        let bufs: Vec<_> = [&x, &h, &w, &b]
+            .iter()
+            .map(|v| vk.upload_f32(v, "v").unwrap())
+            .collect();
+        let mut rec = vk.recorder().unwrap();
+        rec.residual_layer_norm(
+            &bufs[0], &bufs[1], add, &bufs[2], &bufs[3], width, n_rows, 1e-5,
+        )
+        .unwrap();
+        rec.submit().unwrap();
+        let (gx, gh) = (bufs[0].read_f32().unwrap(), bufs[1].read_f32().unwrap());
+        let (mut wx, mut wh) = (x.clone(), h.clone());
+        ops::norm::residual_layer_norm_rows(&pool, &mut wx, &mut wh, add, &w, &b, 1e-5);
+        // The residual sum is one correctly rounded f32 addition on both sides.
+        assert_eq!(gx, wx, "width {width}: the residual");
+        // The norm's bound as tests/vulkan_ops.rs derives it for layer_norm.
+        let depth = width.div_ceil(64) as f64 + 6.0;
+        for r in 0..n_rows {
+            let row = &wx[r * width..(r + 1) * width];
+            let mean = row.iter().map(|&v| v as f64).sum::<f64>() / width as f64;
+            let var = row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / width as f64;
+            let inv = 1.0 / (var + 1e-5).sqrt();
+            let mean_err =
+                depth * U * row.iter().map(|&v| (v as f64).abs()).sum::<f64>() / width as f64;
+            for i in 0..width {
+                let c = (row[i] as f64 - mean).abs();
+                let tol = (w[i] as f64).abs() * inv * (mean_err + (depth / 2.0 + 12.0) * U * c)
+                    + 3.0 * U * ((wh[r * width + i] as f64).abs() + (b[i] as f64).abs());
+                let (g, t) = (gh[r * width + i], wh[r * width + i]);
+                assert!(
+                    ((g - t) as f64).abs() <= tol,
+                    "width {width} row {r}: [{i}] {g} vs {t}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn full_attention_over_f32_keys_matches_the_cpu() {
+    let Some(vk) = device() else { return };
+    let mut rng = StdRng::seed_from_u64(23);
+    let pool = ThreadPool::new(2);
+    // The fixtures' 26 tokens of 4 heads of 8; a 577-token CLIP-L-like row count with heads of
+    // 64 (more keys than one 64-key tile); heads of 72 (SigLIP's).
+    for (n, n_head, hd) in [(26usize, 4usize, 8usize), (577, 2, 64), (50, 3, 72)] {
+        let w = n_head * hd;
+        let q = random(&mut rng, n * w, 1.5);
+        let k = random(&mut rng, n * w, 1.5);
+        let v = random(&mut rng, n * w, 2.0);
+        let (qb, kb, vb) = (
+            vk.upload_f32(&q, "q").unwrap(),
+            vk.upload_f32(&k, "k").unwrap(),
+            vk.upload_f32(&v, "v").unwrap(),
+        );
+        let ob = vk.buffer((n * w * 4) as u64, "out").unwrap();
+        let s = AttentionShape {
+            n_rows: n,
+            n_kv: n,
+            n_head,
+            n_kv_head: n_head,
+            head_dim: hd,
+            mask: Mask::None,
+        };
+        let mut rec = vk.recorder().unwrap();
+        rec.attention_f32(&qb, &kb, &vb, &ob, s).unwrap();
+        rec.submit().unwrap();
+        let got = ob.read_f32().unwrap();
+        let mut want = vec![0f32; n * w];
+        ops::attention::attend_rows(
+            &pool,
+            &q,
+            KvRef::F32(&k),
+            KvRef::F32(&v),
+            n,
+            n,
+            Visible::All,
+            n_head,
+            n_head,
+            hd,
+            &mut want,
+        );
+        let scale = 1.0 / (hd as f64).sqrt();
+        for r in 0..n {
+            for h in 0..n_head {
+                let at = |m: &[f32], j: usize, i: usize| m[j * w + h * hd + i] as f64;
+                let (mut sc, mut dmag) = (Vec::new(), Vec::new());
+                for j in 0..n {
+                    let dot: f64 = (0..hd).map(|i| at(&q, r, i) * at(&k, j, i)).sum();
+                    let mag: f64 = (0..hd).map(|i| (at(&q, r, i) * at(&k, j, i)).abs()).sum();
+                    sc.push(scale * dot);
+                    dmag.push(scale * mag);
+                }
+                let m = sc.iter().cloned().fold(f64::MIN, f64::max);
+                let p: Vec<f64> = sc.iter().map(|s| (s - m).exp()).collect();
+                let l: f64 = p.iter().sum();
+                // As tests/vulkan_ops.rs derives it for the F16 cache: scores within (d + 2)
+                // roundings of their magnitude on each side, exp's (3 + 2|s - max|) ulp on the
+                // device (~2 on the CPU) and the subtraction's, doubled by normalising; the
+                // output then carries that relative error of its weighted magnitude plus the
+                // running sums' roundings over keys and tiles.
+                let eps = 2.0
+                    * (0..n)
+                        .map(|j| {
+                            2.0 * (hd + 2) as f64 * U * dmag[j]
+                                + (6.0 + 3.0 * (sc[j] - m).abs()) * U
+                        })
+                        .fold(0.0, f64::max);
+                let acc = (2 * n + 2 * n.div_ceil(64) + 10) as f64 * U;
+                for i in 0..hd {
+                    let mag: f64 = (0..n).map(|j| p[j] / l * at(&v, j, i).abs()).sum();
+                    let tol = mag * (eps + acc);
+                    let (gv, wv) = (got[r * w + h * hd + i], want[r * w + h * hd + i]);
+                    assert!(
+                        ((gv - wv) as f64).abs() <= tol,
+                        "{n} rows, heads of {hd}: row {r} head {h} dim {i}: {gv} vs {wv}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Every tile of every vision fixture through the encoder and projector on the device, from
+/// the reference's own pixel values, with the F32 mmproj and with the F16 one (as llama.cpp
+/// writes mmproj files).
+///
+/// Bounds. The shaders read F32 and F16 weights exactly and multiply and sum in f32, as the
+/// CPU's products do (its F16 path also keeps f32 activations); only the order of the sums
+/// differs, from the CPU and from transformers. So the F32 file is held to the CPU test's
+/// bound against transformers (tests/vision_fixtures.rs: 1e-4, f32 orders of summation over
+/// ~20 products), and so is the device against the CPU on either file. Against transformers
+/// the F16 file adds the weights' own rounding (2^-11 relative each): tests/vision_fixtures.rs
+/// derives 2^-8 for that, which holds here for the same reason.
+#[test]
+fn every_vision_fixture_encodes_and_projects_on_the_device() {
+    let Some(vk) = device() else { return };
+    let pool = ThreadPool::new(2);
+    let mut tiles_checked = 0;
+    for (case, f32_path, f16_path) in mmprojs() {
+        let dir = fixtures_dir().join(case);
+        for (path, vs_reference) in [(f32_path, 1e-4f32), (f16_path, 1.0 / 256.0)] {
+            let f = GgufFile::open(path).unwrap();
+            let enc = VisionEncoder::load(&f).unwrap();
+            let mut be = VkBackend::new(vk.clone(), None);
+            let t = enc.upload(&be).unwrap();
+            let s = enc.config.image_size;
+            let (mut worst_ref, mut worst_cpu) = (0f32, 0f32);
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let fx = entry.unwrap().path();
+                if !fx.join("vision_features.npy").exists() {
+                    continue;
+                }
+                let px = match fx.join("pixel_values.npy") {
+                    p if p.exists() => read(&p),
+                    _ => read(&fx.join("pixel_values_videos.npy")),
+                };
+                let feats = read(&fx.join("vision_features.npy"));
+                let proj = read(&fx.join("projected_tiles.npy"));
+                let n_tiles = px.f32().len() / (3 * s * s);
+                let per_tile = feats.f32().len() / n_tiles;
+                let n = enc.feature_rows();
+                assert_eq!(per_tile, n * enc.config.n_embd, "{}", fx.display());
+                for tile in 0..n_tiles {
+                    let pixels = &px.f32()[tile * 3 * s * s..(tile + 1) * 3 * s * s];
+                    let fb = enc.features_on(&mut be, &t, pixels).unwrap();
+                    let ours_f = be.read(fb).unwrap();
+                    let fb = be.upload(ours_f.clone()).unwrap();
+                    let pb = enc.project_on(&mut be, &t, fb, n).unwrap();
+                    let ours = be.read(pb).unwrap();
+                    let cpu_f = enc.features(pixels, &pool).unwrap();
+                    let cpu_p = enc.project(&cpu_f, &pool).unwrap();
+                    let want_f = &feats.f32()[tile * per_tile..(tile + 1) * per_tile];
+                    let want_p = &proj.f32()[tile * ours.len()..(tile + 1) * ours.len()];
+                    for (e, bound, what) in [
+                        (
+                            rel_err(&ours_f, want_f),
+                            vs_reference,
+                            "features vs transformers",
+                        ),
+                        (
+                            rel_err(&ours, want_p),
+                            vs_reference,
+                            "projected vs transformers",
+                        ),
+                        (rel_err(&ours_f, &cpu_f), 1e-4, "features vs the CPU"),
+                        (rel_err(&ours, &cpu_p), 1e-4, "projected vs the CPU"),
+                    ] {
+                        if what.ends_with("CPU") {
+                            worst_cpu = worst_cpu.max(e);
+                        } else {
+                            worst_ref = worst_ref.max(e);
+                        }
+                        assert!(
+                            e < bound,
+                            "{} ({}): tile {tile}: {what}: relative error {e:e} (bound {bound:e})",
+                            fx.display(),
+                            path.display()
+                        );
+                    }
+                    tiles_checked += 1;
+                }
+            }
+            println!(
+                "{case} {}: worst relative error vs transformers {worst_ref:e}, vs the CPU \
+                 {worst_cpu:e}",
+                if path == f32_path { "F32" } else { "F16" }
+            );
+        }
+    }
+    assert!(tiles_checked > 100, "{tiles_checked} tiles");
+}
+
+/// The packing on the device: the reference's projected tiles, uploaded, packed as the model
+/// packs them (unpadding, OneVision's shrink, newline rows; video pooling), equal to the
+/// reference's image features: exactly where rows only move, within the CPU test's bilinear
+/// bound where they are resized (the shader follows the CPU's arithmetic step for step).
+#[test]
+fn anyres_and_video_packing_on_the_device_equals_the_reference() {
+    let Some(vk) = device() else { return };
+    let mut checked = 0;
+    for case in [
+        "llava_next_mistral",
+        "llava_next_vicuna",
+        "llava_ov",
+        "llava_ov_mixed",
+    ] {
+        let dir = fixtures_dir().join(case);
+        let cj = json(&dir.join("case.json"));
+        let pins: Vec<(usize, usize)> = cj["image_grid_pinpoints_hw"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(pair)
+            .collect();
+        let tile = cj["vision"]["image_size"].as_u64().unwrap() as usize;
+        let p = tile / cj["vision"]["patch_size"].as_u64().unwrap() as usize;
+        let max_tiles = cj["vision_aspect_ratio"]
+            .as_str()
+            .and_then(|s| s.strip_prefix("anyres_max_"))
+            .map(|n| n.parse().unwrap());
+        let (_, newline) = read_f32(&dir.join("hf/model.safetensors"), "image_newline");
+        let d = newline.len();
+        let mut be = VkBackend::new(vk.clone(), None);
+        let nl = be.upload_vector(&newline).unwrap();
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let fx = entry.unwrap().path();
+            if !fx.join("meta.json").exists() {
+                continue;
+            }
+            let meta = json(&fx.join("meta.json"));
+            if meta["kind"] != "video" && meta.get("anyres").is_none() {
+                continue;
+            }
+            let tiles = read(&fx.join("projected_tiles.npy"));
+            let bound = 4.0 * f32::EPSILON * tiles.f32().iter().fold(0f32, |m, v| m.max(v.abs()));
+            let (got, want, tol) = if meta["kind"] == "video" {
+                let n = meta["video"]["frames"].as_u64().unwrap() as usize;
+                let frames = be.upload(tiles.f32().to_vec()).unwrap();
+                let rows = pack_video_on(&mut be, &frames, n, p, d, &nl).unwrap();
+                let want = read(&fx.join("video_features.npy"));
+                (be.read(rows).unwrap(), want.f32().to_vec(), bound)
+            } else if let Some(ar) = meta.get("anyres") {
+                let orig = pair(&meta["image_sizes_hw"][0]);
+                let plan = plan_tiles(orig, &pins, tile).unwrap();
+                let tb = be.upload(tiles.f32().to_vec()).unwrap();
+                let spec = PackSpec { p, max_tiles };
+                let (rows, grid) =
+                    pack_anyres_on(&mut be, &tb, d, plan.grid_hw, orig, &nl, spec).unwrap();
+                assert_eq!(grid, pair(&ar["final_hw"]), "{}", fx.display());
+                let want = read(&fx.join("image_features.npy"));
+                let tol = if ar["shrunk"] == true { bound } else { 0.0 };
+                (be.read(rows).unwrap(), want.f32().to_vec(), tol)
+            } else {
+                continue;
+            };
+            assert_eq!(got.len(), want.len(), "{}", fx.display());
+            let worst = got
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(
+                worst <= tol,
+                "{}: packed rows differ by {worst:e} (bound {tol:e})",
+                fx.display()
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 16, "only {checked} fixtures checked");
+}
+
+/// Whole images from the PNG files through preprocessing, every tile's encoder and projector,
+/// and the packing, on the device: the rows equal the CPU's [`VisionEncoder::embed_image`]
+/// within the f32-order bound above, for plain, anyres and OneVision models, base-only tiles
+/// and video.
+#[test]
+fn embed_image_and_video_on_the_device_equal_the_cpu() {
+    use llava_edge::image::load_image;
+    let Some(vk) = device() else { return };
+    let pool = ThreadPool::new(2);
+    let mut checked = 0;
+    for (case, f32_path, _) in mmprojs() {
+        let f = GgufFile::open(f32_path).unwrap();
+        let enc = VisionEncoder::load(&f).unwrap();
+        let mut be = VkBackend::new(vk.clone(), None);
+        let t = enc.upload(&be).unwrap();
+        let dir = fixtures_dir().join(case);
+        let mut images = Vec::new();
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let fx = entry.unwrap().path();
+            let Ok(meta) = std::fs::read_to_string(fx.join("meta.json")) else {
+                continue;
+            };
+            let meta: serde_json::Value = serde_json::from_str(&meta).unwrap();
+            for i in meta["images"].as_array().into_iter().flatten() {
+                images.push(fixtures_dir().join(i.as_str().unwrap()));
+            }
+        }
+        images.sort();
+        images.dedup();
+        // A few per case keep lavapipe's share of the run short.
+        for path in images.iter().take(3) {
+            let img = load_image(path).unwrap();
+            for base_only in [false, true] {
+                if base_only && enc.anyres.is_none() {
+                    continue;
+                }
+                let ours = enc.embed_image_on(&mut be, &t, &img, base_only).unwrap();
+                let cpu = enc.embed_image(&img, base_only, &pool).unwrap();
+                let e = rel_err(&ours, &cpu);
+                assert!(e < 1e-4, "{case} {}: relative error {e:e}", path.display());
+                checked += 1;
+            }
+        }
+        if enc.anyres.as_ref().is_some_and(|a| a.max_tiles.is_some()) {
+            let frames: Vec<_> = images
+                .iter()
+                .take(3)
+                .map(|p| load_image(p).unwrap())
+                .collect();
+            let ours = enc.embed_video_on(&mut be, &t, &frames).unwrap();
+            let cpu = enc.embed_video(&frames, &pool).unwrap();
+            let e = rel_err(&ours, &cpu);
+            assert!(e < 1e-4, "{case} video: relative error {e:e}");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 18, "only {checked} images checked");
+}
