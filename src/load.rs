@@ -334,7 +334,6 @@ fn place(
     opts: &LoadOptions,
     warnings: &mut Vec<LoadWarning>,
 ) -> Result<(), LoadError> {
-    let n_layer = text.config.n_layer;
     let asked = opts.gpu_layers.unwrap_or(usize::MAX);
     match opts.device {
         Some(Device::Cpu) => Ok(()),
@@ -374,7 +373,8 @@ fn place(
                     return offload(text, vk, asked, opts, warnings);
                 }
             }
-            let _ = (n_layer, asked, warnings);
+            #[cfg(not(feature = "vulkan"))]
+            let _ = (text, asked, warnings);
             Ok(())
         }
     }

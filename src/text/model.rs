@@ -33,6 +33,7 @@ pub(crate) type Layer<'w, B> =
     LayerWeights<<B as Backend>::Vector, <B as Backend>::Weight<'w>, <B as Backend>::Group<'w>>;
 
 /// `w` (the file's views, the CPU's layer) on backend `b`.
+#[cfg(feature = "vulkan")]
 pub(super) fn upload_layer<'w, B: Backend>(
     b: &B,
     w: &Layer<'w, Cpu<'static>>,
@@ -277,6 +278,7 @@ impl<'a> TextModel<'a> {
     }
 
     /// The output norm and matrix.
+    #[cfg(feature = "vulkan")]
     pub(super) fn output_weights(&self) -> (&[f32], &Matrix<'a>) {
         (&self.output_norm, &self.output)
     }
