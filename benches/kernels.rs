@@ -3,7 +3,9 @@
 //! of weights streamed, matrix products over many tokens (prefill, vision) in GOP/s, and our
 //! attention kernel in GFLOP/s. Medians of several timed repetitions after a warm-up.
 //!
-//! `cargo bench --bench kernels` (`-- --quick` for fewer repetitions, `-- --threads N`).
+//! `cargo bench --bench kernels` (`-- --quick` for fewer repetitions, `-- --threads N`);
+//! `-- --device vulkan` times the Vulkan device's products instead (weights resident on the
+//! device, one submit and wait per product: what a decode step's product costs there).
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -473,6 +475,19 @@ fn main() {
     };
     let pool = ThreadPool::new(threads);
     let mut rng = Rng(0x9e3779b97f4a7c15);
+    let device = args
+        .iter()
+        .position(|a| a == "--device")
+        .and_then(|i| args.get(i + 1));
+    match device.map(String::as_str) {
+        None | Some("cpu") => {}
+        #[cfg(feature = "vulkan")]
+        Some("vulkan") => return vulkan_products(&o, &mut rng),
+        Some(d) => {
+            eprintln!("--device {d}: this bench runs on cpu or vulkan");
+            std::process::exit(2);
+        }
+    }
     // SAFETY: fills ggml's global tables (no allocation with no buffer and no_alloc).
     unsafe {
         ggml::ggml_free(ggml::ggml_init(ggml::ggml_init_params {
@@ -579,5 +594,66 @@ fn main() {
     for n_kv in [256, 1024, 4096] {
         let name = format!("qwen2 decode @{n_kv}");
         decode_attention(&o, &mut rng, &name, n_kv, 7, 64);
+    }
+}
+
+/// The Vulkan device's products (float and int8 variants) on decode and prefill shapes: GB/s of
+/// weights for one token, GOP/s for many. On lavapipe these are CPU figures, a sanity check.
+#[cfg(feature = "vulkan")]
+fn vulkan_products(o: &Opts, rng: &mut Rng) {
+    use llava_edge::vulkan::{q8_scratch_bytes, Vulkan, MUL_MAT_Q8_TYPES};
+    let vk = match Vulkan::new(None) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("no Vulkan device: {e}");
+            return;
+        }
+    };
+    println!("Vulkan device: {}; medians of {}\n", vk.info(), o.reps);
+    println!("type   shape                          variant   time        rate");
+    for (ty, name, rows, cols, n) in [
+        (GgmlType::Q4_0, "qwen2-0.5b ffn_up", 4864, 896, 1),
+        (GgmlType::Q8_0, "qwen2-0.5b ffn_up", 4864, 896, 1),
+        (GgmlType::Q4_K, "qwen2-0.5b ffn_up", 4864, 1024, 1),
+        (GgmlType::F16, "qwen2-0.5b ffn_up", 4864, 896, 1),
+        (GgmlType::Q4_0, "llama-7b attn_q", 4096, 4096, 1),
+        (GgmlType::Q4_0, "qwen2-0.5b ffn_up x64", 4864, 896, 64),
+        (GgmlType::F16, "clip-l attn_q x577", 1024, 1024, 577),
+    ] {
+        let w = vk
+            .upload(&random_matrix(rng, ty, rows, cols), "weights")
+            .unwrap();
+        let x: Vec<f32> = (0..n * cols).map(|_| rng.f32()).collect();
+        let x = vk.upload_f32(&x, "input").unwrap();
+        let y = vk.buffer((n * rows * 4) as u64, "output").unwrap();
+        let scratch = vk.buffer(q8_scratch_bytes(cols, n), "int8 input").unwrap();
+        let bytes = (rows * cols / ty.block_size() * ty.type_size()) as f64;
+        for int8 in [false, true] {
+            if int8 && !MUL_MAT_Q8_TYPES.contains(&ty) {
+                continue;
+            }
+            let t = time(o.reps, || {
+                let mut rec = vk.recorder().unwrap();
+                if int8 {
+                    rec.mul_mat_q8(&w, ty, rows, cols, &x, n, &scratch, &y)
+                } else {
+                    rec.mul_mat(&w, ty, rows, cols, &x, n, &y)
+                }
+                .unwrap();
+                rec.submit().unwrap();
+            });
+            let rate = if n == 1 {
+                format!("{:.1} GB/s", bytes / t / 1e9)
+            } else {
+                format!("{:.1} GOP/s", 2.0 * (rows * cols * n) as f64 / t / 1e9)
+            };
+            println!(
+                "{:<6} {:<30} {:<9} {:>8.2} ms  {rate}",
+                format!("{ty}"),
+                format!("{name} {rows}x{cols}"),
+                if int8 { "int8" } else { "float" },
+                t * 1e3
+            );
+        }
     }
 }
