@@ -535,3 +535,139 @@ fn embed_image_and_video_on_the_device_equal_the_cpu() {
     }
     assert!(checked >= 18, "only {checked} images checked");
 }
+
+/// The question a fixture's prompt asks (the chat template adds the rest).
+fn question_of(prompt: &str) -> String {
+    [
+        "Describe a red circle on a blue background.",
+        "What is shown in this image?",
+        "What is different between these images?",
+        "What happens in this video?",
+    ]
+    .into_iter()
+    .find(|q| prompt.contains(q))
+    .unwrap_or_else(|| panic!("no known question in {prompt:?}"))
+    .to_string()
+}
+
+/// The whole pipeline on the device, as `--device vulkan` runs it: every converted fixture
+/// checkpoint with its vision encoder, projector, packing and text decoder on Vulkan, from the
+/// PNG files: the prompt's token ids and the greedy tokens (up to the first end-of-generation
+/// token) equal transformers'. Images, anyres tiles, OneVision's shrink, several images of
+/// mixed shapes, and video.
+#[test]
+fn every_multimodal_fixture_answers_like_transformers_with_everything_on_vulkan() {
+    use gguf_tools::convert::{convert, OutType};
+    use llava_edge::load::{Device, LoadOptions, ModelFiles};
+    use llava_edge::pipeline::Request;
+    use llava_edge::sampling::{Sampler, SamplerConfig};
+    use llava_edge::text::KvType;
+    let Some(vk) = device() else { return };
+    let tmp = TempDir::new("vk-vision-pipeline");
+    let mut checked = 0;
+    for case in [
+        "llava_v1",
+        "llava15",
+        "llava_next_mistral",
+        "llava_next_vicuna",
+        "llava_ov",
+        "llava_ov_mixed",
+    ] {
+        let dir = fixtures_dir().join(case);
+        let (tp, vp) = (
+            tmp.path(&format!("{case}.gguf")),
+            tmp.path(&format!("{case}-mmproj.gguf")),
+        );
+        convert(&dir.join("hf"), &tp, &vp, OutType::F32, false).unwrap();
+        let opts = LoadOptions {
+            mmproj: Some(vp),
+            device: Some(Device::Vulkan),
+            ..LoadOptions::new(tp)
+        };
+        let pool = ThreadPool::new(2);
+        let files = ModelFiles::open(&opts, &pool).unwrap();
+        let mut p = files.pipeline(&opts, pool).unwrap().pipeline;
+        assert_eq!(
+            p.text.placement().device_layers,
+            p.text.config.n_layer,
+            "{case}"
+        );
+        let enc = p.vision.as_mut().unwrap();
+        if enc.device().is_none() {
+            enc.offload(VkBackend::new(vk.clone(), None)).unwrap();
+        }
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let fx = entry.unwrap().path();
+            let Ok(meta) = std::fs::read_to_string(fx.join("meta.json")) else {
+                continue;
+            };
+            let meta: serde_json::Value = serde_json::from_str(&meta).unwrap();
+            if meta["kind"] == "text" {
+                continue;
+            }
+            let prompt = meta["prompt"].as_str().unwrap();
+            let images = meta["images"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|i| fixtures_dir().join(i.as_str().unwrap()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let system = prompt
+                .starts_with(llava_edge::chat::VICUNA_SYSTEM)
+                .then(|| llava_edge::chat::VICUNA_SYSTEM.to_string());
+            let video = meta["video_frames"].as_array().map(|frames| {
+                let d = tmp.path(&format!("{case}-frames"));
+                std::fs::create_dir_all(&d).unwrap();
+                for (i, f) in frames.iter().enumerate() {
+                    std::fs::copy(
+                        fixtures_dir().join(f.as_str().unwrap()),
+                        d.join(format!("{i:03}.png")),
+                    )
+                    .unwrap();
+                }
+                d
+            });
+            let req = Request {
+                prompt: meta["question"]
+                    .as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| question_of(prompt)),
+                images,
+                video,
+                max_frames: 16,
+                system,
+                n_predict: 8,
+                stop: vec![],
+            };
+            let mut cache = p.text.try_new_cache(2048, KvType::F16).unwrap();
+            let mut greedy = Sampler::new(SamplerConfig {
+                temp: 0.0,
+                ..SamplerConfig::default()
+            });
+            let (_, t) = p.generate(&req, &mut cache, &mut greedy, |_| {}).unwrap();
+            let ids = |name: &str| -> Vec<u32> {
+                read(&fx.join(name))
+                    .i64()
+                    .iter()
+                    .map(|&x| x as u32)
+                    .collect()
+            };
+            assert_eq!(
+                t.prompt,
+                ids("input_ids.npy"),
+                "{}: prompt ids",
+                fx.display()
+            );
+            let until_eog: Vec<u32> = ids("generated_ids.npy")
+                .into_iter()
+                .take_while(|&id| !p.tokenizer.is_eog(id))
+                .collect();
+            assert_eq!(t.tokens, until_eog, "{}: greedy tokens", fx.display());
+            checked += 1;
+        }
+    }
+    println!("{checked} multimodal fixtures with vision and text on Vulkan: greedy tokens equal");
+    assert!(checked >= 25, "{checked} fixtures");
+}

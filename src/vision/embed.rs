@@ -13,7 +13,8 @@ use crate::meta_error::MetaError;
 use crate::threadpool::ThreadPool;
 
 impl<'a> VisionEncoder<'a> {
-    /// Embeddings `[tokens, n_out]` of `img`. With `base_only` (several images in one
+    /// Embeddings `[tokens, n_out]` of `img`, on the device the encoder was offloaded to, else
+    /// on the CPU (`pool`'s threads). With `base_only` (several images in one
     /// OneVision prompt) only one whole-image tile is used, then the newline row, as the
     /// reference processor does: the image padded to a square with the mean colour (not
     /// squashed, which distorts a wide or tall image), then resized.
@@ -23,6 +24,10 @@ impl<'a> VisionEncoder<'a> {
         base_only: bool,
         pool: &ThreadPool,
     ) -> Result<Vec<f32>, VisionError> {
+        #[cfg(feature = "vulkan")]
+        if let Some(o) = &self.device {
+            return self.embed_image_on(&mut o.device.session(), &o.tower, img, base_only);
+        }
         self.embed_image_on(&mut Cpu::new(pool), self.cpu_tower(), img, base_only)
     }
 
@@ -94,12 +99,16 @@ impl<'a> VisionEncoder<'a> {
 
     /// Embeddings of a video's frames as LLaVA-OneVision reads them: each frame squashed to one
     /// tile, through the tower and projector, its patch grid pooled 2x2 bilinearly, frames in
-    /// order, then one newline row.
+    /// order, then one newline row; on the encoder's device, else on the CPU.
     pub fn embed_video(
         &self,
         frames: &[RgbImage],
         pool: &ThreadPool,
     ) -> Result<Vec<f32>, VisionError> {
+        #[cfg(feature = "vulkan")]
+        if let Some(o) = &self.device {
+            return self.embed_video_on(&mut o.device.session(), &o.tower, frames);
+        }
         self.embed_video_on(&mut Cpu::new(pool), self.cpu_tower(), frames)
     }
 

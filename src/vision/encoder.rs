@@ -312,6 +312,10 @@ pub struct VisionEncoder<'a> {
     pub config: VisionConfig,
     /// The weights as the CPU reads them: views into the file.
     tower: Tower<Matrix<'a>, Vec<f32>, Embeddings<'a>>,
+    /// The device running [`VisionEncoder::embed_image`] and [`VisionEncoder::embed_video`]
+    /// ([`VisionEncoder::offload`]), None for the CPU.
+    #[cfg(feature = "vulkan")]
+    pub(super) device: Option<super::offload::Offload>,
     /// Output width of the projector (the text model's hidden size).
     pub n_out: usize,
     /// LLaVA-NeXT / OneVision tiling, when the file has pinpoints.
@@ -510,6 +514,8 @@ impl<'a> VisionEncoder<'a> {
             pad_square: false,
             n_out,
             config,
+            #[cfg(feature = "vulkan")]
+            device: None,
         })
     }
 

@@ -5,6 +5,8 @@ pub mod anyres;
 mod embed;
 pub mod encoder;
 pub mod error;
+#[cfg(feature = "vulkan")]
+mod offload;
 
 pub use encoder::{Activation, Tower, TowerOn, VisionConfig, VisionEncoder};
 pub use error::VisionError;
