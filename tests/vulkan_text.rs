@@ -573,3 +573,53 @@ fn question_of(prompt: &str) -> String {
     .unwrap_or_else(|| panic!("no known question in {prompt:?}"))
     .to_string()
 }
+
+/// `run --device vulkan` answers about an image (the mmproj and the picture through the whole
+/// pipeline) with the CPU's prompt and reply, token for token.
+#[test]
+fn run_about_an_image_on_vulkan_gives_the_cpu_reply() {
+    if device(None).is_none() {
+        return;
+    }
+    let (text, mmproj) = common::converted_llava15("vk-image");
+    let image = fixtures_dir().join("images/sq180.png");
+    let run = |device: &str| {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_llava-edge"))
+            .args([
+                "run",
+                "-m",
+                text.to_str().unwrap(),
+                "--mmproj",
+                mmproj.to_str().unwrap(),
+                "--image",
+                image.to_str().unwrap(),
+                "-p",
+                "What is shown in this image?",
+                "--temp",
+                "0",
+                "-t",
+                "2",
+                "-n",
+                "8",
+                "--json",
+                "--device",
+                device,
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{device}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        (
+            j["image_tokens"].clone(),
+            j["prompt_tokens"].clone(),
+            j["tokens"].clone(),
+        )
+    };
+    let (cpu, vk) = (run("cpu"), run("vulkan"));
+    assert!(cpu.0.as_array().is_some_and(|a| !a.is_empty()), "{cpu:?}");
+    assert_eq!(vk, cpu);
+}
