@@ -171,6 +171,57 @@ fn patch_embedding_matches_f64() {
     }
 }
 
+/// F32 and F16 products whose rows are not whole 32-value chunks: SigLIP-so400m's MLP
+/// (4304 wide, the OneVision towers'), a patch-sized 147, and 33 (one chunk and one value).
+#[test]
+fn float_products_with_a_part_chunk_match_f64() {
+    let Some(vk) = device() else { return };
+    let mut rng = StdRng::seed_from_u64(24);
+    for ty in [GgmlType::F32, GgmlType::F16] {
+        for (rows, cols, n_tok) in [(67usize, 4304usize, 9usize), (40, 147, 1), (5, 33, 19)] {
+            let w = random(&mut rng, rows * cols, 1.0);
+            let x = random(&mut rng, n_tok * cols, 1.0);
+            let (bytes, wd): (Vec<u8>, Vec<f32>) = match ty {
+                GgmlType::F32 => (bytemuck::cast_slice(&w).to_vec(), w.clone()),
+                _ => {
+                    let h: Vec<half::f16> = w.iter().map(|&v| half::f16::from_f32(v)).collect();
+                    (
+                        bytemuck::cast_slice(&h).to_vec(),
+                        h.iter().map(|v| v.to_f32()).collect(),
+                    )
+                }
+            };
+            let wb = vk.upload(&bytes, "w").unwrap();
+            let xb = vk.upload_f32(&x, "x").unwrap();
+            let yb = vk.buffer((n_tok * rows * 4) as u64, "y").unwrap();
+            let mut rec = vk.recorder().unwrap();
+            rec.mul_mat(&wb, ty, rows, cols, &xb, n_tok, &yb).unwrap();
+            rec.submit().unwrap();
+            let y = yb.read_f32().unwrap();
+            // tests/vulkan_ops.rs's bound (32 roundings in a chunk, the chunks an invocation
+            // adds, 5 tree levels, 2 of slack) plus one for the part chunk's values, each added
+            // to an invocation's sum on its own.
+            let m = 32 + (cols / 32).div_ceil(32) + 1 + 5 + 2;
+            for t in 0..n_tok {
+                for r in 0..rows {
+                    let (mut want, mut mag) = (0f64, 0f64);
+                    for k in 0..cols {
+                        let p = wd[r * cols + k] as f64 * x[t * cols + k] as f64;
+                        want += p;
+                        mag += p.abs();
+                    }
+                    let got = y[t * rows + r] as f64;
+                    let tol = 1.01 * m as f64 * U * mag;
+                    assert!(
+                        (got - want).abs() <= tol,
+                        "{ty} {rows}x{cols}, {n_tok} tokens: y[{t}][{r}] = {got}, want {want}"
+                    );
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn residual_layer_norm_matches_the_cpu() {
     let Some(vk) = device() else { return };

@@ -20,7 +20,7 @@ layout(std430, binding = 2) writeonly buffer Output { float Y[]; };
 
 layout(push_constant) uniform Push {
     uint rows;      // output rows (weight rows)
-    uint cols;      // values per row (a multiple of the type's block)
+    uint cols;      // values per row (a multiple of the type's block; of 32 but for F32, F16)
     uint n_tok;     // tokens
     uint w_off;     // byte offset of row 0 in W (even)
     uint row_bytes; // bytes per weight row
@@ -180,6 +180,18 @@ void main() {
             acc[t] += s;
         }
     }
+#if defined(TYPE_F32) || defined(TYPE_F16)
+    // Rows of F32 / F16 values need not be whole chunks (SigLIP's 4304-wide MLP): the last
+    // cols % 32 values one at a time.
+    for (uint k = (p.cols / 32u) * 32u + tid; k < p.cols; k += WG) {
+#if defined(TYPE_F32)
+        float wk = uintBitsToFloat(W[(rb >> 2) + k]);
+#else
+        float wk = w_f16(rb + 2u * k);
+#endif
+        for (uint t = 0u; t < nt; t++) acc[t] += wk * X[p.x_off + (t0 + t) * p.x_stride + k];
+    }
+#endif
     for (uint t = 0u; t < TILE; t++) partial[t][tid] = acc[t];
     barrier();
     for (uint h = WG / 2u; h > 0u; h >>= 1) {

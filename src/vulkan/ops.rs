@@ -115,8 +115,10 @@ impl<'a> Recorder<'a> {
         y: &'a Buffer,
     ) -> Result<(), VulkanError> {
         const OP: &str = "mul_mat";
-        // The shader works in 32-value chunks (a K-quant super-block is eight of them).
-        if !cols.is_multiple_of(ty.block_size()) || !cols.is_multiple_of(32) {
+        // The shader works in 32-value chunks (a K-quant super-block is eight of them); F32 and
+        // F16 rows may end in a part chunk.
+        let float = matches!(ty, GgmlType::F32 | GgmlType::F16);
+        if !cols.is_multiple_of(ty.block_size()) || !(float || cols.is_multiple_of(32)) {
             return Err(VulkanError::Invalid {
                 op: OP,
                 detail: format!("{cols} columns are not whole 32-value chunks of {ty} blocks"),
