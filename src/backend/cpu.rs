@@ -130,6 +130,10 @@ impl<'p> Backend for Cpu<'p> {
         Ok(v.to_vec())
     }
 
+    fn check_heads(&self, _heads: Heads) -> Result<(), BackendError> {
+        Ok(())
+    }
+
     fn new_kv(&self, n_ctx: usize, width: usize, ty: KvType) -> Result<CpuKv, BackendError> {
         Ok(CpuKv::new(n_ctx, width, ty))
     }

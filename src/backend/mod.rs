@@ -90,6 +90,9 @@ pub trait Backend {
     ) -> Result<Self::Group<'w>, BackendError>;
     /// The device's copy of `v`.
     fn upload_vector(&self, v: &[f32]) -> Result<Self::Vector, BackendError>;
+    /// Whether [`Backend::attend`] takes `heads`; checked once at load, so a model the device
+    /// cannot run is refused there rather than at its first token.
+    fn check_heads(&self, heads: Heads) -> Result<(), BackendError>;
     /// A key/value store of `n_ctx` positions of `width` values.
     fn new_kv(&self, n_ctx: usize, width: usize, ty: KvType) -> Result<Self::Kv, BackendError>;
 

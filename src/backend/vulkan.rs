@@ -451,6 +451,17 @@ impl Backend for Vulkan {
                 ),
             });
         }
+        // The product shaders walk a row in 32-value chunks.
+        if !m.cols.is_multiple_of(32) {
+            return Err(BackendError::Unsupported {
+                device: "Vulkan",
+                what: format!(
+                    "multiply tensor '{}': rows of {} values are not whole 32-value chunks; run \
+                     this model on the CPU",
+                    m.name, m.cols
+                ),
+            });
+        }
         Ok(VkWeight {
             buf: self.upload_bytes(&plain_rows(m), "weights")?,
             ty: m.ty,
@@ -477,6 +488,20 @@ impl Backend for Vulkan {
             buf: self.upload_bytes(bytemuck::cast_slice(v), "norm weights or biases")?,
             len: v.len(),
         })
+    }
+
+    fn check_heads(&self, heads: Heads) -> Result<(), BackendError> {
+        if heads.head_dim > 256 || !heads.head_dim.is_multiple_of(2) {
+            return Err(BackendError::Unsupported {
+                device: "Vulkan",
+                what: format!(
+                    "attend over heads of {} values (its attention takes even widths up to \
+                     256); run this model on the CPU",
+                    heads.head_dim
+                ),
+            });
+        }
+        Ok(())
     }
 
     fn new_kv(&self, n_ctx: usize, width: usize, ty: KvType) -> Result<VkKv, BackendError> {

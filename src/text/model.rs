@@ -520,7 +520,7 @@ impl<'a> TextModel<'a> {
     }
 
     /// The attention heads.
-    fn heads(&self) -> Heads {
+    pub(super) fn heads(&self) -> Heads {
         let c = &self.config;
         Heads {
             n_head: c.n_head,

@@ -35,6 +35,9 @@ impl TextModel<'_> {
     pub fn offload(&mut self, device: Vulkan, n_layers: usize) -> Result<Placement, TextError> {
         let n_layer = self.config.n_layer;
         let want = n_layers.min(n_layer);
+        if want > 0 {
+            device.check_heads(self.heads())?;
+        }
         let mut layers = Vec::with_capacity(want);
         for w in self.layers.iter().rev().take(want) {
             match upload_layer(&device, w) {
