@@ -53,14 +53,19 @@ pub struct AttentionShape {
     pub mask: Mask,
 }
 
-fn u32_of(op: &'static str, what: &str, v: usize) -> Result<u32, VulkanError> {
+pub(super) fn u32_of(op: &'static str, what: &str, v: usize) -> Result<u32, VulkanError> {
     u32::try_from(v).map_err(|_| VulkanError::Invalid {
         op,
         detail: format!("{what} = {v} is past the shaders' 32-bit indexing"),
     })
 }
 
-fn need(op: &'static str, what: &str, b: &Buffer, bytes: u64) -> Result<(), VulkanError> {
+pub(super) fn need(
+    op: &'static str,
+    what: &str,
+    b: &Buffer,
+    bytes: u64,
+) -> Result<(), VulkanError> {
     if b.size() < bytes {
         return Err(VulkanError::Invalid {
             op,
@@ -72,12 +77,12 @@ fn need(op: &'static str, what: &str, b: &Buffer, bytes: u64) -> Result<(), Vulk
 }
 
 /// A grid of `n` workgroups folded to fit x.
-fn fold(n: u32) -> [u32; 3] {
+pub(super) fn fold(n: u32) -> [u32; 3] {
     let x = n.clamp(1, MAX_X);
     [x, n.div_ceil(x), 1]
 }
 
-fn words(fields: &[u32]) -> Vec<u8> {
+pub(super) fn words(fields: &[u32]) -> Vec<u8> {
     fields.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 

@@ -15,6 +15,7 @@ macro_rules! spv {
         ))
     };
 }
+pub(super) use spv;
 
 /// The weight types `Shader::MulMatQ8` has a variant for.
 pub const MUL_MAT_Q8_TYPES: [GgmlType; 8] = [

@@ -5,24 +5,10 @@
 
 use super::buffer::Buffer;
 use super::error::VulkanError;
-use super::ops::AttentionShape;
+use super::ops::{fold, need, u32_of, words, AttentionShape};
 use super::recorder::Recorder;
-use super::shaders::{Shader, Variant, WG};
+use super::shaders::{spv, Shader, Variant, WG};
 use crate::dtype::GgmlType;
-
-macro_rules! spv {
-    ($name:literal) => {
-        include_bytes!(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/kernels/vulkan/spv/",
-            $name,
-            ".spv"
-        ))
-    };
-}
-
-/// Workgroups along x every device accepts; larger grids fold into y.
-const MAX_X: u32 = 65_535;
 
 /// The vision encoder's shader variants.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -103,34 +89,6 @@ fn invalid(op: &'static str, detail: String) -> VulkanError {
     VulkanError::Invalid { op, detail }
 }
 
-fn u32_of(op: &'static str, what: &str, v: usize) -> Result<u32, VulkanError> {
-    u32::try_from(v).map_err(|_| {
-        invalid(
-            op,
-            format!("{what} = {v} is past the shaders' 32-bit indexing"),
-        )
-    })
-}
-
-fn need(op: &'static str, what: &str, b: &Buffer, bytes: usize) -> Result<(), VulkanError> {
-    if b.size() < bytes as u64 {
-        return Err(invalid(
-            op,
-            format!("{what} holds {} bytes, the shape needs {bytes}", b.size()),
-        ));
-    }
-    u32_of(op, what, bytes / 4).map(|_| ())
-}
-
-fn fold(n: u32) -> [u32; 3] {
-    let x = n.clamp(1, MAX_X);
-    [x, n.div_ceil(x), 1]
-}
-
-fn words(fields: &[u32]) -> Vec<u8> {
-    fields.iter().flat_map(|v| v.to_le_bytes()).collect()
-}
-
 impl<'a> Recorder<'a> {
     /// The embeddings `[n_rows, n_embd]` of one tile into `out`: `pixels` is `[3, s, s]`
     /// normalised, `w` the patch kernel (`n_embd` rows of `3 * p * p` values of type `ty`, F32
@@ -166,15 +124,15 @@ impl<'a> Recorder<'a> {
             }
         };
         let n = s.n_rows();
-        need(OP, "the patch kernel", w, d * row_bytes)?;
-        need(OP, "the pixels", pixels, 3 * size * size * 4)?;
+        need(OP, "the patch kernel", w, (d * row_bytes) as u64)?;
+        need(OP, "the pixels", pixels, (3 * size * size * 4) as u64)?;
         need(
             OP,
             "the bias, class and position table",
             table,
-            (2 + n) * d * 4,
+            ((2 + n) * d * 4) as u64,
         )?;
-        need(OP, "the output", out, n * d * 4)?;
+        need(OP, "the output", out, (n * d * 4) as u64)?;
         let values = u32_of(OP, "output values", n * d)?;
         let push = words(&[
             d as u32,
@@ -207,10 +165,10 @@ impl<'a> Recorder<'a> {
         eps: f32,
     ) -> Result<(), VulkanError> {
         const OP: &str = "residual_layer_norm";
-        need(OP, "the residual rows", x, width * n_rows * 4)?;
-        need(OP, "the hidden rows", h, width * n_rows * 4)?;
-        need(OP, "the weight", w, width * 4)?;
-        need(OP, "the bias", b, width * 4)?;
+        need(OP, "the residual rows", x, (width * n_rows * 4) as u64)?;
+        need(OP, "the hidden rows", h, (width * n_rows * 4) as u64)?;
+        need(OP, "the weight", w, (width * 4) as u64)?;
+        need(OP, "the bias", b, (width * 4) as u64)?;
         let (w32, n32) = (u32_of(OP, "width", width)?, u32_of(OP, "rows", n_rows)?);
         let push = words(&[w32, n32, u32::from(add), eps.to_bits()]);
         self.dispatch(
@@ -262,10 +220,10 @@ impl<'a> Recorder<'a> {
             ));
         }
         let (w, kvw) = (s.n_head * s.head_dim, s.n_kv_head * s.head_dim);
-        need(OP, "the queries", q, s.n_rows * w * 4)?;
-        need(OP, "the output", out, s.n_rows * w * 4)?;
-        need(OP, "the keys", k, s.n_kv * kvw * 4)?;
-        need(OP, "the values", v, s.n_kv * kvw * 4)?;
+        need(OP, "the queries", q, (s.n_rows * w * 4) as u64)?;
+        need(OP, "the output", out, (s.n_rows * w * 4) as u64)?;
+        need(OP, "the keys", k, (s.n_kv * kvw * 4) as u64)?;
+        need(OP, "the values", v, (s.n_kv * kvw * 4) as u64)?;
         let rows = u32_of(OP, "rows", s.n_rows)?;
         let push = words(&[
             rows,
