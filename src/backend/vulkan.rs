@@ -5,7 +5,7 @@
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use super::{Backend, BackendError, Heads};
 use crate::dtype::GgmlType;
@@ -113,8 +113,15 @@ enum Cmd {
         x: Arc<Buffer>,
         n: usize,
         y: Arc<Buffer>,
-        /// The int8 activations of the integer product; None: the float product.
+        /// The int8 activations of the integer product, quantized by a [`Cmd::Quantize`]
+        /// before it; None: the float product.
         scratch: Option<Arc<Buffer>>,
+    },
+    Quantize {
+        x: Arc<Buffer>,
+        cols: usize,
+        n: usize,
+        scratch: Arc<Buffer>,
     },
     RmsNorm {
         x: Arc<Buffer>,
@@ -195,9 +202,15 @@ impl Cmd {
                 y,
                 scratch,
             } => match scratch {
-                Some(s) => rec.mul_mat_q8(w, *ty, *rows, *cols, x, *n, s, y),
+                Some(s) => rec.mul_mat_q8_quantized(w, *ty, *rows, *cols, s, *n, y),
                 None => rec.mul_mat(w, *ty, *rows, *cols, x, *n, y),
             },
+            Cmd::Quantize {
+                x,
+                cols,
+                n,
+                scratch,
+            } => rec.quantize_q8(x, *cols, *n, scratch),
             Cmd::RmsNorm {
                 x,
                 w,
@@ -277,7 +290,13 @@ pub struct Vulkan {
     /// The int8 activations of integer products (every op waits for the one before, so one
     /// buffer serves them all); grown as needed.
     scratch: Option<Arc<Buffer>>,
+    /// Activation buffers kept between passes (allocating device memory is slow on a GPU);
+    /// one whose only holder is this list is free.
+    spare: Arc<Mutex<Vec<Arc<Buffer>>>>,
 }
+
+/// Activation buffers kept for reuse, at most; more are freed after their pass.
+const SPARE_BUFFERS: usize = 48;
 
 impl Vulkan {
     /// The backend on `vk`, its weights and stores limited to `budget` bytes of device memory
@@ -292,6 +311,7 @@ impl Vulkan {
             }),
             pending: Vec::new(),
             scratch: None,
+            spare: Arc::default(),
         }
     }
 
@@ -302,6 +322,7 @@ impl Vulkan {
             budget: self.budget.clone(),
             pending: Vec::new(),
             scratch: None,
+            spare: self.spare.clone(),
         }
     }
 
@@ -391,16 +412,29 @@ impl Vulkan {
         }
     }
 
+    /// Queues `y = W x`; `quantized`: whether `x` already sits quantized in the scratch (a
+    /// group's earlier product put it there), updated.
     fn queue_matmul(
         &mut self,
         w: &VkWeight,
         x: &VkBuf,
         n: usize,
         y: &VkBuf,
+        quantized: &mut bool,
     ) -> Result<(), BackendError> {
         // The CPU's quantized products quantize the activations to int8 blocks too.
         let scratch = if MUL_MAT_Q8_TYPES.contains(&w.ty) {
-            Some(self.scratch(q8_scratch_bytes(w.cols, n))?)
+            let s = self.scratch(q8_scratch_bytes(w.cols, n))?;
+            if !*quantized {
+                self.pending.push(Cmd::Quantize {
+                    x: x.buf.clone(),
+                    cols: w.cols,
+                    n,
+                    scratch: s.clone(),
+                });
+                *quantized = true;
+            }
+            Some(s)
         } else {
             None
         };
@@ -451,8 +485,9 @@ impl Backend for Vulkan {
                 ),
             });
         }
-        // The product shaders walk a row in 32-value chunks.
-        if !m.cols.is_multiple_of(32) {
+        // The product shaders walk a row in 32-value chunks (F32 and F16 rows may end in a
+        // part chunk).
+        if !m.cols.is_multiple_of(32) && !matches!(m.ty, GgmlType::F32 | GgmlType::F16) {
             return Err(BackendError::Unsupported {
                 device: "Vulkan",
                 what: format!(
@@ -530,10 +565,24 @@ impl Backend for Vulkan {
     }
 
     fn alloc(&mut self, len: usize) -> Result<VkBuf, BackendError> {
-        Ok(VkBuf {
-            buf: Arc::new(self.vk.buffer(len as u64 * 4, "activations")?),
-            len,
-        })
+        let bytes = len as u64 * 4;
+        let mut spare = self.spare.lock().unwrap_or_else(|e| e.into_inner());
+        // Taken (cloned) under the lock, so two passes never get the same free buffer.
+        let free = spare
+            .iter()
+            .filter(|b| Arc::strong_count(b) == 1 && b.size() >= bytes)
+            .min_by_key(|b| b.size());
+        if let Some(b) = free {
+            return Ok(VkBuf {
+                buf: b.clone(),
+                len,
+            });
+        }
+        let buf = Arc::new(self.vk.buffer(bytes, "activations")?);
+        if spare.len() < SPARE_BUFFERS {
+            spare.push(buf.clone());
+        }
+        Ok(VkBuf { buf, len })
     }
 
     fn read(&mut self, x: VkBuf) -> Result<Vec<f32>, BackendError> {
@@ -587,7 +636,7 @@ impl Backend for Vulkan {
         n: usize,
         out: &mut VkBuf,
     ) -> Result<(), BackendError> {
-        self.queue_matmul(w, x, n, out)
+        self.queue_matmul(w, x, n, out, &mut false)
     }
 
     fn matmul_group(
@@ -597,8 +646,10 @@ impl Backend for Vulkan {
         n: usize,
         outs: &mut [&mut VkBuf],
     ) -> Result<(), BackendError> {
+        // One quantization of the input for all the group's integer products.
+        let mut quantized = false;
         for (w, out) in g.parts.iter().zip(outs.iter()) {
-            self.queue_matmul(w, x, n, out)?;
+            self.queue_matmul(w, x, n, out, &mut quantized)?;
         }
         Ok(())
     }
@@ -711,7 +762,7 @@ impl Backend for Vulkan {
         });
         self.rms_norm(&mut part, norm, eps)?;
         let out = self.alloc(m * w.rows)?;
-        self.queue_matmul(w, &part, m, &out)?;
+        self.queue_matmul(w, &part, m, &out, &mut false)?;
         self.read(out)
     }
 }

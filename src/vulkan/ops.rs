@@ -170,6 +170,55 @@ impl<'a> Recorder<'a> {
         scratch: &'a Buffer,
         y: &'a Buffer,
     ) -> Result<(), VulkanError> {
+        self.quantize_q8(x, cols, n_tok, scratch)?;
+        self.mul_mat_q8_quantized(w, ty, rows, cols, scratch, n_tok, y)
+    }
+
+    /// The first half of [`Recorder::mul_mat_q8`]: the `n_tok x cols` f32 values of `x` as
+    /// int8 blocks of 32 in `scratch`, which several products of the same input can share.
+    pub fn quantize_q8(
+        &mut self,
+        x: &'a Buffer,
+        cols: usize,
+        n_tok: usize,
+        scratch: &'a Buffer,
+    ) -> Result<(), VulkanError> {
+        const OP: &str = "quantize_q8";
+        if !cols.is_multiple_of(32) {
+            return Err(VulkanError::Invalid {
+                op: OP,
+                detail: format!("{cols} columns are not whole 32-value blocks"),
+            });
+        }
+        need(OP, "the input buffer", x, (n_tok * cols * 4) as u64)?;
+        need(
+            OP,
+            "the scratch buffer",
+            scratch,
+            q8_scratch_bytes(cols, n_tok),
+        )?;
+        let blocks = u32_of(OP, "blocks", n_tok * cols / 32)?;
+        self.dispatch(
+            Shader::QuantizeQ8,
+            &[x, scratch],
+            &words(&[blocks, 0]),
+            fold(blocks.div_ceil(WG)),
+        )
+    }
+
+    /// The second half of [`Recorder::mul_mat_q8`]: the products of `w` with `n_tok` tokens
+    /// already quantized in `scratch` by [`Recorder::quantize_q8`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn mul_mat_q8_quantized(
+        &mut self,
+        w: &'a Buffer,
+        ty: GgmlType,
+        rows: usize,
+        cols: usize,
+        scratch: &'a Buffer,
+        n_tok: usize,
+        y: &'a Buffer,
+    ) -> Result<(), VulkanError> {
         const OP: &str = "mul_mat_q8";
         if !super::MUL_MAT_Q8_TYPES.contains(&ty) {
             return Err(VulkanError::Invalid {
@@ -185,7 +234,6 @@ impl<'a> Recorder<'a> {
         }
         let row_bytes = cols / ty.block_size() * ty.type_size();
         need(OP, "the weight buffer", w, (rows * row_bytes) as u64)?;
-        need(OP, "the input buffer", x, (n_tok * cols * 4) as u64)?;
         need(
             OP,
             "the scratch buffer",
@@ -193,18 +241,11 @@ impl<'a> Recorder<'a> {
             q8_scratch_bytes(cols, n_tok),
         )?;
         need(OP, "the output buffer", y, (n_tok * rows * 4) as u64)?;
-        let blocks = u32_of(OP, "blocks", n_tok * cols / 32)?;
         let (rows32, cols32, n32) = (
             u32_of(OP, "rows", rows)?,
             u32_of(OP, "cols", cols)?,
             u32_of(OP, "tokens", n_tok)?,
         );
-        self.dispatch(
-            Shader::QuantizeQ8,
-            &[x, scratch],
-            &words(&[blocks, 0]),
-            fold(blocks.div_ceil(WG)),
-        )?;
         let push = words(&[
             rows32,
             cols32,
