@@ -722,3 +722,50 @@ fn every_multimodal_fixture_answers_like_transformers_with_everything_on_vulkan(
     println!("{checked} multimodal fixtures with vision and text on Vulkan: greedy tokens equal");
     assert!(checked >= 25, "{checked} fixtures");
 }
+
+/// The released towers' shapes (CLIP ViT-L/14-336: 577 tokens with a class token, heads of
+/// 64; SigLIP-so400m-384: 729 tokens, heads of 72, a 4304-wide MLP that is not whole chunks),
+/// random F16 weights from `gguf-tools synth`, the first encoder layer and the projector on
+/// the device against the CPU on the same file, within the f32-order bound above. Ignored by
+/// default: lavapipe takes tens of seconds a layer (`cargo test --release --test vulkan_vision
+/// -- --ignored --nocapture`; on a real GPU set LLAVA_EDGE_VISION_LAYERS to run more).
+#[test]
+#[ignore]
+fn released_tower_shapes_on_the_device_equal_the_cpu() {
+    let Some(vk) = device() else { return };
+    let tmp = TempDir::new("vk-vision-real");
+    let pool = ThreadPool::new(2);
+    let layers: usize = std::env::var("LLAVA_EDGE_VISION_LAYERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    for shape in ["siglip-so400m-384", "clip-vit-l-336"] {
+        let path = tmp.path(&format!("{shape}.gguf"));
+        gguf_tools::synth::synth(shape, GgmlType::F16, None, &path, 7).unwrap();
+        let f = GgufFile::open(&path).unwrap();
+        let mut config = llava_edge::vision::VisionConfig::from_gguf(&f).unwrap();
+        config.n_layer_run = config.n_layer_run.min(layers);
+        let enc = VisionEncoder::with_config(&f, config).unwrap();
+        let s = enc.config.image_size;
+        let mut rng = StdRng::seed_from_u64(25);
+        let pixels = random(&mut rng, 3 * s * s, 2.0);
+        let mut be = VkBackend::new(vk.clone(), None);
+        let t = enc.upload(&be).unwrap();
+        let start = std::time::Instant::now();
+        let fb = enc.features_on(&mut be, &t, &pixels).unwrap();
+        let pb = enc.project_on(&mut be, &t, fb, enc.feature_rows()).unwrap();
+        let ours = be.read(pb).unwrap();
+        let device_time = start.elapsed();
+        let start = std::time::Instant::now();
+        let cpu = enc
+            .project(&enc.features(&pixels, &pool).unwrap(), &pool)
+            .unwrap();
+        let cpu_time = start.elapsed();
+        let e = rel_err(&ours, &cpu);
+        println!(
+            "{shape}, {layers} layer(s) and the projector: relative error {e:e}; device \
+             {device_time:.2?}, CPU {cpu_time:.2?}"
+        );
+        assert!(e < 1e-4, "{shape}: relative error {e:e}");
+    }
+}
