@@ -179,6 +179,12 @@ pub enum LoadWarning {
         /// Whether the output norm and matrix were asked for but stayed on the CPU.
         output_left: bool,
     },
+    /// The vision encoder could not be put on the GPU (out of device memory, or weights its
+    /// shaders do not take): it runs on the CPU.
+    VisionOnCpu {
+        /// Why.
+        reason: String,
+    },
     /// The model file's own chat template could not be used; a built-in stands in for it.
     ModelTemplateNotUsed {
         /// The text model file.
@@ -211,6 +217,9 @@ impl std::fmt::Display for LoadWarning {
                     f.write_str(" (the output matrix stays on the CPU)")?;
                 }
                 f.write_str("; the rest run on the CPU")
+            }
+            LoadWarning::VisionOnCpu { reason } => {
+                write!(f, "the vision encoder runs on the CPU: {reason}")
             }
             LoadWarning::ModelTemplateNotUsed { file, reason, used } => write!(
                 f,
@@ -286,7 +295,7 @@ impl ModelFiles {
     pub fn models(&self, opts: &LoadOptions) -> Result<Models<'_>, LoadError> {
         let mut warnings = self.warnings.clone();
         let mut text = TextModel::load(&self.text)?;
-        place(&mut text, opts, &mut warnings)?;
+        let gpu = place(&mut text, opts, &mut warnings)?;
         let mut vision = self.mmproj.as_ref().map(VisionEncoder::load).transpose()?;
         if let Some(v) = vision.as_mut() {
             v.check_text_width(text.config.n_embd, self.text.path())?;
@@ -294,7 +303,19 @@ impl ModelFiles {
             if opts.vision_bf16 && !v.use_bf16_products() {
                 warnings.push(LoadWarning::NoBf16Dot);
             }
+            // The encoder goes to the GPU whenever one is used, whatever -ngl says (as
+            // llama.cpp offloads its mmproj).
+            #[cfg(feature = "vulkan")]
+            if let Some(g) = gpu {
+                if let Err(e) = v.offload(g) {
+                    warnings.push(LoadWarning::VisionOnCpu {
+                        reason: e.to_string(),
+                    });
+                }
+            }
         }
+        #[cfg(not(feature = "vulkan"))]
+        let _ = gpu;
         Ok(Models {
             text,
             vision,
@@ -329,14 +350,15 @@ impl ModelFiles {
 }
 
 /// Puts the text layers where `opts` asks: the CPU, or a GPU for the last `gpu_layers`.
+/// Returns the GPU chosen (None: the CPU), for the vision encoder.
 fn place(
     text: &mut TextModel,
     opts: &LoadOptions,
     warnings: &mut Vec<LoadWarning>,
-) -> Result<(), LoadError> {
+) -> Result<Option<Gpu>, LoadError> {
     let asked = opts.gpu_layers.unwrap_or(usize::MAX);
     match opts.device {
-        Some(Device::Cpu) => Ok(()),
+        Some(Device::Cpu) => Ok(None),
         Some(Device::Cuda) => Err(LoadError::DeviceUnavailable {
             device: "CUDA",
             reason: if cfg!(feature = "cuda") {
@@ -369,13 +391,13 @@ fn place(
             // used only when asked for by name.
             #[cfg(feature = "vulkan")]
             if let Ok(vk) = crate::vulkan::Vulkan::new(None) {
-                if vk.info().kind != crate::vulkan::DeviceKind::Cpu && asked > 0 {
+                if vk.info().kind != crate::vulkan::DeviceKind::Cpu {
                     return offload(text, vk, asked, opts, warnings);
                 }
             }
             #[cfg(not(feature = "vulkan"))]
             let _ = (text, asked, warnings);
-            Ok(())
+            Ok(None)
         }
     }
 }
@@ -387,10 +409,12 @@ fn offload(
     asked: usize,
     opts: &LoadOptions,
     warnings: &mut Vec<LoadWarning>,
-) -> Result<(), LoadError> {
+) -> Result<Option<Gpu>, LoadError> {
     let n_layer = text.config.n_layer;
     let device = vk.info().name.clone();
     let backend = crate::backend::vulkan::Vulkan::new(vk, opts.device_memory);
+    // The same device and memory budget, for the vision encoder.
+    let gpu = backend.session();
     let placed = text.offload(backend, asked)?;
     let output_left = asked >= n_layer && !placed.output_on_device;
     if placed.device_layers < asked.min(n_layer) || output_left {
@@ -401,8 +425,14 @@ fn offload(
             output_left,
         });
     }
-    Ok(())
+    Ok(Some(gpu))
 }
+
+/// The GPU backend the models run on, where the build has one.
+#[cfg(feature = "vulkan")]
+type Gpu = crate::backend::vulkan::Vulkan;
+#[cfg(not(feature = "vulkan"))]
+type Gpu = std::convert::Infallible;
 
 /// The chat template: the one `opts` names, else the model file's own, else (when that cannot
 /// be used, with a warning) the built-in its markers name or the architecture's usual one.

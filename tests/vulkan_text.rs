@@ -444,7 +444,8 @@ fn run_on_vulkan_through_the_command_line_gives_the_cpu_reply() {
     assert!(err.contains("unknown device 'tpu'"), "{err}");
 }
 
-/// The whole path a user runs with `--device vulkan` (the load path's placement), on every
+/// The whole path a user runs with `--device vulkan` (the load path's placement: text layers
+/// and the vision encoder on the device), on every
 /// converted fixture checkpoint and its image, video and text-only questions: the prompt's
 /// token ids equal transformers' input_ids and greedy generation gives its tokens up to the
 /// first end-of-generation token (tests/pipeline_fixtures.rs, on the device).
@@ -485,6 +486,7 @@ fn every_pipeline_fixture_answers_like_transformers_on_vulkan() {
             p.text.config.n_layer,
             "{case}"
         );
+        assert!(p.vision.as_ref().unwrap().device().is_some(), "{case}");
         for entry in std::fs::read_dir(&dir).unwrap() {
             let fx = entry.unwrap().path();
             let Ok(meta) = std::fs::read_to_string(fx.join("meta.json")) else {
@@ -575,7 +577,8 @@ fn question_of(prompt: &str) -> String {
 }
 
 /// `run --device vulkan` answers about an image (the mmproj and the picture through the whole
-/// pipeline) with the CPU's prompt and reply, token for token.
+/// pipeline, the encoder on the device) with the CPU's prompt and reply, token for token, for
+/// every split of the text layers.
 #[test]
 fn run_about_an_image_on_vulkan_gives_the_cpu_reply() {
     if device(None).is_none() {
@@ -583,7 +586,7 @@ fn run_about_an_image_on_vulkan_gives_the_cpu_reply() {
     }
     let (text, mmproj) = common::converted_llava15("vk-image");
     let image = fixtures_dir().join("images/sq180.png");
-    let run = |device: &str| {
+    let run = |device: &str, ngl: &str| {
         let o = std::process::Command::new(env!("CARGO_BIN_EXE_llava-edge"))
             .args([
                 "run",
@@ -602,15 +605,22 @@ fn run_about_an_image_on_vulkan_gives_the_cpu_reply() {
                 "-n",
                 "8",
                 "--json",
+                "-v",
                 "--device",
                 device,
+                "-ngl",
+                ngl,
             ])
             .output()
             .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{device}: {err}");
+        // The encoder is on the GPU whenever one is used, -ngl 0 included (as llama.cpp's
+        // mmproj is).
+        let on = if device == "cpu" { "CPU" } else { "GPU" };
         assert!(
-            o.status.success(),
-            "{device}: {}",
-            String::from_utf8_lossy(&o.stderr)
+            err.contains(&format!("vision encoder: {on}")),
+            "{device}: {err}"
         );
         let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
         (
@@ -619,7 +629,9 @@ fn run_about_an_image_on_vulkan_gives_the_cpu_reply() {
             j["tokens"].clone(),
         )
     };
-    let (cpu, vk) = (run("cpu"), run("vulkan"));
+    let cpu = run("cpu", "all");
     assert!(cpu.0.as_array().is_some_and(|a| !a.is_empty()), "{cpu:?}");
-    assert_eq!(vk, cpu);
+    for ngl in ["0", "1", "all"] {
+        assert_eq!(run("vulkan", ngl), cpu, "-ngl {ngl}");
+    }
 }

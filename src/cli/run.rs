@@ -68,6 +68,12 @@ pub fn run(a: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     let placed = p.text.placement();
     if a.verbose {
         eprintln!("{}", placement_line(&placed, p.text.config.n_layer));
+        if let Some(v) = &p.vision {
+            eprintln!(
+                "vision encoder: {}",
+                if v.device().is_some() { "GPU" } else { "CPU" }
+            );
+        }
     }
     if placed.device.is_none() && opts.device.is_none() && opts.gpu_layers.is_some_and(|n| n > 0) {
         eprintln!(
@@ -356,6 +362,7 @@ pub fn print_load_warnings(warnings: &[LoadWarning]) {
             LoadWarning::FewerDeviceLayers { .. } => {
                 eprintln!("warning: {w} (-ngl N asks for fewer)")
             }
+            LoadWarning::VisionOnCpu { .. } => eprintln!("warning: {w}"),
         }
     }
 }
