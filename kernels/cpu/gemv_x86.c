@@ -554,6 +554,71 @@ static inline __m512 halves16(const uint8_t *p0, const uint8_t *p1) {
                                                    _mm_loadu_si128((const __m128i *)p1), 1));
 }
 
+/* Two tokens' rows of gemv_x16 for Q4_0 (q8 = 0) or Q8_0 (q8 = 1) in one pass over a pair of
+ * groups: a block's weight registers (the joined loads, their nibble masks or sign flips, the
+ * scales) are made once and serve both tokens. Each token's arithmetic is gemv_x16's, in the
+ * same order, so the results are bit-equal to running the tokens one at a time. Several
+ * tokens at decode (a server's batch, a verify pass) are compute-bound here, and the weight
+ * side is about half of a block's vector operations. */
+static inline __attribute__((always_inline)) void gemv_x16_pair(int q8, int nb, size_t bsize, const uint8_t *x0,
+                                                                const uint8_t *x1, const le_block_q8_0x *ya,
+                                                                const le_block_q8_0x *yb, float *outa, float *outb,
+                                                                int g0, int g1) {
+    const __m512i low4 = _mm512_set1_epi8(0x0f), high4 = _mm512_set1_epi8((char)0xf0);
+    const __m512i flip = _mm512_set1_epi8((char)0x80);
+    __m512 acca[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()}, offa[2] = {acca[0], acca[1]};
+    __m512 accb[2] = {acca[0], acca[1]}, offb[2] = {acca[0], acca[1]};
+    for (int i = 0; i < nb; i++) {
+        const uint8_t *xb0 = x0 + (size_t)i * bsize, *xb1 = x1 + (size_t)i * bsize;
+        le_prefetch_ahead(xb0, (int)bsize);
+        le_prefetch_ahead(xb1, (int)bsize);
+        const __m512 d = halves16(xb0, xb1);
+        const int8_t *qa = ya[i].qs, *qb = yb[i].qs;
+        __m512i sa, sb;
+        if (q8) {
+            const uint8_t *q0 = xb0 + 16, *q1 = xb1 + 16;
+            __m512i s0a = _mm512_setzero_si512(), s1a = s0a, s0b = s0a, s1b = s0a;
+            for (int c = 0; c < 8; c += 2) {
+                const __m512i v0 = _mm512_xor_si512(join256((const int8_t *)q0 + 32 * c, (const int8_t *)q1 + 32 * c), flip);
+                const __m512i v1 =
+                    _mm512_xor_si512(join256((const int8_t *)q0 + 32 * c + 32, (const int8_t *)q1 + 32 * c + 32), flip);
+                s0a = _mm512_dpbusd_epi32(s0a, v0, bcast4z(qa + 4 * c));
+                s1a = _mm512_dpbusd_epi32(s1a, v1, bcast4z(qa + 4 * c + 4));
+                s0b = _mm512_dpbusd_epi32(s0b, v0, bcast4z(qb + 4 * c));
+                s1b = _mm512_dpbusd_epi32(s1b, v1, bcast4z(qb + 4 * c + 4));
+            }
+            sa = _mm512_add_epi32(s0a, s1a);
+            sb = _mm512_add_epi32(s0b, s1b);
+        } else {
+            const uint8_t *q0 = xb0 + bsize - 128, *q1 = xb1 + bsize - 128;
+            __m512i s0a = _mm512_setzero_si512(), s1a = s0a, s0b = s0a, s1b = s0a;
+            for (int c = 0; c < 4; c++) {
+                const __m512i v = join256((const int8_t *)q0 + 32 * c, (const int8_t *)q1 + 32 * c);
+                const __m512i lo = _mm512_and_si512(v, low4), hi = _mm512_and_si512(v, high4);
+                s0a = _mm512_dpbusd_epi32(s0a, lo, bcast4z(qa + 4 * c));
+                s1a = _mm512_dpbusd_epi32(s1a, hi, bcast4z(qa + 16 + 4 * c));
+                s0b = _mm512_dpbusd_epi32(s0b, lo, bcast4z(qb + 4 * c));
+                s1b = _mm512_dpbusd_epi32(s1b, hi, bcast4z(qb + 16 + 4 * c));
+            }
+            sa = _mm512_add_epi32(s0a, _mm512_srai_epi32(s1a, 4));
+            sb = _mm512_add_epi32(s0b, _mm512_srai_epi32(s1b, 4));
+        }
+        /* Even blocks into the first accumulators, odd into the second, as gemv_x16. */
+        const int k = i & 1;
+        acca[k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sa), _mm512_mul_ps(d, _mm512_set1_ps(ya[i].d)), acca[k]);
+        offa[k] = _mm512_fmadd_ps(d, _mm512_set1_ps(ya[i].dsum), offa[k]);
+        accb[k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sb), _mm512_mul_ps(d, _mm512_set1_ps(yb[i].d)), accb[k]);
+        offb[k] = _mm512_fmadd_ps(d, _mm512_set1_ps(yb[i].dsum), offb[k]);
+    }
+    const __m512 offset = _mm512_set1_ps(q8 ? 128.0f : 8.0f);
+    const __m512 ra = _mm512_fnmadd_ps(offset, _mm512_add_ps(offa[0], offa[1]), _mm512_add_ps(acca[0], acca[1]));
+    const __m512 rb = _mm512_fnmadd_ps(offset, _mm512_add_ps(offb[0], offb[1]), _mm512_add_ps(accb[0], accb[1]));
+    _mm256_storeu_ps(outa + 8 * g0, _mm512_castps512_ps256(ra));
+    _mm256_storeu_ps(outa + 8 * g1, _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(ra), 1)));
+    _mm256_storeu_ps(outb + 8 * g0, _mm512_castps512_ps256(rb));
+    _mm256_storeu_ps(outb + 8 * g1, _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(rb), 1)));
+}
+
 /* gemv_x8 and gemv_q8_0x8 on 512-bit registers: the two groups a thread reads at a time (its
  * two streams) share each instruction, so the activation broadcasts, conversions and FMAs are
  * paid once per sixteen rows. q8 selects Q8_0 (five and with_min unused); an odd last group
@@ -567,7 +632,14 @@ static inline __attribute__((always_inline)) void gemv_x16(int q8, int five, int
     for (int j = 0; j < ng / 2; j++) {
         const int g0 = j, g1 = half + j;
         const uint8_t *x0 = w + (size_t)g0 * nb * bsize, *x1 = w + (size_t)g1 * nb * bsize;
-        for (int t = 0; t < nt; t++) {
+        int t0 = 0;
+        if (q8 || (!five && !with_min)) {
+            for (; t0 + 2 <= nt; t0 += 2) {
+                gemv_x16_pair(q8, nb, bsize, x0, x1, a + (size_t)t0 * nb, a + (size_t)(t0 + 1) * nb,
+                              out + (size_t)t0 * ldo, out + (size_t)(t0 + 1) * ldo, g0, g1);
+            }
+        }
+        for (int t = t0; t < nt; t++) {
             const le_block_q8_0x *y = a + (size_t)t * nb;
             __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
             __m512 off0 = _mm512_setzero_ps(), off1 = _mm512_setzero_ps();

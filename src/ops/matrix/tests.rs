@@ -322,6 +322,19 @@ fn interleaved_equals_plain(ty: GgmlType) {
         let (mut want, mut got) = (vec![0f32; n * rows], vec![0f32; n * rows]);
         p.matmul(&x, n, &mut want, &pool);
         q.matmul(&x, n, &mut got, &pool);
+        if n < INTERLEAVED8_DECODE_MAX_TOKENS {
+            // Several tokens at decode (a server's batch, a verify pass) give each token what
+            // it gets alone, bit for bit, so batching never changes a greedy reply.
+            let mut alone = vec![0f32; rows];
+            for t in 0..n {
+                q.matmul(&x[t * cols..(t + 1) * cols], 1, &mut alone, &pool);
+                assert_eq!(
+                    got[t * rows..(t + 1) * rows],
+                    alone[..],
+                    "{ty} n = {n}: token {t} alone"
+                );
+            }
+        }
         if n >= INTERLEAVED8_DECODE_MAX_TOKENS {
             assert_eq!(got, want, "{ty} n = {n}: the GEMM sees the same panels");
         } else {
