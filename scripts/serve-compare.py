@@ -111,6 +111,8 @@ def main():
     p.add_argument("--max-tokens", type=int, default=64)
     p.add_argument("--ctx", type=int, default=512, help="context per slot")
     p.add_argument("--rounds", type=int, default=1)
+    p.add_argument("--first-round", type=int, default=0,
+                   help="index of the first round (odd: llama-server first), to alternate across runs")
     p.add_argument("--time-limit", type=float, default=300.0)
     p.add_argument("--port", type=int, default=18100)
     p.add_argument("--llama-env", action="append", default=[], help="KEY=VALUE for llama-server")
@@ -122,7 +124,7 @@ def main():
     levels = [int(x) for x in a.parallel.split(",")]
     runs = []
     with open(a.log, "a") as log:
-        for rnd in range(a.rounds):
+        for rnd in range(a.first_round, a.first_round + a.rounds):
             for n in levels:
                 order = kinds if rnd % 2 == 0 else kinds[::-1]
                 for kind in order:
