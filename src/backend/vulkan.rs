@@ -90,11 +90,12 @@ impl VkVector {
     }
 }
 
-/// One layer's F16 keys and values on the device.
+/// One layer's keys and values on the device, F16 or f32.
 pub struct VkKv {
     k: Arc<Buffer>,
     v: Arc<Buffer>,
     width: usize,
+    f32: bool,
 }
 
 /// A batch's rotation tables on the device ([`rope_tables`]), `rot_dim` values a row.
@@ -154,6 +155,7 @@ enum Cmd {
         out: Arc<Buffer>,
         shape: AttentionShape,
         row: usize,
+        f32_cache: bool,
     },
     SiluMul {
         x: Arc<Buffer>,
@@ -242,7 +244,8 @@ impl Cmd {
                 out,
                 shape,
                 row,
-            } => rec.attention_at(q, k, v, out, *shape, *row),
+                f32_cache,
+            } => rec.attention_cached(q, k, v, out, *shape, *row, *f32_cache),
             Cmd::SiluMul { x, y, n } => rec.silu_mul(x, y, *n),
             Cmd::Add { x, y, n } => rec.add(x, y, *n),
             Cmd::AddBias {
@@ -258,6 +261,17 @@ impl Cmd {
                 dst_at,
                 bytes,
             } => {
+                // vkCmdCopyBuffer does not check its region: out of range is undefined.
+                if src_at + bytes > src.size() || dst_at + bytes > dst.size() {
+                    return Err(VulkanError::Invalid {
+                        op: "copy",
+                        detail: format!(
+                            "{bytes} bytes from offset {src_at} of {} into offset {dst_at} of {}",
+                            src.size(),
+                            dst.size()
+                        ),
+                    });
+                }
                 rec.copy(src, *src_at, dst, *dst_at, *bytes);
                 Ok(())
             }
@@ -540,18 +554,13 @@ impl Backend for Vulkan {
     }
 
     fn new_kv(&self, n_ctx: usize, width: usize, ty: KvType) -> Result<VkKv, BackendError> {
-        if ty != KvType::F16 {
-            return Err(BackendError::Unsupported {
-                device: "Vulkan",
-                what: "hold an F32 key/value cache (its attention reads F16); use an F16 cache"
-                    .into(),
-            });
-        }
-        let bytes = (n_ctx * width * 2) as u64;
+        let f32 = ty == KvType::F32;
+        let bytes = (n_ctx * width * if f32 { 4 } else { 2 }) as u64;
         Ok(VkKv {
             k: Arc::new(self.kept(bytes, "the key cache")?),
             v: Arc::new(self.kept(bytes, "the value cache")?),
             width,
+            f32,
         })
     }
 
@@ -698,13 +707,24 @@ impl Backend for Vulkan {
     ) -> Result<(), BackendError> {
         let n = rows.len();
         for (src, cache) in [(k, &kv.k), (v, &kv.v)] {
-            self.pending.push(Cmd::Store {
-                src: src.buf.clone(),
-                row: rows.start,
-                cache: cache.clone(),
-                pos: past,
-                width: kv.width,
-                n_tok: n,
+            self.pending.push(if kv.f32 {
+                let w = (kv.width * 4) as u64;
+                Cmd::Copy {
+                    src: src.buf.clone(),
+                    src_at: rows.start as u64 * w,
+                    dst: cache.clone(),
+                    dst_at: past as u64 * w,
+                    bytes: n as u64 * w,
+                }
+            } else {
+                Cmd::Store {
+                    src: src.buf.clone(),
+                    row: rows.start,
+                    cache: cache.clone(),
+                    pos: past,
+                    width: kv.width,
+                    n_tok: n,
+                }
             });
         }
         self.pending.push(Cmd::Attention {
@@ -721,6 +741,7 @@ impl Backend for Vulkan {
                 mask: Mask::Causal { first: past },
             },
             row: rows.start,
+            f32_cache: kv.f32,
         });
         Ok(())
     }

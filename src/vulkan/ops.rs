@@ -536,6 +536,22 @@ impl<'a> Recorder<'a> {
         s: AttentionShape,
         row: usize,
     ) -> Result<(), VulkanError> {
+        self.attention_cached(q, k, v, out, s, row, false)
+    }
+
+    /// [`Recorder::attention_at`] over a cache of F16 keys and values, or with `f32_cache` of
+    /// f32 ones (the exact cache, `KV_F32` variant).
+    #[allow(clippy::too_many_arguments)]
+    pub fn attention_cached(
+        &mut self,
+        q: &'a Buffer,
+        k: &'a Buffer,
+        v: &'a Buffer,
+        out: &'a Buffer,
+        s: AttentionShape,
+        row: usize,
+        f32_cache: bool,
+    ) -> Result<(), VulkanError> {
         const OP: &str = "attention";
         if s.head_dim == 0 || s.head_dim > 256 || !s.head_dim.is_multiple_of(2) {
             return Err(VulkanError::Invalid {
@@ -572,7 +588,8 @@ impl<'a> Recorder<'a> {
         need(OP, "the queries", q, ((row + s.n_rows) * w * 4) as u64)?;
         need(OP, "the output", out, ((row + s.n_rows) * w * 4) as u64)?;
         let at = u32_of(OP, "query offset", row * w)?;
-        let kv_bytes = (s.n_kv * s.n_kv_head * s.head_dim * 2) as u64;
+        let elem = if f32_cache { 4 } else { 2 };
+        let kv_bytes = (s.n_kv * s.n_kv_head * s.head_dim * elem) as u64;
         need(OP, "the key cache", k, kv_bytes)?;
         need(OP, "the value cache", v, kv_bytes)?;
         let rows = u32_of(OP, "rows", s.n_rows)?;
@@ -591,11 +608,11 @@ impl<'a> Recorder<'a> {
             u32_of(OP, "first", first)?,
             (1.0 / (s.head_dim as f32).sqrt()).to_bits(),
         ]);
-        self.dispatch(
-            Shader::Attention,
-            &[q, k, v, out],
-            &push,
-            [s.n_head as u32, rows, 1],
-        )
+        let shader = if f32_cache {
+            Shader::Vision(super::VisionShader::AttentionKvF32)
+        } else {
+            Shader::Attention
+        };
+        self.dispatch(shader, &[q, k, v, out], &push, [s.n_head as u32, rows, 1])
     }
 }
