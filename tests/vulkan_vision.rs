@@ -587,6 +587,39 @@ fn embed_image_and_video_on_the_device_equal_the_cpu() {
     assert!(checked >= 18, "only {checked} images checked");
 }
 
+/// A device budget too small for the tower: `offload` is a typed out-of-memory error naming
+/// what did not fit, and the encoder stays on the CPU, where it still answers.
+#[test]
+fn offload_past_the_memory_budget_is_an_error_and_keeps_the_cpu() {
+    use llava_edge::backend::BackendError;
+    use llava_edge::image::load_image;
+    use llava_edge::vision::VisionError;
+    let Some(vk) = device() else { return };
+    let pool = ThreadPool::new(2);
+    let (_, f32_path, _) = &mmprojs()[1];
+    let f = GgufFile::open(f32_path).unwrap();
+    let mut enc = VisionEncoder::load(&f).unwrap();
+    let img = load_image(&fixtures_dir().join("images/sq180.png")).unwrap();
+    let want = enc.embed_image(&img, false, &pool).unwrap();
+    let e = enc
+        .offload(VkBackend::new(vk.clone(), Some(4096)))
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            VisionError::Backend(BackendError::Vulkan(VulkanError::OutOfMemory { .. }))
+        ),
+        "{e}"
+    );
+    assert!(enc.device().is_none());
+    assert_eq!(enc.embed_image(&img, false, &pool).unwrap(), want);
+    // With room, the same encoder moves.
+    enc.offload(VkBackend::new(vk.clone(), None)).unwrap();
+    assert!(enc.device().is_some());
+    let e = rel_err(&enc.embed_image(&img, false, &pool).unwrap(), &want);
+    assert!(e < 1e-4, "relative error {e:e}");
+}
+
 /// The question a fixture's prompt asks (the chat template adds the rest).
 fn question_of(prompt: &str) -> String {
     [

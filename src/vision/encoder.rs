@@ -585,8 +585,8 @@ impl<'a> VisionEncoder<'a> {
         c.grid() * c.grid() + usize::from(cls)
     }
 
-    /// Selected encoder features `[tokens, n_embd]` of one tile: `pixels` is `[3, size, size]`,
-    /// already normalised.
+    /// Selected encoder features `[tokens, n_embd]` of one tile, on the CPU: `pixels` is
+    /// `[3, size, size]`, already normalised.
     pub fn features(&self, pixels: &[f32], pool: &ThreadPool) -> Result<Vec<f32>, VisionError> {
         let mut cpu = Cpu::new(pool);
         let x = self.features_on(&mut cpu, &self.tower, pixels)?;
@@ -685,8 +685,8 @@ impl<'a> VisionEncoder<'a> {
         self.tower.embedding.class.is_some()
     }
 
-    /// Projects features `[tokens, n_embd]` into the text model's space `[tokens, n_out]`:
-    /// a linear layer, or linear -> exact GELU -> linear.
+    /// Projects features `[tokens, n_embd]` into the text model's space `[tokens, n_out]`, on
+    /// the CPU: a linear layer, or linear -> exact GELU -> linear.
     pub fn project(&self, feats: &[f32], pool: &ThreadPool) -> Result<Vec<f32>, VisionError> {
         let mut cpu = Cpu::new(pool);
         let n = feats.len() / self.config.n_embd;
