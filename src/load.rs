@@ -267,7 +267,10 @@ impl ModelFiles {
     pub fn open(opts: &LoadOptions, pool: &ThreadPool) -> Result<ModelFiles, LoadError> {
         let mut warnings = Vec::new();
         let mut text = GgufFile::open(&opts.model).map_err(TextError::from)?;
-        if opts.repack {
+        // Weights a GPU takes are uploaded in the file's order: interleaving them for the
+        // CPU's decode would only add private copies (on a Jetson, of the memory the GPU
+        // shares).
+        if opts.repack && !(opts.gpu_layers.is_none() && gpu_chosen(opts.device)) {
             if let Err(e) = crate::text::interleave_weights(&mut text, pool) {
                 // The file still loads as mapped; only decode is slower.
                 warnings.push(LoadWarning::KeptAsMapped {
@@ -350,6 +353,19 @@ impl ModelFiles {
 }
 
 /// Puts the text layers where `opts` asks: the CPU, or a GPU for the last `gpu_layers`.
+/// Whether `device` (None: the default) means a GPU here.
+fn gpu_chosen(device: Option<Device>) -> bool {
+    match device {
+        Some(Device::Vulkan) => true,
+        Some(Device::Cpu | Device::Cuda) => false,
+        #[cfg(feature = "vulkan")]
+        None => crate::vulkan::Vulkan::new(None)
+            .is_ok_and(|vk| vk.info().kind != crate::vulkan::DeviceKind::Cpu),
+        #[cfg(not(feature = "vulkan"))]
+        None => false,
+    }
+}
+
 /// Returns the GPU chosen (None: the CPU), for the vision encoder.
 fn place(
     text: &mut TextModel,
