@@ -587,6 +587,58 @@ fn embed_image_and_video_on_the_device_equal_the_cpu() {
     assert!(checked >= 18, "only {checked} images checked");
 }
 
+/// Quantized mmproj files (`gguf-tools quantize`: the encoder's and projector's matrices in
+/// the mix's type; the patch kernel, whose rows are not whole blocks, stays F32) on the device:
+/// the integer products there, activations quantized to int8 blocks as on the CPU. Bound as in
+/// tests/vulkan_text.rs `quantized_weights_on_vulkan_stay_close`: the rows move by the RMS
+/// relative weight error r with the activations' 5.7e-3 in quadrature, over the sqrt(20)
+/// products of a fixture tile (3 layers of 6, the projector's 2); twice the prediction allowed.
+#[test]
+fn quantized_mmproj_on_the_device_stays_close() {
+    use gguf_tools::mix::Mix;
+    use gguf_tools::quantize::{quantize_file, Options};
+    let Some(vk) = device() else { return };
+    let tmp = TempDir::new("vk-vision-quant");
+    let pool = ThreadPool::new(2);
+    let with_act = |r: f32| (r * r + 5.7e-3f32 * 5.7e-3).sqrt();
+    for (mix, r) in [(Mix::Q8_0, with_act(5.7e-3)), (Mix::Q5_1, with_act(4.8e-2))] {
+        let bound = 2.0 * r * 20f32.sqrt();
+        for (case, f32_path, _) in &mmprojs()[1..3] {
+            let q_path = tmp.path(&format!("{case}-{mix}.gguf"));
+            let opts = Options {
+                mix,
+                threads: 2,
+                allow_requantize: false,
+                progress: false,
+            };
+            quantize_file(f32_path, &q_path, &opts).unwrap();
+            let f = GgufFile::open(&q_path).unwrap();
+            let enc = VisionEncoder::load(&f).unwrap();
+            let mut be = VkBackend::new(vk.clone(), None);
+            let t = enc.upload(&be).unwrap();
+            let s = enc.config.image_size;
+            let fx = fixtures_dir().join(case).join("sq180");
+            let px = read(&fx.join("pixel_values.npy"));
+            let proj = read(&fx.join("projected_tiles.npy"));
+            let pixels = &px.f32()[..3 * s * s];
+            let fb = enc.features_on(&mut be, &t, pixels).unwrap();
+            let pb = enc.project_on(&mut be, &t, fb, enc.feature_rows()).unwrap();
+            let ours = be.read(pb).unwrap();
+            let cpu = enc
+                .project(&enc.features(pixels, &pool).unwrap(), &pool)
+                .unwrap();
+            let e = rel_err(&ours, &proj.f32()[..ours.len()]);
+            println!(
+                "{case} {mix}: relative error vs transformers {e:e} (bound {bound:e}), vs the \
+                 CPU {:e} (the CPU vs transformers {:e})",
+                rel_err(&ours, &cpu),
+                rel_err(&cpu, &proj.f32()[..ours.len()])
+            );
+            assert!(e < bound, "{case} {mix}: relative error {e:e}");
+        }
+    }
+}
+
 /// A device budget too small for the tower: `offload` is a typed out-of-memory error naming
 /// what did not fit, and the encoder stays on the CPU, where it still answers.
 #[test]
