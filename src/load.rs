@@ -610,6 +610,18 @@ mod tests {
     }
 
     #[test]
+    fn device_names() {
+        assert_eq!(Device::from_name("cpu").unwrap(), Device::Cpu);
+        assert_eq!(Device::from_name("vulkan").unwrap(), Device::Vulkan);
+        assert_eq!(Device::from_name("cuda").unwrap(), Device::Cuda);
+        let e = Device::from_name("gpu").unwrap_err();
+        assert_eq!(e.to_string(), "unknown device 'gpu' (cpu, vulkan or cuda)");
+        assert!(!e.to_string().contains("--"), "no flag names: {e}");
+        assert!(gpu_chosen(Some(Device::Vulkan)));
+        assert!(!gpu_chosen(Some(Device::Cpu)) && !gpu_chosen(Some(Device::Cuda)));
+    }
+
+    #[test]
     fn template_names_and_files() {
         let tokens = SpecialTokens::default();
         assert_eq!(

@@ -485,6 +485,9 @@ fn run_on_vulkan_through_the_command_line_gives_the_cpu_reply() {
     let (code, _, err) = run(&["--device", "cuda"]);
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("CUDA cannot run the model"), "{err}");
+    let (code, _, err) = run(&["-ngl", "many"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("-ngl 'many': a layer count"), "{err}");
     let (code, _, err) = run(&["--device", "tpu"]);
     assert_ne!(code, Some(0), "{err}");
     assert!(err.contains("unknown device 'tpu'"), "{err}");
