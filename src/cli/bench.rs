@@ -102,15 +102,20 @@ pub fn bench(a: &BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
         println!("depth            {} tokens in the cache first", r.depth);
     }
     println!("prefill pp{:<5}  {:.2} tok/s", r.n_prompt, r.prefill_tok_s);
-    println!(
-        "decode  tg{:<5}  {:.2} tok/s ({:.0}% of the memory bound: {:.1} MiB a token at {:.1} \
-         GB/s read by these threads)",
-        r.n_gen,
-        r.decode_tok_s,
-        100.0 * r.decode_tok_s / r.decode_bound_tok_s,
-        r.decode_mib_per_token,
-        r.read_gbs
-    );
+    if r.device_layers > 0 {
+        // The bound below is the CPU threads' read rate, not the device's.
+        println!("decode  tg{:<5}  {:.2} tok/s", r.n_gen, r.decode_tok_s);
+    } else {
+        println!(
+            "decode  tg{:<5}  {:.2} tok/s ({:.0}% of the memory bound: {:.1} MiB a token at \
+             {:.1} GB/s read by these threads)",
+            r.n_gen,
+            r.decode_tok_s,
+            100.0 * r.decode_tok_s / r.decode_bound_tok_s,
+            r.decode_mib_per_token,
+            r.read_gbs
+        );
+    }
     if let Some(t) = r.ttft_ms {
         println!(
             "first token      {t:.0} ms (image + {} prompt tokens)",
