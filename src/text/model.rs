@@ -593,6 +593,10 @@ impl<'a> TextModel<'a> {
             &mut B::Buf,
         ) -> Result<(), BackendError>,
     ) -> Result<(), BackendError> {
+        if layers.is_empty() {
+            // Every layer is on another device: no activations to allocate here.
+            return Ok(());
+        }
         let c = &self.config;
         let (d, hd, style) = (c.n_embd, c.head_dim, c.rope_style());
         let heads = self.heads();
