@@ -404,6 +404,22 @@ fn a_small_device_budget_places_fewer_layers_and_a_cache_past_it_is_refused() {
     let placed = none.offload(device(Some(0)).unwrap(), usize::MAX).unwrap();
     assert_eq!((placed.device_layers, placed.device), (0, None));
 
+    // Through the load path: fewer layers, said in a warning.
+    let opts = llava_edge::load::LoadOptions {
+        device: Some(llava_edge::load::Device::Vulkan),
+        device_memory: Some(layer + layer / 2),
+        ..llava_edge::load::LoadOptions::new(path.clone())
+    };
+    let files = llava_edge::load::ModelFiles::open(&opts, &pool).unwrap();
+    let models = files.models(&opts).unwrap();
+    assert_eq!(models.text.placement().device_layers, 1);
+    let said: Vec<String> = models.warnings.iter().map(|w| w.to_string()).collect();
+    assert!(
+        said.iter()
+            .any(|w| w.contains("holds 1 of the 2 text layers") && w.contains("output matrix")),
+        "{said:?}"
+    );
+
     // A cache the device's budget cannot hold is an error naming the device memory, at once.
     let e = model.try_new_cache(1 << 20, KvType::F16).err().unwrap();
     assert!(
