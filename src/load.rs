@@ -178,6 +178,8 @@ pub enum LoadWarning {
         placed: usize,
         /// Whether the output norm and matrix were asked for but stayed on the CPU.
         output_left: bool,
+        /// What the device refused (out of memory, a buffer past its largest).
+        reason: String,
     },
     /// The vision encoder could not be put on the GPU (out of device memory, or weights its
     /// shaders do not take): it runs on the CPU.
@@ -208,15 +210,16 @@ impl std::fmt::Display for LoadWarning {
                 asked,
                 placed,
                 output_left,
+                reason,
             } => {
                 write!(
                     f,
-                    "{device}: device memory holds {placed} of the {asked} text layers asked for"
+                    "{device} holds {placed} of the {asked} text layers asked for"
                 )?;
                 if *output_left {
-                    f.write_str(" (the output matrix stays on the CPU)")?;
+                    f.write_str(" but not the output matrix")?;
                 }
-                f.write_str("; the rest run on the CPU")
+                write!(f, " ({reason}); the rest run on the CPU")
             }
             LoadWarning::VisionOnCpu { reason } => {
                 write!(f, "the vision encoder runs on the CPU: {reason}")
@@ -439,6 +442,7 @@ fn offload(
             asked: asked.min(n_layer),
             placed: placed.device_layers,
             output_left,
+            reason: placed.held_back.unwrap_or_default(),
         });
     }
     Ok(Some(gpu))

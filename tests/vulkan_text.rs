@@ -416,7 +416,8 @@ fn a_small_device_budget_places_fewer_layers_and_a_cache_past_it_is_refused() {
     let said: Vec<String> = models.warnings.iter().map(|w| w.to_string()).collect();
     assert!(
         said.iter()
-            .any(|w| w.contains("holds 1 of the 2 text layers") && w.contains("output matrix")),
+            .any(|w| w.contains("holds 1 of the 2 text layers")
+                && w.contains("out of Vulkan device memory")),
         "{said:?}"
     );
 

@@ -48,6 +48,7 @@ pub struct VkWeight {
     ty: GgmlType,
     rows: usize,
     cols: usize,
+    _charge: Charge,
 }
 
 impl VkWeight {
@@ -71,6 +72,7 @@ pub struct VkGroup {
 pub struct VkVector {
     buf: Arc<Buffer>,
     len: usize,
+    _charge: Charge,
 }
 
 impl VkVector {
@@ -96,6 +98,7 @@ pub struct VkKv {
     v: Arc<Buffer>,
     width: usize,
     f32: bool,
+    _charges: [Charge; 2],
 }
 
 /// A batch's rotation tables on the device ([`rope_tables`]), `rot_dim` values a row.
@@ -295,6 +298,19 @@ struct Budget {
     limit: u64,
 }
 
+/// Bytes counted against a budget while this lives (a layer that did not fit gives its
+/// partial upload's bytes back).
+struct Charge {
+    budget: Arc<Budget>,
+    bytes: u64,
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        self.budget.used.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
+}
+
 /// A Vulkan device running forward passes. [`Vulkan::session`] gives each pass its own queue
 /// of work on the same device and weights.
 pub struct Vulkan {
@@ -374,7 +390,10 @@ impl Vulkan {
         data: &[u8],
         what: &'static str,
     ) -> Result<Arc<Buffer>, BackendError> {
-        self.upload_bytes(data, what)
+        let (b, charge) = self.upload_bytes(data, what)?;
+        // Counted for as long as the device is used: the caller keeps it with the model.
+        std::mem::forget(charge);
+        Ok(b)
     }
 
     /// Bytes of weights and key/value stores uploaded so far.
@@ -383,22 +402,26 @@ impl Vulkan {
     }
 
     /// A buffer of `bytes` for something kept (weights, stores), counted against the budget.
-    fn kept(&self, bytes: u64, what: &'static str) -> Result<Buffer, BackendError> {
+    fn kept(&self, bytes: u64, what: &'static str) -> Result<(Buffer, Charge), BackendError> {
         let used = self.budget.used.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        let charge = Charge {
+            budget: self.budget.clone(),
+            bytes,
+        };
         if used > self.budget.limit {
-            self.budget.used.fetch_sub(bytes, Ordering::Relaxed);
             return Err(VulkanError::OutOfMemory { bytes, what }.into());
         }
-        self.vk.buffer(bytes, what).map_err(|e| {
-            self.budget.used.fetch_sub(bytes, Ordering::Relaxed);
-            e.into()
-        })
+        Ok((self.vk.buffer(bytes, what)?, charge))
     }
 
-    fn upload_bytes(&self, data: &[u8], what: &'static str) -> Result<Arc<Buffer>, BackendError> {
-        let mut b = self.kept(data.len() as u64, what)?;
+    fn upload_bytes(
+        &self,
+        data: &[u8],
+        what: &'static str,
+    ) -> Result<(Arc<Buffer>, Charge), BackendError> {
+        let (mut b, charge) = self.kept(data.len() as u64, what)?;
         b.write(0, data)?;
-        Ok(Arc::new(b))
+        Ok((Arc::new(b), charge))
     }
 
     /// Records and runs everything queued, then waits for it.
@@ -511,8 +534,10 @@ impl Backend for Vulkan {
                 ),
             });
         }
+        let (buf, charge) = self.upload_bytes(&plain_rows(m), "weights")?;
         Ok(VkWeight {
-            buf: self.upload_bytes(&plain_rows(m), "weights")?,
+            buf,
+            _charge: charge,
             ty: m.ty,
             rows: m.rows,
             cols: m.cols,
@@ -533,8 +558,10 @@ impl Backend for Vulkan {
     }
 
     fn upload_vector(&self, v: &[f32]) -> Result<VkVector, BackendError> {
+        let (buf, charge) = self.upload_bytes(bytemuck::cast_slice(v), "norm weights or biases")?;
         Ok(VkVector {
-            buf: self.upload_bytes(bytemuck::cast_slice(v), "norm weights or biases")?,
+            buf,
+            _charge: charge,
             len: v.len(),
         })
     }
@@ -556,9 +583,12 @@ impl Backend for Vulkan {
     fn new_kv(&self, n_ctx: usize, width: usize, ty: KvType) -> Result<VkKv, BackendError> {
         let f32 = ty == KvType::F32;
         let bytes = (n_ctx * width * if f32 { 4 } else { 2 }) as u64;
+        let (k, kc) = self.kept(bytes, "the key cache")?;
+        let (v, vc) = self.kept(bytes, "the value cache")?;
         Ok(VkKv {
-            k: Arc::new(self.kept(bytes, "the key cache")?),
-            v: Arc::new(self.kept(bytes, "the value cache")?),
+            k: Arc::new(k),
+            v: Arc::new(v),
+            _charges: [kc, vc],
             width,
             f32,
         })

@@ -78,6 +78,8 @@ pub struct Placement {
     pub output_on_device: bool,
     /// Bytes of device memory its weights and key/value stores take so far.
     pub device_bytes: u64,
+    /// Why fewer layers (or not the output) went to the device than were asked for.
+    pub held_back: Option<String>,
 }
 
 /// A text model whose weights are views into the memory-mapped GGUF file.
@@ -292,6 +294,7 @@ impl<'a> TextModel<'a> {
                 device_layers: o.layers.len(),
                 output_on_device: o.output.is_some(),
                 device_bytes: o.device.memory_used(),
+                held_back: o.held_back.clone(),
             };
         }
         Placement {
@@ -299,6 +302,7 @@ impl<'a> TextModel<'a> {
             device_layers: 0,
             output_on_device: false,
             device_bytes: 0,
+            held_back: None,
         }
     }
 

@@ -16,6 +16,8 @@ pub(crate) struct Offload {
     pub(crate) layers: Vec<Layer<'static, Vulkan>>,
     /// The output norm and matrix, when the device holds every layer.
     pub(crate) output: Option<(VkVector, VkWeight)>,
+    /// Why fewer layers or not the output went there, when so.
+    pub(crate) held_back: Option<String>,
 }
 
 /// Whether `e` says the device memory ran out (or one buffer is past what it can address), so
@@ -39,10 +41,14 @@ impl TextModel<'_> {
             device.check_heads(self.heads())?;
         }
         let mut layers = Vec::with_capacity(want);
+        let mut held_back = None;
         for w in self.layers.iter().rev().take(want) {
             match upload_layer(&device, w) {
                 Ok(l) => layers.push(l),
-                Err(e) if out_of_room(&e) => break,
+                Err(e) if out_of_room(&e) => {
+                    held_back = Some(e.to_string());
+                    break;
+                }
                 Err(e) => return Err(e.into()),
             }
         }
@@ -55,16 +61,22 @@ impl TextModel<'_> {
                 .and_then(|n| Ok((n, device.upload_matrix(matrix)?)));
             match up {
                 Ok(o) => output = Some(o),
-                Err(e) if out_of_room(&e) => {}
+                Err(e) if out_of_room(&e) => held_back = Some(e.to_string()),
                 Err(e) => return Err(e.into()),
             }
         }
+        let none_fit = layers.is_empty() && want > 0;
         self.device = (!layers.is_empty()).then_some(Offload {
             device,
             layers,
             output,
+            held_back: held_back.clone(),
         });
-        Ok(self.placement())
+        let mut placed = self.placement();
+        if none_fit {
+            placed.held_back = held_back;
+        }
+        Ok(placed)
     }
 
     /// The Vulkan device holding some of the layers, if one does.
