@@ -362,11 +362,21 @@ fn gpu_chosen(device: Option<Device>) -> bool {
         Some(Device::Vulkan) => true,
         Some(Device::Cpu | Device::Cuda) => false,
         #[cfg(feature = "vulkan")]
-        None => crate::vulkan::Vulkan::new(None)
-            .is_ok_and(|vk| vk.info().kind != crate::vulkan::DeviceKind::Cpu),
+        None => gpu_present(),
         #[cfg(not(feature = "vulkan"))]
         None => false,
     }
+}
+
+/// Whether a Vulkan device other than the CPU itself is present: listed once a process
+/// (loading the drivers costs time and memory; no device is opened for the answer).
+#[cfg(feature = "vulkan")]
+fn gpu_present() -> bool {
+    static PRESENT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *PRESENT.get_or_init(|| {
+        crate::vulkan::Vulkan::devices()
+            .is_ok_and(|ds| ds.iter().any(|d| d.kind != crate::vulkan::DeviceKind::Cpu))
+    })
 }
 
 /// Returns the GPU chosen (None: the CPU), for the vision encoder.
@@ -409,9 +419,11 @@ fn place(
             // A Vulkan device on the CPU (lavapipe) is slower than the CPU's own kernels:
             // used only when asked for by name.
             #[cfg(feature = "vulkan")]
-            if let Ok(vk) = crate::vulkan::Vulkan::new(None) {
-                if vk.info().kind != crate::vulkan::DeviceKind::Cpu {
-                    return offload(text, vk, asked, opts, warnings);
+            if gpu_present() {
+                if let Ok(vk) = crate::vulkan::Vulkan::new(None) {
+                    if vk.info().kind != crate::vulkan::DeviceKind::Cpu {
+                        return offload(text, vk, asked, opts, warnings);
+                    }
                 }
             }
             #[cfg(not(feature = "vulkan"))]
