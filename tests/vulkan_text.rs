@@ -211,6 +211,50 @@ fn an_f32_cache_on_vulkan_matches_transformers_as_the_cpu_does() {
     }
 }
 
+/// A matrix larger than one device buffer may be (lavapipe's 128 MiB: a 0.5B model's tied
+/// output) is held in blocks of rows, each product writing its columns of the output: the
+/// logits are the unblocked ones, bit for bit (each row's sum is the same arithmetic).
+#[test]
+fn matrices_in_blocks_of_rows_give_the_same_logits() {
+    if device(None).is_none() {
+        return;
+    }
+    let tmp = TempDir::new("vk-blocks");
+    let pool = ThreadPool::new(2);
+    // llava_ov: Qwen2 (biases, tied output); F32 and Q8_0 (the integer products).
+    for (case, q8) in [("llava_ov", false), ("llava15", true)] {
+        let mut path = tmp.path(&format!("{case}.gguf"));
+        write_text_gguf(&fixtures_dir().join(case), &path);
+        if q8 {
+            use gguf_tools::quantize::{quantize_file, Options};
+            let q = tmp.path(&format!("{case}-q8.gguf"));
+            let opts = Options {
+                mix: gguf_tools::mix::Mix::Q8_0,
+                threads: 2,
+                allow_requantize: false,
+                progress: false,
+            };
+            quantize_file(&path, &q, &opts).unwrap();
+            path = q;
+        }
+        let f = GgufFile::open(&path).unwrap();
+        let fx = fixture(case);
+        let mut whole = TextModel::load(&f).unwrap();
+        whole.offload(device(None).unwrap(), usize::MAX).unwrap();
+        // 3000 bytes: 64-value F32 rows 11 to a block (Q8_0: 44), so every matrix is split,
+        // most not at a multiple of the shaders' tiles.
+        let mut blocked = TextModel::load(&f).unwrap();
+        let dev = device(None).unwrap().with_max_weight_buffer(3000);
+        blocked.offload(dev, usize::MAX).unwrap();
+        let (a, b) = (
+            run(&whole, &fx, KvType::F16, &pool),
+            run(&blocked, &fx, KvType::F16, &pool),
+        );
+        assert_eq!(a.0, b.0, "{case}: prompt logits");
+        assert_eq!(a.1, b.1, "{case}: step logits");
+    }
+}
+
 /// The greedy continuation of the prompt, `n` tokens, and each step's logits.
 fn greedy(model: &TextModel, ids: &[u32], n: usize, pool: &ThreadPool) -> (Vec<u32>, Vec<f32>) {
     let mut cache = model.try_new_cache(ids.len() + n + 1, KvType::F16).unwrap();

@@ -42,21 +42,18 @@ impl VkBuf {
     }
 }
 
-/// A weight matrix on the device, in ggml's row layout.
+/// A weight matrix on the device, in ggml's row layout: one buffer, or blocks of rows in
+/// several where it is larger than the device lets one binding address.
 pub struct VkWeight {
-    buf: Arc<Buffer>,
+    /// Each block's buffer, first row and row count.
+    blocks: Vec<(Arc<Buffer>, usize, usize)>,
     ty: GgmlType,
     rows: usize,
     cols: usize,
-    _charge: Charge,
+    _charges: Vec<Charge>,
 }
 
 impl VkWeight {
-    /// The device buffer.
-    pub fn buffer(&self) -> &Arc<Buffer> {
-        &self.buf
-    }
-
     /// Its type, rows and columns.
     pub fn shape(&self) -> (GgmlType, usize, usize) {
         (self.ty, self.rows, self.cols)
@@ -117,6 +114,9 @@ enum Cmd {
         x: Arc<Buffer>,
         n: usize,
         y: Arc<Buffer>,
+        /// The output columns `y_col..y_col + rows` of rows of `y_width`.
+        y_col: usize,
+        y_width: usize,
         /// The int8 activations of the integer product, quantized by a [`Cmd::Quantize`]
         /// before it; None: the float product.
         scratch: Option<Arc<Buffer>>,
@@ -205,10 +205,14 @@ impl Cmd {
                 x,
                 n,
                 y,
+                y_col,
+                y_width,
                 scratch,
             } => match scratch {
-                Some(s) => rec.mul_mat_q8_quantized(w, *ty, *rows, *cols, s, *n, y),
-                None => rec.mul_mat(w, *ty, *rows, *cols, x, *n, y),
+                Some(s) => {
+                    rec.mul_mat_q8_quantized_into(w, *ty, *rows, *cols, s, *n, y, *y_col, *y_width)
+                }
+                None => rec.mul_mat_into(w, *ty, *rows, *cols, x, *n, y, *y_col, *y_width),
             },
             Cmd::Quantize {
                 x,
@@ -323,6 +327,8 @@ pub struct Vulkan {
     /// Activation buffers kept between passes (allocating device memory is slow on a GPU);
     /// one whose only holder is this list is free.
     spare: Arc<Mutex<Vec<Arc<Buffer>>>>,
+    /// The most bytes of one weight buffer; larger matrices go in blocks of rows.
+    max_weight_bytes: u64,
 }
 
 /// Activation buffers kept for reuse, at most; more are freed after their pass.
@@ -334,7 +340,6 @@ impl Vulkan {
     pub fn new(vk: vk::Vulkan, budget: Option<u64>) -> Vulkan {
         let limit = budget.unwrap_or(vk.info().device_local_bytes);
         Vulkan {
-            vk,
             budget: Arc::new(Budget {
                 used: AtomicU64::new(0),
                 limit,
@@ -342,7 +347,16 @@ impl Vulkan {
             pending: Vec::new(),
             scratch: None,
             spare: Arc::default(),
+            max_weight_bytes: vk.info().max_storage_buffer_range,
+            vk,
         }
+    }
+
+    /// This backend with weight matrices larger than `bytes` (and than the device's own
+    /// limit) held in blocks of rows: how the blocking is tested on any device.
+    pub fn with_max_weight_buffer(mut self, bytes: u64) -> Vulkan {
+        self.max_weight_bytes = bytes.min(self.max_weight_bytes);
+        self
     }
 
     /// Another queue of work on the same device, weights and budget.
@@ -353,6 +367,7 @@ impl Vulkan {
             pending: Vec::new(),
             scratch: None,
             spare: self.spare.clone(),
+            max_weight_bytes: self.max_weight_bytes,
         }
     }
 
@@ -475,16 +490,20 @@ impl Vulkan {
         } else {
             None
         };
-        self.pending.push(Cmd::MulMat {
-            w: w.buf.clone(),
-            ty: w.ty,
-            rows: w.rows,
-            cols: w.cols,
-            x: x.buf.clone(),
-            n,
-            y: y.buf.clone(),
-            scratch,
-        });
+        for (buf, first, rows) in &w.blocks {
+            self.pending.push(Cmd::MulMat {
+                w: buf.clone(),
+                ty: w.ty,
+                rows: *rows,
+                cols: w.cols,
+                x: x.buf.clone(),
+                n,
+                y: y.buf.clone(),
+                y_col: *first,
+                y_width: w.rows,
+                scratch: scratch.clone(),
+            });
+        }
         Ok(())
     }
 }
@@ -534,10 +553,22 @@ impl Backend for Vulkan {
                 ),
             });
         }
-        let (buf, charge) = self.upload_bytes(&plain_rows(m), "weights")?;
+        let bytes = plain_rows(m);
+        let row_bytes = bytes.len() / m.rows.max(1);
+        // Rows per buffer: as many as one binding can address (4 GiB on most GPUs, 128 MiB on
+        // lavapipe and some mobile parts).
+        let per = (self.max_weight_bytes as usize / row_bytes.max(1)).max(1);
+        let (mut blocks, mut charges) = (Vec::new(), Vec::new());
+        for first in (0..m.rows).step_by(per) {
+            let rows = per.min(m.rows - first);
+            let part = &bytes[first * row_bytes..(first + rows) * row_bytes];
+            let (buf, charge) = self.upload_bytes(part, "weights")?;
+            blocks.push((buf, first, rows));
+            charges.push(charge);
+        }
         Ok(VkWeight {
-            buf,
-            _charge: charge,
+            blocks,
+            _charges: charges,
             ty: m.ty,
             rows: m.rows,
             cols: m.cols,

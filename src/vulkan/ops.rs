@@ -76,6 +76,22 @@ pub(super) fn need(
     u32_of(op, what, (bytes / 4) as usize).map(|_| ())
 }
 
+/// Output columns `y_col..y_col + rows` must lie within rows of `y_width` values.
+fn out_block(
+    op: &'static str,
+    rows: usize,
+    y_col: usize,
+    y_width: usize,
+) -> Result<(), VulkanError> {
+    if y_col + rows > y_width {
+        return Err(VulkanError::Invalid {
+            op,
+            detail: format!("{rows} output rows from column {y_col} past rows of {y_width}"),
+        });
+    }
+    u32_of(op, "output width", y_width).map(|_| ())
+}
+
 /// A grid of `n` workgroups folded to fit x.
 pub(super) fn fold(n: u32) -> [u32; 3] {
     let x = n.clamp(1, MAX_X);
@@ -119,7 +135,26 @@ impl<'a> Recorder<'a> {
         n_tok: usize,
         y: &'a Buffer,
     ) -> Result<(), VulkanError> {
+        self.mul_mat_into(w, ty, rows, cols, x, n_tok, y, 0, rows)
+    }
+
+    /// [`Recorder::mul_mat`] into columns `y_col..y_col + rows` of `y`, whose token rows are
+    /// `y_width` values: one row block of a matrix held in several buffers.
+    #[allow(clippy::too_many_arguments)]
+    pub fn mul_mat_into(
+        &mut self,
+        w: &'a Buffer,
+        ty: GgmlType,
+        rows: usize,
+        cols: usize,
+        x: &'a Buffer,
+        n_tok: usize,
+        y: &'a Buffer,
+        y_col: usize,
+        y_width: usize,
+    ) -> Result<(), VulkanError> {
         const OP: &str = "mul_mat";
+        out_block(OP, rows, y_col, y_width)?;
         // The shader works in 32-value chunks (a K-quant super-block is eight of them); F32 and
         // F16 rows may end in a part chunk.
         let float = matches!(ty, GgmlType::F32 | GgmlType::F16);
@@ -132,7 +167,7 @@ impl<'a> Recorder<'a> {
         let row_bytes = cols / ty.block_size() * ty.type_size();
         need(OP, "the weight buffer", w, (rows * row_bytes) as u64)?;
         need(OP, "the input buffer", x, (n_tok * cols * 4) as u64)?;
-        need(OP, "the output buffer", y, (n_tok * rows * 4) as u64)?;
+        need(OP, "the output buffer", y, (n_tok * y_width * 4) as u64)?;
         let (rows32, cols32, n32) = (
             u32_of(OP, "rows", rows)?,
             u32_of(OP, "cols", cols)?,
@@ -146,8 +181,8 @@ impl<'a> Recorder<'a> {
             row_bytes as u32,
             0,
             cols32,
-            0,
-            rows32,
+            y_col as u32,
+            y_width as u32,
         ]);
         let mut groups = fold(rows32);
         groups[2] = n32.div_ceil(MUL_MAT_TILE);
@@ -219,7 +254,26 @@ impl<'a> Recorder<'a> {
         n_tok: usize,
         y: &'a Buffer,
     ) -> Result<(), VulkanError> {
+        self.mul_mat_q8_quantized_into(w, ty, rows, cols, scratch, n_tok, y, 0, rows)
+    }
+
+    /// [`Recorder::mul_mat_q8_quantized`] into columns `y_col..y_col + rows` of `y`, whose
+    /// token rows are `y_width` values (see [`Recorder::mul_mat_into`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn mul_mat_q8_quantized_into(
+        &mut self,
+        w: &'a Buffer,
+        ty: GgmlType,
+        rows: usize,
+        cols: usize,
+        scratch: &'a Buffer,
+        n_tok: usize,
+        y: &'a Buffer,
+        y_col: usize,
+        y_width: usize,
+    ) -> Result<(), VulkanError> {
         const OP: &str = "mul_mat_q8";
+        out_block(OP, rows, y_col, y_width)?;
         if !super::MUL_MAT_Q8_TYPES.contains(&ty) {
             return Err(VulkanError::Invalid {
                 op: OP,
@@ -240,7 +294,7 @@ impl<'a> Recorder<'a> {
             scratch,
             q8_scratch_bytes(cols, n_tok),
         )?;
-        need(OP, "the output buffer", y, (n_tok * rows * 4) as u64)?;
+        need(OP, "the output buffer", y, (n_tok * y_width * 4) as u64)?;
         let (rows32, cols32, n32) = (
             u32_of(OP, "rows", rows)?,
             u32_of(OP, "cols", cols)?,
@@ -254,8 +308,8 @@ impl<'a> Recorder<'a> {
             row_bytes as u32,
             0,
             cols32 / 32,
-            0,
-            rows32,
+            y_col as u32,
+            y_width as u32,
         ]);
         let mut groups = fold(rows32);
         groups[2] = n32.div_ceil(MUL_MAT_TILE);
@@ -407,7 +461,12 @@ impl<'a> Recorder<'a> {
                 detail: format!("rows of {width} values (the F16 cache takes even widths)"),
             });
         }
-        need(OP, "the source", src, ((src_row + n_tok) * width * 4) as u64)?;
+        need(
+            OP,
+            "the source",
+            src,
+            ((src_row + n_tok) * width * 4) as u64,
+        )?;
         need(OP, "the cache", cache, ((pos + n_tok) * width * 2) as u64)?;
         let pairs = u32_of(OP, "values", n_tok * width / 2)?;
         let dst = u32_of(OP, "cache offset", pos * width)?;
