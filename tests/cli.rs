@@ -345,6 +345,26 @@ fn llama_cpp_spellings_work() {
     );
 }
 
+/// Device flags that cannot work say why, with no Vulkan device needed to check them.
+#[test]
+fn device_flags_that_cannot_work_are_clear_errors() {
+    let o = run(&["-p", PROMPT, "-n", "1", "--device", "cuda"], None);
+    assert_eq!(o.code, Some(1), "{o:?}");
+    assert!(
+        o.stderr.contains("CUDA cannot run the model") && o.stderr.contains("--device cpu"),
+        "{o:?}"
+    );
+    let o = run(&["-p", PROMPT, "-n", "1", "--device", "tpu"], None);
+    assert_eq!(o.code, Some(1), "{o:?}");
+    assert!(o.stderr.contains("unknown device 'tpu'"), "{o:?}");
+    let o = run(&["-p", PROMPT, "-n", "1", "-ngl", "many"], None);
+    assert_eq!(o.code, Some(1), "{o:?}");
+    assert!(o.stderr.contains("-ngl 'many'"), "{o:?}");
+    let o = run(&["-p", PROMPT, "-n", "1", "--device", "cpu", "-v"], None);
+    assert_eq!(o.code, Some(0), "{o:?}");
+    assert!(o.stderr.contains("device: CPU"), "{o:?}");
+}
+
 #[test]
 fn a_stop_string_is_neither_shown_nor_part_of_the_reply() {
     let full = run(&["-p", PROMPT, "-n", "24", "--json"], None).one_json();
