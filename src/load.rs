@@ -61,6 +61,9 @@ pub struct LoadOptions {
     /// The most bytes of device memory the weights and caches may take (None: the device's
     /// own); what does not fit runs on the CPU.
     pub device_memory: Option<u64>,
+    /// Which Vulkan device, in the loader's order (`vulkan::Vulkan::devices`), when the device
+    /// is Vulkan; None: the best (a discrete GPU first).
+    pub vulkan_index: Option<usize>,
 }
 
 /// A device the text layers can run on.
@@ -103,6 +106,7 @@ impl LoadOptions {
             device: None,
             gpu_layers: None,
             device_memory: None,
+            vulkan_index: None,
         }
     }
 }
@@ -402,11 +406,12 @@ fn place(
         }),
         #[cfg(feature = "vulkan")]
         Some(Device::Vulkan) => {
-            let vk =
-                crate::vulkan::Vulkan::new(None).map_err(|e| LoadError::DeviceUnavailable {
+            let vk = crate::vulkan::Vulkan::new(opts.vulkan_index).map_err(|e| {
+                LoadError::DeviceUnavailable {
                     device: "Vulkan",
                     reason: e.to_string(),
-                })?;
+                }
+            })?;
             offload(text, vk, asked, opts, warnings)
         }
         #[cfg(not(feature = "vulkan"))]

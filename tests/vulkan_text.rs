@@ -546,6 +546,13 @@ fn run_on_vulkan_through_the_command_line_gives_the_cpu_reply() {
     let (code, _, err) = run(&["--device", "cuda"]);
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("CUDA cannot run the model"), "{err}");
+    // The loader's first device by number, and one that is not there.
+    let (code, out, err) = run(&["--device", "vulkan:0"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(ids(&out), ids(&cpu), "vulkan:0");
+    let (code, _, err) = run(&["--device", "vulkan:99"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("Vulkan device 99 does not exist"), "{err}");
     let (code, _, err) = run(&["-ngl", "many"]);
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("-ngl 'many': a layer count"), "{err}");

@@ -255,9 +255,9 @@ pub struct BenchArgs {
 /// Where the model runs.
 #[derive(clap::Args)]
 pub struct DeviceArgs {
-    /// Device for the model: cpu, vulkan or cuda (default: a GPU where one is present, else
-    /// the CPU; a Vulkan device that is the CPU itself, such as Mesa's lavapipe, only when
-    /// asked for).
+    /// Device for the model: cpu, vulkan (vulkan:N for the loader's Nth device) or cuda
+    /// (default: a GPU where one is present, else the CPU; a Vulkan device that is the CPU
+    /// itself, such as Mesa's lavapipe, only when asked for).
     #[arg(long)]
     pub device: Option<String>,
     /// Text layers on the GPU (llama.cpp's -ngl): the last N, the rest on the CPU; N of at
@@ -274,12 +274,20 @@ pub struct DeviceArgs {
 impl DeviceArgs {
     /// Sets `opts`'s device and GPU layers from the flags.
     pub fn apply(&self, opts: &mut LoadOptions) -> Result<(), String> {
-        opts.device = self
-            .device
-            .as_deref()
+        let (name, index) = match self.device.as_deref().map(|d| d.split_once(':')) {
+            Some(Some(("vulkan", n))) => {
+                let i = n.parse::<usize>().map_err(|_| {
+                    format!("--device vulkan:{n}: a device number (0 for the first)")
+                })?;
+                (Some("vulkan"), Some(i))
+            }
+            _ => (self.device.as_deref(), None),
+        };
+        opts.device = name
             .map(Device::from_name)
             .transpose()
             .map_err(|e| format!("--device: {e}"))?;
+        opts.vulkan_index = index;
         opts.gpu_layers = match self.n_gpu_layers.as_deref().map(str::trim) {
             None | Some("all" | "auto" | "-1") => None,
             Some(n) => Some(n.parse::<usize>().map_err(|_| {

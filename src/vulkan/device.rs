@@ -157,12 +157,15 @@ impl Vulkan {
             reason: e.to_string(),
         })?;
         let instance = create_instance(&entry)?;
-        match open(entry, instance.clone(), index, optional) {
+        // A clone: `entry` (the loaded library) must outlive the instance, which is destroyed
+        // here when opening fails (dropping the last Entry first unloads the loader under it).
+        match open(entry.clone(), instance.clone(), index, optional) {
             Ok(v) => Ok(v),
             Err(e) => {
                 // SAFETY: nothing was created from the instance that is still alive (open
-                // destroys what it made before failing).
+                // destroys what it made before failing), and the loader is still loaded.
                 unsafe { instance.destroy_instance(None) };
+                drop(entry);
                 Err(e)
             }
         }
