@@ -4,9 +4,9 @@
 
 mod common;
 
+use common::fixtures::{fixture_metas, AnyresCase, ANYRES_CASES};
 use common::npy::{fixtures_dir, read};
-use common::safetensors::read_f32;
-use common::{json, pair};
+use common::pair;
 use llava_edge::vision::anyres::{pack_anyres, pack_video, plan_tiles, PackSpec};
 
 /// Equality within `tol`, reported as a count and the worst difference rather than two dumps.
@@ -38,34 +38,17 @@ fn bilinear_tol(x: &[f32]) -> f32 {
 #[test]
 fn tile_plans_and_packed_features_equal_the_reference() {
     let mut checked = 0;
-    for case in [
-        "llava_next_mistral",
-        "llava_next_vicuna",
-        "llava_ov",
-        "llava_ov_mixed",
-    ] {
+    for case in ANYRES_CASES {
         let dir = fixtures_dir().join(case);
-        let cj = json(&dir.join("case.json"));
-        let pins: Vec<(usize, usize)> = cj["image_grid_pinpoints_hw"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(pair)
-            .collect();
-        let tile = cj["vision"]["image_size"].as_u64().unwrap() as usize;
-        let p = tile / cj["vision"]["patch_size"].as_u64().unwrap() as usize;
-        let max_tiles = cj["vision_aspect_ratio"]
-            .as_str()
-            .and_then(|s| s.strip_prefix("anyres_max_"))
-            .map(|n| n.parse().unwrap());
-        let (_, newline) = read_f32(&dir.join("hf/model.safetensors"), "image_newline");
+        let AnyresCase {
+            pins,
+            tile,
+            p,
+            max_tiles,
+            newline,
+        } = AnyresCase::read(&dir);
         let d = newline.len();
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let fx = entry.unwrap().path();
-            if !fx.join("meta.json").exists() {
-                continue;
-            }
-            let meta = json(&fx.join("meta.json"));
+        for (fx, meta) in fixture_metas(&dir) {
             if meta["kind"] == "video" {
                 let frames = read(&fx.join("projected_tiles.npy"));
                 let want = read(&fx.join("video_features.npy"));

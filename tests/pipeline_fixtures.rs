@@ -6,27 +6,17 @@
 
 mod common;
 
+use common::fixtures::{
+    assert_answers_like_reference, convert_case, cpu_pipeline, fixture_metas, fixture_request,
+    QUESTIONS,
+};
 use common::npy::{fixtures_dir, read};
 use common::TempDir;
-use gguf_tools::convert::{convert, OutType};
-use llava_edge::chat::ChatTemplate;
+use gguf_tools::convert::OutType;
 use llava_edge::gguf::GgufFile;
-use llava_edge::pipeline::{Pipeline, Request};
+use llava_edge::pipeline::Request;
 use llava_edge::sampling::{Sampler, SamplerConfig};
-use llava_edge::text::{KvType, TextModel};
-use llava_edge::threadpool::ThreadPool;
-use llava_edge::tokenizer::Tokenizer;
-use llava_edge::vision::VisionEncoder;
-
-const QUESTIONS: [&str; 6] = [
-    "Describe a red circle on a blue background.",
-    "What is shown in this image?",
-    "What is different between these images?",
-    "What happens in this video?",
-    // The *_tokjson fixtures: byte-fallback pieces and runs of spaces.
-    "D\u{e9}cris un caf\u{e9} \u{2615} pr\u{e8}s de \u{6771}\u{4eac}  tower, with  two spaces.",
-    "Qu'y a-t-il sur cette image ? \u{65e5}\u{672c}\u{8a9e}  ok",
-];
+use llava_edge::text::KvType;
 
 #[test]
 fn converted_checkpoints_answer_like_transformers() {
@@ -42,11 +32,7 @@ fn converted_checkpoints_answer_like_transformers() {
         "llava_next_vicuna_tokjson",
     ] {
         let dir = fixtures_dir().join(case);
-        let (tp, vp) = (
-            tmp.path(&format!("{case}.gguf")),
-            tmp.path(&format!("{case}-mmproj.gguf")),
-        );
-        let r = convert(&dir.join("hf"), &tp, &vp, OutType::F32, false).unwrap();
+        let (r, tp, vp) = convert_case(&tmp, case, "", OutType::F32);
         // Never used: the vision post-layernorm, the layers after the feature layer (CLIP's
         // last, which llama.cpp's converter drops too), and for the original LLaVA the identity
         // linear_2 that stands in for its single linear projector.
@@ -61,85 +47,14 @@ fn converted_checkpoints_answer_like_transformers() {
             r.unused
         );
         let (tf, vf) = (GgufFile::open(&tp).unwrap(), GgufFile::open(&vp).unwrap());
-        let tokenizer = Tokenizer::from_gguf(&tf).unwrap();
-        let template =
-            ChatTemplate::detect(tf.get_str("tokenizer.chat_template").unwrap()).unwrap();
-        let p = Pipeline {
-            text: TextModel::load(&tf).unwrap(),
-            vision: Some(VisionEncoder::load(&vf).unwrap()),
-            tokenizer,
-            template,
-            pool: ThreadPool::new(2),
-        };
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let fx = entry.unwrap().path();
-            let Ok(meta) = std::fs::read_to_string(fx.join("meta.json")) else {
-                continue;
-            };
-            let meta: serde_json::Value = serde_json::from_str(&meta).unwrap();
-            let prompt = meta["prompt"].as_str().unwrap();
-            let question = QUESTIONS.iter().find(|q| prompt.contains(*q)).unwrap();
-            let images = meta["images"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .map(|i| fixtures_dir().join(i.as_str().unwrap()))
-                        .collect()
-                })
-                .unwrap_or_default();
-            let system = prompt
-                .starts_with(llava_edge::chat::VICUNA_SYSTEM)
-                .then(|| llava_edge::chat::VICUNA_SYSTEM.to_string());
-            // The video fixture's frames, in a directory of their own (as --video takes them).
-            let video = meta["video_frames"].as_array().map(|frames| {
-                let d = tmp.path(&format!("{case}-frames"));
-                std::fs::create_dir_all(&d).unwrap();
-                for (i, f) in frames.iter().enumerate() {
-                    std::fs::copy(
-                        fixtures_dir().join(f.as_str().unwrap()),
-                        d.join(format!("{i:03}.png")),
-                    )
-                    .unwrap();
-                }
-                d
-            });
-            let req = Request {
-                prompt: question.to_string(),
-                images,
-                video,
-                max_frames: 16,
-                system,
-                n_predict: 8,
-                stop: vec![],
-            };
+        let p = cpu_pipeline(&tf, &vf);
+        for (fx, meta) in fixture_metas(&dir) {
+            let req = fixture_request(&meta, &tmp.path(&format!("{case}-frames")));
             let mut cache = p.text.new_cache(2048, KvType::F32);
-            let mut greedy = Sampler::new(SamplerConfig {
-                temp: 0.0,
-                ..SamplerConfig::default()
-            });
-            let (_, t) = p.generate(&req, &mut cache, &mut greedy, |_| {}).unwrap();
-            let want: Vec<u32> = read(&fx.join("input_ids.npy"))
-                .i64()
-                .iter()
-                .map(|&x| x as u32)
-                .collect();
-            assert_eq!(t.prompt, want, "{}: prompt token ids", fx.display());
-            let gen: Vec<u32> = read(&fx.join("generated_ids.npy"))
-                .i64()
-                .iter()
-                .map(|&x| x as u32)
-                .collect();
-            let until_eog: Vec<u32> = gen
-                .iter()
-                .copied()
-                .take_while(|&id| !p.tokenizer.is_eog(id))
-                .collect();
-            assert_eq!(t.tokens, until_eog, "{}: greedy tokens", fx.display());
+            let (n_prompt, n_gen) = assert_answers_like_reference(&p, &fx, &req, &mut cache);
             println!(
-                "{case}/{}: {} prompt tokens equal, {} greedy tokens equal",
+                "{case}/{}: {n_prompt} prompt tokens equal, {n_gen} greedy tokens equal",
                 fx.file_name().unwrap().to_string_lossy(),
-                want.len(),
-                until_eog.len()
             );
             checked += 1;
         }
@@ -159,20 +74,9 @@ fn quantized_files_keep_the_reference_tokens_while_margins_allow() {
     for (mix, err) in [(Mix::F16, 2.2e-3f32), (Mix::Q8_0, 6.2e-2)] {
         for case in ["llava15", "llava_next_mistral"] {
             let dir = fixtures_dir().join(case);
-            let (tp, vp) = (
-                tmp.path(&format!("{case}-{mix}.gguf")),
-                tmp.path(&format!("{case}-{mix}-mm.gguf")),
-            );
-            convert(&dir.join("hf"), &tp, &vp, OutType::Mix(mix), false).unwrap();
+            let (_, tp, vp) = convert_case(&tmp, case, &format!("-{mix}"), OutType::Mix(mix));
             let (tf, vf) = (GgufFile::open(&tp).unwrap(), GgufFile::open(&vp).unwrap());
-            let p = Pipeline {
-                text: TextModel::load(&tf).unwrap(),
-                vision: Some(VisionEncoder::load(&vf).unwrap()),
-                tokenizer: Tokenizer::from_gguf(&tf).unwrap(),
-                template: ChatTemplate::detect(tf.get_str("tokenizer.chat_template").unwrap())
-                    .unwrap(),
-                pool: ThreadPool::new(2),
-            };
+            let p = cpu_pipeline(&tf, &vf);
             for fixture in ["sq180", "wide260x120", "wide200x110"] {
                 let fx = dir.join(fixture);
                 if !fx.exists() {
@@ -237,20 +141,9 @@ fn a_second_turn_reuses_the_first_from_the_cache() {
     let tmp = TempDir::new("pipeline-chat");
     let mut generated = 0;
     for case in ["llava15", "llava_next_mistral", "llava_ov"] {
-        let dir = fixtures_dir().join(case);
-        let (tp, vp) = (
-            tmp.path(&format!("{case}.gguf")),
-            tmp.path(&format!("{case}-mm.gguf")),
-        );
-        convert(&dir.join("hf"), &tp, &vp, OutType::F32, false).unwrap();
+        let (_, tp, vp) = convert_case(&tmp, case, "", OutType::F32);
         let (tf, vf) = (GgufFile::open(&tp).unwrap(), GgufFile::open(&vp).unwrap());
-        let p = Pipeline {
-            text: TextModel::load(&tf).unwrap(),
-            vision: Some(VisionEncoder::load(&vf).unwrap()),
-            tokenizer: Tokenizer::from_gguf(&tf).unwrap(),
-            template: ChatTemplate::detect(tf.get_str("tokenizer.chat_template").unwrap()).unwrap(),
-            pool: ThreadPool::new(2),
-        };
+        let p = cpu_pipeline(&tf, &vf);
         let image = |name: &str| fixtures_dir().join("images").join(name);
         let turn = |prompt: &str, img: &str| Request {
             prompt: prompt.into(),

@@ -3,6 +3,7 @@
 
 mod common;
 
+use common::fixtures::TEXT_CASES;
 use common::hf_text::write_text_gguf;
 use common::npy::{fixtures_dir, read};
 use common::rel_err;
@@ -15,13 +16,7 @@ use llava_edge::threadpool::ThreadPool;
 fn text_models_match_transformers() {
     let tmp = TempDir::new("text");
     let pool = ThreadPool::new(2);
-    for case in [
-        "llava_v1",
-        "llava15",
-        "llava_next_mistral",
-        "llava_next_vicuna",
-        "llava_ov",
-    ] {
+    for case in TEXT_CASES {
         let dir = fixtures_dir().join(case);
         let path = tmp.path(&format!("{case}.gguf"));
         let arch = write_text_gguf(&dir, &path);

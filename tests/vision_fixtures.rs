@@ -3,6 +3,7 @@
 
 mod common;
 
+use common::fixtures::{VisionFixture, TEXT_CASES};
 use common::hf_vision::{write_mmproj_gguf, write_mmproj_gguf_as};
 use common::npy::{fixtures_dir, read};
 use common::rel_err;
@@ -17,13 +18,7 @@ fn encoders_and_projectors_match_transformers() {
     let tmp = TempDir::new("vision");
     let pool = ThreadPool::new(2);
     let mut tiles_checked = 0;
-    for case in [
-        "llava_v1",
-        "llava15",
-        "llava_next_mistral",
-        "llava_next_vicuna",
-        "llava_ov",
-    ] {
+    for case in TEXT_CASES {
         let dir = fixtures_dir().join(case);
         let path = tmp.path(&format!("{case}-mmproj.gguf"));
         write_mmproj_gguf(&dir, &path);
@@ -33,15 +28,14 @@ fn encoders_and_projectors_match_transformers() {
         let (mut worst_f, mut worst_p) = (0f32, 0f32);
         for entry in std::fs::read_dir(&dir).unwrap() {
             let fx = entry.unwrap().path();
-            if !fx.join("vision_features.npy").exists() {
+            let Some(VisionFixture {
+                pixels: px,
+                features: feats,
+                projected: proj,
+            }) = VisionFixture::read(&fx)
+            else {
                 continue;
-            }
-            let px = match fx.join("pixel_values.npy") {
-                p if p.exists() => read(&p),
-                _ => read(&fx.join("pixel_values_videos.npy")),
             };
-            let feats = read(&fx.join("vision_features.npy"));
-            let proj = read(&fx.join("projected_tiles.npy"));
             let n_tiles = px.f32().len() / (3 * s * s);
             let per_tile = feats.f32().len() / n_tiles;
             for t in 0..n_tiles {

@@ -15,10 +15,15 @@ mod common;
 use std::io::Write;
 use std::sync::Once;
 
+use common::fixtures::{
+    assert_answers_like_reference, convert_case, fixture_metas, fixture_request,
+    TEXT_CASES as CASES,
+};
 use common::hf_text::write_text_gguf;
 use common::npy::{fixtures_dir, read};
 use common::rel_err;
 use common::TempDir;
+use gguf_tools::convert::OutType;
 use llava_edge::backend::vulkan::Vulkan;
 use llava_edge::gguf::GgufFile;
 use llava_edge::text::{KvType, Logits, TextError, TextModel};
@@ -26,13 +31,6 @@ use llava_edge::threadpool::ThreadPool;
 use llava_edge::vulkan::VulkanError;
 
 const F16_CACHE: f32 = 4.0 * 4.9e-4;
-const CASES: [&str; 5] = [
-    "llava_v1",
-    "llava15",
-    "llava_next_mistral",
-    "llava_next_vicuna",
-    "llava_ov",
-];
 
 /// The device as a backend with `budget` bytes, or None (after one line) where there is no
 /// Vulkan at all.
@@ -115,6 +113,50 @@ fn run(
     (prompt, steps)
 }
 
+/// Each position's prompt logits within `bound` (relative) of the reference's; returns the
+/// worst error.
+fn check_prompt(what: &str, prompt: &[f32], fx: &Fixture, vocab: usize, bound: f32) -> f32 {
+    let mut worst = 0f32;
+    for (t, (g, w)) in prompt.chunks(vocab).zip(fx.want.chunks(vocab)).enumerate() {
+        let e = rel_err(g, w);
+        worst = worst.max(e);
+        assert!(e < bound, "{what}: position {t}: relative error {e:e}");
+    }
+    worst
+}
+
+/// Each generation step's logits within `bound` of the reference's, and its greedy token the
+/// reference's wherever `must_agree(reference logits, error)`; returns the worst error and how
+/// many tokens were compared.
+fn check_steps(
+    what: &str,
+    steps: &[Vec<f32>],
+    fx: &Fixture,
+    vocab: usize,
+    bound: f32,
+    must_agree: impl Fn(&[f32], f32) -> bool,
+) -> (f32, usize) {
+    let (mut worst, mut checked) = (0f32, 0);
+    for (step, (got, (w, &tok))) in steps
+        .iter()
+        .zip(fx.gen_logits.chunks(vocab).zip(&fx.gen_ids))
+        .enumerate()
+    {
+        let e = rel_err(got, w);
+        worst = worst.max(e);
+        assert!(e < bound, "{what}: step {step}: relative error {e:e}");
+        if must_agree(w, e) {
+            assert_eq!(
+                llava_edge::ops::argmax(got) as i64,
+                tok,
+                "{what}: step {step}: greedy token"
+            );
+            checked += 1;
+        }
+    }
+    (worst, checked)
+}
+
 #[test]
 fn every_text_fixture_on_vulkan_matches_transformers() {
     if device(None).is_none() {
@@ -133,30 +175,9 @@ fn every_text_fixture_on_vulkan_matches_transformers() {
         let fx = fixture(case);
         let vocab = model.config.n_vocab;
         let (prompt, steps) = run(&model, &fx, KvType::F16, &pool);
-        let mut worst = 0f32;
-        for (t, (g, w)) in prompt.chunks(vocab).zip(fx.want.chunks(vocab)).enumerate() {
-            let e = rel_err(g, w);
-            worst = worst.max(e);
-            assert!(e < F16_CACHE, "{case}: position {t}: relative error {e:e}");
-        }
-        let mut checked = 0;
-        for (step, (got, (w, &tok))) in steps
-            .iter()
-            .zip(fx.gen_logits.chunks(vocab).zip(&fx.gen_ids))
-            .enumerate()
-        {
-            let e = rel_err(got, w);
-            worst = worst.max(e);
-            assert!(e < F16_CACHE, "{case}: step {step}: relative error {e:e}");
-            if decisive(w, e) {
-                assert_eq!(
-                    llava_edge::ops::argmax(got) as i64,
-                    tok,
-                    "{case}: step {step}: greedy token"
-                );
-                checked += 1;
-            }
-        }
+        let worst = check_prompt(case, &prompt, &fx, vocab, F16_CACHE);
+        let (worst_step, checked) = check_steps(case, &steps, &fx, vocab, F16_CACHE, decisive);
+        let worst = worst.max(worst_step);
         println!(
             "{case}: Vulkan ({}), {} prompt tokens, worst relative logit error {worst:e}, \
              {checked}/{} greedy tokens decisive and equal",
@@ -187,26 +208,9 @@ fn an_f32_cache_on_vulkan_matches_transformers_as_the_cpu_does() {
         let fx = fixture(case);
         let vocab = model.config.n_vocab;
         let (prompt, steps) = run(&model, &fx, KvType::F32, &pool);
-        let mut worst = 0f32;
-        for (t, (g, w)) in prompt.chunks(vocab).zip(fx.want.chunks(vocab)).enumerate() {
-            let e = rel_err(g, w);
-            worst = worst.max(e);
-            assert!(e < 1e-4, "{case}: position {t}: relative error {e:e}");
-        }
-        for (step, (got, (w, &tok))) in steps
-            .iter()
-            .zip(fx.gen_logits.chunks(vocab).zip(&fx.gen_ids))
-            .enumerate()
-        {
-            let e = rel_err(got, w);
-            worst = worst.max(e);
-            assert!(e < 1e-4, "{case}: step {step}: relative error {e:e}");
-            assert_eq!(
-                llava_edge::ops::argmax(got) as i64,
-                tok,
-                "{case}: step {step}"
-            );
-        }
+        let worst = check_prompt(case, &prompt, &fx, vocab, 1e-4);
+        let (worst_step, _) = check_steps(case, &steps, &fx, vocab, 1e-4, |_, _| true);
+        let worst = worst.max(worst_step);
         println!("{case}: Vulkan, f32 cache: worst relative logit error {worst:e}, 8 greedy tokens equal");
     }
 }
@@ -390,23 +394,7 @@ fn quantized_weights_on_vulkan_stay_close() {
         let fx = fixture(case);
         let vocab = model.config.n_vocab;
         let (_, steps) = run(&model, &fx, KvType::F16, &pool);
-        let mut worst = 0f32;
-        for (step, (got, (w, &tok))) in steps
-            .iter()
-            .zip(fx.gen_logits.chunks(vocab).zip(&fx.gen_ids))
-            .enumerate()
-        {
-            let e = rel_err(got, w);
-            worst = worst.max(e);
-            assert!(e < bound, "{mix}: step {step}: relative error {e:e}");
-            if decisive(w, e) {
-                assert_eq!(
-                    llava_edge::ops::argmax(got) as i64,
-                    tok,
-                    "{mix}: step {step}"
-                );
-            }
-        }
+        let (worst, _) = check_steps(&mix.to_string(), &steps, &fx, vocab, bound, decisive);
         println!("{case} {mix} on Vulkan: worst relative logit error {worst:e} (bound {bound:e})");
     }
 }
@@ -568,28 +556,14 @@ fn run_on_vulkan_through_the_command_line_gives_the_cpu_reply() {
 /// first end-of-generation token (tests/pipeline_fixtures.rs, on the device).
 #[test]
 fn every_pipeline_fixture_answers_like_transformers_on_vulkan() {
-    use gguf_tools::convert::{convert, OutType};
     use llava_edge::load::{Device, LoadOptions, ModelFiles};
-    use llava_edge::pipeline::Request;
-    use llava_edge::sampling::{Sampler, SamplerConfig};
     if device(None).is_none() {
         return;
     }
     let tmp = TempDir::new("vk-pipeline");
     let mut checked = 0;
-    for case in [
-        "llava_v1",
-        "llava15",
-        "llava_next_mistral",
-        "llava_next_vicuna",
-        "llava_ov",
-    ] {
-        let dir = fixtures_dir().join(case);
-        let (tp, vp) = (
-            tmp.path(&format!("{case}.gguf")),
-            tmp.path(&format!("{case}-mmproj.gguf")),
-        );
-        convert(&dir.join("hf"), &tp, &vp, OutType::F32, false).unwrap();
+    for case in CASES {
+        let (_, tp, vp) = convert_case(&tmp, case, "", OutType::F32);
         let opts = LoadOptions {
             mmproj: Some(vp),
             device: Some(Device::Vulkan),
@@ -604,93 +578,15 @@ fn every_pipeline_fixture_answers_like_transformers_on_vulkan() {
             "{case}"
         );
         assert!(p.vision.as_ref().unwrap().device().is_some(), "{case}");
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let fx = entry.unwrap().path();
-            let Ok(meta) = std::fs::read_to_string(fx.join("meta.json")) else {
-                continue;
-            };
-            let meta: serde_json::Value = serde_json::from_str(&meta).unwrap();
-            let prompt = meta["prompt"].as_str().unwrap();
-            let question = meta["question"]
-                .as_str()
-                .map(str::to_string)
-                .unwrap_or_else(|| question_of(prompt));
-            let images = meta["images"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .map(|i| fixtures_dir().join(i.as_str().unwrap()))
-                        .collect()
-                })
-                .unwrap_or_default();
-            let system = prompt
-                .starts_with(llava_edge::chat::VICUNA_SYSTEM)
-                .then(|| llava_edge::chat::VICUNA_SYSTEM.to_string());
-            let video = meta["video_frames"].as_array().map(|frames| {
-                let d = tmp.path(&format!("{case}-frames"));
-                std::fs::create_dir_all(&d).unwrap();
-                for (i, f) in frames.iter().enumerate() {
-                    std::fs::copy(
-                        fixtures_dir().join(f.as_str().unwrap()),
-                        d.join(format!("{i:03}.png")),
-                    )
-                    .unwrap();
-                }
-                d
-            });
-            let req = Request {
-                prompt: question,
-                images,
-                video,
-                max_frames: 16,
-                system,
-                n_predict: 8,
-                stop: vec![],
-            };
+        for (fx, meta) in fixture_metas(&fixtures_dir().join(case)) {
+            let req = fixture_request(&meta, &tmp.path(&format!("{case}-frames")));
             let mut cache = p.text.try_new_cache(2048, KvType::F16).unwrap();
-            let mut greedy = Sampler::new(SamplerConfig {
-                temp: 0.0,
-                ..SamplerConfig::default()
-            });
-            let (_, t) = p.generate(&req, &mut cache, &mut greedy, |_| {}).unwrap();
-            let ids = |name: &str| -> Vec<u32> {
-                read(&fx.join(name))
-                    .i64()
-                    .iter()
-                    .map(|&x| x as u32)
-                    .collect()
-            };
-            assert_eq!(
-                t.prompt,
-                ids("input_ids.npy"),
-                "{}: prompt ids",
-                fx.display()
-            );
-            let until_eog: Vec<u32> = ids("generated_ids.npy")
-                .into_iter()
-                .take_while(|&id| !p.tokenizer.is_eog(id))
-                .collect();
-            assert_eq!(t.tokens, until_eog, "{}: greedy tokens", fx.display());
+            assert_answers_like_reference(&p, &fx, &req, &mut cache);
             checked += 1;
         }
     }
     println!("{checked} pipeline fixtures on Vulkan: prompt ids and greedy tokens equal");
     assert!(checked >= 20, "{checked} fixtures");
-}
-
-/// The question inside a fixture's rendered prompt (the fixtures' questions, as
-/// tests/pipeline_fixtures.rs lists them).
-fn question_of(prompt: &str) -> String {
-    [
-        "Describe a red circle on a blue background.",
-        "What is shown in this image?",
-        "What is different between these images?",
-        "What happens in this video?",
-    ]
-    .into_iter()
-    .find(|q| prompt.contains(q))
-    .unwrap_or_else(|| panic!("no known question in {prompt:?}"))
-    .to_string()
 }
 
 /// `run --device vulkan` answers about an image (the mmproj and the picture through the whole

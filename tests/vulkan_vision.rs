@@ -14,10 +14,14 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::sync::{Once, OnceLock};
 
+use common::fixtures::{
+    assert_answers_like_reference, convert_case, fixture_metas, fixture_request, AnyresCase,
+    VisionFixture, ANYRES_CASES, TEXT_CASES,
+};
 use common::hf_vision::{write_mmproj_gguf, write_mmproj_gguf_as};
 use common::npy::{fixtures_dir, read};
-use common::safetensors::read_f32;
-use common::{json, pair, rel_err, TempDir};
+use common::{pair, rel_err, TempDir};
+use gguf_tools::convert::OutType;
 use llava_edge::backend::vulkan::Vulkan as VkBackend;
 use llava_edge::backend::Backend;
 use llava_edge::dtype::GgmlType;
@@ -68,14 +72,7 @@ fn mmprojs() -> &'static Mmprojs {
         .get_or_init(|| {
             let tmp = TempDir::new("vk-vision");
             let mut out = Vec::new();
-            for case in [
-                "llava_v1",
-                "llava15",
-                "llava_next_mistral",
-                "llava_next_vicuna",
-                "llava_ov",
-                "llava_ov_mixed",
-            ] {
+            for case in TEXT_CASES.iter().chain(&["llava_ov_mixed"]) {
                 let dir = fixtures_dir().join(case);
                 let (f32p, f16p) = (
                     tmp.path(&format!("{case}-f32.gguf")),
@@ -385,15 +382,14 @@ fn every_vision_fixture_encodes_and_projects_on_the_device() {
             let (mut worst_ref, mut worst_cpu) = (0f32, 0f32);
             for entry in std::fs::read_dir(&dir).unwrap() {
                 let fx = entry.unwrap().path();
-                if !fx.join("vision_features.npy").exists() {
+                let Some(VisionFixture {
+                    pixels: px,
+                    features: feats,
+                    projected: proj,
+                }) = VisionFixture::read(&fx)
+                else {
                     continue;
-                }
-                let px = match fx.join("pixel_values.npy") {
-                    p if p.exists() => read(&p),
-                    _ => read(&fx.join("pixel_values_videos.npy")),
                 };
-                let feats = read(&fx.join("vision_features.npy"));
-                let proj = read(&fx.join("projected_tiles.npy"));
                 let n_tiles = px.f32().len() / (3 * s * s);
                 let per_tile = feats.f32().len() / n_tiles;
                 let n = enc.feature_rows();
@@ -456,36 +452,19 @@ fn every_vision_fixture_encodes_and_projects_on_the_device() {
 fn anyres_and_video_packing_on_the_device_equals_the_reference() {
     let Some(vk) = device() else { return };
     let mut checked = 0;
-    for case in [
-        "llava_next_mistral",
-        "llava_next_vicuna",
-        "llava_ov",
-        "llava_ov_mixed",
-    ] {
+    for case in ANYRES_CASES {
         let dir = fixtures_dir().join(case);
-        let cj = json(&dir.join("case.json"));
-        let pins: Vec<(usize, usize)> = cj["image_grid_pinpoints_hw"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(pair)
-            .collect();
-        let tile = cj["vision"]["image_size"].as_u64().unwrap() as usize;
-        let p = tile / cj["vision"]["patch_size"].as_u64().unwrap() as usize;
-        let max_tiles = cj["vision_aspect_ratio"]
-            .as_str()
-            .and_then(|s| s.strip_prefix("anyres_max_"))
-            .map(|n| n.parse().unwrap());
-        let (_, newline) = read_f32(&dir.join("hf/model.safetensors"), "image_newline");
+        let AnyresCase {
+            pins,
+            tile,
+            p,
+            max_tiles,
+            newline,
+        } = AnyresCase::read(&dir);
         let d = newline.len();
         let mut be = VkBackend::new(vk.clone(), None);
         let nl = be.upload_vector(&newline).unwrap();
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let fx = entry.unwrap().path();
-            if !fx.join("meta.json").exists() {
-                continue;
-            }
-            let meta = json(&fx.join("meta.json"));
+        for (fx, meta) in fixture_metas(&dir) {
             if meta["kind"] != "video" && meta.get("anyres").is_none() {
                 continue;
             }
@@ -545,12 +524,7 @@ fn embed_image_and_video_on_the_device_equal_the_cpu() {
         let t = enc.upload(&be).unwrap();
         let dir = fixtures_dir().join(case);
         let mut images = Vec::new();
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let fx = entry.unwrap().path();
-            let Ok(meta) = std::fs::read_to_string(fx.join("meta.json")) else {
-                continue;
-            };
-            let meta: serde_json::Value = serde_json::from_str(&meta).unwrap();
+        for (_, meta) in fixture_metas(&dir) {
             for i in meta["images"].as_array().into_iter().flatten() {
                 images.push(fixtures_dir().join(i.as_str().unwrap()));
             }
@@ -672,20 +646,6 @@ fn offload_past_the_memory_budget_is_an_error_and_keeps_the_cpu() {
     assert!(e < 1e-4, "relative error {e:e}");
 }
 
-/// The question a fixture's prompt asks (the chat template adds the rest).
-fn question_of(prompt: &str) -> String {
-    [
-        "Describe a red circle on a blue background.",
-        "What is shown in this image?",
-        "What is different between these images?",
-        "What happens in this video?",
-    ]
-    .into_iter()
-    .find(|q| prompt.contains(q))
-    .unwrap_or_else(|| panic!("no known question in {prompt:?}"))
-    .to_string()
-}
-
 /// The whole pipeline on the device, as `--device vulkan` runs it: every converted fixture
 /// checkpoint with its vision encoder, projector, packing and text decoder on Vulkan, from the
 /// PNG files: the prompt's token ids and the greedy tokens (up to the first end-of-generation
@@ -693,30 +653,15 @@ fn question_of(prompt: &str) -> String {
 /// mixed shapes, and video.
 #[test]
 fn every_multimodal_fixture_answers_like_transformers_with_everything_on_vulkan() {
-    use gguf_tools::convert::{convert, OutType};
     use llava_edge::load::{Device, LoadOptions, ModelFiles};
-    use llava_edge::pipeline::Request;
-    use llava_edge::sampling::{Sampler, SamplerConfig};
     use llava_edge::text::KvType;
     if device().is_none() {
         return;
     }
     let tmp = TempDir::new("vk-vision-pipeline");
     let mut checked = 0;
-    for case in [
-        "llava_v1",
-        "llava15",
-        "llava_next_mistral",
-        "llava_next_vicuna",
-        "llava_ov",
-        "llava_ov_mixed",
-    ] {
-        let dir = fixtures_dir().join(case);
-        let (tp, vp) = (
-            tmp.path(&format!("{case}.gguf")),
-            tmp.path(&format!("{case}-mmproj.gguf")),
-        );
-        convert(&dir.join("hf"), &tp, &vp, OutType::F32, false).unwrap();
+    for case in TEXT_CASES.iter().chain(&["llava_ov_mixed"]) {
+        let (_, tp, vp) = convert_case(&tmp, case, "", OutType::F32);
         let opts = LoadOptions {
             mmproj: Some(vp),
             device: Some(Device::Vulkan),
@@ -735,75 +680,13 @@ fn every_multimodal_fixture_answers_like_transformers_with_everything_on_vulkan(
             p.vision.as_ref().unwrap().device().is_some(),
             "{case}: the vision encoder stayed on the CPU"
         );
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let fx = entry.unwrap().path();
-            let Ok(meta) = std::fs::read_to_string(fx.join("meta.json")) else {
-                continue;
-            };
-            let meta: serde_json::Value = serde_json::from_str(&meta).unwrap();
+        for (fx, meta) in fixture_metas(&fixtures_dir().join(case)) {
             if meta["kind"] == "text" {
                 continue;
             }
-            let prompt = meta["prompt"].as_str().unwrap();
-            let images = meta["images"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .map(|i| fixtures_dir().join(i.as_str().unwrap()))
-                        .collect()
-                })
-                .unwrap_or_default();
-            let system = prompt
-                .starts_with(llava_edge::chat::VICUNA_SYSTEM)
-                .then(|| llava_edge::chat::VICUNA_SYSTEM.to_string());
-            let video = meta["video_frames"].as_array().map(|frames| {
-                let d = tmp.path(&format!("{case}-frames"));
-                std::fs::create_dir_all(&d).unwrap();
-                for (i, f) in frames.iter().enumerate() {
-                    std::fs::copy(
-                        fixtures_dir().join(f.as_str().unwrap()),
-                        d.join(format!("{i:03}.png")),
-                    )
-                    .unwrap();
-                }
-                d
-            });
-            let req = Request {
-                prompt: meta["question"]
-                    .as_str()
-                    .map(str::to_string)
-                    .unwrap_or_else(|| question_of(prompt)),
-                images,
-                video,
-                max_frames: 16,
-                system,
-                n_predict: 8,
-                stop: vec![],
-            };
+            let req = fixture_request(&meta, &tmp.path(&format!("{case}-frames")));
             let mut cache = p.text.try_new_cache(2048, KvType::F16).unwrap();
-            let mut greedy = Sampler::new(SamplerConfig {
-                temp: 0.0,
-                ..SamplerConfig::default()
-            });
-            let (_, t) = p.generate(&req, &mut cache, &mut greedy, |_| {}).unwrap();
-            let ids = |name: &str| -> Vec<u32> {
-                read(&fx.join(name))
-                    .i64()
-                    .iter()
-                    .map(|&x| x as u32)
-                    .collect()
-            };
-            assert_eq!(
-                t.prompt,
-                ids("input_ids.npy"),
-                "{}: prompt ids",
-                fx.display()
-            );
-            let until_eog: Vec<u32> = ids("generated_ids.npy")
-                .into_iter()
-                .take_while(|&id| !p.tokenizer.is_eog(id))
-                .collect();
-            assert_eq!(t.tokens, until_eog, "{}: greedy tokens", fx.display());
+            assert_answers_like_reference(&p, &fx, &req, &mut cache);
             checked += 1;
         }
     }
