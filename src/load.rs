@@ -378,9 +378,60 @@ fn gpu_chosen(device: Option<Device>) -> bool {
 fn gpu_present() -> bool {
     static PRESENT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *PRESENT.get_or_init(|| {
-        crate::vulkan::Vulkan::devices()
-            .is_ok_and(|ds| ds.iter().any(|d| d.kind != crate::vulkan::DeviceKind::Cpu))
+        // Listing devices loads every installed driver, lavapipe's LLVM included, which stays
+        // mapped after the loader is closed: where no GPU's device file is visible, no driver
+        // can offer a GPU, and that cost buys nothing.
+        gpu_device_file_present().unwrap_or(true)
+            && crate::vulkan::Vulkan::devices()
+                .is_ok_and(|ds| ds.iter().any(|d| d.kind != crate::vulkan::DeviceKind::Cpu))
     })
+}
+
+/// Whether /dev holds a file a GPU's Vulkan driver opens (None: /dev unreadable, not known).
+/// Mesa's drivers (and AMDVLK, PowerVR, virtio) open a DRM render node; the others their
+/// vendor's own files: NVIDIA's desktop and Jetson drivers, Qualcomm's KGSL, Arm's Mali,
+/// Vivante's galcore, WSL's dxg.
+#[cfg(all(feature = "vulkan", target_os = "linux"))]
+fn gpu_device_file_present() -> Option<bool> {
+    gpu_file_in(Path::new("/dev"))
+}
+
+/// Elsewhere drivers reach the GPU through the system's own interfaces: always listed.
+#[cfg(all(feature = "vulkan", not(target_os = "linux")))]
+fn gpu_device_file_present() -> Option<bool> {
+    None
+}
+
+/// [`gpu_device_file_present`] on a directory laid out as /dev.
+#[cfg(any(test, all(feature = "vulkan", target_os = "linux")))]
+fn gpu_file_in(dev: &Path) -> Option<bool> {
+    const VENDOR: [&str; 7] = [
+        "nvidiactl",
+        "nvhost-ctrl-gpu",
+        "nvgpu",
+        "kgsl-3d0",
+        "mali0",
+        "galcore",
+        "dxg",
+    ];
+    let names: Vec<String> = std::fs::read_dir(dev)
+        .ok()?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .collect();
+    if names.iter().any(|n| VENDOR.contains(&n.as_str())) {
+        return Some(true);
+    }
+    // An unreadable /dev/dri is not proof of absence.
+    let dri = match std::fs::read_dir(dev.join("dri")) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Some(false),
+        Err(_) => return None,
+    };
+    Some(dri.filter_map(|e| e.ok()).any(|e| {
+        let n = e.file_name();
+        let n = n.to_string_lossy();
+        n.starts_with("renderD") || n.starts_with("card")
+    }))
 }
 
 /// Returns the GPU chosen (None: the CPU), for the vision encoder.
@@ -640,6 +691,25 @@ mod tests {
         assert!(!e.to_string().contains("--"), "no flag names: {e}");
         assert!(gpu_chosen(Some(Device::Vulkan)));
         assert!(!gpu_chosen(Some(Device::Cpu)) && !gpu_chosen(Some(Device::Cuda)));
+    }
+
+    #[test]
+    fn gpu_device_files() {
+        let dev = std::env::temp_dir().join(format!("llava-edge-dev-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dev);
+        std::fs::create_dir_all(&dev).unwrap();
+        std::fs::write(dev.join("null"), b"").unwrap();
+        assert_eq!(gpu_file_in(&dev), Some(false), "no dri, no vendor file");
+        std::fs::create_dir(dev.join("dri")).unwrap();
+        std::fs::write(dev.join("dri/by-path"), b"").unwrap();
+        assert_eq!(gpu_file_in(&dev), Some(false), "an empty dri");
+        std::fs::write(dev.join("dri/renderD128"), b"").unwrap();
+        assert_eq!(gpu_file_in(&dev), Some(true), "a render node");
+        std::fs::remove_file(dev.join("dri/renderD128")).unwrap();
+        std::fs::write(dev.join("nvidiactl"), b"").unwrap();
+        assert_eq!(gpu_file_in(&dev), Some(true), "NVIDIA's control file");
+        std::fs::remove_dir_all(&dev).unwrap();
+        assert_eq!(gpu_file_in(&dev), None, "no /dev: not known");
     }
 
     #[test]
