@@ -301,7 +301,8 @@ impl ModelFiles {
     }
 
     /// Loads the text model and the vision encoder, and checks that the projector's output is
-    /// as wide as the text model's embeddings.
+    /// as wide as the text model's embeddings (here too, not only in [`Pipeline::new`]: a
+    /// benchmark uses the models without a pipeline, and the check comes before the upload).
     pub fn models(&self, opts: &LoadOptions) -> Result<Models<'_>, LoadError> {
         let mut warnings = self.warnings.clone();
         let mut text = TextModel::load(&self.text)?;
@@ -347,13 +348,7 @@ impl ModelFiles {
             })?;
         let template = chat_template(opts, &self.text, &text, &tokenizer, &mut warnings)?;
         Ok(Loaded {
-            pipeline: Pipeline {
-                text,
-                vision,
-                tokenizer,
-                template,
-                pool,
-            },
+            pipeline: Pipeline::new(text, vision, tokenizer, template, pool)?,
             warnings,
         })
     }

@@ -64,9 +64,6 @@ pub enum PipelineError {
     /// The chat template placed fewer media than the request holds.
     #[error("the chat template left no place for an image or video")]
     MediaNotPlaced,
-    /// The projector's rows are not the text model's width.
-    #[error("the projector gives rows of {n_out} values, the text model takes {n_embd}")]
-    ProjectorWidth { n_out: usize, n_embd: usize },
     /// The cache passed with a conversation is not the one it was built in.
     #[error(
         "the cache holds {cache} positions, the conversation {conversation}: not this \
@@ -176,7 +173,8 @@ pub struct Conversation {
     in_cache: usize,
 }
 
-/// A loaded model pair, ready for requests.
+/// A loaded model pair, ready for requests. [`Pipeline::new`] checks that the two belong
+/// together; one built field by field is checked before its first image or video.
 pub struct Pipeline<'a, T: Tokenize> {
     /// The language model.
     pub text: TextModel<'a>,
@@ -278,6 +276,27 @@ impl ReplyText {
 }
 
 impl<'a, T: Tokenize> Pipeline<'a, T> {
+    /// The pipeline of these parts; refuses an encoder whose projector's rows are not the text
+    /// model's width ([`VisionError::WidthMismatch`], naming both files).
+    pub fn new(
+        text: TextModel<'a>,
+        vision: Option<VisionEncoder<'a>>,
+        tokenizer: T,
+        template: ChatTemplate,
+        pool: ThreadPool,
+    ) -> Result<Self, VisionError> {
+        if let Some(v) = &vision {
+            v.check_text_width(text.config.n_embd, text.path())?;
+        }
+        Ok(Pipeline {
+            text,
+            vision,
+            tokenizer,
+            template,
+            pool,
+        })
+    }
+
     /// Encodes one image file into embeddings `[tokens, n_embd_text]` (see
     /// [`VisionEncoder::embed_image`]).
     pub fn encode_image(
@@ -285,11 +304,19 @@ impl<'a, T: Tokenize> Pipeline<'a, T> {
         path: &std::path::Path,
         base_only: bool,
     ) -> Result<Vec<f32>, PipelineError> {
+        let v = self.encoder("an image")?;
+        Ok(v.embed_image(&load_image(path)?, base_only, &self.pool)?)
+    }
+
+    /// The vision encoder, for `what` the request holds; checked against the text model's
+    /// width here too, for a pipeline built field by field rather than by [`Pipeline::new`].
+    fn encoder(&self, what: &'static str) -> Result<&VisionEncoder<'a>, PipelineError> {
         let v = self
             .vision
             .as_ref()
-            .ok_or(PipelineError::NoVisionEncoder("an image"))?;
-        Ok(v.embed_image(&load_image(path)?, base_only, &self.pool)?)
+            .ok_or(PipelineError::NoVisionEncoder(what))?;
+        v.check_text_width(self.text.config.n_embd, self.text.path())?;
+        Ok(v)
     }
 
     /// The prompt's input rows: the rendered chat is split at each `<image>` / `<video>`
@@ -375,22 +402,13 @@ impl<'a, T: Tokenize> Pipeline<'a, T> {
                 emb
             } else {
                 let path = video.take().ok_or(PipelineError::NoVideo)?;
-                let v = self
-                    .vision
-                    .as_ref()
-                    .ok_or(PipelineError::NoVisionEncoder("a video"))?;
+                let v = self.encoder("a video")?;
                 let frames = crate::image::video::load_frames(path, req.max_frames.max(1))?;
                 let emb = v.embed_video(&frames, &self.pool)?;
                 t.image_tokens.push(emb.len() / d);
                 emb
             };
             t.image_encode += start.elapsed();
-            if emb.len() % d != 0 {
-                return Err(PipelineError::ProjectorWidth {
-                    n_out: self.vision.as_ref().map_or(0, |v| v.n_out),
-                    n_embd: d,
-                });
-            }
             // Stand-in ids for the media rows in the token history (for the repetition penalty).
             let stand_in = self.tokenizer.token_id(marker).unwrap_or(0);
             t.media.push(seq.len()..seq.len() + emb.len() / d);

@@ -94,6 +94,8 @@ pub struct TextModel<'a> {
     /// The last layers on a Vulkan device, if any.
     #[cfg(feature = "vulkan")]
     pub(super) device: Option<super::offload::Offload>,
+    /// The file the model was loaded from, for errors that name it.
+    path: std::path::PathBuf,
 }
 
 fn vector(f: &GgufFile, name: &str, len: usize) -> Result<Vec<f32>, TextError> {
@@ -276,7 +278,13 @@ impl<'a> TextModel<'a> {
             layers,
             #[cfg(feature = "vulkan")]
             device: None,
+            path: f.path().to_path_buf(),
         })
+    }
+
+    /// The file the model was loaded from.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
     }
 
     /// The output norm and matrix.
