@@ -7,6 +7,7 @@ use llava_edge::load::{self, LoadOptions};
 use llava_edge::server::{serve as start, DraftOptions, Drafting, ServerConfig, ServerEvent};
 
 use super::args::ServeArgs;
+use super::run::placement_line;
 
 /// Serves the model `a` names until SIGTERM or SIGINT.
 pub fn serve(a: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
@@ -63,6 +64,9 @@ pub fn serve(a: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
             n_ctx,
             slots,
             seconds,
+            placement,
+            n_layer,
+            vision_on_device,
         } => {
             for w in warnings {
                 eprintln!("note: {w}");
@@ -70,6 +74,13 @@ pub fn serve(a: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
             eprintln!(
                 "llava-edge: model loaded in {seconds:.1} s: {slots} slots of {n_ctx} positions"
             );
+            eprintln!("llava-edge: {}", placement_line(&placement, n_layer));
+            if let Some(on_device) = vision_on_device {
+                eprintln!(
+                    "llava-edge: vision encoder: {}",
+                    if on_device { "GPU" } else { "CPU" }
+                );
+            }
         }
         ServerEvent::ShuttingDown(grace) => eprintln!(
             "llava-edge: stopping: running replies have {} s to finish",

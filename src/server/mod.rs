@@ -35,6 +35,12 @@ pub enum ServerEvent {
         slots: usize,
         /// Load time.
         seconds: f64,
+        /// Where the text model's layers run.
+        placement: crate::text::Placement,
+        /// The text model's layers.
+        n_layer: usize,
+        /// Where the vision encoder runs: None without one, else whether on the device.
+        vision_on_device: Option<bool>,
     },
     /// A stop was asked for; running replies get this long to finish.
     ShuttingDown(Duration),

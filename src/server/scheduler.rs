@@ -181,6 +181,9 @@ pub(super) fn run(cfg: &ServerConfig, jobs: Receiver<Job>, shared: Arc<Shared>) 
         n_ctx,
         slots: slots.len(),
         seconds: t0.elapsed().as_secs_f64(),
+        placement: p.text.placement(),
+        n_layer: p.text.config.n_layer,
+        vision_on_device: p.vision.as_ref().map(|v| v.device().is_some()),
     });
     shared.set_state(State::Ready);
     let mut s = Scheduler {
