@@ -9,9 +9,12 @@
 //! for exp, division and sqrt included).
 #![cfg(feature = "vulkan")]
 
+mod common;
+
 use std::io::Write;
 use std::sync::{Once, OnceLock};
 
+use common::bounds::{assert_layer_norm_close, U};
 use llava_edge::dtype::GgmlType;
 use llava_edge::kernels::KvRef;
 use llava_edge::ops;
@@ -24,8 +27,6 @@ use llava_edge::vulkan::{
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-
-const U: f64 = 1.0 / (1u64 << 24) as f64;
 
 /// The shared device, or None (after one line saying why) where there is no Vulkan at all.
 fn device() -> Option<&'static Vulkan> {
@@ -343,28 +344,7 @@ fn layer_norm_matches_the_cpu() {
         let got = xb.read_f32().unwrap();
         let mut want = x.clone();
         ops::norm::layer_norm(&mut want, &w, &b, 1e-5);
-        let depth = width.div_ceil(64) as f64 + 6.0;
-        for r in 0..n_rows {
-            let row = &x[r * width..(r + 1) * width];
-            let mean = row.iter().map(|&v| v as f64).sum::<f64>() / width as f64;
-            let var = row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / width as f64;
-            let inv = 1.0 / (var + 1e-5).sqrt();
-            // The mean is off by up to depth*u of the mean magnitude; each centred value by
-            // that plus its own rounding; the variance's scale as in RMSNorm (half its
-            // depth + 10 ulp); then the weight's product and the bias's sum, twice (both sides).
-            let mean_err =
-                depth * U * row.iter().map(|&v| (v as f64).abs()).sum::<f64>() / width as f64;
-            for i in 0..width {
-                let c = (row[i] as f64 - mean).abs();
-                let tol = (w[i] as f64).abs() * inv * (mean_err + (depth / 2.0 + 12.0) * U * c)
-                    + 3.0 * U * ((want[r * width + i] as f64).abs() + (b[i] as f64).abs());
-                let (g, t) = (got[r * width + i], want[r * width + i]);
-                assert!(
-                    ((g - t) as f64).abs() <= tol,
-                    "width {width} row {r}: [{i}] {g} vs {t}"
-                );
-            }
-        }
+        assert_layer_norm_close(&x, &got, &want, &w, &b, width);
     }
 }
 

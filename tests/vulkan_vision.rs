@@ -14,6 +14,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::sync::{Once, OnceLock};
 
+use common::bounds::{assert_layer_norm_close, U};
 use common::fixtures::{
     assert_answers_like_reference, convert_case, fixture_metas, fixture_request, AnyresCase,
     VisionFixture, ANYRES_CASES, TEXT_CASES,
@@ -34,8 +35,6 @@ use llava_edge::vision::VisionEncoder;
 use llava_edge::vulkan::{AttentionShape, Mask, PatchShape, Vulkan, VulkanError};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-
-const U: f64 = 1.0 / (1u64 << 24) as f64;
 
 /// The shared device, or None (after one line saying why) where there is no Vulkan at all.
 fn device() -> Option<&'static Vulkan> {
@@ -91,6 +90,20 @@ fn random(rng: &mut StdRng, n: usize, scale: f32) -> Vec<f32> {
     (0..n).map(|_| rng.random_range(-scale..scale)).collect()
 }
 
+/// `w` stored as `ty` (F32 or F16): the bytes to upload and the values they hold exactly.
+fn weights_as(ty: GgmlType, w: &[f32]) -> (Vec<u8>, Vec<f32>) {
+    match ty {
+        GgmlType::F32 => (bytemuck::cast_slice(w).to_vec(), w.to_vec()),
+        _ => {
+            let h: Vec<half::f16> = w.iter().map(|&v| half::f16::from_f32(v)).collect();
+            (
+                bytemuck::cast_slice(&h).to_vec(),
+                h.iter().map(|v| v.to_f32()).collect(),
+            )
+        }
+    }
+}
+
 #[test]
 fn patch_embedding_matches_f64() {
     let Some(vk) = device() else { return };
@@ -110,16 +123,7 @@ fn patch_embedding_matches_f64() {
         };
         let (cols, n) = (3 * p * p, s.n_rows());
         let w = random(&mut rng, d * cols, 0.2);
-        let (w_bytes, w_exact): (Vec<u8>, Vec<f32>) = match ty {
-            GgmlType::F32 => (bytemuck::cast_slice(&w).to_vec(), w.clone()),
-            _ => {
-                let h: Vec<half::f16> = w.iter().map(|&v| half::f16::from_f32(v)).collect();
-                (
-                    bytemuck::cast_slice(&h).to_vec(),
-                    h.iter().map(|v| v.to_f32()).collect(),
-                )
-            }
-        };
+        let (w_bytes, w_exact) = weights_as(ty, &w);
         let pixels = random(&mut rng, 3 * size * size, 2.0);
         let table = random(&mut rng, (2 + n) * d, 1.0);
         let wb = vk.upload(&w_bytes, "w").unwrap();
@@ -178,16 +182,7 @@ fn float_products_with_a_part_chunk_match_f64() {
         for (rows, cols, n_tok) in [(67usize, 4304usize, 9usize), (40, 147, 1), (5, 33, 19)] {
             let w = random(&mut rng, rows * cols, 1.0);
             let x = random(&mut rng, n_tok * cols, 1.0);
-            let (bytes, wd): (Vec<u8>, Vec<f32>) = match ty {
-                GgmlType::F32 => (bytemuck::cast_slice(&w).to_vec(), w.clone()),
-                _ => {
-                    let h: Vec<half::f16> = w.iter().map(|&v| half::f16::from_f32(v)).collect();
-                    (
-                        bytemuck::cast_slice(&h).to_vec(),
-                        h.iter().map(|v| v.to_f32()).collect(),
-                    )
-                }
-            };
+            let (bytes, wd) = weights_as(ty, &w);
             let wb = vk.upload(&bytes, "w").unwrap();
             let xb = vk.upload_f32(&x, "x").unwrap();
             let yb = vk.buffer((n_tok * rows * 4) as u64, "y").unwrap();
@@ -247,26 +242,8 @@ fn residual_layer_norm_matches_the_cpu() {
         ops::norm::residual_layer_norm_rows(&pool, &mut wx, &mut wh, add, &w, &b, 1e-5);
         // The residual sum is one correctly rounded f32 addition on both sides.
         assert_eq!(gx, wx, "width {width}: the residual");
-        // The norm's bound as tests/vulkan_ops.rs derives it for layer_norm.
-        let depth = width.div_ceil(64) as f64 + 6.0;
-        for r in 0..n_rows {
-            let row = &wx[r * width..(r + 1) * width];
-            let mean = row.iter().map(|&v| v as f64).sum::<f64>() / width as f64;
-            let var = row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / width as f64;
-            let inv = 1.0 / (var + 1e-5).sqrt();
-            let mean_err =
-                depth * U * row.iter().map(|&v| (v as f64).abs()).sum::<f64>() / width as f64;
-            for i in 0..width {
-                let c = (row[i] as f64 - mean).abs();
-                let tol = (w[i] as f64).abs() * inv * (mean_err + (depth / 2.0 + 12.0) * U * c)
-                    + 3.0 * U * ((wh[r * width + i] as f64).abs() + (b[i] as f64).abs());
-                let (g, t) = (gh[r * width + i], wh[r * width + i]);
-                assert!(
-                    ((g - t) as f64).abs() <= tol,
-                    "width {width} row {r}: [{i}] {g} vs {t}"
-                );
-            }
-        }
+        // The norm's bound as for layer_norm (tests/common/bounds.rs).
+        assert_layer_norm_close(&wx, &gh, &wh, &w, &b, width);
     }
 }
 

@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod bounds;
 pub mod fixtures;
 pub mod hf_text;
 pub mod hf_vision;
