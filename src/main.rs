@@ -30,6 +30,11 @@ fn main() -> ExitCode {
         #[cfg(feature = "server")]
         Command::Serve(a) => cli::serve::serve(*a),
     };
+    #[cfg(feature = "vulkan")]
+    if llava_edge::vulkan::profile::enabled() {
+        let times = llava_edge::vulkan::profile::take();
+        eprint!("{}", llava_edge::vulkan::profile::report(&times));
+    }
     match done {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

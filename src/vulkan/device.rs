@@ -136,6 +136,8 @@ fn describe(instance: &ash::Instance, pd: vk::PhysicalDevice) -> DeviceInfo {
             max_storage_buffer_range: limits.max_storage_buffer_range as u64,
             max_workgroup_invocations: limits.max_compute_work_group_invocations,
             max_workgroup_count: limits.max_compute_work_group_count,
+            timestamp_period: (limits.timestamp_compute_and_graphics == vk::TRUE)
+                .then_some(limits.timestamp_period),
         }
     }
 }

@@ -47,6 +47,9 @@ pub struct DeviceInfo {
     pub max_workgroup_invocations: u32,
     /// The most workgroups along each dimension of a dispatch.
     pub max_workgroup_count: [u32; 3],
+    /// Nanoseconds per timestamp tick, where compute queues can write timestamps (the
+    /// per-shader profile needs them).
+    pub timestamp_period: Option<f32>,
 }
 
 impl std::fmt::Display for DeviceInfo {

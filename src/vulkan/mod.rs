@@ -28,6 +28,7 @@ mod error;
 mod info;
 mod ops;
 mod pipeline;
+pub mod profile;
 mod recorder;
 mod shaders;
 mod vision_ops;

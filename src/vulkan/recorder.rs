@@ -16,6 +16,23 @@ use super::shaders::Shader;
 const SETS_PER_POOL: u32 = 256;
 /// Storage-buffer bindings per set, at most (the attention shader's four).
 const MAX_BINDINGS: u32 = 4;
+/// Timestamps per query pool when profiling; a recorder adds pools as it needs them.
+const STAMPS_PER_POOL: u32 = 512;
+
+/// The profile's timestamps: one at the start, then one after each dispatch or copy (at the
+/// bottom of the pipe, after its barrier: the previous op has finished), so consecutive stamps
+/// bracket one op.
+struct Timing {
+    /// Nanoseconds per tick.
+    period: f32,
+    pools: Vec<vk::QueryPool>,
+    /// Stamps written into the last pool.
+    used: u32,
+    /// What ran between stamp i and i + 1.
+    labels: Vec<String>,
+    /// A pool could not be made: this recorder's profile is dropped, its work is not.
+    failed: bool,
+}
 
 /// Records work for the device. Dropped without [`Recorder::submit`], it discards the work.
 /// The buffers it records work on are borrowed for `'a`, so none can be freed or written from
@@ -41,6 +58,7 @@ pub struct Recorder<'a> {
     /// Pipelines used, kept alive until the work is done.
     used: Vec<Arc<Pipeline>>,
     dispatches: usize,
+    timing: Option<Timing>,
     _buffers: PhantomData<&'a Buffer>,
 }
 
@@ -95,6 +113,16 @@ impl Vulkan {
             sets_left: 0,
             used: Vec::new(),
             dispatches: 0,
+            timing: super::profile::enabled()
+                .then_some(self.ctx.info.timestamp_period)
+                .flatten()
+                .map(|period| Timing {
+                    period,
+                    pools: Vec::new(),
+                    used: STAMPS_PER_POOL,
+                    labels: Vec::new(),
+                    failed: false,
+                }),
             _buffers: PhantomData,
         })
     }
@@ -104,6 +132,89 @@ impl<'a> Recorder<'a> {
     /// Dispatches done so far.
     pub fn dispatches(&self) -> usize {
         self.dispatches
+    }
+
+    /// When profiling, writes the stamp that closes the op just recorded (`label`), and the
+    /// opening stamp first if this is the first op.
+    fn stamp(&mut self, label: impl FnOnce() -> String) {
+        let first = match &self.timing {
+            Some(t) if !t.failed => t.pools.is_empty(),
+            _ => return,
+        };
+        let done =
+            (if first { self.write_stamp() } else { Ok(()) }).and_then(|_| self.write_stamp());
+        if let Some(t) = &mut self.timing {
+            match done {
+                Ok(()) => t.labels.push(label()),
+                Err(_) => t.failed = true,
+            }
+        }
+    }
+
+    fn write_stamp(&mut self) -> Result<(), VulkanError> {
+        let Some(t) = &mut self.timing else {
+            return Ok(());
+        };
+        let d = &self.vk.ctx.device;
+        // SAFETY: the pools are this recorder's own, reset in the command buffer before their
+        // first stamp, and destroyed in Drop after the work is done or discarded.
+        unsafe {
+            if t.used == STAMPS_PER_POOL {
+                let pool = d
+                    .create_query_pool(
+                        &vk::QueryPoolCreateInfo::default()
+                            .query_type(vk::QueryType::TIMESTAMP)
+                            .query_count(STAMPS_PER_POOL),
+                        None,
+                    )
+                    .map_err(api("vkCreateQueryPool"))?;
+                t.pools.push(pool);
+                t.used = 0;
+                d.cmd_reset_query_pool(self.cmd, pool, 0, STAMPS_PER_POOL);
+            }
+            let pool = *t.pools.last().expect("a pool was just made");
+            d.cmd_write_timestamp(
+                self.cmd,
+                vk::PipelineStageFlags::BOTTOM_OF_PIPE,
+                pool,
+                t.used,
+            );
+        }
+        t.used += 1;
+        Ok(())
+    }
+
+    /// After the work ran: each op's device time into the process's profile.
+    fn gather(&mut self) -> Result<(), VulkanError> {
+        let Some(t) = self.timing.as_ref().filter(|t| !t.failed) else {
+            return Ok(());
+        };
+        let d = &self.vk.ctx.device;
+        let mut stamps = Vec::with_capacity(t.labels.len() + 1);
+        for (i, &pool) in t.pools.iter().enumerate() {
+            let n = if i + 1 == t.pools.len() {
+                t.used
+            } else {
+                STAMPS_PER_POOL
+            };
+            let mut part = vec![0u64; n as usize];
+            // SAFETY: the fence was waited on, so every stamp written is available.
+            unsafe {
+                d.get_query_pool_results(
+                    pool,
+                    0,
+                    &mut part,
+                    vk::QueryResultFlags::TYPE_64 | vk::QueryResultFlags::WAIT,
+                )
+            }
+            .map_err(api("vkGetQueryPoolResults"))?;
+            stamps.extend(part);
+        }
+        for (label, w) in t.labels.iter().zip(stamps.windows(2)) {
+            let ticks = w[1].wrapping_sub(w[0]);
+            super::profile::add(label, ticks as f64 * f64::from(t.period) * 1e-9);
+        }
+        Ok(())
     }
 
     fn descriptor_set(
@@ -217,6 +328,7 @@ impl<'a> Recorder<'a> {
         }
         self.used.push(p);
         self.dispatches += 1;
+        self.stamp(|| format!("{shader:?}"));
         Ok(())
     }
 
@@ -235,6 +347,7 @@ impl<'a> Recorder<'a> {
                 .cmd_copy_buffer(self.cmd, src.buffer, dst.buffer, &[region]);
             self.barrier();
         }
+        self.stamp(|| "copy".to_string());
     }
 
     /// Makes every earlier shader or transfer write visible to every later read or write.
@@ -295,7 +408,7 @@ impl<'a> Recorder<'a> {
             }
         }
         self.used.clear();
-        Ok(())
+        self.gather()
     }
 }
 
@@ -307,6 +420,9 @@ impl Drop for Recorder<'_> {
         unsafe {
             for p in self.pools.drain(..) {
                 ctx.device.destroy_descriptor_pool(p, None);
+            }
+            for p in self.timing.iter_mut().flat_map(|t| t.pools.drain(..)) {
+                ctx.device.destroy_query_pool(p, None);
             }
             ctx.device.destroy_command_pool(self.command_pool, None);
         }
