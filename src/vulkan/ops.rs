@@ -92,6 +92,19 @@ fn out_block(
     u32_of(op, "output width", y_width).map(|_| ())
 }
 
+/// A product's shape: `rows x cols` weights, `n_tok` tokens, output columns from `y_col` in
+/// rows of `y_width`; `step` values make one step of the shader's row loop (1 for the float
+/// shaders, a 32-value block for the integer ones).
+#[derive(Clone, Copy)]
+struct ProductShape {
+    rows: usize,
+    cols: usize,
+    n_tok: usize,
+    y_col: usize,
+    y_width: usize,
+    step: u32,
+}
+
 /// A grid of `n` workgroups folded to fit x.
 pub(super) fn fold(n: u32) -> [u32; 3] {
     let x = n.clamp(1, MAX_X);
@@ -154,7 +167,6 @@ impl<'a> Recorder<'a> {
         y_width: usize,
     ) -> Result<(), VulkanError> {
         const OP: &str = "mul_mat";
-        out_block(OP, rows, y_col, y_width)?;
         // The shader works in 32-value chunks (a K-quant super-block is eight of them); F32 and
         // F16 rows may end in a part chunk.
         let float = matches!(ty, GgmlType::F32 | GgmlType::F16);
@@ -164,29 +176,16 @@ impl<'a> Recorder<'a> {
                 detail: format!("{cols} columns are not whole 32-value chunks of {ty} blocks"),
             });
         }
-        let row_bytes = cols / ty.block_size() * ty.type_size();
-        need(OP, "the weight buffer", w, (rows * row_bytes) as u64)?;
         need(OP, "the input buffer", x, (n_tok * cols * 4) as u64)?;
-        need(OP, "the output buffer", y, (n_tok * y_width * 4) as u64)?;
-        let (rows32, cols32, n32) = (
-            u32_of(OP, "rows", rows)?,
-            u32_of(OP, "cols", cols)?,
-            u32_of(OP, "tokens", n_tok)?,
-        );
-        let push = words(&[
-            rows32,
-            cols32,
-            n32,
-            0,
-            row_bytes as u32,
-            0,
-            cols32,
-            y_col as u32,
-            y_width as u32,
-        ]);
-        let mut groups = fold(rows32);
-        groups[2] = n32.div_ceil(MUL_MAT_TILE);
-        self.dispatch(Shader::MulMat(ty), &[w, x, y], &push, groups)
+        let shape = ProductShape {
+            rows,
+            cols,
+            n_tok,
+            y_col,
+            y_width,
+            step: 1,
+        };
+        self.product(OP, Shader::MulMat(ty), w, ty, x, y, shape)
     }
 
     /// [`Recorder::mul_mat`] of quantized weights ([`super::MUL_MAT_Q8_TYPES`]) with the
@@ -273,7 +272,6 @@ impl<'a> Recorder<'a> {
         y_width: usize,
     ) -> Result<(), VulkanError> {
         const OP: &str = "mul_mat_q8";
-        out_block(OP, rows, y_col, y_width)?;
         if !super::MUL_MAT_Q8_TYPES.contains(&ty) {
             return Err(VulkanError::Invalid {
                 op: OP,
@@ -286,19 +284,44 @@ impl<'a> Recorder<'a> {
                 detail: format!("{cols} columns are not whole {ty} blocks"),
             });
         }
-        let row_bytes = cols / ty.block_size() * ty.type_size();
-        need(OP, "the weight buffer", w, (rows * row_bytes) as u64)?;
         need(
             OP,
             "the scratch buffer",
             scratch,
             q8_scratch_bytes(cols, n_tok),
         )?;
-        need(OP, "the output buffer", y, (n_tok * y_width * 4) as u64)?;
+        let shape = ProductShape {
+            rows,
+            cols,
+            n_tok,
+            y_col,
+            y_width,
+            step: 32,
+        };
+        self.product(OP, Shader::MulMatQ8(ty), w, ty, scratch, y, shape)
+    }
+
+    /// What the float and integer products share once their input is checked: the weight and
+    /// output checks, the push constants and one workgroup per weight row by tiles of tokens.
+    #[allow(clippy::too_many_arguments)]
+    fn product(
+        &mut self,
+        op: &'static str,
+        shader: Shader,
+        w: &'a Buffer,
+        ty: GgmlType,
+        input: &'a Buffer,
+        y: &'a Buffer,
+        s: ProductShape,
+    ) -> Result<(), VulkanError> {
+        out_block(op, s.rows, s.y_col, s.y_width)?;
+        let row_bytes = s.cols / ty.block_size() * ty.type_size();
+        need(op, "the weight buffer", w, (s.rows * row_bytes) as u64)?;
+        need(op, "the output buffer", y, (s.n_tok * s.y_width * 4) as u64)?;
         let (rows32, cols32, n32) = (
-            u32_of(OP, "rows", rows)?,
-            u32_of(OP, "cols", cols)?,
-            u32_of(OP, "tokens", n_tok)?,
+            u32_of(op, "rows", s.rows)?,
+            u32_of(op, "cols", s.cols)?,
+            u32_of(op, "tokens", s.n_tok)?,
         );
         let push = words(&[
             rows32,
@@ -307,13 +330,13 @@ impl<'a> Recorder<'a> {
             0,
             row_bytes as u32,
             0,
-            cols32 / 32,
-            y_col as u32,
-            y_width as u32,
+            cols32 / s.step,
+            s.y_col as u32,
+            s.y_width as u32,
         ]);
         let mut groups = fold(rows32);
         groups[2] = n32.div_ceil(MUL_MAT_TILE);
-        self.dispatch(Shader::MulMatQ8(ty), &[w, scratch, y], &push, groups)
+        self.dispatch(shader, &[w, input, y], &push, groups)
     }
 
     /// RMSNorm of `n_rows` rows of `width` in `x`, in place, with weight `w` (`width` f32).
@@ -611,10 +634,26 @@ impl<'a> Recorder<'a> {
         row: usize,
         f32_cache: bool,
     ) -> Result<(), VulkanError> {
-        const OP: &str = "attention";
+        self.attention_as("attention", q, k, v, out, s, row, f32_cache)
+    }
+
+    /// [`Recorder::attention_cached`], its errors naming `op`: the text's attention over a
+    /// cache and the vision encoder's over f32 keys share the shaders' checks and constants.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn attention_as(
+        &mut self,
+        op: &'static str,
+        q: &'a Buffer,
+        k: &'a Buffer,
+        v: &'a Buffer,
+        out: &'a Buffer,
+        s: AttentionShape,
+        row: usize,
+        f32_cache: bool,
+    ) -> Result<(), VulkanError> {
         if s.head_dim == 0 || s.head_dim > 256 || !s.head_dim.is_multiple_of(2) {
             return Err(VulkanError::Invalid {
-                op: OP,
+                op,
                 detail: format!(
                     "head_dim {} (the shader takes even widths up to 256)",
                     s.head_dim
@@ -623,7 +662,7 @@ impl<'a> Recorder<'a> {
         }
         if s.n_kv_head == 0 || !s.n_head.is_multiple_of(s.n_kv_head) {
             return Err(VulkanError::Invalid {
-                op: OP,
+                op,
                 detail: format!(
                     "{} query heads are not groups of {} key/value heads",
                     s.n_head, s.n_kv_head
@@ -636,7 +675,7 @@ impl<'a> Recorder<'a> {
         };
         if s.n_kv == 0 || (matches!(s.mask, Mask::Causal { .. }) && first + s.n_rows > s.n_kv) {
             return Err(VulkanError::Invalid {
-                op: OP,
+                op,
                 detail: format!(
                     "{} rows from position {first} against {} cached keys",
                     s.n_rows, s.n_kv
@@ -644,17 +683,17 @@ impl<'a> Recorder<'a> {
             });
         }
         let w = s.n_head * s.head_dim;
-        need(OP, "the queries", q, ((row + s.n_rows) * w * 4) as u64)?;
-        need(OP, "the output", out, ((row + s.n_rows) * w * 4) as u64)?;
-        let at = u32_of(OP, "query offset", row * w)?;
+        need(op, "the queries", q, ((row + s.n_rows) * w * 4) as u64)?;
+        need(op, "the output", out, ((row + s.n_rows) * w * 4) as u64)?;
+        let at = u32_of(op, "query offset", row * w)?;
         let elem = if f32_cache { 4 } else { 2 };
         let kv_bytes = (s.n_kv * s.n_kv_head * s.head_dim * elem) as u64;
-        need(OP, "the key cache", k, kv_bytes)?;
-        need(OP, "the value cache", v, kv_bytes)?;
-        let rows = u32_of(OP, "rows", s.n_rows)?;
+        need(op, "the keys", k, kv_bytes)?;
+        need(op, "the values", v, kv_bytes)?;
+        let rows = u32_of(op, "rows", s.n_rows)?;
         let push = words(&[
             rows,
-            u32_of(OP, "keys", s.n_kv)?,
+            u32_of(op, "keys", s.n_kv)?,
             s.n_head as u32,
             s.n_kv_head as u32,
             s.head_dim as u32,
@@ -664,7 +703,7 @@ impl<'a> Recorder<'a> {
             0,
             (s.n_kv_head * s.head_dim) as u32,
             matches!(s.mask, Mask::Causal { .. }) as u32,
-            u32_of(OP, "first", first)?,
+            u32_of(op, "first", first)?,
             (1.0 / (s.head_dim as f32).sqrt()).to_bits(),
         ]);
         let shader = if f32_cache {

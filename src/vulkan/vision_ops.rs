@@ -192,24 +192,6 @@ impl<'a> Recorder<'a> {
         s: AttentionShape,
     ) -> Result<(), VulkanError> {
         const OP: &str = "attention_f32";
-        if s.head_dim == 0 || s.head_dim > 256 || !s.head_dim.is_multiple_of(2) {
-            return Err(invalid(
-                OP,
-                format!(
-                    "head_dim {} (the shader takes even widths up to 256)",
-                    s.head_dim
-                ),
-            ));
-        }
-        if s.n_kv_head == 0 || !s.n_head.is_multiple_of(s.n_kv_head) {
-            return Err(invalid(
-                OP,
-                format!(
-                    "{} query heads are not groups of {} key/value heads",
-                    s.n_head, s.n_kv_head
-                ),
-            ));
-        }
         if s.mask != super::Mask::None || s.n_kv == 0 {
             return Err(invalid(
                 OP,
@@ -219,32 +201,7 @@ impl<'a> Recorder<'a> {
                 ),
             ));
         }
-        let (w, kvw) = (s.n_head * s.head_dim, s.n_kv_head * s.head_dim);
-        need(OP, "the queries", q, (s.n_rows * w * 4) as u64)?;
-        need(OP, "the output", out, (s.n_rows * w * 4) as u64)?;
-        need(OP, "the keys", k, (s.n_kv * kvw * 4) as u64)?;
-        need(OP, "the values", v, (s.n_kv * kvw * 4) as u64)?;
-        let rows = u32_of(OP, "rows", s.n_rows)?;
-        let push = words(&[
-            rows,
-            u32_of(OP, "keys", s.n_kv)?,
-            s.n_head as u32,
-            s.n_kv_head as u32,
-            s.head_dim as u32,
-            0,
-            w as u32,
-            0,
-            0,
-            kvw as u32,
-            0,
-            0,
-            (1.0 / (s.head_dim as f32).sqrt()).to_bits(),
-        ]);
-        self.dispatch(
-            Shader::Vision(VisionShader::AttentionKvF32),
-            &[q, k, v, out],
-            &push,
-            [s.n_head as u32, rows, 1],
-        )
+        // The text's attention with every key visible and an f32 cache is this one.
+        self.attention_as(OP, q, k, v, out, s, 0, true)
     }
 }
