@@ -76,6 +76,18 @@ pub(super) fn need(
     u32_of(op, what, (bytes / 4) as usize).map(|_| ())
 }
 
+/// Checks that `x` holds `n_rows` rows of `width` f32 values; both as the shaders' u32s.
+pub(super) fn rows_of(
+    op: &'static str,
+    what: &str,
+    x: &Buffer,
+    width: usize,
+    n_rows: usize,
+) -> Result<(u32, u32), VulkanError> {
+    need(op, what, x, (width * n_rows * 4) as u64)?;
+    Ok((u32_of(op, "width", width)?, u32_of(op, "rows", n_rows)?))
+}
+
 /// Output columns `y_col..y_col + rows` must lie within rows of `y_width` values.
 fn out_block(
     op: &'static str,
@@ -378,9 +390,8 @@ impl<'a> Recorder<'a> {
         eps: f32,
     ) -> Result<(), VulkanError> {
         const OP: &str = "norm";
-        need(OP, "the rows", x, (width * n_rows * 4) as u64)?;
+        let (w32, n32) = rows_of(OP, "the rows", x, width, n_rows)?;
         need(OP, "the weight", w, (width * 4) as u64)?;
-        let (w32, n32) = (u32_of(OP, "width", width)?, u32_of(OP, "rows", n_rows)?);
         let push = words(&[w32, n32, 0, w32, eps.to_bits()]);
         self.dispatch(shader, &[x, w, b], &push, fold(n32))
     }
@@ -584,8 +595,7 @@ impl<'a> Recorder<'a> {
         n_rows: usize,
     ) -> Result<(), VulkanError> {
         const OP: &str = "softmax";
-        need(OP, "the rows", x, (width * n_rows * 4) as u64)?;
-        let (w32, n32) = (u32_of(OP, "width", width)?, u32_of(OP, "rows", n_rows)?);
+        let (w32, n32) = rows_of(OP, "the rows", x, width, n_rows)?;
         self.dispatch(
             Shader::Softmax,
             &[x],

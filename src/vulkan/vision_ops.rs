@@ -5,7 +5,7 @@
 
 use super::buffer::Buffer;
 use super::error::VulkanError;
-use super::ops::{fold, need, u32_of, words, AttentionShape};
+use super::ops::{fold, need, rows_of, u32_of, words, AttentionShape};
 use super::recorder::Recorder;
 use super::shaders::{spv, Shader, Variant, WG};
 use crate::dtype::GgmlType;
@@ -165,11 +165,10 @@ impl<'a> Recorder<'a> {
         eps: f32,
     ) -> Result<(), VulkanError> {
         const OP: &str = "residual_layer_norm";
-        need(OP, "the residual rows", x, (width * n_rows * 4) as u64)?;
+        let (w32, n32) = rows_of(OP, "the residual rows", x, width, n_rows)?;
         need(OP, "the hidden rows", h, (width * n_rows * 4) as u64)?;
         need(OP, "the weight", w, (width * 4) as u64)?;
         need(OP, "the bias", b, (width * 4) as u64)?;
-        let (w32, n32) = (u32_of(OP, "width", width)?, u32_of(OP, "rows", n_rows)?);
         let push = words(&[w32, n32, u32::from(add), eps.to_bits()]);
         self.dispatch(
             Shader::Vision(VisionShader::ResidualLayerNorm),
