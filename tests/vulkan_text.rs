@@ -12,9 +12,6 @@
 
 mod common;
 
-use std::io::Write;
-use std::sync::Once;
-
 use common::fixtures::{
     assert_answers_like_reference, convert_case, fixture_metas, fixture_request,
     TEXT_CASES as CASES,
@@ -28,30 +25,13 @@ use llava_edge::backend::vulkan::Vulkan;
 use llava_edge::gguf::GgufFile;
 use llava_edge::text::{KvType, Logits, TextError, TextModel};
 use llava_edge::threadpool::ThreadPool;
-use llava_edge::vulkan::VulkanError;
 
 const F16_CACHE: f32 = 4.0 * 4.9e-4;
 
 /// The device as a backend with `budget` bytes, or None (after one line) where there is no
 /// Vulkan at all.
 fn device(budget: Option<u64>) -> Option<Vulkan> {
-    static SAID: Once = Once::new();
-    match llava_edge::vulkan::Vulkan::new(None) {
-        Ok(v) => Some(Vulkan::new(v, budget)),
-        Err(e @ (VulkanError::Loader { .. } | VulkanError::NoDevice { .. })) => {
-            if std::env::var("LLAVA_EDGE_REQUIRE_VULKAN").as_deref() == Ok("1") {
-                panic!("LLAVA_EDGE_REQUIRE_VULKAN=1 but {e}");
-            }
-            SAID.call_once(|| {
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "skipping the Vulkan text tests: no Vulkan device on this machine"
-                );
-            });
-            None
-        }
-        Err(e) => panic!("opening Vulkan: {e}"),
-    }
+    common::vulkan::open_or_skip("text ").map(|v| Vulkan::new(v, budget))
 }
 
 struct Fixture {

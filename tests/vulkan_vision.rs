@@ -10,9 +10,8 @@
 
 mod common;
 
-use std::io::Write;
 use std::path::PathBuf;
-use std::sync::{Once, OnceLock};
+use std::sync::OnceLock;
 
 use common::bounds::{assert_layer_norm_close, U};
 use common::fixtures::{
@@ -38,27 +37,7 @@ use rand::{Rng, SeedableRng};
 
 /// The shared device, or None (after one line saying why) where there is no Vulkan at all.
 fn device() -> Option<&'static Vulkan> {
-    static DEVICE: OnceLock<Option<Vulkan>> = OnceLock::new();
-    static SAID: Once = Once::new();
-    let dev = DEVICE.get_or_init(|| match Vulkan::new(None) {
-        Ok(v) => Some(v),
-        Err(e @ (VulkanError::Loader { .. } | VulkanError::NoDevice { .. })) => {
-            if std::env::var("LLAVA_EDGE_REQUIRE_VULKAN").as_deref() == Ok("1") {
-                panic!("LLAVA_EDGE_REQUIRE_VULKAN=1 but {e}");
-            }
-            None
-        }
-        Err(e) => panic!("opening Vulkan: {e}"),
-    });
-    if dev.is_none() {
-        SAID.call_once(|| {
-            let _ = writeln!(
-                std::io::stderr(),
-                "skipping the Vulkan vision tests: no Vulkan device on this machine"
-            );
-        });
-    }
-    dev.as_ref()
+    common::vulkan::shared_device("vision ")
 }
 
 /// A fixture case and its mmproj written as F32 and as F16.

@@ -7,6 +7,8 @@ pub mod hf_text;
 pub mod hf_vision;
 pub mod npy;
 pub mod safetensors;
+#[cfg(feature = "vulkan")]
+pub mod vulkan;
 
 use std::path::PathBuf;
 
