@@ -12,15 +12,11 @@
 
 mod common;
 
-use common::fixtures::{
-    assert_answers_like_reference, convert_case, fixture_metas, fixture_request,
-    TEXT_CASES as CASES,
-};
+use common::fixtures::TEXT_CASES as CASES;
 use common::hf_text::write_text_gguf;
 use common::npy::{fixtures_dir, read};
 use common::rel_err;
 use common::TempDir;
-use gguf_tools::convert::OutType;
 use llava_edge::backend::vulkan::Vulkan;
 use llava_edge::gguf::GgufFile;
 use llava_edge::text::{KvType, Logits, TextError, TextModel};
@@ -137,12 +133,13 @@ fn check_steps(
     (worst, checked)
 }
 
-#[test]
-fn every_text_fixture_on_vulkan_matches_transformers() {
+/// Every fixture's text model wholly on the device with a `ty` cache against transformers:
+/// prompt and step logits within `bound`, the greedy token equal wherever `must_agree`.
+fn every_fixture_on_vulkan(tag: &str, ty: KvType, bound: f32, must_agree: fn(&[f32], f32) -> bool) {
     if device(None).is_none() {
         return;
     }
-    let tmp = TempDir::new("vk-text");
+    let tmp = TempDir::new(tag);
     let pool = ThreadPool::new(2);
     for case in CASES {
         let path = tmp.path(&format!("{case}.gguf"));
@@ -154,18 +151,23 @@ fn every_text_fixture_on_vulkan_matches_transformers() {
         assert!(placed.output_on_device, "{case}");
         let fx = fixture(case);
         let vocab = model.config.n_vocab;
-        let (prompt, steps) = run(&model, &fx, KvType::F16, &pool);
-        let worst = check_prompt(case, &prompt, &fx, vocab, F16_CACHE);
-        let (worst_step, checked) = check_steps(case, &steps, &fx, vocab, F16_CACHE, decisive);
-        let worst = worst.max(worst_step);
+        let (prompt, steps) = run(&model, &fx, ty, &pool);
+        let worst = check_prompt(case, &prompt, &fx, vocab, bound);
+        let (worst_step, checked) = check_steps(case, &steps, &fx, vocab, bound, must_agree);
         println!(
-            "{case}: Vulkan ({}), {} prompt tokens, worst relative logit error {worst:e}, \
-             {checked}/{} greedy tokens decisive and equal",
+            "{case}: Vulkan ({}), {ty:?} cache, {} prompt tokens, worst relative logit error \
+             {:e}, {checked}/{} greedy tokens compared and equal",
             placed.device.unwrap_or_default(),
             fx.ids.len(),
+            worst.max(worst_step),
             steps.len()
         );
     }
+}
+
+#[test]
+fn every_text_fixture_on_vulkan_matches_transformers() {
+    every_fixture_on_vulkan("vk-text", KvType::F16, F16_CACHE, decisive);
 }
 
 /// With an f32 cache on the device (the `KV_F32` attention, stores by plain copies) nothing is
@@ -174,25 +176,7 @@ fn every_text_fixture_on_vulkan_matches_transformers() {
 /// precision add ~1e-6), and every greedy token is equal.
 #[test]
 fn an_f32_cache_on_vulkan_matches_transformers_as_the_cpu_does() {
-    if device(None).is_none() {
-        return;
-    }
-    let tmp = TempDir::new("vk-f32kv");
-    let pool = ThreadPool::new(2);
-    for case in CASES {
-        let path = tmp.path(&format!("{case}.gguf"));
-        write_text_gguf(&fixtures_dir().join(case), &path);
-        let f = GgufFile::open(&path).unwrap();
-        let mut model = TextModel::load(&f).unwrap();
-        model.offload(device(None).unwrap(), usize::MAX).unwrap();
-        let fx = fixture(case);
-        let vocab = model.config.n_vocab;
-        let (prompt, steps) = run(&model, &fx, KvType::F32, &pool);
-        let worst = check_prompt(case, &prompt, &fx, vocab, 1e-4);
-        let (worst_step, _) = check_steps(case, &steps, &fx, vocab, 1e-4, |_, _| true);
-        let worst = worst.max(worst_step);
-        println!("{case}: Vulkan, f32 cache: worst relative logit error {worst:e}, 8 greedy tokens equal");
-    }
+    every_fixture_on_vulkan("vk-f32kv", KvType::F32, 1e-4, |_, _| true);
 }
 
 /// A matrix larger than one device buffer may be (lavapipe's 128 MiB: a 0.5B model's tied
@@ -536,35 +520,10 @@ fn run_on_vulkan_through_the_command_line_gives_the_cpu_reply() {
 /// first end-of-generation token (tests/pipeline_fixtures.rs, on the device).
 #[test]
 fn every_pipeline_fixture_answers_like_transformers_on_vulkan() {
-    use llava_edge::load::{Device, LoadOptions, ModelFiles};
     if device(None).is_none() {
         return;
     }
-    let tmp = TempDir::new("vk-pipeline");
-    let mut checked = 0;
-    for case in CASES {
-        let (_, tp, vp) = convert_case(&tmp, case, "", OutType::F32);
-        let opts = LoadOptions {
-            mmproj: Some(vp),
-            device: Some(Device::Vulkan),
-            ..LoadOptions::new(tp)
-        };
-        let pool = ThreadPool::new(2);
-        let files = ModelFiles::open(&opts, &pool).unwrap();
-        let p = files.pipeline(&opts, pool).unwrap().pipeline;
-        assert_eq!(
-            p.text.placement().device_layers,
-            p.text.config.n_layer,
-            "{case}"
-        );
-        assert!(p.vision.as_ref().unwrap().device().is_some(), "{case}");
-        for (fx, meta) in fixture_metas(&fixtures_dir().join(case)) {
-            let req = fixture_request(&meta, &tmp.path(&format!("{case}-frames")));
-            let mut cache = p.text.try_new_cache(2048, KvType::F16).unwrap();
-            assert_answers_like_reference(&p, &fx, &req, &mut cache);
-            checked += 1;
-        }
-    }
+    let checked = common::vulkan::pipeline_fixtures_on_vulkan("vk-pipeline", &CASES, |_| true);
     println!("{checked} pipeline fixtures on Vulkan: prompt ids and greedy tokens equal");
     assert!(checked >= 20, "{checked} fixtures");
 }

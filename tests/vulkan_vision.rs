@@ -14,14 +14,10 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use common::bounds::{assert_layer_norm_close, U};
-use common::fixtures::{
-    assert_answers_like_reference, convert_case, fixture_metas, fixture_request, AnyresCase,
-    VisionFixture, ANYRES_CASES, TEXT_CASES,
-};
+use common::fixtures::{fixture_metas, AnyresCase, VisionFixture, ANYRES_CASES, TEXT_CASES};
 use common::hf_vision::{write_mmproj_gguf, write_mmproj_gguf_as};
 use common::npy::{fixtures_dir, read};
 use common::{pair, rel_err, TempDir};
-use gguf_tools::convert::OutType;
 use llava_edge::backend::vulkan::Vulkan as VkBackend;
 use llava_edge::backend::Backend;
 use llava_edge::dtype::GgmlType;
@@ -609,43 +605,18 @@ fn offload_past_the_memory_budget_is_an_error_and_keeps_the_cpu() {
 /// mixed shapes, and video.
 #[test]
 fn every_multimodal_fixture_answers_like_transformers_with_everything_on_vulkan() {
-    use llava_edge::load::{Device, LoadOptions, ModelFiles};
-    use llava_edge::text::KvType;
     if device().is_none() {
         return;
     }
-    let tmp = TempDir::new("vk-vision-pipeline");
-    let mut checked = 0;
-    for case in TEXT_CASES.iter().chain(&["llava_ov_mixed"]) {
-        let (_, tp, vp) = convert_case(&tmp, case, "", OutType::F32);
-        let opts = LoadOptions {
-            mmproj: Some(vp),
-            device: Some(Device::Vulkan),
-            ..LoadOptions::new(tp)
-        };
-        let pool = ThreadPool::new(2);
-        let files = ModelFiles::open(&opts, &pool).unwrap();
-        let p = files.pipeline(&opts, pool).unwrap().pipeline;
-        assert_eq!(
-            p.text.placement().device_layers,
-            p.text.config.n_layer,
-            "{case}"
-        );
-        // `--device vulkan` puts the vision encoder on the device with the text layers.
-        assert!(
-            p.vision.as_ref().unwrap().device().is_some(),
-            "{case}: the vision encoder stayed on the CPU"
-        );
-        for (fx, meta) in fixture_metas(&fixtures_dir().join(case)) {
-            if meta["kind"] == "text" {
-                continue;
-            }
-            let req = fixture_request(&meta, &tmp.path(&format!("{case}-frames")));
-            let mut cache = p.text.try_new_cache(2048, KvType::F16).unwrap();
-            assert_answers_like_reference(&p, &fx, &req, &mut cache);
-            checked += 1;
-        }
-    }
+    let cases: Vec<&str> = TEXT_CASES
+        .iter()
+        .chain(&["llava_ov_mixed"])
+        .copied()
+        .collect();
+    let checked =
+        common::vulkan::pipeline_fixtures_on_vulkan("vk-vision-pipeline", &cases, |meta| {
+            meta["kind"] != "text"
+        });
     println!("{checked} multimodal fixtures with vision and text on Vulkan: greedy tokens equal");
     assert!(checked >= 25, "{checked} fixtures");
 }

@@ -35,3 +35,52 @@ pub fn shared_device(what: &str) -> Option<&'static Vulkan> {
     static DEVICE: OnceLock<Option<Vulkan>> = OnceLock::new();
     DEVICE.get_or_init(|| open_or_skip(what)).as_ref()
 }
+
+/// Each converted checkpoint of `cases` loaded as `--device vulkan` loads it (every text layer
+/// and the vision encoder on the device), answering each of its fixtures that `take` accepts
+/// as transformers does (prompt ids, greedy tokens up to end-of-generation); returns how many
+/// fixtures were checked.
+pub fn pipeline_fixtures_on_vulkan(
+    tag: &str,
+    cases: &[&str],
+    take: impl Fn(&serde_json::Value) -> bool,
+) -> usize {
+    use super::fixtures::{
+        assert_answers_like_reference, convert_case, fixture_metas, fixture_request,
+    };
+    use llava_edge::load::{Device, LoadOptions, ModelFiles};
+    use llava_edge::text::KvType;
+    use llava_edge::threadpool::ThreadPool;
+    let tmp = super::TempDir::new(tag);
+    let mut checked = 0;
+    for &case in cases {
+        let (_, tp, vp) = convert_case(&tmp, case, "", gguf_tools::convert::OutType::F32);
+        let opts = LoadOptions {
+            mmproj: Some(vp),
+            device: Some(Device::Vulkan),
+            ..LoadOptions::new(tp)
+        };
+        let pool = ThreadPool::new(2);
+        let files = ModelFiles::open(&opts, &pool).unwrap();
+        let p = files.pipeline(&opts, pool).unwrap().pipeline;
+        assert_eq!(
+            p.text.placement().device_layers,
+            p.text.config.n_layer,
+            "{case}"
+        );
+        assert!(
+            p.vision.as_ref().unwrap().device().is_some(),
+            "{case}: the vision encoder stayed on the CPU"
+        );
+        for (fx, meta) in fixture_metas(&super::npy::fixtures_dir().join(case)) {
+            if !take(&meta) {
+                continue;
+            }
+            let req = fixture_request(&meta, &tmp.path(&format!("{case}-frames")));
+            let mut cache = p.text.try_new_cache(2048, KvType::F16).unwrap();
+            assert_answers_like_reference(&p, &fx, &req, &mut cache);
+            checked += 1;
+        }
+    }
+    checked
+}
