@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::bounds::{assert_layer_norm_close, U};
+use common::bounds::{assert_layer_norm_close, attention_tols, U};
 use llava_edge::dtype::GgmlType;
 use llava_edge::kernels::KvRef;
 use llava_edge::ops;
@@ -653,26 +653,8 @@ fn check_attention(vk: &Vulkan, s: AttentionShape, seed: u64) {
                             .sum::<f64>(),
                 );
             }
-            let m = sc.iter().cloned().fold(f64::MIN, f64::max);
-            let p: Vec<f64> = sc.iter().map(|s| (s - m).exp()).collect();
-            let l: f64 = p.iter().sum();
-            // A score is within (d + 2) roundings of its products' magnitude on each side; a
-            // weight e^(s - max) within that plus exp's (3 + 2|s - max|) ulp (Vulkan; the
-            // CPU's ~2) and the subtraction's |s - max|; normalising doubles the worst. The
-            // output, a weighted mean of the values, then carries that relative error of its
-            // weighted magnitude, plus the running sums' roundings over the keys and tiles.
-            let eps = 2.0
-                * (0..seen)
-                    .map(|j| {
-                        2.0 * (d + 2) as f64 * U * dmag[j] + (6.0 + 3.0 * (sc[j] - m).abs()) * U
-                    })
-                    .fold(0.0, f64::max);
-            let acc = (2 * seen + 2 * seen.div_ceil(64) + 10) as f64 * U;
-            for i in 0..d {
-                let mag: f64 = (0..seen)
-                    .map(|j| p[j] / l * vf[j * kvw + g * d + i].abs())
-                    .sum();
-                let tol = mag * (eps + acc);
+            let tols = attention_tols(&sc, &dmag, d, |j, i| vf[j * kvw + g * d + i]);
+            for (i, &tol) in tols.iter().enumerate() {
                 let (gv, wv) = (got[r * w + h * d + i], want[h * d + i]);
                 assert!(
                     ((gv - wv) as f64).abs() <= tol,

@@ -13,7 +13,7 @@ mod common;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use common::bounds::{assert_layer_norm_close, U};
+use common::bounds::{assert_layer_norm_close, attention_tols, U};
 use common::fixtures::{fixture_metas, AnyresCase, VisionFixture, ANYRES_CASES, TEXT_CASES};
 use common::hf_vision::{write_mmproj_gguf, write_mmproj_gguf_as};
 use common::npy::{fixtures_dir, read};
@@ -277,25 +277,9 @@ fn full_attention_over_f32_keys_matches_the_cpu() {
                     sc.push(scale * dot);
                     dmag.push(scale * mag);
                 }
-                let m = sc.iter().cloned().fold(f64::MIN, f64::max);
-                let p: Vec<f64> = sc.iter().map(|s| (s - m).exp()).collect();
-                let l: f64 = p.iter().sum();
-                // As tests/vulkan_ops.rs derives it for the F16 cache: scores within (d + 2)
-                // roundings of their magnitude on each side, exp's (3 + 2|s - max|) ulp on the
-                // device (~2 on the CPU) and the subtraction's, doubled by normalising; the
-                // output then carries that relative error of its weighted magnitude plus the
-                // running sums' roundings over keys and tiles.
-                let eps = 2.0
-                    * (0..n)
-                        .map(|j| {
-                            2.0 * (hd + 2) as f64 * U * dmag[j]
-                                + (6.0 + 3.0 * (sc[j] - m).abs()) * U
-                        })
-                        .fold(0.0, f64::max);
-                let acc = (2 * n + 2 * n.div_ceil(64) + 10) as f64 * U;
-                for i in 0..hd {
-                    let mag: f64 = (0..n).map(|j| p[j] / l * at(&v, j, i).abs()).sum();
-                    let tol = mag * (eps + acc);
+                // The bound tests/vulkan_ops.rs uses for the F16 cache (tests/common/bounds.rs).
+                let tols = attention_tols(&sc, &dmag, hd, |j, i| at(&v, j, i));
+                for (i, &tol) in tols.iter().enumerate() {
                     let (gv, wv) = (got[r * w + h * hd + i], want[r * w + h * hd + i]);
                     assert!(
                         ((gv - wv) as f64).abs() <= tol,

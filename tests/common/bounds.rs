@@ -37,3 +37,35 @@ pub fn assert_layer_norm_close(
         }
     }
 }
+
+/// Per output dimension, the bound on one attention head's row against the reference, from its
+/// `scores` (scaled, in f64), their dot products' magnitudes `dmag` (scaled the same),
+/// `head_dim` and the values (`value(key, dim)`). A score is within (d + 2) roundings of its
+/// products' magnitude on each side; a weight e^(s - max) within that plus exp's
+/// (3 + 2|s - max|) ulp (Vulkan; the CPU's ~2) and the subtraction's |s - max|; normalising
+/// doubles the worst. The output, a weighted mean of the values, then carries that relative
+/// error of its weighted magnitude, plus the running sums' roundings over the keys and tiles.
+pub fn attention_tols(
+    scores: &[f64],
+    dmag: &[f64],
+    head_dim: usize,
+    value: impl Fn(usize, usize) -> f64,
+) -> Vec<f64> {
+    let n = scores.len();
+    let m = scores.iter().cloned().fold(f64::MIN, f64::max);
+    let p: Vec<f64> = scores.iter().map(|s| (s - m).exp()).collect();
+    let l: f64 = p.iter().sum();
+    let eps = 2.0
+        * (0..n)
+            .map(|j| {
+                2.0 * (head_dim + 2) as f64 * U * dmag[j] + (6.0 + 3.0 * (scores[j] - m).abs()) * U
+            })
+            .fold(0.0, f64::max);
+    let acc = (2 * n + 2 * n.div_ceil(64) + 10) as f64 * U;
+    (0..head_dim)
+        .map(|i| {
+            let mag: f64 = (0..n).map(|j| p[j] / l * value(j, i).abs()).sum();
+            mag * (eps + acc)
+        })
+        .collect()
+}
