@@ -148,8 +148,8 @@ fn f16_kv_cache_stays_close() {
 /// it. Printed errors are the measured ones; the bounds come from each format's step size.
 #[test]
 fn quantized_text_weights_stay_close() {
+    use common::fixtures::quantize;
     use gguf_tools::mix::Mix;
-    use gguf_tools::quantize::{quantize_file, Options};
     let tmp = TempDir::new("text-quant");
     let pool = ThreadPool::new(2);
     // Bound model: a matrix product's output carries about the RMS relative error of its weights
@@ -181,13 +181,7 @@ fn quantized_text_weights_stay_close() {
             let f32_path = tmp.path(&format!("{case}-f32.gguf"));
             write_text_gguf(&dir, &f32_path);
             let q_path = tmp.path(&format!("{case}-{mix}.gguf"));
-            let opts = Options {
-                mix,
-                threads: 2,
-                allow_requantize: false,
-                progress: false,
-            };
-            quantize_file(&f32_path, &q_path, &opts).unwrap();
+            quantize(&f32_path, &q_path, mix);
             let f = GgufFile::open(&q_path).unwrap();
             let model = TextModel::load(&f).unwrap();
             // The legacy types again with rows interleaved for decode, as `run` loads them: the

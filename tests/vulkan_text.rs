@@ -194,15 +194,8 @@ fn matrices_in_blocks_of_rows_give_the_same_logits() {
         let mut path = tmp.path(&format!("{case}.gguf"));
         write_text_gguf(&fixtures_dir().join(case), &path);
         if q8 {
-            use gguf_tools::quantize::{quantize_file, Options};
             let q = tmp.path(&format!("{case}-q8.gguf"));
-            let opts = Options {
-                mix: gguf_tools::mix::Mix::Q8_0,
-                threads: 2,
-                allow_requantize: false,
-                progress: false,
-            };
-            quantize_file(&path, &q, &opts).unwrap();
+            common::fixtures::quantize(&path, &q, gguf_tools::mix::Mix::Q8_0);
             path = q;
         }
         let f = GgufFile::open(&path).unwrap();
@@ -321,7 +314,6 @@ fn batched_slots_on_vulkan_equal_each_sequence_alone() {
 #[test]
 fn quantized_weights_on_vulkan_stay_close() {
     use gguf_tools::mix::Mix;
-    use gguf_tools::quantize::{quantize_file, Options};
     if device(None).is_none() {
         return;
     }
@@ -343,13 +335,7 @@ fn quantized_weights_on_vulkan_stay_close() {
         let f32_path = tmp.path(&format!("{case}-f32.gguf"));
         write_text_gguf(&fixtures_dir().join(case), &f32_path);
         let q_path = tmp.path(&format!("{case}-{mix}.gguf"));
-        let opts = Options {
-            mix,
-            threads: 2,
-            allow_requantize: false,
-            progress: false,
-        };
-        quantize_file(&f32_path, &q_path, &opts).unwrap();
+        common::fixtures::quantize(&f32_path, &q_path, mix);
         // Interleaved for the CPU's decode, as `run` loads files: the upload puts rows back.
         let mut f = GgufFile::open(&q_path).unwrap();
         llava_edge::text::interleave_weights(&mut f, &pool).unwrap();

@@ -506,7 +506,6 @@ fn embed_image_and_video_on_the_device_equal_the_cpu() {
 #[test]
 fn quantized_mmproj_on_the_device_stays_close() {
     use gguf_tools::mix::Mix;
-    use gguf_tools::quantize::{quantize_file, Options};
     let Some(vk) = device() else { return };
     let tmp = TempDir::new("vk-vision-quant");
     let pool = ThreadPool::new(2);
@@ -515,13 +514,7 @@ fn quantized_mmproj_on_the_device_stays_close() {
         let bound = 2.0 * r * 20f32.sqrt();
         for (case, f32_path, _) in &mmprojs()[1..3] {
             let q_path = tmp.path(&format!("{case}-{mix}.gguf"));
-            let opts = Options {
-                mix,
-                threads: 2,
-                allow_requantize: false,
-                progress: false,
-            };
-            quantize_file(f32_path, &q_path, &opts).unwrap();
+            common::fixtures::quantize(f32_path, &q_path, mix);
             let f = GgufFile::open(&q_path).unwrap();
             let enc = VisionEncoder::load(&f).unwrap();
             let mut be = VkBackend::new(vk.clone(), None);

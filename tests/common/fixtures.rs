@@ -223,3 +223,14 @@ pub fn cpu_pipeline<'a>(
         pool: llava_edge::threadpool::ThreadPool::new(2),
     }
 }
+
+/// `src` quantized by `gguf-tools quantize` to `mix` as `dst` (two threads, no requantizing).
+pub fn quantize(src: &Path, dst: &Path, mix: gguf_tools::mix::Mix) {
+    let opts = gguf_tools::quantize::Options {
+        mix,
+        threads: 2,
+        allow_requantize: false,
+        progress: false,
+    };
+    gguf_tools::quantize::quantize_file(src, dst, &opts).unwrap();
+}
