@@ -28,22 +28,13 @@ fn encoders_and_projectors_match_transformers() {
         let (mut worst_f, mut worst_p) = (0f32, 0f32);
         for entry in std::fs::read_dir(&dir).unwrap() {
             let fx = entry.unwrap().path();
-            let Some(VisionFixture {
-                pixels: px,
-                features: feats,
-                projected: proj,
-            }) = VisionFixture::read(&fx)
-            else {
+            let Some(vf) = VisionFixture::read(&fx) else {
                 continue;
             };
-            let n_tiles = px.f32().len() / (3 * s * s);
-            let per_tile = feats.f32().len() / n_tiles;
-            for t in 0..n_tiles {
-                let ours = enc
-                    .features(&px.f32()[t * 3 * s * s..(t + 1) * 3 * s * s], &pool)
-                    .unwrap();
-                let want = &feats.f32()[t * per_tile..(t + 1) * per_tile];
-                let e = rel_err(&ours, want);
+            let tiles = vf.tiles(s);
+            for (t, tile) in tiles.iter().enumerate() {
+                let ours = enc.features(tile.pixels, &pool).unwrap();
+                let e = rel_err(&ours, tile.features);
                 worst_f = worst_f.max(e);
                 assert!(
                     e < 1e-4,
@@ -51,8 +42,7 @@ fn encoders_and_projectors_match_transformers() {
                     fx.display()
                 );
                 let p = enc.project(&ours, &pool).unwrap();
-                let pw = &proj.f32()[t * p.len()..(t + 1) * p.len()];
-                let e = rel_err(&p, pw);
+                let e = rel_err(&p, tile.projected);
                 worst_p = worst_p.max(e);
                 assert!(
                     e < 1e-4,
@@ -61,8 +51,7 @@ fn encoders_and_projectors_match_transformers() {
                 );
                 tiles_checked += 1;
             }
-            assert_eq!(feats.f32().len(), n_tiles * per_tile);
-            assert_eq!(per_tile % d, 0);
+            assert_eq!(tiles[0].features.len() % d, 0);
         }
         println!("{case}: worst relative error: features {worst_f:e}, projected {worst_p:e}");
     }

@@ -318,20 +318,18 @@ fn every_vision_fixture_encodes_and_projects_on_the_device() {
             let (mut worst_ref, mut worst_cpu) = (0f32, 0f32);
             for entry in std::fs::read_dir(&dir).unwrap() {
                 let fx = entry.unwrap().path();
-                let Some(VisionFixture {
-                    pixels: px,
-                    features: feats,
-                    projected: proj,
-                }) = VisionFixture::read(&fx)
-                else {
+                let Some(vf) = VisionFixture::read(&fx) else {
                     continue;
                 };
-                let n_tiles = px.f32().len() / (3 * s * s);
-                let per_tile = feats.f32().len() / n_tiles;
                 let n = enc.feature_rows();
-                assert_eq!(per_tile, n * enc.config.n_embd, "{}", fx.display());
-                for tile in 0..n_tiles {
-                    let pixels = &px.f32()[tile * 3 * s * s..(tile + 1) * 3 * s * s];
+                for (tile, want) in vf.tiles(s).iter().enumerate() {
+                    assert_eq!(
+                        want.features.len(),
+                        n * enc.config.n_embd,
+                        "{}",
+                        fx.display()
+                    );
+                    let pixels = want.pixels;
                     let fb = enc.features_on(&mut be, &t, pixels).unwrap();
                     let ours_f = be.read(fb).unwrap();
                     let fb = be.upload(ours_f.clone()).unwrap();
@@ -339,8 +337,7 @@ fn every_vision_fixture_encodes_and_projects_on_the_device() {
                     let ours = be.read(pb).unwrap();
                     let cpu_f = enc.features(pixels, &pool).unwrap();
                     let cpu_p = enc.project(&cpu_f, &pool).unwrap();
-                    let want_f = &feats.f32()[tile * per_tile..(tile + 1) * per_tile];
-                    let want_p = &proj.f32()[tile * ours.len()..(tile + 1) * ours.len()];
+                    let (want_f, want_p) = (want.features, want.projected);
                     for (e, bound, what) in [
                         (
                             rel_err(&ours_f, want_f),

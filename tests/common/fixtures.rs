@@ -171,6 +171,33 @@ impl VisionFixture {
     }
 }
 
+/// One tile of a [`VisionFixture`]: its pixels, the tower's features, the projected rows.
+pub struct VisionTile<'a> {
+    pub pixels: &'a [f32],
+    pub features: &'a [f32],
+    pub projected: &'a [f32],
+}
+
+impl VisionFixture {
+    /// The fixture's tiles of `image_size` pixels a side, each with its share of the features
+    /// and projected rows (which must split evenly).
+    pub fn tiles(&self, image_size: usize) -> Vec<VisionTile<'_>> {
+        let px = 3 * image_size * image_size;
+        let n_tiles = self.pixels.f32().len() / px;
+        let (f, p) = (self.features.f32(), self.projected.f32());
+        assert_eq!(f.len() % n_tiles, 0, "features of {n_tiles} tiles");
+        assert_eq!(p.len() % n_tiles, 0, "projected rows of {n_tiles} tiles");
+        let (per_f, per_p) = (f.len() / n_tiles, p.len() / n_tiles);
+        (0..n_tiles)
+            .map(|t| VisionTile {
+                pixels: &self.pixels.f32()[t * px..(t + 1) * px],
+                features: &f[t * per_f..(t + 1) * per_f],
+                projected: &p[t * per_p..(t + 1) * per_p],
+            })
+            .collect()
+    }
+}
+
 /// What anyres / OneVision packing needs from a case: the grid pinpoints, the tile side, the
 /// patches per side, OneVision's tile limit and the newline row.
 pub struct AnyresCase {
