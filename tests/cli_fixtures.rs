@@ -14,22 +14,13 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::fixtures::QUESTIONS;
 use common::npy::{fixtures_dir, read};
 use common::TempDir;
 use gguf_tools::convert::{convert, OutType};
 use llava_edge::gguf::GgufFile;
 use llava_edge::tokenizer::Tokenizer;
 use serde_json::Value;
-
-/// The questions the fixture generator asks (tests/reference/make_fixtures.py).
-const QUESTIONS: [&str; 6] = [
-    "Describe a red circle on a blue background.",
-    "What is shown in this image?",
-    "What is different between these images?",
-    "What happens in this video?",
-    "D\u{e9}cris un caf\u{e9} \u{2615} pr\u{e8}s de \u{6771}\u{4eac}  tower, with  two spaces.",
-    "Qu'y a-t-il sur cette image ? \u{65e5}\u{672c}\u{8a9e}  ok",
-];
 
 /// `LLAVA_EDGE_CLI_RUNNER` split into words, then `program`.
 fn command(program: &str) -> Command {

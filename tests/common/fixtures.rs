@@ -30,7 +30,8 @@ pub const ANYRES_CASES: [&str; 4] = [
     "llava_ov_mixed",
 ];
 
-/// The questions the fixtures ask; a prompt names one of them.
+/// The questions the fixture generator asks (tests/reference/make_fixtures.py); a prompt names
+/// one of them.
 pub const QUESTIONS: [&str; 6] = [
     "Describe a red circle on a blue background.",
     "What is shown in this image?",
