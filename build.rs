@@ -22,7 +22,58 @@ fn compile(name: &str, files: &[&str], flags: &[&str]) {
     b.compile(name);
 }
 
+/// The Vulkan shaders' SPIR-V into `$OUT_DIR/spv`, which the crate embeds: compiled from the
+/// GLSL by `glslc` when it is on the PATH (or named by `$GLSLC`), so an edited shader is what
+/// runs; otherwise, or where glslc refuses a variant, the committed `kernels/vulkan/spv` file
+/// (a Pi or a Jetson builds without glslc). CI checks the committed files match the sources.
+fn spirv() {
+    let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("spv");
+    std::fs::create_dir_all(&out).expect("creating OUT_DIR/spv");
+    println!("cargo:rerun-if-changed=kernels/vulkan");
+    println!("cargo:rerun-if-env-changed=GLSLC");
+    let glslc = env::var("GLSLC").unwrap_or_else(|_| "glslc".into());
+    let have_glslc = std::process::Command::new(&glslc)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let list = std::fs::read_to_string("kernels/vulkan/variants.txt")
+        .expect("reading kernels/vulkan/variants.txt");
+    for line in list
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+    {
+        let mut words = line.split_whitespace();
+        let (Some(name), Some(src)) = (words.next(), words.next()) else {
+            panic!("kernels/vulkan/variants.txt: '{line}' is not 'name source defines...'");
+        };
+        let dst = out.join(format!("{name}.spv"));
+        let compiled = have_glslc
+            && std::process::Command::new(&glslc)
+                .current_dir("kernels/vulkan")
+                .args(["--target-env=vulkan1.1", "-O", "-I", "."])
+                .args(words.map(|d| format!("-D{d}")))
+                .args(["-fshader-stage=compute", src, "-o"])
+                .arg(&dst)
+                .status()
+                .is_ok_and(|s| s.success());
+        if !compiled {
+            if have_glslc {
+                println!(
+                    "cargo:warning={glslc} could not compile the {name} variant of \
+                     kernels/vulkan/{src}; using the committed SPIR-V"
+                );
+            }
+            let committed = format!("kernels/vulkan/spv/{name}.spv");
+            std::fs::copy(&committed, &dst)
+                .unwrap_or_else(|e| panic!("copying {committed} into OUT_DIR: {e}"));
+        }
+    }
+}
+
 fn main() {
+    if env::var_os("CARGO_FEATURE_VULKAN").is_some() {
+        spirv();
+    }
     let header = "kernels/include/llava_kernels.h";
     println!("cargo:rerun-if-changed={header}");
     let arch = env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default();

@@ -1,4 +1,5 @@
-//! The embedded SPIR-V (kernels/vulkan/spv, built from kernels/vulkan/*.comp by
+//! The embedded SPIR-V (the variants of kernels/vulkan/variants.txt, compiled by build.rs
+//! with glslc where present, else the committed kernels/vulkan/spv written by
 //! scripts/build-spirv.sh) and, for each op, which variant a device gets.
 
 use super::error::VulkanError;
@@ -7,12 +8,8 @@ use crate::dtype::GgmlType;
 
 macro_rules! spv {
     ($name:literal) => {
-        include_bytes!(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/kernels/vulkan/spv/",
-            $name,
-            ".spv"
-        ))
+        // build.rs: compiled from kernels/vulkan at build time, or the committed spv/ copy.
+        include_bytes!(concat!(env!("OUT_DIR"), "/spv/", $name, ".spv"))
     };
 }
 pub(super) use spv;
