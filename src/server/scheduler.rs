@@ -672,6 +672,12 @@ fn emit(
         return true;
     };
     if let Some(a) = slot.active.take() {
+        // Counted free before the client hears the reply is done, so a /metrics read after
+        // the reply never sees its slot busy (the loop's own count comes only after the step).
+        let _ = shared
+            .metrics
+            .busy_slots
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| b.checked_sub(1));
         let (rest, _) = a.reply.finish();
         if !rest.is_empty() {
             let _ = a.events.send(Event::Token {
