@@ -717,7 +717,7 @@ impl<'a> Recorder<'a> {
             (1.0 / (s.head_dim as f32).sqrt()).to_bits(),
         ]);
         let shader = if f32_cache {
-            Shader::Vision(super::VisionShader::AttentionKvF32)
+            Shader::AttentionKvF32
         } else {
             Shader::Attention
         };

@@ -63,6 +63,9 @@ pub enum Shader {
     Softmax,
     /// Attention over an F16 cache.
     Attention,
+    /// Attention over f32 keys and values: the text model's exact cache and the vision
+    /// encoder's uncached keys.
+    AttentionKvF32,
     /// Bilinear resize of a feature grid.
     Bilinear,
     /// f32 values into F16 storage.
@@ -166,6 +169,7 @@ impl Shader {
             Shader::F32ToF16 => ("f32_to_f16", spv!("f32_to_f16"), 2, 12, wg(WG)),
             // Fixed 64-wide workgroups (the shader sizes its per-invocation arrays by it).
             Shader::Attention => ("attention", spv!("attention"), 4, 52, vec![]),
+            Shader::AttentionKvF32 => ("attention_kv_f32", spv!("attention_kv_f32"), 4, 52, vec![]),
             Shader::Vision(v) => return v.variant(),
         };
         Ok(Variant {

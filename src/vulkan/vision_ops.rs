@@ -17,8 +17,6 @@ pub enum VisionShader {
     PatchEmbed(GgmlType),
     /// `x += h`, then `h = LayerNorm(x)`.
     ResidualLayerNorm,
-    /// Attention over f32 keys and values (every key visible).
-    AttentionKvF32,
 }
 
 impl VisionShader {
@@ -45,10 +43,6 @@ impl VisionShader {
                 16,
                 wg,
             ),
-            // Fixed 64-wide workgroups, as the F16 attention.
-            VisionShader::AttentionKvF32 => {
-                ("attention_kv_f32", spv!("attention_kv_f32"), 4, 52, vec![])
-            }
         };
         Ok(Variant {
             name,
